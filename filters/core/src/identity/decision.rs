@@ -1,0 +1,93 @@
+//! The outcome of evaluating a request: a verdict and a stable reason code.
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+/// Why the verdict was reached. The codes are a stable API: they appear in deny
+/// bodies, logs and metric labels, and their number is fixed (bounded cardinality).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    AllowedByRule,
+    DefaultAllow,
+    MtlsRequired,
+    TlsVersionTooLow,
+    DeniedByRule,
+    NoMatchingRule,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::AllowedByRule,
+        Reason::DefaultAllow,
+        Reason::MtlsRequired,
+        Reason::TlsVersionTooLow,
+        Reason::DeniedByRule,
+        Reason::NoMatchingRule,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::AllowedByRule => "allowed_by_rule",
+            Self::DefaultAllow => "default_allow",
+            Self::MtlsRequired => "mtls_required",
+            Self::TlsVersionTooLow => "tls_version_too_low",
+            Self::DeniedByRule => "denied_by_rule",
+            Self::NoMatchingRule => "no_matching_rule",
+        }
+    }
+
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Self::AllowedByRule | Self::DefaultAllow => Verdict::Allow,
+            Self::MtlsRequired
+            | Self::TlsVersionTooLow
+            | Self::DeniedByRule
+            | Self::NoMatchingRule => Verdict::Deny,
+        }
+    }
+
+    /// One sentence for logs and verbose deny bodies.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::AllowedByRule => "an allow rule matched",
+            Self::DefaultAllow => "no rule matched and the default action is allow",
+            Self::MtlsRequired => "mutual TLS is required and the connection is not mTLS",
+            Self::TlsVersionTooLow => "the connection's TLS version is below the required minimum",
+            Self::DeniedByRule => "a deny rule matched",
+            Self::NoMatchingRule => "no allow rule matched and the default action is deny",
+        }
+    }
+}
+
+/// Which part of the policy decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// `rules[i]`.
+    Rule(usize),
+    /// `transport.overrides[i]`.
+    TransportOverride(usize),
+    /// The top-level `transport` requirement.
+    Transport,
+    /// `default_action`.
+    Default,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub reason: Reason,
+    pub decided_by: DecidedBy,
+}
+
+impl Decision {
+    pub fn verdict(&self) -> Verdict {
+        self.reason.verdict()
+    }
+
+    pub fn is_deny(&self) -> bool {
+        self.verdict() == Verdict::Deny
+    }
+}

@@ -1,0 +1,221 @@
+//! What the host tells us about a connection and a request, in typed form.
+//!
+//! The adapter reads Envoy attributes; everything it could not read is "absent",
+//! and absence always means *less* trust: no identity, no TLS.
+
+use crate::spiffe::SpiffeId;
+
+/// A negotiated TLS version as Envoy reports it (`connection.tls_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsVersion {
+    /// A version string this build does not know: it satisfies no floor.
+    Unknown,
+    Tls10,
+    Tls11,
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    pub fn from_host(text: &str) -> Self {
+        match text {
+            "TLSv1" | "TLSv1.0" => Self::Tls10,
+            "TLSv1.1" => Self::Tls11,
+            "TLSv1.2" => Self::Tls12,
+            "TLSv1.3" => Self::Tls13,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Tls10 => "TLSv1.0",
+            Self::Tls11 => "TLSv1.1",
+            Self::Tls12 => "TLSv1.2",
+            Self::Tls13 => "TLSv1.3",
+        }
+    }
+}
+
+/// The security of the downstream connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Plaintext,
+    /// TLS, but the peer presented no client certificate.
+    Tls {
+        version: TlsVersion,
+    },
+    /// TLS with a verified client certificate. `identity` is its first URI SAN
+    /// when that is a valid SPIFFE ID, and `None` otherwise.
+    Mtls {
+        version: TlsVersion,
+        identity: Option<SpiffeId>,
+    },
+}
+
+impl Transport {
+    /// Builds the transport from Envoy's `connection.mtls`, `connection.tls_version`
+    /// and `connection.uri_san_peer_certificate` attributes.
+    pub fn from_host(mtls: Option<bool>, tls_version: Option<&str>, uri_san: Option<&str>) -> Self {
+        let version = tls_version.filter(|v| !v.is_empty());
+        match (mtls, version) {
+            (Some(true), v) => Self::Mtls {
+                version: v.map_or(TlsVersion::Unknown, TlsVersion::from_host),
+                identity: uri_san.and_then(|s| SpiffeId::parse_uri(s).ok()),
+            },
+            (_, Some(v)) => Self::Tls {
+                version: TlsVersion::from_host(v),
+            },
+            (_, None) => Self::Plaintext,
+        }
+    }
+
+    pub fn is_mtls(&self) -> bool {
+        matches!(self, Self::Mtls { .. })
+    }
+
+    pub fn tls_version(&self) -> Option<TlsVersion> {
+        match self {
+            Self::Plaintext => None,
+            Self::Tls { version } | Self::Mtls { version, .. } => Some(*version),
+        }
+    }
+
+    /// The identity proven by the connection's own client certificate.
+    pub fn certificate_identity(&self) -> Option<&SpiffeId> {
+        match self {
+            Self::Mtls { identity, .. } => identity.as_ref(),
+            Self::Plaintext | Self::Tls { .. } => None,
+        }
+    }
+}
+
+/// Where the identity the policy judged came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// The direct peer's certificate.
+    Certificate,
+    /// The XFCC element appended by this trusted gateway (the direct peer).
+    Gateway(SpiffeId),
+}
+
+/// The caller as the policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub transport: Transport,
+    pub identity: Option<SpiffeId>,
+    pub source: IdentitySource,
+}
+
+impl Peer {
+    /// The identity proven by the certificate, with no gateway involved.
+    pub fn from_certificate(transport: Transport) -> Self {
+        let identity = transport.certificate_identity().cloned();
+        Self {
+            transport,
+            identity,
+            source: IdentitySource::Certificate,
+        }
+    }
+}
+
+/// The request attributes rules can scope on.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    /// `:path` as received; query and fragment are ignored for matching.
+    pub path: &'a str,
+    pub method: &'a str,
+    /// `:authority`; a port is ignored for matching.
+    pub host: &'a str,
+}
+
+impl<'a> RequestInfo<'a> {
+    pub fn path_without_query(&self) -> &'a str {
+        let end = self.path.find(['?', '#']).unwrap_or(self.path.len());
+        self.path.get(..end).unwrap_or(self.path)
+    }
+
+    pub fn host_without_port(&self) -> &'a str {
+        let host = self.host;
+        if let Some(rest) = host.strip_prefix('[') {
+            // IPv6 literal: keep the brackets, drop what follows `]`.
+            return match rest.find(']') {
+                Some(i) => host.get(..i + 2).unwrap_or(host),
+                None => host,
+            };
+        }
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_follows_the_host_attributes() {
+        let id = "spiffe://cluster.local/ns/default/sa/frontend";
+        let cases = [
+            (None, None, None, Transport::Plaintext),
+            (Some(false), None, None, Transport::Plaintext),
+            (Some(false), Some(""), None, Transport::Plaintext),
+            (
+                Some(false),
+                Some("TLSv1.3"),
+                None,
+                Transport::Tls {
+                    version: TlsVersion::Tls13,
+                },
+            ),
+            (
+                Some(true),
+                Some("TLSv1.2"),
+                Some(id),
+                Transport::Mtls {
+                    version: TlsVersion::Tls12,
+                    identity: SpiffeId::parse_uri(id).ok(),
+                },
+            ),
+            (
+                Some(true),
+                None,
+                Some("not a spiffe id"),
+                Transport::Mtls {
+                    version: TlsVersion::Unknown,
+                    identity: None,
+                },
+            ),
+        ];
+        for (mtls, version, san, want) in cases {
+            assert_eq!(Transport::from_host(mtls, version, san), want);
+        }
+    }
+
+    #[test]
+    fn request_paths_and_hosts_are_trimmed_for_matching() {
+        let r = RequestInfo {
+            path: "/a/b?x=1#f",
+            method: "GET",
+            host: "API.example.com:8443",
+        };
+        assert_eq!(r.path_without_query(), "/a/b");
+        assert_eq!(r.host_without_port(), "API.example.com");
+        for (host, want) in [
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("example.com", "example.com"),
+            ("example.com:x", "example.com:x"),
+        ] {
+            let r = RequestInfo {
+                path: "/",
+                method: "GET",
+                host,
+            };
+            assert_eq!(r.host_without_port(), want);
+        }
+    }
+}

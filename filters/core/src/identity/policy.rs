@@ -1,0 +1,726 @@
+//! The compiled identity policy: built once in `on_configure`, then evaluated
+//! per request without parsing, allocation aside from one small candidate list.
+
+use hashbrown::HashMap;
+
+use super::config::{Action, DetailLevel, IdentityConfig, Mode, RuleConfig, TlsVersionConfig};
+use super::decision::{DecidedBy, Decision, Reason};
+use super::facts::{IdentitySource, Peer, RequestInfo, TlsVersion, Transport};
+use super::index::KeyIndex;
+use super::xfcc;
+use crate::config::{check_len, parse_json, ConfigError};
+use crate::pattern::{PathPattern, StringPattern};
+use crate::spiffe::{check_prefix, normalize_principal_text, parse_trust_domain, SpiffeId};
+
+/// Most rules a policy may hold.
+pub const MAX_RULES: usize = 50_000;
+/// Most entries in one list of a rule or override.
+pub const MAX_LIST_ENTRIES: usize = 10_000;
+/// Longest rule or override name, and longest `config_version`.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// A validated, indexed identity policy.
+#[derive(Debug)]
+pub struct IdentityPolicy {
+    config_version: Option<String>,
+    mode: Mode,
+    default_action: Action,
+    transport: TransportRequirement,
+    overrides: Vec<TransportOverride>,
+    trusted_gateways: Vec<StringPattern>,
+    deny_status: u16,
+    detail: DetailLevel,
+    rules: Vec<Rule>,
+    index: RuleIndex,
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TransportRequirement {
+    require_mtls: bool,
+    min_tls_version: Option<TlsVersion>,
+}
+
+#[derive(Debug)]
+struct TransportOverride {
+    name: Box<str>,
+    scope: RequestScope,
+    requirement: TransportRequirement,
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: Box<str>,
+    action: Action,
+    peer: PeerMatch,
+    scope: RequestScope,
+}
+
+/// A list of accepted values and a list of excluded ones. `any_of: None` means
+/// the attribute is not constrained.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Condition<T> {
+    any_of: Option<Box<[T]>>,
+    none_of: Box<[T]>,
+}
+
+impl<T> Default for Condition<T> {
+    fn default() -> Self {
+        Self {
+            any_of: None,
+            none_of: Box::new([]),
+        }
+    }
+}
+
+impl<T> Condition<T> {
+    /// An absent value (no identity, no namespace) never satisfies `any_of` and
+    /// is never excluded by `none_of`, as in Istio's `notPrincipals`.
+    fn check<V: Copy>(&self, value: Option<V>, matches: impl Fn(&T, V) -> bool) -> bool {
+        match value {
+            None => self.any_of.is_none(),
+            Some(v) => {
+                self.any_of
+                    .as_deref()
+                    .is_none_or(|list| list.iter().any(|p| matches(p, v)))
+                    && !self.none_of.iter().any(|p| matches(p, v))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct PeerMatch {
+    principals: Condition<StringPattern>,
+    namespaces: Condition<StringPattern>,
+    trust_domains: Condition<StringPattern>,
+}
+
+impl PeerMatch {
+    fn matches(&self, identity: Option<&SpiffeId>) -> bool {
+        self.principals
+            .check(identity.map(SpiffeId::as_str), |p, v| p.matches(v))
+            && self
+                .namespaces
+                .check(identity.and_then(SpiffeId::namespace), |p, v| p.matches(v))
+            && self
+                .trust_domains
+                .check(identity.map(SpiffeId::trust_domain), |p, v| p.matches(v))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct RequestScope {
+    paths: Condition<PathPattern>,
+    /// Upper-case method names, compared ASCII case-insensitively: an upstream
+    /// framework that accepts `delete` must not slip past a `DELETE` rule.
+    methods: Condition<Box<str>>,
+    /// Lower-case host patterns, compared ASCII case-insensitively.
+    hosts: Condition<StringPattern>,
+}
+
+/// The request attributes in the form rules compare against.
+#[derive(Debug, Clone, Copy)]
+struct RequestView<'a> {
+    path: &'a str,
+    method: &'a str,
+    host: &'a str,
+}
+
+impl RequestScope {
+    fn matches(&self, r: &RequestView<'_>) -> bool {
+        self.paths.check(Some(r.path), |p, v| p.matches(v))
+            && self
+                .methods
+                .check(Some(r.method), |m, v| m.eq_ignore_ascii_case(v))
+            && self
+                .hosts
+                .check(Some(r.host), |p, v| p.matches_ignore_case(v))
+    }
+}
+
+#[derive(Debug, Default)]
+struct RuleIndex {
+    principal: KeyIndex,
+    namespace: KeyIndex,
+    trust_domain: KeyIndex,
+    path: KeyIndex,
+    /// Rules with no indexable attribute: checked for every request.
+    unindexed: Vec<u32>,
+}
+
+impl IdentityPolicy {
+    /// Parses and compiles plugin JSON. This is the whole validation: the filter
+    /// and `meshguard validate` both call it.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Self::compile(parse_json(bytes)?)
+    }
+
+    pub fn compile(config: IdentityConfig) -> Result<Self, ConfigError> {
+        let mut warnings = Vec::new();
+        if let Some(v) = &config.config_version {
+            check_name("config_version", v)?;
+        }
+        let transport = TransportRequirement {
+            require_mtls: config.transport.require_mtls,
+            min_tls_version: config.transport.min_tls_version.map(tls_version),
+        };
+        check_len(
+            "transport.overrides",
+            &config.transport.overrides,
+            MAX_LIST_ENTRIES,
+        )?;
+        let mut override_names: HashMap<&str, usize> = HashMap::new();
+        let mut overrides = Vec::with_capacity(config.transport.overrides.len());
+        for (i, o) in config.transport.overrides.iter().enumerate() {
+            let at = format!("transport.overrides[{i}]");
+            check_name(&format!("{at}.name"), &o.name)?;
+            if let Some(first) = override_names.insert(&o.name, i) {
+                return Err(duplicate_name(
+                    &at,
+                    &o.name,
+                    &format!("transport.overrides[{first}]"),
+                ));
+            }
+            if o.require_mtls.is_none() && o.min_tls_version.is_none() {
+                return Err(ConfigError::invalid(
+                    at,
+                    "sets neither require_mtls nor min_tls_version, so it changes nothing",
+                ));
+            }
+            overrides.push(TransportOverride {
+                name: o.name.as_str().into(),
+                scope: compile_scope(&at, &o.paths, &None, &o.methods, &None, &o.hosts, &None)?,
+                requirement: TransportRequirement {
+                    require_mtls: o.require_mtls.unwrap_or(transport.require_mtls),
+                    min_tls_version: o
+                        .min_tls_version
+                        .map(tls_version)
+                        .or(transport.min_tls_version),
+                },
+            });
+        }
+
+        check_len(
+            "identity.trusted_gateways",
+            &config.identity.trusted_gateways,
+            MAX_LIST_ENTRIES,
+        )?;
+        let trusted_gateways = config
+            .identity
+            .trusted_gateways
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let at = format!("identity.trusted_gateways[{i}]");
+                match principal_pattern(&at, text)? {
+                    StringPattern::Any => Err(ConfigError::invalid(
+                        at,
+                        "\"*\" would let every mTLS peer name any caller through XFCC; list the gateway identities",
+                    )),
+                    p => Ok(p),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        if !(400..=599).contains(&config.deny_response.status) {
+            return Err(ConfigError::invalid(
+                "deny_response.status",
+                format!(
+                    "{} is not an HTTP error status (400-599)",
+                    config.deny_response.status
+                ),
+            ));
+        }
+
+        check_len("rules", &config.rules, MAX_RULES)?;
+        let mut rules = Vec::with_capacity(config.rules.len());
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, rc) in config.rules.iter().enumerate() {
+            let at = format!("rules[{i}]");
+            check_name(&format!("{at}.name"), &rc.name)?;
+            if let Some(first) = names.insert(&rc.name, i) {
+                return Err(duplicate_name(&at, &rc.name, &format!("rules[{first}]")));
+            }
+            rules.push(compile_rule(&at, rc)?);
+        }
+        check_rule_conflicts(&rules, &mut warnings)?;
+        if !transport.require_mtls {
+            for (i, r) in rules.iter().enumerate() {
+                if r.action == Action::Deny && r.peer.has_positive_identity_condition() {
+                    warnings.push(format!(
+                        "rules[{i}] ({}): denies by peer identity while transport.require_mtls is false; \
+                         a plaintext caller has no identity and is not matched by this rule",
+                        r.name
+                    ));
+                }
+            }
+        }
+
+        let index = build_index(&rules);
+        Ok(Self {
+            config_version: config.config_version,
+            mode: config.mode,
+            default_action: config.default_action,
+            transport,
+            overrides,
+            trusted_gateways,
+            deny_status: config.deny_response.status,
+            detail: config.deny_response.detail,
+            rules,
+            index,
+            warnings,
+        })
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn config_version(&self) -> Option<&str> {
+        self.config_version.as_deref()
+    }
+
+    pub fn deny_status(&self) -> u16 {
+        self.deny_status
+    }
+
+    pub fn detail(&self) -> DetailLevel {
+        self.detail
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Things that are legal but probably not what the author meant.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Whether a direct peer may vouch for callers through XFCC.
+    pub fn is_trusted_gateway(&self, peer: &SpiffeId) -> bool {
+        self.trusted_gateways
+            .iter()
+            .any(|p| p.matches(peer.as_str()))
+    }
+
+    pub fn has_trusted_gateways(&self) -> bool {
+        !self.trusted_gateways.is_empty()
+    }
+
+    /// Decides who the caller is. `read_xfcc` is called only when the direct
+    /// peer is a trusted gateway; it returns the XFCC header and this proxy's
+    /// own URI SAN. A plaintext caller can never name an identity this way.
+    pub fn resolve_peer<F>(&self, transport: Transport, read_xfcc: F) -> Peer
+    where
+        F: FnOnce() -> (Option<String>, Option<String>),
+    {
+        let gateway = match transport.certificate_identity() {
+            Some(id) if self.is_trusted_gateway(id) => id.clone(),
+            _ => return Peer::from_certificate(transport),
+        };
+        let (header, local) = read_xfcc();
+        let identity = header
+            .as_deref()
+            .and_then(|h| xfcc::identity_from_gateway(h, &gateway, local.as_deref()));
+        Peer {
+            transport,
+            identity,
+            source: IdentitySource::Gateway(gateway),
+        }
+    }
+
+    /// Evaluates a request: transport first, then deny rules, allow rules and
+    /// the default action. Deny wins over allow regardless of rule order.
+    pub fn evaluate(&self, peer: &Peer, request: &RequestInfo<'_>) -> Decision {
+        let view = RequestView {
+            path: request.path_without_query(),
+            method: request.method,
+            host: request.host_without_port(),
+        };
+        let (requirement, source) = self
+            .overrides
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.scope.matches(&view))
+            .map_or((self.transport, DecidedBy::Transport), |(i, o)| {
+                (o.requirement, DecidedBy::TransportOverride(i))
+            });
+        if requirement.require_mtls && !peer.transport.is_mtls() {
+            return Decision {
+                reason: Reason::MtlsRequired,
+                decided_by: source,
+            };
+        }
+        if let Some(min) = requirement.min_tls_version {
+            if peer.transport.tls_version().is_none_or(|v| v < min) {
+                return Decision {
+                    reason: Reason::TlsVersionTooLow,
+                    decided_by: source,
+                };
+            }
+        }
+
+        let identity = peer.identity.as_ref();
+        let mut first_allow = None;
+        for i in self.candidates(identity, view.path) {
+            let Some(rule) = self.rules.get(i as usize) else {
+                continue;
+            };
+            if !(rule.peer.matches(identity) && rule.scope.matches(&view)) {
+                continue;
+            }
+            match rule.action {
+                Action::Deny => {
+                    return Decision {
+                        reason: Reason::DeniedByRule,
+                        decided_by: DecidedBy::Rule(i as usize),
+                    }
+                }
+                Action::Allow => {
+                    first_allow.get_or_insert(i as usize);
+                }
+            }
+        }
+        match (first_allow, self.default_action) {
+            (Some(i), _) => Decision {
+                reason: Reason::AllowedByRule,
+                decided_by: DecidedBy::Rule(i),
+            },
+            (None, Action::Allow) => Decision {
+                reason: Reason::DefaultAllow,
+                decided_by: DecidedBy::Default,
+            },
+            (None, Action::Deny) => Decision {
+                reason: Reason::NoMatchingRule,
+                decided_by: DecidedBy::Default,
+            },
+        }
+    }
+
+    /// Rules that could match, in policy order, each once.
+    fn candidates(&self, identity: Option<&SpiffeId>, path: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        if let Some(id) = identity {
+            self.index.principal.collect(id.as_str(), &mut out);
+            if let Some(ns) = id.namespace() {
+                self.index.namespace.collect(ns, &mut out);
+            }
+            self.index.trust_domain.collect(id.trust_domain(), &mut out);
+        }
+        self.index.path.collect(path, &mut out);
+        out.extend_from_slice(&self.index.unindexed);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    #[cfg(test)]
+    pub(crate) fn candidates_for_test(&self, identity: Option<&SpiffeId>, path: &str) -> Vec<u32> {
+        self.candidates(identity, path)
+    }
+
+    /// A name for what decided, for logs and `meshguard explain`.
+    pub fn describe(&self, by: DecidedBy) -> String {
+        match by {
+            DecidedBy::Rule(i) => match self.rules.get(i) {
+                Some(r) => format!("rules[{i}] \"{}\"", r.name),
+                None => format!("rules[{i}]"),
+            },
+            DecidedBy::TransportOverride(i) => match self.overrides.get(i) {
+                Some(o) => format!("transport.overrides[{i}] \"{}\"", o.name),
+                None => format!("transport.overrides[{i}]"),
+            },
+            DecidedBy::Transport => "transport".into(),
+            DecidedBy::Default => "default_action".into(),
+        }
+    }
+
+    /// The bare rule or override name, if a named entry decided.
+    pub fn rule_name(&self, by: DecidedBy) -> Option<&str> {
+        match by {
+            DecidedBy::Rule(i) => self.rules.get(i).map(|r| &*r.name),
+            DecidedBy::TransportOverride(i) => self.overrides.get(i).map(|o| &*o.name),
+            DecidedBy::Transport | DecidedBy::Default => None,
+        }
+    }
+}
+
+impl PeerMatch {
+    fn has_positive_identity_condition(&self) -> bool {
+        self.principals.any_of.is_some()
+            || self.namespaces.any_of.is_some()
+            || self.trust_domains.any_of.is_some()
+    }
+}
+
+fn tls_version(v: TlsVersionConfig) -> TlsVersion {
+    match v {
+        TlsVersionConfig::Tls10 => TlsVersion::Tls10,
+        TlsVersionConfig::Tls11 => TlsVersion::Tls11,
+        TlsVersionConfig::Tls12 => TlsVersion::Tls12,
+        TlsVersionConfig::Tls13 => TlsVersion::Tls13,
+    }
+}
+
+fn check_name(at: &str, name: &str) -> Result<(), ConfigError> {
+    if name.trim().is_empty() {
+        return Err(ConfigError::invalid(at, "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(ConfigError::invalid(
+            at,
+            format!("is longer than {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ConfigError::invalid(at, "contains control characters"));
+    }
+    Ok(())
+}
+
+fn duplicate_name(at: &str, name: &str, first: &str) -> ConfigError {
+    ConfigError::invalid(
+        format!("{at}.name"),
+        format!("{name:?} is already the name of {first}; names must be unique"),
+    )
+}
+
+fn principal_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
+    if text.is_empty() {
+        return Err(ConfigError::BadPattern {
+            at: at.into(),
+            value: text.into(),
+            source: crate::pattern::PatternError::Empty,
+        });
+    }
+    let normalized = normalize_principal_text(text);
+    let pattern = StringPattern::parse(&normalized).map_err(|source| ConfigError::BadPattern {
+        at: at.into(),
+        value: text.into(),
+        source,
+    })?;
+    let bad_id = |source| ConfigError::BadSpiffeId {
+        at: at.into(),
+        value: text.into(),
+        source,
+    };
+    match &pattern {
+        StringPattern::Exact(s) => {
+            SpiffeId::parse_uri(s).map_err(bad_id)?;
+        }
+        StringPattern::Prefix(s) => {
+            check_prefix(s).map_err(bad_id)?;
+        }
+        StringPattern::Suffix(_) | StringPattern::Any => {}
+    }
+    Ok(pattern)
+}
+
+fn plain_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
+    StringPattern::parse(text).map_err(|source| ConfigError::BadPattern {
+        at: at.into(),
+        value: text.into(),
+        source,
+    })
+}
+
+fn trust_domain_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
+    let pattern = plain_pattern(at, text)?;
+    if let StringPattern::Exact(s) = &pattern {
+        parse_trust_domain(s).map_err(|source| ConfigError::BadSpiffeId {
+            at: at.into(),
+            value: text.into(),
+            source,
+        })?;
+    }
+    Ok(pattern)
+}
+
+fn path_pattern(at: &str, text: &str) -> Result<PathPattern, ConfigError> {
+    PathPattern::parse(text).map_err(|source| ConfigError::BadPattern {
+        at: at.into(),
+        value: text.into(),
+        source,
+    })
+}
+
+fn method_name(at: &str, text: &str) -> Result<Box<str>, ConfigError> {
+    // RFC 9110 token characters.
+    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if text.is_empty() || !text.chars().all(is_tchar) || text.contains('*') {
+        return Err(ConfigError::invalid(
+            at,
+            format!("{text:?} is not an HTTP method name (wildcards are not supported here)"),
+        ));
+    }
+    Ok(text.to_ascii_uppercase().into())
+}
+
+fn host_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
+    Ok(plain_pattern(at, text)?.map_literal(str::to_ascii_lowercase))
+}
+
+/// Compiles a `X` / `not_X` pair, refusing empty lists and entries that are
+/// both required and excluded.
+fn compile_condition<T: PartialEq>(
+    at: &str,
+    field: &str,
+    any_of: &Option<Vec<String>>,
+    none_of: &Option<Vec<String>>,
+    compile: impl Fn(&str, &str) -> Result<T, ConfigError>,
+) -> Result<Condition<T>, ConfigError> {
+    let compile_list = |name: &str, list: &[String]| -> Result<Box<[T]>, ConfigError> {
+        let list_at = format!("{at}.{name}");
+        if list.is_empty() {
+            return Err(ConfigError::invalid(
+                list_at,
+                "is an empty list, which would match nothing; omit the key to leave it unconstrained",
+            ));
+        }
+        check_len(&list_at, list, MAX_LIST_ENTRIES)?;
+        list.iter()
+            .enumerate()
+            .map(|(j, text)| compile(&format!("{list_at}[{j}]"), text))
+            .collect()
+    };
+    let not_field = format!("not_{field}");
+    let any_of = any_of
+        .as_deref()
+        .map(|l| compile_list(field, l))
+        .transpose()?;
+    let none_of = match none_of.as_deref() {
+        Some(l) => compile_list(&not_field, l)?,
+        None => Box::new([]),
+    };
+    if let Some(list) = &any_of {
+        for (j, excluded) in none_of.iter().enumerate() {
+            if let Some(k) = list.iter().position(|p| p == excluded) {
+                return Err(ConfigError::Contradiction {
+                    at: format!("{at}.{not_field}[{j}]"),
+                    other: format!("{at}.{field}[{k}]"),
+                    problem: "the same entry is both required and excluded".into(),
+                });
+            }
+        }
+    }
+    Ok(Condition { any_of, none_of })
+}
+
+fn compile_scope(
+    at: &str,
+    paths: &Option<Vec<String>>,
+    not_paths: &Option<Vec<String>>,
+    methods: &Option<Vec<String>>,
+    not_methods: &Option<Vec<String>>,
+    hosts: &Option<Vec<String>>,
+    not_hosts: &Option<Vec<String>>,
+) -> Result<RequestScope, ConfigError> {
+    Ok(RequestScope {
+        paths: compile_condition(at, "paths", paths, not_paths, path_pattern)?,
+        methods: compile_condition(at, "methods", methods, not_methods, method_name)?,
+        hosts: compile_condition(at, "hosts", hosts, not_hosts, host_pattern)?,
+    })
+}
+
+fn compile_rule(at: &str, rc: &RuleConfig) -> Result<Rule, ConfigError> {
+    Ok(Rule {
+        name: rc.name.as_str().into(),
+        action: rc.action,
+        peer: PeerMatch {
+            principals: compile_condition(
+                at,
+                "principals",
+                &rc.principals,
+                &rc.not_principals,
+                principal_pattern,
+            )?,
+            namespaces: compile_condition(
+                at,
+                "namespaces",
+                &rc.namespaces,
+                &rc.not_namespaces,
+                plain_pattern,
+            )?,
+            trust_domains: compile_condition(
+                at,
+                "trust_domains",
+                &rc.trust_domains,
+                &rc.not_trust_domains,
+                trust_domain_pattern,
+            )?,
+        },
+        scope: compile_scope(
+            at,
+            &rc.paths,
+            &rc.not_paths,
+            &rc.methods,
+            &rc.not_methods,
+            &rc.hosts,
+            &rc.not_hosts,
+        )?,
+    })
+}
+
+/// Two rules with the same conditions: with opposite actions the allow rule is
+/// dead (deny wins), which is a contradiction; with the same action, a warning.
+fn check_rule_conflicts(rules: &[Rule], warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    let mut seen: HashMap<(&PeerMatch, &RequestScope), usize> = HashMap::with_capacity(rules.len());
+    for (i, rule) in rules.iter().enumerate() {
+        let Some(first) = seen.insert((&rule.peer, &rule.scope), i) else {
+            continue;
+        };
+        let Some(earlier) = rules.get(first) else {
+            continue;
+        };
+        if earlier.action == rule.action {
+            warnings.push(format!(
+                "rules[{i}] ({}) repeats the conditions of rules[{first}] ({})",
+                rule.name, earlier.name
+            ));
+        } else {
+            return Err(ConfigError::Contradiction {
+                at: format!("rules[{i}]"),
+                other: format!("rules[{first}]"),
+                problem: "the same conditions with the opposite action; deny always wins, so the allow rule could never apply"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Indexes each rule by its most selective positive attribute.
+fn build_index(rules: &[Rule]) -> RuleIndex {
+    let mut index = RuleIndex::default();
+    for (i, rule) in rules.iter().enumerate() {
+        let id = i as u32;
+        let simple_paths = rule.scope.paths.any_of.as_deref().and_then(|paths| {
+            paths
+                .iter()
+                .map(|p| match p {
+                    PathPattern::Simple(s) => Some(s),
+                    PathPattern::Glob(_) => None,
+                })
+                .collect::<Option<Vec<_>>>()
+        });
+        let (target, patterns): (&mut KeyIndex, Vec<&StringPattern>) =
+            if let Some(list) = rule.peer.principals.any_of.as_deref() {
+                (&mut index.principal, list.iter().collect())
+            } else if let Some(list) = rule.peer.namespaces.any_of.as_deref() {
+                (&mut index.namespace, list.iter().collect())
+            } else if let Some(list) = rule.peer.trust_domains.any_of.as_deref() {
+                (&mut index.trust_domain, list.iter().collect())
+            } else if let Some(list) = simple_paths {
+                (&mut index.path, list)
+            } else {
+                index.unindexed.push(id);
+                continue;
+            };
+        for p in patterns {
+            target.insert(p, id);
+        }
+    }
+    index
+}

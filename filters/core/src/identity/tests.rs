@@ -1,0 +1,433 @@
+//! Policy behaviour, table-driven: each row reads as "this caller, this request,
+//! this decision".
+
+use super::*;
+use crate::config::ConfigError;
+
+const FRONTEND: &str = "spiffe://cluster.local/ns/default/sa/frontend";
+const BATCH: &str = "spiffe://cluster.local/ns/jobs/sa/batch";
+const GATEWAY: &str = "spiffe://cluster.local/ns/istio-system/sa/ingress";
+const LOCAL: &str = "spiffe://cluster.local/ns/default/sa/backend";
+
+const POLICY: &str = r#"{
+  "config_version": "v1",
+  "default_action": "deny",
+  "transport": {
+    "require_mtls": true,
+    "min_tls_version": "TLSv1.2",
+    "overrides": [
+      {"name": "probes", "paths": ["/healthz"], "methods": ["GET"], "require_mtls": false},
+      {"name": "admin-tls13", "paths": ["/admin/*"], "min_tls_version": "TLSv1.3"}
+    ]
+  },
+  "identity": {"trusted_gateways": ["cluster.local/ns/istio-system/sa/ingress"]},
+  "rules": [
+    {"name": "frontend-api", "action": "allow",
+     "principals": ["cluster.local/ns/default/sa/frontend"], "paths": ["/api/*"], "methods": ["GET", "POST"]},
+    {"name": "jobs-namespace", "action": "allow", "namespaces": ["jobs"], "paths": ["/batch/**"]},
+    {"name": "no-deletes", "action": "deny", "methods": ["DELETE"]},
+    {"name": "probes", "action": "allow", "paths": ["/healthz"]},
+    {"name": "internal-host", "action": "allow", "principals": ["*"], "hosts": ["*.internal"],
+     "not_namespaces": ["jobs"]},
+    {"name": "admin", "action": "allow", "principals": ["*/sa/frontend"], "paths": ["/admin/*"]},
+    {"name": "other-domains", "action": "deny", "not_trust_domains": ["cluster.local"]}
+  ]
+}"#;
+
+fn policy() -> IdentityPolicy {
+    IdentityPolicy::from_json(POLICY.as_bytes()).unwrap()
+}
+
+fn mtls(id: &str, version: &str) -> Transport {
+    Transport::from_host(Some(true), Some(version), Some(id))
+}
+
+fn decide(
+    policy: &IdentityPolicy,
+    transport: Transport,
+    method: &str,
+    path: &str,
+    host: &str,
+) -> (Reason, String) {
+    let peer = Peer::from_certificate(transport);
+    let d = policy.evaluate(&peer, &RequestInfo { path, method, host });
+    (d.reason, policy.describe(d.decided_by))
+}
+
+#[test]
+fn requests_are_decided_by_transport_then_deny_then_allow_then_default() {
+    let p = policy();
+    let plaintext = || Transport::from_host(Some(false), None, None);
+    let tls_only = || Transport::from_host(Some(false), Some("TLSv1.3"), None);
+    let cases = [
+        (
+            mtls(FRONTEND, "TLSv1.3"),
+            "GET",
+            "/api/users?x=1",
+            "svc",
+            Reason::AllowedByRule,
+            "rules[0] \"frontend-api\"",
+        ),
+        (
+            mtls(FRONTEND, "TLSv1.3"),
+            "PUT",
+            "/api/users",
+            "svc",
+            Reason::NoMatchingRule,
+            "default_action",
+        ),
+        (
+            mtls(FRONTEND, "TLSv1.3"),
+            "delete",
+            "/api/users",
+            "svc",
+            Reason::DeniedByRule,
+            "rules[2] \"no-deletes\"",
+        ),
+        (
+            mtls(BATCH, "TLSv1.3"),
+            "POST",
+            "/batch/a/b",
+            "svc",
+            Reason::AllowedByRule,
+            "rules[1] \"jobs-namespace\"",
+        ),
+        (
+            mtls(BATCH, "TLSv1.3"),
+            "POST",
+            "/api/users",
+            "svc",
+            Reason::NoMatchingRule,
+            "default_action",
+        ),
+        (
+            plaintext(),
+            "GET",
+            "/api/users",
+            "svc",
+            Reason::MtlsRequired,
+            "transport",
+        ),
+        (
+            tls_only(),
+            "GET",
+            "/api/users",
+            "svc",
+            Reason::MtlsRequired,
+            "transport",
+        ),
+        (
+            plaintext(),
+            "GET",
+            "/healthz",
+            "svc",
+            Reason::TlsVersionTooLow,
+            "transport.overrides[0] \"probes\"",
+        ),
+        (
+            mtls(FRONTEND, "TLSv1.1"),
+            "GET",
+            "/api/users",
+            "svc",
+            Reason::TlsVersionTooLow,
+            "transport",
+        ),
+        (
+            mtls(FRONTEND, "TLSv1.2"),
+            "GET",
+            "/admin/x",
+            "svc",
+            Reason::TlsVersionTooLow,
+            "transport.overrides[1] \"admin-tls13\"",
+        ),
+        (
+            mtls(FRONTEND, "TLSv1.3"),
+            "GET",
+            "/admin/x",
+            "svc",
+            Reason::AllowedByRule,
+            "rules[5] \"admin\"",
+        ),
+        (
+            mtls(FRONTEND, "SSLv3"),
+            "GET",
+            "/api/users",
+            "svc",
+            Reason::TlsVersionTooLow,
+            "transport",
+        ),
+        (
+            mtls(FRONTEND, "TLSv1.3"),
+            "GET",
+            "/other",
+            "API.Internal:8080",
+            Reason::AllowedByRule,
+            "rules[4] \"internal-host\"",
+        ),
+        (
+            mtls(BATCH, "TLSv1.3"),
+            "GET",
+            "/other",
+            "api.internal",
+            Reason::NoMatchingRule,
+            "default_action",
+        ),
+        (
+            mtls("spiffe://evil.example/ns/default/sa/frontend", "TLSv1.3"),
+            "GET",
+            "/admin/x",
+            "svc",
+            Reason::DeniedByRule,
+            "rules[6] \"other-domains\"",
+        ),
+        // A client certificate without a SPIFFE URI is mTLS with no identity,
+        // which a deny rule on `not_trust_domains` catches.
+        (
+            Transport::from_host(Some(true), Some("TLSv1.3"), Some("https://x")),
+            "GET",
+            "/api/users",
+            "svc",
+            Reason::DeniedByRule,
+            "rules[6] \"other-domains\"",
+        ),
+    ];
+    for (transport, method, path, host, want, by) in cases {
+        let got = decide(&p, transport.clone(), method, path, host);
+        assert_eq!(
+            got,
+            (want, by.to_string()),
+            "{transport:?} {method} {host}{path}"
+        );
+    }
+}
+
+#[test]
+fn the_plaintext_probe_override_lets_probes_through_without_mtls() {
+    let p = IdentityPolicy::from_json(
+        br#"{"transport": {"overrides": [{"name": "probes", "paths": ["/healthz"], "require_mtls": false}]},
+             "rules": [{"name": "probes", "action": "allow", "paths": ["/healthz"]}]}"#,
+    )
+    .unwrap();
+    let plaintext = Transport::from_host(None, None, None);
+    assert_eq!(
+        decide(&p, plaintext.clone(), "GET", "/healthz", "x").0,
+        Reason::AllowedByRule
+    );
+    assert_eq!(
+        decide(&p, plaintext, "GET", "/other", "x").0,
+        Reason::MtlsRequired
+    );
+}
+
+#[test]
+fn default_allow_applies_when_no_rule_matches() {
+    let p = IdentityPolicy::from_json(br#"{"default_action": "allow"}"#).unwrap();
+    let got = decide(&p, mtls(FRONTEND, "TLSv1.3"), "GET", "/", "x");
+    assert_eq!(got, (Reason::DefaultAllow, "default_action".into()));
+}
+
+#[test]
+fn a_trusted_gateway_vouches_for_the_caller_through_xfcc() {
+    let p = policy();
+    let xfcc = format!("By={GATEWAY};URI={FRONTEND},By={LOCAL};URI={GATEWAY}");
+    let peer = p.resolve_peer(mtls(GATEWAY, "TLSv1.3"), || {
+        (Some(xfcc.clone()), Some(LOCAL.into()))
+    });
+    assert_eq!(peer.identity.as_ref().map(|i| i.as_str()), Some(FRONTEND));
+    assert!(matches!(peer.source, IdentitySource::Gateway(_)));
+    let d = p.evaluate(
+        &peer,
+        &RequestInfo {
+            path: "/api/x",
+            method: "GET",
+            host: "svc",
+        },
+    );
+    assert_eq!(d.reason, Reason::AllowedByRule);
+
+    // A gateway request without a caller element is anonymous, not the gateway.
+    let peer = p.resolve_peer(mtls(GATEWAY, "TLSv1.3"), || (None, Some(LOCAL.into())));
+    assert_eq!(peer.identity, None);
+}
+
+#[test]
+fn xfcc_from_other_peers_is_never_read() {
+    let p = policy();
+    for transport in [
+        mtls(BATCH, "TLSv1.3"),
+        Transport::from_host(None, None, None),
+        Transport::from_host(Some(false), Some("TLSv1.3"), None),
+    ] {
+        let peer = p.resolve_peer(transport.clone(), || {
+            panic!("XFCC must not be read for {transport:?}")
+        });
+        assert_eq!(peer.identity.as_ref(), transport.certificate_identity());
+    }
+}
+
+#[test]
+fn identity_conditions_on_an_anonymous_caller() {
+    // An absent identity never satisfies a positive condition and is never excluded.
+    let p = IdentityPolicy::from_json(
+        br#"{"transport": {"require_mtls": false},
+             "rules": [
+               {"name": "not-batch", "action": "allow", "not_principals": ["cluster.local/ns/jobs/sa/batch"]},
+               {"name": "frontend", "action": "deny", "principals": ["cluster.local/ns/default/sa/frontend"]}
+             ]}"#,
+    )
+    .unwrap();
+    let plaintext = Transport::from_host(None, None, None);
+    assert_eq!(
+        decide(&p, plaintext, "GET", "/", "x").0,
+        Reason::AllowedByRule
+    );
+    assert_eq!(
+        decide(&p, mtls(BATCH, "TLSv1.3"), "GET", "/", "x").0,
+        Reason::NoMatchingRule
+    );
+    assert_eq!(p.warnings().len(), 1, "{:?}", p.warnings());
+    assert!(p.warnings()[0].contains("require_mtls is false"));
+}
+
+#[test]
+fn deny_wins_regardless_of_rule_order() {
+    let p = IdentityPolicy::from_json(
+        br#"{"rules": [
+               {"name": "allow-all", "action": "allow", "principals": ["*"]},
+               {"name": "deny-frontend-writes", "action": "deny", "principals": ["*/sa/frontend"], "methods": ["POST"]}
+             ]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        decide(&p, mtls(FRONTEND, "TLSv1.3"), "POST", "/", "x").0,
+        Reason::DeniedByRule
+    );
+    assert_eq!(
+        decide(&p, mtls(FRONTEND, "TLSv1.3"), "GET", "/", "x").0,
+        Reason::AllowedByRule
+    );
+}
+
+#[test]
+fn many_rules_are_looked_up_not_scanned() {
+    // 10,000 principal rules: only the caller's own rule is a candidate.
+    let rules: Vec<String> = (0..10_000)
+        .map(|i| {
+            format!(r#"{{"name": "r{i}", "action": "allow", "principals": ["cluster.local/ns/n{i}/sa/s"], "paths": ["/p{i}"]}}"#)
+        })
+        .collect();
+    let config = format!(r#"{{"rules": [{}]}}"#, rules.join(","));
+    let p = IdentityPolicy::from_json(config.as_bytes()).unwrap();
+    let caller = SpiffeIdForTest::new("spiffe://cluster.local/ns/n7777/sa/s");
+    assert_eq!(p.candidates_for_test(Some(&caller.0), "/p7777"), vec![7777]);
+    let got = decide(&p, mtls(caller.0.as_str(), "TLSv1.3"), "GET", "/p7777", "x");
+    assert_eq!(got, (Reason::AllowedByRule, "rules[7777] \"r7777\"".into()));
+    assert_eq!(
+        decide(&p, mtls(caller.0.as_str(), "TLSv1.3"), "GET", "/p1", "x").0,
+        Reason::NoMatchingRule
+    );
+}
+
+struct SpiffeIdForTest(crate::spiffe::SpiffeId);
+
+impl SpiffeIdForTest {
+    fn new(s: &str) -> Self {
+        Self(crate::spiffe::SpiffeId::parse_uri(s).unwrap())
+    }
+}
+
+#[test]
+fn bad_configs_are_refused_with_a_precise_message() {
+    let cases: &[(&str, &str)] = &[
+        (r#"{"rules": [{"name": "a", "action": "allow", "principles": ["x"]}]}"#, "rules[0].principles: unknown field `principles`"),
+        (r#"{"mode": "audit"}"#, "mode: unknown variant `audit`, expected `enforce` or `dry-run`"),
+        (r#"{"default_action": 1}"#, "default_action: expected value at line 1 column 20"),
+        (r#"{"transport": {"min_tls_version": "TLSv1.4"}}"#, "transport.min_tls_version: unknown variant `TLSv1.4`"),
+        (r#"{"rules": [{"name": "a", "action": "allow", "principals": [""]}]}"#, "rules[0].principals[0]: \"\" is empty"),
+        (
+            r#"{"rules": [{"name": "a", "action": "allow", "principals": ["spiffe://Cluster.local/ns/a/sa/b"]}]}"#,
+            "rules[0].principals[0]: \"spiffe://Cluster.local/ns/a/sa/b\" is not a valid SPIFFE ID: it has the character 'C' in its trust domain",
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "allow", "principals": ["cluster.local/ns//sa/b"]}]}"#,
+            "rules[0].principals[0]: \"cluster.local/ns//sa/b\" is not a valid SPIFFE ID: it has an empty path segment",
+        ),
+        (r#"{"rules": [{"name": "a", "action": "allow", "paths": []}]}"#, "rules[0].paths: is an empty list"),
+        (r#"{"rules": [{"name": "a", "action": "allow", "paths": ["api/*"]}]}"#, "rules[0].paths[0]: \"api/*\" must start with `/`"),
+        (r#"{"rules": [{"name": "a", "action": "allow", "methods": ["GE T"]}]}"#, "rules[0].methods[0]: \"GE T\" is not an HTTP method name"),
+        (
+            r#"{"rules": [{"name": "a", "action": "allow", "paths": ["/x"], "not_paths": ["/y", "/x"]}]}"#,
+            "rules[0].not_paths[1]: contradicts rules[0].paths[0]: the same entry is both required and excluded",
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "allow", "paths": ["/x"]}, {"name": "b", "action": "deny", "paths": ["/x"]}]}"#,
+            "rules[1]: contradicts rules[0]: the same conditions with the opposite action",
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "allow"}, {"name": "a", "action": "deny", "paths": ["/x"]}]}"#,
+            "rules[1].name: \"a\" is already the name of rules[0]",
+        ),
+        (r#"{"rules": [{"name": " ", "action": "allow"}]}"#, "rules[0].name: must not be empty"),
+        (r#"{"identity": {"trusted_gateways": ["*"]}}"#, "identity.trusted_gateways[0]: \"*\" would let every mTLS peer"),
+        (
+            r#"{"identity": {"trusted_gateways": ["spiffe:*"]}}"#,
+            "identity.trusted_gateways[0]: \"spiffe:*\" is not a valid SPIFFE ID: it has the character ':' in its trust domain",
+        ),
+        (
+            r#"{"identity": {"trusted_gateways": ["spiffe://*"]}}"#,
+            "identity.trusted_gateways[0]: \"spiffe://*\" is not a valid SPIFFE ID: it has an empty trust domain",
+        ),
+        (r#"{"deny_response": {"status": 200}}"#, "deny_response.status: 200 is not an HTTP error status"),
+        (r#"{"deny_response": {"status": 70000}}"#, "deny_response.status: invalid value: integer `70000`"),
+        (r#"{"transport": {"overrides": [{"name": "x", "paths": ["/x"]}]}}"#, "transport.overrides[0]: sets neither require_mtls nor min_tls_version"),
+        (r#"{"rules": [{"name": "a", "action": "allow", "trust_domains": ["Bad"]}]}"#, "rules[0].trust_domains[0]: \"Bad\" is not a valid SPIFFE ID"),
+        (r#"{"config_version": ""}"#, "config_version: must not be empty"),
+        ("[1, 2]", "config: expected a JSON object"),
+        ("", "the configuration is empty"),
+    ];
+    for (config, want) in cases {
+        let err = IdentityPolicy::from_json(config.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(want),
+            "config {config}\n  got:  {err}\n  want: {want}…"
+        );
+    }
+}
+
+#[test]
+fn the_istio_and_uri_principal_forms_are_the_same_principal() {
+    let a = IdentityPolicy::from_json(
+        br#"{"rules": [{"name": "a", "action": "allow", "principals": ["cluster.local/ns/default/sa/frontend"]}]}"#,
+    )
+    .unwrap();
+    let b = IdentityPolicy::from_json(
+        br#"{"rules": [{"name": "a", "action": "allow", "principals": ["spiffe://cluster.local/ns/default/sa/frontend"]}]}"#,
+    )
+    .unwrap();
+    for p in [a, b] {
+        assert_eq!(
+            decide(&p, mtls(FRONTEND, "TLSv1.3"), "GET", "/", "x").0,
+            Reason::AllowedByRule
+        );
+    }
+}
+
+#[test]
+fn every_reason_code_is_distinct_and_snake_case() {
+    let codes: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.code()).collect();
+    assert_eq!(codes.len(), Reason::ALL.len());
+    assert!(codes
+        .iter()
+        .all(|c| c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_')));
+}
+
+#[test]
+fn config_errors_are_typed() {
+    let err = IdentityPolicy::from_json(
+        br#"{"rules": [{"name": "a", "action": "allow", "paths": ["x"]}]}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ConfigError::BadPattern { .. }));
+}

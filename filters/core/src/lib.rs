@@ -1,0 +1,8 @@
+//! meshguard's engine, free of any proxy-wasm dependency so that it is unit
+//! tested natively and shared by every filter and by the `meshguard` CLI.
+
+pub mod config;
+pub mod identity;
+pub mod metrics;
+pub mod pattern;
+pub mod spiffe;

