@@ -353,8 +353,12 @@ impl IdentityPolicy {
                 decided_by: source,
             };
         }
-        if let Some(min) = requirement.min_tls_version {
-            if peer.transport.tls_version().is_none_or(|v| v < min) {
+        // The floor applies to TLS connections; whether plaintext is acceptable
+        // is `require_mtls`'s call alone (so a plaintext probe override works).
+        if let (Some(min), Some(version)) =
+            (requirement.min_tls_version, peer.transport.tls_version())
+        {
+            if version < min {
                 return Decision {
                     reason: Reason::TlsVersionTooLow,
                     decided_by: source,

@@ -116,13 +116,23 @@ fn requests_are_decided_by_transport_then_deny_then_allow_then_default() {
             Reason::MtlsRequired,
             "transport",
         ),
+        // The probe override lifts require_mtls (the TLS floor does not apply to
+        // plaintext), but the anonymous caller is caught by the negative deny rule.
         (
             plaintext(),
             "GET",
             "/healthz",
             "svc",
-            Reason::TlsVersionTooLow,
-            "transport.overrides[0] \"probes\"",
+            Reason::DeniedByRule,
+            "rules[6] \"other-domains\"",
+        ),
+        (
+            plaintext(),
+            "POST",
+            "/healthz",
+            "svc",
+            Reason::MtlsRequired,
+            "transport",
         ),
         (
             mtls(FRONTEND, "TLSv1.1"),

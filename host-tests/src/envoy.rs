@@ -1,0 +1,182 @@
+//! One Envoy process: started from a generated JSON bootstrap, polled until
+//! ready, killed on drop. Its log is kept in a file and shown when it fails.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use meshguard_core::metrics;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+use crate::http::{self, Request};
+
+/// How long Envoy may take to load its wasm modules and bind its listeners.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running Envoy.
+#[derive(Debug)]
+pub struct Envoy {
+    name: String,
+    child: Child,
+    admin: SocketAddr,
+    log_file: PathBuf,
+}
+
+/// The `stats_config` every meshguard Envoy needs: the tag extractors that
+/// turn `name.tag=.=value;.;` into Prometheus labels (Istio: `extraStatTags`).
+pub fn stats_config() -> Value {
+    let tags: Vec<Value> = metrics::TAG_NAMES
+        .iter()
+        .map(|tag| json!({"tag_name": tag, "regex": metrics::tag_regex(tag)}))
+        .collect();
+    json!({"stats_tags": tags})
+}
+
+impl Envoy {
+    /// Writes `bootstrap` (admin is added here) to `dir` and starts Envoy on it.
+    pub async fn start(name: &str, dir: &Path, mut bootstrap: Value) -> anyhow::Result<Self> {
+        let admin_path = dir.join(format!("{name}.admin"));
+        let log_file = dir.join(format!("{name}.log"));
+        let config_file = dir.join(format!("{name}.json"));
+        bootstrap["admin"] = json!({
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}
+        });
+        std::fs::write(&config_file, serde_json::to_vec_pretty(&bootstrap)?)?;
+        let log = std::fs::File::create(&log_file)?;
+        let child = Command::new(crate::envoy_binary()?)
+            .arg("-c")
+            .arg(&config_file)
+            .args(["--disable-hot-restart", "--concurrency", "1"])
+            .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning envoy")?;
+        let mut envoy = Self {
+            name: name.into(),
+            child,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_file,
+        };
+        envoy.wait_ready(&admin_path).await?;
+        Ok(envoy)
+    }
+
+    /// Runs Envoy on a bootstrap that must be refused, and returns its log.
+    pub async fn expect_refused(
+        name: &str,
+        dir: &Path,
+        bootstrap: Value,
+    ) -> anyhow::Result<String> {
+        match Self::start(name, dir, bootstrap).await {
+            Ok(envoy) => bail!(
+                "{name}: Envoy accepted a config it should refuse; log:\n{}",
+                envoy.log()
+            ),
+            Err(_) => Ok(std::fs::read_to_string(dir.join(format!("{name}.log")))?),
+        }
+    }
+
+    async fn wait_ready(&mut self, admin_path: &Path) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{}: Envoy exited during start-up ({status}); log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            if self.admin.port() == 0 {
+                if let Ok(text) = std::fs::read_to_string(admin_path) {
+                    if let Ok(addr) = text.trim().parse() {
+                        self.admin = addr;
+                    }
+                }
+            }
+            if self.admin.port() != 0 {
+                if let Ok(resp) = http::send(self.admin, &Request::new("GET", "/ready")).await {
+                    if resp.status == 200 {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: Envoy not ready after {START_TIMEOUT:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The bound address of a listener declared with port 0.
+    pub async fn listener(&self, listener: &str) -> anyhow::Result<SocketAddr> {
+        let resp = self.admin_get("/listeners?format=json").await?;
+        let doc = resp.json()?;
+        let statuses = doc["listener_statuses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for status in statuses {
+            if status["name"] == listener {
+                let sa = &status["local_address"]["socket_address"];
+                let ip = sa["address"].as_str().unwrap_or("127.0.0.1");
+                let port = sa["port_value"].as_u64().unwrap_or(0);
+                return Ok(format!("{ip}:{port}").parse()?);
+            }
+        }
+        bail!("{}: no listener {listener} in {doc}", self.name)
+    }
+
+    pub async fn admin_get(&self, path: &str) -> anyhow::Result<http::Response> {
+        http::send(self.admin, &Request::new("GET", path)).await
+    }
+
+    /// `/stats/prometheus` text.
+    pub async fn prometheus(&self) -> anyhow::Result<String> {
+        Ok(self.admin_get("/stats/prometheus").await?.text())
+    }
+
+    /// The value of one Prometheus sample, e.g.
+    /// `meshguard_identity_requests_total{decision="denied",reason="mtls_required"}`.
+    /// A sample that is not exported yet reads as `None`.
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<Option<u64>> {
+        let text = self.prometheus().await?;
+        Ok(text.lines().find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok()).flatten()
+        }))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (log lines are flushed
+    /// asynchronously by Envoy), or fails with the log.
+    pub async fn wait_for_log(&self, needle: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return Ok(log);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: {needle:?} never appeared in the log:\n{log}",
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

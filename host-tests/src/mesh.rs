@@ -1,0 +1,358 @@
+//! Istio's sidecar-to-sidecar path on 127.0.0.1:
+//!
+//! ```text
+//! test ──HTTP──▶ client sidecar ──mTLS (SPIFFE cert of the chosen profile)──▶ server sidecar ──▶ echo
+//!                (Envoy, outbound)                                         (Envoy, inbound,
+//!                                                                           meshguard filters)
+//! ```
+//!
+//! The client sidecar picks the upstream cluster, and so the identity and TLS
+//! settings it presents, from the `x-meshguard-test-route` header, which it
+//! removes before forwarding. The server sidecar accepts mTLS and, like Istio's
+//! PERMISSIVE mode, plaintext on the same port (a TLS inspector picks the chain),
+//! and handles XFCC as Istio's inbound sidecar does (APPEND_FORWARD).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::certs::{CertFiles, Pki};
+use crate::echo::EchoServer;
+use crate::envoy::{stats_config, Envoy};
+use crate::http::{self, Request, Response};
+
+pub const TRUST_DOMAIN: &str = "cluster.local";
+/// The server workload's identity.
+pub const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/backend";
+/// The header the client sidecar routes on.
+pub const ROUTE_HEADER: &str = "x-meshguard-test-route";
+
+/// How the client sidecar reaches the server sidecar for one profile.
+#[derive(Debug, Clone)]
+pub struct ClientProfile {
+    /// Value of the route header that selects this profile.
+    pub route: &'static str,
+    /// The SPIFFE ID in the client certificate; `None` means plaintext.
+    pub identity: Option<&'static str>,
+    /// Highest TLS version offered (`TLSv1_2`, `TLSv1_3`).
+    pub max_tls: &'static str,
+}
+
+/// The profiles every mesh has.
+pub fn default_profiles() -> Vec<ClientProfile> {
+    let mtls = |route, identity| ClientProfile {
+        route,
+        identity: Some(identity),
+        max_tls: "TLSv1_3",
+    };
+    vec![
+        mtls("frontend", "spiffe://cluster.local/ns/default/sa/frontend"),
+        ClientProfile {
+            route: "frontend-tls12",
+            identity: Some("spiffe://cluster.local/ns/default/sa/frontend"),
+            max_tls: "TLSv1_2",
+        },
+        mtls("unknown", "spiffe://cluster.local/ns/default/sa/unknown"),
+        mtls("batch", "spiffe://cluster.local/ns/jobs/sa/batch"),
+        mtls(
+            "gateway",
+            "spiffe://cluster.local/ns/istio-system/sa/ingress",
+        ),
+        ClientProfile {
+            route: "plaintext",
+            identity: None,
+            max_tls: "TLSv1_3",
+        },
+    ]
+}
+
+/// A meshguard filter in the server sidecar's chain.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// Module name in `dist/`, e.g. `meshguard_identity`.
+    pub module: String,
+    /// Envoy root id (Istio: `pluginName`).
+    pub root_id: String,
+    /// Plugin JSON (Istio: `pluginConfig`).
+    pub config: String,
+    /// `vmConfig.env` as inline values.
+    pub env: Vec<(String, String)>,
+}
+
+impl Filter {
+    pub fn identity(config: impl Into<String>) -> Self {
+        Self {
+            module: "meshguard_identity".into(),
+            root_id: "meshguard-identity".into(),
+            config: config.into(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// Describes a mesh before it starts.
+#[derive(Debug, Clone)]
+pub struct MeshBuilder {
+    filters: Vec<Filter>,
+    profiles: Vec<ClientProfile>,
+}
+
+/// A running client sidecar, server sidecar and echo upstream. Dropping it
+/// stops all of them and removes their files.
+#[derive(Debug)]
+pub struct Mesh {
+    pub server: Envoy,
+    pub client: Envoy,
+    client_addr: SocketAddr,
+    server_addr: SocketAddr,
+    _echo: EchoServer,
+    _pki: Pki,
+    dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder {
+            filters: Vec::new(),
+            profiles: default_profiles(),
+        }
+    }
+
+    /// Sends `request` through the client sidecar as `profile`.
+    pub async fn send_as(&self, profile: &str, request: Request) -> anyhow::Result<Response> {
+        http::send(self.client_addr, &request.header(ROUTE_HEADER, profile)).await
+    }
+
+    /// Sends `request` straight to the server sidecar in plaintext.
+    pub async fn send_direct(&self, request: Request) -> anyhow::Result<Response> {
+        http::send(self.server_addr, &request).await
+    }
+
+    /// The client sidecar's address, for tests that manage connections.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl MeshBuilder {
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filters.push(filter);
+        self
+    }
+
+    pub async fn start(self) -> anyhow::Result<Mesh> {
+        let dir = tempfile::Builder::new()
+            .prefix("meshguard-mesh-")
+            .tempdir()?;
+        let pki = Pki::new(dir.path())?;
+        let echo = EchoServer::start().await?;
+        let server_cert = pki.issue("server", SERVER_ID)?;
+        let server_bootstrap = self.server_bootstrap(&pki, &server_cert, echo.addr())?;
+        let server = Envoy::start("server-sidecar", dir.path(), server_bootstrap).await?;
+        let server_addr = server.listener("inbound").await?;
+        let client_bootstrap = self.client_bootstrap(&pki, server_addr)?;
+        let client = Envoy::start("client-sidecar", dir.path(), client_bootstrap).await?;
+        let client_addr = client.listener("outbound").await?;
+        Ok(Mesh {
+            server,
+            client,
+            client_addr,
+            server_addr,
+            _echo: echo,
+            _pki: pki,
+            dir,
+        })
+    }
+
+    /// Starts only the server sidecar, expecting Envoy to refuse its config;
+    /// returns Envoy's log.
+    pub async fn start_refused(self) -> anyhow::Result<String> {
+        let dir = tempfile::Builder::new()
+            .prefix("meshguard-mesh-")
+            .tempdir()?;
+        let pki = Pki::new(dir.path())?;
+        let server_cert = pki.issue("server", SERVER_ID)?;
+        let bootstrap =
+            self.server_bootstrap(&pki, &server_cert, SocketAddr::from(([127, 0, 0, 1], 9)))?;
+        Envoy::expect_refused("server-sidecar", dir.path(), bootstrap).await
+    }
+
+    fn server_bootstrap(
+        &self,
+        pki: &Pki,
+        cert: &CertFiles,
+        upstream: SocketAddr,
+    ) -> anyhow::Result<Value> {
+        let mut http_filters = Vec::new();
+        for f in &self.filters {
+            http_filters.push(wasm_filter(f)?);
+        }
+        http_filters.push(router());
+        let hcm = json!({
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "inbound",
+                // As Istio's inbound sidecar: append the peer's element to XFCC.
+                "forward_client_cert_details": "APPEND_FORWARD",
+                "set_current_client_cert_details": {"uri": true},
+                "normalize_path": true,
+                "merge_slashes": true,
+                "route_config": {"virtual_hosts": [{
+                    "name": "inbound", "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}]
+                }]},
+                "http_filters": http_filters
+            }
+        });
+        let tls = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": true,
+                "common_tls_context": {
+                    "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
+                    "tls_certificates": [certificate(cert)],
+                    "validation_context": {"trusted_ca": {"filename": pki.ca_file()}}
+                }
+            }
+        });
+        Ok(json!({
+            "node": {"id": "backend-sidecar", "cluster": "backend.default"},
+            "stats_config": stats_config(),
+            "static_resources": {
+                "listeners": [{
+                    "name": "inbound",
+                    "address": loopback(0),
+                    "listener_filters": [{
+                        "name": "envoy.filters.listener.tls_inspector",
+                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}
+                    }],
+                    "filter_chains": [
+                        {"name": "mtls", "filter_chain_match": {"transport_protocol": "tls"},
+                         "transport_socket": tls, "filters": [hcm.clone()]},
+                        {"name": "plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"},
+                         "filters": [hcm]}
+                    ]
+                }],
+                "clusters": [static_cluster("upstream", upstream, None)]
+            }
+        }))
+    }
+
+    fn client_bootstrap(&self, pki: &Pki, server: SocketAddr) -> anyhow::Result<Value> {
+        let mut clusters = Vec::new();
+        for profile in &self.profiles {
+            let tls = match profile.identity {
+                None => None,
+                Some(id) => {
+                    let cert = pki.issue(&format!("client-{}", profile.route), id)?;
+                    Some(json!({
+                        "name": "envoy.transport_sockets.tls",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                            "sni": "backend.default.svc.cluster.local",
+                            "common_tls_context": {
+                                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": profile.max_tls},
+                                "tls_certificates": [certificate(&cert)],
+                                "validation_context": {
+                                    "trusted_ca": {"filename": pki.ca_file()},
+                                    "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": SERVER_ID}}]
+                                }
+                            }
+                        }
+                    }))
+                }
+            };
+            clusters.push(static_cluster(profile.route, server, tls));
+        }
+        Ok(json!({
+            "node": {"id": "client-sidecar", "cluster": "client.default"},
+            "static_resources": {
+                "listeners": [{
+                    "name": "outbound",
+                    "address": loopback(0),
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "outbound",
+                            // Pass test-supplied XFCC through, to prove the server ignores it.
+                            "forward_client_cert_details": "ALWAYS_FORWARD_ONLY",
+                            "route_config": {"virtual_hosts": [{
+                                "name": "outbound", "domains": ["*"],
+                                "routes": [{
+                                    "match": {"prefix": "/"},
+                                    "route": {"cluster_header": ROUTE_HEADER, "timeout": "10s"},
+                                    "request_headers_to_remove": [ROUTE_HEADER]
+                                }]
+                            }]},
+                            "http_filters": [router()]
+                        }
+                    }]}]
+                }],
+                "clusters": clusters
+            }
+        }))
+    }
+}
+
+fn loopback(port: u16) -> Value {
+    json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
+}
+
+fn certificate(cert: &CertFiles) -> Value {
+    json!({"certificate_chain": {"filename": cert.cert}, "private_key": {"filename": cert.key}})
+}
+
+fn router() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    })
+}
+
+fn static_cluster(name: &str, addr: SocketAddr, transport_socket: Option<Value>) -> Value {
+    let mut cluster = json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "5s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}
+        }}]}]}
+    });
+    if let Some(ts) = transport_socket {
+        cluster["transport_socket"] = ts;
+    }
+    cluster
+}
+
+fn wasm_filter(f: &Filter) -> anyhow::Result<Value> {
+    let env: serde_json::Map<String, Value> = f
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    Ok(json!({
+        "name": format!("meshguard.{}", f.root_id),
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": f.root_id,
+                "root_id": f.root_id,
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": f.config},
+                "vm_config": {
+                    "vm_id": f.module,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": crate::wasm_module(&f.module)?}},
+                    "environment_variables": {"key_values": env}
+                }
+            }
+        }
+    }))
+}
