@@ -2,6 +2,7 @@
 //! CLI and Envoy's log say the same thing about the same config.
 
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::pattern::PatternError;
 use crate::spiffe::SpiffeIdError;
@@ -9,6 +10,25 @@ use crate::spiffe::SpiffeIdError;
 /// Largest plugin configuration accepted. Istio's `pluginConfig` lives in a CRD,
 /// so anything near this size is a mistake rather than a policy.
 pub const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+/// Whether a filter acts or only reports what it would have done.
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Never blocks; logs and counts what enforce mode would have denied.
+    DryRun,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::DryRun => "dry-run",
+        }
+    }
+}
 
 /// Why a configuration was refused. The `Display` text is what Envoy's log and
 /// `meshguard validate` print; `at` is a JSON path such as `rules[2].paths[0]`.

@@ -99,7 +99,7 @@ impl RootContext for IdentityRoot {
                 log::info!(
                     "meshguard identity: configuration accepted: version={} mode={} rules={}",
                     policy.config_version().unwrap_or("unset"),
-                    mode_name(policy.mode()),
+                    policy.mode().as_str(),
                     policy.rule_count(),
                 );
                 for warning in policy.warnings() {
@@ -226,13 +226,6 @@ fn respond(status: u16, extra_headers: &[(&str, &str)], body: &[u8]) -> Action {
         host::reset_request();
     }
     Action::Pause
-}
-
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Enforce => "enforce",
-        Mode::DryRun => "dry-run",
-    }
 }
 
 fn log_line(

@@ -5,6 +5,8 @@
 
 use serde::Deserialize;
 
+pub use crate::config::Mode;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
@@ -28,15 +30,6 @@ pub struct IdentityConfig {
 
 fn default_action() -> Action {
     Action::Deny
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    #[default]
-    Enforce,
-    /// Never blocks; logs and counts what enforce mode would have denied.
-    DryRun,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

@@ -10,12 +10,14 @@ use super::index::KeyIndex;
 use super::xfcc;
 use crate::config::{check_len, parse_json, ConfigError};
 use crate::pattern::{PathPattern, StringPattern};
-use crate::spiffe::{check_prefix, normalize_principal_text, parse_trust_domain, SpiffeId};
+use crate::scope::{
+    compile_condition, compile_scope, plain_pattern, principal_pattern, trust_domain_pattern,
+    Condition, RequestScope, RequestView, ScopeLists, MAX_LIST_ENTRIES,
+};
+use crate::spiffe::SpiffeId;
 
 /// Most rules a policy may hold.
 pub const MAX_RULES: usize = 50_000;
-/// Most entries in one list of a rule or override.
-pub const MAX_LIST_ENTRIES: usize = 10_000;
 /// Longest rule or override name, and longest `config_version`.
 pub const MAX_NAME_LEN: usize = 256;
 
@@ -56,39 +58,6 @@ struct Rule {
     scope: RequestScope,
 }
 
-/// A list of accepted values and a list of excluded ones. `any_of: None` means
-/// the attribute is not constrained.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Condition<T> {
-    any_of: Option<Box<[T]>>,
-    none_of: Box<[T]>,
-}
-
-impl<T> Default for Condition<T> {
-    fn default() -> Self {
-        Self {
-            any_of: None,
-            none_of: Box::new([]),
-        }
-    }
-}
-
-impl<T> Condition<T> {
-    /// An absent value (no identity, no namespace) never satisfies `any_of` and
-    /// is never excluded by `none_of`, as in Istio's `notPrincipals`.
-    fn check<V: Copy>(&self, value: Option<V>, matches: impl Fn(&T, V) -> bool) -> bool {
-        match value {
-            None => self.any_of.is_none(),
-            Some(v) => {
-                self.any_of
-                    .as_deref()
-                    .is_none_or(|list| list.iter().any(|p| matches(p, v)))
-                    && !self.none_of.iter().any(|p| matches(p, v))
-            }
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 struct PeerMatch {
     principals: Condition<StringPattern>,
@@ -106,36 +75,6 @@ impl PeerMatch {
             && self
                 .trust_domains
                 .check(identity.map(SpiffeId::trust_domain), |p, v| p.matches(v))
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-struct RequestScope {
-    paths: Condition<PathPattern>,
-    /// Upper-case method names, compared ASCII case-insensitively: an upstream
-    /// framework that accepts `delete` must not slip past a `DELETE` rule.
-    methods: Condition<Box<str>>,
-    /// Lower-case host patterns, compared ASCII case-insensitively.
-    hosts: Condition<StringPattern>,
-}
-
-/// The request attributes in the form rules compare against.
-#[derive(Debug, Clone, Copy)]
-struct RequestView<'a> {
-    path: &'a str,
-    method: &'a str,
-    host: &'a str,
-}
-
-impl RequestScope {
-    fn matches(&self, r: &RequestView<'_>) -> bool {
-        self.paths.check(Some(r.path), |p, v| p.matches(v))
-            && self
-                .methods
-                .check(Some(r.method), |m, v| m.eq_ignore_ascii_case(v))
-            && self
-                .hosts
-                .check(Some(r.host), |p, v| p.matches_ignore_case(v))
     }
 }
 
@@ -190,7 +129,17 @@ impl IdentityPolicy {
             }
             overrides.push(TransportOverride {
                 name: o.name.as_str().into(),
-                scope: compile_scope(&at, &o.paths, &None, &o.methods, &None, &o.hosts, &None)?,
+                scope: compile_scope(
+                    &at,
+                    ScopeLists {
+                        paths: &o.paths,
+                        not_paths: &None,
+                        methods: &o.methods,
+                        not_methods: &None,
+                        hosts: &o.hosts,
+                        not_hosts: &None,
+                    },
+                )?,
                 requirement: TransportRequirement {
                     require_mtls: o.require_mtls.unwrap_or(transport.require_mtls),
                     min_tls_version: o
@@ -334,11 +283,7 @@ impl IdentityPolicy {
     /// Evaluates a request: transport first, then deny rules, allow rules and
     /// the default action. Deny wins over allow regardless of rule order.
     pub fn evaluate(&self, peer: &Peer, request: &RequestInfo<'_>) -> Decision {
-        let view = RequestView {
-            path: request.path_without_query(),
-            method: request.method,
-            host: request.host_without_port(),
-        };
+        let view = RequestView::of(request);
         let (requirement, source) = self
             .overrides
             .iter()
@@ -491,143 +436,6 @@ fn duplicate_name(at: &str, name: &str, first: &str) -> ConfigError {
     )
 }
 
-fn principal_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
-    if text.is_empty() {
-        return Err(ConfigError::BadPattern {
-            at: at.into(),
-            value: text.into(),
-            source: crate::pattern::PatternError::Empty,
-        });
-    }
-    let normalized = normalize_principal_text(text);
-    let pattern = StringPattern::parse(&normalized).map_err(|source| ConfigError::BadPattern {
-        at: at.into(),
-        value: text.into(),
-        source,
-    })?;
-    let bad_id = |source| ConfigError::BadSpiffeId {
-        at: at.into(),
-        value: text.into(),
-        source,
-    };
-    match &pattern {
-        StringPattern::Exact(s) => {
-            SpiffeId::parse_uri(s).map_err(bad_id)?;
-        }
-        StringPattern::Prefix(s) => {
-            check_prefix(s).map_err(bad_id)?;
-        }
-        StringPattern::Suffix(_) | StringPattern::Any => {}
-    }
-    Ok(pattern)
-}
-
-fn plain_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
-    StringPattern::parse(text).map_err(|source| ConfigError::BadPattern {
-        at: at.into(),
-        value: text.into(),
-        source,
-    })
-}
-
-fn trust_domain_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
-    let pattern = plain_pattern(at, text)?;
-    if let StringPattern::Exact(s) = &pattern {
-        parse_trust_domain(s).map_err(|source| ConfigError::BadSpiffeId {
-            at: at.into(),
-            value: text.into(),
-            source,
-        })?;
-    }
-    Ok(pattern)
-}
-
-fn path_pattern(at: &str, text: &str) -> Result<PathPattern, ConfigError> {
-    PathPattern::parse(text).map_err(|source| ConfigError::BadPattern {
-        at: at.into(),
-        value: text.into(),
-        source,
-    })
-}
-
-fn method_name(at: &str, text: &str) -> Result<Box<str>, ConfigError> {
-    // RFC 9110 token characters.
-    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if text.is_empty() || !text.chars().all(is_tchar) || text.contains('*') {
-        return Err(ConfigError::invalid(
-            at,
-            format!("{text:?} is not an HTTP method name (wildcards are not supported here)"),
-        ));
-    }
-    Ok(text.to_ascii_uppercase().into())
-}
-
-fn host_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
-    Ok(plain_pattern(at, text)?.map_literal(str::to_ascii_lowercase))
-}
-
-/// Compiles a `X` / `not_X` pair, refusing empty lists and entries that are
-/// both required and excluded.
-fn compile_condition<T: PartialEq>(
-    at: &str,
-    field: &str,
-    any_of: &Option<Vec<String>>,
-    none_of: &Option<Vec<String>>,
-    compile: impl Fn(&str, &str) -> Result<T, ConfigError>,
-) -> Result<Condition<T>, ConfigError> {
-    let compile_list = |name: &str, list: &[String]| -> Result<Box<[T]>, ConfigError> {
-        let list_at = format!("{at}.{name}");
-        if list.is_empty() {
-            return Err(ConfigError::invalid(
-                list_at,
-                "is an empty list, which would match nothing; omit the key to leave it unconstrained",
-            ));
-        }
-        check_len(&list_at, list, MAX_LIST_ENTRIES)?;
-        list.iter()
-            .enumerate()
-            .map(|(j, text)| compile(&format!("{list_at}[{j}]"), text))
-            .collect()
-    };
-    let not_field = format!("not_{field}");
-    let any_of = any_of
-        .as_deref()
-        .map(|l| compile_list(field, l))
-        .transpose()?;
-    let none_of = match none_of.as_deref() {
-        Some(l) => compile_list(&not_field, l)?,
-        None => Box::new([]),
-    };
-    if let Some(list) = &any_of {
-        for (j, excluded) in none_of.iter().enumerate() {
-            if let Some(k) = list.iter().position(|p| p == excluded) {
-                return Err(ConfigError::Contradiction {
-                    at: format!("{at}.{not_field}[{j}]"),
-                    other: format!("{at}.{field}[{k}]"),
-                    problem: "the same entry is both required and excluded".into(),
-                });
-            }
-        }
-    }
-    Ok(Condition { any_of, none_of })
-}
-
-fn compile_scope(
-    at: &str,
-    paths: &Option<Vec<String>>,
-    not_paths: &Option<Vec<String>>,
-    methods: &Option<Vec<String>>,
-    not_methods: &Option<Vec<String>>,
-    hosts: &Option<Vec<String>>,
-    not_hosts: &Option<Vec<String>>,
-) -> Result<RequestScope, ConfigError> {
-    Ok(RequestScope {
-        paths: compile_condition(at, "paths", paths, not_paths, path_pattern)?,
-        methods: compile_condition(at, "methods", methods, not_methods, method_name)?,
-        hosts: compile_condition(at, "hosts", hosts, not_hosts, host_pattern)?,
-    })
-}
-
 fn compile_rule(at: &str, rc: &RuleConfig) -> Result<Rule, ConfigError> {
     Ok(Rule {
         name: rc.name.as_str().into(),
@@ -657,12 +465,14 @@ fn compile_rule(at: &str, rc: &RuleConfig) -> Result<Rule, ConfigError> {
         },
         scope: compile_scope(
             at,
-            &rc.paths,
-            &rc.not_paths,
-            &rc.methods,
-            &rc.not_methods,
-            &rc.hosts,
-            &rc.not_hosts,
+            ScopeLists {
+                paths: &rc.paths,
+                not_paths: &rc.not_paths,
+                methods: &rc.methods,
+                not_methods: &rc.not_methods,
+                hosts: &rc.hosts,
+                not_hosts: &rc.not_hosts,
+            },
         )?,
     })
 }

@@ -1,0 +1,239 @@
+//! Conditions shared by every filter's rules: `X` / `not_X` lists over request
+//! attributes (paths, methods, hosts) and peer attributes (principals...), and
+//! the compilers that turn config text into them with precise errors.
+
+use crate::config::{check_len, ConfigError};
+use crate::pattern::{PathPattern, PatternError, StringPattern};
+use crate::request::RequestInfo;
+use crate::spiffe::{check_prefix, normalize_principal_text, parse_trust_domain, SpiffeId};
+
+/// Most entries in one list of a rule.
+pub const MAX_LIST_ENTRIES: usize = 10_000;
+
+/// A list of accepted values and a list of excluded ones. `any_of: None` means
+/// the attribute is not constrained.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Condition<T> {
+    pub any_of: Option<Box<[T]>>,
+    pub none_of: Box<[T]>,
+}
+
+impl<T> Default for Condition<T> {
+    fn default() -> Self {
+        Self {
+            any_of: None,
+            none_of: Box::new([]),
+        }
+    }
+}
+
+impl<T> Condition<T> {
+    /// An absent value (no identity, no namespace) never satisfies `any_of` and
+    /// is never excluded by `none_of`, as in Istio's `notPrincipals`.
+    pub fn check<V: Copy>(&self, value: Option<V>, matches: impl Fn(&T, V) -> bool) -> bool {
+        match value {
+            None => self.any_of.is_none(),
+            Some(v) => {
+                self.any_of
+                    .as_deref()
+                    .is_none_or(|list| list.iter().any(|p| matches(p, v)))
+                    && !self.none_of.iter().any(|p| matches(p, v))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct RequestScope {
+    pub paths: Condition<PathPattern>,
+    /// Upper-case method names, compared ASCII case-insensitively: an upstream
+    /// framework that accepts `delete` must not slip past a `DELETE` rule.
+    pub methods: Condition<Box<str>>,
+    /// Lower-case host patterns, compared ASCII case-insensitively.
+    pub hosts: Condition<StringPattern>,
+}
+
+/// The request attributes in the form rules compare against.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub path: &'a str,
+    pub method: &'a str,
+    pub host: &'a str,
+}
+
+impl RequestScope {
+    pub fn matches(&self, r: &RequestView<'_>) -> bool {
+        self.paths.check(Some(r.path), |p, v| p.matches(v))
+            && self
+                .methods
+                .check(Some(r.method), |m, v| m.eq_ignore_ascii_case(v))
+            && self
+                .hosts
+                .check(Some(r.host), |p, v| p.matches_ignore_case(v))
+    }
+}
+
+impl<'a> RequestView<'a> {
+    /// The view rules compare against: query stripped, port stripped.
+    pub fn of(request: &RequestInfo<'a>) -> Self {
+        Self {
+            path: request.path_without_query(),
+            method: request.method,
+            host: request.host_without_port(),
+        }
+    }
+}
+
+/// Scope lists as every config type spells them.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeLists<'a> {
+    pub paths: &'a Option<Vec<String>>,
+    pub not_paths: &'a Option<Vec<String>>,
+    pub methods: &'a Option<Vec<String>>,
+    pub not_methods: &'a Option<Vec<String>>,
+    pub hosts: &'a Option<Vec<String>>,
+    pub not_hosts: &'a Option<Vec<String>>,
+}
+
+/// Compiles a set of principal patterns (`spiffe://...`, Istio's form, `*`...).
+pub fn compile_principals(at: &str, list: &[String]) -> Result<Box<[StringPattern]>, ConfigError> {
+    check_len(at, list, MAX_LIST_ENTRIES)?;
+    list.iter()
+        .enumerate()
+        .map(|(i, text)| principal_pattern(&format!("{at}[{i}]"), text))
+        .collect()
+}
+
+/// Whether an identity matches any of `patterns`.
+pub fn principal_matches(patterns: &[StringPattern], identity: Option<&SpiffeId>) -> bool {
+    identity.is_some_and(|id| patterns.iter().any(|p| p.matches(id.as_str())))
+}
+
+pub fn principal_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
+    if text.is_empty() {
+        return Err(ConfigError::BadPattern {
+            at: at.into(),
+            value: text.into(),
+            source: PatternError::Empty,
+        });
+    }
+    let normalized = normalize_principal_text(text);
+    let pattern = StringPattern::parse(&normalized).map_err(|source| ConfigError::BadPattern {
+        at: at.into(),
+        value: text.into(),
+        source,
+    })?;
+    let bad_id = |source| ConfigError::BadSpiffeId {
+        at: at.into(),
+        value: text.into(),
+        source,
+    };
+    match &pattern {
+        StringPattern::Exact(s) => {
+            SpiffeId::parse_uri(s).map_err(bad_id)?;
+        }
+        StringPattern::Prefix(s) => {
+            check_prefix(s).map_err(bad_id)?;
+        }
+        StringPattern::Suffix(_) | StringPattern::Any => {}
+    }
+    Ok(pattern)
+}
+
+pub fn plain_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
+    StringPattern::parse(text).map_err(|source| ConfigError::BadPattern {
+        at: at.into(),
+        value: text.into(),
+        source,
+    })
+}
+
+pub fn trust_domain_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
+    let pattern = plain_pattern(at, text)?;
+    if let StringPattern::Exact(s) = &pattern {
+        parse_trust_domain(s).map_err(|source| ConfigError::BadSpiffeId {
+            at: at.into(),
+            value: text.into(),
+            source,
+        })?;
+    }
+    Ok(pattern)
+}
+
+pub fn path_pattern(at: &str, text: &str) -> Result<PathPattern, ConfigError> {
+    PathPattern::parse(text).map_err(|source| ConfigError::BadPattern {
+        at: at.into(),
+        value: text.into(),
+        source,
+    })
+}
+
+pub fn method_name(at: &str, text: &str) -> Result<Box<str>, ConfigError> {
+    // RFC 9110 token characters.
+    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if text.is_empty() || !text.chars().all(is_tchar) || text.contains('*') {
+        return Err(ConfigError::invalid(
+            at,
+            format!("{text:?} is not an HTTP method name (wildcards are not supported here)"),
+        ));
+    }
+    Ok(text.to_ascii_uppercase().into())
+}
+
+pub fn host_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
+    Ok(plain_pattern(at, text)?.map_literal(str::to_ascii_lowercase))
+}
+
+/// Compiles a `X` / `not_X` pair, refusing empty lists and entries that are
+/// both required and excluded.
+pub fn compile_condition<T: PartialEq>(
+    at: &str,
+    field: &str,
+    any_of: &Option<Vec<String>>,
+    none_of: &Option<Vec<String>>,
+    compile: impl Fn(&str, &str) -> Result<T, ConfigError>,
+) -> Result<Condition<T>, ConfigError> {
+    let compile_list = |name: &str, list: &[String]| -> Result<Box<[T]>, ConfigError> {
+        let list_at = format!("{at}.{name}");
+        if list.is_empty() {
+            return Err(ConfigError::invalid(
+                list_at,
+                "is an empty list, which would match nothing; omit the key to leave it unconstrained",
+            ));
+        }
+        check_len(&list_at, list, MAX_LIST_ENTRIES)?;
+        list.iter()
+            .enumerate()
+            .map(|(j, text)| compile(&format!("{list_at}[{j}]"), text))
+            .collect()
+    };
+    let not_field = format!("not_{field}");
+    let any_of = any_of
+        .as_deref()
+        .map(|l| compile_list(field, l))
+        .transpose()?;
+    let none_of = match none_of.as_deref() {
+        Some(l) => compile_list(&not_field, l)?,
+        None => Box::new([]),
+    };
+    if let Some(list) = &any_of {
+        for (j, excluded) in none_of.iter().enumerate() {
+            if let Some(k) = list.iter().position(|p| p == excluded) {
+                return Err(ConfigError::Contradiction {
+                    at: format!("{at}.{not_field}[{j}]"),
+                    other: format!("{at}.{field}[{k}]"),
+                    problem: "the same entry is both required and excluded".into(),
+                });
+            }
+        }
+    }
+    Ok(Condition { any_of, none_of })
+}
+
+pub fn compile_scope(at: &str, lists: ScopeLists<'_>) -> Result<RequestScope, ConfigError> {
+    Ok(RequestScope {
+        paths: compile_condition(at, "paths", lists.paths, lists.not_paths, path_pattern)?,
+        methods: compile_condition(at, "methods", lists.methods, lists.not_methods, method_name)?,
+        hosts: compile_condition(at, "hosts", lists.hosts, lists.not_hosts, host_pattern)?,
+    })
+}
