@@ -1,1 +1,52 @@
-fn main() {}
+//! `meshguard`: validate and explain policies with the filters' own engine, so
+//! that what the CLI says about a config is what Envoy will do with it.
+
+mod explain;
+mod policy_file;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshguard",
+    version,
+    about = "Validate and explain meshguard filter policies with the filters' own engine.",
+    after_help = "Exit status: 0 on success (explain: allow), 2 when `explain` decides deny, \
+                  1 on any error (invalid config, bad arguments, unreadable file)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Validate(validate::Args),
+    Explain(explain::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Usage errors exit 1 (clap's default, 2, means "deny" for `explain`).
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match &cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Explain(args) => explain::run(args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("meshguard: error: {e:#}");
+        ExitCode::FAILURE
+    })
+}

@@ -181,7 +181,28 @@ pub fn method_name(at: &str, text: &str) -> Result<Box<str>, ConfigError> {
 }
 
 pub fn host_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
+    if text.contains(':') {
+        return Err(ConfigError::invalid(
+            at,
+            format!("{text:?}: hosts are matched without their port, so a pattern with `:` never matches; remove the port"),
+        ));
+    }
     Ok(plain_pattern(at, text)?.map_literal(str::to_ascii_lowercase))
+}
+
+/// A Kubernetes namespace pattern: DNS-label characters around the wildcard.
+pub fn namespace_pattern(at: &str, text: &str) -> Result<StringPattern, ConfigError> {
+    let pattern = plain_pattern(at, text)?;
+    if let Some(c) = text
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '*'))
+    {
+        return Err(ConfigError::invalid(
+            at,
+            format!("{text:?} is not a namespace pattern: {c:?} is not allowed (lowercase letters, digits, '-')"),
+        ));
+    }
+    Ok(pattern)
 }
 
 /// Compiles a `X` / `not_X` pair, refusing empty lists and entries that are

@@ -11,7 +11,7 @@ use super::xfcc;
 use crate::config::{check_len, parse_json, ConfigError};
 use crate::pattern::{PathPattern, StringPattern};
 use crate::scope::{
-    compile_condition, compile_scope, plain_pattern, principal_pattern, trust_domain_pattern,
+    compile_condition, compile_scope, namespace_pattern, principal_pattern, trust_domain_pattern,
     Condition, RequestScope, RequestView, ScopeLists, MAX_LIST_ENTRIES,
 };
 use crate::spiffe::SpiffeId;
@@ -194,12 +194,15 @@ impl IdentityPolicy {
             rules.push(compile_rule(&at, rc)?);
         }
         check_rule_conflicts(&rules, &mut warnings)?;
-        if !transport.require_mtls {
+        let plaintext_somewhere =
+            !transport.require_mtls || overrides.iter().any(|o| !o.requirement.require_mtls);
+        if plaintext_somewhere {
             for (i, r) in rules.iter().enumerate() {
                 if r.action == Action::Deny && r.peer.has_positive_identity_condition() {
                     warnings.push(format!(
-                        "rules[{i}] ({}): denies by peer identity while transport.require_mtls is false; \
-                         a plaintext caller has no identity and is not matched by this rule",
+                        "rules[{i}] ({:?}): denies by peer identity while plaintext is accepted \
+                         (transport.require_mtls or an override is false); a plaintext caller has \
+                         no identity and is not matched by this rule",
                         r.name
                     ));
                 }
@@ -374,11 +377,11 @@ impl IdentityPolicy {
     pub fn describe(&self, by: DecidedBy) -> String {
         match by {
             DecidedBy::Rule(i) => match self.rules.get(i) {
-                Some(r) => format!("rules[{i}] \"{}\"", r.name),
+                Some(r) => format!("rules[{i}] {:?}", r.name),
                 None => format!("rules[{i}]"),
             },
             DecidedBy::TransportOverride(i) => match self.overrides.get(i) {
-                Some(o) => format!("transport.overrides[{i}] \"{}\"", o.name),
+                Some(o) => format!("transport.overrides[{i}] {:?}", o.name),
                 None => format!("transport.overrides[{i}]"),
             },
             DecidedBy::Transport => "transport".into(),
@@ -453,7 +456,7 @@ fn compile_rule(at: &str, rc: &RuleConfig) -> Result<Rule, ConfigError> {
                 "namespaces",
                 &rc.namespaces,
                 &rc.not_namespaces,
-                plain_pattern,
+                namespace_pattern,
             )?,
             trust_domains: compile_condition(
                 at,
@@ -490,7 +493,7 @@ fn check_rule_conflicts(rules: &[Rule], warnings: &mut Vec<String>) -> Result<()
         };
         if earlier.action == rule.action {
             warnings.push(format!(
-                "rules[{i}] ({}) repeats the conditions of rules[{first}] ({})",
+                "rules[{i}] ({:?}) repeats the conditions of rules[{first}] ({:?})",
                 rule.name, earlier.name
             ));
         } else {

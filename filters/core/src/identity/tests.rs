@@ -296,7 +296,15 @@ fn identity_conditions_on_an_anonymous_caller() {
         Reason::NoMatchingRule
     );
     assert_eq!(p.warnings().len(), 1, "{:?}", p.warnings());
-    assert!(p.warnings()[0].contains("require_mtls is false"));
+    assert!(p.warnings()[0].contains("while plaintext is accepted"));
+
+    // A plaintext override opens the same hole for the requests it covers.
+    let p = IdentityPolicy::from_json(
+        br#"{"transport": {"overrides": [{"name": "probes", "paths": ["/healthz"], "require_mtls": false}]},
+             "rules": [{"name": "no-batch", "action": "deny", "namespaces": ["jobs"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(p.warnings().len(), 1, "{:?}", p.warnings());
 }
 
 #[test]
@@ -392,6 +400,14 @@ fn bad_configs_are_refused_with_a_precise_message() {
         (r#"{"transport": {"overrides": [{"name": "x", "paths": ["/x"]}]}}"#, "transport.overrides[0]: sets neither require_mtls nor min_tls_version"),
         (r#"{"rules": [{"name": "a", "action": "allow", "trust_domains": ["Bad"]}]}"#, "rules[0].trust_domains[0]: \"Bad\" is not a valid SPIFFE ID"),
         (r#"{"config_version": ""}"#, "config_version: must not be empty"),
+        (
+            r#"{"rules": [{"name": "a", "action": "allow", "hosts": ["api:8080"]}]}"#,
+            "rules[0].hosts[0]: \"api:8080\": hosts are matched without their port",
+        ),
+        (
+            r#"{"rules": [{"name": "a", "action": "allow", "namespaces": ["a/b"]}]}"#,
+            "rules[0].namespaces[0]: \"a/b\" is not a namespace pattern",
+        ),
         ("[1, 2]", "config: expected a JSON object"),
         ("", "the configuration is empty"),
     ];

@@ -84,7 +84,7 @@ fn parse(header: &str) -> Option<Vec<Element>> {
     }
     finish_pair(&mut current, &mut key, &mut value, in_value)?;
     elements.push(current);
-    Some(elements)
+    (elements.len() <= MAX_XFCC_ELEMENTS).then_some(elements)
 }
 
 fn finish_pair(
@@ -178,8 +178,10 @@ mod tests {
     #[test]
     fn oversized_headers_are_not_trusted() {
         let element = format!("By={GATEWAY};URI={CALLER}");
-        let many = vec![element.as_str(); MAX_XFCC_ELEMENTS + 2].join(",");
-        assert_eq!(resolve(&many), None);
+        let at_limit = vec![element.as_str(); MAX_XFCC_ELEMENTS].join(",");
+        assert_eq!(resolve(&at_limit).as_deref(), Some(CALLER));
+        let over = vec![element.as_str(); MAX_XFCC_ELEMENTS + 1].join(",");
+        assert_eq!(resolve(&over), None);
         let long = format!("{element};Subject={}", "x".repeat(MAX_XFCC_BYTES));
         assert_eq!(resolve(&long), None);
     }

@@ -1,0 +1,210 @@
+//! `meshguard explain`: what the identity filter would decide for one request,
+//! computed by the filter's own `resolve_peer` and `evaluate`.
+
+use std::cell::Cell;
+use std::io::Write;
+use std::process::ExitCode;
+
+use meshguard_core::identity::{
+    Decision, IdentityPolicy, IdentitySource, Mode, Peer, RequestInfo, TlsVersion, Transport,
+};
+use meshguard_core::spiffe::{normalize_principal_text, SpiffeId};
+use serde_json::{json, Value};
+
+use crate::policy_file::{mode_name, PolicyFile};
+
+/// Exit status of `explain` when the policy denies the request.
+const DENY_EXIT: u8 = 2;
+
+/// Show what the identity filter decides for one request, and why.
+///
+/// The connection is mTLS with `--peer` as the client certificate's URI SAN,
+/// unless `--plaintext` or `--no-client-cert` says otherwise.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 when the request is allowed; 2 when the policy denies it \
+                        (also in dry-run mode, where the filter would still let it pass); \
+                        1 on errors (invalid config, bad arguments).\n\n\
+                        Example:\n  meshguard explain policy.json \
+                        --peer cluster.local/ns/default/sa/frontend --method POST --path /api/orders"
+)]
+pub struct Args {
+    /// Identity policy (the plugin JSON); `-` reads standard input.
+    config: String,
+    /// The caller's client certificate URI SAN: `spiffe://TD/ns/NS/sa/SA` or Istio's
+    /// `TD/ns/NS/sa/SA`. Required unless --plaintext or --no-client-cert.
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present_any = ["plaintext", "no_client_cert"],
+        conflicts_with_all = ["plaintext", "no_client_cert"]
+    )]
+    peer: Option<String>,
+    /// The request's `:path` (a query string is ignored for matching, as in the filter).
+    #[arg(long, value_name = "P")]
+    path: String,
+    /// The request's `:method`.
+    #[arg(long, value_name = "M", default_value = "GET")]
+    method: String,
+    /// The request's `:authority` (a port is ignored for matching).
+    #[arg(long, value_name = "H", default_value = "localhost")]
+    host: String,
+    /// The caller connects without TLS.
+    #[arg(long, conflicts_with_all = ["no_client_cert", "tls_version"])]
+    plaintext: bool,
+    /// The negotiated TLS version, as Envoy reports it (`connection.tls_version`).
+    #[arg(long, value_name = "V", default_value = "TLSv1.3")]
+    tls_version: String,
+    /// The caller connects over TLS but presents no client certificate.
+    #[arg(long)]
+    no_client_cert: bool,
+    /// The `x-forwarded-client-cert` header as the filter sees it (read only when
+    /// the peer is one of `identity.trusted_gateways`).
+    #[arg(long, value_name = "HEADER")]
+    xfcc: Option<String>,
+    /// This proxy's own certificate URI SAN (`connection.uri_san_local_certificate`),
+    /// used to skip the XFCC element the local Envoy appended.
+    #[arg(long, value_name = "ID", requires = "xfcc")]
+    local_identity: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let file = PolicyFile::read(&args.config)?;
+    let policy = match file.identity_policy() {
+        Ok(policy) => policy,
+        Err(error) => {
+            eprintln!("{}", file.invalid(&error));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+
+    let peer_uri = args.peer.as_deref().map(normalize_principal_text);
+    let transport = if args.plaintext {
+        Transport::from_host(Some(false), None, None)
+    } else if args.no_client_cert {
+        Transport::from_host(Some(false), Some(&args.tls_version), None)
+    } else {
+        Transport::from_host(Some(true), Some(&args.tls_version), peer_uri.as_deref())
+    };
+    if let Some(Err(e)) = peer_uri.as_deref().map(SpiffeId::parse_uri) {
+        eprintln!(
+            "note: --peer is not a valid SPIFFE ID (it {e}): the filter sees an mTLS peer without identity"
+        );
+    }
+    if transport.tls_version() == Some(TlsVersion::Unknown) {
+        eprintln!(
+            "note: --tls-version {:?} is not a version the filter knows: it satisfies no min_tls_version",
+            args.tls_version
+        );
+    }
+
+    let xfcc_read = Cell::new(false);
+    let peer = policy.resolve_peer(transport, || {
+        xfcc_read.set(true);
+        (
+            args.xfcc.clone(),
+            args.local_identity
+                .as_deref()
+                .map(|id| normalize_principal_text(id).into_owned()),
+        )
+    });
+    if args.xfcc.is_some() && !xfcc_read.get() {
+        eprintln!("note: --xfcc was not read: the direct peer is not an mTLS peer listed in identity.trusted_gateways");
+    }
+    if xfcc_read.get() && peer.identity.is_none() {
+        eprintln!("note: the peer is a trusted gateway but XFCC names no caller it vouched for: the request is anonymous");
+    }
+
+    let request = RequestInfo {
+        path: &args.path,
+        method: &args.method,
+        host: &args.host,
+    };
+    let decision = policy.evaluate(&peer, &request);
+
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let value = to_json(&policy, &decision, &peer, &request);
+        writeln!(out, "{value}")?;
+    } else {
+        write!(out, "{}", to_text(&policy, &decision, &peer))?;
+    }
+    out.flush()?;
+    Ok(if decision.is_deny() {
+        ExitCode::from(DENY_EXIT)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn to_text(policy: &IdentityPolicy, decision: &Decision, peer: &Peer) -> String {
+    let verdict = match (decision.is_deny(), policy.mode()) {
+        (false, _) => "ALLOW",
+        (true, Mode::Enforce) => "DENY",
+        (true, Mode::DryRun) => "DENY (dry-run: the request would pass)",
+    };
+    let source = match &peer.source {
+        IdentitySource::Certificate => "certificate".to_string(),
+        IdentitySource::Gateway(gateway) => format!("gateway {gateway}"),
+    };
+    let (security, version) = transport_parts(&peer.transport);
+    let transport = match version {
+        Some(v) => format!("{security} {v}"),
+        None => security.to_string(),
+    };
+    format!(
+        "{verdict}\nreason: {} ({})\ndecided by: {}\npeer: {} (source: {source})\ntransport: {transport}\n",
+        decision.reason.code(),
+        decision.reason.describe(),
+        policy.describe(decision.decided_by),
+        peer.identity.as_ref().map_or("none", SpiffeId::as_str),
+    )
+}
+
+fn to_json(
+    policy: &IdentityPolicy,
+    decision: &Decision,
+    peer: &Peer,
+    request: &RequestInfo<'_>,
+) -> Value {
+    let (source, gateway) = match &peer.source {
+        IdentitySource::Certificate => ("certificate", None),
+        IdentitySource::Gateway(gateway) => ("gateway", Some(gateway.as_str())),
+    };
+    let (security, version) = transport_parts(&peer.transport);
+    json!({
+        "decision": if decision.is_deny() { "deny" } else { "allow" },
+        "mode": mode_name(policy.mode()),
+        "request_passes": !decision.is_deny() || policy.mode() == Mode::DryRun,
+        "reason": decision.reason.code(),
+        "description": decision.reason.describe(),
+        "decided_by": policy.describe(decision.decided_by),
+        "rule": policy.rule_name(decision.decided_by),
+        "peer": {
+            "identity": peer.identity.as_ref().map(SpiffeId::as_str),
+            "source": source,
+            "gateway": gateway,
+        },
+        "transport": {
+            "security": security,
+            "tls_version": version,
+        },
+        "request": {
+            "method": request.method,
+            "path": request.path,
+            "host": request.host,
+        },
+    })
+}
+
+fn transport_parts(transport: &Transport) -> (&'static str, Option<&'static str>) {
+    let security = match transport {
+        Transport::Plaintext => "plaintext",
+        Transport::Tls { .. } => "tls",
+        Transport::Mtls { .. } => "mtls",
+    };
+    (security, transport.tls_version().map(TlsVersion::as_str))
+}
