@@ -4,6 +4,7 @@
 pub mod canonical;
 pub mod config;
 pub mod identity;
+pub mod integrity;
 pub mod metrics;
 pub mod pattern;
 pub mod request;

@@ -6,12 +6,55 @@
 //! come only from fixed enums here: cardinality is bounded by construction.
 
 /// Every tag meshguard emits. Istio users list these in `extraStatTags`.
-pub const TAG_NAMES: [&str; 4] = ["decision", "reason", "filter", "result"];
+pub const TAG_NAMES: [&str; 7] = [
+    "decision",
+    "reason",
+    "filter",
+    "result",
+    "version",
+    "rule",
+    "direction",
+];
 
 /// Counter of identity-filter decisions, by `decision` and `reason`.
 pub const IDENTITY_REQUESTS: &str = "meshguard_identity_requests_total";
 /// Counter of configuration loads, by `filter` and `result`.
 pub const CONFIG_LOADS: &str = "meshguard_config_loads_total";
+
+/// Gauge, 1 while the filter's active config differs from the intended one.
+pub const CONFIG_DRIFT: &str = "meshguard_config_drift";
+/// Gauge, 1 while the workload is quarantined for drift.
+pub const CONFIG_QUARANTINED: &str = "meshguard_config_quarantined";
+/// Gauge, 1 for the active `config_version` (label `version`).
+pub const CONFIG_INFO: &str = "meshguard_config_info";
+/// Gauge, seconds since the intended version was last obtained.
+pub const CONFIG_CHECK_AGE: &str = "meshguard_config_check_age_seconds";
+/// Counter of failed calls to the source of truth.
+pub const INTENDED_SOURCE_ERRORS: &str = "meshguard_intended_source_errors_total";
+/// Counter of requests refused by quarantine.
+pub const QUARANTINE_DENIED: &str = "meshguard_quarantine_denied_total";
+
+/// Longest `version` label value; longer versions are cut (bounded label size).
+pub const MAX_VERSION_LABEL: usize = 64;
+
+/// A `config_version` as a label value: characters outside `[A-Za-z0-9._-]`
+/// become `_` (they would break the tag syntax), at most 64 of them.
+pub fn version_label(version: Option<&str>) -> String {
+    match version {
+        None => "unset".into(),
+        Some(v) => v
+            .chars()
+            .take(MAX_VERSION_LABEL)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    }
+}
 
 /// Builds a stat name with embedded tags.
 pub fn tagged(base: &str, tags: &[(&str, &str)]) -> String {
@@ -47,5 +90,16 @@ mod tests {
             "m.decision=.=denied;.;reason=.=mtls_required;.;"
         );
         assert_eq!(tag_regex("reason"), r"(reason=\.=(.*?);\.;)");
+    }
+
+    #[test]
+    fn version_labels_cannot_break_the_tag_syntax() {
+        assert_eq!(version_label(None), "unset");
+        assert_eq!(version_label(Some("2026-11-21.1")), "2026-11-21.1");
+        assert_eq!(version_label(Some("v1;.;x=.=y")), "v1_._x___y");
+        assert_eq!(
+            version_label(Some(&"a".repeat(100))).len(),
+            MAX_VERSION_LABEL
+        );
     }
 }

@@ -6,6 +6,10 @@
 //! read the host only through this module, which turns every failure into
 //! "absent".
 
+pub mod integrity;
+
+use std::time::UNIX_EPOCH;
+
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
@@ -92,4 +96,39 @@ impl Counter {
             let _ = hostcalls::increment_metric(id, 1);
         }
     }
+}
+
+/// A gauge defined in Envoy's stats; like [`Counter`], a no-op if undefined.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauge(Option<u32>);
+
+impl Gauge {
+    pub fn define(name: &str) -> Self {
+        match hostcalls::define_metric(MetricType::Gauge, name) {
+            Ok(id) => Self(Some(id)),
+            Err(status) => {
+                log::warn!("meshguard: could not define metric {name}: {status:?}");
+                Self(None)
+            }
+        }
+    }
+
+    pub fn set(self, value: u64) {
+        if let Some(id) = self.0 {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+}
+
+/// Host time in milliseconds since the Unix epoch (0 if the host will not say).
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A vmConfig environment variable (Envoy passes them through WASI).
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }

@@ -8,7 +8,8 @@ use meshguard_core::identity::{
     response::deny_body, Decision, DetailLevel, IdentityPolicy, IdentitySource, Mode, Peer, Reason,
     RequestInfo, Transport, Verdict,
 };
-use meshguard_core::metrics::{tagged, CONFIG_LOADS, IDENTITY_REQUESTS};
+use meshguard_core::metrics::{tagged, IDENTITY_REQUESTS};
+use meshguard_host::integrity::{load_config, Guard, Quarantine};
 use meshguard_host::{self as host, Counter};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -74,6 +75,7 @@ enum Outcome {
 #[derive(Debug, Default)]
 struct IdentityRoot {
     active: Option<Rc<Active>>,
+    guard: Option<Guard>,
 }
 
 /// A configuration that passed validation, with its counters.
@@ -81,41 +83,55 @@ struct IdentityRoot {
 struct Active {
     policy: IdentityPolicy,
     metrics: Metrics,
+    quarantine: Quarantine,
 }
 
-impl Context for IdentityRoot {}
+impl Context for IdentityRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(guard) = &mut self.guard {
+            guard.on_http_call_response(token_id, num_headers, body_size);
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        if let Some(guard) = &self.guard {
+            guard.retire();
+        }
+        true
+    }
+}
 
 impl RootContext for IdentityRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let load = |result: &str| {
-            Counter::define(&tagged(
-                CONFIG_LOADS,
-                &[("filter", FILTER), ("result", result)],
-            ))
+        let Some((policy, guard)) = load_config(FILTER, IdentityPolicy::from_json) else {
+            return false;
         };
-        match IdentityPolicy::from_json(&host::plugin_configuration()) {
-            Ok(policy) => {
-                load("accepted").increment();
-                log::info!(
-                    "meshguard identity: configuration accepted: version={} mode={} rules={}",
-                    policy.config_version().unwrap_or("unset"),
-                    policy.mode().as_str(),
-                    policy.rule_count(),
-                );
-                for warning in policy.warnings() {
-                    log::warn!("meshguard identity: configuration warning: {warning}");
-                }
-                self.active = Some(Rc::new(Active {
-                    policy,
-                    metrics: Metrics::define(),
-                }));
-                true
-            }
-            Err(error) => {
-                load("refused").increment();
-                log::error!("meshguard identity: configuration refused: {error}");
-                false
-            }
+        log::info!(
+            "meshguard identity: policy: mode={} rules={}",
+            policy.mode().as_str(),
+            policy.rule_count(),
+        );
+        for warning in policy.warnings() {
+            log::warn!("meshguard identity: configuration warning: {warning}");
+        }
+        self.active = Some(Rc::new(Active {
+            policy,
+            metrics: Metrics::define(),
+            quarantine: guard.quarantine(),
+        }));
+        self.guard = Some(guard);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(guard) = &mut self.guard {
+            guard.on_tick();
         }
     }
 
@@ -143,6 +159,10 @@ impl HttpContext for IdentityHttp {
             log::error!("meshguard identity: no accepted configuration; refusing the request");
             return respond(503, &[], br#"{"error":"meshguard_not_configured"}"#);
         };
+        let path = host::request_header(":path").unwrap_or_default();
+        if let Some(action) = active.quarantine.enforce(&path) {
+            return action;
+        }
         let policy = &active.policy;
         let transport = Transport::from_host(
             host::property_bool(&["connection", "mtls"]),
@@ -155,7 +175,6 @@ impl HttpContext for IdentityHttp {
                 host::property_string(&["connection", "uri_san_local_certificate"]),
             )
         });
-        let path = host::request_header(":path").unwrap_or_default();
         let method = host::request_header(":method").unwrap_or_default();
         let authority = host::request_header(":authority").unwrap_or_default();
         let request = RequestInfo {

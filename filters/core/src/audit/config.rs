@@ -1,0 +1,143 @@
+//! The audit filter's plugin JSON, exactly as users write it.
+//!
+//! Unknown keys are refused (a typo must not silently change what is audited);
+//! every field is documented in `docs/audit.md` and `docs/schema/audit.schema.json`.
+//! Validation beyond types (ranges, names, pointers, header names) happens when
+//! [`super::AuditPolicy`] compiles this.
+
+use serde::Deserialize;
+
+pub const DEFAULT_KEY_ENV: &str = "MESHGUARD_AUDIT_KEY";
+pub const DEFAULT_KEY_ID: &str = "default";
+pub const DEFAULT_COMMAND_HEADER: &str = "x-meshguard-command-sha256";
+pub const DEFAULT_AUDIT_HEADER: &str = "x-meshguard-audit";
+pub const DEFAULT_ID_HEADER: &str = "x-meshguard-audit-id";
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_COLLECTOR_PATH: &str = "/v1/audit-records";
+pub const DEFAULT_COLLECTOR_AUTHORITY: &str = "audit-collector";
+pub const DEFAULT_COLLECTOR_TIMEOUT_MS: u64 = 2000;
+pub const DEFAULT_COLLECTOR_MAX_QUEUE: u64 = 1000;
+pub const DEFAULT_COLLECTOR_MAX_RETRIES: u64 = 3;
+pub const DEFAULT_COLLECTOR_BATCH_SIZE: u64 = 50;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Free-form version label (reported, never interpreted).
+    #[serde(default)]
+    pub config_version: Option<String>,
+    /// Name of the VM environment variable holding the base64 HMAC key.
+    #[serde(default = "default_key_env")]
+    pub key_env: String,
+    /// Name of the key, written into headers and records so keys can rotate.
+    #[serde(default = "default_key_id")]
+    pub key_id: String,
+    #[serde(default = "default_command_header")]
+    pub command_header: String,
+    #[serde(default = "default_audit_header")]
+    pub audit_header: String,
+    #[serde(default = "default_id_header")]
+    pub id_header: String,
+    /// Most body bytes buffered for `json_pointer` parts.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Command definitions, tried in order; the first whose scope matches applies.
+    #[serde(default)]
+    pub commands: Vec<CommandConfig>,
+    #[serde(default = "yes")]
+    pub log_records: bool,
+    #[serde(default)]
+    pub collector: Option<CollectorConfig>,
+    #[serde(default)]
+    pub fail_closed: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    pub name: String,
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub not_paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub not_methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    #[serde(default)]
+    pub not_hosts: Option<Vec<String>>,
+    pub parts: Vec<PartConfig>,
+}
+
+/// One part of a command: `"method"`, `"path"`, `"query"`, `"body"` or
+/// `{"json_pointer": "/a/b"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartConfig {
+    Method,
+    Path,
+    Query,
+    Body,
+    JsonPointer(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// The Envoy cluster records are POSTed to.
+    pub cluster: String,
+    #[serde(default = "default_collector_path")]
+    pub path: String,
+    #[serde(default = "default_collector_authority")]
+    pub authority: String,
+    #[serde(default = "default_collector_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_collector_max_queue")]
+    pub max_queue: u64,
+    #[serde(default = "default_collector_max_retries")]
+    pub max_retries: u64,
+    #[serde(default = "default_collector_batch_size")]
+    pub batch_size: u64,
+}
+
+fn default_key_env() -> String {
+    DEFAULT_KEY_ENV.into()
+}
+fn default_key_id() -> String {
+    DEFAULT_KEY_ID.into()
+}
+fn default_command_header() -> String {
+    DEFAULT_COMMAND_HEADER.into()
+}
+fn default_audit_header() -> String {
+    DEFAULT_AUDIT_HEADER.into()
+}
+fn default_id_header() -> String {
+    DEFAULT_ID_HEADER.into()
+}
+fn default_max_body_bytes() -> u64 {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn yes() -> bool {
+    true
+}
+fn default_collector_path() -> String {
+    DEFAULT_COLLECTOR_PATH.into()
+}
+fn default_collector_authority() -> String {
+    DEFAULT_COLLECTOR_AUTHORITY.into()
+}
+fn default_collector_timeout_ms() -> u64 {
+    DEFAULT_COLLECTOR_TIMEOUT_MS
+}
+fn default_collector_max_queue() -> u64 {
+    DEFAULT_COLLECTOR_MAX_QUEUE
+}
+fn default_collector_max_retries() -> u64 {
+    DEFAULT_COLLECTOR_MAX_RETRIES
+}
+fn default_collector_batch_size() -> u64 {
+    DEFAULT_COLLECTOR_BATCH_SIZE
+}

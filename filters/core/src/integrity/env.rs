@@ -1,0 +1,188 @@
+//! Integrity settings that must not come from the config they protect: trusted
+//! signing keys, whether a signature is required, the intended version. Istio
+//! delivers them through the WasmPlugin's `vmConfig.env`.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use ed25519_dalek::VerifyingKey;
+
+use super::load::OnDrift;
+use crate::config::ConfigError;
+
+/// `key_id=BASE64_PUBLIC_KEY[,key_id=...]`: the ed25519 keys configs may be signed with.
+pub const TRUSTED_KEYS_ENV: &str = "MESHGUARD_TRUSTED_KEYS";
+/// `true` refuses unsigned configs (counted as unauthorized load attempts).
+pub const REQUIRE_SIGNATURE_ENV: &str = "MESHGUARD_REQUIRE_SIGNATURE";
+/// The `config_version` the rendering pipeline intends this workload to run.
+pub const INTENDED_VERSION_ENV: &str = "MESHGUARD_INTENDED_VERSION";
+/// The fingerprint (hex SHA-256) it intends.
+pub const INTENDED_FINGERPRINT_ENV: &str = "MESHGUARD_INTENDED_FINGERPRINT";
+/// `report`, `quarantine` or `reject`: overrides `integrity.on_drift`.
+pub const ON_DRIFT_ENV: &str = "MESHGUARD_ON_DRIFT";
+
+/// Integrity settings read from the VM's environment.
+#[derive(Debug, Clone, Default)]
+pub struct IntegrityEnv {
+    pub trusted_keys: Vec<(String, VerifyingKey)>,
+    pub require_signature: bool,
+    pub intended_version: Option<String>,
+    pub intended_fingerprint: Option<String>,
+    pub on_drift: Option<OnDrift>,
+}
+
+impl IntegrityEnv {
+    /// Reads the environment through `var` (so that tests and the CLI can
+    /// supply it). A malformed value refuses the config: a typo in a trusted
+    /// key must not silently disable signature checks.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let non_empty = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let mut env = Self::default();
+        if let Some(keys) = non_empty(TRUSTED_KEYS_ENV) {
+            for (i, entry) in keys
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .enumerate()
+            {
+                let at = format!("env {TRUSTED_KEYS_ENV}[{i}]");
+                let (id, key) = entry.split_once('=').ok_or_else(|| {
+                    ConfigError::invalid(&at, "expected KEY_ID=BASE64_PUBLIC_KEY")
+                })?;
+                env.trusted_keys
+                    .push((id.trim().to_string(), parse_public_key(&at, key.trim())?));
+            }
+        }
+        env.require_signature = match non_empty(REQUIRE_SIGNATURE_ENV).as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    format!("env {REQUIRE_SIGNATURE_ENV}"),
+                    format!("{other:?} is not `true` or `false`"),
+                ))
+            }
+        };
+        if env.require_signature && env.trusted_keys.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("env {REQUIRE_SIGNATURE_ENV}"),
+                format!("signatures are required but {TRUSTED_KEYS_ENV} names no key"),
+            ));
+        }
+        env.intended_version = non_empty(INTENDED_VERSION_ENV);
+        env.intended_fingerprint = match non_empty(INTENDED_FINGERPRINT_ENV) {
+            Some(f) if is_fingerprint(&f) => Some(f),
+            Some(f) => {
+                return Err(ConfigError::invalid(
+                    format!("env {INTENDED_FINGERPRINT_ENV}"),
+                    format!("{f:?} is not a lowercase hex SHA-256 (64 characters)"),
+                ))
+            }
+            None => None,
+        };
+        env.on_drift = match non_empty(ON_DRIFT_ENV).as_deref() {
+            None => None,
+            Some("report") => Some(OnDrift::Report),
+            Some("quarantine") => Some(OnDrift::Quarantine),
+            Some("reject") => Some(OnDrift::Reject),
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    format!("env {ON_DRIFT_ENV}"),
+                    format!("{other:?} is not `report`, `quarantine` or `reject`"),
+                ))
+            }
+        };
+        Ok(env)
+    }
+}
+
+/// A public key as `meshguard keygen` writes it: base64 of the 32 raw bytes.
+pub fn parse_public_key(at: &str, text: &str) -> Result<VerifyingKey, ConfigError> {
+    let bytes = STANDARD
+        .decode(text)
+        .map_err(|e| ConfigError::invalid(at, format!("public key is not base64: {e}")))?;
+    let raw: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| ConfigError::invalid(at, "an ed25519 public key is 32 bytes"))?;
+    VerifyingKey::from_bytes(&raw)
+        .map_err(|_| ConfigError::invalid(at, "not a valid ed25519 public key"))
+}
+
+pub(crate) fn is_fingerprint(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Result<IntegrityEnv, String> {
+        IntegrityEnv::from_vars(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_environment_is_parsed_strictly() {
+        let key = STANDARD.encode(
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+                .verifying_key()
+                .to_bytes(),
+        );
+        let good = env(&[
+            (TRUSTED_KEYS_ENV, &format!("release={key}, backup={key}")),
+            (REQUIRE_SIGNATURE_ENV, "true"),
+            (INTENDED_VERSION_ENV, "v7"),
+            (ON_DRIFT_ENV, "quarantine"),
+        ])
+        .unwrap();
+        assert_eq!(good.trusted_keys.len(), 2);
+        assert!(good.require_signature);
+        assert_eq!(good.intended_version.as_deref(), Some("v7"));
+        assert_eq!(good.on_drift, Some(OnDrift::Quarantine));
+
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[(TRUSTED_KEYS_ENV, "release")],
+                "env MESHGUARD_TRUSTED_KEYS[0]: expected KEY_ID=BASE64_PUBLIC_KEY",
+            ),
+            (
+                &[(TRUSTED_KEYS_ENV, "r=!!")],
+                "env MESHGUARD_TRUSTED_KEYS[0]: public key is not base64",
+            ),
+            (
+                &[(TRUSTED_KEYS_ENV, "r=AAAA")],
+                "env MESHGUARD_TRUSTED_KEYS[0]: an ed25519 public key is 32 bytes",
+            ),
+            (
+                &[(REQUIRE_SIGNATURE_ENV, "yes")],
+                "env MESHGUARD_REQUIRE_SIGNATURE: \"yes\" is not `true` or `false`",
+            ),
+            (
+                &[(REQUIRE_SIGNATURE_ENV, "true")],
+                "signatures are required but MESHGUARD_TRUSTED_KEYS names no key",
+            ),
+            (
+                &[(INTENDED_FINGERPRINT_ENV, "abc")],
+                "env MESHGUARD_INTENDED_FINGERPRINT: \"abc\" is not a lowercase hex SHA-256",
+            ),
+            (
+                &[(ON_DRIFT_ENV, "panic")],
+                "env MESHGUARD_ON_DRIFT: \"panic\" is not",
+            ),
+        ];
+        for (vars, want) in cases {
+            let err = env(vars).unwrap_err();
+            assert!(err.contains(want), "{err} should contain {want}");
+        }
+    }
+}

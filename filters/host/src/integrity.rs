@@ -1,0 +1,272 @@
+//! Config integrity and drift on the host side, the same for every filter:
+//! loading a config through the core's checks (signature, fingerprint,
+//! intended version), exporting the drift metrics, polling the source of
+//! truth from the root context's timer, and enforcing quarantine.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use meshguard_core::config::ConfigError;
+use meshguard_core::integrity::{
+    load, DriftMonitor, DriftState, IntegrityEnv, IntegritySettings, Intended, IntendedSource,
+    LoadError, Loaded, Transition,
+};
+use meshguard_core::metrics::{self, tagged};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, BufferType, MapType};
+
+use crate::{env_var, now_ms, plugin_configuration, send_response, Counter, Gauge};
+
+/// Largest source-of-truth answer read.
+const MAX_INTENDED_BYTES: usize = 64 * 1024;
+
+/// Loads this filter's plugin config: integrity checks first, then the
+/// filter's own `compile`. Logs and counts the outcome; `None` means refuse
+/// (return false from `on_configure`).
+pub fn load_config<T>(
+    filter: &'static str,
+    compile: impl FnOnce(&[u8]) -> Result<T, ConfigError>,
+) -> Option<(T, Guard)> {
+    let count = |result: &str| {
+        Counter::define(&tagged(
+            metrics::CONFIG_LOADS,
+            &[("filter", filter), ("result", result)],
+        ))
+        .increment();
+    };
+    let loaded = IntegrityEnv::from_vars(env_var)
+        .map_err(LoadError::from)
+        .and_then(|env| load(&plugin_configuration(), &env));
+    let compiled = loaded.and_then(|loaded| Ok((compile(&loaded.filter_config)?, loaded)));
+    match compiled {
+        Ok((filter_state, loaded)) => {
+            count("accepted");
+            log::info!(
+                "meshguard {filter}: configuration accepted: version={} fingerprint={} signature={:?} on_drift={}",
+                loaded.config_version.as_deref().unwrap_or("unset"),
+                loaded.fingerprint,
+                loaded.signature,
+                loaded.settings.on_drift.as_str(),
+            );
+            Some((filter_state, Guard::start(filter, &loaded)))
+        }
+        Err(error) => {
+            count(error.result_label());
+            log::error!("meshguard {filter}: configuration refused: {error}");
+            None
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DriftMetrics {
+    drift: Gauge,
+    quarantined: Gauge,
+    info: Gauge,
+    check_age: Gauge,
+    source_errors: Counter,
+}
+
+/// The integrity state of one loaded config (one root context).
+#[derive(Debug)]
+pub struct Guard {
+    filter: &'static str,
+    monitor: DriftMonitor,
+    settings: IntegritySettings,
+    quarantined: Rc<Cell<bool>>,
+    metrics: DriftMetrics,
+    quarantine_denied: Counter,
+    config_version: Option<String>,
+    pending_call: Option<u32>,
+}
+
+impl Guard {
+    fn start(filter: &'static str, loaded: &Loaded) -> Self {
+        let f = [("filter", filter)];
+        let version = metrics::version_label(loaded.config_version.as_deref());
+        let metrics = DriftMetrics {
+            drift: Gauge::define(&tagged(metrics::CONFIG_DRIFT, &f)),
+            quarantined: Gauge::define(&tagged(metrics::CONFIG_QUARANTINED, &f)),
+            info: Gauge::define(&tagged(
+                metrics::CONFIG_INFO,
+                &[("filter", filter), ("version", &version)],
+            )),
+            check_age: Gauge::define(&tagged(metrics::CONFIG_CHECK_AGE, &f)),
+            source_errors: Counter::define(&tagged(metrics::INTENDED_SOURCE_ERRORS, &f)),
+        };
+        let (monitor, transition) = DriftMonitor::new(loaded, now_ms());
+        let guard = Self {
+            filter,
+            monitor,
+            settings: loaded.settings.clone(),
+            quarantined: Rc::new(Cell::new(false)),
+            metrics,
+            quarantine_denied: Counter::define(&tagged(metrics::QUARANTINE_DENIED, &f)),
+            config_version: loaded.config_version.clone(),
+            pending_call: None,
+        };
+        guard.metrics.info.set(1);
+        guard.metrics.check_age.set(0);
+        guard.apply(transition);
+        if let Some(source) = &guard.settings.source_of_truth {
+            // The first tick comes one period after start; that is the first check.
+            if hostcalls::set_tick_period(Duration::from_millis(source.poll_interval_ms)).is_err() {
+                log::error!("meshguard {filter}: the host refused a timer; the source of truth will not be polled");
+            }
+        }
+        guard
+    }
+
+    /// A handle for HTTP contexts to enforce quarantine.
+    pub fn quarantine(&self) -> Quarantine {
+        Quarantine {
+            filter: self.filter,
+            quarantined: Rc::clone(&self.quarantined),
+            settings: self.settings.clone(),
+            denied: self.quarantine_denied,
+        }
+    }
+
+    fn apply(&self, transition: Option<Transition>) {
+        let drifted = self.monitor.state() == DriftState::Drifted;
+        self.metrics.drift.set(u64::from(drifted));
+        self.quarantined.set(self.monitor.quarantined());
+        self.metrics
+            .quarantined
+            .set(u64::from(self.monitor.quarantined()));
+        if let Some(t) = transition {
+            match t.to {
+                DriftState::Drifted => log::warn!("meshguard {}: {}", self.filter, t.message),
+                DriftState::InSync | DriftState::Unknown => {
+                    log::info!("meshguard {}: {}", self.filter, t.message)
+                }
+            }
+        }
+    }
+
+    /// Call from `RootContext::on_tick`: asks the source of truth again.
+    pub fn on_tick(&mut self) {
+        self.metrics
+            .check_age
+            .set(self.monitor.check_age_seconds(now_ms()));
+        let Some(source) = &self.settings.source_of_truth else {
+            return;
+        };
+        if self.pending_call.is_some() {
+            return; // the previous call has not answered or timed out yet
+        }
+        let version = self.config_version.as_deref().unwrap_or("");
+        let headers = vec![
+            (":method", "GET"),
+            (":path", source.path.as_str()),
+            (":authority", source.authority.as_str()),
+            ("x-meshguard-filter", self.filter),
+            ("x-meshguard-config-version", version),
+        ];
+        match hostcalls::dispatch_http_call(
+            &source.cluster,
+            headers,
+            None,
+            vec![],
+            Duration::from_millis(source.timeout_ms),
+        ) {
+            Ok(token) => self.pending_call = Some(token),
+            Err(status) => self.failure(&format!(
+                "cannot call cluster {:?}: {status:?}",
+                source.cluster
+            )),
+        }
+    }
+
+    /// Call from `Context::on_http_call_response` of the root context.
+    pub fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
+        if self.pending_call != Some(token) {
+            return;
+        }
+        self.pending_call = None;
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if num_headers == 0 || status != b"200" {
+            let status = String::from_utf8_lossy(&status).into_owned();
+            return self.failure(&format!(
+                "no 200 answer (status {status:?}, or timeout/reset)"
+            ));
+        }
+        let body = hostcalls::get_buffer(
+            BufferType::HttpCallResponseBody,
+            0,
+            body_size.min(MAX_INTENDED_BYTES),
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        match Intended::from_response(&body) {
+            Ok(intended) => {
+                let now = now_ms();
+                let transition =
+                    self.monitor
+                        .observe(&intended, IntendedSource::SourceOfTruth, now);
+                self.metrics
+                    .check_age
+                    .set(self.monitor.check_age_seconds(now));
+                self.apply(transition);
+            }
+            Err(e) => self.failure(&format!("unreadable answer: {e}")),
+        }
+    }
+
+    fn failure(&mut self, reason: &str) {
+        self.metrics.source_errors.increment();
+        if let Some(line) = self.monitor.observe_failure(reason) {
+            log::warn!("meshguard {}: {line}", self.filter);
+        }
+    }
+
+    /// Call from the root context's `on_done`: this config no longer runs.
+    pub fn retire(&self) {
+        self.metrics.info.set(0);
+    }
+}
+
+/// Quarantine enforcement for HTTP contexts.
+#[derive(Debug, Clone)]
+pub struct Quarantine {
+    filter: &'static str,
+    quarantined: Rc<Cell<bool>>,
+    settings: IntegritySettings,
+    denied: Counter,
+}
+
+impl Quarantine {
+    /// While quarantined, answers every request but a health path with the
+    /// quarantine status and returns the action to stop the chain.
+    pub fn enforce(&self, path: &str) -> Option<Action> {
+        if !self.quarantined.get() {
+            return None;
+        }
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        if self.settings.is_health_path(path) {
+            return None;
+        }
+        self.denied.increment();
+        log::info!(
+            "meshguard {}: quarantined: refused {path:?} until the config matches the intended one",
+            self.filter
+        );
+        let body = format!(
+            r#"{{"error":"quarantined","reason":"config_drift","filter":"{}"}}"#,
+            self.filter
+        );
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-meshguard-deny-reason", "config_drift"),
+        ];
+        if !send_response(self.settings.quarantine_status, &headers, body.as_bytes()) {
+            crate::reset_request();
+        }
+        Some(Action::Pause)
+    }
+}
