@@ -3,13 +3,13 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help tools wasm lint unit test demo bench clean
+.PHONY: help tools wasm lint unit test demo bench manifests clean
 
 help:
 	@echo "make test   install tools, build the wasm filters, lint, unit + real-Envoy tests"
 	@echo "make demo   install tools, build, run two sidecars and show allowed/denied calls + metrics"
 	@echo "make wasm   build dist/*.wasm only;  make lint   fmt + clippy (native and wasm32)"
-	@echo "make bench  policy-engine benchmarks (10 vs 10,000 rules)"
+	@echo "make bench  engine benchmarks;  make manifests  render istio-manifests/ into dist/istio/"
 
 tools:
 	@scripts/install-tools.sh
@@ -31,6 +31,9 @@ test: wasm lint
 
 demo: wasm
 	cargo run --quiet --locked -p meshguard-host-tests --bin demo
+
+manifests: wasm
+	scripts/render-manifests.sh
 
 bench:
 	cargo bench --locked -p meshguard-core

@@ -13,6 +13,8 @@ dpkg -s rust-web-llvm >/dev/null 2>&1 || need_apt+=(rust-web-llvm)
 command -v rust-lld >/dev/null 2>&1 || [ -x /usr/bin/rust-lld ] || need_apt+=(lld-22)
 [ -f /usr/lib/wasm32-wasi/libc.a ] || need_apt+=(wasi-libc)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# A real Prometheus for the observability tests.
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "install-tools: apt-get install ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

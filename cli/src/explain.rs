@@ -8,10 +8,11 @@ use std::process::ExitCode;
 use meshguard_core::identity::{
     Decision, IdentityPolicy, IdentitySource, Mode, Peer, RequestInfo, TlsVersion, Transport,
 };
+use meshguard_core::integrity::IntegrityEnv;
 use meshguard_core::spiffe::{normalize_principal_text, SpiffeId};
 use serde_json::{json, Value};
 
-use crate::policy_file::{mode_name, PolicyFile};
+use crate::policy_file::PolicyFile;
 
 /// Exit status of `explain` when the policy denies the request.
 const DENY_EXIT: u8 = 2;
@@ -29,7 +30,8 @@ const DENY_EXIT: u8 = 2;
                         --peer cluster.local/ns/default/sa/frontend --method POST --path /api/orders"
 )]
 pub struct Args {
-    /// Identity policy (the plugin JSON); `-` reads standard input.
+    /// Identity policy (the plugin JSON); `-` reads standard input. Its
+    /// `signature` and `integrity` sections are accepted but not checked here.
     config: String,
     /// The caller's client certificate URI SAN: `spiffe://TD/ns/NS/sa/SA` or Istio's
     /// `TD/ns/NS/sa/SA`. Required unless --plaintext or --no-client-cert.
@@ -73,8 +75,11 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let file = PolicyFile::read(&args.config)?;
-    let policy = match file.identity_policy() {
-        Ok(policy) => policy,
+    // The filter's load, without an integrity environment: `signature` and
+    // `integrity` are split off as the filter does, but not enforced here
+    // (`meshguard validate` checks them).
+    let policy = match file.load_identity(&IntegrityEnv::default()) {
+        Ok((_, policy)) => policy,
         Err(error) => {
             eprintln!("{}", file.invalid(&error));
             return Ok(ExitCode::FAILURE);
@@ -177,7 +182,7 @@ fn to_json(
     let (security, version) = transport_parts(&peer.transport);
     json!({
         "decision": if decision.is_deny() { "deny" } else { "allow" },
-        "mode": mode_name(policy.mode()),
+        "mode": policy.mode().as_str(),
         "request_passes": !decision.is_deny() || policy.mode() == Mode::DryRun,
         "reason": decision.reason.code(),
         "description": decision.reason.describe(),

@@ -1,8 +1,12 @@
-//! `meshguard`: validate and explain policies with the filters' own engine, so
-//! that what the CLI says about a config is what Envoy will do with it.
+//! `meshguard`: validate, explain and sign policies with the filters' own
+//! engine, so that what the CLI says about a config is what Envoy will do with it.
 
 mod explain;
+mod fingerprint;
+mod keys;
 mod policy_file;
+mod serve;
+mod sign;
 mod validate;
 
 use std::process::ExitCode;
@@ -13,7 +17,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "meshguard",
     version,
-    about = "Validate and explain meshguard filter policies with the filters' own engine.",
+    about = "Validate, explain and sign meshguard filter policies with the filters' own engine.",
     after_help = "Exit status: 0 on success (explain: allow), 2 when `explain` decides deny, \
                   1 on any error (invalid config, bad arguments, unreadable file)."
 )]
@@ -26,6 +30,10 @@ struct Cli {
 enum Command {
     Validate(validate::Args),
     Explain(explain::Args),
+    Keygen(keys::Args),
+    Sign(sign::Args),
+    Fingerprint(fingerprint::Args),
+    ServeIntended(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +52,10 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Keygen(args) => keys::run(args),
+        Command::Sign(args) => sign::run(args),
+        Command::Fingerprint(args) => fingerprint::run(args),
+        Command::ServeIntended(args) => serve::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("meshguard: error: {e:#}");

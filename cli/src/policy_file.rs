@@ -1,11 +1,13 @@
 //! Reading a policy file (or standard input) and loading it exactly as the
-//! filter's `on_configure` does.
+//! filter's `on_configure` does: the integrity checks of
+//! `meshguard_core::integrity::load`, then the filter's own compile.
 
+use std::fmt::Display;
 use std::io::Read;
 
 use anyhow::Context;
-use meshguard_core::config::ConfigError;
-use meshguard_core::identity::{IdentityPolicy, Mode};
+use meshguard_core::identity::IdentityPolicy;
+use meshguard_core::integrity::{self, IntegrityEnv, LoadError, Loaded};
 
 /// Plugin JSON and the name to report it under.
 #[derive(Debug)]
@@ -34,22 +36,24 @@ impl PolicyFile {
         })
     }
 
-    /// The identity filter's own validation: `IdentityPolicy::from_json`, nothing more.
-    pub fn identity_policy(&self) -> Result<IdentityPolicy, ConfigError> {
-        IdentityPolicy::from_json(&self.bytes)
+    /// What the identity filter's `on_configure` runs (`meshguard_host::integrity::load_config`):
+    /// signature, fingerprint and integrity section under `env`, then
+    /// `IdentityPolicy::from_json` on the filter's own keys.
+    pub fn load_identity(&self, env: &IntegrityEnv) -> Result<(Loaded, IdentityPolicy), LoadError> {
+        let loaded = integrity::load(&self.bytes, env)?;
+        let policy = IdentityPolicy::from_json(&loaded.filter_config)?;
+        Ok((loaded, policy))
     }
 
     /// The line printed for a refused configuration (the error text is the
     /// one Envoy's log shows).
-    pub fn invalid(&self, error: &ConfigError) -> String {
+    pub fn invalid(&self, error: &impl Display) -> String {
         format!("{}: invalid: {error}", self.name)
     }
 }
 
-/// The mode as written in config (and in the filter's log).
-pub fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Enforce => "enforce",
-        Mode::DryRun => "dry-run",
-    }
+/// The integrity environment as the filter reads it (Istio's `vmConfig.env`),
+/// here from the process environment.
+pub fn process_env() -> Result<IntegrityEnv, LoadError> {
+    IntegrityEnv::from_vars(|k| std::env::var(k).ok()).map_err(LoadError::from)
 }

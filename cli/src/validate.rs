@@ -4,14 +4,23 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
+use meshguard_core::identity::IdentityPolicy;
+use meshguard_core::integrity::{DriftMonitor, DriftState, LoadError, Loaded};
 
-use crate::policy_file::{mode_name, PolicyFile};
+use crate::policy_file::{process_env, PolicyFile};
 
 /// Check a filter configuration exactly as the filter's `on_configure` does.
+///
+/// The integrity environment is read from this process's environment, as the
+/// filter reads it from `vmConfig.env`: MESHGUARD_TRUSTED_KEYS,
+/// MESHGUARD_REQUIRE_SIGNATURE, MESHGUARD_INTENDED_VERSION,
+/// MESHGUARD_INTENDED_FINGERPRINT, MESHGUARD_ON_DRIFT.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Exit status: 0 when the configuration is valid (warnings included), \
-                        1 when it is invalid or cannot be read."
+                        1 when it is invalid, unauthorized, refused for drift or cannot be read.\n\n\
+                        Example:\n  MESHGUARD_TRUSTED_KEYS=release=$(cat keys/release.pub) \
+                        MESHGUARD_REQUIRE_SIGNATURE=true meshguard validate policy.signed.json"
 )]
 pub struct Args {
     /// Plugin configuration (the JSON of `pluginConfig`); `-` reads standard input.
@@ -35,24 +44,49 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 fn identity(file: &PolicyFile) -> anyhow::Result<ExitCode> {
-    let policy = match file.identity_policy() {
-        Ok(policy) => policy,
+    let (loaded, policy) = match process_env().and_then(|env| file.load_identity(&env)) {
+        Ok(ok) => ok,
         Err(error) => {
             eprintln!("{}", file.invalid(&error));
             return Ok(ExitCode::FAILURE);
         }
     };
-    let rules = policy.rule_count();
     writeln!(
         std::io::stdout().lock(),
-        "{}: valid identity policy (version={}, mode={}, {rules} {})",
-        file.name,
-        policy.config_version().unwrap_or("unset"),
-        mode_name(policy.mode()),
-        if rules == 1 { "rule" } else { "rules" },
+        "{}",
+        success_line(file, &loaded, &policy)
     )?;
     for warning in policy.warnings() {
         eprintln!("warning: {warning}");
     }
+    // What the filter logs right after loading when the environment names an
+    // intended version (a drift under `on_drift: reject` was refused above).
+    let (_, transition) = DriftMonitor::new(&loaded, 0);
+    if let Some(t) = transition.filter(|t| t.to == DriftState::Drifted) {
+        eprintln!("warning: {}", t.message);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn success_line(file: &PolicyFile, loaded: &Loaded, policy: &IdentityPolicy) -> String {
+    let rules = policy.rule_count();
+    format!(
+        "{}: valid identity policy (version={}, mode={}, {rules} {}) fingerprint={} signature={}",
+        file.name,
+        policy.config_version().unwrap_or("unset"),
+        policy.mode().as_str(),
+        if rules == 1 { "rule" } else { "rules" },
+        loaded.fingerprint,
+        loaded.signature,
+    )
+}
+
+/// The load the filter runs with no integrity environment, plus its compile:
+/// what `sign` requires before signing.
+pub fn check_default(file: &PolicyFile, filter: Filter) -> Result<(), LoadError> {
+    match filter {
+        Filter::Identity => file
+            .load_identity(&meshguard_core::integrity::IntegrityEnv::default())
+            .map(|_| ()),
+    }
 }

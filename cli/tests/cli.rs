@@ -154,7 +154,10 @@ fn validate_reports_what_the_filter_would_say() {
             config: POLICY,
             args: &["validate", "CONFIG"],
             code: 0,
-            stdout: &["CONFIG: valid identity policy (version=v1, mode=enforce, 2 rules)\n"],
+            stdout: &[
+                "CONFIG: valid identity policy (version=v1, mode=enforce, 2 rules) fingerprint=",
+                " signature=unsigned\n",
+            ],
             stderr: &[],
         },
         Case {
@@ -162,7 +165,10 @@ fn validate_reports_what_the_filter_would_say() {
             config: "{}",
             args: &["validate", "--filter", "identity", "CONFIG"],
             code: 0,
-            stdout: &["CONFIG: valid identity policy (version=unset, mode=enforce, 0 rules)\n"],
+            stdout: &[
+                "CONFIG: valid identity policy (version=unset, mode=enforce, 0 rules) fingerprint=",
+                " signature=unsigned\n",
+            ],
             stderr: &[],
         },
         Case {
@@ -171,7 +177,9 @@ fn validate_reports_what_the_filter_would_say() {
             args: &["validate", "CONFIG"],
             code: 1,
             stdout: &[],
-            stderr: &["CONFIG: invalid: rules[0].principles: unknown field `principles`, expected one of"],
+            stderr: &[
+                "CONFIG: invalid: rules[0].principles: unknown field `principles`, expected one of",
+            ],
         },
         Case {
             name: "semantic error",
@@ -186,8 +194,13 @@ fn validate_reports_what_the_filter_would_say() {
             config: WARNS,
             args: &["validate", "CONFIG"],
             code: 0,
-            stdout: &["CONFIG: valid identity policy (version=unset, mode=enforce, 1 rule)\n"],
-            stderr: &[r#"warning: rules[0] ("block-batch"): denies by peer identity while plaintext is accepted"#],
+            stdout: &[
+                "CONFIG: valid identity policy (version=unset, mode=enforce, 1 rule) fingerprint=",
+                " signature=unsigned\n",
+            ],
+            stderr: &[
+                r#"warning: rules[0] ("block-batch"): denies by peer identity while plaintext is accepted"#,
+            ],
         },
         Case {
             name: "dry-run mode is reported",

@@ -68,21 +68,6 @@ impl Envoy {
         Ok(envoy)
     }
 
-    /// Runs Envoy on a bootstrap that must be refused, and returns its log.
-    pub async fn expect_refused(
-        name: &str,
-        dir: &Path,
-        bootstrap: Value,
-    ) -> anyhow::Result<String> {
-        match Self::start(name, dir, bootstrap).await {
-            Ok(envoy) => bail!(
-                "{name}: Envoy accepted a config it should refuse; log:\n{}",
-                envoy.log()
-            ),
-            Err(_) => Ok(std::fs::read_to_string(dir.join(format!("{name}.log")))?),
-        }
-    }
-
     async fn wait_ready(&mut self, admin_path: &Path) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -137,6 +122,36 @@ impl Envoy {
         bail!("{}: no listener {listener} in {doc}", self.name)
     }
 
+    /// The admin address (for scrapers).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// Polls a Prometheus sample until `accept` holds, or fails after `timeout`
+    /// with the last value and the log. Returns the accepted value.
+    pub async fn wait_for_metric(
+        &self,
+        sample: &str,
+        timeout: Duration,
+        accept: impl Fn(Option<u64>) -> bool,
+    ) -> anyhow::Result<Option<u64>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.metric(sample).await?;
+            if accept(value) {
+                return Ok(value);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: {sample} stayed at {value:?} for {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn admin_get(&self, path: &str) -> anyhow::Result<http::Response> {
         http::send(self.admin, &Request::new("GET", path)).await
     }
@@ -155,6 +170,24 @@ impl Envoy {
             let (name, value) = line.rsplit_once(' ')?;
             (name == sample).then(|| value.parse().ok()).flatten()
         }))
+    }
+
+    /// A counter or gauge from `/stats` by its Envoy name (0 when absent).
+    pub async fn stat(&self, name: &str) -> anyhow::Result<u64> {
+        let text = self
+            .admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))
+            .await?
+            .text();
+        Ok(text
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(": ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0))
     }
 
     pub fn log(&self) -> String {

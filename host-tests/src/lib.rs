@@ -11,6 +11,7 @@ pub mod echo;
 pub mod envoy;
 pub mod http;
 pub mod mesh;
+pub mod prometheus;
 
 use std::path::PathBuf;
 

@@ -13,7 +13,7 @@
 //! and handles XFCC as Istio's inbound sidecar does (APPEND_FORWARD).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -96,7 +96,11 @@ impl Filter {
 pub struct MeshBuilder {
     filters: Vec<Filter>,
     profiles: Vec<ClientProfile>,
+    extra_clusters: Vec<(String, SocketAddr)>,
 }
+
+/// The LDS file in the server sidecar's watched directory.
+const LDS_FILE: &str = "lds.json";
 
 /// A running client sidecar, server sidecar and echo upstream. Dropping it
 /// stops all of them and removes their files.
@@ -107,7 +111,9 @@ pub struct Mesh {
     client_addr: SocketAddr,
     server_addr: SocketAddr,
     _echo: EchoServer,
-    _pki: Pki,
+    pki: Pki,
+    server_cert: CertFiles,
+    lds_version: std::cell::Cell<u32>,
     dir: tempfile::TempDir,
 }
 
@@ -116,6 +122,7 @@ impl Mesh {
         MeshBuilder {
             filters: Vec::new(),
             profiles: default_profiles(),
+            extra_clusters: Vec::new(),
         }
     }
 
@@ -137,11 +144,77 @@ impl Mesh {
     pub fn dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
+
+    /// Pushes a new filter chain to the running server sidecar, as Istio does
+    /// over xDS, and waits until Envoy accepted or rejected it.
+    pub async fn push_filters(&self, filters: &[Filter]) -> anyhow::Result<PushOutcome> {
+        let listener = server_listener(filters, &self.pki, &self.server_cert)?;
+        let accepted_before = self
+            .server
+            .stat("listener_manager.lds.update_success")
+            .await?;
+        let rejected_before = self
+            .server
+            .stat("listener_manager.lds.update_rejected")
+            .await?;
+        let version = self.lds_version.get() + 1;
+        self.lds_version.set(version);
+        write_lds(&self.dir.path().join("lds"), version, listener)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if self
+                .server
+                .stat("listener_manager.lds.update_rejected")
+                .await?
+                > rejected_before
+            {
+                return Ok(PushOutcome::Rejected);
+            }
+            if self
+                .server
+                .stat("listener_manager.lds.update_success")
+                .await?
+                > accepted_before
+            {
+                return Ok(PushOutcome::Accepted);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "Envoy neither accepted nor rejected the pushed listener:\n{}",
+                self.server.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// What Envoy did with a pushed config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Accepted,
+    Rejected,
+}
+
+/// Writes an LDS response atomically (write, then rename into the watched dir).
+fn write_lds(dir: &Path, version: u32, listener: Value) -> anyhow::Result<()> {
+    let mut listener = listener;
+    listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+    let response = json!({"version_info": version.to_string(), "resources": [listener]});
+    let tmp = dir.join(format!(".{LDS_FILE}.{version}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&response)?)?;
+    std::fs::rename(&tmp, dir.join(LDS_FILE))?;
+    Ok(())
 }
 
 impl MeshBuilder {
     pub fn filter(mut self, filter: Filter) -> Self {
         self.filters.push(filter);
+        self
+    }
+
+    /// Adds a plain-HTTP cluster to the server sidecar (e.g. a source of truth).
+    pub fn server_cluster(mut self, name: &str, addr: SocketAddr) -> Self {
+        self.extra_clusters.push((name.into(), addr));
         self
     }
 
@@ -152,8 +225,9 @@ impl MeshBuilder {
         let pki = Pki::new(dir.path())?;
         let echo = EchoServer::start().await?;
         let server_cert = pki.issue("server", SERVER_ID)?;
-        let server_bootstrap = self.server_bootstrap(&pki, &server_cert, echo.addr())?;
-        let server = Envoy::start("server-sidecar", dir.path(), server_bootstrap).await?;
+        let server = self
+            .start_server(dir.path(), &pki, &server_cert, echo.addr())
+            .await?;
         let server_addr = server.listener("inbound").await?;
         let client_bootstrap = self.client_bootstrap(&pki, server_addr)?;
         let client = Envoy::start("client-sidecar", dir.path(), client_bootstrap).await?;
@@ -164,9 +238,29 @@ impl MeshBuilder {
             client_addr,
             server_addr,
             _echo: echo,
-            _pki: pki,
+            pki,
+            server_cert,
+            lds_version: std::cell::Cell::new(1),
             dir,
         })
+    }
+
+    async fn start_server(
+        &self,
+        dir: &Path,
+        pki: &Pki,
+        cert: &CertFiles,
+        upstream: SocketAddr,
+    ) -> anyhow::Result<Envoy> {
+        let lds_dir = dir.join("lds");
+        std::fs::create_dir_all(&lds_dir)?;
+        write_lds(&lds_dir, 1, self.server_listener(pki, cert)?)?;
+        Envoy::start(
+            "server-sidecar",
+            dir,
+            self.server_bootstrap(&lds_dir, upstream),
+        )
+        .await
     }
 
     /// Starts only the server sidecar, expecting Envoy to refuse its config;
@@ -177,72 +271,48 @@ impl MeshBuilder {
             .tempdir()?;
         let pki = Pki::new(dir.path())?;
         let server_cert = pki.issue("server", SERVER_ID)?;
-        let bootstrap =
-            self.server_bootstrap(&pki, &server_cert, SocketAddr::from(([127, 0, 0, 1], 9)))?;
-        Envoy::expect_refused("server-sidecar", dir.path(), bootstrap).await
+        let upstream = SocketAddr::from(([127, 0, 0, 1], 9));
+        // A static listener, as in a bootstrap: a bad filter config stops Envoy.
+        let mut bootstrap = self.server_bootstrap(dir.path(), upstream);
+        bootstrap["static_resources"]["listeners"] =
+            json!([self.server_listener(&pki, &server_cert)?]);
+        if let Some(b) = bootstrap.as_object_mut() {
+            b.remove("dynamic_resources");
+        }
+        match Envoy::start("server-sidecar", dir.path(), bootstrap).await {
+            Ok(envoy) => anyhow::bail!(
+                "Envoy accepted a config it should refuse; log:\n{}",
+                envoy.log()
+            ),
+            Err(_) => Ok(std::fs::read_to_string(
+                dir.path().join("server-sidecar.log"),
+            )?),
+        }
     }
 
-    fn server_bootstrap(
-        &self,
-        pki: &Pki,
-        cert: &CertFiles,
-        upstream: SocketAddr,
-    ) -> anyhow::Result<Value> {
-        let mut http_filters = Vec::new();
-        for f in &self.filters {
-            http_filters.push(wasm_filter(f)?);
+    fn server_listener(&self, pki: &Pki, cert: &CertFiles) -> anyhow::Result<Value> {
+        server_listener(&self.filters, pki, cert)
+    }
+
+    fn server_bootstrap(&self, lds_dir: &Path, upstream: SocketAddr) -> Value {
+        let mut clusters = vec![static_cluster("upstream", upstream, None)];
+        for (name, addr) in &self.extra_clusters {
+            clusters.push(static_cluster(name, *addr, None));
         }
-        http_filters.push(router());
-        let hcm = json!({
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "inbound",
-                // As Istio's inbound sidecar: append the peer's element to XFCC.
-                "forward_client_cert_details": "APPEND_FORWARD",
-                "set_current_client_cert_details": {"uri": true},
-                "normalize_path": true,
-                "merge_slashes": true,
-                "route_config": {"virtual_hosts": [{
-                    "name": "inbound", "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}]
-                }]},
-                "http_filters": http_filters
-            }
-        });
-        let tls = json!({
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                "require_client_certificate": true,
-                "common_tls_context": {
-                    "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
-                    "tls_certificates": [certificate(cert)],
-                    "validation_context": {"trusted_ca": {"filename": pki.ca_file()}}
-                }
-            }
-        });
-        Ok(json!({
+        json!({
             "node": {"id": "backend-sidecar", "cluster": "backend.default"},
             "stats_config": stats_config(),
-            "static_resources": {
-                "listeners": [{
-                    "name": "inbound",
-                    "address": loopback(0),
-                    "listener_filters": [{
-                        "name": "envoy.filters.listener.tls_inspector",
-                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}
-                    }],
-                    "filter_chains": [
-                        {"name": "mtls", "filter_chain_match": {"transport_protocol": "tls"},
-                         "transport_socket": tls, "filters": [hcm.clone()]},
-                        {"name": "plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"},
-                         "filters": [hcm]}
-                    ]
-                }],
-                "clusters": [static_cluster("upstream", upstream, None)]
-            }
-        }))
+            // The listener comes from a watched file, so tests can push config
+            // updates to a running sidecar as the control plane would.
+            "dynamic_resources": {"lds_config": {
+                "resource_api_version": "V3",
+                "path_config_source": {
+                    "path": lds_dir.join(LDS_FILE),
+                    "watched_directory": {"path": lds_dir}
+                }
+            }},
+            "static_resources": {"clusters": clusters}
+        })
     }
 
     fn client_bootstrap(&self, pki: &Pki, server: SocketAddr) -> anyhow::Result<Value> {
@@ -300,6 +370,58 @@ impl MeshBuilder {
             }
         }))
     }
+}
+
+/// The server sidecar's inbound listener with `filters` in its HTTP chain.
+fn server_listener(filters: &[Filter], pki: &Pki, cert: &CertFiles) -> anyhow::Result<Value> {
+    let mut http_filters = Vec::new();
+    for f in filters {
+        http_filters.push(wasm_filter(f)?);
+    }
+    http_filters.push(router());
+    let hcm = json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "inbound",
+            // As Istio's inbound sidecar: append the peer's element to XFCC.
+            "forward_client_cert_details": "APPEND_FORWARD",
+            "set_current_client_cert_details": {"uri": true},
+            "normalize_path": true,
+            "merge_slashes": true,
+            "route_config": {"virtual_hosts": [{
+                "name": "inbound", "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}]
+            }]},
+            "http_filters": http_filters
+        }
+    });
+    let tls = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": true,
+            "common_tls_context": {
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
+                "tls_certificates": [certificate(cert)],
+                "validation_context": {"trusted_ca": {"filename": pki.ca_file()}}
+            }
+        }
+    });
+    Ok(json!({
+                "name": "inbound",
+                "address": loopback(0),
+                "listener_filters": [{
+                    "name": "envoy.filters.listener.tls_inspector",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}
+                }],
+                "filter_chains": [
+                    {"name": "mtls", "filter_chain_match": {"transport_protocol": "tls"},
+                     "transport_socket": tls, "filters": [hcm.clone()]},
+                    {"name": "plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"},
+                     "filters": [hcm]}
+                ]
+    }))
 }
 
 fn loopback(port: u16) -> Value {

@@ -98,13 +98,22 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
+        let inner = e.into_inner();
+        // A data error is located by its JSON path; its line/column would point
+        // into the re-serialized config the filter parses, not the user's file.
+        let mut message = inner.to_string();
+        if inner.classify() == serde_json::error::Category::Data {
+            if let Some(at) = message.rfind(" at line ") {
+                message.truncate(at);
+            }
+        }
         ConfigError::Malformed {
             at: if path == "." || path == "?" {
                 "config".into()
             } else {
                 path
             },
-            message: e.into_inner().to_string(),
+            message,
         }
     })?;
     de.end().map_err(|e| ConfigError::Malformed {
@@ -112,6 +121,90 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
         message: e.to_string(),
     })?;
     Ok(value)
+}
+
+/// A JSON object parsed strictly: a key repeated in any object is an error
+/// (`serde_json::Value` keeps the last one silently, so a reviewer reading the
+/// first could approve a config that means something else).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrictObject(pub serde_json::Map<String, serde_json::Value>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match deserializer.deserialize_any(StrictVisitor)? {
+            serde_json::Value::Object(map) => Ok(Self(map)),
+            _ => Err(serde::de::Error::custom("expected a JSON object")),
+        }
+    }
+}
+
+struct StrictValue(serde_json::Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Self)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {key:?} (JSON parsers disagree on which one counts)"
+                )));
+            }
+            let StrictValue(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(object))
+    }
 }
 
 /// Rejects lists longer than `max`: per-request work and memory stay bounded.
@@ -168,6 +261,22 @@ mod tests {
         for (input, want) in cases {
             let err = parse_json::<Sample>(input).unwrap_err().to_string();
             assert!(err.starts_with(want), "{err:?} should start with {want:?}");
+        }
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_at_any_depth() {
+        let ok = parse_json::<StrictObject>(br#"{"a": {"b": [1, {"c": 2}]}, "d": 1.5}"#).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(ok.0),
+            serde_json::json!({"a": {"b": [1, {"c": 2}]}, "d": 1.5})
+        );
+        for (input, want) in [
+            (&br#"{"a": 1, "a": 2}"#[..], "config: duplicate key \"a\""),
+            (br#"{"x": [{"k": 1, "k": 1}]}"#, "x[0]: duplicate key \"k\""),
+        ] {
+            let err = parse_json::<StrictObject>(input).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
         }
     }
 

@@ -96,7 +96,7 @@ mod tests {
     fn version_labels_cannot_break_the_tag_syntax() {
         assert_eq!(version_label(None), "unset");
         assert_eq!(version_label(Some("2026-11-21.1")), "2026-11-21.1");
-        assert_eq!(version_label(Some("v1;.;x=.=y")), "v1_._x___y");
+        assert_eq!(version_label(Some("v1;.;x=.=y")), "v1_._x_._y");
         assert_eq!(
             version_label(Some(&"a".repeat(100))).len(),
             MAX_VERSION_LABEL

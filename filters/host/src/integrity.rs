@@ -43,7 +43,7 @@ pub fn load_config<T>(
         Ok((filter_state, loaded)) => {
             count("accepted");
             log::info!(
-                "meshguard {filter}: configuration accepted: version={} fingerprint={} signature={:?} on_drift={}",
+                "meshguard {filter}: configuration accepted: version={} fingerprint={} signature={} on_drift={}",
                 loaded.config_version.as_deref().unwrap_or("unset"),
                 loaded.fingerprint,
                 loaded.signature,
@@ -78,6 +78,7 @@ pub struct Guard {
     metrics: DriftMetrics,
     quarantine_denied: Counter,
     config_version: Option<String>,
+    fingerprint: String,
     pending_call: Option<u32>,
 }
 
@@ -104,6 +105,7 @@ impl Guard {
             metrics,
             quarantine_denied: Counter::define(&tagged(metrics::QUARANTINE_DENIED, &f)),
             config_version: loaded.config_version.clone(),
+            fingerprint: loaded.fingerprint.clone(),
             pending_call: None,
         };
         guard.metrics.info.set(1);
@@ -156,14 +158,16 @@ impl Guard {
         if self.pending_call.is_some() {
             return; // the previous call has not answered or timed out yet
         }
-        let version = self.config_version.as_deref().unwrap_or("");
-        let headers = vec![
+        let mut headers = vec![
             (":method", "GET"),
             (":path", source.path.as_str()),
             (":authority", source.authority.as_str()),
             ("x-meshguard-filter", self.filter),
-            ("x-meshguard-config-version", version),
+            ("x-meshguard-config-fingerprint", self.fingerprint.as_str()),
         ];
+        if let Some(version) = &self.config_version {
+            headers.push(("x-meshguard-config-version", version.as_str()));
+        }
         match hostcalls::dispatch_http_call(
             &source.cluster,
             headers,
@@ -252,7 +256,9 @@ impl Quarantine {
             return None;
         }
         self.denied.increment();
-        log::info!(
+        // Debug: a quarantined workload refuses every request; the transition
+        // was logged at warn once, and the counter carries the volume.
+        log::debug!(
             "meshguard {}: quarantined: refused {path:?} until the config matches the intended one",
             self.filter
         );

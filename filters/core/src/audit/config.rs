@@ -5,6 +5,9 @@
 //! Validation beyond types (ranges, names, pointers, header names) happens when
 //! [`super::AuditPolicy`] compiles this.
 
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 pub const DEFAULT_KEY_ENV: &str = "MESHGUARD_AUDIT_KEY";
@@ -72,15 +75,63 @@ pub struct CommandConfig {
 }
 
 /// One part of a command: `"method"`, `"path"`, `"query"`, `"body"` or
-/// `{"json_pointer": "/a/b"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// `{"json_pointer": "/a/b"}` (nothing else: not `{"method": null}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartConfig {
     Method,
     Path,
     Query,
     Body,
     JsonPointer(String),
+}
+
+const PART_FORMS: &str =
+    "\"method\", \"path\", \"query\", \"body\" or {\"json_pointer\": \"/...\"}";
+
+impl<'de> Deserialize<'de> for PartConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PartVisitor)
+    }
+}
+
+struct PartVisitor;
+
+impl<'de> Visitor<'de> for PartVisitor {
+    type Value = PartConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a part: {PART_FORMS}")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<PartConfig, E> {
+        match v {
+            "method" => Ok(PartConfig::Method),
+            "path" => Ok(PartConfig::Path),
+            "query" => Ok(PartConfig::Query),
+            "body" => Ok(PartConfig::Body),
+            other => Err(E::custom(format!(
+                "unknown part {other:?}: expected {PART_FORMS}"
+            ))),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PartConfig, A::Error> {
+        let mut pointer = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "json_pointer" {
+                return Err(de::Error::custom(format!(
+                    "unknown key {key:?} in a part: the only object part is {{\"json_pointer\": \"/...\"}}"
+                )));
+            }
+            if pointer.is_some() {
+                return Err(de::Error::duplicate_field("json_pointer"));
+            }
+            pointer = Some(map.next_value::<String>()?);
+        }
+        pointer
+            .map(PartConfig::JsonPointer)
+            .ok_or_else(|| de::Error::missing_field("json_pointer"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -134,7 +134,9 @@ mod tests {
 
     #[test]
     fn keys_are_base64_of_at_least_32_bytes_in_either_alphabet() {
-        let raw: Vec<u8> = (0u8..40).map(|i| i.wrapping_mul(37).wrapping_add(250)).collect();
+        let raw: Vec<u8> = (0u8..40)
+            .map(|i| i.wrapping_mul(37).wrapping_add(250))
+            .collect();
         let std_text = base64::engine::general_purpose::STANDARD.encode(&raw);
         let url_text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
         assert_ne!(std_text.trim_end_matches('='), url_text);

@@ -4,11 +4,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::env::{is_fingerprint, IntegrityEnv};
 use crate::canonical::{sha256_hex, to_canonical_bytes};
-use crate::config::{parse_json, ConfigError};
+use crate::config::{parse_json, ConfigError, StrictObject};
 use crate::pattern::PathPattern;
 use crate::scope::path_pattern;
 
@@ -136,6 +136,21 @@ pub enum SignatureStatus {
     },
 }
 
+impl std::fmt::Display for SignatureStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Verified { key_id } => write!(f, "verified by {key_id}"),
+            Self::Unsigned => f.write_str("unsigned"),
+            Self::Unchecked { key_id } => {
+                write!(
+                    f,
+                    "present ({key_id}), not checked (no MESHGUARD_TRUSTED_KEYS)"
+                )
+            }
+        }
+    }
+}
+
 /// A config that passed the integrity checks.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -235,7 +250,7 @@ pub fn short(fingerprint: &str) -> &str {
 /// Parses a plugin config, checks its signature against `env`, and splits
 /// out the integrity section.
 pub fn load(bytes: &[u8], env: &IntegrityEnv) -> Result<Loaded, LoadError> {
-    let mut config: Map<String, Value> = parse_json(bytes)?;
+    let StrictObject(mut config) = parse_json(bytes)?;
     let signature = match config.remove(SIGNATURE_KEY) {
         Some(v) => Some(
             serde_json::from_value::<SignatureConfig>(v)
@@ -388,7 +403,7 @@ fn compile_settings(
 /// The fingerprint of a config as `load` computes it (for the CLI and the
 /// reference source of truth).
 pub fn fingerprint(bytes: &[u8]) -> Result<String, ConfigError> {
-    let mut config: Map<String, Value> = parse_json(bytes)?;
+    let StrictObject(mut config) = parse_json(bytes)?;
     config.remove(SIGNATURE_KEY);
     let canonical = to_canonical_bytes(&Value::Object(config))
         .map_err(|e| ConfigError::invalid("config", e.to_string()))?;
@@ -398,7 +413,7 @@ pub fn fingerprint(bytes: &[u8]) -> Result<String, ConfigError> {
 /// Returns the config with a `signature` section over its canonical form
 /// (replacing any previous signature). Output is pretty JSON.
 pub fn sign_config(bytes: &[u8], key_id: &str, key: &SigningKey) -> Result<Vec<u8>, ConfigError> {
-    let mut config: Map<String, Value> = parse_json(bytes)?;
+    let StrictObject(mut config) = parse_json(bytes)?;
     config.remove(SIGNATURE_KEY);
     let canonical = to_canonical_bytes(&Value::Object(config.clone()))
         .map_err(|e| ConfigError::invalid("config", e.to_string()))?;

@@ -1,0 +1,4 @@
+//! Library side of the `meshguard` CLI: the parts other crates reuse (the
+//! real-Envoy host tests run the reference source of truth in-process).
+
+pub mod serve_intended;

@@ -1,0 +1,239 @@
+//! Audit records and the per-VM hash chain that makes deletions, insertions,
+//! edits and reordering detectable.
+//!
+//! A record's `mac` is the HMAC-SHA256 (base64url, unpadded) of the canonical
+//! JSON of the record without its `mac` key; its `prev` is the lower-case hex
+//! SHA-256 of the canonical JSON of the previous record of the same chain,
+//! `mac` included (64 zeros for `seq` 0). Records are written one per line as
+//! [`RECORD_PREFIX`] followed by that canonical JSON.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::canon::canonical_path;
+use super::keys::{b64url, hmac_sha256};
+use crate::canonical::{hex, sha256_hex, to_canonical_bytes};
+use crate::request::RequestInfo;
+
+/// Marks a record in a log line; everything after its first occurrence is the
+/// record's JSON.
+pub const RECORD_PREFIX: &str = "meshguard-audit-record: ";
+/// The record format version this build writes and reads.
+pub const RECORD_VERSION: u32 = 1;
+/// `prev` of the first record of a chain.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audited request, as written to the log and sent to the collector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub v: u32,
+    pub chain: String,
+    pub seq: u64,
+    pub prev: String,
+    pub id: String,
+    pub ts_ms: u64,
+    pub peer: Option<String>,
+    pub method: String,
+    /// Canonical path, without the query (which may carry secrets; the command
+    /// hash covers it).
+    pub path: String,
+    pub host: String,
+    pub command: String,
+    pub command_sha256: String,
+    pub status: Option<u16>,
+    pub duration_ms: Option<u64>,
+    pub decisions: Map<String, Value>,
+    pub config_fingerprint: Option<String>,
+    pub kid: String,
+    pub mac: String,
+}
+
+/// What the adapter knows about a request; [`Chain::seal`] adds the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFields {
+    pub id: String,
+    pub ts_ms: u64,
+    pub peer: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    pub command: String,
+    pub command_sha256: [u8; 32],
+    pub status: Option<u16>,
+    pub duration_ms: Option<u64>,
+    /// Other meshguard filters' decisions, e.g. `{"identity": "allowed"}`.
+    pub decisions: Map<String, Value>,
+    pub config_fingerprint: Option<String>,
+}
+
+impl RecordFields {
+    /// Fields for `request`: the method upper-cased, the path in canonical form
+    /// without its query, the host lower-cased. The rest starts empty.
+    pub fn new(
+        id: impl Into<String>,
+        ts_ms: u64,
+        request: &RequestInfo<'_>,
+        command: impl Into<String>,
+        command_sha256: [u8; 32],
+    ) -> Self {
+        Self {
+            id: id.into(),
+            ts_ms,
+            peer: None,
+            method: request.method.to_ascii_uppercase(),
+            path: canonical_path(request.path),
+            host: request.host.to_ascii_lowercase(),
+            command: command.into(),
+            command_sha256,
+            status: None,
+            duration_ms: None,
+            decisions: Map::new(),
+            config_fingerprint: None,
+        }
+    }
+}
+
+/// Why a record could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("the record's decisions are nested too deeply to canonicalize")]
+    TooDeep,
+    #[error("the HMAC key was refused")]
+    BadKey,
+    #[error("chain {0:?} has used every sequence number")]
+    Exhausted(String),
+}
+
+fn opt_string(v: &Option<String>) -> Value {
+    v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()))
+}
+
+fn opt_u64(v: Option<u64>) -> Value {
+    v.map_or(Value::Null, Value::from)
+}
+
+impl Record {
+    /// The record as a JSON object, `mac` included or not.
+    pub fn to_value(&self, with_mac: bool) -> Value {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.to_owned(), v);
+        };
+        put("v", Value::from(self.v));
+        put("chain", Value::from(self.chain.as_str()));
+        put("seq", Value::from(self.seq));
+        put("prev", Value::from(self.prev.as_str()));
+        put("id", Value::from(self.id.as_str()));
+        put("ts_ms", Value::from(self.ts_ms));
+        put("peer", opt_string(&self.peer));
+        put("method", Value::from(self.method.as_str()));
+        put("path", Value::from(self.path.as_str()));
+        put("host", Value::from(self.host.as_str()));
+        put("command", Value::from(self.command.as_str()));
+        put("command_sha256", Value::from(self.command_sha256.as_str()));
+        put("status", opt_u64(self.status.map(u64::from)));
+        put("duration_ms", opt_u64(self.duration_ms));
+        put("decisions", Value::Object(self.decisions.clone()));
+        put("config_fingerprint", opt_string(&self.config_fingerprint));
+        put("kid", Value::from(self.kid.as_str()));
+        if with_mac {
+            put("mac", Value::from(self.mac.as_str()));
+        }
+        Value::Object(m)
+    }
+
+    /// Canonical JSON of the record, `mac` included or not.
+    pub fn canonical_bytes(&self, with_mac: bool) -> Result<Vec<u8>, RecordError> {
+        to_canonical_bytes(&self.to_value(with_mac)).map_err(|_| RecordError::TooDeep)
+    }
+
+    /// What the next record's `prev` must be.
+    pub fn chain_hash(&self) -> Result<String, RecordError> {
+        Ok(sha256_hex(&self.canonical_bytes(true)?))
+    }
+
+    /// The log line: [`RECORD_PREFIX`] and the canonical JSON. A record too
+    /// deep to canonicalize (only possible when built by hand, never from
+    /// [`Chain::seal`] or a parsed line) is written in serde_json's compact form.
+    pub fn to_line(&self) -> String {
+        let json = match self.canonical_bytes(true) {
+            Ok(bytes) => String::from_utf8(bytes).unwrap_or_default(),
+            Err(_) => self.to_value(true).to_string(),
+        };
+        format!("{RECORD_PREFIX}{json}")
+    }
+}
+
+/// One VM's sequence of records. Each VM (worker thread) keeps its own chain
+/// with a unique id; `seq` counts from 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    id: String,
+    next_seq: u64,
+    prev_hash: String,
+}
+
+impl Chain {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            next_seq: 0,
+            prev_hash: GENESIS_PREV.into(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The `seq` the next sealed record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The `prev` the next sealed record gets.
+    pub fn prev_hash(&self) -> &str {
+        &self.prev_hash
+    }
+
+    /// Turns `fields` into the chain's next record, signed with `key` under the
+    /// key id `kid`, and advances the chain. On error the chain is unchanged.
+    pub fn seal(
+        &mut self,
+        fields: RecordFields,
+        key: &[u8],
+        kid: &str,
+    ) -> Result<Record, RecordError> {
+        let next_seq = self
+            .next_seq
+            .checked_add(1)
+            .ok_or_else(|| RecordError::Exhausted(self.id.clone()))?;
+        let mut record = Record {
+            v: RECORD_VERSION,
+            chain: self.id.clone(),
+            seq: self.next_seq,
+            prev: self.prev_hash.clone(),
+            id: fields.id,
+            ts_ms: fields.ts_ms,
+            peer: fields.peer,
+            method: fields.method,
+            path: fields.path,
+            host: fields.host,
+            command: fields.command,
+            command_sha256: hex(&fields.command_sha256),
+            status: fields.status,
+            duration_ms: fields.duration_ms,
+            decisions: fields.decisions,
+            config_fingerprint: fields.config_fingerprint,
+            kid: kid.into(),
+            mac: String::new(),
+        };
+        let unsigned = record.canonical_bytes(false)?;
+        let tag = hmac_sha256(key, &unsigned).ok_or(RecordError::BadKey)?;
+        record.mac = b64url(&tag);
+        self.prev_hash = record.chain_hash()?;
+        self.next_seq = next_seq;
+        Ok(record)
+    }
+}

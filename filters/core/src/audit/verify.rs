@@ -1,0 +1,384 @@
+//! Verifying records read back from a log or a collector's files
+//! (`meshguard audit verify FILE`).
+//!
+//! Every line holding [`RECORD_PREFIX`] is a record; other lines are ignored.
+//! Records are grouped by chain, and each chain is checked in file order: MAC,
+//! contiguous `seq`, `prev` linking. Only the first break of each chain is
+//! reported: after it, nothing later in that chain can be trusted.
+//!
+//! Limit: deleting the newest records of a chain (truncation) leaves a valid,
+//! shorter chain; the collector's record counts are the check for that.
+
+use std::fmt;
+
+use hashbrown::HashMap;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::keys::{b64url_tag, hmac_verify, KeyLookup};
+use super::record::{Record, GENESIS_PREV, RECORD_PREFIX, RECORD_VERSION};
+use crate::canonical::{sha256_hex, to_canonical_bytes};
+
+/// What kind of break a chain has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BreakKind {
+    /// The line has the record prefix but is not a valid v1 record.
+    Malformed,
+    /// A record format this build does not know.
+    UnsupportedVersion,
+    /// Signed with a key id that is not among the keys given.
+    UnknownKeyId,
+    /// The MAC does not match: the record was edited (or signed with another key).
+    BadMac,
+    /// `seq` jumps forward: records between are missing.
+    MissingRecords,
+    /// `prev` does not match the previous record: it was replaced, or this one forged.
+    Modified,
+    /// A `seq` seen before in the chain.
+    DuplicateSeq,
+    /// Records of the chain are not in `seq` order.
+    OutOfOrder,
+}
+
+impl BreakKind {
+    /// A stable code, for machine-readable output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::UnknownKeyId => "unknown_kid",
+            Self::BadMac => "bad_mac",
+            Self::MissingRecords => "missing_records",
+            Self::Modified => "modified",
+            Self::DuplicateSeq => "duplicate_seq",
+            Self::OutOfOrder => "out_of_order",
+        }
+    }
+}
+
+/// The first problem found in a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// 1-based line number in the verified text.
+    pub line: usize,
+    /// The `seq` of the record on that line, when readable.
+    pub seq: Option<u64>,
+    pub kind: BreakKind,
+    pub message: String,
+}
+
+impl fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// One chain's verification result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    pub chain: String,
+    /// Records of this chain found in the text.
+    pub records: usize,
+    /// Records verified before the first break (all of them when there is none).
+    pub verified: usize,
+    /// `seq` of the chain's first record in the text. Above 0, the chain's
+    /// beginning is not in the text (log rotation, or deleted records).
+    pub first_seq: Option<u64>,
+    /// `seq` of the last verified record.
+    pub last_seq: Option<u64>,
+    pub first_break: Option<ChainBreak>,
+}
+
+impl ChainReport {
+    pub fn is_ok(&self) -> bool {
+        self.first_break.is_none()
+    }
+}
+
+/// A line with the record prefix that belongs to no readable chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineProblem {
+    pub line: usize,
+    pub message: String,
+}
+
+/// The result of [`verify_records`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Chains in the order their first record appears.
+    pub chains: Vec<ChainReport>,
+    /// Record lines that could not be attributed to a chain.
+    pub unreadable: Vec<LineProblem>,
+}
+
+impl VerifyReport {
+    /// No chain has a break and every record line was readable.
+    pub fn is_ok(&self) -> bool {
+        self.unreadable.is_empty() && self.chains.iter().all(ChainReport::is_ok)
+    }
+
+    /// Record lines found (readable or not).
+    pub fn record_count(&self) -> usize {
+        self.unreadable.len() + self.chains.iter().map(|c| c.records).sum::<usize>()
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.chains {
+            let range = match (c.first_seq, c.last_seq) {
+                (Some(a), Some(b)) => format!(" (seq {a}..={b})"),
+                _ => String::new(),
+            };
+            match &c.first_break {
+                None => writeln!(f, "chain {:?}: ok, {} records{range}", c.chain, c.records)?,
+                Some(b) => writeln!(
+                    f,
+                    "chain {:?}: BROKEN after {} of {} records{range}: {b}",
+                    c.chain, c.verified, c.records
+                )?,
+            }
+        }
+        for p in &self.unreadable {
+            writeln!(f, "line {}: {}", p.line, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// What phase 1 learned about one record line.
+#[derive(Debug)]
+struct Entry {
+    line: usize,
+    seq: Option<u64>,
+    prev: String,
+    /// SHA-256 of the record's canonical JSON, `mac` included.
+    hash: String,
+    /// A problem found in the record alone.
+    problem: Option<(BreakKind, String)>,
+}
+
+/// Verifies every record in `text` with `keys` (key id to key bytes).
+pub fn verify_records<K: KeyLookup + ?Sized>(text: &str, keys: &K) -> VerifyReport {
+    let mut report = VerifyReport::default();
+    let mut chain_index: HashMap<String, usize> = HashMap::new();
+    let mut entries: Vec<Vec<Entry>> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line_no = n + 1;
+        let Some(start) = line.find(RECORD_PREFIX) else {
+            continue;
+        };
+        let json = line
+            .get(start + RECORD_PREFIX.len()..)
+            .unwrap_or("")
+            .trim_end();
+        let value: Value = match serde_json::from_str(json) {
+            Ok(v) => v,
+            Err(e) => {
+                report.unreadable.push(LineProblem {
+                    line: line_no,
+                    message: format!("not a JSON record: {e}"),
+                });
+                continue;
+            }
+        };
+        let Some(chain) = value.get("chain").and_then(Value::as_str) else {
+            report.unreadable.push(LineProblem {
+                line: line_no,
+                message: "the record has no `chain` string, so it belongs to no chain".into(),
+            });
+            continue;
+        };
+        let index = *chain_index.entry(chain.to_owned()).or_insert_with(|| {
+            report.chains.push(ChainReport {
+                chain: chain.to_owned(),
+                records: 0,
+                verified: 0,
+                first_seq: None,
+                last_seq: None,
+                first_break: None,
+            });
+            entries.push(Vec::new());
+            entries.len() - 1
+        });
+        if let Some(list) = entries.get_mut(index) {
+            list.push(examine(line_no, &value, keys));
+        }
+    }
+    for (chain, list) in report.chains.iter_mut().zip(&entries) {
+        check_chain(chain, list);
+    }
+    report
+}
+
+/// Phase 1: what a record says about itself (structure, version, MAC).
+fn examine<K: KeyLookup + ?Sized>(line: usize, value: &Value, keys: &K) -> Entry {
+    let seq = value.get("seq").and_then(Value::as_u64);
+    let mut entry = Entry {
+        line,
+        seq,
+        prev: value
+            .get("prev")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        hash: to_canonical_bytes(value)
+            .map(|b| sha256_hex(&b))
+            .unwrap_or_default(),
+        problem: None,
+    };
+    let at = match seq {
+        Some(s) => format!("record seq {s}"),
+        None => "record".into(),
+    };
+    let version = value.get("v");
+    if version.is_some_and(|v| v.as_u64() != Some(u64::from(RECORD_VERSION))) {
+        entry.problem = Some((
+            BreakKind::UnsupportedVersion,
+            format!(
+                "{at} has format version {}; this build reads v={RECORD_VERSION}",
+                version.map(Value::to_string).unwrap_or_default()
+            ),
+        ));
+        return entry;
+    }
+    let record = match Record::deserialize(value) {
+        Ok(r) => r,
+        Err(e) => {
+            entry.problem = Some((BreakKind::Malformed, format!("{at} is malformed: {e}")));
+            return entry;
+        }
+    };
+    let Some(key) = keys.key(&record.kid) else {
+        entry.problem = Some((
+            BreakKind::UnknownKeyId,
+            format!(
+                "{at} is signed with key id {:?}, which is not among the keys given",
+                record.kid
+            ),
+        ));
+        return entry;
+    };
+    let mut unsigned = value.clone();
+    if let Value::Object(m) = &mut unsigned {
+        m.remove("mac");
+    }
+    let mac_ok = match (to_canonical_bytes(&unsigned), b64url_tag(&record.mac)) {
+        (Ok(bytes), Some(tag)) => hmac_verify(key, &bytes, &tag),
+        _ => false,
+    };
+    if !mac_ok {
+        entry.problem = Some((
+            BreakKind::BadMac,
+            format!(
+                "{at}: the MAC does not match: the record was modified (or signed with another key named {:?})",
+                record.kid
+            ),
+        ));
+    }
+    entry
+}
+
+/// Phase 2: the chain's links, in file order; stops at the first break.
+fn check_chain(report: &mut ChainReport, entries: &[Entry]) {
+    // Where each seq first appears, to tell reordering from deletion.
+    let mut first_line_of: HashMap<u64, usize> = HashMap::new();
+    for e in entries {
+        if let Some(seq) = e.seq {
+            first_line_of.entry(seq).or_insert(e.line);
+        }
+    }
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut last: Option<&Entry> = None;
+    report.records = entries.len();
+    for e in entries {
+        let fail = |kind: BreakKind, message: String| ChainBreak {
+            line: e.line,
+            seq: e.seq,
+            kind,
+            message,
+        };
+        let outcome = match (&e.problem, e.seq) {
+            (Some((kind, message)), _) => Err(fail(*kind, message.clone())),
+            (None, None) => Err(fail(BreakKind::Malformed, "record without a seq".into())),
+            (None, Some(seq)) => link(e, seq, last, report.first_seq, &seen, &first_line_of)
+                .map_err(|(kind, message)| fail(kind, message)),
+        };
+        match outcome {
+            Ok(seq) => {
+                report.verified += 1;
+                report.first_seq.get_or_insert(seq);
+                report.last_seq = Some(seq);
+                seen.insert(seq, e.line);
+                last = Some(e);
+            }
+            Err(b) => {
+                report.first_break = Some(b);
+                return;
+            }
+        }
+    }
+}
+
+/// Checks that record `e` (with `seq`) follows `last`.
+fn link(
+    e: &Entry,
+    seq: u64,
+    last: Option<&Entry>,
+    first_seq: Option<u64>,
+    seen: &HashMap<u64, usize>,
+    first_line_of: &HashMap<u64, usize>,
+) -> Result<u64, (BreakKind, String)> {
+    let Some(last) = last else {
+        if seq == 0 && e.prev != GENESIS_PREV {
+            return Err((
+                BreakKind::Modified,
+                "record seq 0 does not start a chain: its prev is not 64 zeros (modified?)".into(),
+            ));
+        }
+        return Ok(seq);
+    };
+    let last_seq = last.seq.unwrap_or_default();
+    if let Some(line) = seen.get(&seq) {
+        return Err((
+            BreakKind::DuplicateSeq,
+            format!(
+                "seq {seq} appears again (first on line {line}): a duplicated or replayed record"
+            ),
+        ));
+    }
+    if seq <= last_seq {
+        return Err((
+            BreakKind::OutOfOrder,
+            format!(
+                "seq {seq} appears after seq {last_seq} (the chain starts at seq {} here): records reordered or inserted",
+                first_seq.unwrap_or_default()
+            ),
+        ));
+    }
+    let expected = last_seq.saturating_add(1);
+    if seq > expected {
+        if let Some(line) = first_line_of.get(&expected).filter(|&&l| l > e.line) {
+            return Err((
+                BreakKind::OutOfOrder,
+                format!("seq {seq} follows {last_seq}, but seq {expected} comes later (line {line}): records reordered"),
+            ));
+        }
+        let missing = seq - expected;
+        let noun = if missing == 1 { "record" } else { "records" };
+        return Err((
+            BreakKind::MissingRecords,
+            format!("seq {seq} follows {last_seq}: {missing} {noun} missing (deleted?)"),
+        ));
+    }
+    if e.prev != last.hash {
+        return Err((
+            BreakKind::Modified,
+            format!(
+                "record seq {seq} was modified or the previous one was replaced: its prev does not match the hash of seq {last_seq} (line {})",
+                last.line
+            ),
+        ));
+    }
+    Ok(seq)
+}
