@@ -1,6 +1,8 @@
-//! `meshguard`: validate, explain and sign policies with the filters' own
-//! engine, so that what the CLI says about a config is what Envoy will do with it.
+//! `meshguard`: validate, explain and sign policies, and verify audit records,
+//! with the filters' own engine, so that what the CLI says about a config is
+//! what Envoy will do with it.
 
+mod audit;
 mod explain;
 mod fingerprint;
 mod keys;
@@ -17,8 +19,10 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "meshguard",
     version,
-    about = "Validate, explain and sign meshguard filter policies with the filters' own engine.",
-    after_help = "Exit status: 0 on success (explain: allow), 2 when `explain` decides deny, \
+    about = "Validate, explain and sign meshguard filter policies, and verify audit records, \
+             with the filters' own engine.",
+    after_help = "Exit status: 0 on success (explain: allow), 2 when `explain` decides deny or \
+                  `audit` finds a broken chain or an invalid header, \
                   1 on any error (invalid config, bad arguments, unreadable file)."
 )]
 struct Cli {
@@ -34,6 +38,7 @@ enum Command {
     Sign(sign::Args),
     Fingerprint(fingerprint::Args),
     ServeIntended(serve::Args),
+    Audit(audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => sign::run(args),
         Command::Fingerprint(args) => fingerprint::run(args),
         Command::ServeIntended(args) => serve::run(args),
+        Command::Audit(args) => audit::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("meshguard: error: {e:#}");

@@ -6,6 +6,7 @@ use std::fmt::Display;
 use std::io::Read;
 
 use anyhow::Context;
+use meshguard_core::audit::AuditPolicy;
 use meshguard_core::identity::IdentityPolicy;
 use meshguard_core::integrity::{self, IntegrityEnv, LoadError, Loaded};
 
@@ -42,6 +43,15 @@ impl PolicyFile {
     pub fn load_identity(&self, env: &IntegrityEnv) -> Result<(Loaded, IdentityPolicy), LoadError> {
         let loaded = integrity::load(&self.bytes, env)?;
         let policy = IdentityPolicy::from_json(&loaded.filter_config)?;
+        Ok((loaded, policy))
+    }
+
+    /// What the audit filter's `on_configure` runs, minus reading its HMAC key:
+    /// signature, fingerprint and integrity section under `env`, then
+    /// `AuditPolicy::from_json` on the filter's own keys.
+    pub fn load_audit(&self, env: &IntegrityEnv) -> Result<(Loaded, AuditPolicy), LoadError> {
+        let loaded = integrity::load(&self.bytes, env)?;
+        let policy = AuditPolicy::from_json(&loaded.filter_config)?;
         Ok((loaded, policy))
     }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 use meshguard_core::identity::IdentityPolicy;
-use meshguard_core::integrity::{DriftMonitor, DriftState, LoadError, Loaded};
+use meshguard_core::integrity::{DriftMonitor, DriftState, IntegrityEnv, LoadError, Loaded};
 
 use crate::policy_file::{process_env, PolicyFile};
 
@@ -15,6 +15,10 @@ use crate::policy_file::{process_env, PolicyFile};
 /// filter reads it from `vmConfig.env`: MESHGUARD_TRUSTED_KEYS,
 /// MESHGUARD_REQUIRE_SIGNATURE, MESHGUARD_INTENDED_VERSION,
 /// MESHGUARD_INTENDED_FINGERPRINT, MESHGUARD_ON_DRIFT.
+///
+/// For `--filter audit`, the HMAC key (the variable named by `key_env`) is not
+/// read: the filter reads it at load time, `meshguard validate` checks the
+/// configuration only.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Exit status: 0 when the configuration is valid (warnings included), \
@@ -34,12 +38,15 @@ pub struct Args {
 pub enum Filter {
     /// The identity and mTLS policy filter.
     Identity,
+    /// The command-hash audit filter (docs/audit.md).
+    Audit,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let file = PolicyFile::read(&args.config)?;
     match args.filter {
         Filter::Identity => identity(&file),
+        Filter::Audit => audit(&file),
     }
 }
 
@@ -59,13 +66,42 @@ fn identity(file: &PolicyFile) -> anyhow::Result<ExitCode> {
     for warning in policy.warnings() {
         eprintln!("warning: {warning}");
     }
-    // What the filter logs right after loading when the environment names an
-    // intended version (a drift under `on_drift: reject` was refused above).
-    let (_, transition) = DriftMonitor::new(&loaded, 0);
+    warn_drift(&loaded);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit(file: &PolicyFile) -> anyhow::Result<ExitCode> {
+    let (loaded, policy) = match process_env().and_then(|env| file.load_audit(&env)) {
+        Ok(ok) => ok,
+        Err(error) => {
+            eprintln!("{}", file.invalid(&error));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let commands = policy.command_count();
+    writeln!(
+        std::io::stdout().lock(),
+        "{}: valid audit policy (version={}, {commands} {}) fingerprint={} signature={}",
+        file.name,
+        policy.config_version().unwrap_or("unset"),
+        if commands == 1 { "command" } else { "commands" },
+        loaded.fingerprint,
+        loaded.signature,
+    )?;
+    for warning in policy.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    warn_drift(&loaded);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the filter logs right after loading when the environment names an
+/// intended version (a drift under `on_drift: reject` was refused by the load).
+fn warn_drift(loaded: &Loaded) {
+    let (_, transition) = DriftMonitor::new(loaded, 0);
     if let Some(t) = transition.filter(|t| t.to == DriftState::Drifted) {
         eprintln!("warning: {}", t.message);
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn success_line(file: &PolicyFile, loaded: &Loaded, policy: &IdentityPolicy) -> String {
@@ -84,9 +120,9 @@ fn success_line(file: &PolicyFile, loaded: &Loaded, policy: &IdentityPolicy) -> 
 /// The load the filter runs with no integrity environment, plus its compile:
 /// what `sign` requires before signing.
 pub fn check_default(file: &PolicyFile, filter: Filter) -> Result<(), LoadError> {
+    let env = IntegrityEnv::default();
     match filter {
-        Filter::Identity => file
-            .load_identity(&meshguard_core::integrity::IntegrityEnv::default())
-            .map(|_| ()),
+        Filter::Identity => file.load_identity(&env).map(|_| ()),
+        Filter::Audit => file.load_audit(&env).map(|_| ()),
     }
 }

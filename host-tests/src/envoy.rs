@@ -50,7 +50,12 @@ impl Envoy {
             .arg("-c")
             .arg(&config_file)
             .args(["--disable-hot-restart", "--concurrency", "1"])
-            .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
+            .args([
+                "--log-level",
+                "info",
+                "--component-log-level",
+                "wasm:debug,http:debug",
+            ])
             .arg("--admin-address-path")
             .arg(&admin_path)
             .stdout(Stdio::null())
@@ -166,9 +171,13 @@ impl Envoy {
     /// A sample that is not exported yet reads as `None`.
     pub async fn metric(&self, sample: &str) -> anyhow::Result<Option<u64>> {
         let text = self.prometheus().await?;
+        // Envoy writes a sample without labels as `name{}`.
+        let bare = format!("{sample}{{}}");
         Ok(text.lines().find_map(|line| {
             let (name, value) = line.rsplit_once(' ')?;
-            (name == sample).then(|| value.parse().ok()).flatten()
+            (name == sample || name == bare)
+                .then(|| value.parse().ok())
+                .flatten()
         }))
     }
 

@@ -7,6 +7,7 @@
 //! fixed sleep: readiness is polled with a deadline.
 
 pub mod certs;
+pub mod collector;
 pub mod echo;
 pub mod envoy;
 pub mod http;

@@ -80,14 +80,33 @@ pub struct Filter {
     pub env: Vec<(String, String)>,
 }
 
+/// The HMAC key the test meshes give the audit filter (base64 of 32 bytes).
+pub const AUDIT_KEY: &str = "bWVzaGd1YXJkLXRlc3QtYXVkaXQta2V5LTMyYnl0ZXM=";
+
 impl Filter {
     pub fn identity(config: impl Into<String>) -> Self {
+        Self::named("identity", config)
+    }
+
+    /// The audit filter, with [`AUDIT_KEY`] in `MESHGUARD_AUDIT_KEY`.
+    pub fn audit(config: impl Into<String>) -> Self {
+        Self::named("audit", config).env("MESHGUARD_AUDIT_KEY", AUDIT_KEY)
+    }
+
+    /// `meshguard_<name>.wasm` with root id `meshguard-<name>`.
+    pub fn named(name: &str, config: impl Into<String>) -> Self {
         Self {
-            module: "meshguard_identity".into(),
-            root_id: "meshguard-identity".into(),
+            module: format!("meshguard_{name}"),
+            root_id: format!("meshguard-{name}"),
             config: config.into(),
             env: Vec::new(),
         }
+    }
+
+    /// Adds a `vmConfig.env` value.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 }
 
@@ -467,6 +486,11 @@ fn wasm_filter(f: &Filter) -> anyhow::Result<Value> {
             "config": {
                 "name": f.root_id,
                 "root_id": f.root_id,
+                // Pause in on_request_headers must stop header iteration only, so
+                // the audit filter sees the body before the headers leave (Envoy
+                // >= 1.35; otherwise Envoy turns Pause into StopAll and the body
+                // callback never runs).
+                "allow_on_headers_stop_iteration": true,
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": f.config},
                 "vm_config": {
                     "vm_id": f.module,

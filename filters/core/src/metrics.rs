@@ -34,6 +34,14 @@ pub const INTENDED_SOURCE_ERRORS: &str = "meshguard_intended_source_errors_total
 /// Counter of requests refused by quarantine.
 pub const QUARANTINE_DENIED: &str = "meshguard_quarantine_denied_total";
 
+/// Counter of audit records, by `result`: emitted, delivered (to the
+/// collector), dropped (queue full, retries exhausted, not sealable).
+pub const AUDIT_RECORDS: &str = "meshguard_audit_records_total";
+/// Counter of requests whose command hash could not be computed.
+pub const AUDIT_HASH_FAILURES: &str = "meshguard_audit_hash_failures_total";
+/// Counter of requests the audit filter refused, by `reason`.
+pub const AUDIT_REFUSED: &str = "meshguard_audit_refused_total";
+
 /// Longest `version` label value; longer versions are cut (bounded label size).
 pub const MAX_VERSION_LABEL: usize = 64;
 

@@ -18,6 +18,9 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::{env_var, now_ms, plugin_configuration, send_response, Counter, Gauge};
 
+/// Ticks arriving this much early still count as due.
+const TICK_JITTER_MS: u64 = 100;
+
 /// Largest source-of-truth answer read.
 const MAX_INTENDED_BYTES: usize = 64 * 1024;
 
@@ -80,6 +83,7 @@ pub struct Guard {
     config_version: Option<String>,
     fingerprint: String,
     pending_call: Option<u32>,
+    last_poll_ms: u64,
 }
 
 impl Guard {
@@ -107,17 +111,26 @@ impl Guard {
             config_version: loaded.config_version.clone(),
             fingerprint: loaded.fingerprint.clone(),
             pending_call: None,
+            last_poll_ms: now_ms(),
         };
         guard.metrics.info.set(1);
         guard.metrics.check_age.set(0);
         guard.apply(transition);
-        if let Some(source) = &guard.settings.source_of_truth {
-            // The first tick comes one period after start; that is the first check.
-            if hostcalls::set_tick_period(Duration::from_millis(source.poll_interval_ms)).is_err() {
-                log::error!("meshguard {filter}: the host refused a timer; the source of truth will not be polled");
-            }
-        }
         guard
+    }
+
+    /// The timer period this guard needs (the filter sets the root context's
+    /// tick to the shortest period any of its parts needs).
+    pub fn tick_period(&self) -> Option<Duration> {
+        self.settings
+            .source_of_truth
+            .as_ref()
+            .map(|s| Duration::from_millis(s.poll_interval_ms))
+    }
+
+    /// The fingerprint of the loaded config (hex SHA-256).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// A handle for HTTP contexts to enforce quarantine.
@@ -158,6 +171,15 @@ impl Guard {
         if self.pending_call.is_some() {
             return; // the previous call has not answered or timed out yet
         }
+        // The tick may be shorter than the poll interval (another part of the
+        // filter needs it); allow a little jitter so a poll is never skipped.
+        let now = now_ms();
+        if now.saturating_add(TICK_JITTER_MS)
+            < self.last_poll_ms.saturating_add(source.poll_interval_ms)
+        {
+            return;
+        }
+        self.last_poll_ms = now;
         let mut headers = vec![
             (":method", "GET"),
             (":path", source.path.as_str()),

@@ -6,6 +6,7 @@
 //! read the host only through this module, which turns every failure into
 //! "absent".
 
+mod ffi;
 pub mod integrity;
 
 use std::time::UNIX_EPOCH;
@@ -40,6 +41,24 @@ fn header(map: MapType, name: &str) -> Option<String> {
     match hostcalls::get_map_value_bytes(map, name) {
         Ok(Some(bytes)) => Some(String::from_utf8_lossy(&bytes).into_owned()),
         Ok(None) | Err(_) => None,
+    }
+}
+
+/// Sets (`Some`) or removes (`None`) a request header; false if the host refused.
+pub fn set_request_header(name: &str, value: Option<&str>) -> bool {
+    set_header(MapType::HttpRequestHeaders, name, value)
+}
+
+/// Sets or removes a response header; false if the host refused.
+pub fn set_response_header(name: &str, value: Option<&str>) -> bool {
+    set_header(MapType::HttpResponseHeaders, name, value)
+}
+
+fn set_header(map: MapType, name: &str, value: Option<&str>) -> bool {
+    let map = map as u32;
+    match value {
+        Some(v) => ffi::replace_header(map, name, v),
+        None => ffi::remove_header(map, name),
     }
 }
 
@@ -116,6 +135,29 @@ impl Gauge {
     pub fn set(self, value: u64) {
         if let Some(id) = self.0 {
             let _ = hostcalls::record_metric(id, value);
+        }
+    }
+}
+
+/// Publishes a filter's decision for this request as Envoy filter state
+/// (`wasm.meshguard_<filter>`), where later meshguard filters (audit) read it.
+pub fn publish_decision(filter: &str, decision: &str) {
+    let key = format!("meshguard_{filter}");
+    if !ffi::set_property(&key, decision.as_bytes()) {
+        log::debug!("meshguard {filter}: the host refused to store the decision");
+    }
+}
+
+/// A decision published by another meshguard filter for this request.
+pub fn read_decision(filter: &str) -> Option<String> {
+    property_string(&[format!("meshguard_{filter}").as_str()])
+}
+
+/// Sets the root context's timer to the shortest of `periods` (none: no timer).
+pub fn set_tick(periods: &[Option<std::time::Duration>]) {
+    if let Some(period) = periods.iter().flatten().min() {
+        if hostcalls::set_tick_period(*period).is_err() {
+            log::error!("meshguard: the host refused a timer of {period:?}");
         }
     }
 }

@@ -125,6 +125,7 @@ impl RootContext for IdentityRoot {
             metrics: Metrics::define(),
             quarantine: guard.quarantine(),
         }));
+        host::set_tick(&[guard.tick_period()]);
         self.guard = Some(guard);
         true
     }
@@ -183,6 +184,12 @@ impl HttpContext for IdentityHttp {
             host: &authority,
         };
         let decision = policy.evaluate(&peer, &request);
+        let outcome = match (decision.is_deny(), policy.mode()) {
+            (false, _) => "allowed",
+            (true, Mode::DryRun) => "dry_run_denied",
+            (true, Mode::Enforce) => "denied",
+        };
+        host::publish_decision(FILTER, &format!("{outcome}:{}", decision.reason.code()));
 
         if !decision.is_deny() {
             active.metrics.count(Outcome::Allowed, decision.reason);

@@ -1,0 +1,664 @@
+//! JSON bodies: one validating pass over the bytes that masks as it goes.
+//!
+//! The document is not turned into a tree and serialized back: a proxy must not
+//! reorder keys, drop duplicate keys, reformat numbers (a `serde_json::Value`
+//! round trip turns `12345678901234567890123` into a float) or change
+//! whitespace in data it does not mask. Instead the walker validates the input
+//! strictly (RFC 8259, UTF-8, no lone surrogates) and records edits, which
+//! are spliced into a copy of the input only once the first edit happens;
+//! an unchanged body is never copied.
+//!
+//! Recursion is bounded by `max_json_depth` (at most 128), checked before each
+//! container is entered, so a deeply nested body fails with `TooDeep` instead of
+//! overflowing the stack.
+
+use std::borrow::Cow;
+
+use super::paths::{self, State, Step};
+use super::policy::{count_hit, Plan};
+use super::text::{mask_text, Span};
+use super::MaskError;
+
+/// Masks a JSON body. `Ok(None)`: nothing changed (or the body is empty).
+pub(crate) fn mask_json(
+    plan: &Plan<'_>,
+    body: &[u8],
+    max_depth: usize,
+    hits: &mut [u32],
+) -> Result<Option<Vec<u8>>, MaskError> {
+    let src = std::str::from_utf8(body).map_err(|e| MaskError::MalformedJson {
+        detail: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+    })?;
+    let mut walker = Walker {
+        src,
+        b: body,
+        pos: 0,
+        max_depth,
+        plan,
+        hits,
+        out: None,
+        copied: 0,
+        states: Vec::new(),
+        lower: String::new(),
+        spans: Vec::new(),
+        scan: plan.scans(),
+    };
+    walker.document()?;
+    Ok(walker.finish())
+}
+
+/// A range of `Walker::states`: the path states active at one value.
+type Frame = (usize, usize);
+
+/// A string token: its opening quote, the byte after its closing quote, and
+/// whether it contains escapes.
+#[derive(Debug, Clone, Copy)]
+struct StrTok {
+    start: usize,
+    end: usize,
+    escaped: bool,
+}
+
+struct Walker<'a, 'p, 'h> {
+    src: &'a str,
+    b: &'a [u8],
+    pos: usize,
+    max_depth: usize,
+    plan: &'p Plan<'p>,
+    hits: &'h mut [u32],
+    /// The output, created at the first edit.
+    out: Option<Vec<u8>>,
+    /// Input bytes before this offset are already in `out`.
+    copied: usize,
+    /// Path states of every open level (frames index into it).
+    states: Vec<State>,
+    lower: String,
+    spans: Vec<Span>,
+    /// Detectors or patterns run over string values.
+    scan: bool,
+}
+
+impl<'a> Walker<'a, '_, '_> {
+    fn document(&mut self) -> Result<(), MaskError> {
+        if self.src.starts_with('\u{feff}') {
+            self.pos = 3;
+        }
+        self.ws();
+        if self.pos >= self.b.len() {
+            return Ok(()); // an empty body has nothing to mask
+        }
+        self.states.extend_from_slice(&self.plan.roots);
+        let root = (0, self.states.len());
+        self.value(0, Some(root))?;
+        self.ws();
+        if self.pos < self.b.len() {
+            return Err(self.malformed("trailing characters after the JSON value"));
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Option<Vec<u8>> {
+        let mut out = self.out?;
+        out.extend_from_slice(self.b.get(self.copied..).unwrap_or_default());
+        Some(out)
+    }
+
+    // -- edits ---------------------------------------------------------------
+
+    /// Replaces input bytes `start..end` with `with`. Edits arrive in input order.
+    fn edit(&mut self, start: usize, end: usize, with: &[u8]) {
+        if start < self.copied || end < start {
+            return; // edits arrive in order by construction; never splice backwards
+        }
+        let b = self.b;
+        let out = self
+            .out
+            .get_or_insert_with(|| Vec::with_capacity(b.len().saturating_add(256)));
+        out.extend_from_slice(b.get(self.copied..start).unwrap_or_default());
+        out.extend_from_slice(with);
+        self.copied = end;
+    }
+
+    /// Replaces a value selected by path or key (`start..end`) by its masked form.
+    fn replace_selected(&mut self, rule: u16, start: usize, end: usize) {
+        let raw = self.src.get(start..end).unwrap_or("");
+        let text: Cow<'_, str> = if raw.starts_with('"') {
+            string_content(raw)
+        } else {
+            Cow::Owned(minify(raw))
+        };
+        let mut masked = String::new();
+        self.plan.write_masked(rule, &text, &mut masked);
+        let mut json = Vec::with_capacity(masked.len() + 2);
+        write_json_string(&mut json, &masked);
+        self.edit(start, end, &json);
+    }
+
+    /// Runs detectors and patterns over a string value.
+    fn scan_string(&mut self, tok: StrTok) {
+        let raw = self.src.get(tok.start..tok.end).unwrap_or("");
+        let text = if tok.escaped {
+            string_content(raw)
+        } else {
+            Cow::Borrowed(raw.get(1..raw.len().saturating_sub(1)).unwrap_or(""))
+        };
+        if let Some(masked) = mask_text(self.plan, &text, &mut self.spans, self.hits) {
+            let mut json = Vec::with_capacity(masked.len() + 2);
+            write_json_string(&mut json, &masked);
+            self.edit(tok.start, tok.end, &json);
+        }
+    }
+
+    // -- grammar -------------------------------------------------------------
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn malformed(&self, what: &str) -> MaskError {
+        MaskError::MalformedJson {
+            detail: format!("{what} at byte {}", self.pos),
+        }
+    }
+
+    fn expected(&self, what: &str) -> MaskError {
+        if self.pos >= self.b.len() {
+            MaskError::MalformedJson {
+                detail: format!("unexpected end of input, expected {what}"),
+            }
+        } else {
+            self.malformed(&format!("expected {what}"))
+        }
+    }
+
+    /// One value. `frame` is `None` when the value is only validated (it is
+    /// inside a value already selected as a whole), else the path states at it.
+    fn value(&mut self, depth: usize, frame: Option<Frame>) -> Result<(), MaskError> {
+        match self.peek() {
+            Some(b'{') => self.object(depth + 1, frame),
+            Some(b'[') => self.array(depth + 1, frame),
+            Some(b'"') => {
+                let tok = self.string()?;
+                if frame.is_some() && self.scan {
+                    self.scan_string(tok);
+                }
+                Ok(())
+            }
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            _ => Err(self.expected("a JSON value")),
+        }
+    }
+
+    fn object(&mut self, depth: usize, frame: Option<Frame>) -> Result<(), MaskError> {
+        if depth > self.max_depth {
+            return Err(MaskError::TooDeep {
+                max: self.max_depth,
+            });
+        }
+        self.pos += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        // Removal of members keeps the commas right: a member removed after a
+        // kept one takes the comma before it; one removed before any kept member
+        // takes the comma after it (known only once that comma is read).
+        let mut kept_any = false;
+        let mut pending_removal: Option<(usize, usize)> = None;
+        let mut last_comma = 0;
+        loop {
+            let member_start = self.pos;
+            if self.peek() != Some(b'"') {
+                return Err(self.expected("a string (object key)"));
+            }
+            let key = self.string()?;
+            self.ws();
+            if self.peek() != Some(b':') {
+                return Err(self.expected("`:` after an object key"));
+            }
+            self.pos += 1;
+            self.ws();
+            let value_start = self.pos;
+            match frame {
+                None => self.value(depth, None)?,
+                Some(frame) => {
+                    let child_start = self.states.len();
+                    match self.select_member(frame, key) {
+                        Some(rule) => {
+                            self.states.truncate(child_start);
+                            self.value(depth, None)?;
+                            let end = self.pos;
+                            count_hit(self.hits, rule);
+                            if !self.plan.is_remove(rule) {
+                                self.replace_selected(rule, value_start, end);
+                                kept_any = true;
+                            } else if kept_any {
+                                self.edit(last_comma, end, b"");
+                            } else {
+                                pending_removal = Some((member_start, end));
+                            }
+                        }
+                        None => {
+                            let child = (child_start, self.states.len());
+                            self.value(depth, Some(child))?;
+                            self.states.truncate(child_start);
+                            kept_any = true;
+                        }
+                    }
+                }
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    if let Some((start, _)) = pending_removal.take() {
+                        self.edit(start, self.pos + 1, b"");
+                    }
+                    last_comma = self.pos;
+                    self.pos += 1;
+                    self.ws();
+                }
+                Some(b'}') => {
+                    if let Some((start, end)) = pending_removal.take() {
+                        self.edit(start, end, b"");
+                    }
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.expected("`,` or `}`")),
+            }
+        }
+    }
+
+    /// Pushes the states of member `key`'s value and says which rule, if any,
+    /// selects that value: `json_paths` first, then `json_keys`.
+    fn select_member(&mut self, frame: Frame, key: StrTok) -> Option<u16> {
+        if frame.0 == frame.1 && !self.plan.keys {
+            return None;
+        }
+        let src: &'a str = self.src;
+        let raw = src.get(key.start..key.end).unwrap_or("");
+        let name: Cow<'a, str> = if key.escaped {
+            string_content(raw)
+        } else {
+            Cow::Borrowed(raw.get(1..raw.len().saturating_sub(1)).unwrap_or(""))
+        };
+        let by_path = if frame.0 < frame.1 {
+            paths::step(
+                self.plan.paths(),
+                &mut self.states,
+                frame,
+                Step::Member(&name),
+            )
+        } else {
+            None
+        };
+        by_path.or_else(|| self.plan.key_rule(&name, &mut self.lower))
+    }
+
+    fn array(&mut self, depth: usize, frame: Option<Frame>) -> Result<(), MaskError> {
+        if depth > self.max_depth {
+            return Err(MaskError::TooDeep {
+                max: self.max_depth,
+            });
+        }
+        self.pos += 1;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        let mut index = 0usize;
+        loop {
+            let value_start = self.pos;
+            match frame {
+                None => self.value(depth, None)?,
+                Some(frame) => {
+                    let child_start = self.states.len();
+                    let selected = if frame.0 < frame.1 {
+                        paths::step(
+                            self.plan.paths(),
+                            &mut self.states,
+                            frame,
+                            Step::Element(index),
+                        )
+                    } else {
+                        None
+                    };
+                    match selected {
+                        Some(rule) => {
+                            self.states.truncate(child_start);
+                            self.value(depth, None)?;
+                            let end = self.pos;
+                            count_hit(self.hits, rule);
+                            if self.plan.is_remove(rule) {
+                                // Elements are nulled, not removed, so the indices
+                                // of the other elements do not shift.
+                                self.edit(value_start, end, b"null");
+                            } else {
+                                self.replace_selected(rule, value_start, end);
+                            }
+                        }
+                        None => {
+                            let child = (child_start, self.states.len());
+                            self.value(depth, Some(child))?;
+                            self.states.truncate(child_start);
+                        }
+                    }
+                }
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.ws();
+                    index = index.saturating_add(1);
+                }
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.expected("`,` or `]`")),
+            }
+        }
+    }
+
+    /// Validates a string token (RFC 8259: escapes, no raw control characters,
+    /// surrogate pairs complete). UTF-8 was checked for the whole body.
+    fn string(&mut self) -> Result<StrTok, MaskError> {
+        let start = self.pos;
+        self.pos += 1;
+        let mut escaped = false;
+        loop {
+            let next = self.b.get(self.pos..).and_then(|rest| {
+                rest.iter()
+                    .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+            });
+            let Some(k) = next else {
+                self.pos = self.b.len();
+                return Err(self.expected("`\"` to close a string"));
+            };
+            self.pos += k;
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(StrTok {
+                        start,
+                        end: self.pos,
+                        escaped,
+                    });
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    self.pos += 1;
+                    self.escape()?;
+                }
+                _ => return Err(self.malformed("control character in a string")),
+            }
+        }
+    }
+
+    /// One escape, `pos` just after the backslash.
+    fn escape(&mut self) -> Result<(), MaskError> {
+        match self.peek() {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(b'u') => {
+                let unit = self.hex4(self.pos + 1)?;
+                self.pos += 5;
+                if (0xDC00..0xE000).contains(&unit) {
+                    return Err(self.malformed("lone low surrogate escape"));
+                }
+                if (0xD800..0xDC00).contains(&unit) {
+                    if self.b.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                        return Err(self.malformed("lone high surrogate escape"));
+                    }
+                    let low = self.hex4(self.pos + 2)?;
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return Err(self.malformed("lone high surrogate escape"));
+                    }
+                    self.pos += 6;
+                }
+                Ok(())
+            }
+            _ => Err(self.malformed("invalid escape in a string")),
+        }
+    }
+
+    fn hex4(&self, at: usize) -> Result<u32, MaskError> {
+        self.b
+            .get(at..at + 4)
+            .and_then(parse_hex4)
+            .ok_or_else(|| self.malformed("invalid \\u escape"))
+    }
+
+    fn number(&mut self) -> Result<(), MaskError> {
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(self.expected("a digit")),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                return Err(self.expected("a digit after `.`"));
+            }
+            self.digits();
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                return Err(self.expected("a digit in an exponent"));
+            }
+            self.digits();
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.pos += 1;
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), MaskError> {
+        if self.b.get(self.pos..self.pos + word.len()) == Some(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(self.expected("a JSON value"))
+        }
+    }
+}
+
+fn parse_hex4(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |acc, &c| {
+        let v = char::from(c).to_digit(16)?;
+        Some(acc * 16 + v)
+    })
+}
+
+/// The decoded content of a validated string token (quotes included in `raw`).
+fn string_content(raw: &str) -> Cow<'_, str> {
+    let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
+    if !inner.contains('\\') {
+        return Cow::Borrowed(inner);
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut rest = inner;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(rest.get(..i).unwrap_or(""));
+        let esc = rest.get(i + 1..).unwrap_or("");
+        let mut chars = esc.chars();
+        let consumed = match chars.next() {
+            Some('"') => {
+                out.push('"');
+                1
+            }
+            Some('\\') => {
+                out.push('\\');
+                1
+            }
+            Some('/') => {
+                out.push('/');
+                1
+            }
+            Some('b') => {
+                out.push('\u{8}');
+                1
+            }
+            Some('f') => {
+                out.push('\u{c}');
+                1
+            }
+            Some('n') => {
+                out.push('\n');
+                1
+            }
+            Some('r') => {
+                out.push('\r');
+                1
+            }
+            Some('t') => {
+                out.push('\t');
+                1
+            }
+            Some('u') => {
+                let unit = esc.get(1..5).and_then(|h| parse_hex4(h.as_bytes()));
+                let low = esc
+                    .get(5..7)
+                    .filter(|s| *s == "\\u")
+                    .and_then(|_| esc.get(7..11))
+                    .and_then(|h| parse_hex4(h.as_bytes()));
+                match (unit, low) {
+                    (Some(hi @ 0xD800..=0xDBFF), Some(lo @ 0xDC00..=0xDFFF)) => {
+                        let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                        out.push(char::from_u32(c).unwrap_or('\u{fffd}'));
+                        11
+                    }
+                    (Some(u), _) => {
+                        out.push(char::from_u32(u).unwrap_or('\u{fffd}'));
+                        5
+                    }
+                    (None, _) => {
+                        out.push('\u{fffd}');
+                        1
+                    }
+                }
+            }
+            _ => 0,
+        };
+        rest = esc.get(consumed..).unwrap_or("");
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// A validated JSON value's text without insignificant whitespace.
+fn minify(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in raw.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            if c == '"' {
+                in_string = true;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Writes `s` as a JSON string literal (escaping `"`, `\` and control characters).
+pub(crate) fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    for &c in s.as_bytes() {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0x00..=0x1f => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX.get(usize::from(c >> 4)).copied().unwrap_or(b'0'));
+                out.push(HEX.get(usize::from(c & 0xf)).copied().unwrap_or(b'0'));
+            }
+            _ => out.push(c),
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_content_decodes_every_escape() {
+        let cases = [
+            (r#""plain""#, "plain"),
+            (r#""a\"b\\c\/d""#, "a\"b\\c/d"),
+            (r#""\b\f\n\r\t""#, "\u{8}\u{c}\n\r\t"),
+            (r#""\u00e9\u20AC""#, "é€"),
+            (r#""\ud83d\ude00!""#, "😀!"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(string_content(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn json_strings_round_trip_through_serde() {
+        for s in [
+            "plain",
+            "quote \" back \\ nl \n tab \t",
+            "\u{1}\u{1f}",
+            "é😀",
+        ] {
+            let mut out = Vec::new();
+            write_json_string(&mut out, s);
+            let back: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn minify_drops_whitespace_outside_strings_only() {
+        assert_eq!(
+            minify("{ \"a b\" : [ 1 , \"x \\\" y\" ] }"),
+            "{\"a b\":[1,\"x \\\" y\"]}"
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! Data masking: redacts, partially masks, hashes or removes sensitive values in
+//! request and response bodies and headers.
+//!
+//! This is the pure engine; the Envoy adapter buffers bodies and applies the
+//! results. The flow per request:
+//!
+//! 1. [`MaskingPolicy::from_json`] once per configuration: everything (patterns,
+//!    JSON paths, regexes, the hash key) is compiled here;
+//! 2. [`MaskingPolicy::select`] per direction: which rules apply to this caller
+//!    and route. An empty [`Selection`] means "do nothing, do not buffer";
+//! 3. [`MaskingPolicy::mask_headers`] and [`MaskingPolicy::mask_body`]: the edits,
+//!    and per-rule hit counts (which dry-run mode reports without applying).
+//!
+//! Nothing here ever puts a masked value (or any body content) into an error,
+//! a `Debug` string or anything else the adapter might log.
+//!
+//! The reference is `docs/masking.md`; the schema `docs/schema/masking.schema.json`.
+
+pub mod config;
+mod detect;
+mod form;
+mod json;
+mod paths;
+mod policy;
+mod strategy;
+mod text;
+
+pub use config::{
+    CompressedAction, MalformedJsonAction, MaskRuleConfig, MaskingConfig, OversizeAction,
+    PatternConfig, StrategyKind, UnsupportedAction,
+};
+pub use detect::Detector;
+pub use policy::{
+    MaskingPolicy, MAX_HEADERS, MAX_JSON_KEYS, MAX_JSON_PATHS, MAX_NAME_LEN, MAX_PATTERNS,
+    MAX_REGEX_LEN, MAX_RULES,
+};
+
+pub use crate::config::Mode;
+
+use serde::Deserialize;
+
+/// Which message of the exchange is being masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Response => "response",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Self::Request => 1,
+            Self::Response => 2,
+        }
+    }
+}
+
+/// How a body is masked, from its `content-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BodyKind {
+    /// `application/json` and every `+json` type: JSON paths, keys, detectors.
+    Json,
+    /// `text/*`: detectors and patterns over the whole text.
+    Text,
+    /// `application/x-www-form-urlencoded`: field names as keys, values scanned.
+    Form,
+    /// Anything else, or no content type: not masked.
+    Other,
+}
+
+impl BodyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Text => "text",
+            Self::Form => "form",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// The body kind of a `content-type` value: media type compared ASCII
+/// case-insensitively, parameters (`; charset=...`) ignored.
+pub fn body_kind(content_type: Option<&str>) -> BodyKind {
+    let Some(value) = content_type else {
+        return BodyKind::Other;
+    };
+    let media = value.split(';').next().unwrap_or("").trim();
+    let Some((top, sub)) = media.split_once('/') else {
+        return BodyKind::Other;
+    };
+    let (top, sub) = (top.trim(), sub.trim());
+    if top.is_empty() || sub.is_empty() {
+        return BodyKind::Other;
+    }
+    let sub_ends_with_json = sub
+        .len()
+        .checked_sub(5)
+        .and_then(|i| sub.get(i..))
+        .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"));
+    if (top.eq_ignore_ascii_case("application") && sub.eq_ignore_ascii_case("json"))
+        || sub_ends_with_json
+    {
+        BodyKind::Json
+    } else if top.eq_ignore_ascii_case("text") {
+        BodyKind::Text
+    } else if top.eq_ignore_ascii_case("application")
+        && sub.eq_ignore_ascii_case("x-www-form-urlencoded")
+    {
+        BodyKind::Form
+    } else {
+        BodyKind::Other
+    }
+}
+
+/// The rules that apply to one message: indices into the policy's rules, in
+/// policy order. Cheap to keep per request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    rules: Vec<u16>,
+    body: bool,
+    headers: bool,
+}
+
+impl Selection {
+    /// No rule applies: the adapter leaves the message alone (and never buffers it).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Some selected rule masks bodies (`json_paths`, `json_keys`, `detectors`
+    /// or `patterns`): the adapter must buffer the body.
+    pub fn needs_body(&self) -> bool {
+        self.body
+    }
+
+    /// Some selected rule masks `headers`.
+    pub fn needs_headers(&self) -> bool {
+        self.headers
+    }
+
+    /// The selected rule indices, in policy order (see [`MaskingPolicy::rule_name`]).
+    pub fn rules(&self) -> impl Iterator<Item = usize> + '_ {
+        self.rules.iter().map(|&r| usize::from(r))
+    }
+}
+
+/// The result of masking a body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Masked {
+    /// The new body; `None` when nothing changed (forward the original bytes).
+    pub body: Option<Vec<u8>>,
+    /// Values or matches masked, per rule (only rules with a hit, in rule order).
+    pub hits: Vec<RuleHits>,
+}
+
+/// How many values (JSON values, form fields, headers) or matches (detector or
+/// pattern matches in text) one rule masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleHits {
+    pub rule: usize,
+    pub count: u32,
+}
+
+/// Header edits to apply, one per header name, in the order the names first
+/// appear in the input.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderEdits {
+    pub edits: Vec<HeaderEdit>,
+    pub hits: Vec<RuleHits>,
+}
+
+/// One header edit. `Replace` sets the header to a single value (all previous
+/// values of that name are replaced); `Remove` removes every value of the name.
+#[derive(Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    Replace { name: String, value: String },
+    Remove { name: String },
+}
+
+impl HeaderEdit {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Replace { name, .. } | Self::Remove { name } => name,
+        }
+    }
+}
+
+/// `Debug` never shows the new value: it is derived from a sensitive one (a
+/// partial mask keeps characters; a hash is linkable).
+impl std::fmt::Debug for HeaderEdit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Replace { name, .. } => f
+                .debug_struct("Replace")
+                .field("name", name)
+                .finish_non_exhaustive(),
+            Self::Remove { name } => f.debug_struct("Remove").field("name", name).finish(),
+        }
+    }
+}
+
+/// Why a body could not be masked. Messages never contain body content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaskError {
+    /// Not JSON (or not UTF-8 JSON). The adapter applies `on_malformed_json`.
+    #[error("malformed JSON: {detail}")]
+    MalformedJson { detail: String },
+    /// Nested deeper than `max_json_depth`. The adapter applies `on_malformed_json`.
+    #[error("JSON nested deeper than {max} levels")]
+    TooDeep { max: usize },
+    /// A text body that is not UTF-8: not masked; the adapter forwards it
+    /// unchanged and reports the skip.
+    #[error("the body is not valid UTF-8")]
+    NotUtf8,
+}
+
+impl MaskError {
+    /// A stable code for logs and metrics.
+    pub fn as_code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson { .. } => "malformed_json",
+            Self::TooDeep { .. } => "too_deep",
+            Self::NotUtf8 => "not_utf8",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+//! Detectors and patterns over one piece of text (a text body, a JSON string
+//! value, a form value): find, merge overlaps, replace.
+
+use super::detect::TextStats;
+use super::policy::{count_hit, Plan};
+
+/// One match: a byte range of the text and the rule it is masked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    start: usize,
+    end: usize,
+    rule: u16,
+}
+
+/// Masks every detector and pattern match of the plan in `text`. Overlapping
+/// matches are merged: the earliest start wins, then the longest, then the
+/// earliest rule. Returns `None` (and copies nothing) when there is no match.
+/// `spans` is scratch space reused between calls.
+pub(crate) fn mask_text(
+    plan: &Plan<'_>,
+    text: &str,
+    spans: &mut Vec<Span>,
+    hits: &mut [u32],
+) -> Option<String> {
+    spans.clear();
+    if !plan.detectors.is_empty() {
+        let stats = TextStats::of(text);
+        for &(detector, rule) in &plan.detectors {
+            if detector.may_match(&stats) {
+                detector.scan(text, &mut |start, end| {
+                    spans.push(Span { start, end, rule })
+                });
+            }
+        }
+    }
+    for &(rule, re) in &plan.patterns {
+        for m in re.find_iter(text) {
+            if !m.is_empty() {
+                spans.push(Span {
+                    start: m.start(),
+                    end: m.end(),
+                    rule,
+                });
+            }
+        }
+    }
+    if spans.is_empty() {
+        return None;
+    }
+    spans.sort_unstable_by(|a, b| {
+        a.start
+            .cmp(&b.start)
+            .then(b.end.cmp(&a.end))
+            .then(a.rule.cmp(&b.rule))
+    });
+    let mut out = String::with_capacity(text.len());
+    let mut cursor = 0;
+    for span in spans.iter() {
+        if span.start < cursor {
+            continue; // overlaps a match already masked
+        }
+        let (Some(before), Some(matched)) =
+            (text.get(cursor..span.start), text.get(span.start..span.end))
+        else {
+            continue; // not on char boundaries: cannot happen, never slice there
+        };
+        out.push_str(before);
+        plan.write_masked(span.rule, matched, &mut out);
+        count_hit(hits, span.rule);
+        cursor = span.end;
+    }
+    if cursor == 0 && out.is_empty() {
+        return None;
+    }
+    out.push_str(text.get(cursor..).unwrap_or(""));
+    Some(out)
+}

@@ -1,0 +1,52 @@
+//! Host calls whose SDK wrapper panics on a status the host may legitimately
+//! return. `hostcalls::set_property` panics on anything but `Ok`, while Envoy
+//! answers `NotFound` outside a stream and `BadArgument` for a read-only value.
+#![allow(unsafe_code)]
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+}
+
+/// `proxy_set_property` for a one-segment path; true when the host said Ok (0).
+pub(crate) fn set_property(name: &str, value: &[u8]) -> bool {
+    // SAFETY: both pointers come from live slices whose lengths are passed
+    // with them; the host only reads them during the call.
+    let status =
+        unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    status == 0
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+}
+
+/// Replaces (or adds) a header; false when the host refused (e.g. the map is
+/// not available in this phase), where the SDK wrapper would panic.
+pub(crate) fn replace_header(map: u32, name: &str, value: &str) -> bool {
+    // SAFETY: as above, live slices with their lengths, read during the call.
+    let status = unsafe {
+        proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    };
+    status == 0
+}
+
+/// Removes a header; false when the host refused.
+pub(crate) fn remove_header(map: u32, name: &str) -> bool {
+    // SAFETY: as above.
+    let status = unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) };
+    status == 0
+}
