@@ -8,7 +8,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-filters=(meshguard-identity meshguard-audit)
+filters=(meshguard-identity meshguard-masking meshguard-audit)
 mode=${1:-build}
 packages=()
 for f in "${filters[@]}"; do packages+=(-p "$f"); done

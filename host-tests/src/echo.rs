@@ -65,11 +65,45 @@ async fn echo(req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Ful
         Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
         Err(e) => format!("<body error: {e}>"),
     };
-    let reply = json!({"method": method, "path": path, "headers": headers, "body": body});
-    let mut response = hyper::Response::new(Full::new(Bytes::from(reply.to_string())));
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
+    // `x-echo-response`: answer with this body instead of the echo (JSON
+    // describing the request); `x-echo-content-type` sets its content type;
+    // `x-echo-gzip: if-accepted` gzips it when the request accepts gzip,
+    // `x-echo-gzip: always` regardless.
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let content_type = header("x-echo-content-type").unwrap_or_else(|| "application/json".into());
+    let mut payload = match header("x-echo-response") {
+        Some(custom) => custom.into_bytes(),
+        None => json!({"method": method, "path": path, "headers": headers, "body": body})
+            .to_string()
+            .into_bytes(),
+    };
+    let accepts_gzip = header("accept-encoding").is_some_and(|a| a.contains("gzip"));
+    let gzip = match header("x-echo-gzip").as_deref() {
+        Some("always") => true,
+        Some("if-accepted") => accepts_gzip,
+        _ => false,
+    };
+    if gzip {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let _ = std::io::Write::write_all(&mut encoder, &payload);
+        payload = encoder.finish().unwrap_or_default();
+    }
+    let mut response = hyper::Response::new(Full::new(Bytes::from(payload)));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
+    }
+    if gzip {
+        response.headers_mut().insert(
+            hyper::header::CONTENT_ENCODING,
+            hyper::header::HeaderValue::from_static("gzip"),
+        );
+    }
     response
 }

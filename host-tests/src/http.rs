@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use std::convert::Infallible;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -22,6 +26,9 @@ pub struct Request {
     pub host: String,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
+    /// When set, the body is sent as these chunks (chunked transfer encoding),
+    /// with a pause between them so the proxy sees them separately.
+    pub chunks: Option<Vec<Vec<u8>>>,
 }
 
 impl Request {
@@ -32,6 +39,7 @@ impl Request {
             host: "backend.default.svc".into(),
             headers: Vec::new(),
             body: Vec::new(),
+            chunks: None,
         }
     }
 
@@ -47,6 +55,12 @@ impl Request {
 
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
+        self
+    }
+
+    /// Sends the body in chunks, without a content-length.
+    pub fn chunked(mut self, chunks: Vec<Vec<u8>>) -> Self {
+        self.chunks = Some(chunks);
         self
     }
 }
@@ -82,7 +96,7 @@ pub async fn send(addr: SocketAddr, request: &Request) -> anyhow::Result<Respons
 
 /// One HTTP/1.1 connection, reusable for keep-alive tests.
 pub struct Connection {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    sender: hyper::client::conn::http1::SendRequest<BoxBody<Bytes, Infallible>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -114,7 +128,20 @@ impl Connection {
                 HeaderValue::from_bytes(value)?,
             );
         }
-        let req = builder.body(Full::new(Bytes::from(request.body.clone())))?;
+        let body = match &request.chunks {
+            None => Full::new(Bytes::from(request.body.clone())).boxed(),
+            Some(chunks) => {
+                let chunks: Vec<Bytes> = chunks.iter().cloned().map(Bytes::from).collect();
+                let stream =
+                    futures_util::stream::unfold(chunks.into_iter(), |mut rest| async move {
+                        let chunk = rest.next()?;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Some((Ok::<_, Infallible>(Frame::data(chunk)), rest))
+                    });
+                StreamBody::new(stream).boxed()
+            }
+        };
+        let req = builder.body(body)?;
         let exchange = async {
             self.sender.ready().await?;
             let resp = self.sender.send_request(req).await?;

@@ -59,6 +59,7 @@ pub fn default_profiles() -> Vec<ClientProfile> {
             "gateway",
             "spiffe://cluster.local/ns/istio-system/sa/ingress",
         ),
+        mtls("auditor", "spiffe://cluster.local/ns/default/sa/auditor"),
         ClientProfile {
             route: "plaintext",
             identity: None,

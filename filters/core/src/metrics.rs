@@ -45,24 +45,34 @@ pub const AUDIT_REFUSED: &str = "meshguard_audit_refused_total";
 /// Longest `version` label value; longer versions are cut (bounded label size).
 pub const MAX_VERSION_LABEL: usize = 64;
 
-/// A `config_version` as a label value: characters outside `[A-Za-z0-9._-]`
-/// become `_` (they would break the tag syntax), at most 64 of them.
+/// A `config_version` as a label value (see [`label_value`]); `unset` when absent.
 pub fn version_label(version: Option<&str>) -> String {
-    match version {
-        None => "unset".into(),
-        Some(v) => v
-            .chars()
-            .take(MAX_VERSION_LABEL)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect(),
-    }
+    version.map_or_else(|| "unset".into(), label_value)
 }
+
+/// Config text (a version, a rule name) as a label value: characters outside
+/// `[A-Za-z0-9._-]` become `_` (they would break the tag syntax), at most 64.
+pub fn label_value(text: &str) -> String {
+    text.chars()
+        .take(MAX_VERSION_LABEL)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Counter of values masked, by `rule` and `direction`.
+pub const MASKING_FIELDS: &str = "meshguard_masking_fields_total";
+/// Counter of values dry-run mode would have masked, by `rule` and `direction`.
+pub const MASKING_DRY_RUN_FIELDS: &str = "meshguard_masking_dry_run_fields_total";
+/// Counter of bodies forwarded without masking, by `direction` and `reason`.
+pub const MASKING_SKIPPED: &str = "meshguard_masking_bodies_skipped_total";
+/// Counter of messages refused because they could not be masked, by `direction` and `reason`.
+pub const MASKING_REFUSED: &str = "meshguard_masking_bodies_refused_total";
 
 /// Builds a stat name with embedded tags.
 pub fn tagged(base: &str, tags: &[(&str, &str)]) -> String {

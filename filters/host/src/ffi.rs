@@ -50,3 +50,30 @@ pub(crate) fn remove_header(map: u32, name: &str) -> bool {
     let status = unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) };
     status == 0
 }
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> u32;
+    fn proxy_close_stream(stream_type: u32) -> u32;
+}
+
+/// Replaces `size` bytes at `start` of a buffer with `data`; false if refused.
+pub(crate) fn set_buffer(buffer_type: u32, start: usize, size: usize, data: &[u8]) -> bool {
+    // SAFETY: as above.
+    let status =
+        unsafe { proxy_set_buffer_bytes(buffer_type, start, size, data.as_ptr(), data.len()) };
+    status == 0
+}
+
+/// Resets a stream (0: request, 1: response); false if refused.
+pub(crate) fn close_stream(stream_type: u32) -> bool {
+    // SAFETY: no pointers are passed.
+    let status = unsafe { proxy_close_stream(stream_type) };
+    status == 0
+}

@@ -12,7 +12,7 @@ pub mod integrity;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, StreamType};
 
 /// Installs the `log` backend once per VM. Envoy's own log level still filters.
 pub fn init_logging() {
@@ -88,9 +88,52 @@ pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool
 
 /// Resets the current request: the last resort of a fail-closed filter.
 pub fn reset_request() {
-    if hostcalls::reset_http_request().is_err() {
+    if !ffi::close_stream(StreamType::HttpRequest as u32) {
         log::error!("meshguard: the host refused to reset a request it could not answer");
     }
+}
+
+/// Resets the current response (its headers already left): a fail-closed
+/// filter's only way to stop a body it must not release.
+pub fn reset_response() {
+    if !ffi::close_stream(StreamType::HttpResponse as u32) {
+        log::error!("meshguard: the host refused to reset a response");
+    }
+}
+
+/// All request headers, values decoded lossily (the SDK's `get_map` would
+/// panic on non-UTF-8 bytes).
+pub fn request_headers() -> Vec<(String, String)> {
+    headers(MapType::HttpRequestHeaders)
+}
+
+/// All response headers, values decoded lossily.
+pub fn response_headers() -> Vec<(String, String)> {
+    headers(MapType::HttpResponseHeaders)
+}
+
+fn headers(map: MapType) -> Vec<(String, String)> {
+    match hostcalls::get_map_bytes(map) {
+        Ok(pairs) => pairs
+            .into_iter()
+            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Reads `size` bytes of a body buffer from `start`.
+pub fn body(buffer: BufferType, start: usize, size: usize) -> Vec<u8> {
+    hostcalls::get_buffer(buffer, start, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Replaces the first `size` bytes of a body buffer (all of it, once
+/// buffered to the end) with `data`; false if the host refused.
+pub fn replace_body(buffer: BufferType, size: usize, data: &[u8]) -> bool {
+    ffi::set_buffer(buffer as u32, 0, size, data)
 }
 
 /// A counter defined in Envoy's stats. A counter the host refused to define is
