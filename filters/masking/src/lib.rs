@@ -6,11 +6,11 @@
 
 use std::rc::Rc;
 
-use meshguard_core::config::{parse_json, ConfigError, Mode};
+use meshguard_core::config::{ConfigError, Mode};
 use meshguard_core::identity::{RequestInfo, Transport};
 use meshguard_core::masking::{
     body_kind, BodyKind, CompressedAction, Direction, HeaderEdit, MalformedJsonAction, MaskError,
-    MaskingConfig, MaskingPolicy, OversizeAction, RuleHits, Selection, UnsupportedAction,
+    MaskingPolicy, OversizeAction, RuleHits, Selection, UnsupportedAction,
 };
 use meshguard_core::metrics::{
     label_value, tagged, MASKING_DRY_RUN_FIELDS, MASKING_FIELDS, MASKING_REFUSED, MASKING_SKIPPED,
@@ -188,12 +188,9 @@ impl RootContext for MaskingRoot {
     }
 }
 
-/// The hash key is read from the env var the config names, so the config is
-/// parsed first to learn that name.
+/// The hash key comes from the env var the config names (`hash_key_env`).
 fn compile(bytes: &[u8]) -> Result<MaskingPolicy, ConfigError> {
-    let config: MaskingConfig = parse_json(bytes)?;
-    let key = host::env_var(&config.hash_key_env).filter(|k| !k.is_empty());
-    MaskingPolicy::compile(config, key.as_deref().map(str::as_bytes))
+    MaskingPolicy::from_json_with_env(bytes, host::env_var)
 }
 
 /// What one direction still has to do.

@@ -235,6 +235,18 @@ impl MaskingPolicy {
         Self::compile(parse_json(bytes)?, hash_key)
     }
 
+    /// Parses plugin JSON and reads the hash key from the environment variable
+    /// the config names (`hash_key_env`) through `env`: what the filter does
+    /// with the VM's environment and the CLI with the process's.
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let config: MaskingConfig = parse_json(bytes)?;
+        let key = env(&config.hash_key_env).filter(|k| !k.is_empty());
+        Self::compile(config, key.as_deref().map(str::as_bytes))
+    }
+
     pub fn compile(config: MaskingConfig, hash_key: Option<&[u8]>) -> Result<Self, ConfigError> {
         if let Some(v) = &config.config_version {
             check_name("config_version", v)?;
