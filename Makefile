@@ -30,6 +30,7 @@ test: wasm lint
 	cargo test --workspace --locked
 
 demo: wasm
+	cargo build --quiet --locked -p meshguard-cli
 	cargo run --quiet --locked -p meshguard-host-tests --bin demo
 
 manifests: wasm

@@ -162,12 +162,12 @@ impl Guard {
 
     /// Call from `RootContext::on_tick`: asks the source of truth again.
     pub fn on_tick(&mut self) {
+        let Some(source) = &self.settings.source_of_truth else {
+            return; // the tick belongs to another part of the filter
+        };
         self.metrics
             .check_age
             .set(self.monitor.check_age_seconds(now_ms()));
-        let Some(source) = &self.settings.source_of_truth else {
-            return;
-        };
         if self.pending_call.is_some() {
             return; // the previous call has not answered or timed out yet
         }

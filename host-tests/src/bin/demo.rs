@@ -1,22 +1,53 @@
-//! `make demo`: two real Envoy sidecars with the meshguard identity filter,
-//! a series of calls from different identities and transports, and the
-//! metrics the server sidecar exports.
+//! `make demo`: two real Envoy sidecars running all meshguard filters
+//! (identity → masking → audit), an audit collector and the reference source
+//! of truth. Shows allowed and denied calls, a masked response, an audited
+//! call verified with `meshguard audit verify`, and a config drift detected and
+//! cleared, with the metrics the server sidecar exports.
 
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use meshguard_host_tests::collector::Collector;
 use meshguard_host_tests::http::Request;
-use meshguard_host_tests::mesh::{default_profiles, Filter, Mesh};
+use meshguard_host_tests::mesh::{default_profiles, Filter, Mesh, AUDIT_KEY};
+
+const SOURCE_CLUSTER: &str = "meshguard-intended";
+const COLLECTOR_CLUSTER: &str = "audit-collector";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let policy_file = meshguard_host_tests::repo_root().join("examples/identity/demo.json");
-    let policy = std::fs::read_to_string(&policy_file)?;
-    println!("meshguard demo: client sidecar --mTLS--> server sidecar (meshguard identity filter) --> echo");
-    println!("policy: {}\n", policy_file.display());
+    let root = meshguard_host_tests::repo_root();
+    let read =
+        |path: &str| std::fs::read_to_string(root.join(path)).with_context(|| path.to_string());
+    let identity = read("examples/identity/demo.json")?;
+    let masking = read("examples/demo/masking.json")?;
+    let audit = read("examples/demo/audit.json")?;
+
+    // The source of truth serves the intended identity config of "orders".
+    let truth = tempfile::tempdir()?;
+    std::fs::create_dir_all(truth.path().join("orders"))?;
+    publish(truth.path(), &identity)?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let truth_addr = listener.local_addr()?;
+    meshguard_cli::serve_intended::spawn(listener, truth.path().to_path_buf());
+    let collector = Collector::start().await?;
+
+    println!("meshguard demo");
+    println!("  client sidecar --mTLS (SPIFFE certs)--> server sidecar [identity -> masking -> audit] --> echo");
+    println!("  configs: examples/identity/demo.json, examples/demo/masking.json, examples/demo/audit.json\n");
     let mesh = Mesh::builder()
-        .filter(Filter::identity(policy))
+        .filter(Filter::identity(identity.clone()))
+        .filter(Filter::named("masking", masking))
+        .filter(Filter::audit(audit).env("MESHGUARD_AUDIT_KEY", AUDIT_KEY))
+        .server_cluster(SOURCE_CLUSTER, truth_addr)
+        .server_cluster(COLLECTOR_CLUSTER, collector.addr())
         .start()
         .await?;
 
-    let identity_of = |route: &str| {
+    section("1. Identity and mTLS policy");
+    let caller_of = |route: &str| {
         default_profiles()
             .into_iter()
             .find(|p| p.route == route)
@@ -38,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
         ("frontend", "GET", "/admin/users"),
         ("batch", "POST", "/batch/nightly/run"),
     ];
-    println!("{:<62} {:<22} result", "caller", "request");
+    println!("{:<58} {:<26} result", "caller", "request");
     for (route, method, path) in calls {
         let resp = mesh.send_as(route, Request::new(method, path)).await?;
         let result = match resp.status {
@@ -49,23 +80,147 @@ async fn main() -> anyhow::Result<()> {
             ),
         };
         println!(
-            "{:<62} {:<22} {result}",
-            identity_of(route),
+            "{:<58} {:<26} {result}",
+            caller_of(route),
             format!("{method} {path}")
         );
     }
 
-    println!("\nserver sidecar /stats/prometheus (meshguard_*):");
+    section("2. Masking: the caller never sees the raw values");
+    let upstream_answer = r#"{"order": 42, "card_number": "4111111111111111", "email": "ann@example.com", "note": "ssn 078-05-1120"}"#;
+    for route in ["frontend", "auditor"] {
+        let request = Request::new("GET", "/api/orders/42")
+            .header("x-echo-response", upstream_answer)
+            .header("x-echo-content-type", "application/json");
+        let resp = mesh.send_as(route, request).await?;
+        println!("upstream sent: {upstream_answer}");
+        println!("{:<9} got: {}\n", route, resp.text());
+    }
+
+    section("3. Command-hash audit");
+    let query = r#"{"sql": "SELECT * FROM orders WHERE id = 42"}"#;
+    let resp = mesh
+        .send_as(
+            "frontend",
+            Request::new("POST", "/api/query")
+                .header("content-type", "application/json")
+                .body(query),
+        )
+        .await?;
+    let echoed = resp.json()?;
+    println!("request body:         {query}");
+    println!(
+        "upstream received:    x-meshguard-command-sha256: {}",
+        echoed["headers"]["x-meshguard-command-sha256"]
+    );
+    println!(
+        "                      x-meshguard-audit: {}",
+        echoed["headers"]["x-meshguard-audit"]
+    );
+    println!(
+        "caller received:      x-meshguard-audit-id: {}",
+        resp.header("x-meshguard-audit-id").unwrap_or("-")
+    );
+    let records = wait_for(|| {
+        let lines: Vec<String> = mesh
+            .server
+            .log()
+            .lines()
+            .filter_map(|l| {
+                l.find("meshguard-audit-record: ")
+                    .map(|i| l[i..].to_string())
+            })
+            .collect();
+        lines
+            .iter()
+            .any(|l| l.contains(r#""command":"sql""#))
+            .then_some(lines)
+    })
+    .await
+    .context("audit records in the log")?;
+    let record_file = mesh.dir().join("audit-records.log");
+    std::fs::write(&record_file, records.join("\n"))?;
+    println!("\n$ meshguard audit verify audit-records.log --key demo=<key>");
+    let meshguard = root.join("target/debug/meshguard");
+    let out = std::process::Command::new(&meshguard)
+        .args(["audit", "verify"])
+        .arg(&record_file)
+        .args(["--key", &format!("demo={AUDIT_KEY}")])
+        .output()
+        .with_context(|| format!("running {} (make demo builds it)", meshguard.display()))?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    let delivered =
+        wait_for(|| (collector.lines().len() >= records.len()).then_some(collector.lines().len()))
+            .await;
+    println!("the collector received {} records", delivered.unwrap_or(0));
+
+    section("4. Config drift: intended vs running");
+    let drift = r#"meshguard_config_drift{filter="identity"}"#;
+    println!(
+        "the source of truth intends the running config: drift = {:?}",
+        mesh.server.metric(drift).await?
+    );
+    publish(truth.path(), &identity.replace("\"demo-1\"", "\"demo-2\""))?;
+    println!("publishing intended version demo-2 (the sidecar still runs demo-1)...");
+    mesh.server
+        .wait_for_metric(drift, Duration::from_secs(5), |v| v == Some(1))
+        .await?;
+    mesh.server.wait_for_log("config drift detected").await?;
+    println!(
+        "  drift = 1    log: {}",
+        last_line(&mesh, "config drift detected")
+    );
+    publish(truth.path(), &identity)?;
+    println!("publishing demo-1 again...");
+    mesh.server
+        .wait_for_metric(drift, Duration::from_secs(5), |v| v == Some(0))
+        .await?;
+    mesh.server.wait_for_log("config drift cleared").await?;
+    println!(
+        "  drift = 0    log: {}",
+        last_line(&mesh, "config drift cleared")
+    );
+
+    section("Server sidecar /stats/prometheus (meshguard_*, non-zero)");
     for line in mesh.server.prometheus().await?.lines() {
         if line.starts_with("meshguard_") && !line.ends_with(" 0") {
             println!("  {line}");
         }
     }
-    println!("\nserver sidecar log (denials):");
-    for line in mesh.server.log().lines() {
-        if let Some(i) = line.find("meshguard identity: denied") {
-            println!("  {}", &line[i..]);
-        }
-    }
     Ok(())
+}
+
+fn section(title: &str) {
+    println!("\n=== {title} ===\n");
+}
+
+/// Writes the intended identity config of "orders" for the source of truth.
+fn publish(dir: &Path, config: &str) -> anyhow::Result<()> {
+    let path = dir.join("orders/identity.json");
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, config)?;
+    std::fs::rename(tmp, path)?;
+    Ok(())
+}
+
+fn last_line(mesh: &Mesh, needle: &str) -> String {
+    mesh.server
+        .log()
+        .lines()
+        .rev()
+        .find_map(|l| l.find(needle).map(|i| l[i..].to_string()))
+        .unwrap_or_default()
+}
+
+async fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
