@@ -15,11 +15,11 @@ use meshguard_core::canonical::sha256_hex;
 use meshguard_core::config::ConfigError;
 use meshguard_core::identity::{RequestInfo, Transport};
 use meshguard_core::metrics::{tagged, AUDIT_HASH_FAILURES, AUDIT_RECORDS, AUDIT_REFUSED};
-use meshguard_host::integrity::{load_config, Guard, Quarantine};
+use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::{self as host, Counter};
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 const FILTER: &str = "audit";
 /// How often queued records are sent to the collector.
@@ -28,8 +28,7 @@ const FLUSH_PERIOD: Duration = Duration::from_millis(500);
 const OTHER_FILTERS: [&str; 2] = ["identity", "masking"];
 
 proxy_wasm::main! {{
-    host::init_logging();
-    proxy_wasm::set_root_context(|context_id| Box::new(AuditRoot { context_id, state: None }));
+    Root::<Audit>::register();
 }}
 
 #[derive(Debug)]
@@ -79,63 +78,30 @@ struct Shared {
     quarantine: Quarantine,
 }
 
+/// The audit filter's root state.
 #[derive(Debug)]
-struct RootState {
+struct Audit {
     shared: Rc<Shared>,
-    guard: Guard,
     /// The collector call in flight: its token and how many records it carries.
     in_flight: Option<(u32, usize)>,
 }
 
-#[derive(Debug)]
-struct AuditRoot {
-    context_id: u32,
-    state: Option<RootState>,
-}
+impl FilterRoot for Audit {
+    const NAME: &'static str = FILTER;
+    type Compiled = (AuditPolicy, Vec<u8>);
 
-impl Context for AuditRoot {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        let Some(state) = &mut self.state else {
-            return;
-        };
-        match state.in_flight {
-            Some((token, count)) if token == token_id => {
-                state.in_flight = None;
-                delivery_finished(&state.shared, count, num_headers);
-            }
-            _ => state
-                .guard
-                .on_http_call_response(token_id, num_headers, body_size),
-        }
+    fn compile(bytes: &[u8]) -> Result<Self::Compiled, ConfigError> {
+        compile(bytes)
     }
 
-    fn on_done(&mut self) -> bool {
-        if let Some(state) = &self.state {
-            state.guard.retire();
-        }
-        true
-    }
-}
-
-impl RootContext for AuditRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let Some(((policy, key), guard)) = load_config(FILTER, compile) else {
-            return false;
-        };
+    fn start(context_id: u32, (policy, key): Self::Compiled, guard: &Guard) -> Self {
         for warning in policy.warnings() {
             log::warn!("meshguard audit: configuration warning: {warning}");
         }
         let now = host::now_ms();
         // Unique per VM and load: VMs of one Envoy start within the same
         // millisecond, so the root context id and the fingerprint are mixed in.
-        let chain_id =
-            sha256_hex(format!("{now}/{}/{}", self.context_id, guard.fingerprint()).as_bytes());
+        let chain_id = sha256_hex(format!("{now}/{context_id}/{}", guard.fingerprint()).as_bytes());
         let chain_id = chain_id.get(..16).unwrap_or(&chain_id).to_string();
         log::info!(
             "meshguard audit: chain {chain_id} started: commands={} collector={} fail_closed={}",
@@ -143,46 +109,48 @@ impl RootContext for AuditRoot {
             policy.collector().map_or("none", |c| c.cluster.as_str()),
             policy.fail_closed(),
         );
-        let flush = policy.collector().map(|_| FLUSH_PERIOD);
-        host::set_tick(&[guard.tick_period(), flush]);
-        let shared = Rc::new(Shared {
-            fingerprint: guard.fingerprint().to_string(),
-            quarantine: guard.quarantine(),
-            chain: RefCell::new(Chain::new(chain_id)),
-            next_request: Cell::new(0),
-            collector_healthy: Cell::new(true),
-            queue: RefCell::new(VecDeque::new()),
-            metrics: Metrics::define(),
-            policy,
-            key,
-        });
-        self.state = Some(RootState {
-            shared,
-            guard,
+        Self {
+            shared: Rc::new(Shared {
+                fingerprint: guard.fingerprint().to_string(),
+                quarantine: guard.quarantine(),
+                chain: RefCell::new(Chain::new(chain_id)),
+                next_request: Cell::new(0),
+                collector_healthy: Cell::new(true),
+                queue: RefCell::new(VecDeque::new()),
+                metrics: Metrics::define(),
+                policy,
+                key,
+            }),
             in_flight: None,
-        });
-        true
-    }
-
-    fn on_tick(&mut self) {
-        let Some(state) = &mut self.state else {
-            return;
-        };
-        state.guard.on_tick();
-        if state.in_flight.is_none() {
-            state.in_flight = send_batch(&state.shared);
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(AuditHttp {
-            shared: self.state.as_ref().map(|s| Rc::clone(&s.shared)),
-            request: None,
-        }))
+    fn tick_period(&self) -> Option<Duration> {
+        self.shared.policy.collector().map(|_| FLUSH_PERIOD)
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn on_tick(&mut self) {
+        if self.in_flight.is_none() {
+            self.in_flight = send_batch(&self.shared);
+        }
+    }
+
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, _body_size: usize) -> bool {
+        match self.in_flight {
+            Some((in_flight, count)) if in_flight == token => {
+                self.in_flight = None;
+                delivery_finished(&self.shared, count, num_headers);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn http_context(state: Option<&Self>) -> Box<dyn HttpContext> {
+        Box::new(AuditHttp {
+            shared: state.map(|s| Rc::clone(&s.shared)),
+            request: None,
+        })
     }
 }
 

@@ -207,6 +207,27 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 }
 
+/// Longest name (rule, command, override) or `config_version` in any filter.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// A rule or command name, or a `config_version`: not blank, bounded, no
+/// control characters (they would corrupt log lines).
+pub fn check_name(at: &str, name: &str) -> Result<(), ConfigError> {
+    if name.trim().is_empty() {
+        return Err(ConfigError::invalid(at, "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(ConfigError::invalid(
+            at,
+            format!("is longer than {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ConfigError::invalid(at, "contains control characters"));
+    }
+    Ok(())
+}
+
 /// Rejects lists longer than `max`: per-request work and memory stay bounded.
 pub fn check_len<T>(at: &str, items: &[T], max: usize) -> Result<(), ConfigError> {
     if items.len() > max {

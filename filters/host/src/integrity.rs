@@ -298,3 +298,122 @@ impl Quarantine {
         Some(Action::Pause)
     }
 }
+
+/// What a meshguard filter adds to the root context every filter shares
+/// (config loading with integrity checks, drift polling, timers, retirement).
+pub trait FilterRoot: Sized + 'static {
+    /// The filter's name in logs and the `filter` metric label.
+    const NAME: &'static str;
+    /// The compiled configuration.
+    type Compiled;
+
+    /// Compiles the filter's own keys (integrity and signature already split off).
+    fn compile(bytes: &[u8]) -> Result<Self::Compiled, ConfigError>;
+
+    /// Builds the filter's state once its config was accepted.
+    fn start(context_id: u32, compiled: Self::Compiled, guard: &Guard) -> Self;
+
+    /// The timer this filter needs besides the guard's.
+    fn tick_period(&self) -> Option<Duration> {
+        None
+    }
+
+    fn on_tick(&mut self) {}
+
+    /// An answer to a callout; false when the callout was not this filter's.
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _num_headers: usize,
+        _body_size: usize,
+    ) -> bool {
+        false
+    }
+
+    /// A context for one HTTP stream; `state` is `None` when no configuration
+    /// was accepted (the context must then fail closed).
+    fn http_context(state: Option<&Self>) -> Box<dyn proxy_wasm::traits::HttpContext>;
+}
+
+/// The root context of every meshguard filter.
+#[derive(Debug)]
+pub struct Root<F> {
+    context_id: u32,
+    state: Option<F>,
+    guard: Option<Guard>,
+}
+
+impl<F: FilterRoot> Root<F> {
+    /// Registers this root context with the SDK: the body of `proxy_wasm::main!`.
+    pub fn register() {
+        crate::init_logging();
+        proxy_wasm::set_root_context(|context_id| {
+            Box::new(Root::<F> {
+                context_id,
+                state: None,
+                guard: None,
+            })
+        });
+    }
+}
+
+impl<F: FilterRoot> proxy_wasm::traits::Context for Root<F> {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let handled = self
+            .state
+            .as_mut()
+            .is_some_and(|s| s.on_http_call_response(token_id, num_headers, body_size));
+        if !handled {
+            if let Some(guard) = &mut self.guard {
+                guard.on_http_call_response(token_id, num_headers, body_size);
+            }
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        if let Some(guard) = &self.guard {
+            guard.retire();
+        }
+        true
+    }
+}
+
+impl<F: FilterRoot> proxy_wasm::traits::RootContext for Root<F> {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let Some((compiled, guard)) = load_config(F::NAME, F::compile) else {
+            return false;
+        };
+        let state = F::start(self.context_id, compiled, &guard);
+        crate::set_tick(&[guard.tick_period(), state.tick_period()]);
+        self.state = Some(state);
+        self.guard = Some(guard);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(guard) = &mut self.guard {
+            guard.on_tick();
+        }
+        if let Some(state) = &mut self.state {
+            state.on_tick();
+        }
+    }
+
+    fn create_http_context(
+        &self,
+        _context_id: u32,
+    ) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {
+        // Returning None would make the SDK panic: F::http_context fails closed instead.
+        Some(F::http_context(self.state.as_ref()))
+    }
+
+    fn get_type(&self) -> Option<proxy_wasm::types::ContextType> {
+        Some(proxy_wasm::types::ContextType::HttpContext)
+    }
+}

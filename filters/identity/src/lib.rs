@@ -4,23 +4,23 @@
 
 use std::rc::Rc;
 
+use meshguard_core::config::ConfigError;
 use meshguard_core::identity::{
     response::deny_body, Decision, DetailLevel, IdentityPolicy, IdentitySource, Mode, Peer, Reason,
     RequestInfo, Transport, Verdict,
 };
 use meshguard_core::metrics::{tagged, IDENTITY_REQUESTS};
-use meshguard_host::integrity::{load_config, Guard, Quarantine};
+use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::{self as host, Counter};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
 
 const FILTER: &str = "identity";
 /// Longest path echoed into a log line.
 const MAX_LOGGED_PATH: usize = 256;
 
 proxy_wasm::main! {{
-    host::init_logging();
-    proxy_wasm::set_root_context(|_| Box::new(IdentityRoot::default()));
+    Root::<Identity>::register();
 }}
 
 /// Counters for every meaningful (decision, reason) pair, defined once per
@@ -72,12 +72,6 @@ enum Outcome {
     DryRunDenied,
 }
 
-#[derive(Debug, Default)]
-struct IdentityRoot {
-    active: Option<Rc<Active>>,
-    guard: Option<Guard>,
-}
-
 /// A configuration that passed validation, with its counters.
 #[derive(Debug)]
 struct Active {
@@ -86,32 +80,19 @@ struct Active {
     quarantine: Quarantine,
 }
 
-impl Context for IdentityRoot {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        if let Some(guard) = &mut self.guard {
-            guard.on_http_call_response(token_id, num_headers, body_size);
-        }
+/// The identity filter's root state: the active configuration.
+#[derive(Debug)]
+struct Identity(Rc<Active>);
+
+impl FilterRoot for Identity {
+    const NAME: &'static str = FILTER;
+    type Compiled = IdentityPolicy;
+
+    fn compile(bytes: &[u8]) -> Result<IdentityPolicy, ConfigError> {
+        IdentityPolicy::from_json(bytes)
     }
 
-    fn on_done(&mut self) -> bool {
-        if let Some(guard) = &self.guard {
-            guard.retire();
-        }
-        true
-    }
-}
-
-impl RootContext for IdentityRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let Some((policy, guard)) = load_config(FILTER, IdentityPolicy::from_json) else {
-            return false;
-        };
+    fn start(_context_id: u32, policy: IdentityPolicy, guard: &Guard) -> Self {
         log::info!(
             "meshguard identity: policy: mode={} rules={}",
             policy.mode().as_str(),
@@ -120,31 +101,17 @@ impl RootContext for IdentityRoot {
         for warning in policy.warnings() {
             log::warn!("meshguard identity: configuration warning: {warning}");
         }
-        self.active = Some(Rc::new(Active {
+        Self(Rc::new(Active {
             policy,
             metrics: Metrics::define(),
             quarantine: guard.quarantine(),
-        }));
-        host::set_tick(&[guard.tick_period()]);
-        self.guard = Some(guard);
-        true
-    }
-
-    fn on_tick(&mut self) {
-        if let Some(guard) = &mut self.guard {
-            guard.on_tick();
-        }
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Returning None would make the SDK panic; an unconfigured filter fails closed instead.
-        Some(Box::new(IdentityHttp {
-            active: self.active.clone(),
         }))
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn http_context(state: Option<&Self>) -> Box<dyn HttpContext> {
+        Box::new(IdentityHttp {
+            active: state.map(|s| Rc::clone(&s.0)),
+        })
     }
 }
 

@@ -15,10 +15,10 @@ use meshguard_core::masking::{
 use meshguard_core::metrics::{
     label_value, tagged, MASKING_DRY_RUN_FIELDS, MASKING_FIELDS, MASKING_REFUSED, MASKING_SKIPPED,
 };
-use meshguard_host::integrity::{load_config, Guard, Quarantine};
+use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::{self as host, Counter};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType};
 
 const FILTER: &str = "masking";
 const DIRECTIONS: [Direction; 2] = [Direction::Request, Direction::Response];
@@ -33,8 +33,7 @@ const REASONS: [&str; 6] = [
 ];
 
 proxy_wasm::main! {{
-    host::init_logging();
-    proxy_wasm::set_root_context(|_| Box::new(MaskingRoot::default()));
+    Root::<Masking>::register();
 }}
 
 /// Counters, defined once per configuration.
@@ -120,77 +119,41 @@ struct Active {
     quarantine: Quarantine,
 }
 
-#[derive(Debug, Default)]
-struct MaskingRoot {
-    active: Option<Rc<Active>>,
-    guard: Option<Guard>,
-}
+/// The masking filter's root state: the active configuration.
+#[derive(Debug)]
+struct Masking(Rc<Active>);
 
-impl Context for MaskingRoot {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        if let Some(guard) = &mut self.guard {
-            guard.on_http_call_response(token_id, num_headers, body_size);
-        }
+impl FilterRoot for Masking {
+    const NAME: &'static str = FILTER;
+    type Compiled = MaskingPolicy;
+
+    /// The hash key comes from the env var the config names (`hash_key_env`).
+    fn compile(bytes: &[u8]) -> Result<MaskingPolicy, ConfigError> {
+        MaskingPolicy::from_json_with_env(bytes, host::env_var)
     }
 
-    fn on_done(&mut self) -> bool {
-        if let Some(guard) = &self.guard {
-            guard.retire();
-        }
-        true
-    }
-}
-
-impl RootContext for MaskingRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let Some((policy, guard)) = load_config(FILTER, compile) else {
-            return false;
-        };
+    fn start(_context_id: u32, policy: MaskingPolicy, guard: &Guard) -> Self {
         log::info!(
             "meshguard masking: policy: mode={} rules={} max_body_bytes={}",
             policy.mode().as_str(),
             policy.rule_count(),
             policy.max_body_bytes()
         );
-        host::set_tick(&[guard.tick_period()]);
-        self.active = Some(Rc::new(Active {
+        Self(Rc::new(Active {
             metrics: Metrics::define(&policy),
             quarantine: guard.quarantine(),
             policy,
-        }));
-        self.guard = Some(guard);
-        true
-    }
-
-    fn on_tick(&mut self) {
-        if let Some(guard) = &mut self.guard {
-            guard.on_tick();
-        }
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(MaskingHttp {
-            active: self.active.clone(),
-            request: None,
-            response: None,
-            hits: 0,
         }))
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn http_context(state: Option<&Self>) -> Box<dyn HttpContext> {
+        Box::new(MaskingHttp {
+            active: state.map(|s| Rc::clone(&s.0)),
+            request: None,
+            response: None,
+            hits: 0,
+        })
     }
-}
-
-/// The hash key comes from the env var the config names (`hash_key_env`).
-fn compile(bytes: &[u8]) -> Result<MaskingPolicy, ConfigError> {
-    MaskingPolicy::from_json_with_env(bytes, host::env_var)
 }
 
 /// What one direction still has to do.

@@ -8,7 +8,7 @@ use super::canon::canonical_path;
 use super::config::{AuditConfig, CollectorConfig, CommandConfig, PartConfig};
 use super::hash::{CommandHasher, HashError, Part};
 use crate::canonical::{sha256_hex, to_canonical_bytes};
-use crate::config::{check_len, parse_json, ConfigError};
+use crate::config::{check_len, check_name, parse_json, ConfigError};
 use crate::request::RequestInfo;
 use crate::scope::{compile_scope, RequestScope, RequestView, ScopeLists};
 
@@ -16,8 +16,7 @@ use crate::scope::{compile_scope, RequestScope, RequestView, ScopeLists};
 pub const MAX_COMMANDS: usize = 1000;
 /// Most parts in one command.
 pub const MAX_PARTS: usize = 32;
-/// Longest command name and `config_version`.
-pub const MAX_NAME_LEN: usize = 256;
+pub use crate::config::MAX_NAME_LEN;
 /// Longest JSON pointer.
 pub const MAX_POINTER_LEN: usize = 1024;
 /// Longest header name, key env var name, collector cluster and authority.
@@ -471,22 +470,6 @@ fn compile_collector(cc: &CollectorConfig) -> Result<Collector, ConfigError> {
         max_retries: small(max_retries),
         batch_size: size(batch_size),
     })
-}
-
-fn check_name(at: &str, name: &str) -> Result<(), ConfigError> {
-    if name.trim().is_empty() {
-        return Err(ConfigError::invalid(at, "must not be empty"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(ConfigError::invalid(
-            at,
-            format!("is longer than {MAX_NAME_LEN} bytes"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ConfigError::invalid(at, "contains control characters"));
-    }
-    Ok(())
 }
 
 /// Non-empty, bounded, no whitespace or control characters.

@@ -8,7 +8,7 @@ use super::decision::{DecidedBy, Decision, Reason};
 use super::facts::{IdentitySource, Peer, RequestInfo, TlsVersion, Transport};
 use super::index::KeyIndex;
 use super::xfcc;
-use crate::config::{check_len, parse_json, ConfigError};
+use crate::config::{check_len, check_name, parse_json, ConfigError};
 use crate::pattern::{PathPattern, StringPattern};
 use crate::scope::{
     compile_condition, compile_scope, namespace_pattern, principal_pattern, trust_domain_pattern,
@@ -18,8 +18,7 @@ use crate::spiffe::SpiffeId;
 
 /// Most rules a policy may hold.
 pub const MAX_RULES: usize = 50_000;
-/// Longest rule or override name, and longest `config_version`.
-pub const MAX_NAME_LEN: usize = 256;
+pub use crate::config::MAX_NAME_LEN;
 
 /// A validated, indexed identity policy.
 #[derive(Debug)]
@@ -414,22 +413,6 @@ fn tls_version(v: TlsVersionConfig) -> TlsVersion {
         TlsVersionConfig::Tls12 => TlsVersion::Tls12,
         TlsVersionConfig::Tls13 => TlsVersion::Tls13,
     }
-}
-
-fn check_name(at: &str, name: &str) -> Result<(), ConfigError> {
-    if name.trim().is_empty() {
-        return Err(ConfigError::invalid(at, "must not be empty"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(ConfigError::invalid(
-            at,
-            format!("is longer than {MAX_NAME_LEN} bytes"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ConfigError::invalid(at, "contains control characters"));
-    }
-    Ok(())
 }
 
 fn duplicate_name(at: &str, name: &str, first: &str) -> ConfigError {

@@ -16,7 +16,7 @@ use super::{
     form, json, text, BodyKind, Direction, HeaderEdit, HeaderEdits, MaskError, Masked, RuleHits,
     Selection,
 };
-use crate::config::{check_len, parse_json, ConfigError};
+use crate::config::{check_len, check_name, parse_json, ConfigError};
 use crate::pattern::StringPattern;
 use crate::request::RequestInfo;
 use crate::scope::{
@@ -26,8 +26,7 @@ use crate::spiffe::SpiffeId;
 
 /// Most rules in a policy (rule indices are kept in a 256-bit set per request).
 pub const MAX_RULES: usize = 256;
-/// Longest rule name, pattern name, `config_version`, JSON key and `redact_token`.
-pub const MAX_NAME_LEN: usize = 256;
+pub use crate::config::MAX_NAME_LEN;
 /// Most `json_paths` entries in one rule.
 pub const MAX_JSON_PATHS: usize = 256;
 /// Most `json_keys` entries in one rule.
@@ -798,22 +797,6 @@ fn header_name(at: &str, text: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(text.to_ascii_lowercase())
-}
-
-fn check_name(at: &str, name: &str) -> Result<(), ConfigError> {
-    if name.trim().is_empty() {
-        return Err(ConfigError::invalid(at, "must not be empty"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(ConfigError::invalid(
-            at,
-            format!("is longer than {MAX_NAME_LEN} bytes"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ConfigError::invalid(at, "contains control characters"));
-    }
-    Ok(())
 }
 
 fn check_env_name(at: &str, name: &str) -> Result<(), ConfigError> {
