@@ -6,6 +6,7 @@ mod audit;
 mod explain;
 mod fingerprint;
 mod keys;
+mod mask;
 mod policy_file;
 mod serve;
 mod sign;
@@ -19,10 +20,11 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "meshguard",
     version,
-    about = "Validate, explain and sign meshguard filter policies, and verify audit records, \
-             with the filters' own engine.",
+    about = "Validate, explain and sign meshguard filter policies, mask sample messages, and \
+             verify audit records, with the filters' own engine.",
     after_help = "Exit status: 0 on success (explain: allow), 2 when `explain` decides deny or \
-                  `audit` finds a broken chain or an invalid header, \
+                  `audit` finds a broken chain or an invalid header, 3 when `mask` finds that \
+                  the masking filter would refuse the message, \
                   1 on any error (invalid config, bad arguments, unreadable file)."
 )]
 struct Cli {
@@ -34,6 +36,7 @@ struct Cli {
 enum Command {
     Validate(validate::Args),
     Explain(explain::Args),
+    Mask(mask::Args),
     Keygen(keys::Args),
     Sign(sign::Args),
     Fingerprint(fingerprint::Args),
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Mask(args) => mask::run(args),
         Command::Keygen(args) => keys::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Fingerprint(args) => fingerprint::run(args),

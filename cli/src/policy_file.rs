@@ -9,6 +9,7 @@ use anyhow::Context;
 use meshguard_core::audit::AuditPolicy;
 use meshguard_core::identity::IdentityPolicy;
 use meshguard_core::integrity::{self, IntegrityEnv, LoadError, Loaded};
+use meshguard_core::masking::MaskingPolicy;
 
 /// Plugin JSON and the name to report it under.
 #[derive(Debug)]
@@ -55,11 +56,32 @@ impl PolicyFile {
         Ok((loaded, policy))
     }
 
+    /// What the masking filter's `on_configure` runs: signature, fingerprint
+    /// and integrity section under `env`, then
+    /// `MaskingPolicy::from_json_with_env` on the filter's own keys, the hash
+    /// key being read through `vars` from the variable named by `hash_key_env`
+    /// (the filter reads the VM's environment).
+    pub fn load_masking(
+        &self,
+        env: &IntegrityEnv,
+        vars: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Loaded, MaskingPolicy), LoadError> {
+        let loaded = integrity::load(&self.bytes, env)?;
+        let policy = MaskingPolicy::from_json_with_env(&loaded.filter_config, vars)?;
+        Ok((loaded, policy))
+    }
+
     /// The line printed for a refused configuration (the error text is the
     /// one Envoy's log shows).
     pub fn invalid(&self, error: &impl Display) -> String {
         format!("{}: invalid: {error}", self.name)
     }
+}
+
+/// One variable of this process's environment, as the filter reads one of
+/// `vmConfig.env` (unset and non-UTF-8 values are absent).
+pub fn process_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// The integrity environment as the filter reads it (Istio's `vmConfig.env`),

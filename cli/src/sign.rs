@@ -16,7 +16,9 @@ use crate::validate::{check_default, Filter};
 ///
 /// The configuration must first pass validation (without any integrity
 /// environment). An existing `signature` section is replaced. The fingerprint
-/// does not change: it never covers the signature.
+/// does not change: it never covers the signature. A masking policy's `hash`
+/// key is not needed here: it belongs to the deployment (`vmConfig.env`), not
+/// to the configuration; `meshguard validate --filter masking` checks it.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Exit status: 0 when signed; 1 when the configuration is invalid, \

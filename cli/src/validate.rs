@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use meshguard_core::identity::IdentityPolicy;
 use meshguard_core::integrity::{DriftMonitor, DriftState, IntegrityEnv, LoadError, Loaded};
 
-use crate::policy_file::{process_env, PolicyFile};
+use crate::policy_file::{process_env, process_var, PolicyFile};
 
 /// Check a filter configuration exactly as the filter's `on_configure` does.
 ///
@@ -19,6 +19,11 @@ use crate::policy_file::{process_env, PolicyFile};
 /// For `--filter audit`, the HMAC key (the variable named by `key_env`) is not
 /// read: the filter reads it at load time, `meshguard validate` checks the
 /// configuration only.
+///
+/// For `--filter masking`, the key of the `hash` strategy is read from the
+/// variable named by `hash_key_env` (default MESHGUARD_MASK_HASH_KEY), as the
+/// filter reads it from `vmConfig.env`: a policy with a `hash` rule is invalid
+/// without it, as it is in Envoy.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Exit status: 0 when the configuration is valid (warnings included), \
@@ -40,6 +45,8 @@ pub enum Filter {
     Identity,
     /// The command-hash audit filter (docs/audit.md).
     Audit,
+    /// The data masking filter (docs/masking.md).
+    Masking,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -47,6 +54,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match args.filter {
         Filter::Identity => identity(&file),
         Filter::Audit => audit(&file),
+        Filter::Masking => masking(&file),
     }
 }
 
@@ -95,6 +103,30 @@ fn audit(file: &PolicyFile) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn masking(file: &PolicyFile) -> anyhow::Result<ExitCode> {
+    let (loaded, policy) = match process_env().and_then(|env| file.load_masking(&env, process_var))
+    {
+        Ok(ok) => ok,
+        Err(error) => {
+            eprintln!("{}", file.invalid(&error));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let rules = policy.rule_count();
+    writeln!(
+        std::io::stdout().lock(),
+        "{}: valid masking policy (version={}, mode={}, {rules} {}) fingerprint={} signature={}",
+        file.name,
+        policy.config_version().unwrap_or("unset"),
+        policy.mode().as_str(),
+        if rules == 1 { "rule" } else { "rules" },
+        loaded.fingerprint,
+        loaded.signature,
+    )?;
+    warn_drift(&loaded);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What the filter logs right after loading when the environment names an
 /// intended version (a drift under `on_drift: reject` was refused by the load).
 fn warn_drift(loaded: &Loaded) {
@@ -117,12 +149,21 @@ fn success_line(file: &PolicyFile, loaded: &Loaded, policy: &IdentityPolicy) -> 
     )
 }
 
+/// Stands in for the masking `hash` key when `sign` checks a policy: the key
+/// is a secret of the deployment (`vmConfig.env`), not part of the signed
+/// configuration, and need not be present where policies are signed.
+const SIGN_PLACEHOLDER_HASH_KEY: &str = "meshguard-sign-placeholder-hash-key";
+
 /// The load the filter runs with no integrity environment, plus its compile:
-/// what `sign` requires before signing.
+/// what `sign` requires before signing. A masking policy is compiled with a
+/// placeholder hash key (`validate` checks the real one).
 pub fn check_default(file: &PolicyFile, filter: Filter) -> Result<(), LoadError> {
     let env = IntegrityEnv::default();
     match filter {
         Filter::Identity => file.load_identity(&env).map(|_| ()),
         Filter::Audit => file.load_audit(&env).map(|_| ()),
+        Filter::Masking => file
+            .load_masking(&env, |_| Some(SIGN_PLACEHOLDER_HASH_KEY.to_owned()))
+            .map(|_| ()),
     }
 }

@@ -213,10 +213,10 @@ fn validate_reports_what_the_filter_would_say() {
         Case {
             name: "unknown filter",
             config: POLICY,
-            args: &["validate", "--filter", "masking", "CONFIG"],
+            args: &["validate", "--filter", "ratelimit", "CONFIG"],
             code: 1,
             stdout: &[],
-            stderr: &["invalid value 'masking'"],
+            stderr: &["invalid value 'ratelimit'"],
         },
     ]);
 }
