@@ -48,3 +48,25 @@ pub fn wasm_module(name: &str) -> anyhow::Result<PathBuf> {
     );
     Ok(path)
 }
+
+/// The `meshguard` CLI binary, built (once per test process) from this
+/// workspace, so tests run exactly what users run.
+pub fn meshguard_cli() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "--quiet", "--locked", "-p", "meshguard-cli"])
+                .current_dir(repo_root())
+                .status();
+            assert!(
+                status.as_ref().is_ok_and(|s| s.success()),
+                "building the meshguard CLI failed: {status:?}"
+            );
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| repo_root().join("target"), PathBuf::from);
+            target.join("debug").join("meshguard")
+        })
+        .clone()
+}
