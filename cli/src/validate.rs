@@ -4,8 +4,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
+use meshguard_core::audit::AuditPolicy;
+use meshguard_core::config::Mode;
 use meshguard_core::identity::IdentityPolicy;
 use meshguard_core::integrity::{DriftMonitor, DriftState, IntegrityEnv, LoadError, Loaded};
+use meshguard_core::masking::MaskingPolicy;
 
 use crate::policy_file::{process_env, process_var, PolicyFile};
 
@@ -51,15 +54,18 @@ pub enum Filter {
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let file = PolicyFile::read(&args.config)?;
-    match args.filter {
-        Filter::Identity => identity(&file),
-        Filter::Audit => audit(&file),
-        Filter::Masking => masking(&file),
-    }
-}
-
-fn identity(file: &PolicyFile) -> anyhow::Result<ExitCode> {
-    let (loaded, policy) = match process_env().and_then(|env| file.load_identity(&env)) {
+    let loaded = process_env().and_then(|env| match args.filter {
+        Filter::Identity => file
+            .load_identity(&env)
+            .map(|(loaded, policy)| (loaded, Summary::identity(&policy))),
+        Filter::Audit => file
+            .load_audit(&env)
+            .map(|(loaded, policy)| (loaded, Summary::audit(&policy))),
+        Filter::Masking => file
+            .load_masking(&env, process_var)
+            .map(|(loaded, policy)| (loaded, Summary::masking(&policy))),
+    });
+    let (loaded, summary) = match loaded {
         Ok(ok) => ok,
         Err(error) => {
             eprintln!("{}", file.invalid(&error));
@@ -68,63 +74,70 @@ fn identity(file: &PolicyFile) -> anyhow::Result<ExitCode> {
     };
     writeln!(
         std::io::stdout().lock(),
-        "{}",
-        success_line(file, &loaded, &policy)
+        "{}: valid {} policy (version={}, {}) fingerprint={} signature={}",
+        file.name,
+        summary.filter,
+        summary.version.as_deref().unwrap_or("unset"),
+        summary.details,
+        loaded.fingerprint,
+        loaded.signature,
     )?;
-    for warning in policy.warnings() {
+    for warning in &summary.warnings {
         eprintln!("warning: {warning}");
     }
     warn_drift(&loaded);
     Ok(ExitCode::SUCCESS)
 }
 
-fn audit(file: &PolicyFile) -> anyhow::Result<ExitCode> {
-    let (loaded, policy) = match process_env().and_then(|env| file.load_audit(&env)) {
-        Ok(ok) => ok,
-        Err(error) => {
-            eprintln!("{}", file.invalid(&error));
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let commands = policy.command_count();
-    writeln!(
-        std::io::stdout().lock(),
-        "{}: valid audit policy (version={}, {commands} {}) fingerprint={} signature={}",
-        file.name,
-        policy.config_version().unwrap_or("unset"),
-        if commands == 1 { "command" } else { "commands" },
-        loaded.fingerprint,
-        loaded.signature,
-    )?;
-    for warning in policy.warnings() {
-        eprintln!("warning: {warning}");
-    }
-    warn_drift(&loaded);
-    Ok(ExitCode::SUCCESS)
+/// What `validate` reports of a policy that loaded, besides its fingerprint
+/// and signature: the only part that differs from filter to filter.
+struct Summary {
+    /// The filter's name, as in `valid identity policy`.
+    filter: &'static str,
+    version: Option<String>,
+    /// Mode and counts, as in `mode=enforce, 2 rules`.
+    details: String,
+    /// Printed to standard error after the success line.
+    warnings: Vec<String>,
 }
 
-fn masking(file: &PolicyFile) -> anyhow::Result<ExitCode> {
-    let (loaded, policy) = match process_env().and_then(|env| file.load_masking(&env, process_var))
-    {
-        Ok(ok) => ok,
-        Err(error) => {
-            eprintln!("{}", file.invalid(&error));
-            return Ok(ExitCode::FAILURE);
+impl Summary {
+    fn identity(policy: &IdentityPolicy) -> Self {
+        Self {
+            filter: "identity",
+            version: policy.config_version().map(str::to_owned),
+            details: mode_and_rules(policy.mode(), policy.rule_count()),
+            warnings: policy.warnings().to_vec(),
         }
-    };
-    let rules = policy.rule_count();
-    writeln!(
-        std::io::stdout().lock(),
-        "{}: valid masking policy (version={}, mode={}, {rules} {}) fingerprint={} signature={}",
-        file.name,
-        policy.config_version().unwrap_or("unset"),
-        policy.mode().as_str(),
-        if rules == 1 { "rule" } else { "rules" },
-        loaded.fingerprint,
-        loaded.signature,
-    )?;
-    warn_drift(&loaded);
-    Ok(ExitCode::SUCCESS)
+    }
+
+    fn audit(policy: &AuditPolicy) -> Self {
+        Self {
+            filter: "audit",
+            version: policy.config_version().map(str::to_owned),
+            details: count(policy.command_count(), "command", "commands"),
+            warnings: policy.warnings().to_vec(),
+        }
+    }
+
+    fn masking(policy: &MaskingPolicy) -> Self {
+        Self {
+            filter: "masking",
+            version: policy.config_version().map(str::to_owned),
+            details: mode_and_rules(policy.mode(), policy.rule_count()),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// The details of a policy of rules: `mode=enforce, 2 rules`.
+fn mode_and_rules(mode: Mode, rules: usize) -> String {
+    format!("mode={}, {}", mode.as_str(), count(rules, "rule", "rules"))
+}
+
+/// `n` and the noun for it: `1 rule`, `2 rules`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// What the filter logs right after loading when the environment names an
@@ -134,19 +147,6 @@ fn warn_drift(loaded: &Loaded) {
     if let Some(t) = transition.filter(|t| t.to == DriftState::Drifted) {
         eprintln!("warning: {}", t.message);
     }
-}
-
-fn success_line(file: &PolicyFile, loaded: &Loaded, policy: &IdentityPolicy) -> String {
-    let rules = policy.rule_count();
-    format!(
-        "{}: valid identity policy (version={}, mode={}, {rules} {}) fingerprint={} signature={}",
-        file.name,
-        policy.config_version().unwrap_or("unset"),
-        policy.mode().as_str(),
-        if rules == 1 { "rule" } else { "rules" },
-        loaded.fingerprint,
-        loaded.signature,
-    )
 }
 
 /// Stands in for the masking `hash` key when `sign` checks a policy: the key

@@ -11,10 +11,7 @@
     clippy::indexing_slicing
 )]
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -23,22 +20,13 @@ use meshguard_core::integrity::{self, IntegrityEnv};
 use meshguard_core::request::RequestInfo;
 use serde_json::{json, Value};
 
+use common::{assert_output, keygen, meshguard, TempDir};
+
 const KEY: [u8; 32] = *b"meshguard-cli-test-key-012345678";
 /// A valid key, not KEY.
 const OTHER_KEY: [u8; 32] = [7; 32];
 const KID: &str = "2026-01";
 const RECORDS: usize = 1000;
-
-/// Variables the CLI reads: removed from each child so the developer's shell
-/// cannot change a result.
-const ENV_VARS: [&str; 6] = [
-    "MESHGUARD_AUDIT_KEY",
-    "MESHGUARD_TRUSTED_KEYS",
-    "MESHGUARD_REQUIRE_SIGNATURE",
-    "MESHGUARD_INTENDED_VERSION",
-    "MESHGUARD_INTENDED_FINGERPRINT",
-    "MESHGUARD_ON_DRIFT",
-];
 
 /// An audit policy with a command selected by path and method, hashing JSON
 /// fields of the body.
@@ -55,74 +43,6 @@ const BODY: &str = r#"{"amount": 12.5, "action": "refund", "note": "customer cal
 
 fn b64(key: &[u8]) -> String {
     STANDARD.encode(key)
-}
-
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn context(&self) -> String {
-        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
-    }
-}
-
-/// A fresh directory per use, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "meshguard-audit-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn meshguard(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meshguard"));
-    for var in ENV_VARS {
-        command.env_remove(var);
-    }
-    let mut child = command
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
 }
 
 /// `n` records of chain `chain`, sealed with `key` under `kid`, as the filter
@@ -1031,30 +951,10 @@ fn validate_checks_audit_policies_as_the_filter_does() {
         let dir = TempDir::new();
         let path = dir.write("audit.json", config);
         let out = meshguard(&["validate", "--filter", "audit", &path], &[], None);
-        let context = format!("case {name:?}\n{}", out.context());
-        assert_eq!(out.code, Some(*code), "{context}");
-        let fill = |s: &str| {
+        assert_output(name, &out, *code, stdout, stderr, |s| {
             s.replace("CONFIG", &path)
                 .replace("FINGERPRINT", &policy_fingerprint())
-        };
-        for want in *stdout {
-            assert!(
-                out.stdout.contains(&fill(want)),
-                "stdout lacks {want:?}\n{context}"
-            );
-        }
-        for want in *stderr {
-            assert!(
-                out.stderr.contains(&fill(want)),
-                "stderr lacks {want:?}\n{context}"
-            );
-        }
-        if stdout.is_empty() {
-            assert_eq!(out.stdout, "", "{context}");
-        }
-        if stderr.is_empty() {
-            assert_eq!(out.stderr, "", "{context}");
-        }
+        });
     }
 }
 
@@ -1062,18 +962,10 @@ fn validate_checks_audit_policies_as_the_filter_does() {
 fn sign_and_validate_work_for_audit_policies() {
     let dir = TempDir::new();
     let config = dir.write("audit.json", POLICY);
-    let keys = dir.0.join("keys");
-    let keys = keys.to_str().unwrap();
-    let out = meshguard(
-        &["keygen", "--key-id", "release", "--out-dir", keys],
-        &[],
-        None,
-    );
-    assert_eq!(out.code, Some(0), "{}", out.context());
-    let trusted = out.stdout.trim().to_string();
+    let trusted = keygen(&dir, "release");
     let signed = dir.0.join("audit.signed.json");
     let signed = signed.to_str().unwrap();
-    let secret = format!("{keys}/release.key");
+    let secret = dir.path("keys/release.key");
     let out = meshguard(
         &[
             "sign", &config, "--filter", "audit", "--key", &secret, "--key-id", "release", "--out",

@@ -5,10 +5,9 @@
 // file's helpers are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use common::{assert_output, meshguard, repo_file, Output, TempDir};
 
 const FRONTEND: &str = "cluster.local/ns/default/sa/frontend";
 const GATEWAY: &str = "spiffe://cluster.local/ns/istio-system/sa/ingress";
@@ -37,73 +36,9 @@ const UNKNOWN_KEY: &str =
 const WARNS: &str = r#"{"transport": {"require_mtls": false},
   "rules": [{"name": "block-batch", "action": "deny", "principals": ["cluster.local/ns/jobs/sa/batch"]}]}"#;
 
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// A fresh directory per use, removed when dropped, so tests running in
-/// parallel never share files.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "meshguard-cli-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn meshguard(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
-
 /// Runs `args` with every `CONFIG` replaced by the path of a file holding `config`.
 fn run_with_config(config: &str, args: &[&str]) -> (Output, String) {
-    let dir = TempDir::new();
-    let path = dir.write("config.json", config);
-    let args: Vec<&str> = args
-        .iter()
-        .map(|a| if *a == "CONFIG" { path.as_str() } else { a })
-        .collect();
-    (meshguard(&args, None), path)
+    common::run_with_config(config, args, |args| meshguard(args, &[], None))
 }
 
 struct Case {
@@ -120,29 +55,14 @@ struct Case {
 fn check(cases: &[Case]) {
     for case in cases {
         let (out, path) = run_with_config(case.config, case.args);
-        let context = format!(
-            "case {:?}\n--- stdout\n{}--- stderr\n{}",
-            case.name, out.stdout, out.stderr
+        assert_output(
+            case.name,
+            &out,
+            case.code,
+            case.stdout,
+            case.stderr,
+            |want| want.replace("CONFIG", &path),
         );
-        assert_eq!(out.code, Some(case.code), "{context}");
-        for want in case.stdout {
-            assert!(
-                out.stdout.contains(&want.replace("CONFIG", &path)),
-                "stdout lacks {want:?}\n{context}"
-            );
-        }
-        for want in case.stderr {
-            assert!(
-                out.stderr.contains(&want.replace("CONFIG", &path)),
-                "stderr lacks {want:?}\n{context}"
-            );
-        }
-        if case.stdout.is_empty() {
-            assert_eq!(out.stdout, "", "{context}");
-        }
-        if case.stderr.is_empty() {
-            assert_eq!(out.stderr, "", "{context}");
-        }
     }
 }
 
@@ -223,7 +143,7 @@ fn validate_reports_what_the_filter_would_say() {
 
 #[test]
 fn validate_reads_stdin_and_reports_unreadable_files() {
-    let out = meshguard(&["validate", "-"], Some(UNKNOWN_KEY));
+    let out = meshguard(&["validate", "-"], &[], Some(UNKNOWN_KEY));
     assert_eq!(out.code, Some(1));
     assert!(
         out.stderr
@@ -232,13 +152,13 @@ fn validate_reads_stdin_and_reports_unreadable_files() {
         out.stderr
     );
 
-    let out = meshguard(&["validate", "-"], Some(POLICY));
+    let out = meshguard(&["validate", "-"], &[], Some(POLICY));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stdout.starts_with("<stdin>: valid identity policy"));
 
     let dir = TempDir::new();
     let missing = dir.0.join("missing.json");
-    let out = meshguard(&["validate", missing.to_str().unwrap()], None);
+    let out = meshguard(&["validate", missing.to_str().unwrap()], &[], None);
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("cannot read"), "{}", out.stderr);
 }
@@ -535,13 +455,12 @@ fn explain_json_is_one_object_with_the_same_facts() {
 
 #[test]
 fn the_example_policies_validate() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/identity");
     for (file, mode) in [
         ("strict.json", "mode=enforce"),
         ("dry-run.json", "mode=dry-run"),
     ] {
-        let path = dir.join(file);
-        let out = meshguard(&["validate", path.to_str().unwrap()], None);
+        let path = repo_file(&format!("examples/identity/{file}"));
+        let out = meshguard(&["validate", &path], &[], None);
         assert_eq!(out.code, Some(0), "{file}: {}", out.stderr);
         assert!(out.stdout.contains(mode), "{file}: {}", out.stdout);
         assert_eq!(out.stderr, "", "{file} has warnings");
@@ -550,8 +469,8 @@ fn the_example_policies_validate() {
 
 #[test]
 fn the_strict_example_behaves_as_documented() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/identity/strict.json");
-    let config = path.to_str().unwrap();
+    let config = repo_file("examples/identity/strict.json");
+    let config = config.as_str();
     let ingress = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
     let partner = format!("By=spiffe://{ingress};URI=spiffe://partner.example.com/clients/acme");
     let cases: &[(&[&str], i32, &str)] = &[
@@ -644,7 +563,7 @@ fn the_strict_example_behaves_as_documented() {
     for (args, code, want) in cases {
         let mut full = vec!["explain", config];
         full.extend_from_slice(args);
-        let out = meshguard(&full, None);
+        let out = meshguard(&full, &[], None);
         assert_eq!(
             out.code,
             Some(*code),
@@ -658,15 +577,15 @@ fn the_strict_example_behaves_as_documented() {
 
 #[test]
 fn help_documents_the_exit_codes_and_usage_errors_exit_1() {
-    let out = meshguard(&["explain", "--help"], None);
+    let out = meshguard(&["explain", "--help"], &[], None);
     assert_eq!(out.code, Some(0));
     assert!(
         out.stdout.contains("2 when the policy denies it"),
         "{}",
         out.stdout
     );
-    let out = meshguard(&[], None);
+    let out = meshguard(&[], &[], None);
     assert_eq!(out.code, Some(1));
-    let out = meshguard(&["frobnicate"], None);
+    let out = meshguard(&["frobnicate"], &[], None);
     assert_eq!(out.code, Some(1));
 }

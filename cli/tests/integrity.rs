@@ -11,15 +11,18 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use meshguard_core::integrity::{fingerprint, Intended};
+
+use common::{assert_output, keygen, TempDir};
 
 const POLICY: &str = r#"{
   "config_version": "v1",
@@ -35,94 +38,9 @@ const POLICY_REORDERED: &str = r#"{"rules": [{"paths": ["/api/*"], "action": "al
   "name": "frontend-api", "principals": ["cluster.local/ns/default/sa/frontend"]}],
   "integrity": {"health_paths": ["/healthz"], "on_drift": "quarantine"}, "config_version": "v1"}"#;
 
-/// Every variable the filter reads from `vmConfig.env`: removed from each
-/// child so the developer's shell cannot change a result.
-const INTEGRITY_VARS: [&str; 5] = [
-    "MESHGUARD_TRUSTED_KEYS",
-    "MESHGUARD_REQUIRE_SIGNATURE",
-    "MESHGUARD_INTENDED_VERSION",
-    "MESHGUARD_INTENDED_FINGERPRINT",
-    "MESHGUARD_ON_DRIFT",
-];
-
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn context(&self) -> String {
-        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
-    }
-}
-
-/// A fresh directory per use, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "meshguard-integrity-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_string()
-    }
-
-    fn write(&self, name: &str, contents: &str) -> String {
-        let path = self.0.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).unwrap();
-        }
-        std::fs::write(&path, contents).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.0.join(name)).unwrap()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn meshguard_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meshguard"));
-    for var in INTEGRITY_VARS {
-        command.env_remove(var);
-    }
-    let out = command
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
-
-fn meshguard(args: &[&str]) -> Output {
-    meshguard_with_env(args, &[])
-}
-
-/// Runs `keygen` for `id` in `dir` and returns the MESHGUARD_TRUSTED_KEYS entry it printed.
-fn keygen(dir: &TempDir, id: &str) -> String {
-    let out = meshguard(&["keygen", "--key-id", id, "--out-dir", &dir.path("keys")]);
-    assert_eq!(out.code, Some(0), "{}", out.context());
-    out.stdout.trim_end().to_string()
+/// [`common::meshguard`] with no environment and no input.
+fn meshguard(args: &[&str]) -> common::Output {
+    common::meshguard(args, &[], None)
 }
 
 /// Signs `config` (a file in `dir`) with key `id` into `out`.
@@ -284,18 +202,15 @@ fn validate_checks_signatures_as_the_filter_does() {
             .map(|(k, v)| (*k, v.replace("FP", &fp)))
             .collect();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let out = meshguard_with_env(&["validate", &file], &env);
-        let context = format!("case {:?}\n{}", case.name, out.context());
-        assert_eq!(out.code, Some(case.code), "{context}");
-        let expect = |want: &str| want.replace("FILE", &file).replace("FP", &fp);
-        assert!(out.stdout.contains(&expect(case.stdout)), "{context}");
-        assert!(out.stderr.contains(&expect(case.stderr)), "{context}");
-        if case.stdout.is_empty() {
-            assert_eq!(out.stdout, "", "{context}");
-        }
-        if case.stderr.is_empty() {
-            assert_eq!(out.stderr, "", "{context}");
-        }
+        let out = common::meshguard(&["validate", &file], &env, None);
+        assert_output(
+            case.name,
+            &out,
+            case.code,
+            &[case.stdout],
+            &[case.stderr],
+            |want| want.replace("FILE", &file).replace("FP", &fp),
+        );
     }
 }
 

@@ -11,30 +11,17 @@
     clippy::indexing_slicing
 )]
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
 use meshguard_core::masking::{body_kind, Direction, MaskingPolicy};
 use meshguard_core::request::RequestInfo;
+
+use common::{assert_output, keygen, repo_file, Output, TempDir};
 
 /// A hash key of the right length (the filter wants at least 16 bytes).
 const KEY: &str = "meshguard-cli-masking-test-key-0";
 const OTHER_KEY: &str = "another-key-of-enough-bytes-1234";
 const AUDITOR: &str = "cluster.local/ns/compliance/sa/auditor";
-
-/// Variables the CLI reads: removed from each child so the developer's shell
-/// cannot change a result.
-const ENV_VARS: [&str; 7] = [
-    "MESHGUARD_MASK_HASH_KEY",
-    "CUSTOM_HASH_KEY",
-    "MESHGUARD_TRUSTED_KEYS",
-    "MESHGUARD_REQUIRE_SIGNATURE",
-    "MESHGUARD_INTENDED_VERSION",
-    "MESHGUARD_INTENDED_FINGERPRINT",
-    "MESHGUARD_ON_DRIFT",
-];
 
 /// One rule per strategy, each on its own part of the document, plus key
 /// names matched at any depth.
@@ -91,75 +78,9 @@ const DRY_RUN: &str = r#"{
 
 const HASHED: &str = r#"{"rules": [{"name": "ids", "json_keys": ["ssn"], "strategy": "hash"}]}"#;
 
-struct Output {
-    code: Option<i32>,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Output {
-    fn stdout(&self) -> String {
-        String::from_utf8(self.stdout.clone()).unwrap()
-    }
-
-    fn context(&self) -> String {
-        format!(
-            "--- stdout\n{}--- stderr\n{}",
-            String::from_utf8_lossy(&self.stdout),
-            self.stderr
-        )
-    }
-}
-
-/// A fresh directory per use, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "meshguard-masking-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn meshguard(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meshguard"));
-    for var in ENV_VARS {
-        command.env_remove(var);
-    }
-    let mut child = command
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A command failing before it reads its input closes the pipe: ignore that.
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    let out = child.wait_with_output().unwrap();
-    Output {
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+/// [`common::run`] with `stdin` on standard input.
+fn meshguard(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output<Vec<u8>> {
+    common::run(args, env, Some(stdin))
 }
 
 /// Runs `args` with every `CONFIG` replaced by the path of a file holding
@@ -169,23 +90,8 @@ fn run_with_config(
     args: &[&str],
     env: &[(&str, &str)],
     stdin: &[u8],
-) -> (Output, String) {
-    let dir = TempDir::new();
-    let path = dir.write("masking.json", config);
-    let args: Vec<&str> = args
-        .iter()
-        .map(|a| if *a == "CONFIG" { path.as_str() } else { a })
-        .collect();
-    (meshguard(&args, env, stdin), path)
-}
-
-fn repo_file(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-        .to_str()
-        .unwrap()
-        .to_string()
+) -> (Output<Vec<u8>>, String) {
+    common::run_with_config(config, args, |args| meshguard(args, env, stdin))
 }
 
 #[test]
@@ -320,26 +226,14 @@ fn validate_reports_masking_policies_as_the_filter_loads_them() {
             case.env,
             b"",
         );
-        let context = format!("case {:?}\n{}", case.name, out.context());
-        assert_eq!(out.code, Some(case.code), "{context}");
-        for want in case.stdout {
-            assert!(
-                out.stdout().contains(&want.replace("CONFIG", &path)),
-                "stdout lacks {want:?}\n{context}"
-            );
-        }
-        for want in case.stderr {
-            assert!(
-                out.stderr.contains(&want.replace("CONFIG", &path)),
-                "stderr lacks {want:?}\n{context}"
-            );
-        }
-        if case.stdout.is_empty() {
-            assert!(out.stdout.is_empty(), "{context}");
-        }
-        if case.stderr.is_empty() {
-            assert_eq!(out.stderr, "", "{context}");
-        }
+        assert_output(
+            case.name,
+            &out.into_text(),
+            case.code,
+            case.stdout,
+            case.stderr,
+            |want| want.replace("CONFIG", &path),
+        );
     }
 }
 
@@ -972,18 +866,10 @@ fn help_documents_the_mask_exit_codes() {
 fn sign_accepts_masking_policies_without_the_hash_key() {
     let dir = TempDir::new();
     let config = dir.write("pii.json", HASHED);
-    let keys = dir.0.join("keys");
-    let keys = keys.to_str().unwrap();
-    let out = meshguard(
-        &["keygen", "--key-id", "release", "--out-dir", keys],
-        &[],
-        b"",
-    );
-    assert_eq!(out.code, Some(0), "{}", out.context());
-    let trusted = out.stdout().trim().to_string();
+    let trusted = keygen(&dir, "release");
     let signed = dir.0.join("pii.signed.json");
     let signed = signed.to_str().unwrap();
-    let secret = format!("{keys}/release.key");
+    let secret = dir.path("keys/release.key");
     let sign = |config: &str| {
         meshguard(
             &[

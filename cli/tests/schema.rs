@@ -15,22 +15,19 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use meshguard_core::identity::{
     DetailLevel, IdentityPolicy, Mode, Peer, Reason, RequestInfo, Transport,
 };
 use serde_json::{json, Map, Value};
 
+use common::repo_file;
+
 const BOGUS_KEY: &str = "meshguard_schema_test_bogus_key";
 const BOGUS_VARIANT: &str = "meshguard_schema_test_bogus_variant";
-
-fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-}
 
 fn schema() -> Value {
     let path = repo_file("docs/schema/identity.schema.json");

@@ -1,6 +1,7 @@
 //! Loading plugin JSON: shared by every filter and by `meshguard validate`, so the
 //! CLI and Envoy's log say the same thing about the same config.
 
+use hashbrown::HashMap;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -228,6 +229,85 @@ pub fn check_name(at: &str, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The optional `config_version` every filter's configuration has: a name.
+pub fn check_config_version(version: Option<&str>) -> Result<(), ConfigError> {
+    version.map_or(Ok(()), |v| check_name("config_version", v))
+}
+
+/// The names of the entries of one list (rules, commands, overrides...),
+/// checked entry by entry: each a valid name ([`check_name`]) and none the
+/// name of an earlier entry.
+#[derive(Debug)]
+pub struct UniqueNames<'a> {
+    /// JSON path of the list, such as `rules` or `rules[2].patterns`.
+    list: String,
+    /// Appended to the duplicate error: where names must be unique.
+    within: &'static str,
+    first: HashMap<&'a str, usize>,
+}
+
+impl<'a> UniqueNames<'a> {
+    /// For a list whose names must be unique in the whole configuration.
+    pub fn new(list: impl Into<String>) -> Self {
+        Self {
+            list: list.into(),
+            within: "",
+            first: HashMap::new(),
+        }
+    }
+
+    /// For a list inside a rule, whose names need only be unique there.
+    pub fn within_rule(list: impl Into<String>) -> Self {
+        Self {
+            within: " within a rule",
+            ..Self::new(list)
+        }
+    }
+
+    /// Checks `name`, the name of entry `i` of the list.
+    pub fn check(&mut self, i: usize, name: &'a str) -> Result<(), ConfigError> {
+        let at = format!("{}[{i}].name", self.list);
+        check_name(&at, name)?;
+        match self.first.insert(name, i) {
+            None => Ok(()),
+            Some(first) => Err(ConfigError::invalid(
+                at,
+                format!(
+                    "{name:?} is already the name of {}[{first}]; names must be unique{}",
+                    self.list, self.within
+                ),
+            )),
+        }
+    }
+}
+
+/// An RFC 9110 `tchar`: the characters of a method or header name.
+pub fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// The name of an environment variable (of the VM's `vmConfig.env`), at most
+/// `max` bytes.
+pub fn check_env_name(at: &str, name: &str, max: usize) -> Result<(), ConfigError> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= max;
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            at,
+            format!(
+                "{name:?} is not an environment variable name (letters, digits and `_`, not \
+                 starting with a digit, at most {max} bytes)"
+            ),
+        ))
+    }
+}
+
 /// Rejects lists longer than `max`: per-request work and memory stay bounded.
 pub fn check_len<T>(at: &str, items: &[T], max: usize) -> Result<(), ConfigError> {
     if items.len() > max {
@@ -298,6 +378,44 @@ mod tests {
         ] {
             let err = parse_json::<StrictObject>(input).unwrap_err().to_string();
             assert!(err.starts_with(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_name_points_at_the_entry_that_has_it_first() {
+        let mut names = UniqueNames::new("rules");
+        names.check(0, "a").unwrap();
+        names.check(1, "b").unwrap();
+        assert_eq!(
+            names.check(2, "a").unwrap_err().to_string(),
+            "rules[2].name: \"a\" is already the name of rules[0]; names must be unique"
+        );
+        assert_eq!(
+            names.check(3, " ").unwrap_err().to_string(),
+            "rules[3].name: must not be empty"
+        );
+        let mut patterns = UniqueNames::within_rule("rules[1].patterns");
+        patterns.check(0, "p").unwrap();
+        assert_eq!(
+            patterns.check(1, "p").unwrap_err().to_string(),
+            "rules[1].patterns[1].name: \"p\" is already the name of rules[1].patterns[0]; \
+             names must be unique within a rule"
+        );
+    }
+
+    #[test]
+    fn environment_variable_names_are_checked() {
+        for name in ["A", "_x1", "MESHGUARD_MASK_HASH_KEY"] {
+            check_env_name("env", name, 32).unwrap();
+        }
+        for name in ["", "1KEY", "A-B", "Ä", &"A".repeat(33)] {
+            assert_eq!(
+                check_env_name("env", name, 32).unwrap_err().to_string(),
+                format!(
+                    "env: {name:?} is not an environment variable name (letters, digits and `_`, \
+                     not starting with a digit, at most 32 bytes)"
+                )
+            );
         }
     }
 

@@ -2,7 +2,7 @@
 //! attributes (paths, methods, hosts) and peer attributes (principals...), and
 //! the compilers that turn config text into them with precise errors.
 
-use crate::config::{check_len, ConfigError};
+use crate::config::{check_len, is_token_char, ConfigError};
 use crate::pattern::{PathPattern, PatternError, StringPattern};
 use crate::request::RequestInfo;
 use crate::spiffe::{check_prefix, normalize_principal_text, parse_trust_domain, SpiffeId};
@@ -95,6 +95,24 @@ pub struct ScopeLists<'a> {
     pub not_hosts: &'a Option<Vec<String>>,
 }
 
+/// The [`ScopeLists`] of a config struct with the six fields `paths`,
+/// `not_paths`, `methods`, `not_methods`, `hosts` and `not_hosts`: each rule
+/// type repeats them (serde's `flatten` does not work with
+/// `deny_unknown_fields`), this reads them alike from any of them.
+macro_rules! scope_lists {
+    ($config:expr) => {
+        $crate::scope::ScopeLists {
+            paths: &$config.paths,
+            not_paths: &$config.not_paths,
+            methods: &$config.methods,
+            not_methods: &$config.not_methods,
+            hosts: &$config.hosts,
+            not_hosts: &$config.not_hosts,
+        }
+    };
+}
+pub(crate) use scope_lists;
+
 /// Compiles a set of principal patterns (`spiffe://...`, Istio's form, `*`...).
 pub fn compile_principals(at: &str, list: &[String]) -> Result<Box<[StringPattern]>, ConfigError> {
     check_len(at, list, MAX_LIST_ENTRIES)?;
@@ -169,9 +187,7 @@ pub fn path_pattern(at: &str, text: &str) -> Result<PathPattern, ConfigError> {
 }
 
 pub fn method_name(at: &str, text: &str) -> Result<Box<str>, ConfigError> {
-    // RFC 9110 token characters.
-    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if text.is_empty() || !text.chars().all(is_tchar) || text.contains('*') {
+    if text.is_empty() || !text.chars().all(is_token_char) || text.contains('*') {
         return Err(ConfigError::invalid(
             at,
             format!("{text:?} is not an HTTP method name (wildcards are not supported here)"),

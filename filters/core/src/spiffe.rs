@@ -54,14 +54,7 @@ impl SpiffeId {
         if input.len() > MAX_SPIFFE_ID_LEN {
             return Err(SpiffeIdError::TooLong);
         }
-        let rest = input
-            .strip_prefix(SCHEME)
-            .ok_or(SpiffeIdError::MissingScheme)?;
-        let (trust_domain, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        validate_trust_domain(trust_domain)?;
+        let (trust_domain, path) = split_uri(input)?;
         validate_path(path)?;
         Ok(Self {
             uri: input.into(),
@@ -171,10 +164,10 @@ fn validate_path(path: &str) -> Result<(), SpiffeIdError> {
     Ok(())
 }
 
-/// Checks the literal part of a `spiffe://...*` prefix pattern: a non-empty start
-/// of a trust domain, then path characters. Segments may be incomplete.
-pub fn check_prefix(literal: &str) -> Result<(), SpiffeIdError> {
-    let rest = literal
+/// Splits `spiffe://TRUST_DOMAIN/PATH` into its validated trust domain and
+/// the rest (`/...`, or empty without a path), which is not checked.
+fn split_uri(input: &str) -> Result<(&str, &str), SpiffeIdError> {
+    let rest = input
         .strip_prefix(SCHEME)
         .ok_or(SpiffeIdError::MissingScheme)?;
     let (trust_domain, path) = match rest.find('/') {
@@ -182,6 +175,13 @@ pub fn check_prefix(literal: &str) -> Result<(), SpiffeIdError> {
         None => (rest, ""),
     };
     validate_trust_domain(trust_domain)?;
+    Ok((trust_domain, path))
+}
+
+/// Checks the literal part of a `spiffe://...*` prefix pattern: a non-empty start
+/// of a trust domain, then path characters. Segments may be incomplete.
+pub fn check_prefix(literal: &str) -> Result<(), SpiffeIdError> {
+    let (_, path) = split_uri(literal)?;
     match path
         .chars()
         .find(|c| !matches!(c, 'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' | '/'))

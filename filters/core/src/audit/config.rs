@@ -59,6 +59,7 @@ pub struct AuditConfig {
 #[serde(deny_unknown_fields)]
 pub struct CommandConfig {
     pub name: String,
+    // Scope fields, as in every rule type: serde's `flatten` does not work with `deny_unknown_fields`.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
     #[serde(default)]

@@ -1,16 +1,18 @@
 //! The compiled audit policy: built once in `on_configure`, then used per
 //! request without parsing.
 
-use hashbrown::HashMap;
 use serde_json::Value;
 
 use super::canon::canonical_path;
 use super::config::{AuditConfig, CollectorConfig, CommandConfig, PartConfig};
 use super::hash::{CommandHasher, HashError, Part};
 use crate::canonical::{sha256_hex, to_canonical_bytes};
-use crate::config::{check_len, check_name, parse_json, ConfigError};
+use crate::config::{
+    check_config_version, check_env_name, check_len, is_token_char, parse_json, ConfigError,
+    UniqueNames,
+};
 use crate::request::RequestInfo;
-use crate::scope::{compile_scope, RequestScope, RequestView, ScopeLists};
+use crate::scope::{compile_scope, scope_lists, RequestScope, RequestView};
 
 /// Most commands a policy may define.
 pub const MAX_COMMANDS: usize = 1000;
@@ -123,10 +125,8 @@ impl AuditPolicy {
     /// Compiles an already parsed configuration (no fingerprint).
     pub fn compile(config: AuditConfig) -> Result<Self, ConfigError> {
         let mut warnings = Vec::new();
-        if let Some(v) = &config.config_version {
-            check_name("config_version", v)?;
-        }
-        check_env_name("key_env", &config.key_env)?;
+        check_config_version(config.config_version.as_deref())?;
+        check_env_name("key_env", &config.key_env, MAX_TOKEN_LEN)?;
         check_key_id("key_id", &config.key_id)?;
         let headers = [
             ("command_header", &config.command_header),
@@ -157,25 +157,16 @@ impl AuditPolicy {
         })?;
 
         check_len("commands", &config.commands, MAX_COMMANDS)?;
-        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut names = UniqueNames::new("commands");
         let mut commands = Vec::with_capacity(config.commands.len());
         for (i, cc) in config.commands.iter().enumerate() {
             let at = format!("commands[{i}]");
-            check_name(&format!("{at}.name"), &cc.name)?;
+            names.check(i, &cc.name)?;
             if cc.name == DEFAULT_COMMAND_NAME {
                 return Err(ConfigError::invalid(
                     format!("{at}.name"),
                     format!(
                         "{DEFAULT_COMMAND_NAME:?} is reserved for the built-in command used when none matches"
-                    ),
-                ));
-            }
-            if let Some(first) = names.insert(&cc.name, i) {
-                return Err(ConfigError::invalid(
-                    format!("{at}.name"),
-                    format!(
-                        "{:?} is already the name of commands[{first}]; names must be unique",
-                        cc.name
                     ),
                 ));
             }
@@ -377,17 +368,7 @@ fn is_unconstrained(scope: &RequestScope) -> bool {
 }
 
 fn compile_command(at: &str, cc: &CommandConfig) -> Result<Command, ConfigError> {
-    let scope = compile_scope(
-        at,
-        ScopeLists {
-            paths: &cc.paths,
-            not_paths: &cc.not_paths,
-            methods: &cc.methods,
-            not_methods: &cc.not_methods,
-            hosts: &cc.hosts,
-            not_hosts: &cc.not_hosts,
-        },
-    )?;
+    let scope = compile_scope(at, scope_lists!(cc))?;
     let parts_at = format!("{at}.parts");
     if cc.parts.is_empty() {
         return Err(ConfigError::invalid(
@@ -492,26 +473,6 @@ fn check_text(at: &str, text: &str, max: usize) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_env_name(at: &str, name: &str) -> Result<(), ConfigError> {
-    let valid = name.len() <= MAX_TOKEN_LEN
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
-            at,
-            format!(
-                "{name:?} is not an environment variable name \
-                 (letters, digits and `_`, not starting with a digit, at most {MAX_TOKEN_LEN} bytes)"
-            ),
-        ))
-    }
-}
-
 /// Key ids are written into headers and records: `A-Z a-z 0-9 . _ -`, 1 to 64 bytes.
 pub fn is_valid_key_id(kid: &str) -> bool {
     !kid.is_empty()
@@ -535,16 +496,17 @@ fn check_key_id(at: &str, kid: &str) -> Result<(), ConfigError> {
 }
 
 fn check_header_name(at: &str, name: &str) -> Result<(), ConfigError> {
-    // RFC 9110 token characters, lower case (HTTP/2 and Envoy's header maps).
-    let is_tchar =
-        |b: u8| b.is_ascii_digit() || b.is_ascii_lowercase() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || name.len() > MAX_TOKEN_LEN {
         return Err(ConfigError::invalid(
             at,
             format!("must be a header name of 1 to {MAX_TOKEN_LEN} bytes"),
         ));
     }
-    if let Some(c) = name.chars().find(|&c| !c.is_ascii() || !is_tchar(c as u8)) {
+    // RFC 9110 token characters, lower case (HTTP/2 and Envoy's header maps).
+    if let Some(c) = name
+        .chars()
+        .find(|&c| !is_token_char(c) || c.is_ascii_uppercase())
+    {
         let hint = if c.is_ascii_uppercase() {
             " (header names are written in lower case)"
         } else {

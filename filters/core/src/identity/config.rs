@@ -157,6 +157,7 @@ pub struct RuleConfig {
     pub trust_domains: Option<Vec<String>>,
     #[serde(default)]
     pub not_trust_domains: Option<Vec<String>>,
+    // Scope fields, as in every rule type: serde's `flatten` does not work with `deny_unknown_fields`.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
     #[serde(default)]

@@ -8,11 +8,11 @@ use super::decision::{DecidedBy, Decision, Reason};
 use super::facts::{IdentitySource, Peer, RequestInfo, TlsVersion, Transport};
 use super::index::KeyIndex;
 use super::xfcc;
-use crate::config::{check_len, check_name, parse_json, ConfigError};
+use crate::config::{check_config_version, check_len, parse_json, ConfigError, UniqueNames};
 use crate::pattern::{PathPattern, StringPattern};
 use crate::scope::{
-    compile_condition, compile_scope, namespace_pattern, principal_pattern, trust_domain_pattern,
-    Condition, RequestScope, RequestView, ScopeLists, MAX_LIST_ENTRIES,
+    compile_condition, compile_scope, namespace_pattern, principal_pattern, scope_lists,
+    trust_domain_pattern, Condition, RequestScope, RequestView, ScopeLists, MAX_LIST_ENTRIES,
 };
 use crate::spiffe::SpiffeId;
 
@@ -96,9 +96,7 @@ impl IdentityPolicy {
 
     pub fn compile(config: IdentityConfig) -> Result<Self, ConfigError> {
         let mut warnings = Vec::new();
-        if let Some(v) = &config.config_version {
-            check_name("config_version", v)?;
-        }
+        check_config_version(config.config_version.as_deref())?;
         let transport = TransportRequirement {
             require_mtls: config.transport.require_mtls,
             min_tls_version: config.transport.min_tls_version.map(tls_version),
@@ -108,18 +106,11 @@ impl IdentityPolicy {
             &config.transport.overrides,
             MAX_LIST_ENTRIES,
         )?;
-        let mut override_names: HashMap<&str, usize> = HashMap::new();
+        let mut override_names = UniqueNames::new("transport.overrides");
         let mut overrides = Vec::with_capacity(config.transport.overrides.len());
         for (i, o) in config.transport.overrides.iter().enumerate() {
             let at = format!("transport.overrides[{i}]");
-            check_name(&format!("{at}.name"), &o.name)?;
-            if let Some(first) = override_names.insert(&o.name, i) {
-                return Err(duplicate_name(
-                    &at,
-                    &o.name,
-                    &format!("transport.overrides[{first}]"),
-                ));
-            }
+            override_names.check(i, &o.name)?;
             if o.require_mtls.is_none() && o.min_tls_version.is_none() {
                 return Err(ConfigError::invalid(
                     at,
@@ -183,13 +174,10 @@ impl IdentityPolicy {
 
         check_len("rules", &config.rules, MAX_RULES)?;
         let mut rules = Vec::with_capacity(config.rules.len());
-        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut names = UniqueNames::new("rules");
         for (i, rc) in config.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
-            check_name(&format!("{at}.name"), &rc.name)?;
-            if let Some(first) = names.insert(&rc.name, i) {
-                return Err(duplicate_name(&at, &rc.name, &format!("rules[{first}]")));
-            }
+            names.check(i, &rc.name)?;
             rules.push(compile_rule(&at, rc)?);
         }
         check_rule_conflicts(&rules, &mut warnings)?;
@@ -415,13 +403,6 @@ fn tls_version(v: TlsVersionConfig) -> TlsVersion {
     }
 }
 
-fn duplicate_name(at: &str, name: &str, first: &str) -> ConfigError {
-    ConfigError::invalid(
-        format!("{at}.name"),
-        format!("{name:?} is already the name of {first}; names must be unique"),
-    )
-}
-
 fn compile_rule(at: &str, rc: &RuleConfig) -> Result<Rule, ConfigError> {
     Ok(Rule {
         name: rc.name.as_str().into(),
@@ -449,17 +430,7 @@ fn compile_rule(at: &str, rc: &RuleConfig) -> Result<Rule, ConfigError> {
                 trust_domain_pattern,
             )?,
         },
-        scope: compile_scope(
-            at,
-            ScopeLists {
-                paths: &rc.paths,
-                not_paths: &rc.not_paths,
-                methods: &rc.methods,
-                not_methods: &rc.not_methods,
-                hosts: &rc.hosts,
-                not_hosts: &rc.not_hosts,
-            },
-        )?,
+        scope: compile_scope(at, scope_lists!(rc))?,
     })
 }
 

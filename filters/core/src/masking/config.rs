@@ -179,6 +179,7 @@ pub struct MaskRuleConfig {
     /// `request`, `response` or both (the default).
     #[serde(default)]
     pub directions: Option<Vec<Direction>>,
+    // Scope fields, as in every rule type: serde's `flatten` does not work with `deny_unknown_fields`.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
     #[serde(default)]

@@ -16,11 +16,14 @@ use super::{
     form, json, text, BodyKind, Direction, HeaderEdit, HeaderEdits, MaskError, Masked, RuleHits,
     Selection,
 };
-use crate::config::{check_len, check_name, parse_json, ConfigError};
+use crate::config::{
+    check_config_version, check_env_name, check_len, is_token_char, parse_json, ConfigError,
+    UniqueNames,
+};
 use crate::pattern::StringPattern;
 use crate::request::RequestInfo;
 use crate::scope::{
-    compile_principals, compile_scope, principal_matches, RequestScope, RequestView, ScopeLists,
+    compile_principals, compile_scope, principal_matches, scope_lists, RequestScope, RequestView,
 };
 use crate::spiffe::SpiffeId;
 
@@ -247,9 +250,7 @@ impl MaskingPolicy {
     }
 
     pub fn compile(config: MaskingConfig, hash_key: Option<&[u8]>) -> Result<Self, ConfigError> {
-        if let Some(v) = &config.config_version {
-            check_name("config_version", v)?;
-        }
+        check_config_version(config.config_version.as_deref())?;
         if !(1..=MAX_MAX_BODY_BYTES).contains(&config.max_body_bytes) {
             return Err(ConfigError::invalid(
                 "max_body_bytes",
@@ -272,7 +273,7 @@ impl MaskingPolicy {
             ));
         }
         let max_json_depth = usize::try_from(config.max_json_depth).unwrap_or(64);
-        check_env_name("hash_key_env", &config.hash_key_env)?;
+        check_env_name("hash_key_env", &config.hash_key_env, MAX_NAME_LEN)?;
 
         if config.rules.is_empty() {
             return Err(ConfigError::invalid(
@@ -282,21 +283,12 @@ impl MaskingPolicy {
         }
         check_len("rules", &config.rules, MAX_RULES)?;
         let mut compiler = Compiler::default();
-        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut names = UniqueNames::new("rules");
         let mut rules = Vec::with_capacity(config.rules.len());
         let mut first_hash_rule = None;
         for (i, rc) in config.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
-            check_name(&format!("{at}.name"), &rc.name)?;
-            if let Some(first) = names.insert(&rc.name, i) {
-                return Err(ConfigError::invalid(
-                    format!("{at}.name"),
-                    format!(
-                        "{:?} is already the name of rules[{first}]; names must be unique",
-                        rc.name
-                    ),
-                ));
-            }
+            names.check(i, &rc.name)?;
             let index =
                 u16::try_from(i).map_err(|_| ConfigError::invalid(&at, "too many rules"))?;
             if rc.strategy == StrategyKind::Hash && first_hash_rule.is_none() {
@@ -576,17 +568,7 @@ impl Compiler {
                 )),
                 Some(list) => list.iter().fold(0, |bits, d| bits | d.bit()),
             };
-        let scope = compile_scope(
-            at,
-            ScopeLists {
-                paths: &rc.paths,
-                not_paths: &rc.not_paths,
-                methods: &rc.methods,
-                not_methods: &rc.not_methods,
-                hosts: &rc.hosts,
-                not_hosts: &rc.not_hosts,
-            },
-        )?;
+        let scope = compile_scope(at, scope_lists!(rc))?;
         let except_at = format!("{at}.except_principals");
         let except_principals = match rc.except_principals.as_deref() {
             None => Box::default(),
@@ -631,24 +613,17 @@ impl Compiler {
 
         let patterns_at = format!("{at}.patterns");
         let mut patterns = Vec::new();
-        let mut pattern_names: HashMap<&str, usize> = HashMap::new();
+        let mut pattern_names = UniqueNames::within_rule(&patterns_at);
         for (j, p) in non_empty(&patterns_at, &rc.patterns, MAX_PATTERNS)?
             .unwrap_or_default()
             .iter()
             .enumerate()
         {
-            let p_at = format!("{patterns_at}[{j}]");
-            check_name(&format!("{p_at}.name"), &p.name)?;
-            if let Some(first) = pattern_names.insert(&p.name, j) {
-                return Err(ConfigError::invalid(
-                    format!("{p_at}.name"),
-                    format!(
-                        "{:?} is already the name of {patterns_at}[{first}]; names must be unique within a rule",
-                        p.name
-                    ),
-                ));
-            }
-            patterns.push(compile_regex(&format!("{p_at}.regex"), &p.regex)?);
+            pattern_names.check(j, &p.name)?;
+            patterns.push(compile_regex(
+                &format!("{patterns_at}[{j}].regex"),
+                &p.regex,
+            )?);
         }
 
         let headers_at = format!("{at}.headers");
@@ -780,8 +755,7 @@ fn compile_regex(at: &str, text: &str) -> Result<Regex, ConfigError> {
 }
 
 fn header_name(at: &str, text: &str) -> Result<String, ConfigError> {
-    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if text.is_empty() || !text.chars().all(is_tchar) {
+    if text.is_empty() || !text.chars().all(is_token_char) {
         return Err(ConfigError::invalid(
             at,
             format!(
@@ -797,24 +771,4 @@ fn header_name(at: &str, text: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(text.to_ascii_lowercase())
-}
-
-fn check_env_name(at: &str, name: &str) -> Result<(), ConfigError> {
-    let mut chars = name.chars();
-    let valid = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= MAX_NAME_LEN;
-    if valid {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
-            at,
-            format!(
-                "{name:?} is not an environment variable name (letters, digits and `_`, not \
-                 starting with a digit, at most {MAX_NAME_LEN} bytes)"
-            ),
-        ))
-    }
 }
