@@ -4,12 +4,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help tools wasm lint unit test demo bench manifests clean
+.PHONY: oci
 
 help:
 	@echo "make test   install tools, build the wasm filters, lint, unit + real-Envoy tests"
 	@echo "make demo   install tools, build, run two sidecars and show allowed/denied calls + metrics"
 	@echo "make wasm   build dist/*.wasm only;  make lint   fmt + clippy (native and wasm32)"
 	@echo "make bench  engine benchmarks;  make manifests  render istio-manifests/ into dist/istio/"
+	@echo "make oci    package dist/*.wasm as Istio Wasm OCI images (layouts in dist/oci/)"
 
 tools:
 	@scripts/install-tools.sh
@@ -35,6 +37,10 @@ demo: wasm
 
 manifests: wasm
 	scripts/render-manifests.sh
+
+# Istio's "compat" Wasm image per filter, as OCI layouts (push with skopeo, docs/deploy.md).
+oci: wasm
+	scripts/build-oci.sh
 
 bench:
 	cargo bench --locked -p meshguard-core

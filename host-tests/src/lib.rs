@@ -11,8 +11,12 @@ pub mod collector;
 pub mod echo;
 pub mod envoy;
 pub mod http;
+pub mod manifests;
 pub mod mesh;
+pub mod oci;
 pub mod prometheus;
+pub mod promql;
+pub mod registry;
 
 use std::path::PathBuf;
 

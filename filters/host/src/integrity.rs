@@ -18,6 +18,9 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::{env_var, now_ms, plugin_configuration, send_response, Counter, Gauge};
 
+/// The `result` label values of `meshguard_config_loads_total`.
+const LOAD_RESULTS: [&str; 4] = ["accepted", "refused", "unauthorized", "drift_rejected"];
+
 /// Ticks arriving this much early still count as due.
 const TICK_JITTER_MS: u64 = 100;
 
@@ -31,12 +34,21 @@ pub fn load_config<T>(
     filter: &'static str,
     compile: impl FnOnce(&[u8]) -> Result<T, ConfigError>,
 ) -> Option<(T, Guard)> {
+    // Every result is defined (at 0) on every load, so that a first refusal
+    // is an increase Prometheus can see rather than a new series at 1.
+    let counters = LOAD_RESULTS.map(|result| {
+        (
+            result,
+            Counter::define(&tagged(
+                metrics::CONFIG_LOADS,
+                &[("filter", filter), ("result", result)],
+            )),
+        )
+    });
     let count = |result: &str| {
-        Counter::define(&tagged(
-            metrics::CONFIG_LOADS,
-            &[("filter", filter), ("result", result)],
-        ))
-        .increment();
+        if let Some((_, counter)) = counters.iter().find(|(r, _)| *r == result) {
+            counter.increment();
+        }
     };
     let loaded = IntegrityEnv::from_vars(env_var)
         .map_err(LoadError::from)

@@ -1,0 +1,475 @@
+#!/usr/bin/env node
+// Offline validation of rendered Istio manifests (dist/istio by default).
+//
+//   node scripts/validate-manifests.mjs [--root REPO] [PATH...]   (files or directories)
+//
+// For every Kubernetes object found:
+//  1. Istio's own schema, through @kubernetes-models/istio (pinned, installed by
+//     `make tools` into .tools/node): enums (failStrategy, phase...), types,
+//     required fields such as `url`.
+//  2. What that package does not check:
+//     - unknown fields, against the property names of the package's type
+//       declarations for the kind (generated from Istio's CRDs);
+//     - the CRD's CEL rules it skips: at most one of selector / targetRef /
+//       targetRefs; `url` present and non-empty; `sha256` ^[a-f0-9]{64}$.
+//  3. meshguard's rules for its own filters (WasmPlugins whose pluginName is
+//     meshguard-<filter>, EnvoyFilters carrying a meshguard Wasm filter):
+//     - `sha256` is present and is the digest Istio will check: the image
+//       manifest digest of dist/oci/<filter> for oci:// urls (whose plugin.wasm
+//       must be dist/meshguard_<filter>.wasm), the module's digest otherwise;
+//       the meshguard.io/module-sha256 annotation is the module's digest;
+//     - never FAIL_OPEN; inbound only (match mode SERVER); chain order
+//       identity -> masking -> audit for WasmPlugins on the same workloads;
+//     - no secret key inline in vmConfig.env;
+//     - the pluginConfig passes `meshguard validate --filter <filter>` with the
+//       manifest's own env (INLINE values; a throwaway masking hash key for HOST);
+//     - audit commands with `body`/`json_pointer` parts only where
+//       allow_on_headers_stop_iteration is set (the EnvoyFilter), never in a
+//       WasmPlugin, which cannot set it.
+//  4. kustomization.yaml: every resource exists; not both audit variants.
+//
+// Exit status: 0 valid, 1 invalid manifests, 2 tools missing (run `make tools`).
+// Environment: MESHGUARD_NODE_TOOLS (node_modules dir), MESHGUARD_CLI (a built
+// `meshguard` binary; default `cargo run -q --locked -p meshguard-cli --`).
+import { createHash } from "node:crypto";
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { gunzipSync } from "node:zlib";
+
+const here = dirname(fileURLToPath(import.meta.url));
+let root = resolve(here, "..");
+const paths = [];
+const args = process.argv.slice(2);
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === "--root") root = resolve(args[++i] ?? ".");
+  else if (args[i] === "--help" || args[i] === "-h") {
+    console.log("usage: node scripts/validate-manifests.mjs [--root REPO] [PATH...]");
+    process.exit(0);
+  } else paths.push(args[i]);
+}
+if (paths.length === 0) paths.push(join(root, "dist/istio"));
+
+const nodeModules = process.env.MESHGUARD_NODE_TOOLS ?? join(root, ".tools/node/node_modules");
+const istioPkg = join(nodeModules, "@kubernetes-models/istio");
+function toolsMissing(what) {
+  console.error(`validate-manifests: ${what} is missing (run \`make tools\`, which installs the pinned packages into .tools/node)`);
+  process.exit(2);
+}
+if (!existsSync(join(istioPkg, "package.json"))) toolsMissing(`@kubernetes-models/istio in ${nodeModules}`);
+const istioVersion = JSON.parse(readFileSync(join(istioPkg, "package.json"), "utf8")).version;
+if (istioVersion !== "3.0.1") toolsMissing(`@kubernetes-models/istio@3.0.1 (found ${istioVersion})`);
+if (!existsSync(join(nodeModules, "yaml/package.json"))) toolsMissing(`yaml in ${nodeModules}`);
+const YAML = await import(pathToFileURL(join(nodeModules, "yaml/dist/index.js")).href);
+
+const FILTERS = ["identity", "masking", "audit"];
+const PHASE_ORDER = { AUTHN: 0, AUTHZ: 1, STATS: 2, UNSPECIFIED_PHASE: 3 };
+const SECRET_ENV = ["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"];
+const VALIDATION_HASH_KEY = "manifest-validation-only-not-a-real-key";
+const SHA256 = /^[a-f0-9]{64}$/;
+
+let failures = 0;
+const report = (file, what, problems) => {
+  if (problems.length === 0) {
+    console.log(`ok    ${file}: ${what}`);
+    return;
+  }
+  failures++;
+  for (const p of problems) console.log(`error ${file}: ${what}: ${p}`);
+};
+
+// ---- files -----------------------------------------------------------------
+function yamlFiles(p) {
+  const s = statSync(p);
+  if (s.isFile()) return [p];
+  return readdirSync(p)
+    .sort()
+    .flatMap((e) => yamlFiles(join(p, e)))
+    .filter((f) => /\.ya?ml$/.test(f));
+}
+const files = paths.flatMap((p) => {
+  if (!existsSync(p)) {
+    console.log(`error ${p}: no such file or directory (run \`make manifests\`)`);
+    failures++;
+    return [];
+  }
+  return yamlFiles(p);
+});
+
+// ---- type declarations of the package -> allowed property names -------------
+function tokenize(src) {
+  src = src.replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
+  const tokens = [];
+  const re = /\s*("(?:[^"\\]|\\.)*"|[A-Za-z_$][\w$.]*|\d+|=>|[{}<>\[\]():;?|,&=])/y;
+  let m;
+  while (re.lastIndex < src.length && (m = re.exec(src))) tokens.push(m[1]);
+  return tokens;
+}
+function parseDeclaration(src, kind) {
+  const t = tokenize(src);
+  let i = t.findIndex((tok, j) => tok === "interface" && t[j + 1] === `I${kind}`);
+  if (i < 0) return null;
+  i += 2;
+  const parseType = () => {
+    const branches = [primary()];
+    while (t[i] === "|" || t[i] === "&") {
+      i++;
+      branches.push(primary());
+    }
+    return branches.find((b) => b.kind === "object" || b.kind === "array") ?? { kind: "any" };
+  };
+  const primary = () => {
+    const tok = t[i];
+    if (tok === "{") return object();
+    if (tok === "(") {
+      i++;
+      const inner = parseType();
+      i++; // )
+      return inner;
+    }
+    if (tok === "Array" && t[i + 1] === "<") {
+      i += 2;
+      const item = parseType();
+      i++; // >
+      return { kind: "array", item };
+    }
+    i++;
+    if (t[i] === "<") { // other generics: skip
+      let depth = 0;
+      do {
+        if (t[i] === "<") depth++;
+        if (t[i] === ">") depth--;
+        i++;
+      } while (depth > 0 && i < t.length);
+    }
+    while (t[i] === "[" && t[i + 1] === "]") i += 2;
+    return { kind: "any" };
+  };
+  const object = () => {
+    i++; // {
+    const props = {};
+    let index = null;
+    while (i < t.length && t[i] !== "}") {
+      if (t[i] === "[") { // [key: string]: T
+        while (t[i] !== "]") i++;
+        i += 2; // ] :
+        index = parseType();
+      } else {
+        const name = t[i].startsWith('"') ? JSON.parse(t[i]) : t[i];
+        i++;
+        if (t[i] === "?") i++;
+        i++; // :
+        props[name] = parseType();
+      }
+      if (t[i] === ";" || t[i] === ",") i++;
+    }
+    i++; // }
+    const free = Object.keys(props).length === 0 && index === null;
+    return free ? { kind: "any" } : { kind: "object", props, index };
+  };
+  return object();
+}
+function unknownFields(value, shape, path, out) {
+  if (!shape || shape.kind === "any" || value === null || typeof value !== "object") return;
+  if (shape.kind === "array") {
+    if (Array.isArray(value)) value.forEach((v, n) => unknownFields(v, shape.item, `${path}[${n}]`, out));
+    return;
+  }
+  if (Array.isArray(value)) return;
+  for (const [key, v] of Object.entries(value)) {
+    const next = Object.hasOwn(shape.props, key) ? shape.props[key] : shape.index;
+    if (!next) out.push(`unknown field ${path ? `${path}.` : ""}${key} (not in Istio's schema for this kind: a typo is silently dropped by Istio)`);
+    else unknownFields(v, next, path ? `${path}.${key}` : key, out);
+  }
+}
+const models = new Map();
+async function model(apiVersion, kind) {
+  const key = `${apiVersion}/${kind}`;
+  if (!models.has(key)) {
+    const [group, version] = apiVersion.split("/");
+    const base = join(istioPkg, group, version ?? "", kind);
+    if (!version || !existsSync(`${base}.js`)) models.set(key, null);
+    else {
+      const cls = (await import(pathToFileURL(`${base}.js`).href))[kind];
+      const shape = parseDeclaration(readFileSync(`${base}.d.ts`, "utf8"), kind);
+      models.set(key, { cls, shape });
+    }
+  }
+  return models.get(key);
+}
+
+// ---- digests -----------------------------------------------------------------
+const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
+const digestCache = new Map();
+function moduleDigest(filter) {
+  const path = join(root, "dist", `meshguard_${filter}.wasm`);
+  if (!existsSync(path)) return { error: `${relative(root, path)} is missing (run \`make wasm\`)` };
+  return { digest: sha256(readFileSync(path)) };
+}
+function tarEntries(tar) {
+  const entries = new Map();
+  for (let off = 0; off + 512 <= tar.length; ) {
+    const header = tar.subarray(off, off + 512);
+    if (header.every((b) => b === 0)) break;
+    const name = header.subarray(0, 100).toString("latin1").replace(/\0.*$/s, "");
+    const size = parseInt(header.subarray(124, 136).toString("latin1").replace(/\0.*$/s, "").trim() || "0", 8);
+    entries.set(name.replace(/^\.\//, ""), tar.subarray(off + 512, off + 512 + size));
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  return entries;
+}
+// The manifest digest of dist/oci/<filter>, after checking the image is the
+// compat variant Istio pulls and carries this very module.
+function ociDigest(filter) {
+  if (digestCache.has(filter)) return digestCache.get(filter);
+  const layout = join(root, "dist/oci", filter);
+  const result = (() => {
+    const blob = (d) => readFileSync(join(layout, "blobs", ...d.split(":")));
+    if (!existsSync(join(layout, "index.json"))) return { error: `no OCI layout ${relative(root, layout)} (run \`make oci\`)` };
+    const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8"));
+    const desc = index.manifests?.[0];
+    if (!desc) return { error: `${relative(root, layout)}/index.json lists no manifest` };
+    const manifestBytes = blob(desc.digest);
+    if (`sha256:${sha256(manifestBytes)}` !== desc.digest) return { error: `${relative(root, layout)}: manifest blob does not match its digest` };
+    const manifest = JSON.parse(manifestBytes.toString("utf8"));
+    const layers = manifest.layers ?? [];
+    if (layers.length !== 1 || layers[0].mediaType !== "application/vnd.oci.image.layer.v1.tar+gzip")
+      return { error: `${relative(root, layout)}: not a compat Wasm image (one application/vnd.oci.image.layer.v1.tar+gzip layer)` };
+    const wasm = tarEntries(gunzipSync(blob(layers[0].digest))).get("plugin.wasm");
+    if (!wasm) return { error: `${relative(root, layout)}: the layer has no plugin.wasm` };
+    const module = moduleDigest(filter);
+    if (module.error) return module;
+    if (sha256(wasm) !== module.digest)
+      return { error: `${relative(root, layout)}: plugin.wasm is not dist/meshguard_${filter}.wasm (stale image: run \`make oci\`)` };
+    return { digest: desc.digest.split(":")[1] };
+  })();
+  digestCache.set(filter, result);
+  return result;
+}
+function checkDigest(url, sha, filter, problems) {
+  if (sha === undefined || sha === null || sha === "") {
+    problems.push("sha256 is missing: a meshguard module must be pinned by digest");
+    return;
+  }
+  if (!SHA256.test(String(sha))) {
+    problems.push(`sha256 ${JSON.stringify(sha)} does not match ^[a-f0-9]{64}$`);
+    return;
+  }
+  const oci = !/^(file|https?):\/\//.test(url);
+  const expected = oci ? ociDigest(filter) : moduleDigest(filter);
+  if (expected.error) problems.push(expected.error);
+  else if (expected.digest !== sha)
+    problems.push(oci
+      ? `sha256 ${sha} is not the manifest digest ${expected.digest} of dist/oci/${filter} (for an oci:// url Istio checks the image manifest digest)`
+      : `sha256 ${sha} is not the digest ${expected.digest} of dist/meshguard_${filter}.wasm`);
+}
+
+// ---- meshguard validate --------------------------------------------------------
+function meshguardValidate(filter, configText, env) {
+  const cmd = process.env.MESHGUARD_CLI ? [process.env.MESHGUARD_CLI] : ["cargo", "run", "-q", "--locked", "-p", "meshguard-cli", "--"];
+  const childEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("MESHGUARD_")));
+  const run = spawnSync(cmd[0], [...cmd.slice(1), "validate", "--filter", filter, "-"], {
+    cwd: root,
+    input: configText,
+    env: { ...childEnv, ...env },
+    encoding: "utf8",
+  });
+  if (run.error) return `cannot run ${cmd.join(" ")}: ${run.error.message}`;
+  if (run.status !== 0) return `pluginConfig refused by \`meshguard validate --filter ${filter}\`: ${(run.stderr || run.stdout).trim()}`;
+  return null;
+}
+function bodyCommands(config) {
+  return (config?.commands ?? [])
+    .filter((c) => (c.parts ?? []).some((p) => p === "body" || (p && typeof p === "object" && "json_pointer" in p)))
+    .map((c) => c.name);
+}
+function checkPluginConfig(filter, config, env, allowStopIteration, problems) {
+  if (config === undefined || config === null) {
+    problems.push("no plugin configuration");
+    return;
+  }
+  const validationEnv = { ...env };
+  if (filter === "masking" && !validationEnv.MESHGUARD_MASK_HASH_KEY) validationEnv.MESHGUARD_MASK_HASH_KEY = VALIDATION_HASH_KEY;
+  const error = meshguardValidate(filter, JSON.stringify(config), validationEnv);
+  if (error) problems.push(error);
+  if (filter === "audit" && !allowStopIteration) {
+    const body = bodyCommands(config);
+    if (body.length)
+      problems.push(`audit commands ${JSON.stringify(body)} hash the body, which needs allow_on_headers_stop_iteration: true; a WasmPlugin cannot set it (requests would stall): use istio-manifests/audit/envoyfilter-body-commands.yaml, or header-only parts`);
+  }
+}
+
+// ---- per kind ----------------------------------------------------------------------
+const wasmPlugins = [];
+function checkWasmPlugin(doc, problems) {
+  const spec = doc.spec ?? {};
+  const targeting = ["selector", "targetRef", "targetRefs"].filter((k) => spec[k] !== undefined && spec[k] !== null);
+  if (targeting.length > 1) problems.push(`${targeting.join(" and ")} are both set: Istio allows only one of selector, targetRef, targetRefs`);
+  if (typeof spec.url !== "string" || spec.url.trim() === "") problems.push("url is required");
+  else if (!/^(oci|file|https?):\/\//.test(spec.url) && /^[a-z][a-z0-9+.-]*:\/\//.test(spec.url)) problems.push(`url scheme of ${spec.url} is not oci, file, http or https`);
+  if (spec.sha256 !== undefined && !SHA256.test(String(spec.sha256))) problems.push(`sha256 ${JSON.stringify(spec.sha256)} does not match ^[a-f0-9]{64}$`);
+  const filter = /^meshguard-(identity|masking|audit)$/.exec(spec.pluginName ?? "")?.[1];
+  if (!filter) return;
+  if (typeof spec.url === "string" && spec.url) checkDigest(spec.url, spec.sha256, filter, problems);
+  const annotated = doc.metadata?.annotations?.["meshguard.io/module-sha256"];
+  const module = moduleDigest(filter);
+  if (annotated !== undefined && !module.error && annotated !== module.digest)
+    problems.push(`annotation meshguard.io/module-sha256 ${annotated} is not the digest ${module.digest} of dist/meshguard_${filter}.wasm`);
+  if (spec.failStrategy === "FAIL_OPEN") problems.push(`failStrategy FAIL_OPEN skips a crashed meshguard-${filter}: ${{ identity: "an authorization bypass", masking: "unmasked data", audit: "unaudited commands" }[filter]}`);
+  if ((spec.type ?? "HTTP") !== "HTTP") problems.push("meshguard filters are HTTP filters (type: HTTP)");
+  const modes = (spec.match ?? []).map((m) => m.mode ?? "UNDEFINED");
+  if (modes.length === 0 || modes.some((m) => m !== "SERVER")) problems.push("meshguard filters act on inbound traffic: match: [{mode: SERVER}]");
+  const env = {};
+  for (const e of spec.vmConfig?.env ?? []) {
+    if ((e.valueFrom ?? "INLINE") === "INLINE") {
+      if (SECRET_ENV.includes(e.name)) problems.push(`${e.name} is a secret: pass it with valueFrom: HOST, never inline in the manifest`);
+      env[e.name] = e.value ?? "";
+    }
+  }
+  checkPluginConfig(filter, spec.pluginConfig, env, false, problems);
+  wasmPlugins.push({ doc, filter });
+}
+// The Wasm filter configs an EnvoyFilter adds, with meshguard root ids.
+function checkEnvoyFilter(doc, problems) {
+  for (const [n, patch] of (doc.spec?.configPatches ?? []).entries()) {
+    const typed = patch.patch?.value?.typed_config;
+    if (!typed || typed["@type"] !== "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm") continue;
+    const config = typed.config ?? {};
+    const filter = /^meshguard-(identity|masking|audit)$/.exec(config.root_id ?? "")?.[1];
+    if (!filter) continue;
+    const where = `configPatches[${n}]`;
+    const remote = config.vm_config?.code?.remote;
+    const uri = remote?.http_uri?.uri;
+    if (!uri) problems.push(`${where}: vm_config.code.remote.http_uri.uri is required`);
+    else checkDigest(uri, remote.sha256, filter, problems);
+    if (config.failure_policy === "FAIL_OPEN" || config.fail_open === true) problems.push(`${where}: FAIL_OPEN skips a crashed meshguard-${filter}`);
+    const vars = config.vm_config?.environment_variables ?? {};
+    for (const k of SECRET_ENV) if (vars.key_values && k in vars.key_values) problems.push(`${where}: ${k} is a secret: list it in host_env_keys, never in key_values`);
+    const text = config.configuration?.value;
+    let parsed;
+    try {
+      parsed = JSON.parse(text);
+    } catch (e) {
+      problems.push(`${where}: configuration.value is not JSON: ${e.message}`);
+      continue;
+    }
+    checkPluginConfig(filter, parsed, { ...(vars.key_values ?? {}) }, config.allow_on_headers_stop_iteration === true, problems);
+    const inserted = (doc.spec.configPatches ?? []).some((p) => p.applyTo === "HTTP_FILTER" && p.patch?.value?.name === patch.patch.value.name);
+    if (!inserted) problems.push(`${where}: no HTTP_FILTER patch references the extension config ${patch.patch.value.name}`);
+  }
+}
+function checkChainOrder() {
+  const groups = new Map();
+  for (const p of wasmPlugins) {
+    const key = `${p.doc.metadata?.namespace ?? ""} ${JSON.stringify(p.doc.spec.selector ?? p.doc.spec.targetRefs ?? p.doc.spec.targetRef ?? null)}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(p);
+  }
+  const problems = [];
+  for (const plugins of groups.values()) {
+    const rank = (p) => [PHASE_ORDER[p.doc.spec.phase ?? "UNSPECIFIED_PHASE"] ?? 3, -(p.doc.spec.priority ?? 0)];
+    const sorted = [...plugins].sort((a, b) => {
+      const [x, y] = [rank(a), rank(b)];
+      return x[0] - y[0] || x[1] - y[1];
+    });
+    const order = sorted.map((p) => p.filter);
+    const where = `${plugins[0].doc.metadata?.namespace}/${JSON.stringify(plugins[0].doc.spec.selector ?? "all")}`;
+    const repeated = FILTERS.filter((f) => order.filter((o) => o === f).length > 1);
+    if (repeated.length) {
+      problems.push(`${repeated.map((f) => `meshguard-${f}`).join(", ")} selected more than once on ${where}: the workload would run the filter twice`);
+      continue;
+    }
+    const wanted = FILTERS.filter((f) => order.includes(f));
+    if (order.join() !== wanted.join()) problems.push(`chain order on ${where} is ${order.join(" -> ")}; meshguard needs ${wanted.join(" -> ")} (refused callers must not reach masking/audit; audit hashes what masking left)`);
+    for (let n = 1; n < sorted.length; n++) {
+      const [x, y] = [rank(sorted[n - 1]), rank(sorted[n])];
+      if (x[0] === y[0] && x[1] === y[1]) problems.push(`meshguard-${sorted[n - 1].filter} and meshguard-${sorted[n].filter} share phase and priority: their order is undefined`);
+    }
+  }
+  report("(all WasmPlugins)", "filter chain order", problems);
+}
+function checkKustomization(file, doc, shown) {
+  const problems = [];
+  const dir = dirname(file);
+  const listed = [];
+  for (const r of doc.resources ?? []) {
+    const p = join(dir, r);
+    if (!existsSync(p)) problems.push(`resource ${r} does not exist`);
+    else if (statSync(p).isFile()) listed.push(...YAML.parseAllDocuments(readFileSync(p, "utf8")).map((d) => d.toJS()));
+  }
+  for (const gen of doc.configMapGenerator ?? [])
+    for (const f of gen.files ?? []) if (!existsSync(join(dir, f.includes("=") ? f.split("=")[1] : f))) problems.push(`configMapGenerator ${gen.name}: file ${f} does not exist`);
+  const auditWasm = listed.some((d) => d?.kind === "WasmPlugin" && d.spec?.pluginName === "meshguard-audit");
+  const auditFilter = listed.some((d) => d?.kind === "EnvoyFilter" && JSON.stringify(d.spec ?? {}).includes('"root_id":"meshguard-audit"'));
+  if (auditWasm && auditFilter) problems.push("lists both the audit WasmPlugin and the audit EnvoyFilter: the workload would run two audit filters");
+  report(shown, "Kustomization", problems);
+}
+
+// The package declares no spec for IstioOperator (its CRD preserves unknown
+// fields): the top-level keys are checked against the IstioOperatorSpec field
+// names (istio/api operator/v1alpha1), and the one field meshguard needs by type.
+const ISTIO_OPERATOR_SPEC = ["profile", "installPackagePath", "hub", "tag", "resourceSuffix", "namespace", "revision", "compatibilityVersion", "meshConfig", "components", "values", "unvalidatedValues"];
+function checkIstioOperator(doc, problems) {
+  for (const key of Object.keys(doc)) if (!["apiVersion", "kind", "metadata", "spec", "status"].includes(key)) problems.push(`unknown field ${key}`);
+  for (const key of Object.keys(doc.spec ?? {})) if (!ISTIO_OPERATOR_SPEC.includes(key)) problems.push(`unknown field spec.${key} (IstioOperatorSpec has ${ISTIO_OPERATOR_SPEC.join(", ")})`);
+  const tags = doc.spec?.meshConfig?.defaultConfig?.extraStatTags;
+  if (tags !== undefined && !(Array.isArray(tags) && tags.every((t) => typeof t === "string" && /^[A-Za-z_][A-Za-z0-9_]*$/.test(t))))
+    problems.push("spec.meshConfig.defaultConfig.extraStatTags must be a list of tag names");
+}
+
+// ---- main ------------------------------------------------------------------------------
+for (const file of files) {
+  const shown = relative(process.cwd(), file) || file;
+  let docs;
+  try {
+    docs = YAML.parseAllDocuments(readFileSync(file, "utf8"));
+  } catch (e) {
+    report(shown, "YAML", [e.message]);
+    continue;
+  }
+  for (const parsed of docs) {
+    if (parsed.errors.length) {
+      report(shown, "YAML", parsed.errors.map((e) => e.message));
+      continue;
+    }
+    const doc = parsed.toJS();
+    if (!doc || typeof doc !== "object") continue;
+    if (basename(file) === "kustomization.yaml") {
+      checkKustomization(file, doc, shown);
+      continue;
+    }
+    if (typeof doc.apiVersion !== "string" || typeof doc.kind !== "string") {
+      console.log(`skip  ${shown}: not a Kubernetes object (${Object.keys(doc).slice(0, 3).join(", ")})`);
+      continue;
+    }
+    const what = `${doc.kind} ${doc.metadata?.namespace ?? ""}/${doc.metadata?.name ?? "?"}`;
+    const group = doc.apiVersion.split("/")[0];
+    if (!group.endsWith("istio.io")) {
+      console.log(`skip  ${shown}: ${what} (${doc.apiVersion} is not an Istio API)`);
+      continue;
+    }
+    const problems = [];
+    const m = await model(doc.apiVersion, doc.kind);
+    if (!m) {
+      report(shown, what, [`${doc.apiVersion} ${doc.kind} is not an Istio kind known to @kubernetes-models/istio@${istioVersion}`]);
+      continue;
+    }
+    try {
+      new m.cls(doc).validate();
+    } catch (e) {
+      const details = e.errors ?? e.details;
+      if (Array.isArray(details)) problems.push(...details.map((d) => `schema: ${d.instancePath || "/"} ${d.message}${d.params?.allowedValues ? ` (${d.params.allowedValues.join(", ")})` : ""}`));
+      else problems.push(`schema: ${e.message}`);
+    }
+    if (doc.kind === "IstioOperator") checkIstioOperator(doc, problems);
+    else if (m.shape) unknownFields(doc, m.shape, "", problems);
+    else problems.push(`no type declaration for ${doc.kind} to check field names against`);
+    if (doc.kind === "WasmPlugin") checkWasmPlugin(doc, problems);
+    if (doc.kind === "EnvoyFilter") checkEnvoyFilter(doc, problems);
+    report(shown, what, problems);
+  }
+}
+if (wasmPlugins.length) checkChainOrder();
+console.log(failures ? `validate-manifests: ${failures} invalid` : "validate-manifests: all valid");
+process.exit(failures ? 1 : 0);
