@@ -17,6 +17,7 @@ pub mod oci;
 pub mod prometheus;
 pub mod promql;
 pub mod registry;
+pub mod source;
 
 use std::path::PathBuf;
 

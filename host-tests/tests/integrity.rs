@@ -2,8 +2,7 @@
 //! environment and from a live source of truth (the CLI's reference server),
 //! signatures, quarantine, an unreachable source, and a real Prometheus.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -11,6 +10,7 @@ use ed25519_dalek::SigningKey;
 use meshguard_host_tests::http::Request;
 use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome};
 use meshguard_host_tests::prometheus::{sample_value, Prometheus};
+use meshguard_host_tests::source::SourceOfTruth;
 
 const POLL: Duration = Duration::from_millis(1000);
 const SOURCE_CLUSTER: &str = "meshguard-intended";
@@ -40,33 +40,13 @@ fn drift_sample() -> &'static str {
     r#"meshguard_config_drift{filter="identity"}"#
 }
 
-/// The reference source of truth (`meshguard serve-intended`), in process.
-struct SourceOfTruth {
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
+/// The reference source of truth, serving backend's intended identity config.
+fn source_of_truth() -> SourceOfTruth {
+    SourceOfTruth::start("backend").unwrap()
 }
 
-impl SourceOfTruth {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("backend")).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        meshguard_cli::serve_intended::spawn(listener, dir.path().to_path_buf());
-        Self { addr, dir }
-    }
-
-    /// Publishes `config` as the intended config of backend's identity filter.
-    fn publish(&self, config: &str) {
-        let path = self.file();
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, config).unwrap();
-        std::fs::rename(tmp, path).unwrap();
-    }
-
-    fn file(&self) -> PathBuf {
-        self.dir.path().join("backend/identity.json")
-    }
+fn publish(source: &SourceOfTruth, config: &str) {
+    source.publish("identity", config).unwrap();
 }
 
 async fn mesh_with(filter: Filter, source: Option<SocketAddr>) -> Mesh {
@@ -147,9 +127,9 @@ async fn an_intended_version_from_the_environment_is_checked_at_load() {
 
 #[tokio::test]
 async fn drift_from_the_source_of_truth_flips_the_metric_within_a_poll_and_back() {
-    let source = SourceOfTruth::start();
-    source.publish(&config("v1", "report"));
-    let mesh = mesh_with(with_env(config("v1", "report"), &[]), Some(source.addr)).await;
+    let source = source_of_truth();
+    publish(&source, &config("v1", "report"));
+    let mesh = mesh_with(with_env(config("v1", "report"), &[]), Some(source.addr())).await;
     let within = 2 * POLL + Duration::from_secs(1);
     // First poll: in sync (the gauge exists from load at 0; the log proves the check).
     mesh.server
@@ -158,7 +138,7 @@ async fn drift_from_the_source_of_truth_flips_the_metric_within_a_poll_and_back(
         .unwrap();
 
     let started = Instant::now();
-    source.publish(&config("v2", "report"));
+    publish(&source, &config("v2", "report"));
     mesh.server
         .wait_for_metric(drift_sample(), within, |v| v == Some(1))
         .await
@@ -175,7 +155,7 @@ async fn drift_from_the_source_of_truth_flips_the_metric_within_a_poll_and_back(
         "report mode keeps serving"
     );
 
-    source.publish(&config("v1", "report"));
+    publish(&source, &config("v1", "report"));
     mesh.server
         .wait_for_metric(drift_sample(), within, |v| v == Some(0))
         .await
@@ -188,9 +168,13 @@ async fn drift_from_the_source_of_truth_flips_the_metric_within_a_poll_and_back(
 
 #[tokio::test]
 async fn quarantine_refuses_all_but_health_paths_until_the_intended_config_matches() {
-    let source = SourceOfTruth::start();
-    source.publish(&config("v2", "quarantine"));
-    let mesh = mesh_with(with_env(config("v1", "quarantine"), &[]), Some(source.addr)).await;
+    let source = source_of_truth();
+    publish(&source, &config("v2", "quarantine"));
+    let mesh = mesh_with(
+        with_env(config("v1", "quarantine"), &[]),
+        Some(source.addr()),
+    )
+    .await;
     let within = 2 * POLL + Duration::from_secs(1);
     let quarantined = r#"meshguard_config_quarantined{filter="identity"}"#;
     mesh.server
@@ -213,7 +197,7 @@ async fn quarantine_refuses_all_but_health_paths_until_the_intended_config_match
     assert!(denied.is_some_and(|n| n >= 1), "{denied:?}");
 
     // Publishing the running version is the explicit approval to rejoin.
-    source.publish(&config("v1", "quarantine"));
+    publish(&source, &config("v1", "quarantine"));
     mesh.server
         .wait_for_metric(quarantined, within, |v| v == Some(0))
         .await
@@ -224,9 +208,9 @@ async fn quarantine_refuses_all_but_health_paths_until_the_intended_config_match
 
 #[tokio::test]
 async fn report_mode_never_quarantines() {
-    let source = SourceOfTruth::start();
-    source.publish(&config("v2", "report"));
-    let mesh = mesh_with(with_env(config("v1", "report"), &[]), Some(source.addr)).await;
+    let source = source_of_truth();
+    publish(&source, &config("v2", "report"));
+    let mesh = mesh_with(with_env(config("v1", "report"), &[]), Some(source.addr())).await;
     let within = 2 * POLL + Duration::from_secs(1);
     mesh.server
         .wait_for_metric(drift_sample(), within, |v| v == Some(1))
@@ -356,9 +340,9 @@ async fn only_configs_signed_by_a_trusted_key_load_and_every_other_attempt_is_co
 
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_drift_metric() {
-    let source = SourceOfTruth::start();
-    source.publish(&config("v2", "report"));
-    let mesh = mesh_with(with_env(config("v1", "report"), &[]), Some(source.addr)).await;
+    let source = source_of_truth();
+    publish(&source, &config("v2", "report"));
+    let mesh = mesh_with(with_env(config("v1", "report"), &[]), Some(source.addr())).await;
     let prometheus = Prometheus::start(&[mesh.server.admin_addr()])
         .await
         .unwrap();

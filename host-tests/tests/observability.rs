@@ -17,7 +17,6 @@
 //!   scenario really triggers (drift, quarantine, refused config, masking
 //!   refusals) must also return series unmodified.
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -29,6 +28,7 @@ use meshguard_host_tests::prometheus::{sample_value, Prometheus};
 use meshguard_host_tests::promql::{
     alert_rules, as_bool_comparisons, dashboard_queries, observability_dir, promtool,
 };
+use meshguard_host_tests::source::SourceOfTruth;
 use serde_json::{json, Value};
 
 const SOURCE_CLUSTER: &str = "meshguard-intended";
@@ -99,30 +99,6 @@ fn filters(identity_config: String) -> Vec<Filter> {
     ]
 }
 
-/// `meshguard serve-intended` in process, serving DIR/backend/<filter>.json.
-struct SourceOfTruth {
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl SourceOfTruth {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("backend")).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        meshguard_cli::serve_intended::spawn(listener, dir.path().to_path_buf());
-        Self { addr, dir }
-    }
-
-    fn publish(&self, filter: &str, config: &str) {
-        let path: PathBuf = self.dir.path().join(format!("backend/{filter}.json"));
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, config).unwrap();
-        std::fs::rename(tmp, path).unwrap();
-    }
-}
-
 async fn get(mesh: &Mesh, profile: &str, path: &str) -> u16 {
     mesh.send_as(profile, Request::new("GET", path))
         .await
@@ -171,12 +147,16 @@ async fn every_dashboard_query_and_alert_expression_has_data_from_real_sidecars(
     assert!(queries.len() >= 16, "{} panel queries", queries.len());
     assert!(alerts.len() >= 6, "{} alerts", alerts.len());
 
-    let source = SourceOfTruth::start();
-    source.publish("identity", &identity("obs-identity-v1", "enforce"));
-    source.publish("masking", &masking("obs-masking-v1"));
+    let source = SourceOfTruth::start("backend").unwrap();
+    source
+        .publish("identity", &identity("obs-identity-v1", "enforce"))
+        .unwrap();
+    source
+        .publish("masking", &masking("obs-masking-v1"))
+        .unwrap();
     let collector = Collector::start().await.unwrap();
     let mut builder = Mesh::builder()
-        .server_cluster(SOURCE_CLUSTER, source.addr)
+        .server_cluster(SOURCE_CLUSTER, source.addr())
         .server_cluster(COLLECTOR_CLUSTER, collector.addr());
     for f in filters(identity("obs-identity-v1", "enforce")) {
         builder = builder.filter(f);
@@ -252,7 +232,9 @@ async fn every_dashboard_query_and_alert_expression_has_data_from_real_sidecars(
     );
 
     // The intended identity policy moves on: drift, reported only.
-    source.publish("identity", &identity("obs-identity-v2", "enforce"));
+    source
+        .publish("identity", &identity("obs-identity-v2", "enforce"))
+        .unwrap();
     mesh.server
         .wait_for_metric(
             r#"meshguard_config_drift{filter="identity"}"#,
@@ -268,7 +250,9 @@ async fn every_dashboard_query_and_alert_expression_has_data_from_real_sidecars(
     );
 
     // Masking's intended config moves on: drift under on_drift: quarantine.
-    source.publish("masking", &masking("obs-masking-v2"));
+    source
+        .publish("masking", &masking("obs-masking-v2"))
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = get(&mesh, "frontend", "/api/orders").await;

@@ -4,14 +4,13 @@
 //! call verified with `meshguard audit verify`, and a config drift detected and
 //! cleared, with the metrics the server sidecar exports.
 
-use std::net::TcpListener;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use meshguard_host_tests::collector::Collector;
 use meshguard_host_tests::http::Request;
 use meshguard_host_tests::mesh::{default_profiles, Filter, Mesh, AUDIT_KEY};
+use meshguard_host_tests::source::SourceOfTruth;
 
 const SOURCE_CLUSTER: &str = "meshguard-intended";
 const COLLECTOR_CLUSTER: &str = "audit-collector";
@@ -26,12 +25,8 @@ async fn main() -> anyhow::Result<()> {
     let audit = read("examples/demo/audit.json")?;
 
     // The source of truth serves the intended identity config of "orders".
-    let truth = tempfile::tempdir()?;
-    std::fs::create_dir_all(truth.path().join("orders"))?;
-    publish(truth.path(), &identity)?;
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let truth_addr = listener.local_addr()?;
-    meshguard_cli::serve_intended::spawn(listener, truth.path().to_path_buf());
+    let truth = SourceOfTruth::start("orders")?;
+    truth.publish("identity", &identity)?;
     let collector = Collector::start().await?;
 
     println!("meshguard demo");
@@ -41,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         .filter(Filter::identity(identity.clone()))
         .filter(Filter::named("masking", masking))
         .filter(Filter::audit(audit).env("MESHGUARD_AUDIT_KEY", AUDIT_KEY))
-        .server_cluster(SOURCE_CLUSTER, truth_addr)
+        .server_cluster(SOURCE_CLUSTER, truth.addr())
         .server_cluster(COLLECTOR_CLUSTER, collector.addr())
         .start()
         .await?;
@@ -160,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
         "the source of truth intends the running config: drift = {:?}",
         mesh.server.metric(drift).await?
     );
-    publish(truth.path(), &identity.replace("\"demo-1\"", "\"demo-2\""))?;
+    truth.publish("identity", &identity.replace("\"demo-1\"", "\"demo-2\""))?;
     println!("publishing intended version demo-2 (the sidecar still runs demo-1)...");
     mesh.server
         .wait_for_metric(drift, Duration::from_secs(5), |v| v == Some(1))
@@ -170,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
         "  drift = 1    log: {}",
         last_line(&mesh, "config drift detected")
     );
-    publish(truth.path(), &identity)?;
+    truth.publish("identity", &identity)?;
     println!("publishing demo-1 again...");
     mesh.server
         .wait_for_metric(drift, Duration::from_secs(5), |v| v == Some(0))
@@ -192,15 +187,6 @@ async fn main() -> anyhow::Result<()> {
 
 fn section(title: &str) {
     println!("\n=== {title} ===\n");
-}
-
-/// Writes the intended identity config of "orders" for the source of truth.
-fn publish(dir: &Path, config: &str) -> anyhow::Result<()> {
-    let path = dir.join("orders/identity.json");
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, config)?;
-    std::fs::rename(tmp, path)?;
-    Ok(())
 }
 
 fn last_line(mesh: &Mesh, needle: &str) -> String {
