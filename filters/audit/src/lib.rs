@@ -98,10 +98,16 @@ impl FilterRoot for Audit {
         for warning in policy.warnings() {
             log::warn!("meshguard audit: configuration warning: {warning}");
         }
+        // Unique per VM and load: VMs of one Envoy can start within the same
+        // millisecond with the same root context id, so WASI randomness (std's
+        // hash seed, from the host's `random_get`) is mixed in with the time.
+        let entropy = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            context_id,
+        );
         let now = host::now_ms();
-        // Unique per VM and load: VMs of one Envoy start within the same
-        // millisecond, so the root context id and the fingerprint are mixed in.
-        let chain_id = sha256_hex(format!("{now}/{context_id}/{}", guard.fingerprint()).as_bytes());
+        let chain_id =
+            sha256_hex(format!("{now}/{context_id}/{entropy}/{}", guard.fingerprint()).as_bytes());
         let chain_id = chain_id.get(..16).unwrap_or(&chain_id).to_string();
         log::info!(
             "meshguard audit: chain {chain_id} started: commands={} collector={} fail_closed={}",
