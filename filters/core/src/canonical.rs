@@ -105,6 +105,28 @@ mod tests {
     }
 
     #[test]
+    fn parsed_floats_keep_the_shortest_form_of_their_value() {
+        // serde_json's default float parser may land one ULP off (0.45999999999999996
+        // read as 0.46): the canonical form then named another number. Needs
+        // serde_json's `float_roundtrip` feature.
+        for text in [
+            "0.45999999999999996",
+            "0.43000000000000005",
+            "1.1500000000000001",
+            "3.8015374509812167e-272",
+            "-8.55776243443869e181",
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let want = text.replace("e1", "e+1");
+            assert_eq!(
+                to_canonical_bytes(&value).unwrap(),
+                want.as_bytes(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn nesting_is_bounded() {
         let mut v = json!(1);
         for _ in 0..=MAX_DEPTH {

@@ -18,6 +18,7 @@ use serde_json::Value;
 use super::keys::{b64url_tag, hmac_verify, KeyLookup};
 use super::record::{Record, GENESIS_PREV, RECORD_PREFIX, RECORD_VERSION};
 use crate::canonical::{sha256_hex, to_canonical_bytes};
+use crate::config::StrictObject;
 
 /// What kind of break a chain has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -172,7 +173,19 @@ pub fn verify_records<K: KeyLookup + ?Sized>(text: &str, keys: &K) -> VerifyRepo
             .get(start + RECORD_PREFIX.len()..)
             .unwrap_or("")
             .trim_end();
-        let value: Value = match serde_json::from_str(json) {
+        // Parsers disagree on which of two equal keys counts (serde_json keeps
+        // the last): a line with a repeated key would verify as one record and
+        // read as another elsewhere, so it is not a record.
+        let parsed = match serde_json::from_str::<StrictObject>(json) {
+            Ok(StrictObject(map)) => Ok(Value::Object(map)),
+            Err(strict) => match serde_json::from_str::<Value>(json) {
+                Ok(v) if v.is_object() => Err(strict),
+                // Not an object: reported below as having no `chain`.
+                Ok(v) => Ok(v),
+                Err(e) => Err(e),
+            },
+        };
+        let value = match parsed {
             Ok(v) => v,
             Err(e) => {
                 report.unreadable.push(LineProblem {

@@ -640,7 +640,9 @@ fn pem_label(text: &str, from: usize) -> Option<(&str, usize)> {
 
 /// A whole block from `-----BEGIN <X>PRIVATE KEY-----` to the next
 /// `-----END <X>PRIVATE KEY-----` with the same label. One pass over the
-/// markers; an unterminated block is not matched.
+/// markers; an unterminated block is not matched. A block inside another
+/// (which ends first) is covered by it: only the outer one is a match, and
+/// matches are emitted in order of start, like every detector's.
 fn scan_private_keys<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
     const BEGIN: &str = "-----BEGIN ";
     const END: &str = "-----END ";
@@ -661,6 +663,9 @@ fn scan_private_keys<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
     }
     markers.sort_unstable_by_key(|m| m.0);
     let mut open: Vec<(&str, usize)> = Vec::new();
+    // Blocks complete in order of their END marker: an inner block before
+    // the block around it.
+    let mut blocks: Vec<(usize, usize)> = Vec::new();
     for (pos, is_begin, label, end) in markers {
         if is_begin {
             if open.len() < PEM_MAX_OPEN && !open.iter().any(|o| o.0 == label) {
@@ -668,10 +673,18 @@ fn scan_private_keys<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
             }
         } else if let Some(k) = open.iter().position(|o| o.0 == label) {
             if let Some(&(_, start)) = open.get(k) {
-                emit(start, end);
+                blocks.push((start, end));
             }
             // Blocks opened inside this one are covered by it.
             open.truncate(k);
+        }
+    }
+    blocks.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let mut covered_to = 0;
+    for (start, end) in blocks {
+        if end > covered_to {
+            emit(start, end);
+            covered_to = end;
         }
     }
 }
@@ -922,6 +935,27 @@ mod tests {
         // An unterminated block before a complete one: the complete one is found.
         let text = format!("-----BEGIN EC PRIVATE KEY-----\nxx\n{pkcs8}");
         assert_eq!(found(PrivateKey, &text), [pkcs8]);
+    }
+
+    #[test]
+    fn a_block_inside_another_is_covered_by_it_and_matches_stay_in_order() {
+        use Detector::PrivateKey;
+        // The inner block ends first; it used to be reported first too, out
+        // of order and inside the outer match.
+        let inner = "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----";
+        let outer =
+            format!("-----BEGIN PRIVATE KEY-----\nxx {inner} yy\n-----END PRIVATE KEY-----");
+        let text = format!("a {outer} b {inner}");
+        assert_eq!(found(PrivateKey, &text), [outer.as_str(), inner]);
+        // Blocks sharing the dashes between them may overlap, still in order.
+        let pkcs8 = "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----";
+        let glued = format!("{pkcs8}BEGIN PRIVATE KEY-----\ny\n-----END PRIVATE KEY-----");
+        let spans = PrivateKey.find_all(&glued);
+        assert_eq!(spans.len(), 2, "{spans:?}");
+        assert!(
+            spans[0].0 < spans[1].0 && spans[0].1 < spans[1].1,
+            "{spans:?}"
+        );
     }
 
     #[test]

@@ -148,6 +148,28 @@ fn a_record_line_is_the_prefix_and_canonical_json() {
 }
 
 #[test]
+fn records_holding_floats_verify() {
+    // The verifier re-reads each line: a float read one ULP off changed the
+    // canonical form, so an untouched record failed its MAC (and the next its prev).
+    let mut chain = Chain::new("vm-f");
+    let rs: Vec<Record> = [
+        0.459_999_999_999_999_96,
+        0.430_000_000_000_000_05,
+        3.801_537_450_981_216_7e-272,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, x)| {
+        let mut f = fields("vm-f", i as u64);
+        f.decisions.insert("score".into(), json!(x));
+        chain.seal(f, KEY, "k1").unwrap()
+    })
+    .collect();
+    let report = verify_records(&log(&rs), &keys());
+    assert!(report.is_ok(), "{report}");
+}
+
+#[test]
 fn a_chain_of_1000_records_verifies() {
     let rs = records("vm-a", 1000);
     let report = verify_records(&log(&rs), &keys());
@@ -435,6 +457,32 @@ fn unreadable_record_lines_are_reported() {
         "the record has no `chain` string, so it belongs to no chain"
     );
     assert_eq!(report.record_count(), 6);
+}
+
+#[test]
+fn a_record_line_with_a_repeated_key_is_unreadable() {
+    // serde_json keeps the last of two equal keys, other parsers the first: a
+    // line with `"status":599` added before the signed status used to verify,
+    // while a first-wins reader saw 599.
+    let rs = records("vm-a", 2);
+    let text = log(&rs);
+    let forged = text.replacen("{\"chain\"", "{\"status\":599,\"chain\"", 1);
+    assert_ne!(forged, text);
+    let report = verify_records(&forged, &keys());
+    assert!(!report.is_ok(), "{report}");
+    let lines: Vec<usize> = report.unreadable.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [line_of(0)]);
+    assert!(
+        report.unreadable[0]
+            .message
+            .starts_with("not a JSON record: duplicate key \"status\""),
+        "{}",
+        report.unreadable[0].message
+    );
+    // The same key in a nested object is refused as well.
+    let nested = text.replacen("{\"identity\"", "{\"identity\":\"denied\",\"identity\"", 1);
+    assert_ne!(nested, text);
+    assert!(!verify_records(&nested, &keys()).is_ok());
 }
 
 #[test]

@@ -343,6 +343,26 @@ fn buffered_bodies_are_bounded_but_streamed_bodies_are_not() {
 }
 
 #[test]
+fn numbers_are_hashed_as_the_value_their_text_denotes() {
+    // With serde_json's default float parsing, 0.45999999999999996 was read
+    // as 0.46: both bodies had the same hash, and the hashed text was not the
+    // value's shortest form, so upstream re-implementations disagreed.
+    let p = policy(r#"{"commands": [{"name": "q", "parts": [{"json_pointer": "/amount"}]}]}"#);
+    for (text, neighbour) in [
+        ("0.45999999999999996", "0.46"),
+        ("0.43000000000000005", "0.4300000000000001"),
+        ("1.1500000000000001", "1.15"),
+        ("3.8015374509812167e-272", "3.801537450981217e-272"),
+    ] {
+        let body = format!(r#"{{"amount": {text}}}"#);
+        let want = framed_input(&[("json:/amount", text.as_bytes())]);
+        assert_eq!(hash(&p, "POST", "/", &body), sha(&want), "{text}");
+        let other = format!(r#"{{"amount": {neighbour}}}"#);
+        assert_ne!(hash(&p, "POST", "/", &other), sha(&want), "{text}");
+    }
+}
+
+#[test]
 fn strict_json_parsing_keeps_values_and_refuses_ambiguity() {
     let v = parse_strict_json(br#" {"a": [1, -2, 2.5, "s", null, true, {}]} "#).unwrap();
     assert_eq!(
