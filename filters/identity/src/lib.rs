@@ -34,21 +34,21 @@ struct Metrics {
 
 impl Metrics {
     fn define() -> Self {
-        let row = |decision: &str, verdict: Verdict| {
+        let row = |outcome: Outcome, verdict: Verdict| {
             Reason::ALL.map(|reason| {
                 if reason.verdict() != verdict {
                     return Counter::default(); // e.g. "allowed" for "mtls_required": never counted
                 }
                 Counter::define(&tagged(
                     IDENTITY_REQUESTS,
-                    &[("decision", decision), ("reason", reason.code())],
+                    &[("decision", outcome.as_str()), ("reason", reason.code())],
                 ))
             })
         };
         Self {
-            allowed: row("allowed", Verdict::Allow),
-            denied: row("denied", Verdict::Deny),
-            dry_run_denied: row("dry_run_denied", Verdict::Deny),
+            allowed: row(Outcome::Allowed, Verdict::Allow),
+            denied: row(Outcome::Denied, Verdict::Deny),
+            dry_run_denied: row(Outcome::DryRunDenied, Verdict::Deny),
         }
     }
 
@@ -65,11 +65,23 @@ impl Metrics {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// What happened to the request: the `decision` metric label and the
+/// filter-state value the audit filter records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Allowed,
     Denied,
     DryRunDenied,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::DryRunDenied => "dry_run_denied",
+        }
+    }
 }
 
 /// A configuration that passed validation, with its counters.
@@ -152,14 +164,16 @@ impl HttpContext for IdentityHttp {
         };
         let decision = policy.evaluate(&peer, &request);
         let outcome = match (decision.is_deny(), policy.mode()) {
-            (false, _) => "allowed",
-            (true, Mode::DryRun) => "dry_run_denied",
-            (true, Mode::Enforce) => "denied",
+            (false, _) => Outcome::Allowed,
+            (true, Mode::DryRun) => Outcome::DryRunDenied,
+            (true, Mode::Enforce) => Outcome::Denied,
         };
-        host::publish_decision(FILTER, &format!("{outcome}:{}", decision.reason.code()));
-
-        if !decision.is_deny() {
-            active.metrics.count(Outcome::Allowed, decision.reason);
+        host::publish_decision(
+            FILTER,
+            &format!("{}:{}", outcome.as_str(), decision.reason.code()),
+        );
+        active.metrics.count(outcome, decision.reason);
+        if outcome == Outcome::Allowed {
             if log::log_enabled!(log::Level::Debug) {
                 log::debug!(
                     "{}",
@@ -169,44 +183,31 @@ impl HttpContext for IdentityHttp {
             return Action::Continue;
         }
         let request_id = host::request_header("x-request-id");
-        match policy.mode() {
-            Mode::DryRun => {
-                active.metrics.count(Outcome::DryRunDenied, decision.reason);
-                log::info!(
-                    "{}",
-                    log_line(
-                        "dry-run would deny",
-                        policy,
-                        &decision,
-                        &peer,
-                        &request,
-                        request_id.as_deref()
-                    )
-                );
-                Action::Continue
-            }
-            Mode::Enforce => {
-                active.metrics.count(Outcome::Denied, decision.reason);
-                log::info!(
-                    "{}",
-                    log_line(
-                        "denied",
-                        policy,
-                        &decision,
-                        &peer,
-                        &request,
-                        request_id.as_deref()
-                    )
-                );
-                let body = deny_body(policy, &decision, &peer, request_id.as_deref());
-                let reason_header = [("x-meshguard-deny-reason", decision.reason.code())];
-                let extra: &[(&str, &str)] = match policy.detail() {
-                    DetailLevel::Minimal => &[],
-                    DetailLevel::Reason | DetailLevel::Verbose => &reason_header,
-                };
-                respond(policy.deny_status(), extra, &body)
-            }
+        let what = match outcome {
+            Outcome::DryRunDenied => "dry-run would deny",
+            Outcome::Allowed | Outcome::Denied => "denied",
+        };
+        log::info!(
+            "{}",
+            log_line(
+                what,
+                policy,
+                &decision,
+                &peer,
+                &request,
+                request_id.as_deref()
+            )
+        );
+        if outcome == Outcome::DryRunDenied {
+            return Action::Continue;
         }
+        let body = deny_body(policy, &decision, &peer, request_id.as_deref());
+        let reason_header = [("x-meshguard-deny-reason", decision.reason.code())];
+        let extra: &[(&str, &str)] = match policy.detail() {
+            DetailLevel::Minimal => &[],
+            DetailLevel::Reason | DetailLevel::Verbose => &reason_header,
+        };
+        respond(policy.deny_status(), extra, &body)
     }
 }
 
