@@ -228,10 +228,9 @@ fn delivery_finished(shared: &Shared, count: usize, num_headers: usize) {
         log::info!("meshguard audit: collector reachable again");
     }
     if let Ok(mut queue) = shared.queue.try_borrow_mut() {
-        for _ in 0..count.min(queue.len()) {
-            queue.pop_front();
-            shared.metrics.delivered.increment();
-        }
+        let delivered = count.min(queue.len());
+        queue.drain(..delivered);
+        shared.metrics.delivered.add(delivered as u64);
     }
 }
 

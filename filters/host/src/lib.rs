@@ -153,9 +153,14 @@ impl Counter {
     }
 
     pub fn increment(self) {
-        if let Some(id) = self.0 {
-            // A failed increment loses one count; it must not fail the request.
-            let _ = hostcalls::increment_metric(id, 1);
+        self.add(1);
+    }
+
+    /// Adds `n` in one host call.
+    pub fn add(self, n: u64) {
+        if let (Some(id), Ok(n)) = (self.0, i64::try_from(n)) {
+            // A failed increment loses counts; it must not fail the request.
+            let _ = hostcalls::increment_metric(id, n);
         }
     }
 }
