@@ -7,8 +7,8 @@ SHELL := /bin/bash
 .PHONY: oci
 
 help:
-	@echo "make test   install tools, build the wasm filters, lint, unit + real-Envoy tests"
-	@echo "make demo   install tools, build, run two sidecars and show allowed/denied calls + metrics"
+	@echo "make test   install tools, build the wasm filters, lint, unit + real-Envoy + manifest tests"
+	@echo "make demo   install tools, build, run two sidecars with all filters: decisions, masking, audit verify, drift, metrics"
 	@echo "make wasm   build dist/*.wasm only;  make lint   fmt + clippy (native and wasm32)"
 	@echo "make bench  engine benchmarks;  make manifests  render istio-manifests/ into dist/istio/"
 	@echo "make oci    package dist/*.wasm as Istio Wasm OCI images (layouts in dist/oci/)"

@@ -13,7 +13,6 @@ use meshguard_core::audit::{
 };
 use meshguard_core::canonical::sha256_hex;
 use meshguard_core::config::ConfigError;
-use meshguard_core::identity::{RequestInfo, Transport};
 use meshguard_core::metrics::{tagged, AUDIT_HASH_FAILURES, AUDIT_RECORDS, AUDIT_REFUSED};
 use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::{self as host, Counter};
@@ -69,6 +68,8 @@ struct Shared {
     policy: AuditPolicy,
     key: Vec<u8>,
     fingerprint: String,
+    /// This VM's chain id (also the prefix of every audit id).
+    chain_id: String,
     chain: RefCell<Chain>,
     next_request: Cell<u64>,
     /// False after a failed delivery, until one succeeds (`fail_closed` gates on it).
@@ -119,7 +120,8 @@ impl FilterRoot for Audit {
             shared: Rc::new(Shared {
                 fingerprint: guard.fingerprint().to_string(),
                 quarantine: guard.quarantine(),
-                chain: RefCell::new(Chain::new(chain_id)),
+                chain: RefCell::new(Chain::new(chain_id.clone())),
+                chain_id,
                 next_request: Cell::new(0),
                 collector_healthy: Cell::new(true),
                 queue: RefCell::new(VecDeque::new()),
@@ -262,9 +264,7 @@ struct InFlight {
     id: String,
     start_ms: u64,
     peer: Option<String>,
-    method: String,
-    path: String,
-    host: String,
+    line: host::RequestLine,
     command: CommandRef,
     hasher: Option<CommandHasher>,
     hashed_bytes: usize,
@@ -296,44 +296,28 @@ impl HttpContext for AuditHttp {
                 return refuse(500, "audit_header_strip_failed");
             }
         }
-        let path = host::request_header(":path").unwrap_or_default();
-        if let Some(action) = shared.quarantine.enforce(&path) {
+        let line = host::RequestLine::read();
+        if let Some(action) = shared.quarantine.enforce(&line.path) {
             return action;
         }
         if policy.fail_closed() && !shared.collector_healthy.get() {
             shared.metrics.refused_collector.increment();
             return refuse(503, "audit_collector_unavailable");
         }
-        let method = host::request_header(":method").unwrap_or_default();
-        let authority = host::request_header(":authority").unwrap_or_default();
-        let peer = Transport::from_host(
-            host::property_bool(&["connection", "mtls"]),
-            host::property_string(&["connection", "tls_version"]).as_deref(),
-            host::property_string(&["connection", "uri_san_peer_certificate"]).as_deref(),
-        )
-        .certificate_identity()
-        .map(|id| id.to_string());
-        let request = RequestInfo {
-            path: &path,
-            method: &method,
-            host: &authority,
-        };
+        let peer = host::peer_transport()
+            .certificate_identity()
+            .map(|id| id.to_string());
+        let request = line.info();
         let command = policy.command_for(&request);
+        let hasher = policy.hasher(command, &request);
         let seq = shared.next_request.get();
         shared.next_request.set(seq.wrapping_add(1));
-        let chain_id = shared
-            .chain
-            .try_borrow()
-            .map(|c| c.id().to_string())
-            .unwrap_or_default();
         self.request = Some(InFlight {
-            id: audit_id(&chain_id, seq),
+            id: audit_id(&shared.chain_id, seq),
             start_ms: host::now_ms(),
             peer,
-            hasher: Some(policy.hasher(command, &request)),
-            method,
-            path,
-            host: authority,
+            hasher: Some(hasher),
+            line,
             command,
             hashed_bytes: 0,
             command_sha256: None,
@@ -454,11 +438,7 @@ impl AuditHttp {
 }
 
 fn write_record(shared: &Shared, request: InFlight) {
-    let request_info = RequestInfo {
-        path: &request.path,
-        method: &request.method,
-        host: &request.host,
-    };
+    let request_info = request.line.info();
     let policy = &shared.policy;
     let mut fields = RecordFields::new(
         request.id.clone(),
@@ -517,11 +497,7 @@ fn write_record(shared: &Shared, request: InFlight) {
 
 fn refuse(status: u16, reason: &str) -> Action {
     let body = format!(r#"{{"error":"{reason}"}}"#);
-    let headers = [
-        ("content-type", "application/json"),
-        ("x-meshguard-deny-reason", reason),
-    ];
-    if !host::send_response(status, &headers, body.as_bytes()) {
+    if !host::send_json_reply(status, Some(reason), body.as_bytes()) {
         host::reset_request();
     }
     Action::Pause

@@ -16,7 +16,7 @@ use meshguard_core::metrics::{self, tagged};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
-use crate::{env_var, now_ms, plugin_configuration, send_response, Counter, Gauge};
+use crate::{env_var, now_ms, plugin_configuration, Counter, Gauge};
 
 /// The `result` label values of `meshguard_config_loads_total`.
 const LOAD_RESULTS: [&str; 4] = ["accepted", "refused", "unauthorized", "drift_rejected"];
@@ -300,11 +300,11 @@ impl Quarantine {
             r#"{{"error":"quarantined","reason":"config_drift","filter":"{}"}}"#,
             self.filter
         );
-        let headers = [
-            ("content-type", "application/json"),
-            ("x-meshguard-deny-reason", "config_drift"),
-        ];
-        if !send_response(self.settings.quarantine_status, &headers, body.as_bytes()) {
+        if !crate::send_json_reply(
+            self.settings.quarantine_status,
+            Some("config_drift"),
+            body.as_bytes(),
+        ) {
             crate::reset_request();
         }
         Some(Action::Pause)

@@ -11,6 +11,7 @@ pub mod integrity;
 
 use std::time::UNIX_EPOCH;
 
+use meshguard_core::identity::{RequestInfo, Transport};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, StreamType};
 
@@ -78,6 +79,53 @@ pub fn property_bool(path: &[&str]) -> Option<bool> {
 
 fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
+}
+
+/// The downstream connection's security from Envoy's `connection.mtls`,
+/// `connection.tls_version` and `connection.uri_san_peer_certificate`.
+pub fn peer_transport() -> Transport {
+    Transport::from_host(
+        property_bool(&["connection", "mtls"]),
+        property_string(&["connection", "tls_version"]).as_deref(),
+        property_string(&["connection", "uri_san_peer_certificate"]).as_deref(),
+    )
+}
+
+/// The request's `:path`, `:method` and `:authority` (empty when absent).
+#[derive(Debug, Clone, Default)]
+pub struct RequestLine {
+    pub path: String,
+    pub method: String,
+    pub authority: String,
+}
+
+impl RequestLine {
+    pub fn read() -> Self {
+        Self {
+            path: request_header(":path").unwrap_or_default(),
+            method: request_header(":method").unwrap_or_default(),
+            authority: request_header(":authority").unwrap_or_default(),
+        }
+    }
+
+    /// The view policies match against.
+    pub fn info(&self) -> RequestInfo<'_> {
+        RequestInfo {
+            path: &self.path,
+            method: &self.method,
+            host: &self.authority,
+        }
+    }
+}
+
+/// Sends a JSON local reply, with `x-meshguard-deny-reason` when `reason` is
+/// given. Returns false when the host refused it (the caller then resets).
+pub fn send_json_reply(status: u16, reason: Option<&str>, body: &[u8]) -> bool {
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(reason) = reason {
+        headers.push(("x-meshguard-deny-reason", reason));
+    }
+    send_response(status, &headers, body)
 }
 
 /// Sends a local reply. Returns false when the host refused it, in which case

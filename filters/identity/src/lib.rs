@@ -7,7 +7,7 @@ use std::rc::Rc;
 use meshguard_core::config::ConfigError;
 use meshguard_core::identity::{
     response::deny_body, Decision, DetailLevel, IdentityPolicy, IdentitySource, Mode, Peer, Reason,
-    RequestInfo, Transport, Verdict,
+    RequestInfo, Verdict,
 };
 use meshguard_core::metrics::{tagged, IDENTITY_REQUESTS};
 use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
@@ -137,31 +137,20 @@ impl HttpContext for IdentityHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(active) = self.active.as_deref() else {
             log::error!("meshguard identity: no accepted configuration; refusing the request");
-            return respond(503, &[], br#"{"error":"meshguard_not_configured"}"#);
+            return respond(503, None, br#"{"error":"meshguard_not_configured"}"#);
         };
-        let path = host::request_header(":path").unwrap_or_default();
-        if let Some(action) = active.quarantine.enforce(&path) {
+        let line = host::RequestLine::read();
+        if let Some(action) = active.quarantine.enforce(&line.path) {
             return action;
         }
         let policy = &active.policy;
-        let transport = Transport::from_host(
-            host::property_bool(&["connection", "mtls"]),
-            host::property_string(&["connection", "tls_version"]).as_deref(),
-            host::property_string(&["connection", "uri_san_peer_certificate"]).as_deref(),
-        );
-        let peer = policy.resolve_peer(transport, || {
+        let peer = policy.resolve_peer(host::peer_transport(), || {
             (
                 host::request_header("x-forwarded-client-cert"),
                 host::property_string(&["connection", "uri_san_local_certificate"]),
             )
         });
-        let method = host::request_header(":method").unwrap_or_default();
-        let authority = host::request_header(":authority").unwrap_or_default();
-        let request = RequestInfo {
-            path: &path,
-            method: &method,
-            host: &authority,
-        };
+        let request = line.info();
         let decision = policy.evaluate(&peer, &request);
         let outcome = match (decision.is_deny(), policy.mode()) {
             (false, _) => Outcome::Allowed,
@@ -202,21 +191,18 @@ impl HttpContext for IdentityHttp {
             return Action::Continue;
         }
         let body = deny_body(policy, &decision, &peer, request_id.as_deref());
-        let reason_header = [("x-meshguard-deny-reason", decision.reason.code())];
-        let extra: &[(&str, &str)] = match policy.detail() {
-            DetailLevel::Minimal => &[],
-            DetailLevel::Reason | DetailLevel::Verbose => &reason_header,
+        let reason = match policy.detail() {
+            DetailLevel::Minimal => None,
+            DetailLevel::Reason | DetailLevel::Verbose => Some(decision.reason.code()),
         };
-        respond(policy.deny_status(), extra, &body)
+        respond(policy.deny_status(), reason, &body)
     }
 }
 
 /// Sends a JSON local reply and stops the filter chain; if the host refuses
 /// the reply, the request is reset so that it never reaches the upstream.
-fn respond(status: u16, extra_headers: &[(&str, &str)], body: &[u8]) -> Action {
-    let mut headers = vec![("content-type", "application/json")];
-    headers.extend_from_slice(extra_headers);
-    if !host::send_response(status, &headers, body) {
+fn respond(status: u16, reason: Option<&str>, body: &[u8]) -> Action {
+    if !host::send_json_reply(status, reason, body) {
         host::reset_request();
     }
     Action::Pause

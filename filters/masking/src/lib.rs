@@ -7,7 +7,6 @@
 use std::rc::Rc;
 
 use meshguard_core::config::{ConfigError, Mode};
-use meshguard_core::identity::{RequestInfo, Transport};
 use meshguard_core::masking::{
     body_kind, BodyKind, CompressedAction, Direction, HeaderEdit, MalformedJsonAction, MaskError,
     MaskingPolicy, OversizeAction, RuleHits, Selection, UnsupportedAction,
@@ -179,23 +178,13 @@ impl HttpContext for MaskingHttp {
             return refuse(Direction::Request, 503, "meshguard_not_configured");
         };
         let policy = &active.policy;
-        let path = host::request_header(":path").unwrap_or_default();
-        if let Some(action) = active.quarantine.enforce(&path) {
+        let line = host::RequestLine::read();
+        if let Some(action) = active.quarantine.enforce(&line.path) {
             return action;
         }
-        let method = host::request_header(":method").unwrap_or_default();
-        let authority = host::request_header(":authority").unwrap_or_default();
-        let transport = Transport::from_host(
-            host::property_bool(&["connection", "mtls"]),
-            host::property_string(&["connection", "tls_version"]).as_deref(),
-            host::property_string(&["connection", "uri_san_peer_certificate"]).as_deref(),
-        );
+        let transport = host::peer_transport();
         let caller = transport.certificate_identity();
-        let request = RequestInfo {
-            path: &path,
-            method: &method,
-            host: &authority,
-        };
+        let request = line.info();
         let request_selection = policy.select(Direction::Request, caller, &request);
         let response_selection = policy.select(Direction::Response, caller, &request);
         if response_selection.needs_body() && policy.mode() == Mode::Enforce {
@@ -479,11 +468,7 @@ impl MaskingHttp {
 /// replaces it (possible only while its headers have not left).
 fn refuse(direction: Direction, status: u16, reason: &str) -> Action {
     let body = format!(r#"{{"error":"masking_failed","reason":"{reason}"}}"#);
-    let headers = [
-        ("content-type", "application/json"),
-        ("x-meshguard-deny-reason", reason),
-    ];
-    if !host::send_response(status, &headers, body.as_bytes()) {
+    if !host::send_json_reply(status, Some(reason), body.as_bytes()) {
         return reset(direction);
     }
     Action::Pause
