@@ -1,12 +1,12 @@
 //! `meshguard explain`: what the identity filter would decide for one request,
 //! computed by the filter's own `resolve_peer` and `evaluate`.
 
-use std::cell::Cell;
 use std::io::Write;
 use std::process::ExitCode;
 
 use meshguard_core::identity::{
-    Decision, IdentityPolicy, IdentitySource, Mode, Peer, RequestInfo, TlsVersion, Transport,
+    Decision, IdentityPolicy, IdentitySource, Judgement, Mode, Peer, RequestInfo, TlsVersion,
+    Transport,
 };
 use meshguard_core::integrity::IntegrityEnv;
 use meshguard_core::spiffe::{normalize_principal_text, SpiffeId};
@@ -106,29 +106,43 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let xfcc_read = Cell::new(false);
-    let peer = policy.resolve_peer(transport, || {
-        xfcc_read.set(true);
-        (
-            args.xfcc.clone(),
-            args.local_identity
-                .as_deref()
-                .map(|id| normalize_principal_text(id).into_owned()),
-        )
-    });
-    if args.xfcc.is_some() && !xfcc_read.get() {
-        eprintln!("note: --xfcc was not read: the direct peer is not an mTLS peer listed in identity.trusted_gateways");
-    }
-    if xfcc_read.get() && peer.identity.is_none() {
-        eprintln!("note: the peer is a trusted gateway but XFCC names no caller it vouched for: the request is anonymous");
-    }
-
-    let request = RequestInfo {
+    let received = RequestInfo {
         path: &args.path,
         method: &args.method,
         host: &args.host,
     };
-    let decision = policy.evaluate(&peer, &request);
+    let Judgement {
+        peer,
+        decision,
+        forwarded_path,
+    } = policy.judge(
+        transport,
+        || {
+            (
+                args.xfcc.clone(),
+                args.local_identity
+                    .as_deref()
+                    .map(|id| normalize_principal_text(id).into_owned()),
+            )
+        },
+        &received,
+    );
+    let gateway = matches!(peer.source, IdentitySource::Gateway(_));
+    if args.xfcc.is_some() && !gateway {
+        eprintln!("note: --xfcc did not name the caller: the direct peer is not an mTLS peer listed in identity.trusted_gateways");
+    }
+    if gateway && peer.identity.is_none() {
+        eprintln!(
+            "note: the peer is a trusted gateway but XFCC names no usable caller it vouched for"
+        );
+    }
+    if let Some(path) = &forwarded_path {
+        eprintln!("note: the filter matches and forwards the canonical path {path:?}");
+    }
+    let request = RequestInfo {
+        path: forwarded_path.as_deref().unwrap_or(&args.path),
+        ..received
+    };
 
     let mut out = std::io::stdout().lock();
     if args.json {

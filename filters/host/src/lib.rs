@@ -12,6 +12,7 @@ pub mod integrity;
 use std::time::UNIX_EPOCH;
 
 use meshguard_core::identity::{RequestInfo, Transport};
+use meshguard_core::path::{self, PathOptions, PathRejection};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, StreamType};
 
@@ -100,12 +101,31 @@ pub struct RequestLine {
 }
 
 impl RequestLine {
+    /// The request line as received.
     pub fn read() -> Self {
         Self {
             path: request_header(":path").unwrap_or_default(),
             method: request_header(":method").unwrap_or_default(),
             authority: request_header(":authority").unwrap_or_default(),
         }
+    }
+
+    /// Replaces `path` by its canonical form (`meshguard_core::path`); true
+    /// when that changed it, so the caller forwards it with [`Self::forward_path`].
+    pub fn canonicalize(&mut self, options: &PathOptions) -> Result<bool, PathRejection> {
+        match path::canonicalize(&self.path, options)? {
+            Some(canonical) => {
+                self.path = canonical;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Sends the (canonical) path upstream, so the upstream resolves exactly
+    /// what was judged. False if the host refused.
+    pub fn forward_path(&self) -> bool {
+        set_request_header(":path", Some(&self.path))
     }
 
     /// The view policies match against.

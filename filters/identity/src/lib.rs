@@ -6,10 +6,11 @@ use std::rc::Rc;
 
 use meshguard_core::config::ConfigError;
 use meshguard_core::identity::{
-    response::deny_body, Decision, DetailLevel, IdentityPolicy, IdentitySource, Mode, Peer, Reason,
-    RequestInfo, Verdict,
+    response::deny_body, DecidedBy, Decision, DetailLevel, IdentityPolicy, IdentitySource,
+    Judgement, Mode, Peer, Reason, RequestInfo, Verdict,
 };
 use meshguard_core::metrics::{tagged, IDENTITY_REQUESTS};
+use meshguard_core::scope::RequestView;
 use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::{self as host, Counter};
 use proxy_wasm::traits::{Context, HttpContext};
@@ -139,19 +140,33 @@ impl HttpContext for IdentityHttp {
             log::error!("meshguard identity: no accepted configuration; refusing the request");
             return respond(503, None, br#"{"error":"meshguard_not_configured"}"#);
         };
-        let line = host::RequestLine::read();
-        if let Some(action) = active.quarantine.enforce(&line.path) {
-            return action;
-        }
         let policy = &active.policy;
-        let peer = policy.resolve_peer(host::peer_transport(), || {
-            (
-                host::request_header("x-forwarded-client-cert"),
-                host::property_string(&["connection", "uri_san_local_certificate"]),
-            )
-        });
+        let mut line = host::RequestLine::read();
+        let Judgement {
+            peer,
+            decision,
+            forwarded_path,
+        } = policy.judge(
+            host::peer_transport(),
+            || {
+                (
+                    host::request_header("x-forwarded-client-cert"),
+                    host::property_string(&["connection", "uri_san_local_certificate"]),
+                )
+            },
+            &line.info(),
+        );
+        let rewrite = forwarded_path.is_some();
+        if let Some(path) = forwarded_path {
+            line.path = path;
+        }
         let request = line.info();
-        let decision = policy.evaluate(&peer, &request);
+        if decision.decided_by != DecidedBy::Path {
+            let view = RequestView::with(&request, policy.path_options());
+            if let Some(action) = active.quarantine.enforce(&view.path) {
+                return action;
+            }
+        }
         let outcome = match (decision.is_deny(), policy.mode()) {
             (false, _) => Outcome::Allowed,
             (true, Mode::DryRun) => Outcome::DryRunDenied,
@@ -163,6 +178,11 @@ impl HttpContext for IdentityHttp {
         );
         active.metrics.count(outcome, decision.reason);
         if outcome == Outcome::Allowed {
+            if rewrite && !line.forward_path() {
+                log::error!("meshguard identity: the host refused the canonical path; resetting");
+                host::reset_request();
+                return Action::Pause;
+            }
             if log::log_enabled!(log::Level::Debug) {
                 log::debug!(
                     "{}",

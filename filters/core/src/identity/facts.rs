@@ -6,6 +6,8 @@
 pub use crate::request::RequestInfo;
 use crate::spiffe::SpiffeId;
 
+use super::xfcc::GatewayIdentityError;
+
 /// A negotiated TLS version as Envoy reports it (`connection.tls_version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TlsVersion {
@@ -101,22 +103,39 @@ pub enum IdentitySource {
     Gateway(SpiffeId),
 }
 
+/// An identity was presented but cannot be used: the policy refuses the
+/// request (`identity.on_unusable_identity: deny`, the default) or, by
+/// explicit choice, treats the caller as anonymous. Never silently anonymous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnusableIdentity {
+    /// The client certificate has no URI SAN, one that is not a SPIFFE ID, or
+    /// several URI SANs (an X509-SVID has exactly one).
+    PeerCertificate,
+    /// The direct peer is a trusted gateway, but its XFCC names no usable caller.
+    Gateway(GatewayIdentityError),
+}
+
 /// The caller as the policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub transport: Transport,
     pub identity: Option<SpiffeId>,
     pub source: IdentitySource,
+    /// Set when an identity was presented but is unusable (then `identity` is None).
+    pub unusable: Option<UnusableIdentity>,
 }
 
 impl Peer {
     /// The identity proven by the certificate, with no gateway involved.
     pub fn from_certificate(transport: Transport) -> Self {
         let identity = transport.certificate_identity().cloned();
+        let unusable = (transport.is_mtls() && identity.is_none())
+            .then_some(UnusableIdentity::PeerCertificate);
         Self {
             transport,
             identity,
             source: IdentitySource::Certificate,
+            unusable,
         }
     }
 }
