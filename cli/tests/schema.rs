@@ -346,8 +346,9 @@ fn the_schema_and_the_parser_list_the_same_enum_values() {
             );
         }
     }
-    // mode, default_action, transport and override min_tls_version, detail, action.
-    assert_eq!(enums, 6);
+    // mode, default_action, path_normalization, transport and override
+    // min_tls_version, on_unusable_identity, detail, action.
+    assert_eq!(enums, 8);
 }
 
 /// serde's derived `Deserialize` also reads a struct from a JSON array, field
