@@ -110,6 +110,9 @@ pub struct ClientProfile {
     pub identity: Option<&'static str>,
     /// Highest TLS version offered (`TLSv1_2`, `TLSv1_3`).
     pub max_tls: &'static str,
+    /// Further URI SANs in the certificate, after `identity` (an X509-SVID
+    /// has exactly one: these make the identity unusable).
+    pub extra_uris: &'static [&'static str],
 }
 
 /// The profiles every mesh has.
@@ -118,6 +121,7 @@ pub fn default_profiles() -> Vec<ClientProfile> {
         route,
         identity: Some(identity),
         max_tls: "TLSv1_3",
+        extra_uris: &[],
     };
     vec![
         mtls("frontend", "spiffe://cluster.local/ns/default/sa/frontend"),
@@ -125,6 +129,14 @@ pub fn default_profiles() -> Vec<ClientProfile> {
             route: "frontend-tls12",
             identity: Some("spiffe://cluster.local/ns/default/sa/frontend"),
             max_tls: "TLSv1_2",
+            extra_uris: &[],
+        },
+        // A certificate naming two SPIFFE IDs: not a valid X509-SVID.
+        ClientProfile {
+            route: "two-uris",
+            identity: Some("spiffe://cluster.local/ns/default/sa/frontend"),
+            max_tls: "TLSv1_3",
+            extra_uris: &["spiffe://cluster.local/ns/default/sa/admin"],
         },
         mtls("unknown", "spiffe://cluster.local/ns/default/sa/unknown"),
         mtls("batch", "spiffe://cluster.local/ns/jobs/sa/batch"),
@@ -137,6 +149,7 @@ pub fn default_profiles() -> Vec<ClientProfile> {
             route: "plaintext",
             identity: None,
             max_tls: "TLSv1_3",
+            extra_uris: &[],
         },
     ]
 }
@@ -483,7 +496,9 @@ impl MeshBuilder {
             let tls = match profile.identity {
                 None => None,
                 Some(id) => {
-                    let cert = pki.issue(&format!("client-{}", profile.route), id)?;
+                    let mut uris = vec![id];
+                    uris.extend_from_slice(profile.extra_uris);
+                    let cert = pki.issue_with_uris(&format!("client-{}", profile.route), &uris)?;
                     Some(json!({
                         "name": "envoy.transport_sockets.tls",
                         "typed_config": {
