@@ -60,6 +60,11 @@ pub struct Args {
     /// The caller connects over TLS but presents no client certificate.
     #[arg(long)]
     no_client_cert: bool,
+    /// The filter runs on an ambient waypoint and the caller came through an
+    /// HBONE tunnel: --peer is the tunnel peer's identity, as Istio puts it in
+    /// filter state (`io.istio.peer_principal`); the transport is mTLS, TLS 1.3.
+    #[arg(long, conflicts_with_all = ["plaintext", "no_client_cert", "tls_version"])]
+    waypoint: bool,
     /// The `x-forwarded-client-cert` header as the filter sees it (read only when
     /// the peer is one of `identity.trusted_gateways`).
     #[arg(long, value_name = "HEADER")]
@@ -89,6 +94,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let peer_uri = args.peer.as_deref().map(normalize_principal_text);
     let transport = if args.plaintext {
         Transport::from_host(Some(false), None, None)
+    } else if args.waypoint {
+        Transport::hbone(peer_uri.as_deref().unwrap_or_default())
     } else if args.no_client_cert {
         Transport::from_host(Some(false), Some(&args.tls_version), None)
     } else {
@@ -220,10 +227,8 @@ fn to_json(
 }
 
 fn transport_parts(transport: &Transport) -> (&'static str, Option<&'static str>) {
-    let security = match transport {
-        Transport::Plaintext => "plaintext",
-        Transport::Tls { .. } => "tls",
-        Transport::Mtls { .. } => "mtls",
-    };
-    (security, transport.tls_version().map(TlsVersion::as_str))
+    (
+        transport.security(),
+        transport.tls_version().map(TlsVersion::as_str),
+    )
 }

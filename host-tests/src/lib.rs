@@ -68,6 +68,7 @@ pub mod promql;
 pub mod registry;
 pub mod source;
 pub mod upstream;
+pub mod waypoint;
 
 use std::path::PathBuf;
 

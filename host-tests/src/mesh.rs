@@ -624,22 +624,26 @@ fn server_listener(
     }))
 }
 
-fn loopback(port: u16) -> Value {
+pub(crate) fn loopback(port: u16) -> Value {
     json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
 }
 
-fn certificate(cert: &CertFiles) -> Value {
+pub(crate) fn certificate(cert: &CertFiles) -> Value {
     json!({"certificate_chain": {"filename": cert.cert}, "private_key": {"filename": cert.key}})
 }
 
-fn router() -> Value {
+pub(crate) fn router() -> Value {
     json!({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
     })
 }
 
-fn static_cluster(name: &str, addr: SocketAddr, transport_socket: Option<Value>) -> Value {
+pub(crate) fn static_cluster(
+    name: &str,
+    addr: SocketAddr,
+    transport_socket: Option<Value>,
+) -> Value {
     let mut cluster = json!({
         "name": name,
         "type": "STATIC",
@@ -655,7 +659,7 @@ fn static_cluster(name: &str, addr: SocketAddr, transport_socket: Option<Value>)
 }
 
 /// Sets a cluster's upstream HTTP protocol; `None` follows the downstream.
-fn with_protocol(mut cluster: Value, protocol: Option<Protocol>) -> Value {
+pub(crate) fn with_protocol(mut cluster: Value, protocol: Option<Protocol>) -> Value {
     let h1 = json!({"enable_trailers": true});
     let config = match protocol {
         None => json!({"use_downstream_protocol_config": {
@@ -679,7 +683,7 @@ fn with_protocol(mut cluster: Value, protocol: Option<Protocol>) -> Value {
 /// plugin config as a StringValue, runtime v8 with no `vm_id`, inline env
 /// plus the resource version Istio adds, and `failure_policy` from
 /// `failStrategy`.
-fn wasm_filter(f: &Filter) -> anyhow::Result<Value> {
+pub(crate) fn wasm_filter(f: &Filter) -> anyhow::Result<Value> {
     let mut env: serde_json::Map<String, Value> = f
         .env
         .iter()

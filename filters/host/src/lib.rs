@@ -82,14 +82,27 @@ fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
 }
 
+/// The filter state key in which Istio's waypoints carry the HBONE peer's
+/// URI SAN to the inner listener's HTTP filters.
+pub const WAYPOINT_PEER_PRINCIPAL: &str = "io.istio.peer_principal";
+
 /// The downstream connection's security from Envoy's `connection.mtls`,
-/// `connection.tls_version` and `connection.uri_san_peer_certificate`.
+/// `connection.tls_version` and `connection.uri_san_peer_certificate`; on a
+/// connection without any TLS, an ambient waypoint's inner listener is
+/// recognised by the peer principal Istio put in filter state.
 pub fn peer_transport() -> Transport {
-    Transport::from_host(
-        property_bool(&["connection", "mtls"]),
-        property_string(&["connection", "tls_version"]).as_deref(),
-        property_string(&["connection", "uri_san_peer_certificate"]).as_deref(),
-    )
+    let mtls = property_bool(&["connection", "mtls"]);
+    let version = property_string(&["connection", "tls_version"]);
+    if mtls == Some(true) {
+        let san = property_string(&["connection", "uri_san_peer_certificate"]);
+        return Transport::from_host(mtls, version.as_deref(), san.as_deref());
+    }
+    if version.as_deref().is_none_or(str::is_empty) {
+        if let Some(principal) = property_string(&["filter_state", WAYPOINT_PEER_PRINCIPAL]) {
+            return Transport::hbone(&principal);
+        }
+    }
+    Transport::from_host(mtls, version.as_deref(), None)
 }
 
 /// The request's `:path`, `:method` and `:authority` (empty when absent).

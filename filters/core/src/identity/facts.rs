@@ -55,6 +55,14 @@ pub enum Transport {
         version: TlsVersion,
         identity: Option<SpiffeId>,
     },
+    /// An ambient waypoint's inner listener: the caller reached the waypoint
+    /// through an HBONE tunnel (HTTP/2 CONNECT over mTLS, TLS 1.3) that the
+    /// waypoint's own Envoy terminated, and Istio put the tunnel peer's
+    /// certificate URI SAN in filter state (`io.istio.peer_principal`). A
+    /// client cannot set filter state: it is what the proxy itself verified.
+    Hbone {
+        identity: Option<SpiffeId>,
+    },
 }
 
 impl Transport {
@@ -74,22 +82,45 @@ impl Transport {
         }
     }
 
-    pub fn is_mtls(&self) -> bool {
-        matches!(self, Self::Mtls { .. })
+    /// The waypoint transport from the tunnel peer's URI SAN(s) as Istio's
+    /// `%DOWNSTREAM_PEER_URI_SAN%` writes them (several are comma-separated,
+    /// which is no valid SPIFFE ID: an unusable identity).
+    pub fn hbone(peer_principal: &str) -> Self {
+        Self::Hbone {
+            identity: SpiffeId::parse_uri(peer_principal).ok(),
+        }
     }
 
+    /// Mutual TLS with the direct peer (an HBONE tunnel is always mTLS).
+    pub fn is_mtls(&self) -> bool {
+        matches!(self, Self::Mtls { .. } | Self::Hbone { .. })
+    }
+
+    /// The negotiated version; HBONE tunnels run TLS 1.3.
     pub fn tls_version(&self) -> Option<TlsVersion> {
         match self {
             Self::Plaintext => None,
             Self::Tls { version } | Self::Mtls { version, .. } => Some(*version),
+            Self::Hbone { .. } => Some(TlsVersion::Tls13),
         }
     }
 
-    /// The identity proven by the connection's own client certificate.
+    /// The identity proven by the peer's client certificate (on a waypoint,
+    /// the HBONE tunnel's).
     pub fn certificate_identity(&self) -> Option<&SpiffeId> {
         match self {
-            Self::Mtls { identity, .. } => identity.as_ref(),
+            Self::Mtls { identity, .. } | Self::Hbone { identity } => identity.as_ref(),
             Self::Plaintext | Self::Tls { .. } => None,
+        }
+    }
+
+    /// `plaintext`, `tls`, `mtls` or `hbone`, for logs and `meshguard explain`.
+    pub fn security(&self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Tls { .. } => "tls",
+            Self::Mtls { .. } => "mtls",
+            Self::Hbone { .. } => "hbone",
         }
     }
 }
