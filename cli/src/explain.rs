@@ -118,22 +118,25 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         method: &args.method,
         host: &args.host,
     };
+    let read_xfcc = || {
+        (
+            args.xfcc.clone(),
+            args.local_identity
+                .as_deref()
+                .map(|id| normalize_principal_text(id).into_owned()),
+        )
+    };
+    let shadow = policy.shadow().map(|shadow| {
+        (
+            shadow,
+            shadow.judge(transport.clone(), read_xfcc, &received),
+        )
+    });
     let Judgement {
         peer,
         decision,
         forwarded_path,
-    } = policy.judge(
-        transport,
-        || {
-            (
-                args.xfcc.clone(),
-                args.local_identity
-                    .as_deref()
-                    .map(|id| normalize_principal_text(id).into_owned()),
-            )
-        },
-        &received,
-    );
+    } = policy.judge(transport, read_xfcc, &received);
     let gateway = matches!(peer.source, IdentitySource::Gateway(_));
     if args.xfcc.is_some() && !gateway {
         eprintln!("note: --xfcc did not name the caller: the direct peer is not an mTLS peer listed in identity.trusted_gateways");
@@ -153,10 +156,32 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     let mut out = std::io::stdout().lock();
     if args.json {
-        let value = to_json(&policy, &decision, &peer, &request);
+        let mut value = to_json(&policy, &decision, &peer, &request);
+        if let Some((shadow_policy, shadow)) = &shadow {
+            value["shadow"] = to_json(shadow_policy, &shadow.decision, &shadow.peer, &request);
+            value["shadow"]["agrees"] = json!(shadow.decision.is_deny() == decision.is_deny());
+            if let Some(fields) = value["shadow"].as_object_mut() {
+                // Never enforced: no mode, and the request's fate is the enforced policy's.
+                for key in ["mode", "request_passes", "request"] {
+                    fields.remove(key);
+                }
+            }
+        }
         writeln!(out, "{value}")?;
     } else {
         write!(out, "{}", to_text(&policy, &decision, &peer))?;
+        if let Some((shadow_policy, shadow)) = &shadow {
+            let agrees = if shadow.decision.is_deny() == decision.is_deny() {
+                "agrees"
+            } else {
+                "DISAGREES"
+            };
+            write!(
+                out,
+                "shadow ({agrees}, never enforced): {}",
+                to_text(shadow_policy, &shadow.decision, &shadow.peer)
+            )?;
+        }
     }
     out.flush()?;
     Ok(if decision.is_deny() {

@@ -33,6 +33,12 @@ pub struct IdentityConfig {
     pub deny_response: DenyResponseConfig,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// A candidate policy evaluated on live traffic beside this one and never
+    /// enforced (Envoy RBAC's shadow rules): its decisions are counted and
+    /// logged where they differ. Its own `mode`, `deny_response` and `shadow`
+    /// do not apply.
+    #[serde(default)]
+    pub shadow: Option<Box<IdentityConfig>>,
 }
 
 fn default_action() -> Action {

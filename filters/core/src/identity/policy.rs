@@ -48,6 +48,7 @@ pub struct IdentityPolicy {
     rules: Vec<Rule>,
     index: RuleIndex,
     warnings: Vec<String>,
+    shadow: Option<Box<IdentityPolicy>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +109,19 @@ impl IdentityPolicy {
         Self::compile(parse_json(bytes)?)
     }
 
-    pub fn compile(config: IdentityConfig) -> Result<Self, ConfigError> {
+    pub fn compile(mut config: IdentityConfig) -> Result<Self, ConfigError> {
+        let shadow = match config.shadow.take() {
+            None => None,
+            Some(candidate) if candidate.shadow.is_some() => {
+                return Err(ConfigError::invalid(
+                    "shadow.shadow",
+                    "a shadow policy cannot have a shadow of its own",
+                ))
+            }
+            Some(candidate) => Some(Box::new(
+                Self::compile(*candidate).map_err(|e| e.within("shadow"))?,
+            )),
+        };
         let mut warnings = Vec::new();
         check_config_version(config.config_version.as_deref())?;
         let paths = PathOptions {
@@ -238,6 +251,10 @@ impl IdentityPolicy {
             );
         }
 
+        if let Some(candidate) = &shadow {
+            warnings.extend(candidate.warnings().iter().map(|w| format!("shadow: {w}")));
+        }
+
         let index = build_index(&rules);
         Ok(Self {
             config_version: config.config_version,
@@ -253,7 +270,18 @@ impl IdentityPolicy {
             rules,
             index,
             warnings,
+            shadow,
         })
+    }
+
+    /// The candidate policy evaluated beside this one, never enforced.
+    pub fn shadow(&self) -> Option<&IdentityPolicy> {
+        self.shadow.as_deref()
+    }
+
+    /// The rule names, in policy order (for per-rule counters).
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| &*r.name)
     }
 
     pub fn mode(&self) -> Mode {

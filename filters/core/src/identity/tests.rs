@@ -702,3 +702,36 @@ fn non_canonical_path_patterns_are_refused_with_the_spelling_to_use() {
     );
     assert!(base.is_ok());
 }
+
+#[test]
+fn a_shadow_policy_is_compiled_beside_the_enforced_one_and_never_nested() {
+    let p = IdentityPolicy::from_json(
+        br#"{"default_action": "allow",
+             "shadow": {"rules": [{"name": "frontend-only", "action": "allow",
+                                   "principals": ["cluster.local/ns/default/sa/frontend"]}]}}"#,
+    )
+    .unwrap();
+    let shadow = p.shadow().expect("a shadow policy");
+    assert_eq!(shadow.rule_names().collect::<Vec<_>>(), ["frontend-only"]);
+    let batch = shadow.judge(mtls(BATCH, "TLSv1.3"), || (None, None), &request("/x"));
+    assert_eq!(batch.decision.reason, Reason::NoMatchingRule);
+    let enforced = p.judge(mtls(BATCH, "TLSv1.3"), || (None, None), &request("/x"));
+    assert_eq!(enforced.decision.reason, Reason::DefaultAllow);
+
+    for (config, at) in [
+        (r#"{"shadow": {"shadow": {}}}"#, "shadow.shadow"),
+        (
+            r#"{"shadow": {"rules": [{"name": "r", "action": "allow", "paths": ["//x"]}]}}"#,
+            "shadow.rules[0].paths[0]",
+        ),
+        (
+            r#"{"shadow": {"rules": [{"name": "r", "action": "maybe"}]}}"#,
+            "shadow.rules[0].action",
+        ),
+    ] {
+        let err = IdentityPolicy::from_json(config.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(at), "{config}: {err}");
+    }
+}
