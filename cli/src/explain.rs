@@ -157,15 +157,19 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if args.json {
         let mut value = to_json(&policy, &decision, &peer, &request);
-        if let Some((shadow_policy, shadow)) = &shadow {
-            value["shadow"] = to_json(shadow_policy, &shadow.decision, &shadow.peer, &request);
-            value["shadow"]["agrees"] = json!(shadow.decision.is_deny() == decision.is_deny());
-            if let Some(fields) = value["shadow"].as_object_mut() {
+        if let (Some((shadow_policy, shadow)), Some(fields)) = (&shadow, value.as_object_mut()) {
+            let mut candidate = to_json(shadow_policy, &shadow.decision, &shadow.peer, &request);
+            if let Some(candidate_fields) = candidate.as_object_mut() {
                 // Never enforced: no mode, and the request's fate is the enforced policy's.
                 for key in ["mode", "request_passes", "request"] {
-                    fields.remove(key);
+                    candidate_fields.remove(key);
                 }
+                candidate_fields.insert(
+                    "agrees".into(),
+                    json!(shadow.decision.is_deny() == decision.is_deny()),
+                );
             }
+            fields.insert("shadow".into(), candidate);
         }
         writeln!(out, "{value}")?;
     } else {
