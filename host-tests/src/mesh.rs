@@ -44,6 +44,9 @@ pub const ROUTE_HEADER: &str = "x-meshguard-test-route";
 /// (removed before the upstream; see [`Request::upstream_protocol`]).
 pub const UPSTREAM_HEADER: &str = "x-meshguard-test-upstream";
 
+/// Requests under this path are answered by the server sidecar itself.
+pub const MARKER_PATH: &str = "/meshguard-test-marker/";
+
 /// Istio's `meshConfig.pathNormalization`, applied to the server sidecar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PathNormalization {
@@ -235,6 +238,7 @@ pub struct Mesh {
     pki: Pki,
     server_cert: CertFiles,
     lds_version: std::cell::Cell<u32>,
+    markers: std::cell::Cell<u32>,
     dir: tempfile::TempDir,
 }
 
@@ -263,6 +267,18 @@ impl Mesh {
     /// Sends `request` straight to the server sidecar in plaintext.
     pub async fn send_direct(&self, request: Request) -> anyhow::Result<Response> {
         http::send(self.server_addr, &request).await
+    }
+
+    /// The server sidecar's log, once every line written before this call is
+    /// in the file: Envoy flushes its log asynchronously, so an absence can
+    /// only be asserted after a later line (a marker request's path) appears.
+    pub async fn flushed_server_log(&self) -> anyhow::Result<String> {
+        let n = self.markers.get() + 1;
+        self.markers.set(n);
+        let marker = format!("{MARKER_PATH}{n}-{}", std::process::id());
+        // Filters may refuse the marker; Envoy logs its headers either way.
+        http::send(self.server_addr, &Request::new("GET", &marker)).await?;
+        self.server.wait_for_log(&marker).await
     }
 
     /// The client sidecar's address, for tests that manage connections.
@@ -392,6 +408,7 @@ impl MeshBuilder {
             pki,
             server_cert,
             lds_version: std::cell::Cell::new(1),
+            markers: std::cell::Cell::new(0),
             dir,
         })
     }
@@ -569,6 +586,9 @@ fn server_listener(
             "route_config": {"virtual_hosts": [{
                 "name": "inbound", "domains": ["*"],
                 "routes": [
+                    // A request that never reaches the upstream, whose headers
+                    // Envoy logs (http:debug) after everything before it.
+                    {"match": {"prefix": MARKER_PATH}, "direct_response": {"status": 204}},
                     by_protocol(Protocol::Http1),
                     by_protocol(Protocol::Http2),
                     {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}
