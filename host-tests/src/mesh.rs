@@ -220,6 +220,8 @@ pub struct MeshBuilder {
 struct ServerShape {
     paths: PathNormalization,
     upstream: Option<Protocol>,
+    /// `forward_client_cert_details`; `None` is Istio's APPEND_FORWARD.
+    xfcc: Option<&'static str>,
 }
 
 /// The LDS file in the server sidecar's watched directory.
@@ -368,6 +370,15 @@ impl MeshBuilder {
     /// How the server sidecar normalizes paths (default: Istio's BASE).
     pub fn path_normalization(mut self, paths: PathNormalization) -> Self {
         self.shape.paths = paths;
+        self
+    }
+
+    /// The server sidecar's `forward_client_cert_details` (default Istio's
+    /// `APPEND_FORWARD`, which drops XFCC from a caller without a client
+    /// certificate). `ALWAYS_FORWARD_ONLY` lets a plaintext caller's XFCC
+    /// reach the filters, to prove the filter's own guarantee.
+    pub fn forward_client_cert(mut self, mode: &'static str) -> Self {
+        self.shape.xfcc = Some(mode);
         self
     }
 
@@ -581,7 +592,7 @@ fn server_listener(
             "codec_type": "AUTO",
             "http_protocol_options": {"enable_trailers": true},
             // As Istio's inbound sidecar: append the peer's element to XFCC.
-            "forward_client_cert_details": "APPEND_FORWARD",
+            "forward_client_cert_details": shape.xfcc.unwrap_or("APPEND_FORWARD"),
             "set_current_client_cert_details": {"uri": true},
             "route_config": {"virtual_hosts": [{
                 "name": "inbound", "domains": ["*"],
