@@ -559,3 +559,39 @@ async fn body_commands_in_the_plain_wasmplugin_shape_stall_as_documented() {
         mesh.upstream().take();
     }
 }
+
+#[tokio::test]
+async fn records_carry_the_masking_filters_count_as_filter_state() {
+    let masking = Filter::named(
+        "masking",
+        r#"{"rules": [{"name": "secrets", "json_keys": ["password", "token"]}]}"#,
+    );
+    let config = r#"{"key_id": "test",
+      "commands": [{"name": "line", "paths": ["/**"], "parts": ["method", "path"]}]}"#;
+    // Header-only command: the plain WasmPlugin shape, as Istio deploys it.
+    let mesh = Mesh::builder()
+        .filter(masking)
+        .filter(Filter::audit(config))
+        .start()
+        .await
+        .unwrap();
+    let rows = [
+        (
+            r#"{"password": "a", "token": "b", "x": 1}"#,
+            Some("masked:2"),
+        ),
+        (r#"{"x": 1}"#, None),
+    ];
+    for (i, (body, want)) in rows.into_iter().enumerate() {
+        let request = Request::new("POST", "/save")
+            .header("content-type", "application/json")
+            .body(body);
+        let resp = mesh.send_as("frontend", request).await.unwrap();
+        assert_eq!(resp.status, 200, "{body}");
+        let got = mesh.upstream().take_one().await.unwrap();
+        assert!(!got.text().contains(r#""a""#), "{got:?}");
+        let records = wait_records(&mesh, i + 1).await;
+        let decisions = &record(&records[i])["decisions"];
+        assert_eq!(decisions["masking"].as_str(), want, "{body}: {decisions}");
+    }
+}

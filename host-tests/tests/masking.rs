@@ -458,3 +458,127 @@ async fn dry_run_changes_nothing_but_counts_what_it_would_mask() {
     assert!(log.contains("mask-v1"), "the log is the sidecar's");
     assert!(!log.contains("078-05-1120"));
 }
+
+#[tokio::test]
+async fn a_response_refused_after_its_headers_left_is_reset_without_one_unmasked_byte() {
+    let policy = POLICY.replace(r#""max_body_bytes": 65536"#, r#""max_body_bytes": 1024"#);
+    let mesh = mesh_with(&policy).await;
+    let secret = "ann@example.com";
+    // No content-length: the body grows past max_body_bytes while buffered.
+    let growing: Vec<Vec<u8>> = (0..8)
+        .map(|i| {
+            format!(
+                r#"{{"n": {i}, "email": "{secret}", "pad": "{}"}}"#,
+                "x".repeat(300)
+            )
+            .into_bytes()
+        })
+        .collect();
+    mesh.upstream().script(
+        "growing",
+        Script::new(200)
+            .header("content-type", "application/json")
+            .chunks(growing),
+    );
+    mesh.upstream().script(
+        "malformed",
+        Script::new(200)
+            .header("content-type", "application/json")
+            .chunks(vec![format!(r#"{{"email": "{secret}", "#).into_bytes()]),
+    );
+    for (script, reason) in [("growing", "oversize"), ("malformed", "malformed_json")] {
+        for protocol in Protocol::ALL {
+            let what = format!("{script} over {protocol:?}");
+            let request = Request::new("GET", "/api/records")
+                .script(script)
+                .protocol(protocol)
+                .upstream_protocol(protocol);
+            let resp = mesh.send_as("frontend", request).await.unwrap();
+            assert!(resp.is_reset(), "{what}: {resp:?}");
+            assert_eq!(resp.status, 200, "{what}: the headers had left");
+            assert!(
+                !resp.text().contains(secret) && resp.body.is_empty(),
+                "{what}: {resp:?}"
+            );
+            arrived(&mesh).await;
+        }
+        let refused = mesh
+            .server
+            .metric(&format!(
+                r#"meshguard_masking_bodies_refused_total{{reason="{reason}",direction="response"}}"#
+            ))
+            .await
+            .unwrap();
+        assert_eq!(refused, Some(2), "{script}");
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_request_growing_past_the_limit_is_refused_before_any_body_byte_leaves() {
+    let policy = POLICY.replace(r#""max_body_bytes": 65536"#, r#""max_body_bytes": 1024"#);
+    let mesh = mesh_with(&policy).await;
+    let chunks: Vec<Vec<u8>> = std::iter::once(br#"{"ssn": "078-05-1120", "pad": ""#.to_vec())
+        .chain((0..6).map(|_| vec![b'x'; 300]))
+        .chain(std::iter::once(br#""}"#.to_vec()))
+        .collect();
+    for protocol in Protocol::ALL {
+        let request = Request::new("POST", "/api/records")
+            .header("content-type", "application/json")
+            .chunked(chunks.clone())
+            .protocol(protocol);
+        let resp = mesh.send_as("frontend", request).await.unwrap();
+        let what = format!("{protocol:?}");
+        assert_eq!(resp.status, 413, "{what}: {resp:?}");
+        assert_eq!(resp.header("x-meshguard-deny-reason"), Some("oversize"));
+        mesh.upstream().assert_no_body_arrived(&what).await;
+    }
+}
+
+#[tokio::test]
+async fn pass_unmasked_forwards_an_oversize_body_as_sent_and_counts_it() {
+    let policy = POLICY.replace(
+        r#""max_body_bytes": 65536"#,
+        r#""max_body_bytes": 1024, "on_oversize": "pass_unmasked""#,
+    );
+    let mesh = mesh_with(&policy).await;
+    let body = json!({"ssn_list": ["078-05-1120"], "blob": "x".repeat(2000)}).to_string();
+    for (i, protocol) in Protocol::ALL.into_iter().enumerate() {
+        // Announced by content-length, and growing without one.
+        for (j, request) in [
+            post_json(&serde_json::from_str(&body).unwrap()),
+            Request::new("POST", "/api/records")
+                .header("content-type", "application/json")
+                .chunked(body.as_bytes().chunks(500).map(<[u8]>::to_vec).collect()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let resp = mesh
+                .send_as("frontend", request.protocol(protocol))
+                .await
+                .unwrap();
+            assert_eq!(resp.status, 200, "{protocol:?} {j}: {}", resp.text());
+            let got = arrived(&mesh).await;
+            assert_eq!(
+                got.body,
+                body.as_bytes(),
+                "{protocol:?} {j}: forwarded as sent"
+            );
+            let skipped = mesh
+                .server
+                .metric(r#"meshguard_masking_bodies_skipped_total{reason="oversize",direction="request"}"#)
+                .await
+                .unwrap();
+            assert_eq!(skipped, Some((2 * i + j + 1) as u64), "{protocol:?} {j}");
+        }
+    }
+    assert_eq!(
+        mesh.server
+            .metric(
+                r#"meshguard_masking_bodies_refused_total{reason="oversize",direction="request"}"#
+            )
+            .await
+            .unwrap(),
+        Some(0)
+    );
+}
