@@ -582,3 +582,171 @@ async fn pass_unmasked_forwards_an_oversize_body_as_sent_and_counts_it() {
         Some(0)
     );
 }
+
+/// Runs `meshguard mask` (the CLI binary) on one message; returns (exit code,
+/// stdout bytes, stderr).
+fn cli_mask(policy: &str, args: &[&str], body: &[u8]) -> (Option<i32>, Vec<u8>, String) {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.json");
+    std::fs::write(&file, policy).unwrap();
+    let mut child = std::process::Command::new(meshguard_host_tests::meshguard_cli())
+        .arg("mask")
+        .arg(&file)
+        .args(args)
+        .env("MESHGUARD_MASK_HASH_KEY", HASH_KEY)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn what_meshguard_mask_prints_is_byte_for_byte_what_envoy_forwards() {
+    let policy = POLICY.replace(r#""max_body_bytes": 65536"#, r#""max_body_bytes": 4096"#);
+    let mesh = mesh_with(&policy).await;
+    let frontend = "spiffe://cluster.local/ns/default/sa/frontend";
+    let mut deep = String::new();
+    for _ in 0..100 {
+        deep.push('[');
+    }
+    let record = record().to_string();
+    let pinned = r#"{"customer_email": "ann@example.com", "card_number": "5500 0000 0000 0004"}"#;
+    let inputs: Vec<(&str, &str, Vec<u8>)> = vec![
+        (
+            "a JSON record",
+            "application/json",
+            record.clone().into_bytes(),
+        ),
+        (
+            "pinned strategies",
+            "application/json",
+            pinned.as_bytes().to_vec(),
+        ),
+        (
+            "text",
+            "text/plain",
+            b"mail ann@example.com, card 4111-1111-1111-1111".to_vec(),
+        ),
+        (
+            "a form",
+            "application/x-www-form-urlencoded",
+            b"user=ann&password=hunter2&email=ann%40example.com".to_vec(),
+        ),
+        ("malformed JSON", "application/json", b"{\"a\": ".to_vec()),
+        ("too deep", "application/json", deep.into_bytes()),
+        ("oversize", "application/json", vec![b' '; 5000]),
+    ];
+    for (what, content_type, body) in &inputs {
+        // Request direction: the CLI's stdout against the recording upstream.
+        let (code, stdout, stderr) = cli_mask(
+            &policy,
+            &[
+                "--path",
+                "/api/records",
+                "--peer",
+                frontend,
+                "--content-type",
+                content_type,
+            ],
+            body,
+        );
+        let request = Request::new("POST", "/api/records")
+            .header("content-type", *content_type)
+            .body(body.clone());
+        let resp = mesh.send_as("frontend", request).await.unwrap();
+        match code {
+            Some(0) => {
+                assert_eq!(resp.status, 200, "{what}: {}", resp.text());
+                let got = arrived(&mesh).await;
+                assert_eq!(
+                    String::from_utf8_lossy(&got.body),
+                    String::from_utf8_lossy(&stdout),
+                    "{what}: the upstream got what the CLI printed"
+                );
+            }
+            Some(3) => {
+                let reason = resp.header("x-meshguard-deny-reason").unwrap_or_default();
+                assert!(
+                    stderr.contains(&format!(
+                        "refused: {reason} (the filter would answer {})",
+                        resp.status
+                    )),
+                    "{what}: Envoy answered {} {reason}; the CLI said {stderr}",
+                    resp.status
+                );
+                mesh.upstream().settled().await.unwrap();
+                mesh.upstream().take();
+            }
+            other => panic!("{what}: meshguard mask exited {other:?}: {stderr}"),
+        }
+
+        // Response direction: the CLI's stdout against what the client got.
+        let (code, stdout, stderr) = cli_mask(
+            &policy,
+            &[
+                "--response",
+                "--path",
+                "/api/records",
+                "--method",
+                "GET",
+                "--peer",
+                frontend,
+                "--content-type",
+                content_type,
+            ],
+            body,
+        );
+        mesh.upstream().script(
+            "parity",
+            Script::new(200)
+                .header("content-type", *content_type)
+                .body(body.clone()),
+        );
+        let resp = mesh
+            .send_as(
+                "frontend",
+                Request::new("GET", "/api/records").script("parity"),
+            )
+            .await
+            .unwrap();
+        arrived(&mesh).await;
+        match code {
+            Some(0) => {
+                assert_eq!(resp.status, 200, "{what} (response): {}", resp.text());
+                assert!(!resp.is_reset(), "{what} (response)");
+                assert_eq!(
+                    String::from_utf8_lossy(&resp.body),
+                    String::from_utf8_lossy(&stdout),
+                    "{what} (response): the client got what the CLI printed"
+                );
+            }
+            Some(3) if stderr.contains("reset") => {
+                assert!(
+                    resp.is_reset(),
+                    "{what} (response): CLI {stderr}; got {resp:?}"
+                );
+            }
+            Some(3) => {
+                let reason = resp.header("x-meshguard-deny-reason").unwrap_or_default();
+                assert!(
+                    stderr.contains(&format!(
+                        "refused: {reason} (the filter would answer {})",
+                        resp.status
+                    )),
+                    "{what} (response): Envoy answered {} {reason}; the CLI said {stderr}",
+                    resp.status
+                );
+            }
+            other => panic!("{what} (response): meshguard mask exited {other:?}: {stderr}"),
+        }
+    }
+}
