@@ -575,3 +575,138 @@ async fn hostile_header_bytes_never_crash_the_filter() {
     let log = mesh.flushed_server_log().await.unwrap();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// `meshguard explain --json` (the CLI binary) for one request.
+fn cli_explain(policy: &str, args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.json");
+    std::fs::write(&file, policy).unwrap();
+    let out = std::process::Command::new(meshguard_host_tests::meshguard_cli())
+        .arg("explain")
+        .arg(&file)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test]
+async fn what_meshguard_explain_says_is_what_envoy_does() {
+    let mesh = mesh(POLICY).await;
+    let gateway = "spiffe://cluster.local/ns/istio-system/sa/ingress";
+    let frontend = "spiffe://cluster.local/ns/default/sa/frontend";
+    let vouched = format!("By={gateway};URI={frontend}");
+    // (profile, method, path, host, xfcc)
+    let rows: Vec<(&str, &str, &str, &str, &str)> = vec![
+        ("frontend", "GET", "/api/users", "backend.default.svc", ""),
+        (
+            "frontend",
+            "DELETE",
+            "/api/users",
+            "backend.default.svc",
+            "",
+        ),
+        ("frontend", "PUT", "/api/users", "backend.default.svc", ""),
+        ("frontend", "GET", "/internal", "backend.default.svc", ""),
+        (
+            "frontend-tls12",
+            "GET",
+            "/admin/settings",
+            "backend.default.svc",
+            "",
+        ),
+        (
+            "frontend-tls12",
+            "GET",
+            "/api/users",
+            "backend.default.svc",
+            "",
+        ),
+        (
+            "frontend",
+            "GET",
+            "/admin/settings",
+            "backend.default.svc",
+            "",
+        ),
+        ("unknown", "GET", "/api/users", "backend.default.svc", ""),
+        ("unknown", "GET", "/reports", "reports.internal", ""),
+        ("unknown", "GET", "/reports", "other.internal", ""),
+        ("batch", "POST", "/batch/jobs/7", "backend.default.svc", ""),
+        ("plaintext", "GET", "/healthz", "backend.default.svc", ""),
+        ("plaintext", "POST", "/healthz", "backend.default.svc", ""),
+        ("plaintext", "GET", "/api/users", "backend.default.svc", ""),
+        (
+            "plaintext",
+            "GET",
+            "/open/data",
+            "backend.default.svc",
+            &vouched,
+        ),
+        (
+            "gateway",
+            "GET",
+            "/api/users",
+            "backend.default.svc",
+            &vouched,
+        ),
+        ("gateway", "GET", "/api/users", "backend.default.svc", ""),
+    ];
+    let identity = |profile: &str| match profile {
+        "frontend" | "frontend-tls12" => frontend,
+        "gateway" => gateway,
+        "batch" => "spiffe://cluster.local/ns/jobs/sa/batch",
+        _ => "spiffe://cluster.local/ns/default/sa/unknown",
+    };
+    for (profile, method, path, host, xfcc) in rows {
+        let mut args = vec!["--method", method, "--path", path, "--host", host];
+        match profile {
+            "plaintext" => args.push("--plaintext"),
+            other => args.extend(["--peer", identity(other)]),
+        }
+        if profile == "frontend-tls12" {
+            args.extend(["--tls-version", "TLSv1.2"]);
+        }
+        // What the server sidecar appends, as Envoy does (APPEND_FORWARD).
+        let appended = format!(
+            "{xfcc},By={};URI={}",
+            meshguard_host_tests::mesh::SERVER_ID,
+            identity(profile)
+        );
+        let appended = appended.trim_start_matches(',').to_string();
+        if profile == "gateway" {
+            args.extend([
+                "--xfcc",
+                &appended,
+                "--local-identity",
+                meshguard_host_tests::mesh::SERVER_ID,
+            ]);
+        }
+        let explained = cli_explain(POLICY, &args);
+        let mut request = Request::new(method, path).host(host);
+        if !xfcc.is_empty() {
+            request = request.header("x-forwarded-client-cert", xfcc);
+        }
+        let resp = mesh.send_as(profile, request).await.unwrap();
+        let what = format!("{method} {host}{path} as {profile}: CLI {explained}");
+        let passes = explained["request_passes"].as_bool().unwrap();
+        assert_eq!(resp.status == 200, passes, "{what}: Envoy {}", resp.status);
+        if passes {
+            mesh.upstream().take_one().await.unwrap();
+        } else {
+            assert_eq!(
+                resp.header("x-meshguard-deny-reason"),
+                explained["reason"].as_str(),
+                "{what}"
+            );
+            mesh.upstream().assert_nothing_arrived(&what);
+        }
+    }
+}
