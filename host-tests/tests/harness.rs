@@ -138,3 +138,29 @@ async fn nothing_arrived_is_observable() {
     let legacy = mesh.upstream().last().unwrap();
     assert_eq!(legacy.target, "/x");
 }
+
+#[tokio::test]
+async fn istios_append_forward_drops_xfcc_from_a_caller_without_a_certificate() {
+    let mesh = bare_mesh().await;
+    let forged = "By=spiffe://cluster.local/ns/istio-system/sa/ingress;URI=spiffe://x/y";
+    for protocol in Protocol::ALL {
+        let request = Request::new("GET", "/")
+            .protocol(protocol)
+            .header("x-forwarded-client-cert", forged);
+        mesh.send_direct(request.clone()).await.unwrap();
+        let got = mesh.upstream().take_one().await.unwrap();
+        assert!(
+            got.header_all("x-forwarded-client-cert").is_empty(),
+            "{got:?}"
+        );
+        // Over mTLS it is kept and the peer's element appended.
+        mesh.send_as("frontend", request).await.unwrap();
+        let got = mesh.upstream().take_one().await.unwrap();
+        let xfcc = got.header("x-forwarded-client-cert").unwrap_or_default();
+        assert!(xfcc.starts_with(forged), "{xfcc}");
+        assert!(
+            xfcc.ends_with("URI=spiffe://cluster.local/ns/default/sa/frontend"),
+            "{xfcc}"
+        );
+    }
+}
