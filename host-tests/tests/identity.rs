@@ -292,19 +292,20 @@ async fn xfcc_names_the_caller_only_when_a_trusted_gateway_appended_it() {
     let rows = [
         // The gateway vouches for frontend: allowed as frontend.
         ("gateway", "/api/users", forged.clone(), None),
-        // The gateway's request without a caller element is anonymous.
+        // The gateway's request without a caller element names no usable
+        // caller: refused with its own reason, never anonymous.
         (
             "gateway",
             "/api/users",
             String::new(),
-            Some("no_matching_rule"),
+            Some("gateway_identity_unusable"),
         ),
-        // An element the gateway did not append is ignored.
+        // An element the gateway did not append is ignored: again no caller.
         (
             "gateway",
             "/api/users",
             format!("By=spiffe://cluster.local/ns/x/sa/y;URI={frontend}"),
-            Some("no_matching_rule"),
+            Some("gateway_identity_unusable"),
         ),
         // A non-gateway peer claims to be frontend: judged as itself.
         (
