@@ -77,3 +77,16 @@ pub(crate) fn close_stream(stream_type: u32) -> bool {
     let status = unsafe { proxy_close_stream(stream_type) };
     status == 0
 }
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
+}
+
+/// The host's log level for this VM (0 trace ... 5 critical), if it says.
+pub(crate) fn log_level() -> Option<u32> {
+    let mut level: u32 = 0;
+    // SAFETY: the host writes one u32 through a pointer to a live local.
+    let status = unsafe { proxy_get_log_level(&mut level) };
+    (status == 0).then_some(level)
+}

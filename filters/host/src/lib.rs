@@ -16,9 +16,20 @@ use meshguard_core::path::{self, PathOptions, PathRejection};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, StreamType};
 
-/// Installs the `log` backend once per VM. Envoy's own log level still filters.
+/// Installs the `log` backend once per VM at the host's own level (Envoy's
+/// `wasm` logger), so a line Envoy would drop is never formatted and never
+/// crosses the host boundary. A level changed later through Envoy's admin
+/// applies to VMs created after the change.
 pub fn init_logging() {
-    proxy_wasm::set_log_level(LogLevel::Trace);
+    let level = match ffi::log_level() {
+        Some(0) => LogLevel::Trace,
+        Some(1) => LogLevel::Debug,
+        Some(2) | None => LogLevel::Info,
+        Some(3) => LogLevel::Warn,
+        Some(4) => LogLevel::Error,
+        Some(_) => LogLevel::Critical,
+    };
+    proxy_wasm::set_log_level(level);
 }
 
 /// The plugin configuration (WasmPlugin `pluginConfig`) as raw bytes.
