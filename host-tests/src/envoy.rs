@@ -127,6 +127,11 @@ impl Envoy {
         bail!("{}: no listener {listener} in {doc}", self.name)
     }
 
+    /// The process id (benchmarks read its CPU time and memory from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The admin address (for scrapers).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin

@@ -655,26 +655,22 @@ fn server_listener(
     }))
 }
 
-pub(crate) fn loopback(port: u16) -> Value {
+pub fn loopback(port: u16) -> Value {
     json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
 }
 
-pub(crate) fn certificate(cert: &CertFiles) -> Value {
+pub fn certificate(cert: &CertFiles) -> Value {
     json!({"certificate_chain": {"filename": cert.cert}, "private_key": {"filename": cert.key}})
 }
 
-pub(crate) fn router() -> Value {
+pub fn router() -> Value {
     json!({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
     })
 }
 
-pub(crate) fn static_cluster(
-    name: &str,
-    addr: SocketAddr,
-    transport_socket: Option<Value>,
-) -> Value {
+pub fn static_cluster(name: &str, addr: SocketAddr, transport_socket: Option<Value>) -> Value {
     let mut cluster = json!({
         "name": name,
         "type": "STATIC",
@@ -690,7 +686,7 @@ pub(crate) fn static_cluster(
 }
 
 /// Sets a cluster's upstream HTTP protocol; `None` follows the downstream.
-pub(crate) fn with_protocol(mut cluster: Value, protocol: Option<Protocol>) -> Value {
+pub fn with_protocol(mut cluster: Value, protocol: Option<Protocol>) -> Value {
     let h1 = json!({"enable_trailers": true});
     let config = match protocol {
         None => json!({"use_downstream_protocol_config": {
@@ -714,7 +710,7 @@ pub(crate) fn with_protocol(mut cluster: Value, protocol: Option<Protocol>) -> V
 /// plugin config as a StringValue, runtime v8 with no `vm_id`, inline env
 /// plus the resource version Istio adds, and `failure_policy` from
 /// `failStrategy`.
-pub(crate) fn wasm_filter(f: &Filter) -> anyhow::Result<Value> {
+pub fn wasm_filter(f: &Filter) -> anyhow::Result<Value> {
     let mut env: serde_json::Map<String, Value> = f
         .env
         .iter()

@@ -235,16 +235,19 @@ impl HttpContext for IdentityHttp {
             return respond(503, None, br#"{"error":"meshguard_not_configured"}"#);
         };
         let policy = &active.policy;
-        let mut line = host::RequestLine::read();
+        let head = host::RequestHead::read();
+        let mut line = host::RequestLine::from_head(&head);
         let transport = host::peer_transport();
         // Read at most once, for the enforced and the shadow policy alike.
         let xfcc = OnceCell::new();
         let read_xfcc = || {
             xfcc.get_or_init(|| {
-                (
-                    host::request_header("x-forwarded-client-cert"),
-                    host::property_string(&["connection", "uri_san_local_certificate"]),
-                )
+                let header = head.get("x-forwarded-client-cert");
+                // Our own URI SAN only matters when there is XFCC to read.
+                let local = header.as_ref().and_then(|_| {
+                    host::property_string(&["connection", "uri_san_local_certificate"])
+                });
+                (header, local)
             })
             .clone()
         };
@@ -307,7 +310,7 @@ impl HttpContext for IdentityHttp {
             }
             return Action::Continue;
         }
-        let request_id = host::request_header("x-request-id");
+        let request_id = head.get("x-request-id");
         let what = match outcome {
             Outcome::DryRunDenied => "dry-run would deny",
             Outcome::Allowed | Outcome::Denied => "denied",
