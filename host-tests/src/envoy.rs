@@ -35,6 +35,20 @@ pub fn stats_config() -> Value {
     json!({"stats_tags": tags})
 }
 
+/// Tests log wasm and http at debug; `MESHGUARD_ENVOY_LOG=production` runs
+/// Envoy at its production default (info), as benchmarks must.
+fn log_levels() -> Vec<&'static str> {
+    match std::env::var("MESHGUARD_ENVOY_LOG").as_deref() {
+        Ok("production") => vec!["--log-level", "info"],
+        _ => vec![
+            "--log-level",
+            "info",
+            "--component-log-level",
+            "wasm:debug,http:debug",
+        ],
+    }
+}
+
 impl Envoy {
     /// Writes `bootstrap` (admin is added here) to `dir` and starts Envoy on it.
     pub async fn start(name: &str, dir: &Path, mut bootstrap: Value) -> anyhow::Result<Self> {
@@ -50,12 +64,7 @@ impl Envoy {
             .arg("-c")
             .arg(&config_file)
             .args(["--disable-hot-restart", "--concurrency", "1"])
-            .args([
-                "--log-level",
-                "info",
-                "--component-log-level",
-                "wasm:debug,http:debug",
-            ])
+            .args(log_levels())
             .arg("--admin-address-path")
             .arg(&admin_path)
             .stdout(Stdio::null())

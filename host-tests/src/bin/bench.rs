@@ -74,6 +74,8 @@ struct Settings {
 }
 
 async fn run() -> anyhow::Result<()> {
+    // Envoy at its production log level: no debug line is formatted or written.
+    std::env::set_var("MESHGUARD_ENVOY_LOG", "production");
     let smoke = std::env::var("BENCH_SMOKE").is_ok_and(|v| v == "1");
     let settings = Settings {
         rounds: env_or("BENCH_ROUNDS", if smoke { 1 } else { 5 }),
