@@ -5,6 +5,9 @@
 //! strings and numbers written as serde_json writes them (shortest round-trip
 //! numbers, minimal escapes).
 
+// Release builds wrap on overflow: arithmetic here is checked or saturating.
+#![deny(clippy::arithmetic_side_effects)]
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -36,7 +39,7 @@ fn write(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Canonical
                 if i > 0 {
                     out.push(b',');
                 }
-                write(item, out, depth + 1)?;
+                write(item, out, depth.saturating_add(1))?;
             }
             out.push(b']');
         }
@@ -50,7 +53,7 @@ fn write(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Canonical
                 }
                 write_scalar(&Value::String(key.clone()), out);
                 out.push(b':');
-                write(item, out, depth + 1)?;
+                write(item, out, depth.saturating_add(1))?;
             }
             out.push(b'}');
         }
@@ -72,7 +75,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
+    let mut s = String::with_capacity(bytes.len().saturating_mul(2));
     for b in bytes {
         let _ = write!(s, "{b:02x}"); // writing to a String cannot fail
     }

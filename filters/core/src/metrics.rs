@@ -5,6 +5,9 @@
 //! label, so `/stats/prometheus` shows `base{tag="value",tag2="value2"}`. Values
 //! come only from fixed enums here: cardinality is bounded by construction.
 
+// Release builds wrap on overflow: arithmetic here is checked or saturating.
+#![deny(clippy::arithmetic_side_effects)]
+
 /// Every tag meshguard emits. Istio users list these in `extraStatTags`.
 pub const TAG_NAMES: [&str; 7] = [
     "decision",
@@ -83,7 +86,7 @@ pub const MASKING_REFUSED: &str = "meshguard_masking_bodies_refused_total";
 
 /// Builds a stat name with embedded tags.
 pub fn tagged(base: &str, tags: &[(&str, &str)]) -> String {
-    let mut name = String::with_capacity(base.len() + tags.len() * 24);
+    let mut name = String::with_capacity(base.len().saturating_add(tags.len().saturating_mul(24)));
     name.push_str(base);
     if !tags.is_empty() {
         name.push('.');

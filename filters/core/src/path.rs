@@ -19,6 +19,9 @@
 //! `MERGE_SLASHES`, `DECODE_AND_MERGE_SLASHES`); meshguard's default is
 //! `MERGE_SLASHES`, one step stricter than Istio's `BASE`.
 
+// Release builds wrap on overflow: arithmetic here is checked or saturating.
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::borrow::Cow;
 
 use serde::Deserialize;
@@ -210,9 +213,9 @@ fn has_escaped_nul(path: &str) -> bool {
 
 fn hex_value(b: Option<&u8>) -> Option<u8> {
     match b? {
-        b @ b'0'..=b'9' => Some(b - b'0'),
-        b @ b'a'..=b'f' => Some(b - b'a' + 10),
-        b @ b'A'..=b'F' => Some(b - b'A' + 10),
+        b @ b'0'..=b'9' => b.checked_sub(b'0'),
+        b @ b'a'..=b'f' => b.checked_sub(b'a' - 10),
+        b @ b'A'..=b'F' => b.checked_sub(b'A' - 10),
         _ => None,
     }
 }

@@ -3,6 +3,9 @@
 //! Wildcards follow Istio's AuthorizationPolicy where Istio has one (`*`, `prefix*`,
 //! `*suffix`) so policies port over unchanged; paths add a segment glob.
 
+// Release builds wrap on overflow: arithmetic here is checked or saturating.
+#![deny(clippy::arithmetic_side_effects)]
+
 /// Longest pattern accepted in config. Bounds per-request matching work.
 pub const MAX_PATTERN_LEN: usize = 1024;
 
@@ -195,17 +198,17 @@ fn glob_segments_match(pattern: &[GlobSegment], path: &str) -> bool {
         match (pattern.get(p), segments.get(s)) {
             (Some(GlobSegment::AnySegments), _) => {
                 backtrack = Some((p, s));
-                p += 1;
+                p = p.saturating_add(1);
             }
             (Some(GlobSegment::Pattern(g)), Some(seg)) if wildcard_match(g, seg) => {
-                p += 1;
-                s += 1;
+                p = p.saturating_add(1);
+                s = s.saturating_add(1);
             }
             _ => match backtrack {
                 Some((bp, bs)) => {
-                    p = bp + 1;
-                    s = bs + 1;
-                    backtrack = Some((bp, bs + 1));
+                    p = bp.saturating_add(1);
+                    s = bs.saturating_add(1);
+                    backtrack = Some((bp, s));
                 }
                 None => return false,
             },
@@ -226,17 +229,17 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
         match (p.get(pi), t.get(ti)) {
             (Some(b'*'), _) => {
                 star = Some((pi, ti));
-                pi += 1;
+                pi = pi.saturating_add(1);
             }
             (Some(pc), Some(tc)) if pc == tc => {
-                pi += 1;
-                ti += 1;
+                pi = pi.saturating_add(1);
+                ti = ti.saturating_add(1);
             }
             _ => match star {
                 Some((sp, st)) => {
-                    pi = sp + 1;
-                    ti = st + 1;
-                    star = Some((sp, st + 1));
+                    pi = sp.saturating_add(1);
+                    ti = st.saturating_add(1);
+                    star = Some((sp, ti));
                 }
                 None => return false,
             },

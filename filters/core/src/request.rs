@@ -1,5 +1,8 @@
 //! The request attributes policies scope on, as the host reports them.
 
+// Release builds wrap on overflow: arithmetic here is checked or saturating.
+#![deny(clippy::arithmetic_side_effects)]
+
 /// The request attributes rules can scope on.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestInfo<'a> {
@@ -21,7 +24,7 @@ impl<'a> RequestInfo<'a> {
         if let Some(rest) = host.strip_prefix('[') {
             // IPv6 literal: keep the brackets, drop what follows `]`.
             return match rest.find(']') {
-                Some(i) => host.get(..i + 2).unwrap_or(host),
+                Some(i) => host.get(..i.saturating_add(2)).unwrap_or(host),
                 None => host,
             };
         }

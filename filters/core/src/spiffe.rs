@@ -4,6 +4,9 @@
 //! same identity without the scheme (`TD/ns/NS/sa/SA`). Both are accepted in
 //! config and normalized to the URI form, which is what the peer certificate says.
 
+// Release builds wrap on overflow: arithmetic here is checked or saturating.
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::fmt;
 
 const SCHEME: &str = "spiffe://";
@@ -58,7 +61,7 @@ impl SpiffeId {
         validate_path(path)?;
         Ok(Self {
             uri: input.into(),
-            path_start: SCHEME.len() + trust_domain.len(),
+            path_start: SCHEME.len().saturating_add(trust_domain.len()),
         })
     }
 

@@ -1,6 +1,9 @@
 //! Rule lookup by key, so a request's cost follows the number of rules that could
 //! match it, not the number of rules in the policy.
 
+// Release builds wrap on overflow: arithmetic here is checked or saturating.
+#![deny(clippy::arithmetic_side_effects)]
+
 use hashbrown::HashMap;
 
 use crate::pattern::StringPattern;
@@ -73,7 +76,7 @@ impl KeyIndex {
             .take_while(|&&len| len <= key.len())
         {
             if let Some(rules) = key
-                .get(key.len() - len..)
+                .get(key.len().saturating_sub(len)..)
                 .and_then(|tail| self.suffix.by_text.get(tail))
             {
                 out.extend_from_slice(rules);
