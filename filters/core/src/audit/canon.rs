@@ -74,8 +74,10 @@ pub fn canonical_path(target: &str) -> String {
 ///
 /// pairs are split on `&` (empty pairs dropped) and each at its first `=`; keys
 /// and values are percent-decoded with `+` meaning space; pairs are sorted by
-/// key bytes, then value bytes (a key without `=` sorts before the same key with
-/// `=`, and stays distinct from it); each is re-encoded, keeping unreserved
+/// key bytes only, a stable sort: pairs with the same key keep their relative
+/// order, since an application reading the first (or last) one executes a
+/// different command when they are swapped (a key without `=` stays distinct
+/// from the same key with `=`); each is re-encoded, keeping unreserved
 /// characters and writing every other byte as uppercase `%XX`; pairs are joined
 /// with `&`.
 pub fn canonical_query(target: &str) -> String {
@@ -88,7 +90,7 @@ pub fn canonical_query(target: &str) -> String {
             None => (form_decode(pair), None),
         })
         .collect();
-    pairs.sort_unstable();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = String::with_capacity(query.len());
     for (i, (key, value)) in pairs.iter().enumerate() {
         if i > 0 {

@@ -18,8 +18,11 @@
 
 pub mod canon;
 pub mod config;
+pub mod gate;
 pub mod hash;
+pub mod json;
 pub mod keys;
+pub mod outbox;
 pub mod policy;
 pub mod record;
 pub mod stamp;

@@ -47,12 +47,14 @@ fn paths_are_decoded_collapsed_and_resolved_to_one_spelling() {
 }
 
 #[test]
-fn queries_are_decoded_sorted_and_re_encoded_with_one_encoder() {
+fn queries_are_decoded_sorted_by_key_keeping_repeated_keys_in_order_and_re_encoded() {
     let cases = [
         ("/p", ""),
         ("/p?", ""),
         ("/p?b=2&a=1", "a=1&b=2"),
-        ("/p?a=2&a=1", "a=1&a=2"),
+        ("/p?a=2&a=1", "a=2&a=1"),
+        ("/p?a=1&b=0&a=2", "a=1&a=2&b=0"),
+        ("/p?b=0&a=2&a=1", "a=2&a=1&b=0"),
         ("/p?a=1&a=1", "a=1&a=1"),
         ("/p?&&a=1&", "a=1"),
         ("/p?a+b=c+d", "a%20b=c%20d"),
@@ -60,7 +62,7 @@ fn queries_are_decoded_sorted_and_re_encoded_with_one_encoder() {
         ("/p?a=%2B", "a=%2B"),
         ("/p?a=%2b", "a=%2B"),
         ("/p?key&key=", "key&key="),
-        ("/p?key=&key", "key&key="),
+        ("/p?key=&key", "key=&key"),
         ("/p?b&a", "a&b"),
         ("/p?x=a/b~c", "x=a%2Fb~c"),
         ("/p?x=%7e%41", "x=~A"),
@@ -72,6 +74,7 @@ fn queries_are_decoded_sorted_and_re_encoded_with_one_encoder() {
         ("/p?q=%C3%A9", "q=%C3%A9"),
         ("/p?B=1&a=1", "B=1&a=1"),
         ("/p?a=10&a=9", "a=10&a=9"),
+        ("/p?a=9&a=10", "a=9&a=10"),
         ("/p?a;b=1", "a%3Bb=1"),
     ];
     for (input, want) in cases {
