@@ -29,10 +29,12 @@ pub mod stamp;
 pub mod verify;
 
 pub use config::AuditConfig;
+pub use gate::{RequestGate, Step};
 pub use hash::{CommandHasher, HashError, Part};
 pub use keys::{decode_key, AnyKid, KeyError, KeyLookup};
+pub use outbox::{Outbox, OutboxLimits, Refusal, Reservation};
 pub use policy::{AuditPolicy, Collector, CommandRef};
-pub use record::{Chain, Record, RecordError, RecordFields, RECORD_PREFIX};
+pub use record::{Chain, Record, RecordError, RecordFields, RECORD_PREFIX, TRUNCATED};
 pub use stamp::{
     audit_id, sanitize_token, verify_header, verify_header_with_keys, AuditStamp, StampError,
     VerifyError,
