@@ -135,6 +135,14 @@ impl Outbox {
         )
     }
 
+    /// Whether a full batch waits for a free delivery slot: the adapter then
+    /// asks for a [`Self::flush`] without waiting for the tick.
+    pub fn wants_flush(&self) -> bool {
+        self.healthy
+            && self.waiting.len() >= self.limits.batch_size
+            && self.in_flight.len() < self.limits.max_in_flight
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.healthy
     }
@@ -332,8 +340,10 @@ mod tests {
         let mut calls = Calls::default();
         for i in 0..8 {
             let _ = o.push(line(i), None);
+            assert_eq!(o.wants_flush(), i == 2 || i == 5, "{i}");
             o.flush(false, calls.send());
         }
+        assert!(!o.wants_flush(), "no free slot");
         // Two full batches went out without waiting for a tick; the third waits
         // for a free delivery slot.
         assert_eq!(calls.sent.len(), 2);
