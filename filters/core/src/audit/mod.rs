@@ -39,7 +39,10 @@ pub use stamp::{
     audit_id, sanitize_token, verify_header, verify_header_with_keys, AuditStamp, StampError,
     VerifyError,
 };
-pub use verify::{verify_records, BreakKind, ChainBreak, ChainReport, LineProblem, VerifyReport};
+pub use verify::{
+    verify_records, verify_records_in, BreakKind, ChainBreak, ChainReport, LineProblem, Order,
+    VerifyReport,
+};
 
 #[cfg(test)]
 mod tests;
