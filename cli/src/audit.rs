@@ -173,7 +173,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let input = PolicyFile::read(&args.file)?;
     let text = String::from_utf8_lossy(&input.bytes);
     let order = if args.by_seq { Order::Seq } else { Order::File };
-    let report = verify_records_in(&prefix_bare_records(&text), &keys, order);
+    let report = verify_records_in(&text, &keys, order);
     let summary = Summary::of(&report);
 
     let mut out = std::io::stdout().lock();
@@ -194,41 +194,6 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(FAIL_EXIT)
     })
-}
-
-/// Whether `line` is a record written without the log prefix (a collector's
-/// NDJSON): a line starting with `{` that is a JSON object with a `chain` or a
-/// `mac`, or that is not JSON at all (a damaged record, reported foreign).
-/// Other JSON objects, such as Envoy's JSON access log lines, are not records.
-fn is_bare_record(line: &str) -> bool {
-    let line = line.trim();
-    if !line.starts_with('{') || line.contains(RECORD_PREFIX) {
-        return false;
-    }
-    match serde_json::from_str::<Value>(line) {
-        Ok(Value::Object(m)) => m.contains_key("chain") || m.contains_key("mac"),
-        Ok(_) => false,
-        Err(_) => true,
-    }
-}
-
-/// `text` with the record prefix added to bare record lines, so that
-/// `verify_records` reads them; line numbers are unchanged.
-fn prefix_bare_records(text: &str) -> Cow<'_, str> {
-    if !text.lines().any(is_bare_record) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 1024);
-    for line in text.lines() {
-        if is_bare_record(line) {
-            out.push_str(RECORD_PREFIX);
-            out.push_str(line.trim());
-        } else {
-            out.push_str(line);
-        }
-        out.push('\n');
-    }
-    Cow::Owned(out)
 }
 
 /// The counts of the summary line.

@@ -2,7 +2,8 @@
 //! (`meshguard audit verify FILE`).
 //!
 //! A line holding [`RECORD_PREFIX`] followed by a JSON object with a `chain`
-//! string is a record; other lines are ignored, and those holding the prefix
+//! string is a record, and so is a bare JSON record line (a collector's
+//! NDJSON); other lines are ignored, and those holding the prefix
 //! without such an object after it are reported as **foreign** (a log line
 //! echoing the marker, a torn line) without failing the check: a real record
 //! that was damaged leaves a gap in its chain, which does fail it.
@@ -165,6 +166,22 @@ struct Entry {
     problem: Option<(BreakKind, String)>,
 }
 
+/// Whether `line` is a record written without the log prefix (a collector's
+/// NDJSON): a line starting with `{` that is a JSON object with a `chain` or a
+/// `mac`, or that is not JSON at all (a torn record, reported foreign). Other
+/// JSON objects, such as Envoy's JSON access log lines, are not records.
+fn is_bare_record(line: &str) -> bool {
+    let line = line.trim();
+    if !line.starts_with('{') {
+        return false;
+    }
+    match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(m)) => m.contains_key("chain") || m.contains_key("mac"),
+        Ok(_) => false,
+        Err(_) => true,
+    }
+}
+
 /// How records are ordered for the chain checks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Order {
@@ -193,13 +210,14 @@ pub fn verify_records_in<K: KeyLookup + ?Sized>(
     let mut entries: Vec<Vec<Entry>> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line_no = n + 1;
-        let Some(start) = line.find(RECORD_PREFIX) else {
-            continue;
+        let json = match line.find(RECORD_PREFIX) {
+            Some(start) => line
+                .get(start + RECORD_PREFIX.len()..)
+                .unwrap_or("")
+                .trim_end(),
+            None if is_bare_record(line) => line.trim(),
+            None => continue,
         };
-        let json = line
-            .get(start + RECORD_PREFIX.len()..)
-            .unwrap_or("")
-            .trim_end();
         let lenient = serde_json::from_str::<Value>(json);
         let Some(chain) = lenient
             .as_ref()

@@ -601,3 +601,27 @@ fn a_record_that_cannot_be_sealed_leaves_the_chain_unchanged() {
     assert_eq!(c.next_seq(), 1);
     assert_eq!(c.seal(fields("vm-a", 1), KEY, "k1").unwrap().seq, 1);
 }
+
+#[test]
+fn bare_records_of_a_collector_file_verify_like_log_lines() {
+    let rs = records("vm-a", 4);
+    let ndjson: String = rs
+        .iter()
+        .map(|r| {
+            format!(
+                "{}\n",
+                String::from_utf8(r.canonical_bytes(true).unwrap()).unwrap()
+            )
+        })
+        .collect();
+    let report = verify_records(&ndjson, &keys());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.record_count(), 4);
+    // JSON lines that are not records (an access log) are ignored; a torn
+    // record is foreign.
+    let mixed =
+        format!("{{\"path\":\"/x\",\"code\":200}}\n{ndjson}{{\"chain\":\"vm-a\",\"seq\":4,\n");
+    let report = verify_records(&mixed, &keys());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.foreign.len(), 1);
+}
