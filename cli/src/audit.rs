@@ -202,6 +202,7 @@ struct Summary {
     records: usize,
     broken: usize,
     foreign: usize,
+    unreadable: usize,
 }
 
 impl Summary {
@@ -211,6 +212,7 @@ impl Summary {
             records: report.record_count(),
             broken: report.chains.iter().filter(|c| !c.is_ok()).count(),
             foreign: report.foreign.len(),
+            unreadable: report.unreadable.len(),
         }
     }
 }
@@ -257,6 +259,9 @@ fn report_text(report: &VerifyReport, summary: &Summary) -> String {
         text.push_str(&chain_text(c));
         text.push('\n');
     }
+    for p in &report.unreadable {
+        text.push_str(&format!("line {}: unreadable: {}\n", p.line, p.message));
+    }
     for p in &report.foreign {
         text.push_str(&format!("line {}: foreign: {}\n", p.line, p.message));
     }
@@ -264,6 +269,9 @@ fn report_text(report: &VerifyReport, summary: &Summary) -> String {
         "verified: {} chains, {} records, {} broken",
         summary.chains, summary.records, summary.broken
     ));
+    if summary.unreadable > 0 {
+        text.push_str(&format!(", {} unreadable", summary.unreadable));
+    }
     if summary.foreign > 0 {
         text.push_str(&format!(", {} foreign lines ignored", summary.foreign));
     }
@@ -292,6 +300,11 @@ fn report_json(report: &VerifyReport, summary: &Summary) -> Value {
             })
         })
         .collect();
+    let unreadable: Vec<Value> = report
+        .unreadable
+        .iter()
+        .map(|p| json!({"line": p.line, "message": p.message}))
+        .collect();
     let foreign: Vec<Value> = report
         .foreign
         .iter()
@@ -301,11 +314,13 @@ fn report_json(report: &VerifyReport, summary: &Summary) -> Value {
         "ok": report.is_ok(),
         "chains": chains,
         "foreign": foreign,
+        "unreadable": unreadable,
         "summary": {
             "chains": summary.chains,
             "records": summary.records,
             "broken": summary.broken,
             "foreign": summary.foreign,
+            "unreadable": summary.unreadable,
         },
     })
 }
@@ -630,28 +645,6 @@ mod tests {
         ] {
             assert_eq!(utc_text(ms).as_deref(), want, "{ms}");
         }
-    }
-
-    #[test]
-    fn bare_lines_are_records_only_when_they_look_like_records() {
-        for (line, want) in [
-            (r#"{"chain":"a","seq":0}"#, true),
-            (r#"  {"mac":"x"}  "#, true),
-            (r#"{"chain":"a""#, true),
-            (r#"{"authority":"x","path":"/"}"#, false),
-            (r#"[info] meshguard-audit-record: {"chain":"a"}"#, false),
-            (r#"{"x": 1} meshguard-audit-record: {"chain":"a"}"#, false),
-            ("[1]", false),
-            ("", false),
-        ] {
-            assert_eq!(is_bare_record(line), want, "{line:?}");
-        }
-        let text = "a\n{\"chain\":\"c\"}\r\nb";
-        assert_eq!(
-            prefix_bare_records(text),
-            format!("a\n{RECORD_PREFIX}{{\"chain\":\"c\"}}\nb\n")
-        );
-        assert!(matches!(prefix_bare_records("a\nb"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -357,7 +357,7 @@ fn verify_accepts_an_intact_envoy_log_and_names_the_first_break() {
                         r#""foreign":[{{"line":{},"message":"not a JSON record:"#,
                         log.lines.len() + 2
                     ),
-                    r#""summary":{"broken":0,"chains":1,"foreign":2,"records":1000}"#.into(),
+                    r#""summary":{"broken":0,"chains":1,"foreign":2,"records":1000,"unreadable":0}"#.into(),
                 ]
             },
         },
@@ -562,7 +562,8 @@ fn verify_json_reports_every_chain_and_break() {
                 },
             }],
             "foreign": [],
-            "summary": {"chains": 1, "records": 20, "broken": 1, "foreign": 0},
+            "unreadable": [],
+            "summary": {"chains": 1, "records": 20, "broken": 1, "foreign": 0, "unreadable": 0},
         })
     );
 }

@@ -117,12 +117,17 @@ pub struct VerifyReport {
     pub chains: Vec<ChainReport>,
     /// Lines holding the record prefix that are not records (ignored).
     pub foreign: Vec<LineProblem>,
+    /// JSON objects with a repeated key that name no chain: a record edited so
+    /// that readers disagree on it (fails the check).
+    pub unreadable: Vec<LineProblem>,
 }
 
 impl VerifyReport {
     /// There is at least one record, and no chain has a break.
     pub fn is_ok(&self) -> bool {
-        !self.chains.is_empty() && self.chains.iter().all(ChainReport::is_ok)
+        !self.chains.is_empty()
+            && self.unreadable.is_empty()
+            && self.chains.iter().all(ChainReport::is_ok)
     }
 
     /// Record lines found.
@@ -146,6 +151,9 @@ impl fmt::Display for VerifyReport {
                     c.chain, c.verified, c.records
                 )?,
             }
+        }
+        for p in &self.unreadable {
+            writeln!(f, "line {}: unreadable: {}", p.line, p.message)?;
         }
         for p in &self.foreign {
             writeln!(f, "line {}: foreign: {}", p.line, p.message)?;
@@ -219,12 +227,24 @@ pub fn verify_records_in<K: KeyLookup + ?Sized>(
             None => continue,
         };
         let lenient = serde_json::from_str::<Value>(json);
+        // Parsers disagree on which of two equal keys counts (serde_json keeps
+        // the last): a record with a repeated key would verify as one record and
+        // read as another elsewhere, so it is never foreign and never verifies.
+        let strict = serde_json::from_str::<StrictObject>(json).map(|o| Value::Object(o.0));
+        let repeated = lenient.as_ref().is_ok_and(Value::is_object) && strict.is_err();
         let Some(chain) = lenient
             .as_ref()
             .ok()
             .and_then(|v| v.get("chain"))
             .and_then(Value::as_str)
         else {
+            if let (true, Err(e)) = (repeated, &strict) {
+                report.unreadable.push(LineProblem {
+                    line: line_no,
+                    message: format!("not a JSON record: {e}"),
+                });
+                continue;
+            }
             let message = match &lenient {
                 Err(e) => format!("not a JSON record: {e}"),
                 Ok(_) => {
@@ -237,10 +257,6 @@ pub fn verify_records_in<K: KeyLookup + ?Sized>(
             });
             continue;
         };
-        // Parsers disagree on which of two equal keys counts (serde_json keeps
-        // the last): a record with a repeated key would verify as one record and
-        // read as another elsewhere, so it breaks its chain.
-        let strict = serde_json::from_str::<StrictObject>(json).map(|o| Value::Object(o.0));
         let index = *chain_index.entry(chain.to_owned()).or_insert_with(|| {
             report.chains.push(ChainReport {
                 chain: chain.to_owned(),
@@ -452,4 +468,24 @@ fn link(
         ));
     }
     Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_bare_record;
+
+    #[test]
+    fn bare_lines_are_records_only_when_they_look_like_records() {
+        for (line, want) in [
+            (r#"{"chain":"a","seq":0}"#, true),
+            (r#"  {"mac":"x"}  "#, true),
+            (r#"{"chain":"a""#, true),
+            (r#"{"authority":"x","path":"/"}"#, false),
+            (r#"[info] meshguard-audit-record: {"chain":"a"}"#, false),
+            ("[1]", false),
+            ("", false),
+        ] {
+            assert_eq!(is_bare_record(line), want, "{line:?}");
+        }
+    }
 }

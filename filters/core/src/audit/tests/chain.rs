@@ -625,3 +625,21 @@ fn bare_records_of_a_collector_file_verify_like_log_lines() {
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.foreign.len(), 1);
 }
+
+#[test]
+fn a_record_whose_chain_is_repeated_never_verifies_nor_passes_as_foreign() {
+    let rs = records("vm-a", 3);
+    let text = log(&rs);
+    // The repeated `chain` last: serde_json reads a number, so the line names
+    // no chain, yet it is a record edited so that readers disagree.
+    let last = rs[2].to_line();
+    let forged = text.replacen(
+        &last,
+        &format!("{},\"chain\":5}}", &last[..last.len() - 1]),
+        1,
+    );
+    let report = verify_records(&forged, &keys());
+    assert!(!report.is_ok(), "{report}");
+    assert_eq!(report.unreadable.len(), 1);
+    assert!(report.foreign.is_empty());
+}
