@@ -160,8 +160,35 @@ fn expected_hash(path: &str, body: &[u8]) -> String {
 
 #[tokio::test]
 async fn a_body_ending_in_trailers_is_hashed_and_stamped_over_h1_and_h2() {
+    trailers_case(audit(config(true, ""))).await;
+}
+
+#[tokio::test]
+async fn without_the_envoyfilter_variant_a_body_with_trailers_is_held_never_released_unaudited() {
+    // A WasmPlugin cannot set allow_on_headers_stop_iteration: Envoy turns
+    // the held headers into "stop all", and once trailers follow the body it
+    // never resumes the stream (docs/audit.md): the request times out, and
+    // nothing reaches the upstream without its audit headers.
     let collector = SlowCollector::start(Duration::ZERO).await;
-    let mesh = mesh_with(vec![audit(config(true, ""))], collector.addr).await;
+    let mesh = mesh_with(vec![Filter::audit(config(true, ""))], collector.addr).await;
+    let request = Request::new("POST", "/exec/run")
+        .protocol(Protocol::Http2)
+        .header("te", "trailers")
+        .chunked(vec![b"a".to_vec(), b"b".to_vec()])
+        .trailer("x-t", "1");
+    let resp = mesh.send_as("frontend", request).await.unwrap();
+    assert_ne!(resp.status, 200, "{resp:?}");
+    for got in mesh.upstream().requests() {
+        assert!(
+            got.header("x-meshguard-audit").is_some(),
+            "released unaudited: {got:?}"
+        );
+    }
+}
+
+async fn trailers_case(filter: Filter) {
+    let collector = SlowCollector::start(Duration::ZERO).await;
+    let mesh = mesh_with(vec![filter], collector.addr).await;
     for client in Protocol::ALL {
         for leg in Protocol::ALL {
             for upstream in Protocol::ALL {
