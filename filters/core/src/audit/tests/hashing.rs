@@ -390,3 +390,194 @@ fn strict_json_parsing_keeps_values_and_refuses_ambiguity() {
     let v = parse_strict_json("\"\\u001F\\u00e9\\n\\/\u{7f}\"".as_bytes()).unwrap();
     assert_eq!(canon(v), "\"\\u001fé\\n/\u{7f}\"");
 }
+
+/// Pairs of requests: whether an application executes them as the same
+/// command. Different commands must never share a hash; the same command
+/// spelled differently hashes the same.
+#[test]
+fn requests_an_application_executes_differently_never_share_a_hash() {
+    let p = policy(
+        r#"{"commands": [
+          {"name": "graphql", "paths": ["/graphql"], "parts": ["method", "path",
+            {"json_pointer": "/query"}, {"json_pointer": "/operationName"}, {"json_pointer": "/variables"}]},
+          {"name": "whole", "paths": ["/json"], "parts": ["method", "path", "query", {"json_pointer": ""}]},
+          {"name": "raw", "paths": ["/raw"], "parts": ["method", "body"]}
+        ]}"#,
+    );
+    let gql = |op: &str| {
+        format!(r#"{{"query": "query A {{ a }} query B {{ b }}", "operationName": {op}}}"#)
+    };
+    // (why, (target, body), (target, body), same command?)
+    let rows: Vec<(&str, (&str, String), (&str, String), bool)> = vec![
+        (
+            "repeated query keys swapped",
+            ("/q?a=1&a=2", String::new()),
+            ("/q?a=2&a=1", String::new()),
+            false,
+        ),
+        (
+            "repeated keys around another key",
+            ("/q?a=1&b=0&a=2", String::new()),
+            ("/q?a=2&b=0&a=1", String::new()),
+            false,
+        ),
+        (
+            "different keys reordered",
+            ("/q?a=1&b=2", String::new()),
+            ("/q?b=2&a=1", String::new()),
+            true,
+        ),
+        (
+            "space as + or %20",
+            ("/q?x=a+b", String::new()),
+            ("/q?x=a%20b", String::new()),
+            true,
+        ),
+        (
+            "encoded + and space",
+            ("/q?x=%2B", String::new()),
+            ("/q?x=+", String::new()),
+            false,
+        ),
+        (
+            "encoded & inside a value",
+            ("/q?x=%26y%3D1", String::new()),
+            ("/q?x=&y=1", String::new()),
+            false,
+        ),
+        (
+            "encoded unreserved letter",
+            ("/q?a=%41", String::new()),
+            ("/q?a=A", String::new()),
+            true,
+        ),
+        (
+            "key without and with =",
+            ("/q?k", String::new()),
+            ("/q?k=", String::new()),
+            false,
+        ),
+        (
+            "encoded slash in the path",
+            ("/a%2Fb", String::new()),
+            ("/a/b", String::new()),
+            false,
+        ),
+        (
+            "dot segments",
+            ("/x/../a/b", String::new()),
+            ("/a/b", String::new()),
+            true,
+        ),
+        (
+            "integers past 64 bits",
+            ("/json", r#"{"n": 18446744073709551617}"#.into()),
+            ("/json", r#"{"n": 18446744073709551618}"#.into()),
+            false,
+        ),
+        (
+            "integer and float",
+            ("/json", r#"{"n": 1}"#.into()),
+            ("/json", r#"{"n": 1.0}"#.into()),
+            false,
+        ),
+        (
+            "floats a double would merge",
+            ("/json", r#"{"n": 0.1}"#.into()),
+            ("/json", r#"{"n": 0.10000000000000001}"#.into()),
+            false,
+        ),
+        (
+            "numbers past a double's range",
+            ("/json", r#"{"n": 1e400}"#.into()),
+            ("/json", r#"{"n": 1e401}"#.into()),
+            false,
+        ),
+        (
+            "negative zero integer",
+            ("/json", r#"{"n": -0}"#.into()),
+            ("/json", r#"{"n": 0}"#.into()),
+            false,
+        ),
+        (
+            "the same decimal spelled twice",
+            ("/json", r#"{"n": 2.50}"#.into()),
+            ("/json", r#"{"n": 25e-1}"#.into()),
+            true,
+        ),
+        (
+            "unicode escapes and raw text",
+            ("/json", r#"{"s": "\u0041\u00e9\ud83d\ude00"}"#.into()),
+            ("/json", r#"{"s": "Aé😀"}"#.into()),
+            true,
+        ),
+        (
+            "escaped and raw solidus",
+            ("/json", r#"{"s": "a\/b"}"#.into()),
+            ("/json", r#"{"s": "a/b"}"#.into()),
+            true,
+        ),
+        (
+            "array order",
+            ("/json", r#"{"a": [1, 2]}"#.into()),
+            ("/json", r#"{"a": [2, 1]}"#.into()),
+            false,
+        ),
+        (
+            "object key order",
+            ("/json", r#"{"a": 1, "b": 2}"#.into()),
+            ("/json", r#"{"b": 2, "a": 1}"#.into()),
+            true,
+        ),
+        (
+            "null and absent",
+            ("/json", r#"{"a": null}"#.into()),
+            ("/json", "{}".into()),
+            false,
+        ),
+        (
+            "string and number",
+            ("/json", r#"{"a": "1"}"#.into()),
+            ("/json", r#"{"a": 1}"#.into()),
+            false,
+        ),
+        (
+            "GraphQL operationName",
+            ("/graphql", gql("\"A\"")),
+            ("/graphql", gql("\"B\"")),
+            false,
+        ),
+        (
+            "GraphQL without operationName",
+            ("/graphql", gql("null")),
+            (
+                "/graphql",
+                r#"{"query": "query A { a } query B { b }"}"#.into(),
+            ),
+            false,
+        ),
+        (
+            "raw bodies",
+            ("/raw", "a".into()),
+            ("/raw", "a ".into()),
+            false,
+        ),
+    ];
+    for (why, (t1, b1), (t2, b2), same) in rows {
+        let h1 = p.hash_request("POST", t1, "h", b1.as_bytes()).unwrap();
+        let h2 = p.hash_request("POST", t2, "h", b2.as_bytes()).unwrap();
+        assert_eq!(h1 == h2, same, "{why}: {t1} {b1} / {t2} {b2}");
+    }
+    // A body an application could read two ways is not hashed at all.
+    for ambiguous in [
+        r#"{"a": 1, "a": 2}"#,
+        r#"{"a": 1, "\u0061": 2}"#,
+        r#"{"s": "\ud800"}"#,
+    ] {
+        assert!(
+            p.hash_request("POST", "/json", "h", ambiguous.as_bytes())
+                .is_err(),
+            "{ambiguous}"
+        );
+    }
+}
