@@ -120,7 +120,7 @@ impl Shared {
             return;
         };
         let timeout = Duration::from_millis(u64::from(collector.timeout_ms));
-        let outcome = outbox.flush(tick, |body| {
+        let outcome = outbox.flush(host::now_ms(), tick, |body| {
             let headers = vec![
                 (":method", "POST"),
                 (":path", collector.path.as_str()),
@@ -239,7 +239,7 @@ impl FilterRoot for Audit {
         let Some(outcome) = outbox
             .try_borrow_mut()
             .ok()
-            .and_then(|mut o| o.answered(token, ok))
+            .and_then(|mut o| o.answered(host::now_ms(), token, ok))
         else {
             return false;
         };

@@ -14,6 +14,9 @@
 //!   no room is refused (`audit_queue_full`), and failed deliveries are retried
 //!   until they succeed; while the collector fails, new requests are refused
 //!   (`audit_collector_unavailable`);
+//! - while the collector fails, one batch is retried at a time, after a delay
+//!   that doubles from [`FIRST_RETRY_MS`] to [`MAX_RETRY_MS`] (a collector that
+//!   stalls for a while is not hammered, and does not burn every retry);
 //! - otherwise a full outbox drops its oldest waiting record for a new one, and
 //!   a record that failed more than `max_retries` deliveries is dropped; both
 //!   are counted.
@@ -24,6 +27,11 @@
 use std::collections::VecDeque;
 
 use hashbrown::HashMap;
+
+/// Delay before the first retry after a failed delivery.
+pub const FIRST_RETRY_MS: u64 = 500;
+/// Longest delay between retries while the collector fails.
+pub const MAX_RETRY_MS: u64 = 8000;
 
 /// The outbox's bounds, from the collector config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +102,9 @@ pub struct Outbox {
     held_bytes: usize,
     reserved: usize,
     healthy: bool,
+    /// While failing: when the next retry may start, and the delay after it.
+    retry_at_ms: u64,
+    retry_delay_ms: u64,
 }
 
 impl Outbox {
@@ -110,6 +121,8 @@ impl Outbox {
             held_bytes: 0,
             reserved: 0,
             healthy: true,
+            retry_at_ms: 0,
+            retry_delay_ms: FIRST_RETRY_MS,
         }
     }
 
@@ -207,19 +220,25 @@ impl Outbox {
         self.held_bytes = self.held_bytes.saturating_sub(entry.line.len());
     }
 
-    /// Sends what should be sent now: full batches while deliveries may start;
-    /// on the periodic `tick`, also a partial batch, and while the collector is
-    /// failing one batch at most (an empty one as a probe when nothing waits),
-    /// which paces the retries. `send` dispatches one NDJSON body and returns
-    /// its token, or `None` when the call could not start (a failed delivery).
-    pub fn flush(&mut self, tick: bool, mut send: impl FnMut(&[u8]) -> Option<u32>) -> Outcome {
+    /// Sends what should be sent now (host time `now_ms`): full batches while
+    /// deliveries may start; on the periodic `tick`, also a partial batch. While
+    /// the collector is failing, one batch at most once its retry delay has
+    /// passed (an empty one as a probe when nothing waits). `send` dispatches
+    /// one NDJSON body and returns its token, or `None` when the call could not
+    /// start (a failed delivery).
+    pub fn flush(
+        &mut self,
+        now_ms: u64,
+        tick: bool,
+        mut send: impl FnMut(&[u8]) -> Option<u32>,
+    ) -> Outcome {
         let mut outcome = Outcome::default();
         if !self.healthy {
-            if !tick || !self.in_flight.is_empty() {
+            if !tick || !self.in_flight.is_empty() || now_ms < self.retry_at_ms {
                 return outcome;
             }
             let count = self.waiting.len().min(self.limits.batch_size);
-            self.send_one(count, &mut send, &mut outcome);
+            self.send_one(now_ms, count, &mut send, &mut outcome);
             return outcome;
         }
         while self.in_flight.len() < self.limits.max_in_flight && self.healthy {
@@ -228,13 +247,14 @@ impl Outbox {
                 break;
             }
             let count = self.waiting.len().min(self.limits.batch_size);
-            self.send_one(count, &mut send, &mut outcome);
+            self.send_one(now_ms, count, &mut send, &mut outcome);
         }
         outcome
     }
 
     fn send_one(
         &mut self,
+        now_ms: u64,
         count: usize,
         send: &mut impl FnMut(&[u8]) -> Option<u32>,
         outcome: &mut Outcome,
@@ -249,13 +269,14 @@ impl Outbox {
             Some(token) => {
                 self.in_flight.insert(token, batch);
             }
-            None => self.failed(batch, outcome),
+            None => self.failed(now_ms, batch, outcome),
         }
     }
 
-    /// The collector answered delivery `token` (`ok`: a 2xx status). Returns
-    /// `None` for a token that is not one of this outbox's deliveries.
-    pub fn answered(&mut self, token: u32, ok: bool) -> Option<Outcome> {
+    /// The collector answered delivery `token` at `now_ms` (`ok`: a 2xx
+    /// status). Returns `None` for a token that is not one of this outbox's
+    /// deliveries.
+    pub fn answered(&mut self, now_ms: u64, token: u32, ok: bool) -> Option<Outcome> {
         let batch = self.in_flight.remove(&token)?;
         let mut outcome = Outcome::default();
         if ok {
@@ -265,21 +286,26 @@ impl Outbox {
             outcome.delivered = batch.len();
             if !self.healthy {
                 self.healthy = true;
+                self.retry_delay_ms = FIRST_RETRY_MS;
                 outcome.health_changed = Some(true);
             }
         } else {
-            self.failed(batch, &mut outcome);
+            self.failed(now_ms, batch, &mut outcome);
         }
         Some(outcome)
     }
 
     /// A failed delivery: its records wait again, first in line; without
     /// `fail_closed` those past `max_retries` are dropped.
-    fn failed(&mut self, batch: Vec<Entry>, outcome: &mut Outcome) {
+    fn failed(&mut self, now_ms: u64, batch: Vec<Entry>, outcome: &mut Outcome) {
         if self.healthy {
             self.healthy = false;
+            self.retry_delay_ms = FIRST_RETRY_MS;
             outcome.health_changed = Some(false);
+        } else {
+            self.retry_delay_ms = (self.retry_delay_ms * 2).min(MAX_RETRY_MS);
         }
+        self.retry_at_ms = now_ms.saturating_add(self.retry_delay_ms);
         for mut e in batch.into_iter().rev() {
             e.attempts = e.attempts.saturating_add(1);
             if !self.limits.fail_closed && e.attempts > self.limits.max_retries {
@@ -330,6 +356,9 @@ mod tests {
         }
     }
 
+    /// Long after any retry delay.
+    const LATER: u64 = 1_000_000;
+
     fn line(i: usize) -> String {
         format!("r{i:02}")
     }
@@ -341,7 +370,7 @@ mod tests {
         for i in 0..8 {
             let _ = o.push(line(i), None);
             assert_eq!(o.wants_flush(), i == 2 || i == 5, "{i}");
-            o.flush(false, calls.send());
+            o.flush(0, false, calls.send());
         }
         assert!(!o.wants_flush(), "no free slot");
         // Two full batches went out without waiting for a tick; the third waits
@@ -350,12 +379,12 @@ mod tests {
         assert_eq!(calls.sent[0].1, "r00\nr01\nr02\n");
         assert_eq!(o.in_flight(), 2);
         assert_eq!(o.waiting(), 2);
-        assert_eq!(o.answered(1, true).unwrap().delivered, 3);
-        o.flush(false, calls.send());
+        assert_eq!(o.answered(0, 1, true).unwrap().delivered, 3);
+        o.flush(0, false, calls.send());
         assert_eq!(calls.sent.len(), 2, "a partial batch waits for the tick");
-        o.flush(true, calls.send());
+        o.flush(LATER, true, calls.send());
         assert_eq!(calls.sent[2].1, "r06\nr07\n");
-        assert_eq!(o.answered(99, true), None, "not our token");
+        assert_eq!(o.answered(0, 99, true), None, "not our token");
     }
 
     #[test]
@@ -374,25 +403,25 @@ mod tests {
         // A failing collector: records are retried forever, never dropped, and
         // new requests are refused while it fails.
         calls.refuse = true;
-        let out = o.flush(false, calls.send());
+        let out = o.flush(0, false, calls.send());
         assert_eq!((out.dropped, out.health_changed), (0, Some(false)));
         assert_eq!(o.reserve(), Err(Refusal::CollectorUnavailable));
-        for _ in 0..5 {
-            assert_eq!(o.flush(true, calls.send()).dropped, 0);
+        for i in 1..=5 {
+            assert_eq!(o.flush(LATER * i, true, calls.send()).dropped, 0);
         }
         assert_eq!(o.waiting(), 10);
         calls.refuse = false;
-        o.flush(true, calls.send());
+        o.flush(LATER * 6, true, calls.send());
         assert_eq!(calls.sent.len(), 1, "one probe batch while failing");
-        let out = o.answered(1, true).unwrap();
+        let out = o.answered(0, 1, true).unwrap();
         assert_eq!((out.delivered, out.health_changed), (3, Some(true)));
-        o.flush(false, calls.send());
+        o.flush(0, false, calls.send());
         for (token, _) in calls.sent.clone().into_iter().skip(1) {
-            o.answered(token, true);
+            o.answered(0, token, true);
         }
-        o.flush(true, calls.send());
+        o.flush(LATER, true, calls.send());
         for (token, _) in calls.sent.clone().into_iter().skip(3) {
-            o.answered(token, true);
+            o.answered(0, token, true);
         }
         let all: String = calls.sent.iter().map(|(_, b)| b.as_str()).collect();
         assert_eq!(all.lines().count(), 10, "{all}");
@@ -430,7 +459,7 @@ mod tests {
         }
         assert_eq!(o.push(line(3), None).dropped, 1);
         let mut calls = Calls::default();
-        o.flush(false, calls.send());
+        o.flush(0, false, calls.send());
         assert_eq!(calls.sent[0].1, "r01\nr02\nr03\n");
         // Everything is in flight: a new record has nothing older to replace.
         assert_eq!(o.push(line(4), None).dropped, 1);
@@ -452,20 +481,55 @@ mod tests {
         for i in 0..3 {
             let _ = o.push(line(i), None);
         }
-        o.flush(false, calls.send());
-        let out = o.answered(1, false).unwrap();
+        o.flush(0, false, calls.send());
+        let out = o.answered(0, 1, false).unwrap();
         assert_eq!((out.dropped, out.health_changed), (0, Some(false)));
         assert!(
             o.reserve().unwrap().is_none(),
             "no refusal without fail_closed"
         );
-        o.flush(true, calls.send());
+        o.flush(LATER, true, calls.send());
         assert_eq!(calls.sent[1].1, "r00\nr01\nr02\n", "retried in order");
-        assert_eq!(o.answered(2, false).unwrap().dropped, 3);
+        assert_eq!(o.answered(0, 2, false).unwrap().dropped, 3);
         assert_eq!(o.held(), (0, 0));
         // A probe reopens the collector.
-        o.flush(true, calls.send());
+        o.flush(LATER, true, calls.send());
         assert_eq!(calls.sent[2].1, "");
-        assert_eq!(o.answered(3, true).unwrap().health_changed, Some(true));
+        assert_eq!(o.answered(0, 3, true).unwrap().health_changed, Some(true));
+    }
+
+    #[test]
+    fn retries_wait_for_a_delay_that_doubles_while_the_collector_fails() {
+        let mut o = Outbox::new(limits(true));
+        let mut calls = Calls::default();
+        let r = o.reserve().unwrap();
+        let _ = o.push(line(0), r);
+        o.flush(1000, true, calls.send());
+        o.answered(1000, 1, false);
+        // First retry after FIRST_RETRY_MS, then twice as long each time.
+        let mut at = 1000;
+        let mut delay = FIRST_RETRY_MS;
+        for round in 0..6 {
+            o.flush(at + delay - 1, true, calls.send());
+            assert_eq!(calls.sent.len(), round + 1, "too early in round {round}");
+            o.flush(at + delay, true, calls.send());
+            assert_eq!(calls.sent.len(), round + 2, "round {round}");
+            at += delay;
+            o.answered(at, calls.next, false);
+            delay = (delay * 2).min(MAX_RETRY_MS);
+        }
+        assert_eq!(delay, MAX_RETRY_MS);
+        // A success resets the delay.
+        o.flush(at + delay, true, calls.send());
+        assert_eq!(
+            o.answered(at + delay, calls.next, true).unwrap().delivered,
+            1
+        );
+        let r = o.reserve().unwrap();
+        let _ = o.push(line(1), r);
+        o.flush(0, true, calls.send());
+        o.answered(5000, calls.next, false);
+        o.flush(5000 + FIRST_RETRY_MS, true, calls.send());
+        assert_eq!(calls.sent.last().unwrap().1, "r01\n");
     }
 }
