@@ -408,7 +408,8 @@ fn requests_an_application_executes_differently_never_share_a_hash() {
         format!(r#"{{"query": "query A {{ a }} query B {{ b }}", "operationName": {op}}}"#)
     };
     // (why, (target, body), (target, body), same command?)
-    let rows: Vec<(&str, (&str, String), (&str, String), bool)> = vec![
+    type Request<'a> = (&'a str, String);
+    let rows: Vec<(&str, Request, Request, bool)> = vec![
         (
             "repeated query keys swapped",
             ("/q?a=1&a=2", String::new()),
