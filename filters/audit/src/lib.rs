@@ -295,6 +295,26 @@ struct AuditHttp {
 
 impl Context for AuditHttp {}
 
+impl Drop for AuditHttp {
+    /// A stream that ends without its log callback leaves no record: give its
+    /// outbox room back (else the outbox would shrink for good) and count it.
+    fn drop(&mut self) {
+        let (Some(shared), Some(request)) = (self.shared.as_ref(), self.request.take()) else {
+            return;
+        };
+        shared.metrics.dropped.increment();
+        log::warn!(
+            "meshguard audit: request {} ended without a record",
+            logsafe::quote(&request.id)
+        );
+        if let (Some(r), Some(outbox)) = (request.reservation, &shared.outbox) {
+            if let Ok(mut o) = outbox.try_borrow_mut() {
+                o.release(r);
+            }
+        }
+    }
+}
+
 impl HttpContext for AuditHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
