@@ -103,7 +103,8 @@ fn requests_with_the_same_meaning_hash_the_same() {
             ("get", "/a//b/./c?y=2&x=1", ""),
             ("GET", "/a/b/c?x=1&y=2", ""),
         ),
-        (("POST", "/%7Eu?q=a+b", ""), ("post", "/~u?q=a%20b", "")),
+        (("POST", "/%7Eu?q=a+b", ""), ("post", "/~u?q=a+b", "")),
+        (("POST", "/u?q=%61%2b", ""), ("post", "/u?q=a%2B", "")),
         (("GET", "/x/../y?#frag", ""), ("GET", "/y", "")),
         (("GET", "/p?&a=1&&", ""), ("GET", "/p?a=1", "")),
         (
@@ -429,9 +430,27 @@ fn requests_an_application_executes_differently_never_share_a_hash() {
             true,
         ),
         (
-            "space as + or %20",
+            "+ is a space only for form decoders",
             ("/q?x=a+b", String::new()),
             ("/q?x=a%20b", String::new()),
+            false,
+        ),
+        (
+            "; separates pairs for some frameworks",
+            ("/q?a=1;b=2", String::new()),
+            ("/q?a=1%3Bb%3D2", String::new()),
+            false,
+        ),
+        (
+            "raw and escaped comma",
+            ("/q?a=1,2", String::new()),
+            ("/q?a=1%2C2", String::new()),
+            false,
+        ),
+        (
+            "escape hex case",
+            ("/q?a=%2f", String::new()),
+            ("/q?a=%2F", String::new()),
             true,
         ),
         (
