@@ -215,6 +215,8 @@ impl FilterRoot for Audit {
     }
 
     fn on_tick(&mut self) {
+        // A wake-up that never arrived must not silence later ones.
+        self.shared.flush_requested.set(false);
         self.shared.flush(true);
     }
 
