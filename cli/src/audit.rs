@@ -11,8 +11,8 @@ use clap::Subcommand;
 use meshguard_core::audit::config::{DEFAULT_KEY_ENV, DEFAULT_KEY_ID};
 use meshguard_core::audit::policy::is_valid_key_id;
 use meshguard_core::audit::{
-    decode_key, verify_header_with_keys, verify_records, AuditStamp, ChainReport, VerifyReport,
-    RECORD_PREFIX,
+    decode_key, verify_header_with_keys, verify_records_in, AuditStamp, ChainReport, Order,
+    VerifyReport, RECORD_PREFIX,
 };
 use meshguard_core::canonical::hex;
 use meshguard_core::integrity::IntegrityEnv;
@@ -21,15 +21,15 @@ use serde_json::{json, Value};
 
 use crate::policy_file::PolicyFile;
 
-/// Exit status when a chain is broken, a record line unreadable, a header
-/// invalid or its command hash different from the request's.
+/// Exit status when a chain is broken, no record is found, a header is
+/// invalid or its command hash differs from the request's.
 const FAIL_EXIT: u8 = 2;
 
 /// Verify audit records and signed audit headers (docs/audit.md).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit status: 0 when everything verifies; 2 when a chain is broken, a record \
-                  line is unreadable, a header does not verify or its command hash differs; \
+    after_help = "Exit status: 0 when everything verifies; 2 when a chain is broken, no record \
+                  is found, a header does not verify or its command hash differs; \
                   1 on errors (bad arguments, unreadable file, invalid key or config)."
 )]
 pub struct Args {
@@ -127,13 +127,15 @@ impl KeyArgs {
 
 /// Verify the audit records of an Envoy log or a collector's files.
 ///
-/// Every line holding `meshguard-audit-record: ` is a record (whatever precedes
-/// it, such as Envoy's log prefix); a line that is a bare JSON record, as a
-/// collector stores them (NDJSON), is one too. Other lines are ignored,
-/// including JSON lines without `chain` or `mac` (JSON access logs). Records
-/// are grouped by chain and each chain is checked in file order: MAC,
-/// contiguous `seq`, `prev` links. Only the first break of a chain is
-/// reported: nothing after it can be trusted.
+/// A line holding `meshguard-audit-record: ` followed by a JSON object with a
+/// `chain` is a record (whatever precedes the marker, such as Envoy's log
+/// prefix); a line that is a bare JSON record, as a collector stores them
+/// (NDJSON), is one too. Other lines are ignored, including JSON lines without
+/// `chain` or `mac` (JSON access logs); lines holding the marker without a
+/// record after it are reported as foreign, without failing the check.
+/// Records are grouped by chain and each chain is checked in file order (or
+/// by seq with --by-seq): MAC, contiguous `seq`, `prev` links. Only the first
+/// break of a chain is reported: nothing after it can be trusted.
 ///
 /// Deleting the newest records of a chain (truncation) leaves a valid, shorter
 /// chain: compare record counts with the collector's or the filter's metrics.
@@ -141,9 +143,9 @@ impl KeyArgs {
 #[command(
     after_help = "Output: one line per chain, `chain ID: N records ok (seq A..=B)` or \
                   `chain ID: BROKEN at line L (seq S): KIND: MESSAGE`, then one line per \
-                  unreadable record line, then `verified: C chains, R records, B broken`.\n\n\
-                  Exit status: 0 when every chain verifies; 2 when a chain is broken or a \
-                  record line is unreadable; 1 on errors (bad arguments, unreadable file, \
+                  foreign line, then `verified: C chains, R records, B broken`.\n\n\
+                  Exit status: 0 when every chain verifies; 2 when a chain is broken or no \
+                  record is found; 1 on errors (bad arguments, unreadable file, \
                   invalid key).\n\n\
                   Examples:\n  \
                   MESHGUARD_AUDIT_KEY=$(cat audit.key) meshguard audit verify envoy.log\n  \
@@ -159,13 +161,19 @@ struct VerifyArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Check each chain in seq order rather than file order: for a collector's
+    /// files, where concurrent deliveries may land out of order. Gaps,
+    /// duplicates, edits and broken links are still found.
+    #[arg(long)]
+    by_seq: bool,
 }
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let keys = args.keys.load()?;
     let input = PolicyFile::read(&args.file)?;
     let text = String::from_utf8_lossy(&input.bytes);
-    let report = verify_records(&prefix_bare_records(&text), &keys);
+    let order = if args.by_seq { Order::Seq } else { Order::File };
+    let report = verify_records_in(&text, &keys, order);
     let summary = Summary::of(&report);
 
     let mut out = std::io::stdout().lock();
@@ -177,7 +185,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     out.flush()?;
     if summary.records == 0 {
         eprintln!(
-            "warning: {}: no audit record found (lines holding {RECORD_PREFIX:?} or bare JSON records)",
+            "{}: no audit record found (lines holding {RECORD_PREFIX:?} or bare JSON records): nothing verifies",
             input.name
         );
     }
@@ -188,46 +196,12 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Whether `line` is a record written without the log prefix (a collector's
-/// NDJSON): a line starting with `{` that is a JSON object with a `chain` or a
-/// `mac`, or that is not JSON at all (a damaged record, reported unreadable).
-/// Other JSON objects, such as Envoy's JSON access log lines, are not records.
-fn is_bare_record(line: &str) -> bool {
-    let line = line.trim();
-    if !line.starts_with('{') || line.contains(RECORD_PREFIX) {
-        return false;
-    }
-    match serde_json::from_str::<Value>(line) {
-        Ok(Value::Object(m)) => m.contains_key("chain") || m.contains_key("mac"),
-        Ok(_) => false,
-        Err(_) => true,
-    }
-}
-
-/// `text` with the record prefix added to bare record lines, so that
-/// `verify_records` reads them; line numbers are unchanged.
-fn prefix_bare_records(text: &str) -> Cow<'_, str> {
-    if !text.lines().any(is_bare_record) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 1024);
-    for line in text.lines() {
-        if is_bare_record(line) {
-            out.push_str(RECORD_PREFIX);
-            out.push_str(line.trim());
-        } else {
-            out.push_str(line);
-        }
-        out.push('\n');
-    }
-    Cow::Owned(out)
-}
-
 /// The counts of the summary line.
 struct Summary {
     chains: usize,
     records: usize,
     broken: usize,
+    foreign: usize,
     unreadable: usize,
 }
 
@@ -237,6 +211,7 @@ impl Summary {
             chains: report.chains.len(),
             records: report.record_count(),
             broken: report.chains.iter().filter(|c| !c.is_ok()).count(),
+            foreign: report.foreign.len(),
             unreadable: report.unreadable.len(),
         }
     }
@@ -287,12 +262,18 @@ fn report_text(report: &VerifyReport, summary: &Summary) -> String {
     for p in &report.unreadable {
         text.push_str(&format!("line {}: unreadable: {}\n", p.line, p.message));
     }
+    for p in &report.foreign {
+        text.push_str(&format!("line {}: foreign: {}\n", p.line, p.message));
+    }
     text.push_str(&format!(
         "verified: {} chains, {} records, {} broken",
         summary.chains, summary.records, summary.broken
     ));
     if summary.unreadable > 0 {
         text.push_str(&format!(", {} unreadable", summary.unreadable));
+    }
+    if summary.foreign > 0 {
+        text.push_str(&format!(", {} foreign lines ignored", summary.foreign));
     }
     text.push('\n');
     text
@@ -324,14 +305,21 @@ fn report_json(report: &VerifyReport, summary: &Summary) -> Value {
         .iter()
         .map(|p| json!({"line": p.line, "message": p.message}))
         .collect();
+    let foreign: Vec<Value> = report
+        .foreign
+        .iter()
+        .map(|p| json!({"line": p.line, "message": p.message}))
+        .collect();
     json!({
         "ok": report.is_ok(),
         "chains": chains,
+        "foreign": foreign,
         "unreadable": unreadable,
         "summary": {
             "chains": summary.chains,
             "records": summary.records,
             "broken": summary.broken,
+            "foreign": summary.foreign,
             "unreadable": summary.unreadable,
         },
     })
@@ -657,28 +645,6 @@ mod tests {
         ] {
             assert_eq!(utc_text(ms).as_deref(), want, "{ms}");
         }
-    }
-
-    #[test]
-    fn bare_lines_are_records_only_when_they_look_like_records() {
-        for (line, want) in [
-            (r#"{"chain":"a","seq":0}"#, true),
-            (r#"  {"mac":"x"}  "#, true),
-            (r#"{"chain":"a""#, true),
-            (r#"{"authority":"x","path":"/"}"#, false),
-            (r#"[info] meshguard-audit-record: {"chain":"a"}"#, false),
-            (r#"{"x": 1} meshguard-audit-record: {"chain":"a"}"#, false),
-            ("[1]", false),
-            ("", false),
-        ] {
-            assert_eq!(is_bare_record(line), want, "{line:?}");
-        }
-        let text = "a\n{\"chain\":\"c\"}\r\nb";
-        assert_eq!(
-            prefix_bare_records(text),
-            format!("a\n{RECORD_PREFIX}{{\"chain\":\"c\"}}\nb\n")
-        );
-        assert!(matches!(prefix_bare_records("a\nb"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -324,17 +324,79 @@ fn verify_accepts_an_intact_envoy_log_and_names_the_first_break() {
             },
             args: &["KEY"],
             env: &[],
-            code: 2,
+            code: 0,
             stdout: |log| {
                 vec![
                     "chain a: 1000 records ok".into(),
-                    format!(
-                        "line {}: unreadable: not a JSON record:",
-                        log.lines.len() + 1
-                    ),
-                    "verified: 1 chains, 1001 records, 0 broken, 1 unreadable\n".into(),
+                    format!("line {}: foreign: not a JSON record:", log.lines.len() + 1),
+                    "verified: 1 chains, 1000 records, 0 broken, 1 foreign lines ignored\n".into(),
                 ]
             },
+        },
+        VerifyCase {
+            name: "hostile lines echoing the record marker, escaped and not",
+            input: |log| {
+                let mut log = log.clone();
+                // What meshguard writes now: the marker's `:` escaped, one line.
+                log.other(
+                    r#"[warn][wasm] meshguard identity: denied: reason=no_rule_matched path="/x" request_id="meshguard-audit-record\u{3a} {\"chain\":\"a\",\"seq\":1}""#,
+                );
+                // What an unescaped log line of another component could hold.
+                log.other(
+                    r#"[info][http] request_id="x" ua="meshguard-audit-record: {\"chain\":\"a\"}" bytes=12"#,
+                );
+                log.other("meshguard-audit-record: not even json");
+                log
+            },
+            args: &["KEY", "--json"],
+            env: &[],
+            code: 0,
+            stdout: |log| {
+                vec![
+                    format!(
+                        r#""foreign":[{{"line":{},"message":"not a JSON record:"#,
+                        log.lines.len() + 2
+                    ),
+                    r#""summary":{"broken":0,"chains":1,"foreign":2,"records":1000,"unreadable":0}"#.into(),
+                ]
+            },
+        },
+        VerifyCase {
+            name: "a collector's NDJSON delivered out of order, checked by seq",
+            input: |_| {
+                let mut log = Log::ndjson(&records("a", 10, &KEY, KID));
+                log.lines.swap(2, 7);
+                log
+            },
+            args: &["KEY", "--by-seq"],
+            env: &[],
+            code: 0,
+            stdout: |_| vec!["chain a: 10 records ok (seq 0..=9)\n".into()],
+        },
+        VerifyCase {
+            name: "a collector's NDJSON out of order, in file order",
+            input: |_| {
+                let mut log = Log::ndjson(&records("a", 10, &KEY, KID));
+                log.lines.swap(2, 7);
+                log
+            },
+            args: &["KEY"],
+            env: &[],
+            code: 2,
+            stdout: |_| vec!["out_of_order".into()],
+        },
+        VerifyCase {
+            name: "a collector's NDJSON with a gap, checked by seq",
+            input: |_| {
+                let mut log = Log::ndjson(&records("a", 10, &KEY, KID));
+                log.lines.remove(4);
+                log.lines.swap(2, 7);
+                log
+            },
+            args: &["KEY", "--by-seq"],
+            env: &[],
+            code: 2,
+            stdout: |_| vec!["missing_records".into()],
         },
         VerifyCase {
             name: "a log rotated away from the chain's beginning",
@@ -386,8 +448,8 @@ fn verify_accepts_an_intact_envoy_log_and_names_the_first_break() {
             },
             args: &["KEY"],
             env: &[],
-            code: 2,
-            stdout: |_| vec!["line 4: unreadable: not a JSON record:".into()],
+            code: 0,
+            stdout: |_| vec!["line 4: foreign: not a JSON record:".into()],
         },
         VerifyCase {
             name: "no record at all",
@@ -397,7 +459,7 @@ fn verify_accepts_an_intact_envoy_log_and_names_the_first_break() {
             },
             args: &["KEY"],
             env: &[],
-            code: 0,
+            code: 2,
             stdout: |_| vec!["verified: 0 chains, 0 records, 0 broken\n".into()],
         },
     ]);
@@ -499,8 +561,9 @@ fn verify_json_reports_every_chain_and_break() {
                     "message": "record seq 5: the MAC does not match: the record was modified (or signed with another key named \"2026-01\")",
                 },
             }],
+            "foreign": [],
             "unreadable": [],
-            "summary": {"chains": 1, "records": 20, "broken": 1, "unreadable": 0},
+            "summary": {"chains": 1, "records": 20, "broken": 1, "foreign": 0, "unreadable": 0},
         })
     );
 }
@@ -1021,7 +1084,7 @@ fn help_explains_the_upstream_recipe_and_the_exit_codes() {
     assert_eq!(out.code, Some(0));
     assert!(
         out.stdout
-            .contains("2 when a chain is broken or a record line is unreadable"),
+            .contains("2 when a chain is broken or no record is found"),
         "{}",
         out.stdout
     );

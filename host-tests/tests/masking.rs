@@ -53,13 +53,6 @@ async fn arrived(mesh: &Mesh) -> Recorded {
     mesh.upstream().take_one().await.unwrap()
 }
 
-/// A request whose response is `body` (scripted, whatever the request).
-#[allow(dead_code)]
-fn respond_with(mesh: &Mesh, body: &Value) -> Request {
-    mesh.upstream().script("respond", Script::json(body));
-    Request::new("GET", "/api/records").script("respond")
-}
-
 fn record() -> Value {
     json!({
         "users": [

@@ -4,15 +4,16 @@
 //! optionally, an audit collector). All formats live in `meshguard_core::audit`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
 use meshguard_core::audit::{
-    audit_id, decode_key, AuditPolicy, AuditStamp, Chain, CommandHasher, CommandRef, RecordFields,
+    audit_id, decode_key, AuditPolicy, AuditStamp, Chain, CommandRef, Outbox, RecordFields,
+    Refusal, RequestGate, Reservation, Step,
 };
 use meshguard_core::canonical::sha256_hex;
 use meshguard_core::config::ConfigError;
+use meshguard_core::logsafe;
 use meshguard_core::metrics::{tagged, AUDIT_HASH_FAILURES, AUDIT_RECORDS, AUDIT_REFUSED};
 use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::{self as host, Counter};
@@ -21,8 +22,9 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 const FILTER: &str = "audit";
-/// How often queued records are sent to the collector.
-const FLUSH_PERIOD: Duration = Duration::from_millis(500);
+/// How often partial batches are sent (full ones go at once) and a failing
+/// collector is retried.
+const FLUSH_PERIOD: Duration = Duration::from_millis(200);
 /// The decisions of other meshguard filters copied into each record.
 const OTHER_FILTERS: [&str; 2] = ["identity", "masking"];
 
@@ -37,6 +39,7 @@ struct Metrics {
     dropped: Counter,
     hash_failures: Counter,
     refused_collector: Counter,
+    refused_queue_full: Counter,
     refused_hash: Counter,
 }
 
@@ -50,16 +53,22 @@ impl Metrics {
             dropped: records("dropped"),
             hash_failures: Counter::define(AUDIT_HASH_FAILURES),
             refused_collector: refused("collector_unavailable"),
+            refused_queue_full: refused("queue_full"),
             refused_hash: refused("hash_failed"),
         }
     }
-}
 
-/// One record waiting for the collector.
-#[derive(Debug)]
-struct Queued {
-    line: String,
-    attempts: u32,
+    fn count(&self, outcome: meshguard_core::audit::outbox::Outcome) {
+        self.delivered.add(outcome.delivered as u64);
+        self.dropped.add(outcome.dropped as u64);
+        match outcome.health_changed {
+            Some(true) => log::info!("meshguard audit: collector reachable again"),
+            Some(false) => {
+                log::warn!("meshguard audit: collector unavailable; records kept for retry")
+            }
+            None => {}
+        }
+    }
 }
 
 /// Everything a configured root context shares with its HTTP contexts.
@@ -72,19 +81,77 @@ struct Shared {
     chain_id: String,
     chain: RefCell<Chain>,
     next_request: Cell<u64>,
-    /// False after a failed delivery, until one succeeds (`fail_closed` gates on it).
-    collector_healthy: Cell<bool>,
-    queue: RefCell<VecDeque<Queued>>,
+    /// Records waiting for the collector (None without a collector).
+    outbox: Option<RefCell<Outbox>>,
+    /// This VM's queue for asking the root to flush now, and whether a request
+    /// is already waiting in it.
+    flush_queue: Option<u32>,
+    flush_requested: Cell<bool>,
     metrics: Metrics,
     quarantine: Quarantine,
+}
+
+impl Shared {
+    /// From an HTTP context: when a full batch waits, wake the root, which
+    /// sends it (a callout started here would die with the request).
+    fn request_flush(&self) {
+        let Some(queue) = self.flush_queue else {
+            return;
+        };
+        let wants = self
+            .outbox
+            .as_ref()
+            .and_then(|o| o.try_borrow().ok())
+            .is_some_and(|o| o.wants_flush());
+        if wants
+            && !self.flush_requested.replace(true)
+            && hostcalls::enqueue_shared_queue(queue, Some(b"f")).is_err()
+        {
+            self.flush_requested.set(false);
+        }
+    }
+
+    /// From the root: sends what should be sent.
+    fn flush(&self, tick: bool) {
+        let (Some(outbox), Some(collector)) = (&self.outbox, self.policy.collector()) else {
+            return;
+        };
+        let Ok(mut outbox) = outbox.try_borrow_mut() else {
+            return;
+        };
+        let timeout = Duration::from_millis(u64::from(collector.timeout_ms));
+        let outcome = outbox.flush(host::now_ms(), tick, |body| {
+            let headers = vec![
+                (":method", "POST"),
+                (":path", collector.path.as_str()),
+                (":authority", collector.authority.as_str()),
+                ("content-type", "application/x-ndjson"),
+            ];
+            match hostcalls::dispatch_http_call(
+                &collector.cluster,
+                headers,
+                Some(body),
+                vec![],
+                timeout,
+            ) {
+                Ok(token) => Some(token),
+                Err(status) => {
+                    log::warn!(
+                        "meshguard audit: cannot call collector cluster {}: {status:?}",
+                        logsafe::quote(&collector.cluster)
+                    );
+                    None
+                }
+            }
+        });
+        self.metrics.count(outcome);
+    }
 }
 
 /// The audit filter's root state.
 #[derive(Debug)]
 struct Audit {
     shared: Rc<Shared>,
-    /// The collector call in flight: its token and how many records it carries.
-    in_flight: Option<(u32, usize)>,
 }
 
 impl FilterRoot for Audit {
@@ -97,7 +164,10 @@ impl FilterRoot for Audit {
 
     fn start(context_id: u32, (policy, key): Self::Compiled, guard: &Guard) -> Self {
         for warning in policy.warnings() {
-            log::warn!("meshguard audit: configuration warning: {warning}");
+            log::warn!(
+                "meshguard audit: configuration warning: {}",
+                logsafe::escape(warning)
+            );
         }
         // Unique per VM and load: VMs of one Envoy can start within the same
         // millisecond with the same root context id, so WASI randomness (std's
@@ -110,10 +180,17 @@ impl FilterRoot for Audit {
         let chain_id =
             sha256_hex(format!("{now}/{context_id}/{entropy}/{}", guard.fingerprint()).as_bytes());
         let chain_id = chain_id.get(..16).unwrap_or(&chain_id).to_string();
+        let outbox = policy.outbox_limits().map(|l| RefCell::new(Outbox::new(l)));
+        // One queue per VM (queues are shared by every VM with the same vm_id).
+        let flush_queue = outbox.as_ref().and_then(|_| {
+            hostcalls::register_shared_queue(&format!("meshguard-audit-flush-{chain_id}")).ok()
+        });
         log::info!(
             "meshguard audit: chain {chain_id} started: commands={} collector={} fail_closed={}",
             policy.command_count(),
-            policy.collector().map_or("none", |c| c.cluster.as_str()),
+            policy
+                .collector()
+                .map_or("none".into(), |c| logsafe::quote(&c.cluster)),
             policy.fail_closed(),
         );
         Self {
@@ -123,13 +200,13 @@ impl FilterRoot for Audit {
                 chain: RefCell::new(Chain::new(chain_id.clone())),
                 chain_id,
                 next_request: Cell::new(0),
-                collector_healthy: Cell::new(true),
-                queue: RefCell::new(VecDeque::new()),
+                outbox,
+                flush_queue,
+                flush_requested: Cell::new(false),
                 metrics: Metrics::define(),
                 policy,
                 key,
             }),
-            in_flight: None,
         }
     }
 
@@ -138,20 +215,45 @@ impl FilterRoot for Audit {
     }
 
     fn on_tick(&mut self) {
-        if self.in_flight.is_none() {
-            self.in_flight = send_batch(&self.shared);
+        // A wake-up that never arrived must not silence later ones.
+        self.shared.flush_requested.set(false);
+        self.shared.flush(true);
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if Some(queue_id) != self.shared.flush_queue {
+            return;
         }
+        while let Ok(Some(_)) = hostcalls::dequeue_shared_queue(queue_id) {}
+        self.shared.flush_requested.set(false);
+        self.shared.flush(false);
     }
 
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, _body_size: usize) -> bool {
-        match self.in_flight {
-            Some((in_flight, count)) if in_flight == token => {
-                self.in_flight = None;
-                delivery_finished(&self.shared, count, num_headers);
-                true
-            }
-            _ => false,
+        let Some(outbox) = &self.shared.outbox else {
+            return false;
+        };
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let ok = num_headers > 0 && status.first() == Some(&b'2') && status.len() == 3;
+        let Some(outcome) = outbox
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut o| o.answered(host::now_ms(), token, ok))
+        else {
+            return false;
+        };
+        if !ok {
+            log::warn!(
+                "meshguard audit: collector refused or did not answer (status {})",
+                logsafe::quote(&String::from_utf8_lossy(&status))
+            );
         }
+        self.shared.metrics.count(outcome);
+        self.shared.flush(false);
+        true
     }
 
     fn http_context(state: Option<&Self>) -> Box<dyn HttpContext> {
@@ -173,91 +275,6 @@ fn compile(bytes: &[u8]) -> Result<(AuditPolicy, Vec<u8>), ConfigError> {
     Ok((policy, key))
 }
 
-/// Sends up to `batch_size` queued records as NDJSON; returns the call in flight.
-fn send_batch(shared: &Shared) -> Option<(u32, usize)> {
-    let collector = shared.policy.collector()?;
-    let queue = shared.queue.try_borrow().ok()?;
-    let count = queue.len().min(collector.batch_size);
-    // While the collector is down and nothing is queued, probe it with an
-    // empty batch so that fail_closed can reopen.
-    if count == 0 && shared.collector_healthy.get() {
-        return None;
-    }
-    let mut body = String::new();
-    for q in queue.iter().take(count) {
-        body.push_str(&q.line);
-        body.push('\n');
-    }
-    drop(queue);
-    let headers = vec![
-        (":method", "POST"),
-        (":path", collector.path.as_str()),
-        (":authority", collector.authority.as_str()),
-        ("content-type", "application/x-ndjson"),
-    ];
-    let timeout = Duration::from_millis(u64::from(collector.timeout_ms));
-    match hostcalls::dispatch_http_call(
-        &collector.cluster,
-        headers,
-        Some(body.as_bytes()),
-        vec![],
-        timeout,
-    ) {
-        Ok(token) => Some((token, count)),
-        Err(status) => {
-            log::warn!(
-                "meshguard audit: cannot call collector cluster {:?}: {status:?}",
-                collector.cluster
-            );
-            delivery_failed(shared, count);
-            None
-        }
-    }
-}
-
-fn delivery_finished(shared: &Shared, count: usize, num_headers: usize) {
-    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    let ok = num_headers > 0 && status.first() == Some(&b'2') && status.len() == 3;
-    if !ok {
-        let status = String::from_utf8_lossy(&status).into_owned();
-        log::warn!("meshguard audit: collector refused or did not answer (status {status:?}); records kept for retry");
-        return delivery_failed(shared, count);
-    }
-    if !shared.collector_healthy.replace(true) {
-        log::info!("meshguard audit: collector reachable again");
-    }
-    if let Ok(mut queue) = shared.queue.try_borrow_mut() {
-        let delivered = count.min(queue.len());
-        queue.drain(..delivered);
-        shared.metrics.delivered.add(delivered as u64);
-    }
-}
-
-fn delivery_failed(shared: &Shared, count: usize) {
-    if shared.collector_healthy.replace(false) {
-        log::warn!("meshguard audit: collector unavailable");
-    }
-    let max_retries = shared.policy.collector().map_or(0, |c| c.max_retries);
-    let Ok(mut queue) = shared.queue.try_borrow_mut() else {
-        return;
-    };
-    let mut kept = VecDeque::with_capacity(queue.len());
-    for (i, mut q) in queue.drain(..).enumerate() {
-        if i < count {
-            q.attempts = q.attempts.saturating_add(1);
-            if q.attempts > max_retries {
-                shared.metrics.dropped.increment();
-                continue;
-            }
-        }
-        kept.push_back(q);
-    }
-    *queue = kept;
-}
-
 /// Per-request state once the request headers were seen.
 #[derive(Debug)]
 struct InFlight {
@@ -266,10 +283,11 @@ struct InFlight {
     peer: Option<String>,
     line: host::RequestLine,
     command: CommandRef,
-    hasher: Option<CommandHasher>,
-    hashed_bytes: usize,
+    gate: RequestGate,
     command_sha256: Option<[u8; 32]>,
     status: Option<u16>,
+    /// Room held in the outbox for this request's record (`fail_closed`).
+    reservation: Option<Reservation>,
 }
 
 struct AuditHttp {
@@ -278,6 +296,26 @@ struct AuditHttp {
 }
 
 impl Context for AuditHttp {}
+
+impl Drop for AuditHttp {
+    /// A stream that ends without its log callback leaves no record: give its
+    /// outbox room back (else the outbox would shrink for good) and count it.
+    fn drop(&mut self) {
+        let (Some(shared), Some(request)) = (self.shared.as_ref(), self.request.take()) else {
+            return;
+        };
+        shared.metrics.dropped.increment();
+        log::warn!(
+            "meshguard audit: request {} ended without a record",
+            logsafe::quote(&request.id)
+        );
+        if let (Some(r), Some(outbox)) = (request.reservation, &shared.outbox) {
+            if let Ok(mut o) = outbox.try_borrow_mut() {
+                o.release(r);
+            }
+        }
+    }
+}
 
 impl HttpContext for AuditHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -300,63 +338,67 @@ impl HttpContext for AuditHttp {
         if let Some(action) = shared.quarantine.enforce(&line.path) {
             return action;
         }
-        if policy.fail_closed() && !shared.collector_healthy.get() {
-            shared.metrics.refused_collector.increment();
-            return refuse(503, "audit_collector_unavailable");
-        }
+        // Under fail_closed a request starts only with room for its record.
+        let reservation = match shared.outbox.as_ref().map(|o| o.try_borrow_mut()) {
+            Some(Ok(mut outbox)) => outbox.reserve(),
+            _ => Ok(None),
+        };
+        let reservation = match reservation {
+            Ok(r) => r,
+            Err(refusal) => {
+                match refusal {
+                    Refusal::CollectorUnavailable => shared.metrics.refused_collector.increment(),
+                    Refusal::QueueFull => shared.metrics.refused_queue_full.increment(),
+                }
+                return refuse(503, refusal.code());
+            }
+        };
         let peer = host::peer_transport()
             .certificate_identity()
             .map(|id| id.to_string());
         let request = line.info();
         let command = policy.command_for(&request);
-        let hasher = policy.hasher(command, &request);
+        let (gate, step) = RequestGate::start(
+            policy.hasher(command, &request),
+            policy.needs_body(command),
+            end_of_stream,
+        );
         let seq = shared.next_request.get();
         shared.next_request.set(seq.wrapping_add(1));
         self.request = Some(InFlight {
             id: audit_id(&shared.chain_id, seq),
             start_ms: host::now_ms(),
             peer,
-            hasher: Some(hasher),
             line,
             command,
-            hashed_bytes: 0,
+            gate,
             command_sha256: None,
             status: None,
+            reservation,
         });
-        if policy.needs_body(command) && !end_of_stream {
-            // Hold the headers: they carry the hash, which needs the body.
-            return Action::Pause;
-        }
-        self.finish_hash(&shared)
+        self.apply(&shared, step)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let (Some(shared), Some(request)) = (self.shared.clone(), self.request.as_mut()) else {
             return Action::Continue;
         };
-        if request.command_sha256.is_some() || !shared.policy.needs_body(request.command) {
+        // Envoy buffers the body while the headers are held; only the new bytes
+        // are read, so the body is never held twice in the VM.
+        let step = request.gate.body(body_size, end_of_stream, |start, len| {
+            host::body(BufferType::HttpRequestBody, start, len)
+        });
+        self.apply(&shared, step)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let (Some(shared), Some(request)) = (self.shared.clone(), self.request.as_mut()) else {
             return Action::Continue;
-        }
-        // Envoy buffers the body while we pause; read only what is new, so the
-        // body is never held twice in the VM.
-        if body_size > request.hashed_bytes {
-            let new = body_size - request.hashed_bytes;
-            let chunk =
-                hostcalls::get_buffer(BufferType::HttpRequestBody, request.hashed_bytes, new)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-            request.hashed_bytes = body_size;
-            if let Some(hasher) = request.hasher.as_mut() {
-                if let Err(e) = hasher.update_body(&chunk) {
-                    return self.hash_failed(&shared, &e.to_string());
-                }
-            }
-        }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        self.finish_hash(&shared)
+        };
+        // Trailers end a body that never had end_of_stream: finish the hash
+        // now, and stamp the headers, which are still held.
+        let step = request.gate.trailers();
+        self.apply(&shared, step)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -379,21 +421,25 @@ impl HttpContext for AuditHttp {
             return;
         };
         write_record(shared, request);
+        shared.request_flush();
     }
 }
 
 impl AuditHttp {
-    /// Completes the hash, signs the stamp and adds the headers toward the upstream.
-    fn finish_hash(&mut self, shared: &Shared) -> Action {
+    /// Translates the gate's step into the host action.
+    fn apply(&mut self, shared: &Shared, step: Step) -> Action {
+        match step {
+            Step::Hold => Action::Pause,
+            Step::Pass => Action::Continue,
+            Step::Stamp(hash) => self.stamp(shared, hash),
+            Step::Failed(e) => self.hash_failed(shared, &e.to_string()),
+        }
+    }
+
+    /// Signs the stamp and adds the headers toward the upstream.
+    fn stamp(&mut self, shared: &Shared, hash: [u8; 32]) -> Action {
         let Some(request) = self.request.as_mut() else {
             return Action::Continue;
-        };
-        let Some(hasher) = request.hasher.take() else {
-            return Action::Continue;
-        };
-        let hash = match hasher.finish() {
-            Ok(hash) => hash,
-            Err(e) => return self.hash_failed(shared, &e.to_string()),
         };
         request.command_sha256 = Some(hash);
         let policy = &shared.policy;
@@ -414,10 +460,14 @@ impl AuditHttp {
                 if all_set {
                     Action::Continue
                 } else {
+                    request.command_sha256 = None;
                     self.hash_failed(shared, "the host refused the audit headers")
                 }
             }
-            Err(e) => self.hash_failed(shared, &e.to_string()),
+            Err(e) => {
+                request.command_sha256 = None;
+                self.hash_failed(shared, &e.to_string())
+            }
         }
     }
 
@@ -425,10 +475,10 @@ impl AuditHttp {
     /// forwarded without audit headers (the upstream sees it unaudited).
     fn hash_failed(&mut self, shared: &Shared, reason: &str) -> Action {
         shared.metrics.hash_failures.increment();
-        log::warn!("meshguard audit: command hash failed: {reason}");
-        if let Some(request) = self.request.as_mut() {
-            request.hasher = None;
-        }
+        log::warn!(
+            "meshguard audit: command hash failed: {}",
+            logsafe::escape(reason)
+        );
         if shared.policy.fail_closed() {
             shared.metrics.refused_hash.increment();
             return refuse(400, "audit_hash_failed");
@@ -459,38 +509,48 @@ fn write_record(shared: &Shared, request: InFlight) {
     if request.command_sha256.is_none() {
         fields.decisions.insert(FILTER.into(), "hash_failed".into());
     }
-    let Ok(mut chain) = shared.chain.try_borrow_mut() else {
-        shared.metrics.dropped.increment();
-        return;
+    let fields = fields.cap(policy.max_record_path_bytes());
+    let sealed = match shared.chain.try_borrow_mut() {
+        Ok(mut chain) => chain
+            .seal(fields, &shared.key, policy.key_id())
+            .map_err(|e| e.to_string()),
+        Err(_) => Err("the chain is busy".into()),
     };
-    let record = match chain.seal(fields, &shared.key, policy.key_id()) {
+    let record = match sealed {
         Ok(record) => record,
         Err(e) => {
-            log::error!("meshguard audit: record for {} not sealed: {e}", request.id);
+            log::error!(
+                "meshguard audit: record for {} not sealed: {}",
+                logsafe::quote(&request.id),
+                logsafe::escape(&e)
+            );
             shared.metrics.dropped.increment();
+            if let (Some(r), Some(outbox)) = (request.reservation, &shared.outbox) {
+                if let Ok(mut o) = outbox.try_borrow_mut() {
+                    o.release(r);
+                }
+            }
             return;
         }
     };
-    drop(chain);
     shared.metrics.emitted.increment();
     let line = record.to_line();
     if policy.log_records() {
+        // Canonical JSON escapes every control character: one line, and the
+        // prefix starts it (request text inside is a JSON string).
         log::info!("{line}");
     }
-    if let Some(collector) = policy.collector() {
+    if let Some(outbox) = &shared.outbox {
         let json = line
             .strip_prefix(meshguard_core::audit::RECORD_PREFIX)
             .unwrap_or(&line)
             .to_string();
-        if let Ok(mut queue) = shared.queue.try_borrow_mut() {
-            while queue.len() >= collector.max_queue {
-                queue.pop_front();
-                shared.metrics.dropped.increment();
+        match outbox.try_borrow_mut() {
+            Ok(mut o) => {
+                let outcome = o.push(json, request.reservation);
+                shared.metrics.count(outcome);
             }
-            queue.push_back(Queued {
-                line: json,
-                attempts: 0,
-            });
+            Err(_) => shared.metrics.dropped.increment(),
         }
     }
 }

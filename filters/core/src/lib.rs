@@ -6,6 +6,7 @@ pub mod canonical;
 pub mod config;
 pub mod identity;
 pub mod integrity;
+pub mod logsafe;
 pub mod masking;
 pub mod metrics;
 pub mod path;

@@ -49,7 +49,9 @@ pub const QUARANTINE_DENIED: &str = "meshguard_quarantine_denied_total";
 pub const AUDIT_RECORDS: &str = "meshguard_audit_records_total";
 /// Counter of requests whose command hash could not be computed.
 pub const AUDIT_HASH_FAILURES: &str = "meshguard_audit_hash_failures_total";
-/// Counter of requests the audit filter refused, by `reason`.
+/// Counter of requests the audit filter refused under `fail_closed`, by
+/// `reason`: collector_unavailable, queue_full (no room for the record in the
+/// outbox), hash_failed.
 pub const AUDIT_REFUSED: &str = "meshguard_audit_refused_total";
 
 /// Longest `version` label value; longer versions are cut (bounded label size).

@@ -332,6 +332,10 @@ pub trait FilterRoot: Sized + 'static {
 
     fn on_tick(&mut self) {}
 
+    /// A shared queue this filter registered has data (an HTTP context asking
+    /// the root to act now: only the root's callouts outlive a request).
+    fn on_queue_ready(&mut self, _queue_id: u32) {}
+
     /// An answer to a callout; false when the callout was not this filter's.
     fn on_http_call_response(
         &mut self,
@@ -415,6 +419,12 @@ impl<F: FilterRoot> proxy_wasm::traits::RootContext for Root<F> {
         }
         if let Some(state) = &mut self.state {
             state.on_tick();
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Some(state) = &mut self.state {
+            state.on_queue_ready(queue_id);
         }
     }
 

@@ -362,21 +362,24 @@ fn log_line(
     request: &RequestInfo<'_>,
     request_id: Option<&str>,
 ) -> String {
+    use meshguard_core::logsafe::{escape, quote};
+    // Every value a caller controls is escaped: it can neither split the line
+    // nor make it look like an audit record.
     let path: String = request.path.chars().take(MAX_LOGGED_PATH).collect();
     let via = match &peer.source {
         IdentitySource::Certificate => String::new(),
-        IdentitySource::Gateway(gw) => format!(" via_gateway={gw}"),
+        IdentitySource::Gateway(gw) => format!(" via_gateway={}", escape(&gw.to_string())),
     };
     format!(
-        "meshguard identity: {what}: reason={} by={} peer={}{via} mtls={} tls={} method={:?} host={:?} path={:?} request_id={:?}",
+        "meshguard identity: {what}: reason={} by={} peer={}{via} mtls={} tls={} method={} host={} path={} request_id={}",
         decision.reason.code(),
         policy.describe(decision.decided_by),
-        peer.identity.as_ref().map_or("none", |id| id.as_str()),
+        escape(peer.identity.as_ref().map_or("none", |id| id.as_str())),
         peer.transport.is_mtls(),
         peer.transport.tls_version().map_or("none", |v| v.as_str()),
-        request.method,
-        request.host,
-        path,
-        request_id.unwrap_or("-"),
+        quote(request.method),
+        quote(request.host),
+        quote(&path),
+        quote(request_id.unwrap_or("-")),
     )
 }

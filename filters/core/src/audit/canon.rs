@@ -72,32 +72,42 @@ pub fn canonical_path(target: &str) -> String {
 /// The canonical query of a request target (`:path`; only what follows the
 /// first `?`, up to a `#`, is used):
 ///
-/// pairs are split on `&` (empty pairs dropped) and each at its first `=`; keys
-/// and values are percent-decoded with `+` meaning space; pairs are sorted by
-/// key bytes, then value bytes (a key without `=` sorts before the same key with
-/// `=`, and stays distinct from it); each is re-encoded, keeping unreserved
-/// characters and writing every other byte as uppercase `%XX`; pairs are joined
-/// with `&`.
+/// pairs are split on `&` (empty pairs dropped) and each at its first `=`;
+/// each key and value gets one spelling per byte, as path segments do:
+/// `%XX` escapes of unreserved characters are decoded, other escapes get
+/// upper-case hex, a `%` not followed by two hex digits becomes `%25`, bytes
+/// that may not appear raw in a query are percent-encoded, and every other
+/// byte is kept **raw**: a raw `+`, `;`, `,`, `=` or `/` stays distinct from
+/// its escape (`+` is a space for form decoders and a plus for others, `;`
+/// separates pairs for some frameworks), so two spellings an application could
+/// read differently never share a canonical form. Pairs are sorted by key
+/// bytes only, a stable sort: pairs with the same key keep their relative
+/// order, since an application reading the first (or last) one executes a
+/// different command when they are swapped (a key without `=` stays distinct
+/// from the same key with `=`). Pairs are joined with `&`.
 pub fn canonical_query(target: &str) -> String {
     let (_, query) = split_target(target);
-    let mut pairs: Vec<(Vec<u8>, Option<Vec<u8>>)> = query
+    let mut pairs: Vec<(String, Option<String>)> = query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| match pair.split_once('=') {
-            Some((k, v)) => (form_decode(k), Some(form_decode(v))),
-            None => (form_decode(pair), None),
+            Some((k, v)) => (
+                normalize_escapes(k, is_query_literal),
+                Some(normalize_escapes(v, is_query_literal)),
+            ),
+            None => (normalize_escapes(pair, is_query_literal), None),
         })
         .collect();
-    pairs.sort_unstable();
+    pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let mut out = String::with_capacity(query.len());
     for (i, (key, value)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push('&');
         }
-        encode_component(key, &mut out);
+        out.push_str(key);
         if let Some(value) = value {
             out.push('=');
-            encode_component(value, &mut out);
+            out.push_str(value);
         }
     }
     out
@@ -147,8 +157,20 @@ fn push_escape(b: u8, out: &mut String) {
     }
 }
 
+/// Bytes kept raw in a canonical query component: those of a path but `&`
+/// (which separates pairs), plus `?`.
+fn is_query_literal(b: u8) -> bool {
+    b != b'&' && (is_path_literal(b) || b == b'?')
+}
+
 /// Step 1 of [`canonical_path`]: one spelling per byte.
 fn normalize_path_escapes(raw: &str) -> String {
+    normalize_escapes(raw, is_path_literal)
+}
+
+/// One spelling per byte: unreserved escapes decoded, other escapes in upper
+/// case, a stray `%` as `%25`, bytes outside `literal` escaped.
+fn normalize_escapes(raw: &str, literal: fn(u8) -> bool) -> String {
     let bytes = raw.as_bytes();
     let mut out = String::with_capacity(raw.len());
     let mut i = 0;
@@ -166,7 +188,7 @@ fn normalize_path_escapes(raw: &str) -> String {
                 continue;
             }
             push_escape(b'%', &mut out);
-        } else if is_path_literal(b) {
+        } else if literal(b) {
             out.push(char::from(b));
         } else {
             push_escape(b, &mut out);
@@ -174,43 +196,6 @@ fn normalize_path_escapes(raw: &str) -> String {
         i += 1;
     }
     out
-}
-
-/// `application/x-www-form-urlencoded` decoding of one key or value: `+` is a
-/// space, valid `%XX` escapes are decoded, anything else is kept as is.
-fn form_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                if let (Some(hi), Some(lo)) =
-                    (hex_value(bytes.get(i + 1)), hex_value(bytes.get(i + 2)))
-                {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
-}
-
-/// The fixed query encoder: unreserved bytes raw, every other byte `%XX`.
-fn encode_component(bytes: &[u8], out: &mut String) {
-    for &b in bytes {
-        if is_unreserved(b) {
-            out.push(char::from(b));
-        } else {
-            push_escape(b, out);
-        }
-    }
 }
 
 /// Parses exactly 64 lower-case hex digits.

@@ -22,6 +22,9 @@ pub const DEFAULT_COLLECTOR_TIMEOUT_MS: u64 = 2000;
 pub const DEFAULT_COLLECTOR_MAX_QUEUE: u64 = 1000;
 pub const DEFAULT_COLLECTOR_MAX_RETRIES: u64 = 3;
 pub const DEFAULT_COLLECTOR_BATCH_SIZE: u64 = 50;
+pub const DEFAULT_COLLECTOR_MAX_QUEUE_BYTES: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_COLLECTOR_MAX_IN_FLIGHT: u64 = 4;
+pub const DEFAULT_MAX_RECORD_PATH_BYTES: u64 = 1024;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +56,9 @@ pub struct AuditConfig {
     pub collector: Option<CollectorConfig>,
     #[serde(default)]
     pub fail_closed: bool,
+    /// Most bytes of the canonical path a record keeps.
+    #[serde(default = "default_max_record_path_bytes")]
+    pub max_record_path_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +158,10 @@ pub struct CollectorConfig {
     pub max_retries: u64,
     #[serde(default = "default_collector_batch_size")]
     pub batch_size: u64,
+    #[serde(default = "default_collector_max_queue_bytes")]
+    pub max_queue_bytes: u64,
+    #[serde(default = "default_collector_max_in_flight")]
+    pub max_in_flight: u64,
 }
 
 fn default_key_env() -> String {
@@ -192,4 +202,13 @@ fn default_collector_max_retries() -> u64 {
 }
 fn default_collector_batch_size() -> u64 {
     DEFAULT_COLLECTOR_BATCH_SIZE
+}
+fn default_collector_max_queue_bytes() -> u64 {
+    DEFAULT_COLLECTOR_MAX_QUEUE_BYTES
+}
+fn default_collector_max_in_flight() -> u64 {
+    DEFAULT_COLLECTOR_MAX_IN_FLIGHT
+}
+fn default_max_record_path_bytes() -> u64 {
+    DEFAULT_MAX_RECORD_PATH_BYTES
 }

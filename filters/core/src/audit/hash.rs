@@ -12,14 +12,11 @@
 //! 64), `json:<pointer>` (canonical JSON of the value at the pointer, or
 //! `<absent>`). See `docs/audit.md`.
 
-use std::fmt;
-
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
 use super::canon::{canonical_method, canonical_path, canonical_query};
-use crate::canonical::{hex, to_canonical_bytes};
+use super::json::{self, JsonValue};
+use crate::canonical::hex;
 use crate::request::RequestInfo;
 
 /// First line of every hash input; a new framing gets a new version.
@@ -66,8 +63,6 @@ pub enum HashError {
     TooLarge { limit: usize },
     #[error("the body is not JSON, which json_pointer parts need: {0}")]
     NotJson(String),
-    #[error("the JSON value at {pointer:?} is nested too deeply to canonicalize")]
-    TooDeep { pointer: String },
 }
 
 /// A part waiting for the body.
@@ -175,12 +170,7 @@ impl CommandHasher {
                 ),
                 Pending::Json(pointer) => {
                     let value = document.as_ref().and_then(|d| d.pointer(pointer));
-                    let bytes = match value {
-                        Some(v) => to_canonical_bytes(v).map_err(|_| HashError::TooDeep {
-                            pointer: pointer.to_string(),
-                        })?,
-                        None => ABSENT_MARKER.to_vec(),
-                    };
+                    let bytes = value.map_or_else(|| ABSENT_MARKER.to_vec(), JsonValue::canonical);
                     let name = format!("json:{pointer}");
                     frame(&mut outer, name.as_bytes(), &bytes);
                 }
@@ -215,84 +205,12 @@ pub fn framed_input(parts: &[(&str, &[u8])]) -> Vec<u8> {
     out
 }
 
-/// Parses a JSON body, refusing duplicate object keys (parsers disagree on
-/// which one wins, so the audited value could differ from the executed one).
-/// Nesting is bounded by serde_json's recursion limit (128).
-pub fn parse_strict_json(bytes: &[u8]) -> Result<Value, HashError> {
+/// Parses a JSON body strictly, numbers kept exact (see [`super::json`]):
+/// duplicate object keys are refused (parsers disagree on which one wins, so
+/// the audited value could differ from the executed one).
+pub fn parse_strict_json(bytes: &[u8]) -> Result<JsonValue, HashError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(HashError::NotJson("the body is empty".into()));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictValue::deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v.0))
-        .map_err(|e| HashError::NotJson(e.to_string()))?;
-    Ok(value)
-}
-
-struct StrictValue(Value);
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("a number that is not finite"))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictValue(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
-            if map.contains_key(&key) {
-                return Err(de::Error::custom(format!("duplicate object key {key:?}")));
-            }
-            let StrictValue(value) = access.next_value()?;
-            map.insert(key, value);
-        }
-        Ok(Value::Object(map))
-    }
+    json::parse(bytes).map_err(|e| HashError::NotJson(e.to_string()))
 }

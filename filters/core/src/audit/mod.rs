@@ -18,23 +18,31 @@
 
 pub mod canon;
 pub mod config;
+pub mod gate;
 pub mod hash;
+pub mod json;
 pub mod keys;
+pub mod outbox;
 pub mod policy;
 pub mod record;
 pub mod stamp;
 pub mod verify;
 
 pub use config::AuditConfig;
+pub use gate::{RequestGate, Step};
 pub use hash::{CommandHasher, HashError, Part};
 pub use keys::{decode_key, AnyKid, KeyError, KeyLookup};
+pub use outbox::{Outbox, OutboxLimits, Refusal, Reservation};
 pub use policy::{AuditPolicy, Collector, CommandRef};
-pub use record::{Chain, Record, RecordError, RecordFields, RECORD_PREFIX};
+pub use record::{Chain, Record, RecordError, RecordFields, RECORD_PREFIX, TRUNCATED};
 pub use stamp::{
     audit_id, sanitize_token, verify_header, verify_header_with_keys, AuditStamp, StampError,
     VerifyError,
 };
-pub use verify::{verify_records, BreakKind, ChainBreak, ChainReport, LineProblem, VerifyReport};
+pub use verify::{
+    verify_records, verify_records_in, BreakKind, ChainBreak, ChainReport, LineProblem, Order,
+    VerifyReport,
+};
 
 #[cfg(test)]
 mod tests;

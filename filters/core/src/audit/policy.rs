@@ -5,6 +5,8 @@ use serde_json::Value;
 
 use super::config::{AuditConfig, CollectorConfig, CommandConfig, PartConfig};
 use super::hash::{CommandHasher, HashError, Part};
+use super::outbox::OutboxLimits;
+use super::record::RECORD_BOUND_WITHOUT_PATH;
 use crate::canonical::{sha256_hex, to_canonical_bytes};
 use crate::config::{
     check_config_version, check_env_name, check_len, is_token_char, parse_json, ConfigError,
@@ -27,6 +29,12 @@ pub const MAX_TOKEN_LEN: usize = 256;
 pub const MAX_KEY_ID_LEN: usize = 64;
 /// Largest `max_body_bytes`.
 pub const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+/// Bounds of `collector.max_queue_bytes`: at least a few of the largest records.
+pub const MIN_QUEUE_BYTES: u64 = 64 * 1024;
+pub const MAX_QUEUE_BYTES: u64 = 1024 * 1024 * 1024;
+/// Bounds of `max_record_path_bytes`.
+pub const MIN_RECORD_PATH: u64 = 16;
+pub const MAX_RECORD_PATH: u64 = 16 * 1024;
 /// The command used when no configured command matches.
 pub const DEFAULT_COMMAND_NAME: &str = "default";
 
@@ -89,6 +97,10 @@ pub struct Collector {
     pub max_retries: u32,
     /// Most records per request to the collector.
     pub batch_size: usize,
+    /// Most bytes of record lines waiting or in flight.
+    pub max_queue_bytes: usize,
+    /// Most deliveries in flight at once.
+    pub max_in_flight: usize,
 }
 
 /// A validated audit policy.
@@ -106,6 +118,7 @@ pub struct AuditPolicy {
     log_records: bool,
     collector: Option<Collector>,
     fail_closed: bool,
+    max_record_path_bytes: usize,
     fingerprint: Option<String>,
     warnings: Vec<String>,
 }
@@ -183,6 +196,17 @@ impl AuditPolicy {
             }
         }
 
+        if !(MIN_RECORD_PATH..=MAX_RECORD_PATH).contains(&config.max_record_path_bytes) {
+            return Err(ConfigError::invalid(
+                "max_record_path_bytes",
+                format!(
+                    "{} is out of range: {MIN_RECORD_PATH} to {MAX_RECORD_PATH}",
+                    config.max_record_path_bytes
+                ),
+            ));
+        }
+        let max_record_path_bytes =
+            usize::try_from(config.max_record_path_bytes).unwrap_or(usize::MAX);
         let collector = config
             .collector
             .as_ref()
@@ -220,6 +244,7 @@ impl AuditPolicy {
             log_records: config.log_records,
             collector,
             fail_closed: config.fail_closed,
+            max_record_path_bytes,
             fingerprint: None,
             warnings,
         })
@@ -347,6 +372,29 @@ impl AuditPolicy {
         self.collector.as_ref()
     }
 
+    /// Most bytes of the canonical path a record keeps.
+    pub fn max_record_path_bytes(&self) -> usize {
+        self.max_record_path_bytes
+    }
+
+    /// The most bytes one record line can take (see [`super::RecordFields::cap`]).
+    pub fn record_bound(&self) -> usize {
+        RECORD_BOUND_WITHOUT_PATH + self.max_record_path_bytes
+    }
+
+    /// The collector outbox's bounds, when there is a collector.
+    pub fn outbox_limits(&self) -> Option<OutboxLimits> {
+        self.collector.as_ref().map(|c| OutboxLimits {
+            max_records: c.max_queue,
+            max_bytes: c.max_queue_bytes,
+            batch_size: c.batch_size,
+            max_in_flight: c.max_in_flight,
+            max_retries: c.max_retries,
+            record_bound: self.record_bound(),
+            fail_closed: self.fail_closed,
+        })
+    }
+
     pub fn fail_closed(&self) -> bool {
         self.fail_closed
     }
@@ -434,6 +482,13 @@ fn compile_collector(cc: &CollectorConfig) -> Result<Collector, ConfigError> {
     let max_queue = range("collector.max_queue", cc.max_queue, 1, 100_000)?;
     let max_retries = range("collector.max_retries", cc.max_retries, 0, 10)?;
     let batch_size = range("collector.batch_size", cc.batch_size, 1, 1000)?;
+    let max_queue_bytes = range(
+        "collector.max_queue_bytes",
+        cc.max_queue_bytes,
+        MIN_QUEUE_BYTES,
+        MAX_QUEUE_BYTES,
+    )?;
+    let max_in_flight = range("collector.max_in_flight", cc.max_in_flight, 1, 64)?;
     if batch_size > max_queue {
         return Err(ConfigError::Contradiction {
             at: "collector.batch_size".into(),
@@ -454,6 +509,8 @@ fn compile_collector(cc: &CollectorConfig) -> Result<Collector, ConfigError> {
         max_queue: size(max_queue),
         max_retries: small(max_retries),
         batch_size: size(batch_size),
+        max_queue_bytes: size(max_queue_bytes),
+        max_in_flight: size(max_in_flight),
     })
 }
 

@@ -23,6 +23,26 @@ pub const RECORD_VERSION: u32 = 1;
 /// `prev` of the first record of a chain.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Marks a record field cut by [`RecordFields::cap`]; `#` never appears in a
+/// canonical path, so a cut path cannot be mistaken for a real one.
+pub const TRUNCATED: &str = "#truncated";
+/// Most bytes a record keeps of the host, the method, the peer and each decision.
+pub const MAX_RECORD_HOST: usize = 256;
+pub const MAX_RECORD_METHOD: usize = 64;
+pub const MAX_RECORD_PEER: usize = 2048;
+pub const MAX_RECORD_DECISION: usize = 256;
+/// Most decisions a record keeps.
+pub const MAX_RECORD_DECISIONS: usize = 8;
+/// A bound on a capped record line without its path: the fixed fields and
+/// keys (under 1 KiB: ids, hashes, numbers, the command name and key id the
+/// config bounds), plus the capped text fields, each at most doubled by JSON
+/// escaping (headers carry no control characters; `"` and `\` take 2 bytes).
+pub const RECORD_BOUND_WITHOUT_PATH: usize = 2048
+    + 2 * (MAX_RECORD_HOST + TRUNCATED.len())
+    + 2 * (MAX_RECORD_METHOD + TRUNCATED.len())
+    + 2 * (MAX_RECORD_PEER + TRUNCATED.len())
+    + MAX_RECORD_DECISIONS * 2 * (MAX_RECORD_DECISION + TRUNCATED.len() + 64);
+
 /// One audited request, as written to the log and sent to the collector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +112,52 @@ impl RecordFields {
             config_fingerprint: None,
         }
     }
+}
+
+impl RecordFields {
+    /// Cuts the request-controlled fields to their caps (the path to
+    /// `max_path` bytes), each cut field ending in [`TRUNCATED`], so that a
+    /// record's size is bounded (`AuditPolicy::record_bound`) and the outbox
+    /// can reserve room for it. The command hash still covers the whole request.
+    pub fn cap(mut self, max_path: usize) -> Self {
+        cut(&mut self.path, max_path);
+        cut(&mut self.host, MAX_RECORD_HOST);
+        cut(&mut self.method, MAX_RECORD_METHOD);
+        if let Some(peer) = &mut self.peer {
+            cut(peer, MAX_RECORD_PEER);
+        }
+        let decisions = std::mem::take(&mut self.decisions);
+        for (key, value) in decisions.into_iter().take(MAX_RECORD_DECISIONS) {
+            let mut key = key;
+            cut(&mut key, 64);
+            let value = match value {
+                Value::String(mut s) => {
+                    cut(&mut s, MAX_RECORD_DECISION);
+                    Value::String(s)
+                }
+                other => {
+                    let mut s = other.to_string();
+                    cut(&mut s, MAX_RECORD_DECISION);
+                    Value::String(s)
+                }
+            };
+            self.decisions.insert(key, value);
+        }
+        self
+    }
+}
+
+/// Keeps at most `max` bytes of `text` (on a character boundary), marked.
+fn cut(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(TRUNCATED);
 }
 
 /// Why a record could not be sealed.
@@ -235,5 +301,44 @@ impl Chain {
         self.prev_hash = record.chain_hash()?;
         self.next_seq = next_seq;
         Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditPolicy;
+
+    #[test]
+    fn capped_records_stay_within_the_policy_bound() {
+        let policy = AuditPolicy::from_json(br#"{"max_record_path_bytes": 16}"#).unwrap();
+        let path = format!("/{}", "a".repeat(5000));
+        let host = "h\"".repeat(3000);
+        let method = "M".repeat(3000);
+        let request = RequestInfo {
+            path: &path,
+            method: &method,
+            host: &host,
+        };
+        let mut fields = RecordFields::new("id", 1, &request, "c", [0; 32]).cap(16);
+        assert_eq!(fields.path, format!("/{}{TRUNCATED}", "a".repeat(15)));
+        assert!(fields.host.ends_with(TRUNCATED) && fields.method.ends_with(TRUNCATED));
+        fields.peer = Some("é\\".repeat(5000));
+        for i in 0..20 {
+            fields
+                .decisions
+                .insert(format!("f{i}"), Value::String("\"".repeat(9000)));
+        }
+        let fields = fields.cap(16);
+        assert_eq!(fields.decisions.len(), MAX_RECORD_DECISIONS);
+        let record = Chain::new("c".repeat(16))
+            .seal(fields, b"k", "kid")
+            .unwrap();
+        let len = record.to_line().len() - RECORD_PREFIX.len();
+        assert!(
+            len <= policy.record_bound(),
+            "{len} > {}",
+            policy.record_bound()
+        );
     }
 }

@@ -1,10 +1,17 @@
 //! Verifying records read back from a log or a collector's files
 //! (`meshguard audit verify FILE`).
 //!
-//! Every line holding [`RECORD_PREFIX`] is a record; other lines are ignored.
-//! Records are grouped by chain, and each chain is checked in file order: MAC,
+//! A line holding [`RECORD_PREFIX`] followed by a JSON object with a `chain`
+//! string is a record, and so is a bare JSON record line (a collector's
+//! NDJSON); other lines are ignored, and those holding the prefix
+//! without such an object after it are reported as **foreign** (a log line
+//! echoing the marker, a torn line) without failing the check: a real record
+//! that was damaged leaves a gap in its chain, which does fail it.
+//! Records are grouped by chain, and each chain is checked in file order (or
+//! in `seq` order, for a collector's file fed by concurrent deliveries): MAC,
 //! contiguous `seq`, `prev` linking. Only the first break of each chain is
-//! reported: after it, nothing later in that chain can be trusted.
+//! reported: after it, nothing later in that chain can be trusted. A text
+//! without any record does not verify.
 //!
 //! Limit: deleting the newest records of a chain (truncation) leaves a valid,
 //! shorter chain; the collector's record counts are the check for that.
@@ -96,7 +103,7 @@ impl ChainReport {
     }
 }
 
-/// A line with the record prefix that belongs to no readable chain.
+/// A line with the record prefix that is not a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineProblem {
     pub line: usize,
@@ -108,19 +115,24 @@ pub struct LineProblem {
 pub struct VerifyReport {
     /// Chains in the order their first record appears.
     pub chains: Vec<ChainReport>,
-    /// Record lines that could not be attributed to a chain.
+    /// Lines holding the record prefix that are not records (ignored).
+    pub foreign: Vec<LineProblem>,
+    /// JSON objects with a repeated key that name no chain: a record edited so
+    /// that readers disagree on it (fails the check).
     pub unreadable: Vec<LineProblem>,
 }
 
 impl VerifyReport {
-    /// No chain has a break and every record line was readable.
+    /// There is at least one record, and no chain has a break.
     pub fn is_ok(&self) -> bool {
-        self.unreadable.is_empty() && self.chains.iter().all(ChainReport::is_ok)
+        !self.chains.is_empty()
+            && self.unreadable.is_empty()
+            && self.chains.iter().all(ChainReport::is_ok)
     }
 
-    /// Record lines found (readable or not).
+    /// Record lines found.
     pub fn record_count(&self) -> usize {
-        self.unreadable.len() + self.chains.iter().map(|c| c.records).sum::<usize>()
+        self.chains.iter().map(|c| c.records).sum::<usize>()
     }
 }
 
@@ -141,7 +153,10 @@ impl fmt::Display for VerifyReport {
             }
         }
         for p in &self.unreadable {
-            writeln!(f, "line {}: {}", p.line, p.message)?;
+            writeln!(f, "line {}: unreadable: {}", p.line, p.message)?;
+        }
+        for p in &self.foreign {
+            writeln!(f, "line {}: foreign: {}", p.line, p.message)?;
         }
         Ok(())
     }
@@ -159,46 +174,86 @@ struct Entry {
     problem: Option<(BreakKind, String)>,
 }
 
-/// Verifies every record in `text` with `keys` (key id to key bytes).
+/// Whether `line` is a record written without the log prefix (a collector's
+/// NDJSON): a line starting with `{` that is a JSON object with a `chain` or a
+/// `mac`, or that is not JSON at all (a torn record, reported foreign). Other
+/// JSON objects, such as Envoy's JSON access log lines, are not records.
+fn is_bare_record(line: &str) -> bool {
+    let line = line.trim();
+    if !line.starts_with('{') {
+        return false;
+    }
+    match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(m)) => m.contains_key("chain") || m.contains_key("mac"),
+        Ok(_) => false,
+        Err(_) => true,
+    }
+}
+
+/// How records are ordered for the chain checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    /// The order of the lines (an Envoy log: one VM writes its chain in order).
+    #[default]
+    File,
+    /// By `seq` within each chain (a collector's file, where concurrent
+    /// deliveries may land out of order). Reordering is then not a break;
+    /// gaps, duplicates, edits and broken links still are.
+    Seq,
+}
+
+/// Verifies every record in `text` with `keys` (key id to key bytes), in file order.
 pub fn verify_records<K: KeyLookup + ?Sized>(text: &str, keys: &K) -> VerifyReport {
+    verify_records_in(text, keys, Order::File)
+}
+
+/// [`verify_records`] with the chain order to check.
+pub fn verify_records_in<K: KeyLookup + ?Sized>(
+    text: &str,
+    keys: &K,
+    order: Order,
+) -> VerifyReport {
     let mut report = VerifyReport::default();
     let mut chain_index: HashMap<String, usize> = HashMap::new();
     let mut entries: Vec<Vec<Entry>> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line_no = n + 1;
-        let Some(start) = line.find(RECORD_PREFIX) else {
-            continue;
+        let json = match line.find(RECORD_PREFIX) {
+            Some(start) => line
+                .get(start + RECORD_PREFIX.len()..)
+                .unwrap_or("")
+                .trim_end(),
+            None if is_bare_record(line) => line.trim(),
+            None => continue,
         };
-        let json = line
-            .get(start + RECORD_PREFIX.len()..)
-            .unwrap_or("")
-            .trim_end();
+        let lenient = serde_json::from_str::<Value>(json);
         // Parsers disagree on which of two equal keys counts (serde_json keeps
-        // the last): a line with a repeated key would verify as one record and
-        // read as another elsewhere, so it is not a record.
-        let parsed = match serde_json::from_str::<StrictObject>(json) {
-            Ok(StrictObject(map)) => Ok(Value::Object(map)),
-            Err(strict) => match serde_json::from_str::<Value>(json) {
-                Ok(v) if v.is_object() => Err(strict),
-                // Not an object: reported below as having no `chain`.
-                Ok(v) => Ok(v),
-                Err(e) => Err(e),
-            },
-        };
-        let value = match parsed {
-            Ok(v) => v,
-            Err(e) => {
+        // the last): a record with a repeated key would verify as one record and
+        // read as another elsewhere, so it is never foreign and never verifies.
+        let strict = serde_json::from_str::<StrictObject>(json).map(|o| Value::Object(o.0));
+        let repeated = lenient.as_ref().is_ok_and(Value::is_object) && strict.is_err();
+        let Some(chain) = lenient
+            .as_ref()
+            .ok()
+            .and_then(|v| v.get("chain"))
+            .and_then(Value::as_str)
+        else {
+            if let (true, Err(e)) = (repeated, &strict) {
                 report.unreadable.push(LineProblem {
                     line: line_no,
                     message: format!("not a JSON record: {e}"),
                 });
                 continue;
             }
-        };
-        let Some(chain) = value.get("chain").and_then(Value::as_str) else {
-            report.unreadable.push(LineProblem {
+            let message = match &lenient {
+                Err(e) => format!("not a JSON record: {e}"),
+                Ok(_) => {
+                    "not a record: no JSON object with a `chain` string follows the marker".into()
+                }
+            };
+            report.foreign.push(LineProblem {
                 line: line_no,
-                message: "the record has no `chain` string, so it belongs to no chain".into(),
+                message,
             });
             continue;
         };
@@ -214,11 +269,30 @@ pub fn verify_records<K: KeyLookup + ?Sized>(text: &str, keys: &K) -> VerifyRepo
             entries.push(Vec::new());
             entries.len() - 1
         });
+        let entry = match &strict {
+            Ok(value) => examine(line_no, value, keys),
+            Err(e) => {
+                let value = lenient.as_ref().ok();
+                Entry {
+                    line: line_no,
+                    seq: value.and_then(|v| v.get("seq")).and_then(Value::as_u64),
+                    prev: String::new(),
+                    hash: String::new(),
+                    problem: Some((
+                        BreakKind::Malformed,
+                        format!("the record is not strict JSON: {e}"),
+                    )),
+                }
+            }
+        };
         if let Some(list) = entries.get_mut(index) {
-            list.push(examine(line_no, &value, keys));
+            list.push(entry);
         }
     }
-    for (chain, list) in report.chains.iter_mut().zip(&entries) {
+    for (chain, list) in report.chains.iter_mut().zip(&mut entries) {
+        if order == Order::Seq {
+            list.sort_by_key(|e| e.seq.unwrap_or(u64::MAX));
+        }
         check_chain(chain, list);
     }
     report
@@ -394,4 +468,24 @@ fn link(
         ));
     }
     Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_bare_record;
+
+    #[test]
+    fn bare_lines_are_records_only_when_they_look_like_records() {
+        for (line, want) in [
+            (r#"{"chain":"a","seq":0}"#, true),
+            (r#"  {"mac":"x"}  "#, true),
+            (r#"{"chain":"a""#, true),
+            (r#"{"authority":"x","path":"/"}"#, false),
+            (r#"[info] meshguard-audit-record: {"chain":"a"}"#, false),
+            ("[1]", false),
+            ("", false),
+        ] {
+            assert_eq!(is_bare_record(line), want, "{line:?}");
+        }
+    }
 }

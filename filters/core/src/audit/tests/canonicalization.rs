@@ -47,32 +47,46 @@ fn paths_are_decoded_collapsed_and_resolved_to_one_spelling() {
 }
 
 #[test]
-fn queries_are_decoded_sorted_and_re_encoded_with_one_encoder() {
+fn queries_get_one_spelling_per_byte_and_are_sorted_by_key_keeping_repeated_keys_in_order() {
     let cases = [
         ("/p", ""),
         ("/p?", ""),
         ("/p?b=2&a=1", "a=1&b=2"),
-        ("/p?a=2&a=1", "a=1&a=2"),
+        ("/p?a=2&a=1", "a=2&a=1"),
+        ("/p?a=1&b=0&a=2", "a=1&a=2&b=0"),
+        ("/p?b=0&a=2&a=1", "a=2&a=1&b=0"),
         ("/p?a=1&a=1", "a=1&a=1"),
         ("/p?&&a=1&", "a=1"),
-        ("/p?a+b=c+d", "a%20b=c%20d"),
+        // `+` is a space only for form decoders: kept apart from `%20`.
+        ("/p?a+b=c+d", "a+b=c+d"),
         ("/p?a%20b=c%20d", "a%20b=c%20d"),
+        ("/p?a b", "a%20b"),
         ("/p?a=%2B", "a=%2B"),
         ("/p?a=%2b", "a=%2B"),
         ("/p?key&key=", "key&key="),
-        ("/p?key=&key", "key&key="),
+        ("/p?key=&key", "key=&key"),
         ("/p?b&a", "a&b"),
-        ("/p?x=a/b~c", "x=a%2Fb~c"),
+        // Reserved characters stay raw or escaped as sent.
+        ("/p?x=a/b~c", "x=a/b~c"),
+        ("/p?x=a%2Fb", "x=a%2Fb"),
+        ("/p?x=a=b", "x=a=b"),
+        ("/p?x=a%3Db", "x=a%3Db"),
+        ("/p?a;b=1", "a;b=1"),
+        ("/p?a%3Bb=1", "a%3Bb=1"),
+        ("/p?x=a?b", "x=a?b"),
+        // Unreserved escapes are decoded: every reader agrees on them.
         ("/p?x=%7e%41", "x=~A"),
+        ("/p?%61=1", "a=1"),
         ("/p?x=%zz", "x=%25zz"),
-        ("/p?x=a=b", "x=a%3Db"),
+        ("/p?x=1%", "x=1%25"),
         ("/p?x=1#frag", "x=1"),
         ("/p?=v", "=v"),
         ("/p?q=é", "q=%C3%A9"),
-        ("/p?q=%C3%A9", "q=%C3%A9"),
+        ("/p?q=%c3%a9", "q=%C3%A9"),
+        ("/p?x=\"<>", "x=%22%3C%3E"),
         ("/p?B=1&a=1", "B=1&a=1"),
         ("/p?a=10&a=9", "a=10&a=9"),
-        ("/p?a;b=1", "a%3Bb=1"),
+        ("/p?a=9&a=10", "a=9&a=10"),
     ];
     for (input, want) in cases {
         assert_eq!(canonical_query(input), want, "query of {input:?}");

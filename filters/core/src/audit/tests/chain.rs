@@ -5,7 +5,8 @@ use serde_json::{json, Value};
 use super::{KEY, OTHER_KEY};
 use crate::audit::record::GENESIS_PREV;
 use crate::audit::{
-    audit_id, verify_records, BreakKind, Chain, Record, RecordError, RecordFields, RECORD_PREFIX,
+    audit_id, verify_records, verify_records_in, BreakKind, Chain, Order, Record, RecordError,
+    RecordFields, RECORD_PREFIX,
 };
 use crate::canonical::{sha256_hex, to_canonical_bytes};
 use crate::request::RequestInfo;
@@ -438,29 +439,43 @@ fn truncation_and_a_missing_beginning_are_not_breaks() {
 }
 
 #[test]
-fn unreadable_record_lines_are_reported() {
+fn foreign_lines_holding_the_marker_are_reported_without_failing() {
     let rs = records("vm-a", 3);
     let mut text = log(&rs);
     text.push_str("x meshguard-audit-record: {not json\n");
     text.push_str("meshguard-audit-record: {\"seq\": 1}\n");
     text.push_str("meshguard-audit-record: [1]\n");
+    text.push_str("path=\"/meshguard-audit-record: {\\\"chain\\\":\\\"vm-a\\\"}\" id=1\n");
     let report = verify_records(&text, &keys());
-    assert!(!report.is_ok());
-    assert!(report.chains[0].is_ok());
-    let lines: Vec<usize> = report.unreadable.iter().map(|p| p.line).collect();
-    assert_eq!(lines, [8, 9, 10]);
-    assert!(report.unreadable[0]
+    assert!(report.is_ok(), "{report}");
+    let lines: Vec<usize> = report.foreign.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [8, 9, 10, 11]);
+    assert!(report.foreign[0]
         .message
         .starts_with("not a JSON record: key must be a string"));
     assert_eq!(
-        report.unreadable[1].message,
-        "the record has no `chain` string, so it belongs to no chain"
+        report.foreign[1].message,
+        "not a record: no JSON object with a `chain` string follows the marker"
     );
-    assert_eq!(report.record_count(), 6);
+    assert_eq!(report.record_count(), 3);
+    // Still not ok: nothing but foreign lines, or a damaged record in the
+    // middle of a chain (its gap breaks the chain).
+    let only_foreign = text.lines().skip(7).collect::<Vec<_>>().join("\n");
+    let report = verify_records(&only_foreign, &keys());
+    assert!(!report.is_ok());
+    assert_eq!(report.foreign.len(), 4);
+    let torn = text.replacen(&rs[1].to_line()[40..], "", 1);
+    let report = verify_records(&torn, &keys());
+    assert_eq!(report.foreign.len(), 5, "{report}");
+    assert_eq!(
+        report.chains[0].first_break.as_ref().unwrap().kind,
+        BreakKind::MissingRecords
+    );
+    assert!(!verify_records("", &keys()).is_ok());
 }
 
 #[test]
-fn a_record_line_with_a_repeated_key_is_unreadable() {
+fn a_record_line_with_a_repeated_key_breaks_its_chain() {
     // serde_json keeps the last of two equal keys, other parsers the first: a
     // line with `"status":599` added before the signed status used to verify,
     // while a first-wins reader saw 599.
@@ -470,19 +485,46 @@ fn a_record_line_with_a_repeated_key_is_unreadable() {
     assert_ne!(forged, text);
     let report = verify_records(&forged, &keys());
     assert!(!report.is_ok(), "{report}");
-    let lines: Vec<usize> = report.unreadable.iter().map(|p| p.line).collect();
-    assert_eq!(lines, [line_of(0)]);
+    let b = report.chains[0].first_break.as_ref().unwrap();
+    assert_eq!((b.line, b.kind), (line_of(0), BreakKind::Malformed));
     assert!(
-        report.unreadable[0]
-            .message
-            .starts_with("not a JSON record: duplicate key \"status\""),
+        b.message
+            .starts_with("the record is not strict JSON: duplicate key \"status\""),
         "{}",
-        report.unreadable[0].message
+        b.message
     );
     // The same key in a nested object is refused as well.
     let nested = text.replacen("{\"identity\"", "{\"identity\":\"denied\",\"identity\"", 1);
     assert_ne!(nested, text);
     assert!(!verify_records(&nested, &keys()).is_ok());
+}
+
+#[test]
+fn a_collector_file_out_of_order_verifies_by_seq() {
+    let rs = records("vm-a", 6);
+    let mut lines: Vec<String> = rs.iter().map(Record::to_line).collect();
+    lines.swap(1, 4);
+    let text = lines.join("\n");
+    assert_eq!(
+        verify_records(&text, &keys()).chains[0]
+            .first_break
+            .as_ref()
+            .unwrap()
+            .kind,
+        BreakKind::OutOfOrder
+    );
+    assert!(verify_records_in(&text, &keys(), Order::Seq).is_ok());
+    // A gap or a duplicate is still a break in seq order.
+    lines.remove(2);
+    let gap = lines.join("\n");
+    let report = verify_records_in(&gap, &keys(), Order::Seq);
+    assert_eq!(
+        report.chains[0].first_break.as_ref().unwrap().kind,
+        BreakKind::MissingRecords
+    );
+    lines.push(lines[0].clone());
+    let report = verify_records_in(&lines.join("\n"), &keys(), Order::Seq);
+    assert!(!report.is_ok());
 }
 
 #[test]
@@ -558,4 +600,46 @@ fn a_record_that_cannot_be_sealed_leaves_the_chain_unchanged() {
     assert_eq!(c, before);
     assert_eq!(c.next_seq(), 1);
     assert_eq!(c.seal(fields("vm-a", 1), KEY, "k1").unwrap().seq, 1);
+}
+
+#[test]
+fn bare_records_of_a_collector_file_verify_like_log_lines() {
+    let rs = records("vm-a", 4);
+    let ndjson: String = rs
+        .iter()
+        .map(|r| {
+            format!(
+                "{}\n",
+                String::from_utf8(r.canonical_bytes(true).unwrap()).unwrap()
+            )
+        })
+        .collect();
+    let report = verify_records(&ndjson, &keys());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.record_count(), 4);
+    // JSON lines that are not records (an access log) are ignored; a torn
+    // record is foreign.
+    let mixed =
+        format!("{{\"path\":\"/x\",\"code\":200}}\n{ndjson}{{\"chain\":\"vm-a\",\"seq\":4,\n");
+    let report = verify_records(&mixed, &keys());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.foreign.len(), 1);
+}
+
+#[test]
+fn a_record_whose_chain_is_repeated_never_verifies_nor_passes_as_foreign() {
+    let rs = records("vm-a", 3);
+    let text = log(&rs);
+    // The repeated `chain` last: serde_json reads a number, so the line names
+    // no chain, yet it is a record edited so that readers disagree.
+    let last = rs[2].to_line();
+    let forged = text.replacen(
+        &last,
+        &format!("{},\"chain\":5}}", &last[..last.len() - 1]),
+        1,
+    );
+    let report = verify_records(&forged, &keys());
+    assert!(!report.is_ok(), "{report}");
+    assert_eq!(report.unreadable.len(), 1);
+    assert!(report.foreign.is_empty());
 }

@@ -42,7 +42,8 @@ fn every_key_is_read() {
                     "parts": ["method", "body", {"json_pointer": ""}]}],
       "log_records": false,
       "collector": {"cluster": "outbound|443||audit.example.com", "path": "/ingest", "authority": "audit.example.com",
-                    "timeout_ms": 500, "max_queue": 10, "max_retries": 0, "batch_size": 10},
+                    "timeout_ms": 500, "max_queue": 10, "max_retries": 0, "batch_size": 10,
+                    "max_queue_bytes": 65536, "max_in_flight": 1},
       "fail_closed": true
     }"#,
     )
@@ -67,6 +68,8 @@ fn every_key_is_read() {
             max_queue: 10,
             max_retries: 0,
             batch_size: 10,
+            max_queue_bytes: 65536,
+            max_in_flight: 1,
         })
     );
     let r = crate::request::RequestInfo {
@@ -95,8 +98,14 @@ fn collector_defaults_apply() {
             max_queue: 1000,
             max_retries: 3,
             batch_size: 50,
+            max_queue_bytes: 16 * 1024 * 1024,
+            max_in_flight: 4,
         })
     );
+    assert_eq!(p.max_record_path_bytes(), 1024);
+    let limits = p.outbox_limits().unwrap();
+    assert_eq!(limits.record_bound, p.record_bound());
+    assert!(!limits.fail_closed);
 }
 
 #[test]
@@ -277,6 +286,18 @@ fn config_errors_name_the_json_path_of_the_problem() {
         (
             r#"{"collector": {"cluster": "a", "batch_size": 0}}"#.into(),
             "collector.batch_size: 0 is out of range: 1 to 1000",
+        ),
+        (
+            r#"{"collector": {"cluster": "a", "max_queue_bytes": 1000}}"#.into(),
+            "collector.max_queue_bytes: 1000 is out of range: 65536 to 1073741824",
+        ),
+        (
+            r#"{"collector": {"cluster": "a", "max_in_flight": 0}}"#.into(),
+            "collector.max_in_flight: 0 is out of range: 1 to 64",
+        ),
+        (
+            r#"{"max_record_path_bytes": 8}"#.into(),
+            "max_record_path_bytes: 8 is out of range: 16 to 16384",
         ),
         (
             r#"{"collector": {"cluster": "a", "max_queue": 10}}"#.into(),

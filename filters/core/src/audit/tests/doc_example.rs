@@ -26,19 +26,19 @@ const BODY: &str = r#"{"amount": 12.5, "action": "refund", "note": "customer cal
 const PREIMAGE: &str = "meshguard-command-v1\n\
 method:4:POST\n\
 path:14:/v1/orders/42/\n\
-query:28:dry_run=true&tag=A&tag=a%20b\n\
+query:26:dry_run=true&tag=a+b&tag=A\n\
 json:/action:8:\"refund\"\n\
 json:/amount:4:12.5\n";
-const CMD: &str = "ec6dc856ce3ed92cbfdc09c5534e1426fe55b0e0134d4b75a3e382f9c9e499c0";
+const CMD: &str = "977b4d2efe3212e027b504092bfb44511327c088e91a62b70d72fbcb913580f2";
 const HEADER: &str = "v=1;kid=2024-06;id=web-7f9c.0-15;ts=1718000000123;\
 peer=spiffe://cluster.local/ns/shop/sa/frontend;cfg=-;\
-cmd=ec6dc856ce3ed92cbfdc09c5534e1426fe55b0e0134d4b75a3e382f9c9e499c0;\
-sig=8odpkgNGb7yYl_UIxsqEC5owyqpknraeJQQnuFcgLPE";
+cmd=977b4d2efe3212e027b504092bfb44511327c088e91a62b70d72fbcb913580f2;\
+sig=jaK8G0i_aDD5X1IDkO8HSAaVe6pCRmPTDJ6fnBQKEOQ";
 const MAC_INPUT: &str = "meshguard-audit-v1\n1\n2024-06\nweb-7f9c.0-15\n1718000000123\n\
 spiffe://cluster.local/ns/shop/sa/frontend\n-\n\
-ec6dc856ce3ed92cbfdc09c5534e1426fe55b0e0134d4b75a3e382f9c9e499c0";
-const RECORD_LINE: &str = r#"meshguard-audit-record: {"chain":"web-7f9c.0","command":"refund","command_sha256":"ec6dc856ce3ed92cbfdc09c5534e1426fe55b0e0134d4b75a3e382f9c9e499c0","config_fingerprint":null,"decisions":{"identity":"allowed"},"duration_ms":12,"host":"shop.example.com","id":"web-7f9c.0-15","kid":"2024-06","mac":"LB2l5Hu9_oK-YQNZDWrE0tsdpdrpJXeMIUi1mpyEBrw","method":"POST","path":"/v1/orders/42/","peer":"spiffe://cluster.local/ns/shop/sa/frontend","prev":"0000000000000000000000000000000000000000000000000000000000000000","seq":0,"status":200,"ts_ms":1718000000123,"v":1}"#;
-const NEXT_PREV: &str = "30adaf202470903d1c8cf3edc6d293bb91c8145df1eae6c02b6f11be53078778";
+977b4d2efe3212e027b504092bfb44511327c088e91a62b70d72fbcb913580f2";
+const RECORD_LINE: &str = r#"meshguard-audit-record: {"chain":"web-7f9c.0","command":"refund","command_sha256":"977b4d2efe3212e027b504092bfb44511327c088e91a62b70d72fbcb913580f2","config_fingerprint":null,"decisions":{"identity":"allowed"},"duration_ms":12,"host":"shop.example.com","id":"web-7f9c.0-15","kid":"2024-06","mac":"rwbaPhTrwgQp-9lem6yhpr84n6rov9PnF-IwW18Gz_s","method":"POST","path":"/v1/orders/42/","peer":"spiffe://cluster.local/ns/shop/sa/frontend","prev":"0000000000000000000000000000000000000000000000000000000000000000","seq":0,"status":200,"ts_ms":1718000000123,"v":1}"#;
+const NEXT_PREV: &str = "d5c8ec2205392667e3fd2261597a88cce1da060acea08a776c56fdf21899872d";
 
 #[test]
 fn the_documented_worked_example_reproduces() {
@@ -54,7 +54,7 @@ fn the_documented_worked_example_reproduces() {
     let want = framed_input(&[
         ("method", b"POST"),
         ("path", b"/v1/orders/42/"),
-        ("query", b"dry_run=true&tag=A&tag=a%20b"),
+        ("query", b"dry_run=true&tag=a+b&tag=A"),
         ("json:/action", b"\"refund\""),
         ("json:/amount", b"12.5"),
     ]);

@@ -103,7 +103,8 @@ fn requests_with_the_same_meaning_hash_the_same() {
             ("get", "/a//b/./c?y=2&x=1", ""),
             ("GET", "/a/b/c?x=1&y=2", ""),
         ),
-        (("POST", "/%7Eu?q=a+b", ""), ("post", "/~u?q=a%20b", "")),
+        (("POST", "/%7Eu?q=a+b", ""), ("post", "/~u?q=a+b", "")),
+        (("POST", "/u?q=%61%2b", ""), ("post", "/u?q=a%2B", "")),
         (("GET", "/x/../y?#frag", ""), ("GET", "/y", "")),
         (("GET", "/p?&a=1&&", ""), ("GET", "/p?a=1", "")),
         (
@@ -284,9 +285,18 @@ fn body_needs_are_known_before_the_body_arrives() {
 fn bodies_that_cannot_be_hashed_give_precise_errors() {
     let p = policy(COMMANDS);
     let cases = [
-        ("", "the body is not JSON, which json_pointer parts need: the body is empty"),
-        ("not json", "the body is not JSON, which json_pointer parts need: expected ident at line 1 column 2"),
-        (r#"{"query": 1} x"#, "the body is not JSON, which json_pointer parts need: trailing characters"),
+        (
+            "",
+            "the body is not JSON, which json_pointer parts need: the body is empty",
+        ),
+        (
+            "not json",
+            "the body is not JSON, which json_pointer parts need: expected a JSON value at byte 0",
+        ),
+        (
+            r#"{"query": 1} x"#,
+            "the body is not JSON, which json_pointer parts need: trailing characters",
+        ),
         (
             r#"{"query": 1, "query": 2}"#,
             "the body is not JSON, which json_pointer parts need: duplicate object key \"query\"",
@@ -307,7 +317,7 @@ fn bodies_that_cannot_be_hashed_give_precise_errors() {
     let p = policy(r#"{"commands": [{"name": "j", "parts": [{"json_pointer": ""}]}]}"#);
     assert!(matches!(
         p.hash_request("POST", "/graphql", "h", deep.as_bytes()),
-        Err(HashError::NotJson(m)) if m.contains("recursion limit")
+        Err(HashError::NotJson(m)) if m.contains("nested too deeply")
     ));
 }
 
@@ -364,22 +374,230 @@ fn numbers_are_hashed_as_the_value_their_text_denotes() {
 
 #[test]
 fn strict_json_parsing_keeps_values_and_refuses_ambiguity() {
+    let canon = |v: crate::audit::json::JsonValue| String::from_utf8(v.canonical()).unwrap();
     let v = parse_strict_json(br#" {"a": [1, -2, 2.5, "s", null, true, {}]} "#).unwrap();
-    assert_eq!(
-        v,
-        serde_json::json!({"a": [1, -2, 2.5, "s", null, true, {}]})
-    );
+    assert_eq!(canon(v), r#"{"a":[1,-2,2.5,"s",null,true,{}]}"#);
     assert!(parse_strict_json(br#"{"a": 1, "a": 1}"#).is_err());
     assert!(parse_strict_json(b"  ").is_err());
-    // Numbers keep their JSON type, in shortest form (docs/audit.md).
-    let v = parse_strict_json(br#"[1, 1.0, 1e2, 2.50, -3, 12345678901234567890]"#).unwrap();
+    // Numbers keep their JSON type and their exact value (docs/audit.md).
+    let v = parse_strict_json(
+        br#"[1, 1.0, 1e2, 2.50, -3, 12345678901234567890, 18446744073709551617]"#,
+    )
+    .unwrap();
     assert_eq!(
-        String::from_utf8(crate::canonical::to_canonical_bytes(&v).unwrap()).unwrap(),
-        "[1,1.0,100.0,2.5,-3,12345678901234567890]"
+        canon(v),
+        "[1,1.0,100.0,2.5,-3,12345678901234567890,18446744073709551617]"
     );
     let v = parse_strict_json("\"\\u001F\\u00e9\\n\\/\u{7f}\"".as_bytes()).unwrap();
-    assert_eq!(
-        String::from_utf8(crate::canonical::to_canonical_bytes(&v).unwrap()).unwrap(),
-        "\"\\u001fé\\n/\u{7f}\""
+    assert_eq!(canon(v), "\"\\u001fé\\n/\u{7f}\"");
+}
+
+/// Pairs of requests: whether an application executes them as the same
+/// command. Different commands must never share a hash; the same command
+/// spelled differently hashes the same.
+#[test]
+fn requests_an_application_executes_differently_never_share_a_hash() {
+    let p = policy(
+        r#"{"commands": [
+          {"name": "graphql", "paths": ["/graphql"], "parts": ["method", "path",
+            {"json_pointer": "/query"}, {"json_pointer": "/operationName"}, {"json_pointer": "/variables"}]},
+          {"name": "whole", "paths": ["/json"], "parts": ["method", "path", "query", {"json_pointer": ""}]},
+          {"name": "raw", "paths": ["/raw"], "parts": ["method", "body"]}
+        ]}"#,
     );
+    let gql = |op: &str| {
+        format!(r#"{{"query": "query A {{ a }} query B {{ b }}", "operationName": {op}}}"#)
+    };
+    // (why, (target, body), (target, body), same command?)
+    type Request<'a> = (&'a str, String);
+    let rows: Vec<(&str, Request, Request, bool)> = vec![
+        (
+            "repeated query keys swapped",
+            ("/q?a=1&a=2", String::new()),
+            ("/q?a=2&a=1", String::new()),
+            false,
+        ),
+        (
+            "repeated keys around another key",
+            ("/q?a=1&b=0&a=2", String::new()),
+            ("/q?a=2&b=0&a=1", String::new()),
+            false,
+        ),
+        (
+            "different keys reordered",
+            ("/q?a=1&b=2", String::new()),
+            ("/q?b=2&a=1", String::new()),
+            true,
+        ),
+        (
+            "+ is a space only for form decoders",
+            ("/q?x=a+b", String::new()),
+            ("/q?x=a%20b", String::new()),
+            false,
+        ),
+        (
+            "; separates pairs for some frameworks",
+            ("/q?a=1;b=2", String::new()),
+            ("/q?a=1%3Bb%3D2", String::new()),
+            false,
+        ),
+        (
+            "raw and escaped comma",
+            ("/q?a=1,2", String::new()),
+            ("/q?a=1%2C2", String::new()),
+            false,
+        ),
+        (
+            "escape hex case",
+            ("/q?a=%2f", String::new()),
+            ("/q?a=%2F", String::new()),
+            true,
+        ),
+        (
+            "encoded + and space",
+            ("/q?x=%2B", String::new()),
+            ("/q?x=+", String::new()),
+            false,
+        ),
+        (
+            "encoded & inside a value",
+            ("/q?x=%26y%3D1", String::new()),
+            ("/q?x=&y=1", String::new()),
+            false,
+        ),
+        (
+            "encoded unreserved letter",
+            ("/q?a=%41", String::new()),
+            ("/q?a=A", String::new()),
+            true,
+        ),
+        (
+            "key without and with =",
+            ("/q?k", String::new()),
+            ("/q?k=", String::new()),
+            false,
+        ),
+        (
+            "encoded slash in the path",
+            ("/a%2Fb", String::new()),
+            ("/a/b", String::new()),
+            false,
+        ),
+        (
+            "dot segments",
+            ("/x/../a/b", String::new()),
+            ("/a/b", String::new()),
+            true,
+        ),
+        (
+            "integers past 64 bits",
+            ("/json", r#"{"n": 18446744073709551617}"#.into()),
+            ("/json", r#"{"n": 18446744073709551618}"#.into()),
+            false,
+        ),
+        (
+            "integer and float",
+            ("/json", r#"{"n": 1}"#.into()),
+            ("/json", r#"{"n": 1.0}"#.into()),
+            false,
+        ),
+        (
+            "floats a double would merge",
+            ("/json", r#"{"n": 0.1}"#.into()),
+            ("/json", r#"{"n": 0.10000000000000001}"#.into()),
+            false,
+        ),
+        (
+            "numbers past a double's range",
+            ("/json", r#"{"n": 1e400}"#.into()),
+            ("/json", r#"{"n": 1e401}"#.into()),
+            false,
+        ),
+        (
+            "negative zero integer",
+            ("/json", r#"{"n": -0}"#.into()),
+            ("/json", r#"{"n": 0}"#.into()),
+            false,
+        ),
+        (
+            "the same decimal spelled twice",
+            ("/json", r#"{"n": 2.50}"#.into()),
+            ("/json", r#"{"n": 25e-1}"#.into()),
+            true,
+        ),
+        (
+            "unicode escapes and raw text",
+            ("/json", r#"{"s": "\u0041\u00e9\ud83d\ude00"}"#.into()),
+            ("/json", r#"{"s": "Aé😀"}"#.into()),
+            true,
+        ),
+        (
+            "escaped and raw solidus",
+            ("/json", r#"{"s": "a\/b"}"#.into()),
+            ("/json", r#"{"s": "a/b"}"#.into()),
+            true,
+        ),
+        (
+            "array order",
+            ("/json", r#"{"a": [1, 2]}"#.into()),
+            ("/json", r#"{"a": [2, 1]}"#.into()),
+            false,
+        ),
+        (
+            "object key order",
+            ("/json", r#"{"a": 1, "b": 2}"#.into()),
+            ("/json", r#"{"b": 2, "a": 1}"#.into()),
+            true,
+        ),
+        (
+            "null and absent",
+            ("/json", r#"{"a": null}"#.into()),
+            ("/json", "{}".into()),
+            false,
+        ),
+        (
+            "string and number",
+            ("/json", r#"{"a": "1"}"#.into()),
+            ("/json", r#"{"a": 1}"#.into()),
+            false,
+        ),
+        (
+            "GraphQL operationName",
+            ("/graphql", gql("\"A\"")),
+            ("/graphql", gql("\"B\"")),
+            false,
+        ),
+        (
+            "GraphQL without operationName",
+            ("/graphql", gql("null")),
+            (
+                "/graphql",
+                r#"{"query": "query A { a } query B { b }"}"#.into(),
+            ),
+            false,
+        ),
+        (
+            "raw bodies",
+            ("/raw", "a".into()),
+            ("/raw", "a ".into()),
+            false,
+        ),
+    ];
+    for (why, (t1, b1), (t2, b2), same) in rows {
+        let h1 = p.hash_request("POST", t1, "h", b1.as_bytes()).unwrap();
+        let h2 = p.hash_request("POST", t2, "h", b2.as_bytes()).unwrap();
+        assert_eq!(h1 == h2, same, "{why}: {t1} {b1} / {t2} {b2}");
+    }
+    // A body an application could read two ways is not hashed at all.
+    for ambiguous in [
+        r#"{"a": 1, "a": 2}"#,
+        r#"{"a": 1, "\u0061": 2}"#,
+        r#"{"s": "\ud800"}"#,
+    ] {
+        assert!(
+            p.hash_request("POST", "/json", "h", ambiguous.as_bytes())
+                .is_err(),
+            "{ambiguous}"
+        );
+    }
 }
