@@ -15,6 +15,7 @@ use meshguard_core::canonical::sha256_hex;
 use meshguard_core::config::ConfigError;
 use meshguard_core::logsafe;
 use meshguard_core::metrics::{tagged, AUDIT_HASH_FAILURES, AUDIT_RECORDS, AUDIT_REFUSED};
+use meshguard_core::scope::RequestView;
 use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::{self as host, Counter};
 use proxy_wasm::hostcalls;
@@ -41,6 +42,7 @@ struct Metrics {
     refused_collector: Counter,
     refused_queue_full: Counter,
     refused_hash: Counter,
+    refused_path: Counter,
 }
 
 impl Metrics {
@@ -55,6 +57,7 @@ impl Metrics {
             refused_collector: refused("collector_unavailable"),
             refused_queue_full: refused("queue_full"),
             refused_hash: refused("hash_failed"),
+            refused_path: refused("path"),
         }
     }
 
@@ -334,8 +337,20 @@ impl HttpContext for AuditHttp {
                 return refuse(500, "audit_header_strip_failed");
             }
         }
-        let line = host::RequestLine::read();
-        if let Some(action) = shared.quarantine.enforce(&line.path) {
+        // One canonical path for the command, the record and the upstream.
+        let mut line = host::RequestLine::read();
+        match line.canonicalize(policy.path_options()) {
+            Ok(true) if !line.forward_path() => return refuse(500, "path_rewrite_failed"),
+            Ok(_) => {}
+            Err(rejection) if policy.fail_closed() => {
+                shared.metrics.refused_path.increment();
+                return refuse(400, rejection.code());
+            }
+            // Audited as received: the record and hash use the raw path.
+            Err(_) => {}
+        }
+        let view = RequestView::with(&line.info(), policy.path_options());
+        if let Some(action) = shared.quarantine.enforce(&view.path) {
             return action;
         }
         // Under fail_closed a request starts only with room for its record.

@@ -59,6 +59,13 @@ pub struct AuditConfig {
     /// Most bytes of the canonical path a record keeps.
     #[serde(default = "default_max_record_path_bytes")]
     pub max_record_path_bytes: u64,
+    /// How request paths are canonicalized before commands are matched (as
+    /// in the identity filter: docs/identity.md).
+    #[serde(default)]
+    pub path_normalization: crate::path::PathNormalization,
+    /// Command paths compare ASCII case-insensitively.
+    #[serde(default)]
+    pub path_case_insensitive: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -14,7 +14,7 @@ use crate::config::{
 };
 use crate::path::{canonicalize, PathOptions};
 use crate::request::RequestInfo;
-use crate::scope::{compile_scope, scope_lists, RequestScope, RequestView};
+use crate::scope::{compile_scope_with, scope_lists, RequestScope, RequestView};
 
 /// Most commands a policy may define.
 pub const MAX_COMMANDS: usize = 1000;
@@ -114,6 +114,7 @@ pub struct AuditPolicy {
     id_header: String,
     max_body_bytes: usize,
     commands: Vec<Command>,
+    paths: PathOptions,
     default_command: Command,
     log_records: bool,
     collector: Option<Collector>,
@@ -138,6 +139,10 @@ impl AuditPolicy {
     /// Compiles an already parsed configuration (no fingerprint).
     pub fn compile(config: AuditConfig) -> Result<Self, ConfigError> {
         let mut warnings = Vec::new();
+        let paths = PathOptions {
+            normalization: config.path_normalization,
+            case_insensitive: config.path_case_insensitive,
+        };
         check_config_version(config.config_version.as_deref())?;
         check_env_name("key_env", &config.key_env, MAX_TOKEN_LEN)?;
         check_key_id("key_id", &config.key_id)?;
@@ -183,7 +188,7 @@ impl AuditPolicy {
                     ),
                 ));
             }
-            commands.push(compile_command(&at, cc)?);
+            commands.push(compile_command(&at, cc, &paths)?);
         }
         if let Some(i) = commands.iter().position(|c| is_unconstrained(&c.scope)) {
             if let Some(next) = commands.get(i + 1) {
@@ -228,6 +233,7 @@ impl AuditPolicy {
         }
 
         Ok(Self {
+            paths,
             config_version: config.config_version,
             key_env: config.key_env,
             key_id: config.key_id,
@@ -258,14 +264,12 @@ impl AuditPolicy {
             return CommandRef::DEFAULT;
         }
         // The filter hands over the canonical path already; the CLI may not.
-        let canonical = canonicalize(request.path, &PathOptions::default())
-            .ok()
-            .flatten();
+        let canonical = canonicalize(request.path, &self.paths).ok().flatten();
         let request = RequestInfo {
             path: canonical.as_deref().unwrap_or(request.path),
             ..*request
         };
-        let view = RequestView::of(&request);
+        let view = RequestView::with(&request, &self.paths);
         CommandRef(self.commands.iter().position(|c| c.scope.matches(&view)))
     }
 
@@ -395,6 +399,11 @@ impl AuditPolicy {
         })
     }
 
+    /// How this policy canonicalizes request paths.
+    pub fn path_options(&self) -> &PathOptions {
+        &self.paths
+    }
+
     pub fn fail_closed(&self) -> bool {
         self.fail_closed
     }
@@ -419,8 +428,12 @@ fn is_unconstrained(scope: &RequestScope) -> bool {
         && scope.hosts.none_of.is_empty()
 }
 
-fn compile_command(at: &str, cc: &CommandConfig) -> Result<Command, ConfigError> {
-    let scope = compile_scope(at, scope_lists!(cc))?;
+fn compile_command(
+    at: &str,
+    cc: &CommandConfig,
+    paths: &PathOptions,
+) -> Result<Command, ConfigError> {
+    let scope = compile_scope_with(at, scope_lists!(cc), paths)?;
     let parts_at = format!("{at}.parts");
     if cc.parts.is_empty() {
         return Err(ConfigError::invalid(
