@@ -74,6 +74,10 @@ pub const MASKING_SKIPPED: &str = "meshguard_masking_bodies_skipped_total";
 /// Counter of messages refused because they could not be masked, by `direction` and `reason`.
 pub const MASKING_REFUSED: &str = "meshguard_masking_bodies_refused_total";
 
+/// Counter of JSON bodies masked as text under `on_malformed_json:
+/// mask_as_text`, by `direction` and `reason` (`malformed_json`, `too_deep`).
+pub const MASKING_TEXT_FALLBACKS: &str = "meshguard_masking_text_fallbacks_total";
+
 /// Builds a stat name with embedded tags.
 pub fn tagged(base: &str, tags: &[(&str, &str)]) -> String {
     let mut name = String::with_capacity(base.len() + tags.len() * 24);

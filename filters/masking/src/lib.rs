@@ -1,35 +1,30 @@
 //! meshguard masking filter: replaces sensitive values in request and response
-//! headers and bodies before they leave the proxy. The engine is
-//! `meshguard_core::masking`; this crate buffers bodies (bounded), applies the
-//! edits, fails closed where configured and counts everything, never logging a
-//! value.
+//! headers, trailers, query strings and bodies before they leave the proxy.
+//! The engine and the per-message state machine are `meshguard_core::masking`
+//! (`Gate`); this crate reads what the host offers at each callback, applies
+//! the gate's edits and verdicts, and counts everything, never logging a value.
 
 use std::rc::Rc;
 
 use meshguard_core::config::{ConfigError, Mode};
 use meshguard_core::masking::{
-    body_kind, BodyKind, CompressedAction, Direction, HeaderEdit, MalformedJsonAction, MaskError,
-    MaskingPolicy, OversizeAction, RuleHits, Selection, UnsupportedAction,
+    wants_identity_response, Answer, Direction, Gate, HeaderEdit, HeadersStep, MaskingPolicy,
+    Reason, Report, RuleHits, Verdict,
 };
 use meshguard_core::metrics::{
     label_value, tagged, MASKING_DRY_RUN_FIELDS, MASKING_FIELDS, MASKING_REFUSED, MASKING_SKIPPED,
+    MASKING_TEXT_FALLBACKS,
 };
 use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::{self as host, Counter};
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 const FILTER: &str = "masking";
 const DIRECTIONS: [Direction; 2] = [Direction::Request, Direction::Response];
-/// Why a body was forwarded unmasked or a message refused (metric `reason`).
-const REASONS: [&str; 6] = [
-    "oversize",
-    "compressed",
-    "unsupported_content_type",
-    "malformed_json",
-    "too_deep",
-    "not_utf8",
-];
+const REASONS: [Reason; Reason::ALL.len()] = Reason::ALL;
+/// The reasons of a JSON body masked as text (`on_malformed_json: mask_as_text`).
+const FALLBACKS: [Reason; 2] = [Reason::MalformedJson, Reason::TooDeep];
 
 proxy_wasm::main! {{
     Root::<Masking>::register();
@@ -44,6 +39,8 @@ struct Metrics {
     /// `[direction][reason]`
     skipped: [[Counter; REASONS.len()]; 2],
     refused: [[Counter; REASONS.len()]; 2],
+    /// `[direction][malformed_json, too_deep]`
+    text_fallbacks: [[Counter; FALLBACKS.len()]; 2],
 }
 
 fn dir_index(d: Direction) -> usize {
@@ -68,18 +65,19 @@ impl Metrics {
                 })
                 .collect()
         };
-        let per_reason = |base: &str| {
-            DIRECTIONS.map(|d| {
-                REASONS.map(|r| {
-                    Counter::define(&tagged(base, &[("direction", d.as_str()), ("reason", r)]))
-                })
-            })
+        let counter = |base: &str, d: Direction, r: Reason| {
+            Counter::define(&tagged(
+                base,
+                &[("direction", d.as_str()), ("reason", r.as_str())],
+            ))
         };
         Self {
             fields: per_rule(MASKING_FIELDS),
             dry_run_fields: per_rule(MASKING_DRY_RUN_FIELDS),
-            skipped: per_reason(MASKING_SKIPPED),
-            refused: per_reason(MASKING_REFUSED),
+            skipped: DIRECTIONS.map(|d| REASONS.map(|r| counter(MASKING_SKIPPED, d, r))),
+            refused: DIRECTIONS.map(|d| REASONS.map(|r| counter(MASKING_REFUSED, d, r))),
+            text_fallbacks: DIRECTIONS
+                .map(|d| FALLBACKS.map(|r| counter(MASKING_TEXT_FALLBACKS, d, r))),
         }
     }
 
@@ -98,14 +96,48 @@ impl Metrics {
         }
     }
 
-    fn reason(table: &[[Counter; REASONS.len()]; 2], direction: Direction, reason: &str) {
-        let slot = REASONS.iter().position(|r| *r == reason);
+    fn reason<const N: usize>(
+        table: &[[Counter; N]; 2],
+        reasons: &[Reason; N],
+        direction: Direction,
+        reason: Reason,
+    ) {
+        let slot = reasons.iter().position(|r| *r == reason);
         if let Some(counter) = table
             .get(dir_index(direction))
             .and_then(|row| slot.and_then(|i| row.get(i)))
         {
             counter.increment();
         }
+    }
+
+    /// Counts one callback's report and logs its skip or refusal (never a value).
+    fn report(&self, mode: Mode, direction: Direction, report: &Report) {
+        self.hits(mode, direction, &report.hits);
+        if let Some(skip) = &report.skipped {
+            Self::reason(&self.skipped, &REASONS, direction, skip.reason);
+            let why = skip.setting.unwrap_or("dry-run: would refuse");
+            log::info!(
+                "meshguard masking: {} body forwarded unmasked: {} ({why})",
+                direction.as_str(),
+                skip.reason.as_str()
+            );
+        }
+        if let Some(reason) = report.refused {
+            Self::reason(&self.refused, &REASONS, direction, reason);
+            log::info!(
+                "meshguard masking: {} refused: {}",
+                direction.as_str(),
+                reason.as_str()
+            );
+        }
+        if let Some(reason) = report.text_fallback {
+            Self::reason(&self.text_fallbacks, &FALLBACKS, direction, reason);
+        }
+    }
+
+    fn host_error(&self, direction: Direction) {
+        Self::reason(&self.refused, &REASONS, direction, Reason::HostError);
     }
 }
 
@@ -153,20 +185,41 @@ impl FilterRoot for Masking {
     }
 }
 
-/// What one direction still has to do.
-#[derive(Debug)]
-struct Pending {
-    selection: Selection,
-    /// Body masking is under way for this direction.
-    body: Option<BodyKind>,
+/// Where one direction's data lives in the host.
+struct Maps {
+    headers: MapType,
+    trailers: MapType,
+    body: BufferType,
+}
+
+fn maps(direction: Direction) -> Maps {
+    match direction {
+        Direction::Request => Maps {
+            headers: MapType::HttpRequestHeaders,
+            trailers: MapType::HttpRequestTrailers,
+            body: BufferType::HttpRequestBody,
+        },
+        Direction::Response => Maps {
+            headers: MapType::HttpResponseHeaders,
+            trailers: MapType::HttpResponseTrailers,
+            body: BufferType::HttpResponseBody,
+        },
+    }
 }
 
 struct MaskingHttp {
     active: Option<Rc<Active>>,
-    request: Option<Pending>,
-    response: Option<Pending>,
+    request: Option<Gate>,
+    /// The response's gate; before the response headers, a gate made with the
+    /// request's route and caller but not yet started (see `response_selection`).
+    response: Option<ResponseGate>,
     /// Values masked (or, in dry-run, found) in this exchange.
     hits: u32,
+}
+
+enum ResponseGate {
+    Selected(meshguard_core::masking::Selection),
+    Started(Gate),
 }
 
 impl Context for MaskingHttp {}
@@ -187,57 +240,61 @@ impl HttpContext for MaskingHttp {
         let request = line.info();
         let request_selection = policy.select(Direction::Request, caller, &request);
         let response_selection = policy.select(Direction::Response, caller, &request);
-        if response_selection.needs_body() && policy.mode() == Mode::Enforce {
+        if wants_identity_response(policy, &response_selection) {
             // A compressed response cannot be masked: ask for identity encoding.
             host::set_request_header("accept-encoding", Some("identity"));
         }
-        self.response = (!response_selection.is_empty()).then_some(Pending {
-            selection: response_selection,
-            body: None,
-        });
+        self.response = (!response_selection.is_empty())
+            .then_some(ResponseGate::Selected(response_selection));
         if request_selection.is_empty() {
             return Action::Continue;
         }
-        if request_selection.needs_headers() {
-            self.mask_headers(&active, Direction::Request, &request_selection);
-        }
-        let mut pending = Pending {
-            selection: request_selection,
-            body: None,
-        };
-        if pending.selection.needs_body() && !end_of_stream {
-            match self.start_body(&active, Direction::Request) {
-                Ok(kind) => pending.body = kind,
-                Err(action) => return action,
-            }
-        }
-        self.request = Some(pending);
-        Action::Continue
+        let headers = host::request_headers();
+        let (gate, step) = Gate::headers(
+            policy,
+            Direction::Request,
+            request_selection,
+            &headers,
+            end_of_stream,
+            false,
+        );
+        self.request = Some(gate);
+        self.apply(&active, Direction::Request, maps(Direction::Request).headers, step)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.on_body(Direction::Request, body_size, end_of_stream)
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.on_trailers(Direction::Request)
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let (Some(active), Some(mut pending)) = (self.active.clone(), self.response.take()) else {
+        let (Some(active), Some(ResponseGate::Selected(selection))) =
+            (self.active.clone(), self.response.take())
+        else {
             return Action::Continue;
         };
-        if pending.selection.needs_headers() {
-            self.mask_headers(&active, Direction::Response, &pending.selection);
-        }
-        if pending.selection.needs_body() && !end_of_stream {
-            match self.start_body(&active, Direction::Response) {
-                Ok(kind) => pending.body = kind,
-                Err(action) => return action,
-            }
-        }
-        self.response = Some(pending);
-        Action::Continue
+        let headers = host::response_headers();
+        let (gate, step) = Gate::headers(
+            &active.policy,
+            Direction::Response,
+            selection,
+            &headers,
+            end_of_stream,
+            false,
+        );
+        self.response = Some(ResponseGate::Started(gate));
+        self.apply(&active, Direction::Response, maps(Direction::Response).headers, step)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.on_body(Direction::Response, body_size, end_of_stream)
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.on_trailers(Direction::Response)
     }
 
     fn on_log(&mut self) {
@@ -251,140 +308,13 @@ impl HttpContext for MaskingHttp {
 }
 
 impl MaskingHttp {
-    fn pending(&mut self, direction: Direction) -> &mut Option<Pending> {
+    fn gate(&mut self, direction: Direction) -> Option<&mut Gate> {
         match direction {
-            Direction::Request => &mut self.request,
-            Direction::Response => &mut self.response,
-        }
-    }
-
-    fn mask_headers(&mut self, active: &Active, direction: Direction, selection: &Selection) {
-        let policy = &active.policy;
-        let headers = match direction {
-            Direction::Request => host::request_headers(),
-            Direction::Response => host::response_headers(),
-        };
-        let edits = policy.mask_headers(selection, &headers);
-        active.metrics.hits(policy.mode(), direction, &edits.hits);
-        self.count(&edits.hits);
-        if policy.mode() == Mode::DryRun {
-            return;
-        }
-        for edit in &edits.edits {
-            let (name, value) = match edit {
-                HeaderEdit::Replace { name, value } => (name.as_str(), Some(value.as_str())),
-                HeaderEdit::Remove { name } => (name.as_str(), None),
-            };
-            let done = match direction {
-                Direction::Request => host::set_request_header(name, value),
-                Direction::Response => host::set_response_header(name, value),
-            };
-            if !done {
-                log::error!("meshguard masking: the host refused to mask header {name}");
-            }
-        }
-    }
-
-    /// Decides, from the headers, whether this body can be masked. `Ok(Some)`:
-    /// buffer and mask it; `Ok(None)`: forward it unmasked (counted);
-    /// `Err`: the message was refused.
-    fn start_body(
-        &mut self,
-        active: &Active,
-        direction: Direction,
-    ) -> Result<Option<BodyKind>, Action> {
-        let policy = &active.policy;
-        let header = |name: &str| match direction {
-            Direction::Request => host::request_header(name),
-            Direction::Response => host::response_header(name),
-        };
-        let encoding =
-            header("content-encoding").filter(|e| !e.trim().eq_ignore_ascii_case("identity"));
-        if encoding.is_some() {
-            let reject = policy.on_compressed_request() == CompressedAction::Reject;
-            return Self::forward_or_refuse(active, direction, "compressed", reject, 415);
-        }
-        let kind = body_kind(header("content-type").as_deref());
-        if kind == BodyKind::Other {
-            let reject = policy.on_unsupported_content_type() == UnsupportedAction::Reject;
-            return Self::forward_or_refuse(
-                active,
-                direction,
-                "unsupported_content_type",
-                reject,
-                415,
-            );
-        }
-        let declared = header("content-length").and_then(|l| l.trim().parse::<usize>().ok());
-        if declared.is_some_and(|len| len > policy.max_body_bytes()) {
-            // Refused before a byte is buffered.
-            let reject = policy.on_oversize() == OversizeAction::Reject;
-            return Self::forward_or_refuse(active, direction, "oversize", reject, 413);
-        }
-        if policy.mode() == Mode::Enforce {
-            // The body may change length: a stale content-length would desync a
-            // pooled HTTP/1 connection. Envoy re-frames the message instead.
-            match direction {
-                Direction::Request => host::set_request_header("content-length", None),
-                Direction::Response => host::set_response_header("content-length", None),
-            };
-        }
-        Ok(Some(kind))
-    }
-
-    /// At headers time: refuse with a local reply, or forward unmasked.
-    fn forward_or_refuse(
-        active: &Active,
-        direction: Direction,
-        reason: &str,
-        reject: bool,
-        request_status: u16,
-    ) -> Result<Option<BodyKind>, Action> {
-        if Self::must_refuse(active, direction, reason, reject) {
-            return Err(Self::refuse_body(direction, reason, request_status, false));
-        }
-        Ok(None)
-    }
-
-    /// A body that cannot be masked: true when it must be refused (enforce
-    /// mode and a `reject` setting), else it is forwarded unmasked. Counted
-    /// and logged (without content) either way; the caller replies or resets.
-    fn must_refuse(active: &Active, direction: Direction, reason: &str, reject: bool) -> bool {
-        let metrics = &active.metrics;
-        if reject && active.policy.mode() == Mode::Enforce {
-            Metrics::reason(&metrics.refused, direction, reason);
-            log::info!(
-                "meshguard masking: {} refused: {reason}",
-                direction.as_str()
-            );
-            return true;
-        }
-        Metrics::reason(&metrics.skipped, direction, reason);
-        let dry = if reject {
-            " (dry-run: would refuse)"
-        } else {
-            ""
-        };
-        log::info!(
-            "meshguard masking: {} body forwarded unmasked: {reason}{dry}",
-            direction.as_str()
-        );
-        false
-    }
-
-    /// Refuses a message whose body cannot be masked. While the response's
-    /// headers have not left, a local reply replaces it (`request_status` for
-    /// requests, 502 for responses); a response already under way is reset.
-    fn refuse_body(
-        direction: Direction,
-        reason: &str,
-        request_status: u16,
-        response_started: bool,
-    ) -> Action {
-        match direction {
-            Direction::Request => refuse(direction, request_status, reason),
-            Direction::Response if response_started => reset(direction),
-            Direction::Response => refuse(direction, 502, reason),
+            Direction::Request => self.request.as_mut(),
+            Direction::Response => match self.response.as_mut() {
+                Some(ResponseGate::Started(gate)) => Some(gate),
+                _ => None,
+            },
         }
     }
 
@@ -392,75 +322,119 @@ impl MaskingHttp {
         let Some(active) = self.active.clone() else {
             return Action::Continue;
         };
-        let Some(kind) = self.pending(direction).as_ref().and_then(|p| p.body) else {
+        let Some(gate) = self.gate(direction) else {
             return Action::Continue;
         };
-        let policy = &active.policy;
-        if body_size > policy.max_body_bytes() {
-            if let Some(p) = self.pending(direction).as_mut() {
-                p.body = None;
-            }
-            let reject = policy.on_oversize() == OversizeAction::Reject;
-            if Self::must_refuse(&active, direction, "oversize", reject) {
-                return Self::refuse_body(direction, "oversize", 413, true);
-            }
+        let buffer = maps(direction).body;
+        let (verdict, report) = gate.body(&active.policy, body_size, end_of_stream, || {
+            host::body(buffer, 0, body_size)
+        });
+        self.count(&active, direction, &report);
+        self.verdict(&active, direction, verdict, body_size)
+    }
+
+    /// Trailers end the stream: the held body is masked here (Envoy keeps it
+    /// readable and replaceable in this callback), never released as is.
+    fn on_trailers(&mut self, direction: Direction) -> Action {
+        let Some(active) = self.active.clone() else {
             return Action::Continue;
+        };
+        let Some(gate) = self.gate(direction) else {
+            return Action::Continue;
+        };
+        let m = maps(direction);
+        let trailers = host::map_entries(m.trailers);
+        let limit = active.policy.max_body_bytes().saturating_add(1);
+        let mut held = 0;
+        let step = gate.trailers(&active.policy, &trailers, || {
+            let body = host::body(m.body, 0, limit);
+            held = body.len();
+            body
+        });
+        let HeadersStep {
+            edits,
+            verdict,
+            report,
+        } = step;
+        self.count(&active, direction, &report);
+        if !apply_edits(m.trailers, &edits) {
+            active.metrics.host_error(direction);
+            return reset(direction);
         }
-        if !end_of_stream {
-            return Action::Pause; // buffer until the whole body is here
+        self.verdict(&active, direction, verdict, held)
+    }
+
+    /// Applies the headers step: edits, counts, then the verdict.
+    fn apply(
+        &mut self,
+        active: &Active,
+        direction: Direction,
+        map: MapType,
+        step: HeadersStep,
+    ) -> Action {
+        self.count(active, direction, &step.report);
+        if let Verdict::Refuse { reason, answer } = step.verdict {
+            return answer_refusal(direction, reason, answer);
         }
-        let selection = match self.pending(direction).take() {
-            Some(p) => p.selection,
-            None => return Action::Continue,
-        };
-        let buffer = match direction {
-            Direction::Request => BufferType::HttpRequestBody,
-            Direction::Response => BufferType::HttpResponseBody,
-        };
-        let body = host::body(buffer, 0, body_size);
-        let outcome = match policy.mask_body(&selection, kind, &body) {
-            Err(MaskError::MalformedJson { .. } | MaskError::TooDeep { .. })
-                if policy.on_malformed_json() == MalformedJsonAction::MaskAsText =>
-            {
-                policy.mask_body(&selection, BodyKind::Text, &body)
-            }
-            other => other,
-        };
-        match outcome {
-            Ok(masked) => {
-                active.metrics.hits(policy.mode(), direction, &masked.hits);
-                self.count(&masked.hits);
-                if let (Some(new_body), Mode::Enforce) = (masked.body, policy.mode()) {
-                    if !host::replace_body(buffer, body_size, &new_body) {
-                        log::error!(
-                            "meshguard masking: the host refused the masked body; resetting"
-                        );
-                        return reset(direction);
-                    }
+        if !apply_edits(map, &step.edits) {
+            active.metrics.host_error(direction);
+            log::error!("meshguard masking: the host refused a header edit; refusing");
+            return answer_refusal(direction, Reason::HostError, Answer::Status(502));
+        }
+        Action::Continue
+    }
+
+    /// Turns a body verdict into host calls and an `Action`.
+    fn verdict(
+        &mut self,
+        active: &Active,
+        direction: Direction,
+        verdict: Verdict,
+        held: usize,
+    ) -> Action {
+        match verdict {
+            Verdict::Continue => Action::Continue,
+            Verdict::Hold => Action::Pause,
+            Verdict::Replace(body) => {
+                if host::replace_body(maps(direction).body, held, &body) {
+                    Action::Continue
+                } else {
+                    active.metrics.host_error(direction);
+                    log::error!("meshguard masking: the host refused the masked body; resetting");
+                    reset(direction)
                 }
-                Action::Continue
             }
-            Err(MaskError::NotUtf8) => {
-                Metrics::reason(&active.metrics.skipped, direction, "not_utf8");
-                Action::Continue
-            }
-            Err(e) => {
-                // mask_as_text was handled above: what is left is a refusal.
-                let reason = e.as_code();
-                if Self::must_refuse(&active, direction, reason, true) {
-                    return Self::refuse_body(direction, reason, 400, true);
-                }
-                Action::Continue
-            }
+            Verdict::Refuse { reason, answer } => answer_refusal(direction, reason, answer),
         }
     }
 
-    fn count(&mut self, hits: &[RuleHits]) {
-        let n: u32 = hits.iter().map(|h| h.count).sum();
+    fn count(&mut self, active: &Active, direction: Direction, report: &Report) {
+        active
+            .metrics
+            .report(active.policy.mode(), direction, report);
+        let n: u32 = report.hits.iter().map(|h: &RuleHits| h.count).sum();
         self.hits = self.hits.saturating_add(n);
         if n > 0 {
             host::publish_decision(FILTER, &format!("masked:{}", self.hits));
         }
+    }
+}
+
+/// Applies header (or trailer) edits; false when the host refused one.
+fn apply_edits(map: MapType, edits: &[HeaderEdit]) -> bool {
+    edits.iter().all(|edit| {
+        let (name, value) = match edit {
+            HeaderEdit::Replace { name, value } => (name.as_str(), Some(value.as_str())),
+            HeaderEdit::Remove { name } => (name.as_str(), None),
+        };
+        host::set_map_entry(map, name, value)
+    })
+}
+
+fn answer_refusal(direction: Direction, reason: Reason, answer: Answer) -> Action {
+    match answer {
+        Answer::Status(status) => refuse(direction, status, reason.as_str()),
+        Answer::Reset => reset(direction),
     }
 }
 

@@ -1,0 +1,408 @@
+//! The body gate: what the masking filter does with one message (a request
+//! or a response) at each host callback, as a pure state machine shared by
+//! the Envoy adapter and `meshguard mask`.
+//!
+//! - at the **headers**: mask the headers (and a request's query string),
+//!   then decide whether the body is buffered and masked, forwarded unmasked
+//!   (a counted skip) or refused;
+//! - on each **body chunk**: hold it until the end of the stream, refusing
+//!   or skipping a body that grows past `max_body_bytes`;
+//! - at the **end of the stream**, or at the **trailers** when they end it
+//!   (HTTP/2, gRPC, chunked HTTP/1 with trailers): mask the whole held body.
+//!   Trailer values get the header rules. Held data is never released
+//!   unprocessed: the only ways out are a masked (or unchanged) body, a
+//!   counted skip decided by a setting, or a refusal.
+//!
+//! Nothing here touches the host: the adapter reads headers and bodies,
+//! applies [`HeaderEdit`]s and turns each [`Verdict`] into a host call and an
+//! `Action`, and counts each [`Report`].
+
+use super::config::{
+    CompressedAction, GrpcAction, MalformedJsonAction, Mode, OversizeAction, UnsupportedAction,
+};
+use super::{
+    body_kind, BodyKind, Direction, HeaderEdit, MaskError, MaskingPolicy, RuleHits, Selection,
+};
+
+/// Why a body was forwarded unmasked or a message refused: the `reason`
+/// label of `meshguard_masking_bodies_skipped_total` and
+/// `meshguard_masking_bodies_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Oversize,
+    Compressed,
+    UnsupportedContentType,
+    Grpc,
+    MalformedJson,
+    TooDeep,
+    NotUtf8,
+    /// The host refused an edit (a masked body or `:path`): the stream is
+    /// reset rather than letting the original through.
+    HostError,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 8] = [
+        Self::Oversize,
+        Self::Compressed,
+        Self::UnsupportedContentType,
+        Self::Grpc,
+        Self::MalformedJson,
+        Self::TooDeep,
+        Self::NotUtf8,
+        Self::HostError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Oversize => "oversize",
+            Self::Compressed => "compressed",
+            Self::UnsupportedContentType => "unsupported_content_type",
+            Self::Grpc => "grpc",
+            Self::MalformedJson => "malformed_json",
+            Self::TooDeep => "too_deep",
+            Self::NotUtf8 => "not_utf8",
+            Self::HostError => "host_error",
+        }
+    }
+
+    fn of(error: &MaskError) -> Self {
+        match error {
+            MaskError::MalformedJson { .. } => Self::MalformedJson,
+            MaskError::TooDeep { .. } => Self::TooDeep,
+            MaskError::NotUtf8 => Self::NotUtf8,
+        }
+    }
+
+    /// The setting that lets this reason through, when the policy allows it
+    /// (`None`: the policy refuses it in enforce mode).
+    fn forwarded_by(self, policy: &MaskingPolicy) -> Option<&'static str> {
+        match self {
+            Self::Oversize => (policy.on_oversize() == OversizeAction::PassUnmasked)
+                .then_some("on_oversize: pass_unmasked"),
+            Self::Compressed => (policy.on_compressed_request() == CompressedAction::PassUnmasked)
+                .then_some("on_compressed_request: pass_unmasked"),
+            Self::UnsupportedContentType => (policy.on_unsupported_content_type()
+                == UnsupportedAction::Pass)
+                .then_some("on_unsupported_content_type: pass"),
+            Self::Grpc => {
+                (policy.on_grpc() == GrpcAction::PassUnmasked).then_some("on_grpc: pass_unmasked")
+            }
+            Self::MalformedJson | Self::TooDeep | Self::NotUtf8 | Self::HostError => None,
+        }
+    }
+}
+
+/// How a refused message is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A local reply with this status (a response's replaces it: decided
+    /// before its headers left).
+    Status(u16),
+    /// The response's headers have already been forwarded: reset the stream.
+    Reset,
+}
+
+/// What the adapter does with the data the host offers at this callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it through (nothing held, or the held body unchanged).
+    Continue,
+    /// Keep holding it: more body is coming.
+    Hold,
+    /// Replace the whole held body with these bytes, then let it through.
+    Replace(Vec<u8>),
+    /// Refuse the message.
+    Refuse { reason: Reason, answer: Answer },
+}
+
+/// A body forwarded unmasked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub reason: Reason,
+    /// The setting that forwards it, or in dry-run the refusal enforce mode
+    /// would make (`setting: None`).
+    pub setting: Option<&'static str>,
+    pub would_refuse: Option<Answer>,
+}
+
+/// What to count for one callback.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub hits: Vec<RuleHits>,
+    pub skipped: Option<Skip>,
+    pub refused: Option<Reason>,
+    /// A JSON body masked as text under `on_malformed_json: mask_as_text`
+    /// (`malformed_json` or `too_deep`).
+    pub text_fallback: Option<Reason>,
+}
+
+impl Report {
+    fn add_hits(&mut self, hits: Vec<RuleHits>) {
+        self.hits.extend(hits);
+    }
+}
+
+/// The outcome of the headers (or trailers) callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadersStep {
+    /// Edits to apply in order (none in dry-run). `:path` may be among them.
+    pub edits: Vec<HeaderEdit>,
+    pub verdict: Verdict,
+    pub report: Report,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// The body is not looked at (no body rule, no body, or a counted skip).
+    Pass,
+    /// The body is held and will be masked as this kind.
+    Holding(BodyKind),
+    /// The body was masked or the message refused.
+    Done,
+}
+
+/// One message's gate. Create it at the headers with [`Gate::headers`].
+#[derive(Debug, Clone)]
+pub struct Gate {
+    direction: Direction,
+    selection: Selection,
+    dry_run: bool,
+    state: State,
+}
+
+/// Whether a request must ask for `accept-encoding: identity`: its response
+/// will have its body masked, and a compressed body cannot be.
+pub fn wants_identity_response(policy: &MaskingPolicy, response: &Selection) -> bool {
+    response.needs_body() && policy.mode() == Mode::Enforce
+}
+
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+impl Gate {
+    /// The headers callback. `dry_run` is the policy's mode or the CLI's
+    /// `--dry-run-report`; `end_of_stream` says the message has no body.
+    pub fn headers(
+        policy: &MaskingPolicy,
+        direction: Direction,
+        selection: Selection,
+        headers: &[(String, String)],
+        end_of_stream: bool,
+        dry_run: bool,
+    ) -> (Self, HeadersStep) {
+        let dry_run = dry_run || policy.mode() == Mode::DryRun;
+        let mut gate = Self {
+            direction,
+            selection,
+            dry_run,
+            state: State::Pass,
+        };
+        let mut step = HeadersStep {
+            edits: Vec::new(),
+            verdict: Verdict::Continue,
+            report: Report::default(),
+        };
+        if gate.selection.is_empty() {
+            return (gate, step);
+        }
+        if gate.selection.needs_headers() {
+            let edits = policy.mask_headers(&gate.selection, headers);
+            step.report.add_hits(edits.hits);
+            if !dry_run {
+                step.edits.extend(edits.edits);
+            }
+        }
+        if direction == Direction::Request {
+            let path = header(headers, ":path").unwrap_or("");
+            match policy.mask_query(&gate.selection, path) {
+                Ok(masked) => {
+                    step.report.add_hits(masked.hits);
+                    if let (Some(new_path), false) = (masked.body, dry_run) {
+                        step.edits.push(HeaderEdit::Replace {
+                            name: ":path".into(),
+                            value: String::from_utf8_lossy(&new_path).into_owned(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    gate.state = State::Done;
+                    step.verdict = gate.cannot_mask(policy, Reason::of(&e), 400, &mut step.report);
+                    return (gate, step);
+                }
+            }
+        }
+        if !gate.selection.needs_body() || end_of_stream {
+            return (gate, step);
+        }
+        let encoded = header(headers, "content-encoding")
+            .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+        let kind = body_kind(header(headers, "content-type"));
+        let declared =
+            header(headers, "content-length").and_then(|l| l.trim().parse::<usize>().ok());
+        let refusal = if encoded {
+            Some((Reason::Compressed, 415))
+        } else if kind == BodyKind::Grpc {
+            Some((Reason::Grpc, 415))
+        } else if kind == BodyKind::Other {
+            Some((Reason::UnsupportedContentType, 415))
+        } else if declared.is_some_and(|len| len > policy.max_body_bytes()) {
+            Some((Reason::Oversize, 413))
+        } else {
+            None
+        };
+        if let Some((reason, status)) = refusal {
+            step.verdict = gate.cannot_mask(policy, reason, status, &mut step.report);
+            if step.verdict != Verdict::Continue {
+                gate.state = State::Done;
+            }
+            return (gate, step);
+        }
+        gate.state = State::Holding(kind);
+        if !dry_run {
+            // The body may change length: a stale content-length would desync
+            // a pooled HTTP/1 connection. The host re-frames the message.
+            step.edits.push(HeaderEdit::Remove {
+                name: "content-length".into(),
+            });
+        }
+        (gate, step)
+    }
+
+    /// A body chunk: `buffered` bytes are held so far (this chunk included).
+    /// `read` returns the whole held body; it is called only at the end.
+    pub fn body(
+        &mut self,
+        policy: &MaskingPolicy,
+        buffered: usize,
+        end_of_stream: bool,
+        read: impl FnOnce() -> Vec<u8>,
+    ) -> (Verdict, Report) {
+        let mut report = Report::default();
+        let State::Holding(kind) = self.state else {
+            return (Verdict::Continue, report);
+        };
+        if buffered > policy.max_body_bytes() {
+            let verdict = self.grown_past_limit(policy, &mut report);
+            return (verdict, report);
+        }
+        if !end_of_stream {
+            return (Verdict::Hold, report);
+        }
+        let verdict = self.finish(policy, kind, &read(), &mut report);
+        (verdict, report)
+    }
+
+    /// The trailers, which end the stream: their values get the header rules,
+    /// and a held body is masked now. `read` returns the held body.
+    pub fn trailers(
+        &mut self,
+        policy: &MaskingPolicy,
+        trailers: &[(String, String)],
+        read: impl FnOnce() -> Vec<u8>,
+    ) -> HeadersStep {
+        let mut step = HeadersStep {
+            edits: Vec::new(),
+            verdict: Verdict::Continue,
+            report: Report::default(),
+        };
+        if self.selection.needs_headers() {
+            let edits = policy.mask_headers(&self.selection, trailers);
+            step.report.add_hits(edits.hits);
+            if !self.dry_run {
+                step.edits = edits.edits;
+            }
+        }
+        if let State::Holding(kind) = self.state {
+            let body = read();
+            step.verdict = if body.len() > policy.max_body_bytes() {
+                self.grown_past_limit(policy, &mut step.report)
+            } else {
+                self.finish(policy, kind, &body, &mut step.report)
+            };
+        }
+        step
+    }
+
+    /// The held body, whole: masked, or refused when it cannot be.
+    fn finish(
+        &mut self,
+        policy: &MaskingPolicy,
+        kind: BodyKind,
+        body: &[u8],
+        report: &mut Report,
+    ) -> Verdict {
+        self.state = State::Done;
+        let outcome = match policy.mask_body(&self.selection, kind, body) {
+            Err(e @ (MaskError::MalformedJson { .. } | MaskError::TooDeep { .. }))
+                if policy.on_malformed_json() == MalformedJsonAction::MaskAsText =>
+            {
+                report.text_fallback = Some(Reason::of(&e));
+                policy.mask_body(&self.selection, BodyKind::Text, body)
+            }
+            other => other,
+        };
+        match outcome {
+            Ok(masked) => {
+                report.add_hits(masked.hits);
+                match masked.body {
+                    Some(new_body) if !self.dry_run => Verdict::Replace(new_body),
+                    _ => Verdict::Continue,
+                }
+            }
+            Err(e) => self.cannot_mask(policy, Reason::of(&e), 400, report),
+        }
+    }
+
+    /// The held body grew past `max_body_bytes`.
+    fn grown_past_limit(&mut self, policy: &MaskingPolicy, report: &mut Report) -> Verdict {
+        let verdict = self.cannot_mask(policy, Reason::Oversize, 413, report);
+        self.state = if verdict == Verdict::Continue {
+            State::Pass
+        } else {
+            State::Done
+        };
+        verdict
+    }
+
+    /// A body that cannot be masked: refused in enforce mode unless a
+    /// setting forwards it; forwarded and counted otherwise. A request is
+    /// answered with `request_status`; a response with 502 while its headers
+    /// are held, else its stream is reset.
+    fn cannot_mask(
+        &self,
+        policy: &MaskingPolicy,
+        reason: Reason,
+        request_status: u16,
+        report: &mut Report,
+    ) -> Verdict {
+        let answer = match (self.direction, self.state) {
+            (Direction::Request, _) => Answer::Status(request_status),
+            // Before the body is held, the response's headers are still here.
+            (Direction::Response, State::Pass) => Answer::Status(502),
+            (Direction::Response, _) => Answer::Reset,
+        };
+        if let Some(setting) = reason.forwarded_by(policy) {
+            report.skipped = Some(Skip {
+                reason,
+                setting: Some(setting),
+                would_refuse: None,
+            });
+            return Verdict::Continue;
+        }
+        if self.dry_run {
+            report.skipped = Some(Skip {
+                reason,
+                setting: None,
+                would_refuse: Some(answer),
+            });
+            return Verdict::Continue;
+        }
+        report.refused = Some(reason);
+        Verdict::Refuse { reason, answer }
+    }
+}
