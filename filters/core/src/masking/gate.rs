@@ -406,3 +406,376 @@ impl Gate {
         Verdict::Refuse { reason, answer }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::RequestInfo;
+
+    const KEY: &[u8] = b"0123456789abcdef-test-key";
+
+    fn policy(extra: &str) -> MaskingPolicy {
+        let json = format!(
+            r#"{{{extra} "max_body_bytes": 64, "rules": [
+                {{"name": "pii", "json_keys": ["password"], "detectors": ["email", "card"]}},
+                {{"name": "auth", "headers": ["authorization"]}}]}}"#
+        );
+        MaskingPolicy::from_json(json.as_bytes(), Some(KEY)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One host callback.
+    #[derive(Clone, Copy)]
+    enum Call {
+        /// Headers (name, value) and whether they end the stream.
+        Headers(&'static [(&'static str, &'static str)], bool),
+        /// A body chunk and whether it ends the stream.
+        Chunk(&'static str, bool),
+        Trailers(&'static [(&'static str, &'static str)]),
+    }
+    use Call::*;
+
+    /// What the host ends up doing with the message.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Seen {
+        /// The body bytes released downstream (upstream), in order.
+        forwarded: String,
+        /// Header and trailer edits, as `name=value` or `-name`.
+        edits: Vec<String>,
+        refused: Option<(Reason, Answer)>,
+        skipped: Option<Reason>,
+        fallback: Option<Reason>,
+        hits: u32,
+        /// Data still held when the calls ran out (must be empty).
+        held: usize,
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn run(p: &MaskingPolicy, direction: Direction, calls: &[Call]) -> Seen {
+        let selection = p.select(
+            direction,
+            None,
+            &RequestInfo {
+                path: "/",
+                method: "POST",
+                host: "svc",
+            },
+        );
+        let mut seen = Seen {
+            forwarded: String::new(),
+            edits: Vec::new(),
+            refused: None,
+            skipped: None,
+            fallback: None,
+            hits: 0,
+            held: 0,
+        };
+        let mut gate = None;
+        let mut held: Vec<u8> = Vec::new();
+        let mut note = |seen: &mut Seen, report: Report| {
+            seen.hits += report.hits.iter().map(|h| h.count).sum::<u32>();
+            seen.skipped = seen.skipped.or(report.skipped.map(|s| s.reason));
+            seen.fallback = seen.fallback.or(report.text_fallback);
+        };
+        let edits = |seen: &mut Seen, edits: Vec<HeaderEdit>| {
+            for e in edits {
+                seen.edits.push(match e {
+                    HeaderEdit::Replace { name, value } => format!("{name}={value}"),
+                    HeaderEdit::Remove { name } => format!("-{name}"),
+                });
+            }
+        };
+        let mut release = |seen: &mut Seen, held: &mut Vec<u8>, verdict: Verdict| -> bool {
+            match verdict {
+                Verdict::Continue => seen.forwarded.push_str(&String::from_utf8_lossy(held)),
+                Verdict::Hold => return true,
+                Verdict::Replace(body) => seen.forwarded.push_str(&String::from_utf8_lossy(&body)),
+                Verdict::Refuse { reason, answer } => {
+                    seen.refused = Some((reason, answer));
+                    held.clear();
+                    return false;
+                }
+            }
+            held.clear();
+            true
+        };
+        for call in calls {
+            match *call {
+                Headers(list, eos) => {
+                    let (g, step) = Gate::headers(
+                        p,
+                        direction,
+                        selection.clone(),
+                        &pairs(list),
+                        eos,
+                        false,
+                    );
+                    gate = Some(g);
+                    note(&mut seen, step.report);
+                    edits(&mut seen, step.edits);
+                    if !release(&mut seen, &mut held, step.verdict) {
+                        break;
+                    }
+                }
+                Chunk(data, eos) => {
+                    let Some(g) = gate.as_mut() else { break };
+                    held.extend_from_slice(data.as_bytes());
+                    let copy = held.clone();
+                    let (verdict, report) = g.body(p, held.len(), eos, || copy);
+                    note(&mut seen, report);
+                    if !release(&mut seen, &mut held, verdict) {
+                        break;
+                    }
+                }
+                Trailers(list) => {
+                    let Some(g) = gate.as_mut() else { break };
+                    let copy = held.clone();
+                    let step = g.trailers(p, &pairs(list), || copy);
+                    note(&mut seen, step.report);
+                    edits(&mut seen, step.edits);
+                    if !release(&mut seen, &mut held, step.verdict) {
+                        break;
+                    }
+                }
+            }
+        }
+        seen.held = held.len();
+        seen
+    }
+
+    const JSON: &[(&str, &str)] = &[("content-type", "application/json")];
+    const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
+    const GRPC: &[(&str, &str)] = &[("content-type", "application/grpc")];
+    const AUTH: &[(&str, &str)] = &[("authorization", "Bearer abc"), ("x-other", "1")];
+
+    struct Case {
+        name: &'static str,
+        extra: &'static str,
+        direction: Direction,
+        calls: &'static [Call],
+        forwarded: &'static str,
+        refused: Option<(Reason, Answer)>,
+        skipped: Option<Reason>,
+    }
+
+    #[test]
+    fn every_callback_sequence_masks_skips_or_refuses_and_never_releases_held_data() {
+        let req = Direction::Request;
+        let resp = Direction::Response;
+        let cases = [
+            Case {
+                name: "a JSON body in two chunks is masked at the end of the stream",
+                extra: "",
+                direction: req,
+                calls: &[Headers(JSON, false), Chunk(r#"{"password""#, false), Chunk(r#":"x"}"#, true)],
+                forwarded: r#"{"password":"[REDACTED]"}"#,
+                refused: None,
+                skipped: None,
+            },
+            Case {
+                name: "a JSON body ended by trailers is masked at the trailers",
+                extra: "",
+                direction: req,
+                calls: &[Headers(JSON, false), Chunk(r#"{"password":"x"}"#, false), Trailers(AUTH)],
+                forwarded: r#"{"password":"[REDACTED]"}"#,
+                refused: None,
+                skipped: None,
+            },
+            Case {
+                name: "a response text body ended by trailers is masked at the trailers",
+                extra: "",
+                direction: resp,
+                calls: &[Headers(TEXT, false), Chunk("mail ann@example.com", false), Trailers(&[])],
+                forwarded: "mail [REDACTED]",
+                refused: None,
+                skipped: None,
+            },
+            Case {
+                name: "malformed JSON ended by trailers resets a response",
+                extra: "",
+                direction: resp,
+                calls: &[Headers(JSON, false), Chunk(r#"{"password":"#, false), Trailers(&[])],
+                forwarded: "",
+                refused: Some((Reason::MalformedJson, Answer::Reset)),
+                skipped: None,
+            },
+            Case {
+                name: "malformed JSON ended by trailers refuses a request with 400",
+                extra: "",
+                direction: req,
+                calls: &[Headers(JSON, false), Chunk(r#"{"password":"#, false), Trailers(&[])],
+                forwarded: "",
+                refused: Some((Reason::MalformedJson, Answer::Status(400))),
+                skipped: None,
+            },
+            Case {
+                name: "a body growing past the limit before its trailers resets a response",
+                extra: "",
+                direction: resp,
+                calls: &[
+                    Headers(TEXT, false),
+                    Chunk("0123456789012345678901234567890123456789", false),
+                    Chunk("0123456789012345678901234567890123456789", false),
+                    Trailers(&[]),
+                ],
+                forwarded: "",
+                refused: Some((Reason::Oversize, Answer::Reset)),
+                skipped: None,
+            },
+            Case {
+                name: "a body growing past the limit refuses a request with 413",
+                extra: "",
+                direction: req,
+                calls: &[
+                    Headers(TEXT, false),
+                    Chunk("0123456789012345678901234567890123456789", false),
+                    Chunk("0123456789012345678901234567890123456789", true),
+                ],
+                forwarded: "",
+                refused: Some((Reason::Oversize, Answer::Status(413))),
+                skipped: None,
+            },
+            Case {
+                name: "an oversize body under pass_unmasked is forwarded, counted",
+                extra: r#""on_oversize": "pass_unmasked","#,
+                direction: resp,
+                calls: &[
+                    Headers(TEXT, false),
+                    Chunk("0123456789012345678901234567890123456789", false),
+                    Chunk("0123456789012345678901234567890123456789", false),
+                    Chunk("ann@example.com", false),
+                    Trailers(&[]),
+                ],
+                forwarded: "01234567890123456789012345678901234567890123456789012345678901234567890123456789ann@example.com",
+                refused: None,
+                skipped: Some(Reason::Oversize),
+            },
+            Case {
+                name: "a gRPC response is refused at its headers by default",
+                extra: "",
+                direction: resp,
+                calls: &[Headers(GRPC, false), Chunk("\0\0\0\0\x05hello", false), Trailers(&[("grpc-status", "0")])],
+                forwarded: "",
+                refused: Some((Reason::Grpc, Answer::Status(502))),
+                skipped: None,
+            },
+            Case {
+                name: "a gRPC request under on_grpc pass_unmasked is forwarded, counted",
+                extra: r#""on_grpc": "pass_unmasked","#,
+                direction: req,
+                calls: &[Headers(GRPC, false), Chunk("\0\0\0\0\x05hello", false), Trailers(&[])],
+                forwarded: "\0\0\0\0\x05hello",
+                refused: None,
+                skipped: Some(Reason::Grpc),
+            },
+            Case {
+                name: "a message whose headers end the stream is never held",
+                extra: "",
+                direction: req,
+                calls: &[Headers(JSON, true)],
+                forwarded: "",
+                refused: None,
+                skipped: None,
+            },
+        ];
+        for case in cases {
+            let p = policy(case.extra);
+            let seen = run(&p, case.direction, case.calls);
+            assert_eq!(seen.forwarded, case.forwarded, "{}", case.name);
+            assert_eq!(seen.refused, case.refused, "{}", case.name);
+            assert_eq!(seen.skipped, case.skipped, "{}", case.name);
+            assert_eq!(seen.held, 0, "{}: data left held", case.name);
+        }
+    }
+
+    #[test]
+    fn trailer_values_get_the_header_rules() {
+        let seen = run(
+            &policy(""),
+            Direction::Response,
+            &[Headers(JSON, false), Chunk("{}", false), Trailers(AUTH)],
+        );
+        assert!(
+            seen.edits.contains(&"authorization=[REDACTED]".to_owned()),
+            "{:?}",
+            seen.edits
+        );
+        assert_eq!(seen.hits, 1);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_refused_or_scanned_by_setting() {
+        let p = policy("");
+        let selection = p.select(
+            Direction::Request,
+            None,
+            &RequestInfo {
+                path: "/",
+                method: "POST",
+                host: "svc",
+            },
+        );
+        let body = b"mail ann@example.com \xff end".to_vec();
+        let (mut gate, _) = Gate::headers(&p, Direction::Request, selection.clone(), &pairs(TEXT), false, false);
+        let (verdict, report) = gate.body(&p, body.len(), true, || body.clone());
+        assert_eq!(
+            verdict,
+            Verdict::Refuse {
+                reason: Reason::NotUtf8,
+                answer: Answer::Status(400)
+            }
+        );
+        assert_eq!(report.refused, Some(Reason::NotUtf8));
+
+        let p = policy(r#""on_not_utf8": "mask_bytes","#);
+        let (mut gate, _) = Gate::headers(&p, Direction::Request, selection, &pairs(TEXT), false, false);
+        let (verdict, _) = gate.body(&p, body.len(), true, || body.clone());
+        assert_eq!(verdict, Verdict::Replace(b"mail [REDACTED] \xff end".to_vec()));
+    }
+
+    #[test]
+    fn the_text_fallback_is_reported() {
+        let seen = run(
+            &policy(r#""on_malformed_json": "mask_as_text","#),
+            Direction::Request,
+            &[Headers(JSON, false), Chunk("{ann@example.com", true)],
+        );
+        assert_eq!(seen.forwarded, "{[REDACTED]");
+        assert_eq!(seen.fallback, Some(Reason::MalformedJson));
+    }
+
+    #[test]
+    fn dry_run_changes_nothing_and_reports_what_it_would_refuse() {
+        let p = policy(r#""mode": "dry-run","#);
+        let seen = run(
+            &p,
+            Direction::Response,
+            &[Headers(JSON, false), Chunk(r#"{"password":"#, false), Trailers(AUTH)],
+        );
+        assert_eq!(seen.forwarded, r#"{"password":"#);
+        assert_eq!(seen.refused, None);
+        assert_eq!(seen.skipped, Some(Reason::MalformedJson));
+        assert!(seen.edits.is_empty());
+    }
+
+    #[test]
+    fn the_query_string_is_masked_in_the_path_only() {
+        let seen = run(
+            &policy(""),
+            Direction::Request,
+            &[Headers(
+                &[(":path", "/a/ann@example.com?user[password]=x&q=ann@example.com&ok=1")],
+                true,
+            )],
+        );
+        assert_eq!(
+            seen.edits,
+            ["/a/ann@example.com?user[password]=%5BREDACTED%5D&q=%5BREDACTED%5D&ok=1"]
+                .map(|p| format!(":path={p}"))
+        );
+    }
+}
