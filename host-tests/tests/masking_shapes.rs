@@ -91,7 +91,9 @@ async fn read_line(r: &mut BufReader<impl AsyncReadExt + Unpin>) -> Option<Strin
     }
 }
 
-async fn read_fields(r: &mut BufReader<impl AsyncReadExt + Unpin>) -> Option<Vec<(String, String)>> {
+async fn read_fields(
+    r: &mut BufReader<impl AsyncReadExt + Unpin>,
+) -> Option<Vec<(String, String)>> {
     let mut fields = Vec::new();
     loop {
         let line = read_line(r).await?;
@@ -105,7 +107,10 @@ async fn read_fields(r: &mut BufReader<impl AsyncReadExt + Unpin>) -> Option<Vec
 
 /// Reads one message; `None` when the connection closed before a start line.
 /// `head_only`: a response to HEAD or a 204/304 has no body.
-async fn read_message(r: &mut BufReader<impl AsyncReadExt + Unpin>, is_response: bool) -> Option<Message> {
+async fn read_message(
+    r: &mut BufReader<impl AsyncReadExt + Unpin>,
+    is_response: bool,
+) -> Option<Message> {
     let start = read_line(r).await?;
     let mut msg = Message {
         start,
@@ -118,7 +123,9 @@ async fn read_message(r: &mut BufReader<impl AsyncReadExt + Unpin>, is_response:
     let chunked = msg
         .header("transfer-encoding")
         .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-    let length = msg.header("content-length").and_then(|l| l.parse::<usize>().ok());
+    let length = msg
+        .header("content-length")
+        .and_then(|l| l.parse::<usize>().ok());
     if chunked {
         loop {
             let Some(size_line) = read_line(r).await else {
@@ -156,7 +163,12 @@ async fn read_message(r: &mut BufReader<impl AsyncReadExt + Unpin>, is_response:
 
 /// An HTTP/1.1 message on the wire: chunked when it has `chunks`, with
 /// `trailers` after the last chunk.
-fn encode(start: &str, headers: &[(&str, &str)], chunks: &[&[u8]], trailers: &[(&str, &str)]) -> Vec<u8> {
+fn encode(
+    start: &str,
+    headers: &[(&str, &str)],
+    chunks: &[&[u8]],
+    trailers: &[(&str, &str)],
+) -> Vec<u8> {
     let mut out = format!("{start}\r\n").into_bytes();
     for (n, v) in headers {
         out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
@@ -220,7 +232,11 @@ impl Upstream {
     }
 
     fn script(&self, name: &str, script: Script) {
-        self.state.lock().unwrap().scripts.insert(name.into(), script);
+        self.state
+            .lock()
+            .unwrap()
+            .scripts
+            .insert(name.into(), script);
     }
 
     /// The last request that reached the upstream.
@@ -256,7 +272,8 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<UpstreamState>>) {
                 let chunks: Vec<&[u8]> = s.chunks.iter().map(Vec::as_slice).collect();
                 encode("HTTP/1.1 200 OK", &s.headers, &chunks, &s.trailers)
             }
-            None => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            None => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+                .to_vec(),
         };
         if write.write_all(&bytes).await.is_err() {
             return;
@@ -279,7 +296,7 @@ fn wasm_filter() -> Value {
                 "vm_config": {
                     "vm_id": "masking",
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": meshguard_host_tests::wasm_module("masking").unwrap()}}
+                    "code": {"local": {"filename": meshguard_host_tests::wasm_module("meshguard_masking").unwrap()}}
                 }
             }
         }
@@ -452,7 +469,10 @@ async fn request_bodies_followed_by_trailers_are_masked_before_the_upstream_sees
             &request(
                 "/api/json",
                 &[JSON],
-                &[br#"{"user": "ann", "pass"#, br#"word": "hunter2", "mail": "ann@example.com"}"#],
+                &[
+                    br#"{"user": "ann", "pass"#,
+                    br#"word": "hunter2", "mail": "ann@example.com"}"#,
+                ],
                 &[("x-secret", "s3cr3t"), ("x-checksum", "abc")],
             ),
         )
@@ -464,18 +484,46 @@ async fn request_bodies_followed_by_trailers_are_masked_before_the_upstream_sees
             json!({"user": "ann", "password": "[REDACTED]", "mail": "[REDACTED]"}),
             "{proto}"
         );
-        assert_eq!(seen.trailer("x-secret"), Some("[REDACTED]"), "{proto}: {seen:?}");
+        assert_eq!(
+            seen.trailer("x-secret"),
+            Some("[REDACTED]"),
+            "{proto}: {seen:?}"
+        );
         assert_eq!(seen.trailer("x-checksum"), Some("abc"), "{proto}");
 
         // Text.
         let resp = exchange(
             addr,
-            &request("/api/text", &[TEXT], &[b"card 4111 1111 ", b"1111 1111 ok"], &[("x-t", "1")]),
+            &request(
+                "/api/text",
+                &[TEXT],
+                &[b"card 4111 1111 ", b"1111 1111 ok"],
+                &[("x-t", "1")],
+            ),
         )
         .await;
         assert_eq!(resp.status(), 200, "{proto}");
-        assert_eq!(rig.upstream.last().unwrap().text(), "card [REDACTED] ok", "{proto}");
+        assert_eq!(
+            rig.upstream.last().unwrap().text(),
+            "card [REDACTED] ok",
+            "{proto}"
+        );
     }
+    // The second round really crossed the filter as HTTP/2 streams.
+    assert!(
+        rig.envoy
+            .stat("http.masking-h2.downstream_rq_http2_total")
+            .await
+            .unwrap()
+            >= 2
+    );
+    assert!(
+        rig.envoy
+            .stat("http.masking.downstream_rq_http1_total")
+            .await
+            .unwrap()
+            >= 2
+    );
 }
 
 #[tokio::test]
@@ -517,7 +565,11 @@ async fn response_bodies_followed_by_trailers_are_masked_before_the_client_sees_
             json!({"id": 1, "password": "[REDACTED]", "card": "[REDACTED]"}),
             "{proto}"
         );
-        assert_eq!(resp.trailer("x-secret"), Some("[REDACTED]"), "{proto}: {resp:?}");
+        assert_eq!(
+            resp.trailer("x-secret"),
+            Some("[REDACTED]"),
+            "{proto}: {resp:?}"
+        );
         assert_eq!(resp.trailer("x-done"), Some("yes"), "{proto}");
 
         let resp = exchange(addr, &get("/r/text-trailers", &[])).await;
@@ -546,7 +598,7 @@ async fn response_bodies_followed_by_trailers_are_masked_before_the_client_sees_
 }
 
 #[tokio::test]
-async fn grpc_bodies_are_refused_by_default_and_their_trailers_masked() {
+async fn grpc_bodies_are_refused_by_default_before_a_byte_leaves() {
     let rig = rig().await;
     let frame = b"\0\0\0\0\x10ann@example.com.".to_vec();
     rig.upstream.script(
@@ -562,12 +614,27 @@ async fn grpc_bodies_are_refused_by_default_and_their_trailers_masked() {
         let before = rig.upstream.count();
         let resp = exchange(
             addr,
-            &request("/svc.Users/Get", &[("content-type", "application/grpc"), ("te", "trailers")], &[&frame], &[]),
+            &request(
+                "/svc.Users/Get",
+                &[("content-type", "application/grpc"), ("te", "trailers")],
+                &[&frame],
+                &[],
+            ),
         )
         .await;
-        assert_eq!(resp.status(), 415, "{proto}: {resp:?}");
-        assert_eq!(resp.header("x-meshguard-deny-reason"), Some("grpc"), "{proto}");
-        assert_eq!(rig.upstream.count(), before, "{proto}: nothing reached the upstream");
+        // Envoy turns the local reply to a gRPC request into a gRPC error
+        // (HTTP 200, `grpc-status: 2`, the reply in `grpc-message`).
+        assert_eq!(
+            resp.header("x-meshguard-deny-reason"),
+            Some("grpc"),
+            "{proto}: {resp:?}"
+        );
+        assert_eq!(resp.header("grpc-status"), Some("2"), "{proto}: {resp:?}");
+        assert_eq!(
+            rig.upstream.count(),
+            before,
+            "{proto}: nothing reached the upstream"
+        );
 
         // A gRPC response: replaced by a 502 before any byte of it leaves.
         let resp = exchange(addr, &get("/svc/grpc", &[])).await;
@@ -592,11 +659,20 @@ async fn text_that_is_not_utf8_is_refused_and_counted() {
         let before = rig.upstream.count();
         let resp = exchange(
             addr,
-            &request("/api/bytes", &[TEXT], &[b"mail ann@example.com \xff\xfe"], &[]),
+            &request(
+                "/api/bytes",
+                &[TEXT],
+                &[b"mail ann@example.com \xff\xfe"],
+                &[],
+            ),
         )
         .await;
         assert_eq!(resp.status(), 400, "{proto}: {resp:?}");
-        assert_eq!(resp.header("x-meshguard-deny-reason"), Some("not_utf8"), "{proto}");
+        assert_eq!(
+            resp.header("x-meshguard-deny-reason"),
+            Some("not_utf8"),
+            "{proto}"
+        );
         assert_eq!(rig.upstream.count(), before, "{proto}");
         // A form value, and a query parameter, that are not UTF-8.
         let resp = exchange(
@@ -632,7 +708,11 @@ async fn json_in_json_queries_headers_and_unicode_variants_are_masked_without_fa
         // string stays valid JSON.
         let body = json!({"payload": json!({"user": {"ssn": "078-05-1120", "name": "ann"},
                                              "password": "x"}).to_string(), "ok": true});
-        let resp = exchange(addr, &request("/api/nested", &[JSON], &[body.to_string().as_bytes()], &[])).await;
+        let resp = exchange(
+            addr,
+            &request("/api/nested", &[JSON], &[body.to_string().as_bytes()], &[]),
+        )
+        .await;
         assert_eq!(resp.status(), 200, "{proto}");
         let seen = rig.upstream.last().unwrap().json();
         let inner: Value = serde_json::from_str(seen["payload"].as_str().unwrap()).unwrap();
@@ -646,7 +726,10 @@ async fn json_in_json_queries_headers_and_unicode_variants_are_masked_without_fa
         // scanned; the path before `?` is untouched.
         let resp = exchange(
             addr,
-            &get("/api/users/ann?user[password]=x&to=ann%40example.com&page=2", &[]),
+            &get(
+                "/api/users/ann?user[password]=x&to=ann%40example.com&page=2",
+                &[],
+            ),
         )
         .await;
         assert_eq!(resp.status(), 200, "{proto}");
@@ -662,7 +745,11 @@ async fn json_in_json_queries_headers_and_unicode_variants_are_masked_without_fa
             addr,
             &get(
                 "/api/h",
-                &[("x-contact", "ann@example.com"), ("authorization", "Basic abc"), ("x-plain", "hello")],
+                &[
+                    ("x-contact", "ann@example.com"),
+                    ("authorization", "Basic abc"),
+                    ("x-plain", "hello"),
+                ],
             ),
         )
         .await;
@@ -676,7 +763,12 @@ async fn json_in_json_queries_headers_and_unicode_variants_are_masked_without_fa
         let text = "a ４１１１ １１１１ １１１１ １１１１ b 4111\u{a0}1111\u{a0}1111\u{a0}1111 c 4111\t1111\t1111\t1111 d 078\u{2010}05\u{2010}1120 e";
         let resp = exchange(
             addr,
-            &request("/api/unicode", &[("content-type", "text/plain; charset=utf-8")], &[text.as_bytes()], &[]),
+            &request(
+                "/api/unicode",
+                &[("content-type", "text/plain; charset=utf-8")],
+                &[text.as_bytes()],
+                &[],
+            ),
         )
         .await;
         assert_eq!(resp.status(), 200, "{proto}");
@@ -689,9 +781,19 @@ async fn json_in_json_queries_headers_and_unicode_variants_are_masked_without_fa
         // Legitimate traffic is not refused: plain JSON with trailers, an
         // empty body, a body-less GET, a JSON string that merely looks like JSON.
         for (path, headers, chunks, trailers) in [
-            ("/api/ok", vec![JSON], vec![&br#"{"a": "{not json"}"#[..]], vec![("x-t", "1")]),
+            (
+                "/api/ok",
+                vec![JSON],
+                vec![&br#"{"a": "{not json"}"#[..]],
+                vec![("x-t", "1")],
+            ),
             ("/api/empty", vec![JSON], vec![], vec![]),
-            ("/api/form", vec![("content-type", "application/x-www-form-urlencoded")], vec![&b"a=1&b=%C3%A9"[..]], vec![]),
+            (
+                "/api/form",
+                vec![("content-type", "application/x-www-form-urlencoded")],
+                vec![&b"a=1&b=%C3%A9"[..]],
+                vec![],
+            ),
         ] {
             let resp = exchange(addr, &request(path, &headers, &chunks, &trailers)).await;
             assert_eq!(resp.status(), 200, "{proto} {path}: {resp:?}");

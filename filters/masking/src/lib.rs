@@ -244,8 +244,8 @@ impl HttpContext for MaskingHttp {
             // A compressed response cannot be masked: ask for identity encoding.
             host::set_request_header("accept-encoding", Some("identity"));
         }
-        self.response = (!response_selection.is_empty())
-            .then_some(ResponseGate::Selected(response_selection));
+        self.response =
+            (!response_selection.is_empty()).then_some(ResponseGate::Selected(response_selection));
         if request_selection.is_empty() {
             return Action::Continue;
         }
@@ -259,7 +259,12 @@ impl HttpContext for MaskingHttp {
             false,
         );
         self.request = Some(gate);
-        self.apply(&active, Direction::Request, maps(Direction::Request).headers, step)
+        self.apply(
+            &active,
+            Direction::Request,
+            maps(Direction::Request).headers,
+            step,
+        )
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -286,7 +291,12 @@ impl HttpContext for MaskingHttp {
             false,
         );
         self.response = Some(ResponseGate::Started(gate));
-        self.apply(&active, Direction::Response, maps(Direction::Response).headers, step)
+        self.apply(
+            &active,
+            Direction::Response,
+            maps(Direction::Response).headers,
+            step,
+        )
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

@@ -506,14 +506,8 @@ mod tests {
         for call in calls {
             match *call {
                 Headers(list, eos) => {
-                    let (g, step) = Gate::headers(
-                        p,
-                        direction,
-                        selection.clone(),
-                        &pairs(list),
-                        eos,
-                        false,
-                    );
+                    let (g, step) =
+                        Gate::headers(p, direction, selection.clone(), &pairs(list), eos, false);
                     gate = Some(g);
                     note(&mut seen, step.report);
                     edits(&mut seen, step.edits);
@@ -720,7 +714,14 @@ mod tests {
             },
         );
         let body = b"mail ann@example.com \xff end".to_vec();
-        let (mut gate, _) = Gate::headers(&p, Direction::Request, selection.clone(), &pairs(TEXT), false, false);
+        let (mut gate, _) = Gate::headers(
+            &p,
+            Direction::Request,
+            selection.clone(),
+            &pairs(TEXT),
+            false,
+            false,
+        );
         let (verdict, report) = gate.body(&p, body.len(), true, || body.clone());
         assert_eq!(
             verdict,
@@ -732,9 +733,19 @@ mod tests {
         assert_eq!(report.refused, Some(Reason::NotUtf8));
 
         let p = policy(r#""on_not_utf8": "mask_bytes","#);
-        let (mut gate, _) = Gate::headers(&p, Direction::Request, selection, &pairs(TEXT), false, false);
+        let (mut gate, _) = Gate::headers(
+            &p,
+            Direction::Request,
+            selection,
+            &pairs(TEXT),
+            false,
+            false,
+        );
         let (verdict, _) = gate.body(&p, body.len(), true, || body.clone());
-        assert_eq!(verdict, Verdict::Replace(b"mail [REDACTED] \xff end".to_vec()));
+        assert_eq!(
+            verdict,
+            Verdict::Replace(b"mail [REDACTED] \xff end".to_vec())
+        );
     }
 
     #[test]
@@ -754,7 +765,11 @@ mod tests {
         let seen = run(
             &p,
             Direction::Response,
-            &[Headers(JSON, false), Chunk(r#"{"password":"#, false), Trailers(AUTH)],
+            &[
+                Headers(JSON, false),
+                Chunk(r#"{"password":"#, false),
+                Trailers(AUTH),
+            ],
         );
         assert_eq!(seen.forwarded, r#"{"password":"#);
         assert_eq!(seen.refused, None);
@@ -768,7 +783,10 @@ mod tests {
             &policy(""),
             Direction::Request,
             &[Headers(
-                &[(":path", "/a/ann@example.com?user[password]=x&q=ann@example.com&ok=1")],
+                &[(
+                    ":path",
+                    "/a/ann@example.com?user[password]=x&q=ann@example.com&ok=1",
+                )],
                 true,
             )],
         );

@@ -1143,7 +1143,9 @@ fn json_held_in_json_strings_is_masked_and_stays_valid() {
     let cases = [
         (
             r#"{"payload": "{\"user\": {\"ssn\": \"078-05-1120\", \"password\": \"x\"}}"}"#,
-            Some(r#"{"payload": "{\"user\": {\"ssn\": \"[REDACTED]\", \"password\": \"[REDACTED]\"}}"}"#),
+            Some(
+                r#"{"payload": "{\"user\": {\"ssn\": \"[REDACTED]\", \"password\": \"[REDACTED]\"}}"}"#,
+            ),
         ),
         (
             r#"{"list": "[\"ann@example.com\", 1]"}"#,
@@ -1154,7 +1156,10 @@ fn json_held_in_json_strings_is_masked_and_stays_valid() {
             Some(r#"{"twice": "{\"in\": \"{\\\"password\\\": \\\"[REDACTED]\\\"}\"}"}"#),
         ),
         // Starts like JSON but is not: scanned as text.
-        (r#"{"note": "{ann@example.com"}"#, Some(r#"{"note": "{[REDACTED]"}"#)),
+        (
+            r#"{"note": "{ann@example.com"}"#,
+            Some(r#"{"note": "{[REDACTED]"}"#),
+        ),
         (r#"{"note": "{\"plain\": 1}"}"#, None),
     ];
     for (body, want) in cases {
@@ -1177,7 +1182,10 @@ fn json_held_in_json_strings_is_masked_and_stays_valid() {
 fn unicode_digit_space_and_dash_variants_cannot_hide_a_match() {
     let p = one_rule(r#""detectors": ["card", "us_ssn", "iban"]"#);
     let cases = [
-        ("card ４１１１ １１１１ １１１１ １１１１", "card [REDACTED]"),
+        (
+            "card ４１１１ １１１１ １１１１ １１１１",
+            "card [REDACTED]",
+        ),
         ("card 4111\u{a0}1111\u{a0}1111\u{a0}1111", "card [REDACTED]"),
         ("card 4111\\t1111\\t1111\\t1111", "card [REDACTED]"),
         ("ssn 078\u{2010}05\u{2011}1120", "ssn [REDACTED]"),
@@ -1196,7 +1204,9 @@ fn unicode_digit_space_and_dash_variants_cannot_hide_a_match() {
     // Partial masking keeps the original characters' shape.
     let p = one_rule(r#""detectors": ["card"], "strategy": "partial", "keep_last": 4"#);
     assert_eq!(
-        mask(&p, BodyKind::Text, "４１１１ １１１１ １１１１ １１１１").0.as_deref(),
+        mask(&p, BodyKind::Text, "４１１１ １１１１ １１１１ １１１１")
+            .0
+            .as_deref(),
         Some("**** **** **** １１１１")
     );
 }
@@ -1210,11 +1220,26 @@ fn query_strings_and_bracketed_names_are_matched_like_json_keys() {
     );
     let sel = everything(&p);
     let cases = [
-        ("/login?password=x&keep=1", Some("/login?password=%5BREDACTED%5D&keep=1")),
-        ("/login?user[password]=x", Some("/login?user[password]=%5BREDACTED%5D")),
-        ("/login?user%5Bpassword%5D=x", Some("/login?user%5Bpassword%5D=%5BREDACTED%5D")),
-        ("/pay?card[number]=4111&card[cvc]=1", Some("/pay?card[number]=%5BREDACTED%5D&card[cvc]=1")),
-        ("/u/ann@example.com?to=ann%40example.com", Some("/u/ann@example.com?to=%5BREDACTED%5D")),
+        (
+            "/login?password=x&keep=1",
+            Some("/login?password=%5BREDACTED%5D&keep=1"),
+        ),
+        (
+            "/login?user[password]=x",
+            Some("/login?user[password]=%5BREDACTED%5D"),
+        ),
+        (
+            "/login?user%5Bpassword%5D=x",
+            Some("/login?user%5Bpassword%5D=%5BREDACTED%5D"),
+        ),
+        (
+            "/pay?card[number]=4111&card[cvc]=1",
+            Some("/pay?card[number]=%5BREDACTED%5D&card[cvc]=1"),
+        ),
+        (
+            "/u/ann@example.com?to=ann%40example.com",
+            Some("/u/ann@example.com?to=%5BREDACTED%5D"),
+        ),
         ("/plain?q=1&r", None),
         ("/no-query", None),
     ];
@@ -1224,7 +1249,9 @@ fn query_strings_and_bracketed_names_are_matched_like_json_keys() {
         assert_eq!(got.as_deref(), want, "{path}");
     }
     assert_eq!(
-        mask(&p, BodyKind::Form, "user[password]=x&a=1").0.as_deref(),
+        mask(&p, BodyKind::Form, "user[password]=x&a=1")
+            .0
+            .as_deref(),
         Some("user[password]=%5BREDACTED%5D&a=1")
     );
     // A query parameter that is not UTF-8 is refused by default, scanned on request.
@@ -1253,7 +1280,10 @@ fn scan_all_headers_runs_detectors_over_every_header_value() {
     .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
     .collect();
     let off = one_rule(r#""detectors": ["email", "bearer_token"]"#);
-    assert!(off.mask_headers(&everything(&off), &headers).edits.is_empty());
+    assert!(off
+        .mask_headers(&everything(&off), &headers)
+        .edits
+        .is_empty());
     let on = policy(
         r#"{"scan_all_headers": true, "rules": [{"name": "r", "detectors": ["email", "bearer_token"]}]}"#,
     );
