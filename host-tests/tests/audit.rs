@@ -53,8 +53,10 @@ async fn mesh(filters: Vec<Filter>, collector: Option<SocketAddr>) -> Mesh {
     // Nothing listens on port 9 of loopback: a collector that is down.
     let collector = collector.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9)));
     let mut builder = Mesh::builder().server_cluster(COLLECTOR_CLUSTER, collector);
+    // These commands hash bodies (`json_pointer`, `body`): the filter must be
+    // deployed as the documented EnvoyFilter (allow_on_headers_stop_iteration).
     for f in filters {
-        builder = builder.filter(f);
+        builder = builder.filter(f.envoyfilter_variant());
     }
     builder.start().await.expect("mesh starts")
 }

@@ -23,7 +23,8 @@ async fn mesh() -> Mesh {
     Mesh::builder()
         .filter(Filter::identity(IDENTITY))
         .filter(Filter::named("masking", MASKING))
-        .filter(Filter::audit(AUDIT))
+        // Body commands: the documented EnvoyFilter variant.
+        .filter(Filter::audit(AUDIT).envoyfilter_variant())
         .start()
         .await
         .expect("mesh starts")
