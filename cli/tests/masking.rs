@@ -647,15 +647,14 @@ fn mask_refuses_what_the_filter_refuses_with_its_status() {
             stderr: &["refused: oversize (the filter would reset the response stream"],
         },
         MaskCase {
-            name: "an oversize response without content-length: both outcomes are named",
+            name: "an oversize response without content-length is reset once it grows past the limit",
             config: STRICT,
             args: &["--response"],
             stdin: big,
             code: 3,
             stdout: "",
             stderr: &[
-                "refused: oversize (the filter would answer 502 when a content-length \
-                       announces the size, and reset the response stream otherwise)\n",
+                "refused: oversize (the filter would reset the response stream: its headers have already been forwarded)\n",
             ],
         },
         MaskCase {
@@ -804,7 +803,7 @@ fn mask_forwards_unmasked_where_the_policy_allows_it() {
 }
 
 #[test]
-fn mask_skips_text_that_is_not_utf8() {
+fn mask_refuses_text_that_is_not_utf8_or_scans_its_bytes_by_setting() {
     let body = b"mail ann@example.com \xff\xfe";
     let (out, _) = run_with_config(
         POLICY,
@@ -812,11 +811,103 @@ fn mask_skips_text_that_is_not_utf8() {
         &[],
         body,
     );
-    assert_eq!(out.code, Some(0), "{}", out.context());
-    assert_eq!(out.stdout, body);
+    assert_eq!(out.code, Some(3), "{}", out.context());
+    assert_eq!(out.stdout, b"");
     assert_eq!(
         out.stderr,
-        "forwarded unmasked: not_utf8 (a text body that is not UTF-8 is never masked)\nmasked 0 values\n"
+        "refused: not_utf8 (the filter would answer 400)\n"
+    );
+
+    let bytes =
+        r#"{"on_not_utf8": "mask_bytes", "rules": [{"name": "pii", "detectors": ["email"]}]}"#;
+    let (out, _) = run_with_config(
+        bytes,
+        &["mask", "CONFIG", "--content-type", "text/plain"],
+        &[],
+        body,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(out.stdout, b"mail [REDACTED] \xff\xfe");
+    assert_eq!(out.stderr, "masked 1 value: pii=1\n");
+}
+
+#[test]
+fn mask_follows_the_filter_through_trailers_queries_and_grpc() {
+    let policy = r#"{"rules": [{"name": "pii", "json_keys": ["password"], "detectors": ["email"]},
+                              {"name": "auth", "headers": ["x-secret"]}]}"#;
+    // A body ended by trailers: masked at the trailers, which get the header rules.
+    let (out, _) = run_with_config(
+        policy,
+        &[
+            "mask",
+            "CONFIG",
+            "--response",
+            "--trailer",
+            "x-secret: s",
+            "--trailer",
+            "x-done: 1",
+        ],
+        &[],
+        br#"{"password": "x"}"#,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"password\": \"[REDACTED]\"}\n\nx-secret: [REDACTED]\nx-done: 1\n"
+    );
+    assert_eq!(out.stderr, "masked 2 values: pii=1, auth=1\n");
+    // Malformed JSON ended by trailers: a response is reset.
+    let (out, _) = run_with_config(
+        policy,
+        &["mask", "CONFIG", "--response", "--trailer", "x-done: 1"],
+        &[],
+        br#"{"password": "#,
+    );
+    assert_eq!(out.code, Some(3), "{}", out.context());
+    assert_eq!(
+        out.stderr,
+        "refused: malformed_json (the filter would reset the response stream: its headers have already been forwarded)\n"
+    );
+    // The query string is masked in `:path`.
+    let (out, _) = run_with_config(
+        policy,
+        &[
+            "mask",
+            "CONFIG",
+            "--method",
+            "GET",
+            "--path",
+            "/u/a?user[password]=x&to=ann%40example.com",
+        ],
+        &[],
+        b"",
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        ":path: /u/a?user[password]=%5BREDACTED%5D&to=%5BREDACTED%5D\naccept-encoding: identity\n\n"
+    );
+    // gRPC: refused by default, forwarded and counted under on_grpc: pass_unmasked.
+    let (out, _) = run_with_config(
+        policy,
+        &["mask", "CONFIG", "--content-type", "application/grpc"],
+        &[],
+        b"\0\0\0\0\x01x",
+    );
+    assert_eq!(out.code, Some(3), "{}", out.context());
+    assert_eq!(out.stderr, "refused: grpc (the filter would answer 415)\n");
+    let pass =
+        r#"{"on_grpc": "pass_unmasked", "rules": [{"name": "pii", "detectors": ["email"]}]}"#;
+    let (out, _) = run_with_config(
+        pass,
+        &["mask", "CONFIG", "--content-type", "application/grpc"],
+        &[],
+        b"\0\0\0\0\x01x",
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(
+        out.stderr,
+        "forwarded unmasked: grpc (on_grpc: pass_unmasked)\nmasked 0 values\n"
     );
 }
 
