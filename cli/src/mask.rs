@@ -440,11 +440,15 @@ fn summary(policy: &MaskingPolicy, outcome: &Outcome) -> String {
             reason.as_str()
         ));
     }
-    if let Some(reason) = outcome.text_fallback {
-        text.push_str(&format!(
+    match outcome.text_fallback {
+        Some(Reason::NotUtf8) => {
+            text.push_str("scanned as bytes: not_utf8 (on_not_utf8: mask_bytes)\n");
+        }
+        Some(reason) => text.push_str(&format!(
             "masked as text: {} (on_malformed_json: mask_as_text)\n",
             reason.as_str()
-        ));
+        )),
+        None => {}
     }
     let total: u64 = outcome.hits.values().map(|&c| u64::from(c)).sum();
     text.push_str(&format!(

@@ -828,7 +828,10 @@ fn mask_refuses_text_that_is_not_utf8_or_scans_its_bytes_by_setting() {
     );
     assert_eq!(out.code, Some(0), "{}", out.context());
     assert_eq!(out.stdout, b"mail [REDACTED] \xff\xfe");
-    assert_eq!(out.stderr, "masked 1 value: pii=1\n");
+    assert_eq!(
+        out.stderr,
+        "scanned as bytes: not_utf8 (on_not_utf8: mask_bytes)\nmasked 1 value: pii=1\n"
+    );
 }
 
 #[test]

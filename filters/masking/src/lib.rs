@@ -23,8 +23,9 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 const FILTER: &str = "masking";
 const DIRECTIONS: [Direction; 2] = [Direction::Request, Direction::Response];
 const REASONS: [Reason; Reason::ALL.len()] = Reason::ALL;
-/// The reasons of a JSON body masked as text (`on_malformed_json: mask_as_text`).
-const FALLBACKS: [Reason; 2] = [Reason::MalformedJson, Reason::TooDeep];
+/// The reasons of a degraded masking: JSON masked as text (`on_malformed_json:
+/// mask_as_text`), bytes scanned run by run (`on_not_utf8: mask_bytes`).
+const FALLBACKS: [Reason; 3] = [Reason::MalformedJson, Reason::TooDeep, Reason::NotUtf8];
 
 proxy_wasm::main! {{
     Root::<Masking>::register();
@@ -39,7 +40,7 @@ struct Metrics {
     /// `[direction][reason]`
     skipped: [[Counter; REASONS.len()]; 2],
     refused: [[Counter; REASONS.len()]; 2],
-    /// `[direction][malformed_json, too_deep]`
+    /// `[direction][malformed_json, too_deep, not_utf8]`
     text_fallbacks: [[Counter; FALLBACKS.len()]; 2],
 }
 

@@ -28,7 +28,6 @@ pub(crate) fn mask_form(
     let mut out: Vec<u8> = Vec::with_capacity(body.len());
     let mut changed = false;
     let mut first = true;
-    let bytes_ok = plan.masks_bytes();
     for pair in body.split(|&c| c == b'&') {
         let (raw_name, raw_value) = match pair.iter().position(|&c| c == b'=') {
             Some(i) => (
@@ -40,7 +39,7 @@ pub(crate) fn mask_form(
         let decoded_name = form_decode(raw_name);
         let name = match std::str::from_utf8(&decoded_name) {
             Ok(name) => std::borrow::Cow::Borrowed(name),
-            Err(_) if bytes_ok => String::from_utf8_lossy(&decoded_name),
+            Err(_) if plan.masks_bytes() => String::from_utf8_lossy(&decoded_name),
             Err(_) => return Err(MaskError::NotUtf8),
         };
         let selected = select_name(plan, &mut states, root, &name, &mut lower);
@@ -62,7 +61,9 @@ pub(crate) fn mask_form(
                     Ok(text) => {
                         mask_text(plan, text, &mut spans, hits).map(|m| Some(m.into_bytes()))
                     }
-                    Err(_) if bytes_ok => mask_bytes(plan, &value, &mut spans, hits).map(Some),
+                    Err(_) if plan.masks_bytes() => {
+                        mask_bytes(plan, &value, &mut spans, hits).map(Some)
+                    }
                     Err(_) => return Err(MaskError::NotUtf8),
                 }
             }

@@ -132,8 +132,10 @@ pub struct Report {
     pub hits: Vec<RuleHits>,
     pub skipped: Option<Skip>,
     pub refused: Option<Reason>,
-    /// A JSON body masked as text under `on_malformed_json: mask_as_text`
-    /// (`malformed_json` or `too_deep`).
+    /// Masked in a degraded way, counted: a JSON body masked as text under
+    /// `on_malformed_json: mask_as_text` (`malformed_json`, `too_deep`), or
+    /// text that is not UTF-8 scanned run by run under `on_not_utf8:
+    /// mask_bytes` (`not_utf8`).
     pub text_fallback: Option<Reason>,
 }
 
@@ -222,6 +224,9 @@ impl Gate {
             match policy.mask_query(&gate.selection, path) {
                 Ok(masked) => {
                     step.report.add_hits(masked.hits);
+                    if masked.scanned_bytes {
+                        step.report.text_fallback = Some(Reason::NotUtf8);
+                    }
                     if let (Some(new_path), false) = (masked.body, dry_run) {
                         step.edits.push(HeaderEdit::Replace {
                             name: ":path".into(),
@@ -349,6 +354,9 @@ impl Gate {
         match outcome {
             Ok(masked) => {
                 report.add_hits(masked.hits);
+                if masked.scanned_bytes {
+                    report.text_fallback = report.text_fallback.or(Some(Reason::NotUtf8));
+                }
                 match masked.body {
                     Some(new_body) if !self.dry_run => Verdict::Replace(new_body),
                     _ => Verdict::Continue,

@@ -174,6 +174,9 @@ pub struct Masked {
     pub body: Option<Vec<u8>>,
     /// Values or matches masked, per rule (only rules with a hit, in rule order).
     pub hits: Vec<RuleHits>,
+    /// Some text was not UTF-8 and was scanned run by run
+    /// (`on_not_utf8: mask_bytes`): counted by the adapter.
+    pub scanned_bytes: bool,
 }
 
 /// How many values (JSON values, form fields, headers) or matches (detector or

@@ -130,6 +130,8 @@ pub(crate) struct Plan<'p> {
     pub(crate) roots: Vec<State>,
     /// Some selected rule has `json_keys`.
     pub(crate) keys: bool,
+    /// Text that is not UTF-8 was scanned run by run.
+    scanned_bytes: std::cell::Cell<bool>,
 }
 
 impl<'p> Plan<'p> {
@@ -167,6 +169,7 @@ impl<'p> Plan<'p> {
             patterns,
             roots,
             keys,
+            scanned_bytes: std::cell::Cell::new(false),
         }
     }
 
@@ -178,7 +181,10 @@ impl<'p> Plan<'p> {
     /// `on_not_utf8: mask_bytes`: bytes that are not UTF-8 are scanned run
     /// by run instead of refusing the message.
     pub(crate) fn masks_bytes(&self) -> bool {
-        self.policy.on_not_utf8 == NotUtf8Action::MaskBytes
+        let allowed = self.policy.on_not_utf8 == NotUtf8Action::MaskBytes;
+        // Asked only on text that is not UTF-8: remember it was met.
+        self.scanned_bytes.set(self.scanned_bytes.get() || allowed);
+        allowed
     }
 
     pub(crate) fn paths(&self) -> &'p [PathPattern] {
@@ -449,6 +455,7 @@ impl MaskingPolicy {
         Ok(Masked {
             body: masked,
             hits: collect_hits(&hits),
+            scanned_bytes: plan.scanned_bytes.get(),
         })
     }
 
@@ -475,6 +482,7 @@ impl MaskingPolicy {
                 p
             }),
             hits: collect_hits(&hits),
+            scanned_bytes: plan.scanned_bytes.get(),
         })
     }
 
