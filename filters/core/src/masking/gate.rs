@@ -484,7 +484,7 @@ mod tests {
         };
         let mut gate = None;
         let mut held: Vec<u8> = Vec::new();
-        let mut note = |seen: &mut Seen, report: Report| {
+        let note = |seen: &mut Seen, report: Report| {
             seen.hits += report.hits.iter().map(|h| h.count).sum::<u32>();
             seen.skipped = seen.skipped.or(report.skipped.map(|s| s.reason));
             seen.fallback = seen.fallback.or(report.text_fallback);
@@ -497,7 +497,7 @@ mod tests {
                 });
             }
         };
-        let mut release = |seen: &mut Seen, held: &mut Vec<u8>, verdict: Verdict| -> bool {
+        let release = |seen: &mut Seen, held: &mut Vec<u8>, verdict: Verdict| -> bool {
             match verdict {
                 Verdict::Continue => seen.forwarded.push_str(&String::from_utf8_lossy(held)),
                 Verdict::Hold => return true,
