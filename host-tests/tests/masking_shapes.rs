@@ -807,3 +807,115 @@ async fn json_in_json_queries_headers_and_unicode_variants_are_masked_without_fa
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// The same promises in the Istio-shaped mesh (client sidecar, mTLS, server
+// sidecar with the filter), on every protocol combination of the harness.
+
+mod mesh {
+    use meshguard_host_tests::http::{Protocol, Request};
+    use meshguard_host_tests::mesh::{Filter, Mesh};
+    use meshguard_host_tests::upstream::{BodyState, Script};
+    use serde_json::json;
+
+    async fn mesh() -> Mesh {
+        Mesh::builder()
+            .filter(Filter::named("masking", super::POLICY))
+            .start()
+            .await
+            .expect("mesh starts")
+    }
+
+    #[tokio::test]
+    async fn trailers_never_carry_an_unmasked_body_on_any_protocol_combination() {
+        let mesh = mesh().await;
+        mesh.upstream().script(
+            "json-trailers",
+            Script::typed("application/json", "")
+                .chunks(vec![
+                    br#"{"password": "hunter2", "#.to_vec(),
+                    br#""mail": "ann@example.com"}"#.to_vec(),
+                ])
+                .trailer("x-secret", "s3cr3t"),
+        );
+        mesh.upstream().script(
+            "bad-json-trailers",
+            Script::typed("application/json", "")
+                .chunks(vec![br#"{"password": "hunter2""#.to_vec()])
+                .trailer("x-done", "1"),
+        );
+        for client in Protocol::ALL {
+            for leg in Protocol::ALL {
+                for upstream in Protocol::ALL {
+                    let what = format!(
+                        "client {} leg {} upstream {}",
+                        client.short(),
+                        leg.short(),
+                        upstream.short()
+                    );
+                    let base = |method: &str, path: &str| {
+                        Request::new(method, path)
+                            .protocol(client)
+                            .leg(leg)
+                            .upstream_protocol(upstream)
+                            .header("te", "trailers")
+                    };
+                    // A request body ended by trailers.
+                    let resp = mesh
+                        .send_as(
+                            "frontend",
+                            base("POST", "/api/in?user[password]=x")
+                                .header("content-type", "application/json")
+                                .chunked(vec![
+                                    br#"{"password": "#.to_vec(),
+                                    br#""hunter2", "n": 4111111111111111}"#.to_vec(),
+                                ])
+                                .trailer("x-secret", "s3cr3t"),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status, 200, "{what}: {resp:?}");
+                    let got = mesh.upstream().take_one().await.unwrap();
+                    assert_eq!(got.state, BodyState::Complete, "{what}");
+                    assert_eq!(
+                        got.json(),
+                        json!({"password": "[REDACTED]", "n": 4111111111111111u64}),
+                        "{what}"
+                    );
+                    assert_eq!(got.trailer("x-secret"), Some("[REDACTED]"), "{what}");
+                    assert_eq!(
+                        got.target, "/api/in?user[password]=%5BREDACTED%5D",
+                        "{what}"
+                    );
+
+                    // A response body ended by trailers.
+                    let resp = mesh
+                        .send_as("frontend", base("GET", "/api/out").script("json-trailers"))
+                        .await
+                        .unwrap();
+                    mesh.upstream().take();
+                    assert_eq!(resp.status, 200, "{what}: {resp:?}");
+                    assert!(!resp.is_reset(), "{what}");
+                    assert_eq!(
+                        resp.json().unwrap(),
+                        json!({"password": "[REDACTED]", "mail": "[REDACTED]"}),
+                        "{what}"
+                    );
+                    assert_eq!(resp.trailer("x-secret"), Some("[REDACTED]"), "{what}");
+
+                    // Malformed JSON ended by trailers: reset, nothing leaks.
+                    let resp = mesh
+                        .send_as(
+                            "frontend",
+                            base("GET", "/api/bad").script("bad-json-trailers"),
+                        )
+                        .await
+                        .unwrap();
+                    mesh.upstream().take();
+                    assert!(resp.is_reset() || resp.status >= 500, "{what}: {resp:?}");
+                    assert!(!resp.text().contains("hunter2"), "{what}: {resp:?}");
+                }
+            }
+        }
+    }
+}

@@ -94,10 +94,11 @@ pub(crate) fn mask_form(
 }
 
 /// The rule selecting field `name`, matched like a JSON member: `json_paths`
-/// first, then `json_keys`. A bracketed name (`user[password]`,
-/// `a[0][card]`, `tags[]`) is the path of its segments, as PHP, Rails and
-/// many form libraries read it: any segment named by `json_keys`, or a path
-/// reaching it, selects the field.
+/// first, then `json_keys`. The whole name is tried first (a top-level
+/// member); then a structured name (`user[password]`, `user.password`,
+/// `a[0][card]`, `tags[]`) as the path of its segments, as PHP, Rails, Spring
+/// and many form libraries read it: any segment named by `json_keys`, or a
+/// path reaching it, selects the field.
 fn select_name(
     plan: &Plan<'_>,
     states: &mut Vec<State>,
@@ -105,9 +106,23 @@ fn select_name(
     name: &str,
     lower: &mut String,
 ) -> Option<u16> {
-    let segments = bracket_segments(name);
-    let whole = [name];
-    let segments: &[&str] = segments.as_deref().unwrap_or(&whole);
+    let whole = select_path(plan, states, root, &[name], lower);
+    if whole.is_some() {
+        return whole;
+    }
+    match name_segments(name) {
+        Some(segments) if segments.len() > 1 => select_path(plan, states, root, &segments, lower),
+        _ => None,
+    }
+}
+
+fn select_path(
+    plan: &Plan<'_>,
+    states: &mut Vec<State>,
+    root: (usize, usize),
+    segments: &[&str],
+    lower: &mut String,
+) -> Option<u16> {
     let mut frame = root;
     let mut selected = None;
     for segment in segments {
@@ -133,21 +148,20 @@ fn select_name(
     selected
 }
 
-/// `a[b][c]` as `["a", "b", "c"]`; `None` when the name is not of that form.
-fn bracket_segments(name: &str) -> Option<Vec<&str>> {
-    let open = name.find('[')?;
-    let mut segments = vec![name.get(..open)?];
+/// `a.b[c][d]` as `["a", "b", "c", "d"]` (dots split only the part before
+/// the first `[`); `None` when brackets are unbalanced or there are more than
+/// `MAX_NAME_SEGMENTS` segments.
+fn name_segments(name: &str) -> Option<Vec<&str>> {
+    let open = name.find('[').unwrap_or(name.len());
+    let mut segments: Vec<&str> = name.get(..open)?.split('.').collect();
     let mut rest = name.get(open..)?;
     while !rest.is_empty() {
         let inner = rest.strip_prefix('[')?;
         let close = inner.find(']')?;
         segments.push(inner.get(..close)?);
         rest = inner.get(close + 1..)?;
-        if segments.len() > MAX_NAME_SEGMENTS {
-            return None;
-        }
     }
-    Some(segments)
+    (segments.len() <= MAX_NAME_SEGMENTS).then_some(segments)
 }
 
 fn hex_value(c: u8) -> Option<u8> {
@@ -219,17 +233,19 @@ mod tests {
     }
 
     #[test]
-    fn bracketed_names_split_into_segments() {
-        let cases: [(&str, Option<Vec<&str>>); 6] = [
+    fn structured_names_split_into_segments() {
+        let cases: [(&str, Option<Vec<&str>>); 8] = [
             ("user[password]", Some(vec!["user", "password"])),
             ("a[0][card]", Some(vec!["a", "0", "card"])),
             ("tags[]", Some(vec!["tags", ""])),
-            ("plain", None),
+            ("user.password", Some(vec!["user", "password"])),
+            ("a.b[c.d]", Some(vec!["a", "b", "c.d"])),
+            ("plain", Some(vec!["plain"])),
             ("a[b", None),
             ("a[b]c", None),
         ];
         for (name, want) in cases {
-            assert_eq!(bracket_segments(name), want, "{name}");
+            assert_eq!(name_segments(name), want, "{name}");
         }
     }
 }

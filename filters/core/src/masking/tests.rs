@@ -1233,6 +1233,10 @@ fn query_strings_and_bracketed_names_are_matched_like_json_keys() {
             Some("/login?user%5Bpassword%5D=%5BREDACTED%5D"),
         ),
         (
+            "/login?user.password=x",
+            Some("/login?user.password=%5BREDACTED%5D"),
+        ),
+        (
             "/pay?card[number]=4111&card[cvc]=1",
             Some("/pay?card[number]=%5BREDACTED%5D&card[cvc]=1"),
         ),
