@@ -284,7 +284,7 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<UpstreamState>>) {
 // ---------------------------------------------------------------------------
 // Envoy.
 
-fn wasm_filter() -> Value {
+fn wasm_filter(policy: &str) -> Value {
     json!({
         "name": "meshguard.masking",
         "typed_config": {
@@ -292,7 +292,7 @@ fn wasm_filter() -> Value {
             "config": {
                 "name": "masking",
                 "root_id": "masking",
-                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": POLICY},
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy},
                 "vm_config": {
                     "vm_id": "masking",
                     "runtime": "envoy.wasm.runtime.v8",
@@ -365,11 +365,15 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with(POLICY).await
+}
+
+async fn rig_with(policy: &str) -> Rig {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     // Fixed ports for the internal hops (clusters need them up front).
     let (masking_h2, back) = (free_port(), free_port());
-    let mut inner = listener("masking-h2", "back", vec![wasm_filter(), router()]);
+    let mut inner = listener("masking-h2", "back", vec![wasm_filter(policy), router()]);
     inner["address"]["socket_address"]["port_value"] = json!(masking_h2);
     let mut back_listener = listener("back", "upstream", vec![router()]);
     back_listener["address"]["socket_address"]["port_value"] = json!(back);
@@ -377,7 +381,7 @@ async fn rig() -> Rig {
         "stats_config": stats_config(),
         "static_resources": {
             "listeners": [
-                listener("masking", "upstream", vec![wasm_filter(), router()]),
+                listener("masking", "upstream", vec![wasm_filter(policy), router()]),
                 listener("front", "masking-h2", vec![router()]),
                 inner,
                 back_listener,
@@ -806,6 +810,140 @@ async fn json_in_json_queries_headers_and_unicode_variants_are_masked_without_fa
             "{proto}"
         );
     }
+}
+
+#[tokio::test]
+async fn settings_that_forward_or_degrade_are_counted() {
+    let rig = rig_with(
+        r#"{"max_body_bytes": 65536, "on_grpc": "pass_unmasked", "on_not_utf8": "mask_bytes",
+            "on_malformed_json": "mask_as_text",
+            "rules": [{"name": "pii", "json_keys": ["password"], "detectors": ["email"]}]}"#,
+    )
+    .await;
+    let count = |name: &'static str, reason: &'static str| {
+        let envoy = &rig.envoy;
+        async move { counter(envoy, name, &[("direction", "request"), ("reason", reason)]).await }
+    };
+    for (proto, addr) in protocols(&rig) {
+        // gRPC under pass_unmasked: forwarded as is, counted as skipped.
+        let skipped = count("meshguard_masking_bodies_skipped_total", "grpc").await;
+        let frame = b"\0\0\0\0\x10ann@example.com.";
+        let resp = exchange(
+            addr,
+            &request(
+                "/svc.Users/Get",
+                &[("content-type", "application/grpc"), ("te", "trailers")],
+                &[frame],
+                &[],
+            ),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{proto}: {resp:?}");
+        assert_eq!(rig.upstream.last().unwrap().body, frame, "{proto}");
+        assert_eq!(
+            count("meshguard_masking_bodies_skipped_total", "grpc").await,
+            skipped + 1,
+            "{proto}"
+        );
+
+        // Bytes that are not UTF-8: scanned run by run, counted.
+        let scanned = count("meshguard_masking_text_fallbacks_total", "not_utf8").await;
+        let resp = exchange(
+            addr,
+            &request(
+                "/api/bytes",
+                &[TEXT],
+                &[b"mail ann@example.com \xff\xfe"],
+                &[("x-t", "1")],
+            ),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{proto}");
+        assert_eq!(
+            rig.upstream.last().unwrap().body,
+            b"mail [REDACTED] \xff\xfe",
+            "{proto}"
+        );
+        assert_eq!(
+            count("meshguard_masking_text_fallbacks_total", "not_utf8").await,
+            scanned + 1,
+            "{proto}"
+        );
+
+        // Malformed JSON masked as text, counted.
+        let fallbacks = count("meshguard_masking_text_fallbacks_total", "malformed_json").await;
+        let resp = exchange(
+            addr,
+            &request(
+                "/api/bad",
+                &[JSON],
+                &[br#"{"note": "ann@example.com""#],
+                &[("x-t", "1")],
+            ),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{proto}");
+        assert_eq!(
+            rig.upstream.last().unwrap().text(),
+            r#"{"note": "[REDACTED]""#,
+            "{proto}"
+        );
+        assert_eq!(
+            count("meshguard_masking_text_fallbacks_total", "malformed_json").await,
+            fallbacks + 1,
+            "{proto}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dry_run_forwards_everything_unchanged_and_counts_what_it_would_refuse() {
+    let rig = rig_with(
+        r#"{"mode": "dry-run", "rules": [{"name": "pii", "json_keys": ["password"], "detectors": ["email"]}]}"#,
+    )
+    .await;
+    rig.upstream.script(
+        "bad",
+        Script {
+            headers: vec![JSON],
+            chunks: vec![br#"{"password": "hunter2""#.to_vec()],
+            trailers: vec![("x-done", "1")],
+        },
+    );
+    for (proto, addr) in protocols(&rig) {
+        let before = counter(
+            &rig.envoy,
+            "meshguard_masking_bodies_skipped_total",
+            &[("direction", "response"), ("reason", "malformed_json")],
+        )
+        .await;
+        let resp = exchange(addr, &get("/r/bad?password=x", &[])).await;
+        assert_eq!(resp.status(), 200, "{proto}");
+        assert!(resp.complete, "{proto}");
+        assert_eq!(resp.text(), r#"{"password": "hunter2""#, "{proto}");
+        assert_eq!(
+            rig.upstream.last().unwrap().start,
+            "GET /r/bad?password=x HTTP/1.1",
+            "{proto}"
+        );
+        let after = counter(
+            &rig.envoy,
+            "meshguard_masking_bodies_skipped_total",
+            &[("direction", "response"), ("reason", "malformed_json")],
+        )
+        .await;
+        assert_eq!(after, before + 1, "{proto}");
+    }
+    assert!(
+        counter(
+            &rig.envoy,
+            "meshguard_masking_dry_run_fields_total",
+            &[("direction", "request")]
+        )
+        .await
+            >= 2,
+        "the query hits are reported"
+    );
 }
 
 // ---------------------------------------------------------------------------
