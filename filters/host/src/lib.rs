@@ -8,6 +8,7 @@
 
 mod ffi;
 pub mod integrity;
+pub mod surface;
 
 use std::time::UNIX_EPOCH;
 
