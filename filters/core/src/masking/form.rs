@@ -5,6 +5,7 @@
 //! (`+` and `%XX`) and scanned by detectors and patterns. Only changed pairs are
 //! re-encoded; every other byte of the body is kept as it was.
 
+use super::json::mask_embedded;
 use super::paths::{self, State, Step};
 use super::policy::{count_hit, Plan};
 use super::text::{mask_bytes, mask_text};
@@ -55,19 +56,30 @@ pub(crate) fn mask_form(
                     Some(Some(masked.into_bytes()))
                 }
             }
-            None if plan.scans() => {
+            None => {
                 let value = form_decode(raw_value);
                 match std::str::from_utf8(&value) {
-                    Ok(text) => {
-                        mask_text(plan, text, &mut spans, hits).map(|m| Some(m.into_bytes()))
-                    }
+                    // A JSON value: masked as a document under this field.
+                    Ok(text) => match mask_embedded(
+                        plan,
+                        text,
+                        field_states(plan, &mut states, root, &name),
+                        plan.max_json_depth(),
+                        hits,
+                    )? {
+                        Some(masked) => masked.map(Some),
+                        None if plan.scans() => {
+                            mask_text(plan, text, &mut spans, hits).map(|m| Some(m.into_bytes()))
+                        }
+                        None => None,
+                    },
+                    Err(_) if !plan.scans() => None,
                     Err(_) if plan.masks_bytes() => {
                         mask_bytes(plan, &value, &mut spans, hits).map(Some)
                     }
                     Err(_) => return Err(MaskError::NotUtf8),
                 }
             }
-            None => None,
         };
         match new_value {
             None => {
@@ -146,6 +158,33 @@ fn select_path(
     }
     states.truncate(root.1);
     selected
+}
+
+/// The path states of field `name`'s value (for JSON held in it).
+fn field_states(
+    plan: &Plan<'_>,
+    states: &mut Vec<State>,
+    root: (usize, usize),
+    name: &str,
+) -> Vec<State> {
+    let whole = [name];
+    let segments = name_segments(name);
+    let segments: &[&str] = segments.as_deref().unwrap_or(&whole);
+    let mut frame = root;
+    for segment in segments {
+        if frame.0 >= frame.1 {
+            break;
+        }
+        let start = states.len();
+        paths::step(plan.paths(), states, frame, Step::Member(segment));
+        frame = (start, states.len());
+    }
+    let child = states
+        .get(frame.0..frame.1)
+        .map(<[State]>::to_vec)
+        .unwrap_or_default();
+    states.truncate(root.1);
+    child
 }
 
 /// `a.b[c][d]` as `["a", "b", "c", "d"]` (dots split only the part before

@@ -38,6 +38,48 @@ pub(crate) fn mask_json(
     walk(plan, src, plan.roots.clone(), max_depth, 0, hits)
 }
 
+/// JSON found where text was expected (a text body, a form field, a query
+/// parameter): masked as a document whose root has the path `roots`.
+/// `Ok(None)`: the text is not JSON (the caller scans it as text);
+/// `Ok(Some(None))`: JSON with nothing to mask. Hits count only when it parses.
+pub(crate) fn mask_embedded(
+    plan: &Plan<'_>,
+    text: &str,
+    roots: Vec<State>,
+    max_depth: usize,
+    hits: &mut [u32],
+) -> Result<Option<Option<Vec<u8>>>, MaskError> {
+    if !looks_like_json(text) {
+        return Ok(None);
+    }
+    let mut inner_hits = vec![0u32; hits.len()];
+    match walk(plan, text, roots, max_depth, 1, &mut inner_hits) {
+        Ok(masked) => {
+            for (total, add) in hits.iter_mut().zip(inner_hits) {
+                *total = total.saturating_add(add);
+            }
+            Ok(Some(masked))
+        }
+        Err(e @ MaskError::TooDeep { .. }) if is_json(text) => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Whether `text` is JSON, for a document refused as too deep: only real
+/// JSON is refused, text that merely opens many brackets is scanned as
+/// text. A document past serde_json's own nesting limit counts as JSON.
+fn is_json(text: &str) -> bool {
+    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        Ok(_) => true,
+        Err(e) => e.to_string().starts_with("recursion limit exceeded"),
+    }
+}
+
+/// An object or an array, as far as its first character tells.
+fn looks_like_json(text: &str) -> bool {
+    text.trim_start().starts_with(['{', '['])
+}
+
 fn walk(
     plan: &Plan<'_>,
     src: &str,
@@ -163,12 +205,13 @@ impl<'a> Walker<'a, '_, '_> {
         } else {
             Cow::Borrowed(raw.get(1..raw.len().saturating_sub(1)).unwrap_or(""))
         };
-        if text.trim_start().starts_with(['{', '[']) {
-            if self.embedded >= MAX_EMBEDDED_LEVELS {
+        if looks_like_json(&text) && self.embedded >= MAX_EMBEDDED_LEVELS {
+            if is_json(&text) {
                 return Err(MaskError::TooDeep {
                     max: self.max_depth,
                 });
             }
+        } else if looks_like_json(&text) {
             let roots = self
                 .states
                 .get(frame.0..frame.1)
@@ -198,7 +241,7 @@ impl<'a> Walker<'a, '_, '_> {
                     }
                     return Ok(());
                 }
-                Err(e @ MaskError::TooDeep { .. }) => return Err(e),
+                Err(e @ MaskError::TooDeep { .. }) if is_json(&text) => return Err(e),
                 Err(_) => {} // not JSON: plain text
             }
         }

@@ -187,6 +187,10 @@ impl<'p> Plan<'p> {
         allowed
     }
 
+    pub(crate) fn max_json_depth(&self) -> usize {
+        self.policy.max_json_depth
+    }
+
     pub(crate) fn paths(&self) -> &'p [PathPattern] {
         &self.policy.paths
     }
@@ -441,9 +445,18 @@ impl MaskingPolicy {
         let masked = match kind {
             BodyKind::Json => json::mask_json(&plan, body, self.max_json_depth, &mut hits)?,
             BodyKind::Text => match std::str::from_utf8(body) {
-                Ok(text) => {
-                    text::mask_text(&plan, text, &mut Vec::new(), &mut hits).map(String::into_bytes)
-                }
+                // JSON sent as text still gets its keys and paths masked.
+                Ok(text) => match json::mask_embedded(
+                    &plan,
+                    text,
+                    plan.roots.clone(),
+                    self.max_json_depth,
+                    &mut hits,
+                )? {
+                    Some(masked) => masked,
+                    None => text::mask_text(&plan, text, &mut Vec::new(), &mut hits)
+                        .map(String::into_bytes),
+                },
                 Err(_) if plan.masks_bytes() => {
                     text::mask_bytes(&plan, body, &mut Vec::new(), &mut hits)
                 }

@@ -1176,6 +1176,19 @@ fn json_held_in_json_strings_is_masked_and_stays_valid() {
         .mask_body(&everything(&p), BodyKind::Json, deep.as_bytes())
         .unwrap_err();
     assert_eq!(err.as_code(), "too_deep");
+    // Text that only opens brackets is text, however many: no false refusal.
+    let shallow =
+        policy(r#"{"max_json_depth": 3, "rules": [{"name": "d", "detectors": ["email"]}]}"#);
+    assert_eq!(
+        mask_json(&shallow, r#"{"a": "[[[[[[ hi ann@example.com"}"#).as_deref(),
+        Some(r#"{"a": "[[[[[[ hi [REDACTED]"}"#)
+    );
+    assert_eq!(
+        mask(&shallow, BodyKind::Text, "[[[[[[ hi ann@example.com")
+            .0
+            .as_deref(),
+        Some("[[[[[[ hi [REDACTED]")
+    );
 }
 
 #[test]
@@ -1306,4 +1319,39 @@ fn scan_all_headers_runs_detectors_over_every_header_value() {
         ]
     );
     assert_eq!(edits.hits, vec![RuleHits { rule: 0, count: 2 }]);
+}
+
+#[test]
+fn json_sent_as_text_or_in_a_form_value_still_gets_its_keys_and_paths_masked() {
+    let p = policy(
+        r#"{"rules": [{"name": "k", "json_keys": ["password"]},
+                      {"name": "p", "json_paths": ["/filter/user/ssn"]},
+                      {"name": "d", "detectors": ["email"]}]}"#,
+    );
+    let cases = [
+        (
+            BodyKind::Text,
+            r#"{"password": "x", "m": "ann@example.com"}"#,
+            Some(r#"{"password": "[REDACTED]", "m": "[REDACTED]"}"#),
+        ),
+        (
+            BodyKind::Text,
+            "{ not json ann@example.com",
+            Some("{ not json [REDACTED]"),
+        ),
+        (
+            BodyKind::Form,
+            r#"data={"password":"x"}&a=1"#,
+            Some("data=%7B%22password%22%3A%22%5BREDACTED%5D%22%7D&a=1"),
+        ),
+        (
+            BodyKind::Form,
+            "filter=%7B%22user%22%3A%7B%22ssn%22%3A1%7D%7D",
+            Some("filter=%7B%22user%22%3A%7B%22ssn%22%3A%22%5BREDACTED%5D%22%7D%7D"),
+        ),
+        (BodyKind::Form, r#"data={"ok":1}"#, None),
+    ];
+    for (kind, body, want) in cases {
+        assert_eq!(mask(&p, kind, body).0.as_deref(), want, "{body}");
+    }
 }
