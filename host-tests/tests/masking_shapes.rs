@@ -744,6 +744,40 @@ async fn json_in_json_queries_headers_and_unicode_variants_are_masked_without_fa
             "{proto}"
         );
 
+        // Dotted names and JSON held in a query parameter.
+        let resp = exchange(
+            addr,
+            &get(
+                "/api/q?user.password=x&filter=%7B%22password%22%3A%22x%22%7D",
+                &[],
+            ),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{proto}");
+        assert_eq!(
+            rig.upstream.last().unwrap().start,
+            "GET /api/q?user.password=%5BREDACTED%5D&filter=%7B%22password%22%3A%22%5BREDACTED%5D%22%7D HTTP/1.1",
+            "{proto}"
+        );
+
+        // JSON sent as text/plain still gets its keys masked.
+        let resp = exchange(
+            addr,
+            &request(
+                "/api/as-text",
+                &[TEXT],
+                &[br#"{"password": "x", "n": 1}"#],
+                &[],
+            ),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{proto}");
+        assert_eq!(
+            rig.upstream.last().unwrap().text(),
+            r#"{"password": "[REDACTED]", "n": 1}"#,
+            "{proto}"
+        );
+
         // Every header value (scan_all_headers), and the named ones.
         let resp = exchange(
             addr,
