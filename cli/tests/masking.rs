@@ -1090,3 +1090,43 @@ fn hide_hashes(text: &str) -> String {
     out.push_str(rest);
     out
 }
+
+#[test]
+fn the_every_shape_example_masks_queries_trailers_and_every_header() {
+    let config = repo_file("examples/masking/every-shape.json");
+    let out = meshguard(&["validate", "--filter", "masking", &config], &[], b"");
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert!(
+        out.stdout().contains("mode=enforce, 3 rules"),
+        "{}",
+        out.context()
+    );
+    let out = meshguard(
+        &[
+            "mask",
+            &config,
+            "--path",
+            "/login?user[password]=x&next=%2Fhome",
+            "--header",
+            "x-forwarded-user: ann@example.com",
+            "--trailer",
+            "x-session-token: abc",
+        ],
+        &[],
+        r#"{"user": "ann", "note": "card ４１１１ １１１１ １１１１ １１１１", "password": "x"}"#
+            .as_bytes(),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(
+        out.stdout(),
+        ":path: /login?next=%2Fhome\n\
+         x-forwarded-user: [REDACTED]\n\
+         accept-encoding: identity\n\n\
+         {\"user\": \"ann\", \"note\": \"card [REDACTED]\"}\n\n\
+         x-session-token: [REDACTED]\n"
+    );
+    assert_eq!(
+        out.stderr,
+        "masked 5 values: credentials=2, pii=2, session-headers=1\n"
+    );
+}
