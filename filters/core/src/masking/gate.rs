@@ -235,9 +235,11 @@ impl Gate {
                     }
                 }
                 Err(e) => {
-                    gate.state = State::Done;
                     step.verdict = gate.cannot_mask(policy, Reason::of(&e), 400, &mut step.report);
-                    return (gate, step);
+                    if step.verdict != Verdict::Continue {
+                        gate.state = State::Done;
+                        return (gate, step);
+                    }
                 }
             }
         }
