@@ -711,7 +711,8 @@ async fn json_in_json_queries_headers_and_unicode_variants_are_masked_without_fa
         // JSON inside a JSON string: keys and paths inside are masked, the
         // string stays valid JSON.
         let body = json!({"payload": json!({"user": {"ssn": "078-05-1120", "name": "ann"},
-                                             "password": "x"}).to_string(), "ok": true});
+                                             "password": "x"}).to_string(), "ok": true,
+                          "card_as_number": 4111111111111111u64});
         let resp = exchange(
             addr,
             &request("/api/nested", &[JSON], &[body.to_string().as_bytes()], &[]),
@@ -719,6 +720,7 @@ async fn json_in_json_queries_headers_and_unicode_variants_are_masked_without_fa
         .await;
         assert_eq!(resp.status(), 200, "{proto}");
         let seen = rig.upstream.last().unwrap().json();
+        assert_eq!(seen["card_as_number"], "[REDACTED]", "{proto}");
         let inner: Value = serde_json::from_str(seen["payload"].as_str().unwrap()).unwrap();
         assert_eq!(
             inner,

@@ -256,6 +256,17 @@ impl<'a> Walker<'a, '_, '_> {
         Ok(())
     }
 
+    /// Detectors and patterns over a number literal (a card number stored as
+    /// a JSON number): a number with a match becomes a string, masked.
+    fn scan_number(&mut self, start: usize) {
+        let raw = self.src.get(start..self.pos).unwrap_or("");
+        if let Some(masked) = mask_text(self.plan, raw, &mut self.spans, self.hits) {
+            let mut json = Vec::with_capacity(masked.len() + 2);
+            write_json_string(&mut json, &masked);
+            self.edit(start, self.pos, &json);
+        }
+    }
+
     // -- grammar -------------------------------------------------------------
 
     fn peek(&self) -> Option<u8> {
@@ -297,7 +308,14 @@ impl<'a> Walker<'a, '_, '_> {
                 }
                 Ok(())
             }
-            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                self.number()?;
+                if frame.is_some() && self.scan {
+                    self.scan_number(start);
+                }
+                Ok(())
+            }
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),

@@ -798,12 +798,12 @@ fn every_detector_masks_text_and_json_strings() {
     assert_eq!(
         got.unwrap(),
         format!(
-            r#"{{"notes":{},"n":4111111111111111}}"#,
+            r#"{{"notes":{},"n":"[REDACTED]"}}"#,
             String::from_utf8(want_json).unwrap()
         ),
-        "numbers and keys are not scanned"
+        "a card stored as a number is found too"
     );
-    assert_eq!(hits, [(0, 8)]);
+    assert_eq!(hits, [(0, 9)]);
 }
 
 #[test]
@@ -1354,4 +1354,22 @@ fn json_sent_as_text_or_in_a_form_value_still_gets_its_keys_and_paths_masked() {
     for (kind, body, want) in cases {
         assert_eq!(mask(&p, kind, body).0.as_deref(), want, "{body}");
     }
+}
+
+#[test]
+fn card_numbers_stored_as_json_numbers_are_found() {
+    let p = one_rule(r#""detectors": ["card"]"#);
+    assert_eq!(
+        mask_json(
+            &p,
+            r#"{"card": 4111111111111111, "n": 4111111111111112, "f": 1.5}"#
+        )
+        .as_deref(),
+        Some(r#"{"card": "[REDACTED]", "n": 4111111111111112, "f": 1.5}"#)
+    );
+    let p = one_rule(r#""detectors": ["card"], "strategy": "partial""#);
+    assert_eq!(
+        mask_json(&p, "[4111111111111111]").as_deref(),
+        Some(r#"["************1111"]"#)
+    );
 }
