@@ -387,8 +387,14 @@ fn explain_follows_the_xfcc_trust_model() {
             ],
         );
         assert_eq!(out.code, Some(code), "{xfcc}: {}{}", out.stdout, out.stderr);
-        assert!(out.stdout.contains(stdout), "{xfcc}: {}", out.stdout);
-        assert!(out.stderr.contains(stderr), "{xfcc}: {}", out.stderr);
+        // An empty expectation means "nothing", not "anything".
+        for (got, want) in [(&out.stdout, stdout), (&out.stderr, stderr)] {
+            if want.is_empty() {
+                assert_eq!(got, "", "{xfcc}");
+            } else {
+                assert!(got.contains(want), "{xfcc}: {got}");
+            }
+        }
     }
 }
 

@@ -44,6 +44,9 @@ pub const ROUTE_HEADER: &str = "x-meshguard-test-route";
 /// (removed before the upstream; see [`Request::upstream_protocol`]).
 pub const UPSTREAM_HEADER: &str = "x-meshguard-test-upstream";
 
+/// Requests under this path are answered by the server sidecar itself.
+pub const MARKER_PATH: &str = "/meshguard-test-marker/";
+
 /// Istio's `meshConfig.pathNormalization`, applied to the server sidecar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PathNormalization {
@@ -217,6 +220,8 @@ pub struct MeshBuilder {
 struct ServerShape {
     paths: PathNormalization,
     upstream: Option<Protocol>,
+    /// `forward_client_cert_details`; `None` is Istio's APPEND_FORWARD.
+    xfcc: Option<&'static str>,
 }
 
 /// The LDS file in the server sidecar's watched directory.
@@ -235,6 +240,7 @@ pub struct Mesh {
     pki: Pki,
     server_cert: CertFiles,
     lds_version: std::cell::Cell<u32>,
+    markers: std::cell::Cell<u32>,
     dir: tempfile::TempDir,
 }
 
@@ -263,6 +269,18 @@ impl Mesh {
     /// Sends `request` straight to the server sidecar in plaintext.
     pub async fn send_direct(&self, request: Request) -> anyhow::Result<Response> {
         http::send(self.server_addr, &request).await
+    }
+
+    /// The server sidecar's log, once every line written before this call is
+    /// in the file: Envoy flushes its log asynchronously, so an absence can
+    /// only be asserted after a later line (a marker request's path) appears.
+    pub async fn flushed_server_log(&self) -> anyhow::Result<String> {
+        let n = self.markers.get() + 1;
+        self.markers.set(n);
+        let marker = format!("{MARKER_PATH}{n}-{}", std::process::id());
+        // Filters may refuse the marker; Envoy logs its headers either way.
+        http::send(self.server_addr, &Request::new("GET", &marker)).await?;
+        self.server.wait_for_log(&marker).await
     }
 
     /// The client sidecar's address, for tests that manage connections.
@@ -355,6 +373,15 @@ impl MeshBuilder {
         self
     }
 
+    /// The server sidecar's `forward_client_cert_details` (default Istio's
+    /// `APPEND_FORWARD`, which drops XFCC from a caller without a client
+    /// certificate). `ALWAYS_FORWARD_ONLY` lets a plaintext caller's XFCC
+    /// reach the filters, to prove the filter's own guarantee.
+    pub fn forward_client_cert(mut self, mode: &'static str) -> Self {
+        self.shape.xfcc = Some(mode);
+        self
+    }
+
     /// The protocol the server sidecar uses to the upstream by default
     /// (HTTP/1.1 unless set; per request: [`Request::upstream_protocol`]).
     pub fn upstream_protocol(mut self, protocol: Protocol) -> Self {
@@ -392,6 +419,7 @@ impl MeshBuilder {
             pki,
             server_cert,
             lds_version: std::cell::Cell::new(1),
+            markers: std::cell::Cell::new(0),
             dir,
         })
     }
@@ -564,11 +592,14 @@ fn server_listener(
             "codec_type": "AUTO",
             "http_protocol_options": {"enable_trailers": true},
             // As Istio's inbound sidecar: append the peer's element to XFCC.
-            "forward_client_cert_details": "APPEND_FORWARD",
+            "forward_client_cert_details": shape.xfcc.unwrap_or("APPEND_FORWARD"),
             "set_current_client_cert_details": {"uri": true},
             "route_config": {"virtual_hosts": [{
                 "name": "inbound", "domains": ["*"],
                 "routes": [
+                    // A request that never reaches the upstream, whose headers
+                    // Envoy logs (http:debug) after everything before it.
+                    {"match": {"prefix": MARKER_PATH}, "direct_response": {"status": 204}},
                     by_protocol(Protocol::Http1),
                     by_protocol(Protocol::Http2),
                     {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}

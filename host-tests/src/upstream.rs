@@ -312,6 +312,25 @@ impl Upstream {
         }
     }
 
+    /// For a request refused once its body was buffered: its headers may have
+    /// left already (a WasmPlugin cannot hold request headers while it reads
+    /// the body), but not one body byte, and the stream never completed.
+    /// Waits for streams to end, removes the records, fails otherwise.
+    pub async fn assert_no_body_arrived(&self, what: &str) {
+        let got = match self.settled().await {
+            Ok(_) => self.take(),
+            Err(e) => panic!("{what}: {e}"),
+        };
+        assert!(got.len() <= 1, "{what}: {got:#?}");
+        for rec in &got {
+            assert!(
+                rec.body.is_empty() && matches!(rec.state, BodyState::Aborted(_)),
+                "{what}: only the headers of a refused request may reach the upstream, \
+                 then a reset: {rec:#?}"
+            );
+        }
+    }
+
     /// Fails if any request reached the upstream (use after the client got
     /// its answer: a forwarded request reaches the upstream before that).
     pub fn assert_nothing_arrived(&self, what: &str) {
