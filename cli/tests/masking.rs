@@ -514,16 +514,13 @@ fn mask_detectors_find_only_what_they_should() {
             stderr: &["masked 1 value: pii=1\n"],
         },
         MaskCase {
-            name: "an unsupported content type passes by default",
+            name: "text under an unmasked content type is sniffed and masked as text",
             config: POLICY,
             args: &["--content-type", "application/octet-stream"],
             stdin: "ann@example.com",
             code: 0,
-            stdout: "ann@example.com",
-            stderr: &[
-                "forwarded unmasked: unsupported_content_type (on_unsupported_content_type: pass)\n",
-                "masked 0 values\n",
-            ],
+            stdout: "[REDACTED]",
+            stderr: &["masked 1 value: pii=1\n"],
         },
     ]);
 }
@@ -688,22 +685,13 @@ fn mask_refuses_what_the_filter_refuses_with_its_status() {
             ],
         },
         MaskCase {
-            name: "an unsupported request content type under reject",
+            name: "text under an unsupported content type is sniffed, not refused",
             config: STRICT,
             args: &["--content-type", "image/png"],
             stdin: "png",
-            code: 3,
-            stdout: "",
-            stderr: &["refused: unsupported_content_type (the filter would answer 415)\n"],
-        },
-        MaskCase {
-            name: "an unsupported response content type under reject",
-            config: STRICT,
-            args: &["--response", "--content-type", "image/png"],
-            stdin: "png",
-            code: 3,
-            stdout: "",
-            stderr: &["refused: unsupported_content_type (the filter would answer 502)\n"],
+            code: 0,
+            stdout: "png",
+            stderr: &["masked 0 values\n"],
         },
         MaskCase {
             name: "a compressed request body",
@@ -1128,5 +1116,50 @@ fn the_every_shape_example_masks_queries_trailers_and_every_header() {
     assert_eq!(
         out.stderr,
         "masked 5 values: credentials=2, pii=2, session-headers=1\n"
+    );
+}
+
+#[test]
+fn binary_bodies_of_an_unmasked_type_follow_on_unsupported_content_type() {
+    let png = b"\x89PNG\r\n\x1a\n\xff\xfe";
+    let (out, _) = run_with_config(
+        POLICY,
+        &["mask", "CONFIG", "--content-type", "image/png"],
+        &[],
+        png,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(out.stdout, png);
+    assert_eq!(
+        out.stderr,
+        "forwarded unmasked: unsupported_content_type (on_unsupported_content_type: pass)\nmasked 0 values\n"
+    );
+    let (out, _) = run_with_config(
+        STRICT,
+        &["mask", "CONFIG", "--content-type", "image/png"],
+        &[],
+        png,
+    );
+    assert_eq!(out.code, Some(3), "{}", out.context());
+    assert_eq!(
+        out.stderr,
+        "refused: unsupported_content_type (the filter would answer 415)\n"
+    );
+    let (out, _) = run_with_config(
+        STRICT,
+        &[
+            "mask",
+            "CONFIG",
+            "--response",
+            "--content-type",
+            "image/png",
+        ],
+        &[],
+        png,
+    );
+    assert_eq!(out.code, Some(3), "{}", out.context());
+    assert_eq!(
+        out.stderr,
+        "refused: unsupported_content_type (the filter would reset the response stream: its headers have already been forwarded)\n"
     );
 }

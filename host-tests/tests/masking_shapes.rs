@@ -762,6 +762,50 @@ async fn json_in_json_queries_headers_and_unicode_variants_are_masked_without_fa
             "{proto}"
         );
 
+        // No content type, or a wrong one: text is sniffed and masked;
+        // binary passes, counted.
+        let resp = exchange(
+            addr,
+            &request("/api/untyped", &[], &[br#"{"password": "x"}"#], &[]),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{proto}");
+        assert_eq!(
+            rig.upstream.last().unwrap().text(),
+            r#"{"password": "[REDACTED]"}"#,
+            "{proto}"
+        );
+        let skipped = counter(
+            &rig.envoy,
+            "meshguard_masking_bodies_skipped_total",
+            &[
+                ("direction", "request"),
+                ("reason", "unsupported_content_type"),
+            ],
+        )
+        .await;
+        let png: &[u8] = b"\x89PNG\r\n\x1a\n\xff\xfe\x00";
+        let resp = exchange(
+            addr,
+            &request("/api/image", &[("content-type", "image/png")], &[png], &[]),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{proto}");
+        assert_eq!(rig.upstream.last().unwrap().body, png, "{proto}");
+        assert_eq!(
+            counter(
+                &rig.envoy,
+                "meshguard_masking_bodies_skipped_total",
+                &[
+                    ("direction", "request"),
+                    ("reason", "unsupported_content_type")
+                ],
+            )
+            .await,
+            skipped + 1,
+            "{proto}"
+        );
+
         // JSON sent as text/plain still gets its keys masked.
         let resp = exchange(
             addr,

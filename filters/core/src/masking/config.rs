@@ -137,7 +137,8 @@ impl CompressedAction {
 }
 
 /// What the adapter does with a body whose content type is not masked
-/// ([`super::BodyKind::Other`]) when body rules apply.
+/// ([`super::BodyKind::Other`]) when body rules apply and the gate cannot
+/// sniff it as text: it is binary, or larger than `max_body_bytes`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnsupportedAction {

@@ -255,10 +255,8 @@ impl Gate {
             Some((Reason::Compressed, 415))
         } else if kind == BodyKind::Grpc {
             Some((Reason::Grpc, 415))
-        } else if kind == BodyKind::Other {
-            Some((Reason::UnsupportedContentType, 415))
         } else if declared.is_some_and(|len| len > policy.max_body_bytes()) {
-            Some((Reason::Oversize, 413))
+            Some((Self::too_large(kind), 413))
         } else {
             None
         };
@@ -344,6 +342,16 @@ impl Gate {
         report: &mut Report,
     ) -> Verdict {
         self.state = State::Done;
+        // A body without a masked content type (none, octet-stream, a typo)
+        // is sniffed: text is masked as text (JSON in it as JSON), so that
+        // dropping the content type cannot carry data past the rules.
+        let kind = match kind {
+            BodyKind::Other if std::str::from_utf8(body).is_ok() => BodyKind::Text,
+            BodyKind::Other => {
+                return self.cannot_mask(policy, Reason::UnsupportedContentType, 415, report)
+            }
+            kind => kind,
+        };
         let outcome = match policy.mask_body(&self.selection, kind, body) {
             Err(e @ (MaskError::MalformedJson { .. } | MaskError::TooDeep { .. }))
                 if policy.on_malformed_json() == MalformedJsonAction::MaskAsText =>
@@ -368,9 +376,24 @@ impl Gate {
         }
     }
 
+    /// Why a body over `max_body_bytes` cannot be masked: a body of an
+    /// unknown type is only sniffed within the limit, so past it, it is the
+    /// unsupported type that decides (`on_unsupported_content_type`).
+    fn too_large(kind: BodyKind) -> Reason {
+        if kind == BodyKind::Other {
+            Reason::UnsupportedContentType
+        } else {
+            Reason::Oversize
+        }
+    }
+
     /// The held body grew past `max_body_bytes`.
     fn grown_past_limit(&mut self, policy: &MaskingPolicy, report: &mut Report) -> Verdict {
-        let verdict = self.cannot_mask(policy, Reason::Oversize, 413, report);
+        let reason = match self.state {
+            State::Holding(kind) => Self::too_large(kind),
+            State::Pass | State::Done => Reason::Oversize,
+        };
+        let verdict = self.cannot_mask(policy, reason, 413, report);
         self.state = if verdict == Verdict::Continue {
             State::Pass
         } else {
@@ -677,6 +700,50 @@ mod tests {
                 skipped: Some(Reason::Grpc),
             },
             Case {
+                name: "a body without a content type is sniffed: text is masked",
+                extra: "",
+                direction: req,
+                calls: &[Headers(&[], false), Chunk(r#"{"password": "x"}"#, false), Trailers(&[])],
+                forwarded: r#"{"password": "[REDACTED]"}"#,
+                refused: None,
+                skipped: None,
+            },
+            Case {
+                name: "an octet-stream response that is text is masked",
+                extra: "",
+                direction: resp,
+                calls: &[Headers(&[("content-type", "application/octet-stream")], false), Chunk("ann@example.com", true)],
+                forwarded: "[REDACTED]",
+                refused: None,
+                skipped: None,
+            },
+            Case {
+                name: "an unknown type too large to sniff follows on_unsupported_content_type",
+                extra: "",
+                direction: resp,
+                calls: &[
+                    Headers(&[], false),
+                    Chunk("0123456789012345678901234567890123456789", false),
+                    Chunk("0123456789012345678901234567890123456789", false),
+                    Chunk("ann@example.com", true),
+                ],
+                forwarded: "01234567890123456789012345678901234567890123456789012345678901234567890123456789ann@example.com",
+                refused: None,
+                skipped: Some(Reason::UnsupportedContentType),
+            },
+            Case {
+                name: "an unknown type too large to sniff is refused under reject",
+                extra: r#""on_unsupported_content_type": "reject","#,
+                direction: req,
+                calls: &[
+                    Headers(&[("content-length", "80")], false),
+                    Chunk("0123456789012345678901234567890123456789", false),
+                ],
+                forwarded: "",
+                refused: Some((Reason::UnsupportedContentType, Answer::Status(413))),
+                skipped: None,
+            },
+            Case {
                 name: "a message whose headers end the stream is never held",
                 extra: "",
                 direction: req,
@@ -724,6 +791,15 @@ mod tests {
             },
         );
         let body = b"mail ann@example.com \xff end".to_vec();
+        // Binary without a masked content type: counted, passed (the default).
+        let (mut gate, _) =
+            Gate::headers(&p, Direction::Request, selection.clone(), &[], false, false);
+        let (verdict, report) = gate.body(&p, body.len(), true, || body.clone());
+        assert_eq!(verdict, Verdict::Continue);
+        assert_eq!(
+            report.skipped.map(|s| s.reason),
+            Some(Reason::UnsupportedContentType)
+        );
         let (mut gate, _) = Gate::headers(
             &p,
             Direction::Request,

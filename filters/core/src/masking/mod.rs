@@ -78,7 +78,8 @@ pub enum BodyKind {
     /// `application/grpc` and its `+proto`, `+json`, `-web` variants:
     /// length-prefixed protobuf frames the engine cannot read (`on_grpc`).
     Grpc,
-    /// Anything else, or no content type: not masked.
+    /// Anything else, or no content type: the gate sniffs it (UTF-8 text is
+    /// masked as `Text`); `mask_body` leaves it alone.
     Other,
 }
 
