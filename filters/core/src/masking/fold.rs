@@ -61,9 +61,6 @@ fn fold_char(c: char) -> Option<Option<char>> {
 
 /// The folded copy of `text`, or `None` when nothing in it folds.
 pub(crate) fn fold(text: &str) -> Option<Folded> {
-    if text.bytes().all(|b| b.is_ascii() && b != b'\t') {
-        return None;
-    }
     let mut changed = false;
     let mut out = String::with_capacity(text.len());
     let mut origin = Vec::with_capacity(text.len());

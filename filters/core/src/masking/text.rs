@@ -35,7 +35,7 @@ pub(crate) fn mask_text(
         }
         // Unicode digits, spaces and dashes must not hide a match: scan the
         // folded text too, masking the original characters it came from.
-        if let Some(folded) = fold(text) {
+        if let Some(folded) = stats.foldable.then(|| fold(text)).flatten() {
             let stats = TextStats::of(&folded.text);
             for &(detector, rule) in &plan.detectors {
                 if detector.may_match(&stats) {
