@@ -44,15 +44,17 @@ const DEFAULT_CONTENT_TYPE: &str = "application/json";
 /// printed unchanged and the summary says what would be masked or refused.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Output: on standard output, the masked body (with --header: the headers as the filter
-forwards them, `NAME: VALUE` lines, a blank line, then the body). On standard error,
-`masked N values: RULE=COUNT, ...` (dry-run: `dry-run: would mask N values: ...`),
-preceded by `forwarded unmasked: REASON (...)` when the body cannot be masked but is
-let through; or only `refused: REASON (the filter would answer STATUS)` (or, for a
-response refused once its headers have been forwarded, `(the filter would reset the
-response stream ...)`). Reasons: oversize, compressed, unsupported_content_type,
-malformed_json, too_deep, not_utf8. Statuses: 413 (oversize), 400 (malformed_json,
-too_deep), 415 (compressed, unsupported_content_type) for a request; 502 for a response.
+Output: on standard output, the masked body (with --header, or when the query string
+was masked: `:path: NEW` first, then the headers as the filter forwards them, `NAME:
+VALUE` lines, a blank line, then the body; with --trailer: a blank line and the
+trailers after the body). On standard error, `masked N values: RULE=COUNT, ...`
+(dry-run: `dry-run: would mask N values: ...`), preceded by `forwarded unmasked: REASON
+(...)` when the body cannot be masked but is let through; or only `refused: REASON
+(the filter would answer STATUS)` (or, for a response refused once its headers have
+been forwarded, `(the filter would reset the response stream ...)`). Reasons:
+oversize, compressed, unsupported_content_type, grpc, malformed_json, too_deep,
+not_utf8. Statuses: 413 (oversize), 400 (malformed_json, too_deep, not_utf8), 415
+(compressed, grpc, unsupported_content_type) for a request; 502 for a response.
 
 Exit status: 0 when the message is masked or forwarded (dry-run included); 3 when the
 filter would refuse it (nothing is printed on standard output); 1 on errors (invalid
