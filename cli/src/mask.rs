@@ -1,7 +1,8 @@
-//! `meshguard mask`: masks one message (body and headers) with the masking
-//! filter's own engine (`meshguard_core::masking`), taking the decisions the
-//! Envoy adapter (`filters/masking/src/lib.rs`) takes: which rules apply, when
-//! a body is forwarded unmasked and when the message is refused.
+//! `meshguard mask`: masks one message (headers, query string, body and
+//! trailers) with the masking filter's own engine and its own per-message
+//! state machine (`meshguard_core::masking::Gate`), driven through the same
+//! callbacks as in Envoy: headers, the body, then the trailers. What it says
+//! is forwarded, masked or refused is what the filter does.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -11,8 +12,8 @@ use anyhow::{bail, Context};
 use meshguard_core::config::Mode;
 use meshguard_core::integrity::IntegrityEnv;
 use meshguard_core::masking::{
-    body_kind, BodyKind, CompressedAction, Direction, HeaderEdit, MalformedJsonAction, MaskError,
-    MaskingPolicy, OversizeAction, RuleHits, Selection, UnsupportedAction,
+    wants_identity_response, Answer, Direction, Gate, HeaderEdit, MaskingPolicy, Reason, Report,
+    RuleHits, Verdict,
 };
 use meshguard_core::request::RequestInfo;
 use meshguard_core::spiffe::{normalize_principal_text, SpiffeId};
@@ -43,15 +44,17 @@ const DEFAULT_CONTENT_TYPE: &str = "application/json";
 /// printed unchanged and the summary says what would be masked or refused.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Output: on standard output, the masked body (with --header: the headers as the filter
-forwards them, `NAME: VALUE` lines, a blank line, then the body). On standard error,
-`masked N values: RULE=COUNT, ...` (dry-run: `dry-run: would mask N values: ...`),
-preceded by `forwarded unmasked: REASON (...)` when the body cannot be masked but is
-let through; or only `refused: REASON (the filter would answer STATUS)` (or, for a
-response refused once its headers have been forwarded, `(the filter would reset the
-response stream ...)`). Reasons: oversize, compressed, unsupported_content_type,
-malformed_json, too_deep, not_utf8. Statuses: 413 (oversize), 400 (malformed_json,
-too_deep), 415 (compressed, unsupported_content_type) for a request; 502 for a response.
+Output: on standard output, the masked body (with --header, or when the query string
+was masked: `:path: NEW` first, then the headers as the filter forwards them, `NAME:
+VALUE` lines, a blank line, then the body; with --trailer: a blank line and the
+trailers after the body). On standard error, `masked N values: RULE=COUNT, ...`
+(dry-run: `dry-run: would mask N values: ...`), preceded by `forwarded unmasked: REASON
+(...)` when the body cannot be masked but is let through; or only `refused: REASON
+(the filter would answer STATUS)` (or, for a response refused once its headers have
+been forwarded, `(the filter would reset the response stream ...)`). Reasons:
+oversize, compressed, unsupported_content_type, grpc, malformed_json, too_deep,
+not_utf8. Statuses: 413 (oversize), 400 (malformed_json, too_deep, not_utf8), 415
+(compressed, grpc, unsupported_content_type) for a request; 502 for a response.
 
 Exit status: 0 when the message is masked or forwarded (dry-run included); 3 when the
 filter would refuse it (nothing is printed on standard output); 1 on errors (invalid
@@ -99,6 +102,11 @@ pub struct Args {
     /// `content-length` is the size announced before the body.
     #[arg(long = "header", value_name = "NAME:VALUE")]
     headers: Vec<String>,
+    /// A trailer of the message, `NAME:VALUE` (repeatable): the body then
+    /// ends with trailers, as in HTTP/2, gRPC or chunked HTTP/1.1, and they
+    /// are printed after the body.
+    #[arg(long = "trailer", value_name = "NAME:VALUE")]
+    trailers: Vec<String>,
     /// Change nothing, as in dry-run mode: print the message as given and
     /// report what the policy would mask or refuse.
     #[arg(long)]
@@ -109,7 +117,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if args.config == "-" {
         bail!("the policy cannot be read from standard input: `mask` reads the body there");
     }
-    let headers = parse_headers(&args.headers)?;
+    let headers = parse_headers(&args.headers, "--header")?;
+    let trailers = parse_headers(&args.trailers, "--trailer")?;
     let file = PolicyFile::read(&args.config)?;
     // The filter's load without an integrity environment: the signature and
     // integrity sections are split off, not enforced (`meshguard validate` does).
@@ -154,18 +163,26 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             host: &args.host,
         },
         headers,
-        content_type: Some(&content_type),
+        content_type: &content_type,
         body: &body,
+        trailers,
         dry_run: args.dry_run_report || policy.mode() == Mode::DryRun,
     };
     let outcome = simulate(&policy, message);
 
     if let BodyOutcome::Refused { reason, answer } = &outcome.body {
-        eprintln!("refused: {reason} ({})", answer.describe(outcome.direction));
+        eprintln!(
+            "refused: {} ({})",
+            reason.as_str(),
+            describe(*answer, outcome.direction)
+        );
         return Ok(ExitCode::from(REFUSED_EXIT));
     }
     let mut out = std::io::stdout().lock();
-    if !args.headers.is_empty() {
+    if !args.headers.is_empty() || outcome.path.is_some() {
+        if let Some(path) = &outcome.path {
+            writeln!(out, ":path: {path}")?;
+        }
         for (name, value) in &outcome.headers {
             writeln!(out, "{name}: {value}")?;
         }
@@ -175,6 +192,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         BodyOutcome::Masked(Some(masked)) if !outcome.dry_run => out.write_all(masked)?,
         _ => out.write_all(&body)?,
     }
+    if !args.trailers.is_empty() {
+        out.write_all(b"\n\n")?;
+        for (name, value) in &outcome.trailers {
+            writeln!(out, "{name}: {value}")?;
+        }
+    }
     out.flush()?;
     eprint!("{}", summary(&policy, &outcome));
     Ok(ExitCode::SUCCESS)
@@ -182,21 +205,21 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 /// `NAME:VALUE` arguments as (name, value) pairs, the value without its
 /// surrounding blanks. Values are never echoed in errors (they may be secrets).
-fn parse_headers(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+fn parse_headers(args: &[String], flag: &str) -> anyhow::Result<Vec<(String, String)>> {
     args.iter()
         .enumerate()
         .map(|(i, arg)| {
             let Some((name, value)) = arg.split_once(':') else {
                 bail!(
-                    "--header expects NAME:VALUE (for example --header 'authorization: Bearer x'); \
-                     --header number {} has no `:`",
+                    "{flag} expects NAME:VALUE (for example {flag} 'authorization: Bearer x'); \
+                     {flag} number {} has no `:`",
                     i + 1
                 );
             };
             let name = name.trim();
             if name.is_empty() || name.contains(char::is_whitespace) {
                 bail!(
-                    "--header number {}: {name:?} is not a header name (pseudo-headers such as \
+                    "{flag} number {}: {name:?} is not a header name (pseudo-headers such as \
                      `:path` are given with --path, --method and --host)",
                     i + 1
                 );
@@ -242,57 +265,33 @@ struct Message<'a> {
     caller: Option<&'a SpiffeId>,
     request: RequestInfo<'a>,
     headers: Vec<(String, String)>,
-    content_type: Option<&'a str>,
+    content_type: &'a str,
     body: &'a [u8],
+    trailers: Vec<(String, String)>,
     /// Nothing is changed or refused: the policy's dry-run mode, or --dry-run-report.
     dry_run: bool,
 }
 
-/// How the filter would answer a refused message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
-    /// A local reply with this status (for a response: replacing it, decided
-    /// while its headers are held).
-    Status(u16),
-    /// The response's headers have already been forwarded: the stream is reset.
-    Reset,
-    /// A response body over the limit, the command line naming no
-    /// `content-length`: 502 when the response announces its size, else a reset.
-    StatusOrReset(u16),
-}
-
-impl Answer {
-    fn describe(self, direction: Direction) -> String {
-        match self {
-            Self::Status(status) => format!("the filter would answer {status}"),
-            Self::Reset => format!(
-                "the filter would reset the {} stream: its headers have already been forwarded",
-                direction.as_str()
-            ),
-            Self::StatusOrReset(status) => format!(
-                "the filter would answer {status} when a content-length announces the size, \
-                 and reset the {} stream otherwise",
-                direction.as_str()
-            ),
-        }
+/// How the filter answers a refusal, in words.
+fn describe(answer: Answer, direction: Direction) -> String {
+    match answer {
+        Answer::Status(status) => format!("the filter would answer {status}"),
+        Answer::Reset => format!(
+            "the filter would reset the {} stream: its headers have already been forwarded",
+            direction.as_str()
+        ),
     }
 }
 
 /// What becomes of the body.
 #[derive(Debug)]
 enum BodyOutcome {
-    /// The filter does not look at the body: no body rule applies, or there is
-    /// no body.
-    Untouched,
-    /// Masked; `None` when nothing changed.
+    /// Masked; `None` when nothing changed (or the filter does not look at it).
     Masked(Option<Vec<u8>>),
     /// Forwarded unmasked (counted by the filter as skipped).
-    Forwarded { reason: &'static str, why: String },
+    Forwarded { reason: Reason, why: String },
     /// Refused.
-    Refused {
-        reason: &'static str,
-        answer: Answer,
-    },
+    Refused { reason: Reason, answer: Answer },
 }
 
 #[derive(Debug)]
@@ -301,11 +300,16 @@ struct Outcome {
     /// Whether some rule applies to the message.
     selected: bool,
     dry_run: bool,
+    /// The new `:path` when the query string was masked.
+    path: Option<String>,
     /// The headers as the filter forwards them.
     headers: Vec<(String, String)>,
+    trailers: Vec<(String, String)>,
     body: BodyOutcome,
     /// Values masked (or, in dry-run, found), by rule index.
     hits: BTreeMap<usize, u32>,
+    /// `on_malformed_json: mask_as_text` masked the JSON body as text.
+    text_fallback: Option<Reason>,
 }
 
 impl Outcome {
@@ -315,10 +319,53 @@ impl Outcome {
             *count = count.saturating_add(h.count);
         }
     }
+
+    /// Counts a report and records a skip; edits go to `headers` or `trailers`.
+    fn report(&mut self, report: &Report) {
+        self.count(&report.hits);
+        if let Some(skip) = &report.skipped {
+            let why = match (skip.setting, skip.would_refuse) {
+                (Some(setting), _) => setting.to_owned(),
+                (None, Some(answer)) => {
+                    format!(
+                        "dry-run: in enforce mode {}",
+                        describe(answer, self.direction)
+                    )
+                }
+                (None, None) => String::new(),
+            };
+            self.body = BodyOutcome::Forwarded {
+                reason: skip.reason,
+                why,
+            };
+        }
+        self.text_fallback = self.text_fallback.or(report.text_fallback);
+    }
+
+    /// The body verdict of the gate.
+    fn verdict(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Continue | Verdict::Hold => {}
+            Verdict::Replace(body) => self.body = BodyOutcome::Masked(Some(body)),
+            Verdict::Refuse { reason, answer } => {
+                self.body = BodyOutcome::Refused { reason, answer };
+            }
+        }
+    }
 }
 
-/// What the adapter does with one message: `on_http_request_headers` (or
-/// `on_http_response_headers`), `start_body` and `on_body`, in that order.
+fn apply(headers: &mut Vec<(String, String)>, path: &mut Option<String>, edits: &[HeaderEdit]) {
+    for edit in edits {
+        match edit {
+            HeaderEdit::Replace { name, value } if name == ":path" => *path = Some(value.clone()),
+            HeaderEdit::Replace { name, value } => set_header(headers, name, Some(value)),
+            HeaderEdit::Remove { name } => set_header(headers, name, None),
+        }
+    }
+}
+
+/// The filter's callbacks for one message, through the same [`Gate`]:
+/// headers, the whole body as one chunk, then the trailers if any.
 fn simulate(policy: &MaskingPolicy, message: Message<'_>) -> Outcome {
     let Message {
         direction,
@@ -327,14 +374,16 @@ fn simulate(policy: &MaskingPolicy, message: Message<'_>) -> Outcome {
         mut headers,
         content_type,
         body,
+        mut trailers,
         dry_run,
     } = message;
     let selection = policy.select(direction, caller, &request);
     if direction == Direction::Request
         && !dry_run
-        && policy
-            .select(Direction::Response, caller, &request)
-            .needs_body()
+        && wants_identity_response(
+            policy,
+            &policy.select(Direction::Response, caller, &request),
+        )
     {
         // A compressed response cannot be masked: the filter asks for identity.
         set_header(&mut headers, "accept-encoding", Some("identity"));
@@ -342,170 +391,66 @@ fn simulate(policy: &MaskingPolicy, message: Message<'_>) -> Outcome {
     let mut outcome = Outcome {
         direction,
         selected: !selection.is_empty(),
-        dry_run,
+        dry_run: dry_run || policy.mode() == Mode::DryRun,
+        path: None,
         headers: Vec::new(),
-        body: BodyOutcome::Untouched,
+        trailers: Vec::new(),
+        body: BodyOutcome::Masked(None),
         hits: BTreeMap::new(),
+        text_fallback: None,
     };
-    if selection.needs_headers() {
-        let edits = policy.mask_headers(&selection, &headers);
-        outcome.count(&edits.hits);
-        if !dry_run {
-            for edit in &edits.edits {
-                match edit {
-                    HeaderEdit::Replace { name, value } => {
-                        set_header(&mut headers, name, Some(value));
-                    }
-                    HeaderEdit::Remove { name } => set_header(&mut headers, name, None),
-                }
-            }
-        }
+    // What the host shows the filter: pseudo-headers and the content type.
+    let mut seen = headers.clone();
+    if direction == Direction::Request {
+        seen.push((":path".into(), request.path.to_owned()));
     }
-    // An empty body ends the stream with the headers: the filter never sees it.
-    if selection.needs_body() && !body.is_empty() {
-        let adapter = Adapter {
-            policy,
-            direction,
-            dry_run,
-        };
-        let (result, hits) = adapter.body(&selection, &mut headers, content_type, body);
-        outcome.count(&hits);
-        outcome.body = result;
+    if header(&seen, "content-type").is_none() {
+        seen.push(("content-type".into(), content_type.to_owned()));
+    }
+    // An empty body without trailers ends the stream with the headers.
+    let end_of_stream = body.is_empty() && trailers.is_empty();
+    let (mut gate, step) =
+        Gate::headers(policy, direction, selection, &seen, end_of_stream, dry_run);
+    outcome.report(&step.report);
+    apply(&mut headers, &mut outcome.path, &step.edits);
+    outcome.verdict(step.verdict);
+    if !end_of_stream && !matches!(outcome.body, BodyOutcome::Refused { .. }) {
+        let (verdict, report) =
+            gate.body(policy, body.len(), trailers.is_empty(), || body.to_vec());
+        outcome.report(&report);
+        let held = verdict == Verdict::Hold;
+        outcome.verdict(verdict);
+        if !trailers.is_empty() && (held || !matches!(outcome.body, BodyOutcome::Refused { .. })) {
+            let step = gate.trailers(policy, &trailers, || body.to_vec());
+            outcome.report(&step.report);
+            let mut no_path = None;
+            apply(&mut trailers, &mut no_path, &step.edits);
+            outcome.verdict(step.verdict);
+        }
     }
     outcome.headers = headers;
+    outcome.trailers = trailers;
     outcome
-}
-
-/// The adapter's body decisions for one message.
-struct Adapter<'p> {
-    policy: &'p MaskingPolicy,
-    direction: Direction,
-    dry_run: bool,
-}
-
-impl Adapter<'_> {
-    /// `start_body` then `on_body` with the whole body: the outcome, and the
-    /// hits of the body's masking.
-    fn body(
-        &self,
-        selection: &Selection,
-        headers: &mut Vec<(String, String)>,
-        content_type: Option<&str>,
-        body: &[u8],
-    ) -> (BodyOutcome, Vec<RuleHits>) {
-        let policy = self.policy;
-        // Decided from the headers, while the filter still holds them.
-        let at_headers = |request_status| match self.direction {
-            Direction::Request => Answer::Status(request_status),
-            Direction::Response => Answer::Status(502),
-        };
-        let encoding = header(headers, "content-encoding")
-            .filter(|e| !e.trim().eq_ignore_ascii_case("identity"));
-        if encoding.is_some() {
-            let reject = policy.on_compressed_request() == CompressedAction::Reject;
-            let outcome = self.cannot_mask(
-                "compressed",
-                reject,
-                at_headers(415),
-                "on_compressed_request: pass_unmasked",
-            );
-            return (outcome, Vec::new());
-        }
-        let kind = body_kind(content_type);
-        if kind == BodyKind::Other {
-            let reject = policy.on_unsupported_content_type() == UnsupportedAction::Reject;
-            let outcome = self.cannot_mask(
-                "unsupported_content_type",
-                reject,
-                at_headers(415),
-                "on_unsupported_content_type: pass",
-            );
-            return (outcome, Vec::new());
-        }
-        let oversize = |answer| {
-            let reject = policy.on_oversize() == OversizeAction::Reject;
-            let outcome =
-                self.cannot_mask("oversize", reject, answer, "on_oversize: pass_unmasked");
-            (outcome, Vec::new())
-        };
-        let declared =
-            header(headers, "content-length").and_then(|l| l.trim().parse::<usize>().ok());
-        if declared.is_some_and(|len| len > policy.max_body_bytes()) {
-            return oversize(at_headers(413));
-        }
-        if !self.dry_run {
-            // The body may change length: the filter lets Envoy re-frame it.
-            set_header(headers, "content-length", None);
-        }
-        if body.len() > policy.max_body_bytes() {
-            // Found while buffering: a response's headers have left by then.
-            return oversize(match (self.direction, declared) {
-                (Direction::Request, _) => Answer::Status(413),
-                (Direction::Response, Some(_)) => Answer::Reset,
-                (Direction::Response, None) => Answer::StatusOrReset(502),
-            });
-        }
-        let masked = match policy.mask_body(selection, kind, body) {
-            Err(MaskError::MalformedJson { .. } | MaskError::TooDeep { .. })
-                if policy.on_malformed_json() == MalformedJsonAction::MaskAsText =>
-            {
-                policy.mask_body(selection, BodyKind::Text, body)
-            }
-            other => other,
-        };
-        match masked {
-            Ok(masked) => (BodyOutcome::Masked(masked.body), masked.hits),
-            Err(MaskError::NotUtf8) => (
-                BodyOutcome::Forwarded {
-                    reason: "not_utf8",
-                    why: "a text body that is not UTF-8 is never masked".into(),
-                },
-                Vec::new(),
-            ),
-            Err(e) => {
-                // Found once the whole body is buffered.
-                let answer = match self.direction {
-                    Direction::Request => Answer::Status(400),
-                    Direction::Response => Answer::Reset,
-                };
-                (self.cannot_mask(e.as_code(), true, answer, ""), Vec::new())
-            }
-        }
-    }
-
-    /// A body that cannot be masked: refused under `reject` in enforce mode,
-    /// forwarded unmasked otherwise (`setting` says why, when not `reject`).
-    fn cannot_mask(
-        &self,
-        reason: &'static str,
-        reject: bool,
-        answer: Answer,
-        setting: &str,
-    ) -> BodyOutcome {
-        if !reject {
-            BodyOutcome::Forwarded {
-                reason,
-                why: setting.to_owned(),
-            }
-        } else if self.dry_run {
-            BodyOutcome::Forwarded {
-                reason,
-                why: format!(
-                    "dry-run: in enforce mode {}",
-                    answer.describe(self.direction)
-                ),
-            }
-        } else {
-            BodyOutcome::Refused { reason, answer }
-        }
-    }
 }
 
 /// The standard error report: rule names and counts, never values.
 fn summary(policy: &MaskingPolicy, outcome: &Outcome) -> String {
     let mut text = String::new();
     if let BodyOutcome::Forwarded { reason, why } = &outcome.body {
-        text.push_str(&format!("forwarded unmasked: {reason} ({why})\n"));
+        text.push_str(&format!(
+            "forwarded unmasked: {} ({why})\n",
+            reason.as_str()
+        ));
+    }
+    match outcome.text_fallback {
+        Some(Reason::NotUtf8) => {
+            text.push_str("scanned as bytes: not_utf8 (on_not_utf8: mask_bytes)\n");
+        }
+        Some(reason) => text.push_str(&format!(
+            "masked as text: {} (on_malformed_json: mask_as_text)\n",
+            reason.as_str()
+        )),
+        None => {}
     }
     let total: u64 = outcome.hits.values().map(|&c| u64::from(c)).sum();
     text.push_str(&format!(

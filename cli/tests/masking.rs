@@ -514,16 +514,13 @@ fn mask_detectors_find_only_what_they_should() {
             stderr: &["masked 1 value: pii=1\n"],
         },
         MaskCase {
-            name: "an unsupported content type passes by default",
+            name: "text under an unmasked content type is sniffed and masked as text",
             config: POLICY,
             args: &["--content-type", "application/octet-stream"],
             stdin: "ann@example.com",
             code: 0,
-            stdout: "ann@example.com",
-            stderr: &[
-                "forwarded unmasked: unsupported_content_type (on_unsupported_content_type: pass)\n",
-                "masked 0 values\n",
-            ],
+            stdout: "[REDACTED]",
+            stderr: &["masked 1 value: pii=1\n"],
         },
     ]);
 }
@@ -647,15 +644,14 @@ fn mask_refuses_what_the_filter_refuses_with_its_status() {
             stderr: &["refused: oversize (the filter would reset the response stream"],
         },
         MaskCase {
-            name: "an oversize response without content-length: both outcomes are named",
+            name: "an oversize response without content-length is reset once it grows past the limit",
             config: STRICT,
             args: &["--response"],
             stdin: big,
             code: 3,
             stdout: "",
             stderr: &[
-                "refused: oversize (the filter would answer 502 when a content-length \
-                       announces the size, and reset the response stream otherwise)\n",
+                "refused: oversize (the filter would reset the response stream: its headers have already been forwarded)\n",
             ],
         },
         MaskCase {
@@ -689,22 +685,13 @@ fn mask_refuses_what_the_filter_refuses_with_its_status() {
             ],
         },
         MaskCase {
-            name: "an unsupported request content type under reject",
+            name: "text under an unsupported content type is sniffed, not refused",
             config: STRICT,
             args: &["--content-type", "image/png"],
             stdin: "png",
-            code: 3,
-            stdout: "",
-            stderr: &["refused: unsupported_content_type (the filter would answer 415)\n"],
-        },
-        MaskCase {
-            name: "an unsupported response content type under reject",
-            config: STRICT,
-            args: &["--response", "--content-type", "image/png"],
-            stdin: "png",
-            code: 3,
-            stdout: "",
-            stderr: &["refused: unsupported_content_type (the filter would answer 502)\n"],
+            code: 0,
+            stdout: "png",
+            stderr: &["masked 0 values\n"],
         },
         MaskCase {
             name: "a compressed request body",
@@ -804,7 +791,7 @@ fn mask_forwards_unmasked_where_the_policy_allows_it() {
 }
 
 #[test]
-fn mask_skips_text_that_is_not_utf8() {
+fn mask_refuses_text_that_is_not_utf8_or_scans_its_bytes_by_setting() {
     let body = b"mail ann@example.com \xff\xfe";
     let (out, _) = run_with_config(
         POLICY,
@@ -812,11 +799,106 @@ fn mask_skips_text_that_is_not_utf8() {
         &[],
         body,
     );
-    assert_eq!(out.code, Some(0), "{}", out.context());
-    assert_eq!(out.stdout, body);
+    assert_eq!(out.code, Some(3), "{}", out.context());
+    assert_eq!(out.stdout, b"");
     assert_eq!(
         out.stderr,
-        "forwarded unmasked: not_utf8 (a text body that is not UTF-8 is never masked)\nmasked 0 values\n"
+        "refused: not_utf8 (the filter would answer 400)\n"
+    );
+
+    let bytes =
+        r#"{"on_not_utf8": "mask_bytes", "rules": [{"name": "pii", "detectors": ["email"]}]}"#;
+    let (out, _) = run_with_config(
+        bytes,
+        &["mask", "CONFIG", "--content-type", "text/plain"],
+        &[],
+        body,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(out.stdout, b"mail [REDACTED] \xff\xfe");
+    assert_eq!(
+        out.stderr,
+        "scanned as bytes: not_utf8 (on_not_utf8: mask_bytes)\nmasked 1 value: pii=1\n"
+    );
+}
+
+#[test]
+fn mask_follows_the_filter_through_trailers_queries_and_grpc() {
+    let policy = r#"{"rules": [{"name": "pii", "json_keys": ["password"], "detectors": ["email"]},
+                              {"name": "auth", "headers": ["x-secret"]}]}"#;
+    // A body ended by trailers: masked at the trailers, which get the header rules.
+    let (out, _) = run_with_config(
+        policy,
+        &[
+            "mask",
+            "CONFIG",
+            "--response",
+            "--trailer",
+            "x-secret: s",
+            "--trailer",
+            "x-done: 1",
+        ],
+        &[],
+        br#"{"password": "x"}"#,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"password\": \"[REDACTED]\"}\n\nx-secret: [REDACTED]\nx-done: 1\n"
+    );
+    assert_eq!(out.stderr, "masked 2 values: pii=1, auth=1\n");
+    // Malformed JSON ended by trailers: a response is reset.
+    let (out, _) = run_with_config(
+        policy,
+        &["mask", "CONFIG", "--response", "--trailer", "x-done: 1"],
+        &[],
+        br#"{"password": "#,
+    );
+    assert_eq!(out.code, Some(3), "{}", out.context());
+    assert_eq!(
+        out.stderr,
+        "refused: malformed_json (the filter would reset the response stream: its headers have already been forwarded)\n"
+    );
+    // The query string is masked in `:path`.
+    let (out, _) = run_with_config(
+        policy,
+        &[
+            "mask",
+            "CONFIG",
+            "--method",
+            "GET",
+            "--path",
+            "/u/a?user[password]=x&to=ann%40example.com",
+        ],
+        &[],
+        b"",
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        ":path: /u/a?user[password]=%5BREDACTED%5D&to=%5BREDACTED%5D\naccept-encoding: identity\n\n"
+    );
+    // gRPC: refused by default, forwarded and counted under on_grpc: pass_unmasked.
+    let (out, _) = run_with_config(
+        policy,
+        &["mask", "CONFIG", "--content-type", "application/grpc"],
+        &[],
+        b"\0\0\0\0\x01x",
+    );
+    assert_eq!(out.code, Some(3), "{}", out.context());
+    assert_eq!(out.stderr, "refused: grpc (the filter would answer 415)\n");
+    let pass =
+        r#"{"on_grpc": "pass_unmasked", "rules": [{"name": "pii", "detectors": ["email"]}]}"#;
+    let (out, _) = run_with_config(
+        pass,
+        &["mask", "CONFIG", "--content-type", "application/grpc"],
+        &[],
+        b"\0\0\0\0\x01x",
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(
+        out.stderr,
+        "forwarded unmasked: grpc (on_grpc: pass_unmasked)\nmasked 0 values\n"
     );
 }
 
@@ -995,4 +1077,89 @@ fn hide_hashes(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+#[test]
+fn the_every_shape_example_masks_queries_trailers_and_every_header() {
+    let config = repo_file("examples/masking/every-shape.json");
+    let out = meshguard(&["validate", "--filter", "masking", &config], &[], b"");
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert!(
+        out.stdout().contains("mode=enforce, 3 rules"),
+        "{}",
+        out.context()
+    );
+    let out = meshguard(
+        &[
+            "mask",
+            &config,
+            "--path",
+            "/login?user[password]=x&next=%2Fhome",
+            "--header",
+            "x-forwarded-user: ann@example.com",
+            "--trailer",
+            "x-session-token: abc",
+        ],
+        &[],
+        r#"{"user": "ann", "note": "card ４１１１ １１１１ １１１１ １１１１", "password": "x"}"#
+            .as_bytes(),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(
+        out.stdout(),
+        ":path: /login?next=%2Fhome\n\
+         x-forwarded-user: [REDACTED]\n\
+         accept-encoding: identity\n\n\
+         {\"user\": \"ann\", \"note\": \"card [REDACTED]\"}\n\n\
+         x-session-token: [REDACTED]\n"
+    );
+    assert_eq!(
+        out.stderr,
+        "masked 5 values: credentials=2, pii=2, session-headers=1\n"
+    );
+}
+
+#[test]
+fn binary_bodies_of_an_unmasked_type_follow_on_unsupported_content_type() {
+    let png = b"\x89PNG\r\n\x1a\n\xff\xfe";
+    let (out, _) = run_with_config(
+        POLICY,
+        &["mask", "CONFIG", "--content-type", "image/png"],
+        &[],
+        png,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(out.stdout, png);
+    assert_eq!(
+        out.stderr,
+        "forwarded unmasked: unsupported_content_type (on_unsupported_content_type: pass)\nmasked 0 values\n"
+    );
+    let (out, _) = run_with_config(
+        STRICT,
+        &["mask", "CONFIG", "--content-type", "image/png"],
+        &[],
+        png,
+    );
+    assert_eq!(out.code, Some(3), "{}", out.context());
+    assert_eq!(
+        out.stderr,
+        "refused: unsupported_content_type (the filter would answer 415)\n"
+    );
+    let (out, _) = run_with_config(
+        STRICT,
+        &[
+            "mask",
+            "CONFIG",
+            "--response",
+            "--content-type",
+            "image/png",
+        ],
+        &[],
+        png,
+    );
+    assert_eq!(out.code, Some(3), "{}", out.context());
+    assert_eq!(
+        out.stderr,
+        "refused: unsupported_content_type (the filter would reset the response stream: its headers have already been forwarded)\n"
+    );
 }

@@ -86,6 +86,12 @@ pub const MASKING_SKIPPED: &str = "meshguard_masking_bodies_skipped_total";
 /// Counter of messages refused because they could not be masked, by `direction` and `reason`.
 pub const MASKING_REFUSED: &str = "meshguard_masking_bodies_refused_total";
 
+/// Counter of messages masked in a degraded way, by `direction` and
+/// `reason`: JSON masked as text under `on_malformed_json: mask_as_text`
+/// (`malformed_json`, `too_deep`), bytes that are not UTF-8 scanned run by run
+/// under `on_not_utf8: mask_bytes` (`not_utf8`).
+pub const MASKING_TEXT_FALLBACKS: &str = "meshguard_masking_text_fallbacks_total";
+
 /// Builds a stat name with embedded tags.
 pub fn tagged(base: &str, tags: &[(&str, &str)]) -> String {
     let mut name = String::with_capacity(base.len().saturating_add(tags.len().saturating_mul(24)));

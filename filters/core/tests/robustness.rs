@@ -1782,9 +1782,14 @@ fn text_and_form_bodies_of_any_shape_are_masked_without_panicking() {
                 assert!(std::str::from_utf8(&text).is_err());
             }
         }
-        let m = policy
-            .mask_body(selection, BodyKind::Form, &text)
-            .expect("form bodies never fail");
+        // Only a name or value that is not UTF-8 fails a form (on_not_utf8: reject).
+        let m = match policy.mask_body(selection, BodyKind::Form, &text) {
+            Ok(m) => m,
+            Err(e) => {
+                assert_eq!(e, MaskError::NotUtf8);
+                return;
+            }
+        };
         if let Some(out) = &m.body {
             assert!(!m.hits.is_empty());
             // Pairs are kept or re-encoded, never merged: no new `&`.

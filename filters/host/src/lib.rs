@@ -8,6 +8,7 @@
 
 mod ffi;
 pub mod integrity;
+pub mod surface;
 
 use std::time::UNIX_EPOCH;
 
@@ -267,6 +268,18 @@ fn headers(map: MapType) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Every entry of a header map (headers or trailers of either direction),
+/// values decoded lossily.
+pub fn map_entries(map: MapType) -> Vec<(String, String)> {
+    headers(map)
+}
+
+/// Sets (`Some`) or removes (`None`) an entry of any header map (trailers
+/// included); false if the host refused.
+pub fn set_map_entry(map: MapType, name: &str, value: Option<&str>) -> bool {
+    set_header(map, name, value)
 }
 
 /// Reads `size` bytes of a body buffer from `start`.

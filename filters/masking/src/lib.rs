@@ -1,35 +1,32 @@
 //! meshguard masking filter: replaces sensitive values in request and response
-//! headers and bodies before they leave the proxy. The engine is
-//! `meshguard_core::masking`; this crate buffers bodies (bounded), applies the
-//! edits, fails closed where configured and counts everything, never logging a
-//! value.
+//! headers, trailers, query strings and bodies before they leave the proxy.
+//! The engine and the per-message state machine are `meshguard_core::masking`
+//! (`Gate`); this crate reads what the host offers at each callback, applies
+//! the gate's edits and verdicts, and counts everything, never logging a value.
 
 use std::rc::Rc;
 
 use meshguard_core::config::{ConfigError, Mode};
 use meshguard_core::masking::{
-    body_kind, BodyKind, CompressedAction, Direction, HeaderEdit, MalformedJsonAction, MaskError,
-    MaskingPolicy, OversizeAction, RuleHits, Selection, UnsupportedAction,
+    wants_identity_response, Answer, Direction, Gate, HeaderEdit, HeadersStep, MaskingPolicy,
+    Reason, Report, RuleHits, Selection, Verdict,
 };
 use meshguard_core::metrics::{
     label_value, tagged, MASKING_DRY_RUN_FIELDS, MASKING_FIELDS, MASKING_REFUSED, MASKING_SKIPPED,
+    MASKING_TEXT_FALLBACKS,
 };
 use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
+use meshguard_host::surface::{Envoy, Surface};
 use meshguard_host::{self as host, Counter};
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 const FILTER: &str = "masking";
 const DIRECTIONS: [Direction; 2] = [Direction::Request, Direction::Response];
-/// Why a body was forwarded unmasked or a message refused (metric `reason`).
-const REASONS: [&str; 6] = [
-    "oversize",
-    "compressed",
-    "unsupported_content_type",
-    "malformed_json",
-    "too_deep",
-    "not_utf8",
-];
+const REASONS: [Reason; Reason::ALL.len()] = Reason::ALL;
+/// The reasons of a degraded masking: JSON masked as text (`on_malformed_json:
+/// mask_as_text`), bytes scanned run by run (`on_not_utf8: mask_bytes`).
+const FALLBACKS: [Reason; 3] = [Reason::MalformedJson, Reason::TooDeep, Reason::NotUtf8];
 
 proxy_wasm::main! {{
     Root::<Masking>::register();
@@ -44,6 +41,8 @@ struct Metrics {
     /// `[direction][reason]`
     skipped: [[Counter; REASONS.len()]; 2],
     refused: [[Counter; REASONS.len()]; 2],
+    /// `[direction][malformed_json, too_deep, not_utf8]`
+    text_fallbacks: [[Counter; FALLBACKS.len()]; 2],
 }
 
 fn dir_index(d: Direction) -> usize {
@@ -68,22 +67,23 @@ impl Metrics {
                 })
                 .collect()
         };
-        let per_reason = |base: &str| {
-            DIRECTIONS.map(|d| {
-                REASONS.map(|r| {
-                    Counter::define(&tagged(base, &[("direction", d.as_str()), ("reason", r)]))
-                })
-            })
+        let counter = |base: &str, d: Direction, r: Reason| {
+            Counter::define(&tagged(
+                base,
+                &[("direction", d.as_str()), ("reason", r.as_str())],
+            ))
         };
         Self {
             fields: per_rule(MASKING_FIELDS),
             dry_run_fields: per_rule(MASKING_DRY_RUN_FIELDS),
-            skipped: per_reason(MASKING_SKIPPED),
-            refused: per_reason(MASKING_REFUSED),
+            skipped: DIRECTIONS.map(|d| REASONS.map(|r| counter(MASKING_SKIPPED, d, r))),
+            refused: DIRECTIONS.map(|d| REASONS.map(|r| counter(MASKING_REFUSED, d, r))),
+            text_fallbacks: DIRECTIONS
+                .map(|d| FALLBACKS.map(|r| counter(MASKING_TEXT_FALLBACKS, d, r))),
         }
     }
 
-    fn hits(&self, mode: Mode, direction: Direction, hits: &[RuleHits]) {
+    fn hits<H: Surface>(&self, host: &mut H, mode: Mode, direction: Direction, hits: &[RuleHits]) {
         let table = match mode {
             Mode::Enforce => &self.fields,
             Mode::DryRun => &self.dry_run_fields,
@@ -93,19 +93,54 @@ impl Metrics {
                 .get(h.rule)
                 .and_then(|row| row.get(dir_index(direction)))
             {
-                counter.add(u64::from(h.count));
+                host.add(*counter, u64::from(h.count));
             }
         }
     }
 
-    fn reason(table: &[[Counter; REASONS.len()]; 2], direction: Direction, reason: &str) {
-        let slot = REASONS.iter().position(|r| *r == reason);
+    fn reason<H: Surface, const N: usize>(
+        host: &mut H,
+        table: &[[Counter; N]; 2],
+        reasons: &[Reason; N],
+        direction: Direction,
+        reason: Reason,
+    ) {
+        let slot = reasons.iter().position(|r| *r == reason);
         if let Some(counter) = table
             .get(dir_index(direction))
             .and_then(|row| slot.and_then(|i| row.get(i)))
         {
-            counter.increment();
+            host.add(*counter, 1);
         }
+    }
+
+    /// Counts one callback's report and logs its skip or refusal (never a value).
+    fn report<H: Surface>(&self, host: &mut H, mode: Mode, direction: Direction, report: &Report) {
+        self.hits(host, mode, direction, &report.hits);
+        if let Some(skip) = &report.skipped {
+            Self::reason(host, &self.skipped, &REASONS, direction, skip.reason);
+            let why = skip.setting.unwrap_or("dry-run: would refuse");
+            log::info!(
+                "meshguard masking: {} body forwarded unmasked: {} ({why})",
+                direction.as_str(),
+                skip.reason.as_str()
+            );
+        }
+        if let Some(reason) = report.refused {
+            Self::reason(host, &self.refused, &REASONS, direction, reason);
+            log::info!(
+                "meshguard masking: {} refused: {}",
+                direction.as_str(),
+                reason.as_str()
+            );
+        }
+        if let Some(reason) = report.text_fallback {
+            Self::reason(host, &self.text_fallbacks, &FALLBACKS, direction, reason);
+        }
+    }
+
+    fn host_error<H: Surface>(&self, host: &mut H, direction: Direction) {
+        Self::reason(host, &self.refused, &REASONS, direction, Reason::HostError);
     }
 }
 
@@ -146,27 +181,30 @@ impl FilterRoot for Masking {
     fn http_context(state: Option<&Self>) -> Box<dyn HttpContext> {
         Box::new(MaskingHttp {
             active: state.map(|s| Rc::clone(&s.0)),
-            request: None,
-            response: None,
-            hits: 0,
+            streams: Streams::default(),
         })
     }
 }
 
-/// What one direction still has to do.
-#[derive(Debug)]
-struct Pending {
-    selection: Selection,
-    /// Body masking is under way for this direction.
-    body: Option<BodyKind>,
-}
-
 struct MaskingHttp {
     active: Option<Rc<Active>>,
-    request: Option<Pending>,
-    response: Option<Pending>,
+    streams: Streams,
+}
+
+/// The two directions of one exchange: their gates and what was masked.
+#[derive(Default)]
+struct Streams {
+    request: Option<Gate>,
+    /// The response's rules, selected with the request's route and caller,
+    /// then its gate once its headers arrive.
+    response: Option<ResponseGate>,
     /// Values masked (or, in dry-run, found) in this exchange.
     hits: u32,
+}
+
+enum ResponseGate {
+    Selected(Selection),
+    Started(Gate),
 }
 
 impl Context for MaskingHttp {}
@@ -175,309 +213,544 @@ impl HttpContext for MaskingHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(active) = self.active.clone() else {
             log::error!("meshguard masking: no accepted configuration; refusing the request");
-            return refuse(Direction::Request, 503, "meshguard_not_configured");
+            return refuse(
+                &mut Envoy,
+                Direction::Request,
+                503,
+                "meshguard_not_configured",
+            );
         };
-        let policy = &active.policy;
         let line = host::RequestLine::read();
         if let Some(action) = active.quarantine.enforce(&line.path) {
             return action;
         }
         let transport = host::peer_transport();
         let caller = transport.certificate_identity();
-        let request = line.info();
-        let request_selection = policy.select(Direction::Request, caller, &request);
-        let response_selection = policy.select(Direction::Response, caller, &request);
-        if response_selection.needs_body() && policy.mode() == Mode::Enforce {
-            // A compressed response cannot be masked: ask for identity encoding.
-            host::set_request_header("accept-encoding", Some("identity"));
-        }
-        self.response = (!response_selection.is_empty()).then_some(Pending {
-            selection: response_selection,
-            body: None,
-        });
-        if request_selection.is_empty() {
-            return Action::Continue;
-        }
-        if request_selection.needs_headers() {
-            self.mask_headers(&active, Direction::Request, &request_selection);
-        }
-        let mut pending = Pending {
-            selection: request_selection,
-            body: None,
-        };
-        if pending.selection.needs_body() && !end_of_stream {
-            match self.start_body(&active, Direction::Request) {
-                Ok(kind) => pending.body = kind,
-                Err(action) => return action,
-            }
-        }
-        self.request = Some(pending);
-        Action::Continue
+        let (policy, metrics) = (&active.policy, &active.metrics);
+        let request = policy.select(Direction::Request, caller, &line.info());
+        let response = policy.select(Direction::Response, caller, &line.info());
+        self.streams.request_headers(
+            &mut Envoy,
+            policy,
+            metrics,
+            request,
+            response,
+            end_of_stream,
+        )
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.on_body(Direction::Request, body_size, end_of_stream)
+        let Some(active) = self.active.clone() else {
+            return Action::Continue;
+        };
+        self.streams.body(
+            &mut Envoy,
+            &active.policy,
+            &active.metrics,
+            Direction::Request,
+            body_size,
+            end_of_stream,
+        )
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(active) = self.active.clone() else {
+            return Action::Continue;
+        };
+        self.streams.trailers(
+            &mut Envoy,
+            &active.policy,
+            &active.metrics,
+            Direction::Request,
+        )
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let (Some(active), Some(mut pending)) = (self.active.clone(), self.response.take()) else {
+        let Some(active) = self.active.clone() else {
             return Action::Continue;
         };
-        if pending.selection.needs_headers() {
-            self.mask_headers(&active, Direction::Response, &pending.selection);
-        }
-        if pending.selection.needs_body() && !end_of_stream {
-            match self.start_body(&active, Direction::Response) {
-                Ok(kind) => pending.body = kind,
-                Err(action) => return action,
-            }
-        }
-        self.response = Some(pending);
-        Action::Continue
+        self.streams
+            .response_headers(&mut Envoy, &active.policy, &active.metrics, end_of_stream)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.on_body(Direction::Response, body_size, end_of_stream)
+        let Some(active) = self.active.clone() else {
+            return Action::Continue;
+        };
+        self.streams.body(
+            &mut Envoy,
+            &active.policy,
+            &active.metrics,
+            Direction::Response,
+            body_size,
+            end_of_stream,
+        )
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(active) = self.active.clone() else {
+            return Action::Continue;
+        };
+        self.streams.trailers(
+            &mut Envoy,
+            &active.policy,
+            &active.metrics,
+            Direction::Response,
+        )
     }
 
     fn on_log(&mut self) {
-        if self.hits > 0 {
+        if self.streams.hits > 0 {
             log::debug!(
                 "meshguard masking: {} values masked in this exchange",
-                self.hits
+                self.streams.hits
             );
         }
     }
 }
 
-impl MaskingHttp {
-    fn pending(&mut self, direction: Direction) -> &mut Option<Pending> {
-        match direction {
-            Direction::Request => &mut self.request,
-            Direction::Response => &mut self.response,
-        }
-    }
-
-    fn mask_headers(&mut self, active: &Active, direction: Direction, selection: &Selection) {
-        let policy = &active.policy;
-        let headers = match direction {
-            Direction::Request => host::request_headers(),
-            Direction::Response => host::response_headers(),
-        };
-        let edits = policy.mask_headers(selection, &headers);
-        active.metrics.hits(policy.mode(), direction, &edits.hits);
-        self.count(&edits.hits);
-        if policy.mode() == Mode::DryRun {
-            return;
-        }
-        for edit in &edits.edits {
-            let (name, value) = match edit {
-                HeaderEdit::Replace { name, value } => (name.as_str(), Some(value.as_str())),
-                HeaderEdit::Remove { name } => (name.as_str(), None),
-            };
-            let done = match direction {
-                Direction::Request => host::set_request_header(name, value),
-                Direction::Response => host::set_response_header(name, value),
-            };
-            if !done {
-                log::error!("meshguard masking: the host refused to mask header {name}");
-            }
-        }
-    }
-
-    /// Decides, from the headers, whether this body can be masked. `Ok(Some)`:
-    /// buffer and mask it; `Ok(None)`: forward it unmasked (counted);
-    /// `Err`: the message was refused.
-    fn start_body(
+/// The callbacks, over any [`Surface`]: Envoy in the filter, a fake in tests.
+impl Streams {
+    fn request_headers<H: Surface>(
         &mut self,
-        active: &Active,
-        direction: Direction,
-    ) -> Result<Option<BodyKind>, Action> {
-        let policy = &active.policy;
-        let header = |name: &str| match direction {
-            Direction::Request => host::request_header(name),
-            Direction::Response => host::response_header(name),
-        };
-        let encoding =
-            header("content-encoding").filter(|e| !e.trim().eq_ignore_ascii_case("identity"));
-        if encoding.is_some() {
-            let reject = policy.on_compressed_request() == CompressedAction::Reject;
-            return Self::forward_or_refuse(active, direction, "compressed", reject, 415);
-        }
-        let kind = body_kind(header("content-type").as_deref());
-        if kind == BodyKind::Other {
-            let reject = policy.on_unsupported_content_type() == UnsupportedAction::Reject;
-            return Self::forward_or_refuse(
-                active,
-                direction,
-                "unsupported_content_type",
-                reject,
-                415,
-            );
-        }
-        let declared = header("content-length").and_then(|l| l.trim().parse::<usize>().ok());
-        if declared.is_some_and(|len| len > policy.max_body_bytes()) {
-            // Refused before a byte is buffered.
-            let reject = policy.on_oversize() == OversizeAction::Reject;
-            return Self::forward_or_refuse(active, direction, "oversize", reject, 413);
-        }
-        if policy.mode() == Mode::Enforce {
-            // The body may change length: a stale content-length would desync a
-            // pooled HTTP/1 connection. Envoy re-frames the message instead.
-            match direction {
-                Direction::Request => host::set_request_header("content-length", None),
-                Direction::Response => host::set_response_header("content-length", None),
-            };
-        }
-        Ok(Some(kind))
-    }
-
-    /// At headers time: refuse with a local reply, or forward unmasked.
-    fn forward_or_refuse(
-        active: &Active,
-        direction: Direction,
-        reason: &str,
-        reject: bool,
-        request_status: u16,
-    ) -> Result<Option<BodyKind>, Action> {
-        if Self::must_refuse(active, direction, reason, reject) {
-            return Err(Self::refuse_body(direction, reason, request_status, false));
-        }
-        Ok(None)
-    }
-
-    /// A body that cannot be masked: true when it must be refused (enforce
-    /// mode and a `reject` setting), else it is forwarded unmasked. Counted
-    /// and logged (without content) either way; the caller replies or resets.
-    fn must_refuse(active: &Active, direction: Direction, reason: &str, reject: bool) -> bool {
-        let metrics = &active.metrics;
-        if reject && active.policy.mode() == Mode::Enforce {
-            Metrics::reason(&metrics.refused, direction, reason);
-            log::info!(
-                "meshguard masking: {} refused: {reason}",
-                direction.as_str()
-            );
-            return true;
-        }
-        Metrics::reason(&metrics.skipped, direction, reason);
-        let dry = if reject {
-            " (dry-run: would refuse)"
-        } else {
-            ""
-        };
-        log::info!(
-            "meshguard masking: {} body forwarded unmasked: {reason}{dry}",
-            direction.as_str()
-        );
-        false
-    }
-
-    /// Refuses a message whose body cannot be masked. While the response's
-    /// headers have not left, a local reply replaces it (`request_status` for
-    /// requests, 502 for responses); a response already under way is reset.
-    fn refuse_body(
-        direction: Direction,
-        reason: &str,
-        request_status: u16,
-        response_started: bool,
+        host: &mut H,
+        policy: &MaskingPolicy,
+        metrics: &Metrics,
+        request: Selection,
+        response: Selection,
+        end_of_stream: bool,
     ) -> Action {
+        let m = maps(Direction::Request);
+        if wants_identity_response(policy, &response) {
+            // A compressed response cannot be masked: ask for identity encoding.
+            host.set_entry(m.headers, "accept-encoding", Some("identity"));
+        }
+        self.response = (!response.is_empty()).then_some(ResponseGate::Selected(response));
+        if request.is_empty() {
+            return Action::Continue;
+        }
+        let headers = host.entries(m.headers);
+        let (gate, step) = Gate::headers(
+            policy,
+            Direction::Request,
+            request,
+            &headers,
+            end_of_stream,
+            false,
+        );
+        self.request = Some(gate);
+        self.apply(host, policy, metrics, Direction::Request, step)
+    }
+
+    fn response_headers<H: Surface>(
+        &mut self,
+        host: &mut H,
+        policy: &MaskingPolicy,
+        metrics: &Metrics,
+        end_of_stream: bool,
+    ) -> Action {
+        let Some(ResponseGate::Selected(selection)) = self.response.take() else {
+            return Action::Continue;
+        };
+        let headers = host.entries(maps(Direction::Response).headers);
+        let (gate, step) = Gate::headers(
+            policy,
+            Direction::Response,
+            selection,
+            &headers,
+            end_of_stream,
+            false,
+        );
+        self.response = Some(ResponseGate::Started(gate));
+        self.apply(host, policy, metrics, Direction::Response, step)
+    }
+
+    fn gate(&mut self, direction: Direction) -> Option<&mut Gate> {
         match direction {
-            Direction::Request => refuse(direction, request_status, reason),
-            Direction::Response if response_started => reset(direction),
-            Direction::Response => refuse(direction, 502, reason),
+            Direction::Request => self.request.as_mut(),
+            Direction::Response => match self.response.as_mut() {
+                Some(ResponseGate::Started(gate)) => Some(gate),
+                _ => None,
+            },
         }
     }
 
-    fn on_body(&mut self, direction: Direction, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(active) = self.active.clone() else {
+    fn body<H: Surface>(
+        &mut self,
+        host: &mut H,
+        policy: &MaskingPolicy,
+        metrics: &Metrics,
+        direction: Direction,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        let Some(gate) = self.gate(direction) else {
             return Action::Continue;
         };
-        let Some(kind) = self.pending(direction).as_ref().and_then(|p| p.body) else {
+        let buffer = maps(direction).body;
+        let (verdict, report) = gate.body(policy, body_size, end_of_stream, || {
+            host.body(buffer, body_size)
+        });
+        self.count(host, policy, metrics, direction, &report);
+        self.verdict(host, metrics, direction, verdict, body_size)
+    }
+
+    /// Trailers end the stream: the held body is masked here (Envoy keeps it
+    /// readable and replaceable in this callback), never released as is.
+    fn trailers<H: Surface>(
+        &mut self,
+        host: &mut H,
+        policy: &MaskingPolicy,
+        metrics: &Metrics,
+        direction: Direction,
+    ) -> Action {
+        let Some(gate) = self.gate(direction) else {
             return Action::Continue;
         };
-        let policy = &active.policy;
-        if body_size > policy.max_body_bytes() {
-            if let Some(p) = self.pending(direction).as_mut() {
-                p.body = None;
-            }
-            let reject = policy.on_oversize() == OversizeAction::Reject;
-            if Self::must_refuse(&active, direction, "oversize", reject) {
-                return Self::refuse_body(direction, "oversize", 413, true);
-            }
-            return Action::Continue;
+        let m = maps(direction);
+        let trailers = host.entries(m.trailers);
+        let limit = policy.max_body_bytes().saturating_add(1);
+        let mut held = 0;
+        let step = gate.trailers(policy, &trailers, || {
+            let body = host.body(m.body, limit);
+            held = body.len();
+            body
+        });
+        let HeadersStep {
+            edits,
+            verdict,
+            report,
+        } = step;
+        self.count(host, policy, metrics, direction, &report);
+        if !apply_edits(host, m.trailers, &edits) {
+            metrics.host_error(host, direction);
+            return reset(host, direction);
         }
-        if !end_of_stream {
-            return Action::Pause; // buffer until the whole body is here
+        self.verdict(host, metrics, direction, verdict, held)
+    }
+
+    /// Applies a headers step: counts, then the refusal or the edits.
+    fn apply<H: Surface>(
+        &mut self,
+        host: &mut H,
+        policy: &MaskingPolicy,
+        metrics: &Metrics,
+        direction: Direction,
+        step: HeadersStep,
+    ) -> Action {
+        self.count(host, policy, metrics, direction, &step.report);
+        if let Verdict::Refuse { reason, answer } = step.verdict {
+            return answer_refusal(host, direction, reason, answer);
         }
-        let selection = match self.pending(direction).take() {
-            Some(p) => p.selection,
-            None => return Action::Continue,
-        };
-        let buffer = match direction {
-            Direction::Request => BufferType::HttpRequestBody,
-            Direction::Response => BufferType::HttpResponseBody,
-        };
-        let body = host::body(buffer, 0, body_size);
-        let outcome = match policy.mask_body(&selection, kind, &body) {
-            Err(MaskError::MalformedJson { .. } | MaskError::TooDeep { .. })
-                if policy.on_malformed_json() == MalformedJsonAction::MaskAsText =>
-            {
-                policy.mask_body(&selection, BodyKind::Text, &body)
-            }
-            other => other,
-        };
-        match outcome {
-            Ok(masked) => {
-                active.metrics.hits(policy.mode(), direction, &masked.hits);
-                self.count(&masked.hits);
-                if let (Some(new_body), Mode::Enforce) = (masked.body, policy.mode()) {
-                    if !host::replace_body(buffer, body_size, &new_body) {
-                        log::error!(
-                            "meshguard masking: the host refused the masked body; resetting"
-                        );
-                        return reset(direction);
-                    }
+        if !apply_edits(host, maps(direction).headers, &step.edits) {
+            metrics.host_error(host, direction);
+            log::error!("meshguard masking: the host refused a header edit; refusing");
+            return answer_refusal(host, direction, Reason::HostError, Answer::Status(502));
+        }
+        Action::Continue
+    }
+
+    /// Turns a body verdict into host calls and an `Action`.
+    fn verdict<H: Surface>(
+        &mut self,
+        host: &mut H,
+        metrics: &Metrics,
+        direction: Direction,
+        verdict: Verdict,
+        held: usize,
+    ) -> Action {
+        match verdict {
+            Verdict::Continue => Action::Continue,
+            Verdict::Hold => Action::Pause,
+            Verdict::Replace(body) => {
+                if host.replace_body(maps(direction).body, held, &body) {
+                    Action::Continue
+                } else {
+                    metrics.host_error(host, direction);
+                    log::error!("meshguard masking: the host refused the masked body; resetting");
+                    reset(host, direction)
                 }
-                Action::Continue
             }
-            Err(MaskError::NotUtf8) => {
-                Metrics::reason(&active.metrics.skipped, direction, "not_utf8");
-                Action::Continue
-            }
-            Err(e) => {
-                // mask_as_text was handled above: what is left is a refusal.
-                let reason = e.as_code();
-                if Self::must_refuse(&active, direction, reason, true) {
-                    return Self::refuse_body(direction, reason, 400, true);
-                }
-                Action::Continue
-            }
+            Verdict::Refuse { reason, answer } => answer_refusal(host, direction, reason, answer),
         }
     }
 
-    fn count(&mut self, hits: &[RuleHits]) {
-        let n: u32 = hits.iter().map(|h| h.count).sum();
+    fn count<H: Surface>(
+        &mut self,
+        host: &mut H,
+        policy: &MaskingPolicy,
+        metrics: &Metrics,
+        direction: Direction,
+        report: &Report,
+    ) {
+        metrics.report(host, policy.mode(), direction, report);
+        let n: u32 = report.hits.iter().map(|h: &RuleHits| h.count).sum();
         self.hits = self.hits.saturating_add(n);
         if n > 0 {
-            host::publish_decision(FILTER, &format!("masked:{}", self.hits));
+            host.publish_decision(FILTER, &format!("masked:{}", self.hits));
         }
+    }
+}
+
+/// Where one direction's data lives in the host.
+struct Maps {
+    headers: MapType,
+    trailers: MapType,
+    body: BufferType,
+}
+
+fn maps(direction: Direction) -> Maps {
+    match direction {
+        Direction::Request => Maps {
+            headers: MapType::HttpRequestHeaders,
+            trailers: MapType::HttpRequestTrailers,
+            body: BufferType::HttpRequestBody,
+        },
+        Direction::Response => Maps {
+            headers: MapType::HttpResponseHeaders,
+            trailers: MapType::HttpResponseTrailers,
+            body: BufferType::HttpResponseBody,
+        },
+    }
+}
+
+/// Applies header (or trailer) edits; false when the host refused one.
+fn apply_edits<H: Surface>(host: &mut H, map: MapType, edits: &[HeaderEdit]) -> bool {
+    edits.iter().all(|edit| {
+        let (name, value) = match edit {
+            HeaderEdit::Replace { name, value } => (name.as_str(), Some(value.as_str())),
+            HeaderEdit::Remove { name } => (name.as_str(), None),
+        };
+        host.set_entry(map, name, value)
+    })
+}
+
+fn answer_refusal<H: Surface>(
+    host: &mut H,
+    direction: Direction,
+    reason: Reason,
+    answer: Answer,
+) -> Action {
+    match answer {
+        Answer::Status(status) => refuse(host, direction, status, reason.as_str()),
+        Answer::Reset => reset(host, direction),
     }
 }
 
 /// A local reply for a message that cannot be masked. For a response this
 /// replaces it (possible only while its headers have not left).
-fn refuse(direction: Direction, status: u16, reason: &str) -> Action {
+fn refuse<H: Surface>(host: &mut H, direction: Direction, status: u16, reason: &str) -> Action {
     let body = format!(r#"{{"error":"masking_failed","reason":"{reason}"}}"#);
-    if !host::send_json_reply(status, Some(reason), body.as_bytes()) {
-        return reset(direction);
+    if !host.json_reply(status, reason, body.as_bytes()) {
+        return reset(host, direction);
     }
     Action::Pause
 }
 
-fn reset(direction: Direction) -> Action {
-    match direction {
-        Direction::Request => host::reset_request(),
-        Direction::Response => host::reset_response(),
-    }
+fn reset<H: Surface>(host: &mut H, direction: Direction) -> Action {
+    host.reset(direction == Direction::Response);
     Action::Pause
+}
+
+#[cfg(test)]
+mod tests {
+    //! The adapter's callback sequences over a recording host: what it
+    //! releases, replaces, replies and resets. The gate's decisions are
+    //! tested in the core; the real-Envoy tests are the proof.
+
+    use meshguard_core::request::RequestInfo;
+    use meshguard_host::surface::Fake;
+
+    use super::*;
+
+    fn policy() -> MaskingPolicy {
+        MaskingPolicy::from_json(
+            br#"{"rules": [{"name": "pii", "json_keys": ["password"], "detectors": ["email"]},
+                           {"name": "auth", "headers": ["authorization"]}]}"#,
+            None,
+        )
+        .unwrap()
+    }
+
+    /// Counters the host never defined: counting is a no-op.
+    fn metrics(policy: &MaskingPolicy) -> Metrics {
+        Metrics {
+            fields: vec![[Counter::default(); 2]; policy.rule_count()],
+            dry_run_fields: vec![[Counter::default(); 2]; policy.rule_count()],
+            skipped: Default::default(),
+            refused: Default::default(),
+            text_fallbacks: Default::default(),
+        }
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    struct Exchange {
+        host: Fake,
+        streams: Streams,
+        policy: MaskingPolicy,
+        metrics: Metrics,
+    }
+
+    impl Exchange {
+        /// The request headers callback for `path` with these headers.
+        fn start(path: &str, headers: &[(&str, &str)], end_of_stream: bool) -> (Self, Action) {
+            let policy = policy();
+            let metrics = metrics(&policy);
+            let mut host = Fake::default();
+            let mut all = pairs(headers);
+            all.push((":path".into(), path.into()));
+            host.maps.insert(MapType::HttpRequestHeaders, all);
+            let info = RequestInfo {
+                path,
+                method: "POST",
+                host: "svc",
+            };
+            let request = policy.select(Direction::Request, None, &info);
+            let response = policy.select(Direction::Response, None, &info);
+            let mut streams = Streams::default();
+            let action = streams.request_headers(
+                &mut host,
+                &policy,
+                &metrics,
+                request,
+                response,
+                end_of_stream,
+            );
+            (
+                Self {
+                    host,
+                    streams,
+                    policy,
+                    metrics,
+                },
+                action,
+            )
+        }
+
+        fn chunk(&mut self, direction: Direction, data: &[u8], end_of_stream: bool) -> Action {
+            let buffer = maps(direction).body;
+            self.host.push_body(buffer, data);
+            let size = self.host.body(buffer, usize::MAX).len();
+            self.streams.body(
+                &mut self.host,
+                &self.policy,
+                &self.metrics,
+                direction,
+                size,
+                end_of_stream,
+            )
+        }
+
+        fn trailers(&mut self, direction: Direction, trailers: &[(&str, &str)]) -> Action {
+            self.host
+                .maps
+                .insert(maps(direction).trailers, pairs(trailers));
+            self.streams
+                .trailers(&mut self.host, &self.policy, &self.metrics, direction)
+        }
+
+        fn response(&mut self, headers: &[(&str, &str)]) -> Action {
+            self.host
+                .maps
+                .insert(MapType::HttpResponseHeaders, pairs(headers));
+            self.streams
+                .response_headers(&mut self.host, &self.policy, &self.metrics, false)
+        }
+    }
+
+    const JSON: (&str, &str) = ("content-type", "application/json");
+
+    #[test]
+    fn a_request_body_ended_by_trailers_is_held_then_replaced_masked() {
+        let (mut x, action) =
+            Exchange::start("/a?password=x", &[JSON, ("content-length", "30")], false);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(
+            x.host.entry(MapType::HttpRequestHeaders, "content-length"),
+            None
+        );
+        assert_eq!(
+            x.host.entry(MapType::HttpRequestHeaders, ":path"),
+            Some("/a?password=%5BREDACTED%5D")
+        );
+        assert_eq!(
+            x.chunk(Direction::Request, br#"{"password""#, false),
+            Action::Pause
+        );
+        assert_eq!(
+            x.chunk(Direction::Request, br#": "x"}"#, false),
+            Action::Pause
+        );
+        let action = x.trailers(Direction::Request, &[("authorization", "Basic x")]);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(
+            x.host.take_body(BufferType::HttpRequestBody),
+            br#"{"password": "[REDACTED]"}"#
+        );
+        assert_eq!(
+            x.host.entry(MapType::HttpRequestTrailers, "authorization"),
+            Some("[REDACTED]")
+        );
+        assert!(x.host.replies.is_empty() && x.host.resets.is_empty());
+        assert_eq!(
+            x.host.decisions.last().map(String::as_str),
+            Some("masked:3")
+        );
+    }
+
+    #[test]
+    fn a_response_that_cannot_be_masked_at_its_trailers_is_reset() {
+        let (mut x, _) = Exchange::start("/a", &[], true);
+        assert_eq!(x.response(&[JSON]), Action::Continue);
+        assert_eq!(
+            x.chunk(Direction::Response, br#"{"password": "#, false),
+            Action::Pause
+        );
+        assert_eq!(x.trailers(Direction::Response, &[]), Action::Pause);
+        assert_eq!(x.host.resets, [true]);
+        assert_eq!(x.host.counted, 1, "the refusal is counted");
+    }
+
+    #[test]
+    fn a_grpc_request_is_answered_locally_and_never_held() {
+        let (x, action) = Exchange::start(
+            "/svc.Users/Get",
+            &[("content-type", "application/grpc")],
+            false,
+        );
+        assert_eq!(action, Action::Pause);
+        assert_eq!(x.host.replies, [(415, "grpc".to_owned())]);
+        assert_eq!(x.host.counted, 1, "the refusal is counted");
+    }
+
+    #[test]
+    fn a_masked_body_the_host_refuses_resets_the_stream() {
+        let (mut x, _) = Exchange::start("/a", &[JSON], false);
+        x.host.refuse_bodies = true;
+        let action = x.chunk(Direction::Request, br#"{"password": "x"}"#, true);
+        assert_eq!(action, Action::Pause);
+        assert_eq!(x.host.resets, [false]);
+        // The hit, and the host_error refusal.
+        assert_eq!(x.host.counted, 2);
+    }
+
+    #[test]
+    fn a_body_without_anything_to_mask_is_released_unchanged() {
+        let (mut x, _) = Exchange::start("/a", &[JSON], false);
+        assert_eq!(
+            x.chunk(Direction::Request, br#"{"a": 1}"#, false),
+            Action::Pause
+        );
+        assert_eq!(x.chunk(Direction::Request, b"", true), Action::Continue);
+        assert_eq!(
+            x.host.take_body(BufferType::HttpRequestBody),
+            br#"{"a": 1}"#
+        );
+        assert!(x.host.decisions.is_empty());
+    }
 }

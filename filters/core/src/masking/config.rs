@@ -50,6 +50,16 @@ pub struct MaskingConfig {
     pub on_compressed_request: CompressedAction,
     #[serde(default)]
     pub on_unsupported_content_type: UnsupportedAction,
+    /// What to do with a text, form or query value that is not UTF-8.
+    #[serde(default)]
+    pub on_not_utf8: NotUtf8Action,
+    /// What to do with a gRPC (protobuf) body that a rule would mask.
+    #[serde(default)]
+    pub on_grpc: GrpcAction,
+    /// Run the selected rules' detectors and patterns over every header and
+    /// trailer value, not only over the headers the rules name.
+    #[serde(default)]
+    pub scan_all_headers: bool,
     /// Name of the vmConfig environment variable holding the hash key.
     #[serde(default = "default_hash_key_env")]
     pub hash_key_env: String,
@@ -127,7 +137,8 @@ impl CompressedAction {
 }
 
 /// What the adapter does with a body whose content type is not masked
-/// ([`super::BodyKind::Other`]) when body rules apply.
+/// ([`super::BodyKind::Other`]) when body rules apply and the gate cannot
+/// sniff it as text: it is binary, or larger than `max_body_bytes`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnsupportedAction {
@@ -141,6 +152,48 @@ impl UnsupportedAction {
         match self {
             Self::Pass => "pass",
             Self::Reject => "reject",
+        }
+    }
+}
+
+/// What the adapter does with text (a text body, a form field, a query
+/// parameter) that is not UTF-8.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotUtf8Action {
+    /// Refuse the message.
+    #[default]
+    Reject,
+    /// Run detectors and patterns over each valid UTF-8 run of the bytes; the
+    /// invalid bytes are kept as they are.
+    MaskBytes,
+}
+
+impl NotUtf8Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::MaskBytes => "mask_bytes",
+        }
+    }
+}
+
+/// What the adapter does with a gRPC body (`application/grpc*`) that a rule
+/// would mask: the engine cannot read protobuf.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrpcAction {
+    #[default]
+    Reject,
+    /// Forward it unmasked (counted).
+    PassUnmasked,
+}
+
+impl GrpcAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::PassUnmasked => "pass_unmasked",
         }
     }
 }

@@ -99,6 +99,8 @@ pub(crate) struct TextStats {
     dot: bool,
     upper_a: bool,
     b: bool,
+    /// Non-ASCII bytes or a tab: the text may hold Unicode variants to fold.
+    pub(crate) foldable: bool,
 }
 
 impl TextStats {
@@ -115,6 +117,7 @@ impl TextStats {
                 b'.' => s.dot = true,
                 b'A' => s.upper_a = true,
                 b'b' | b'B' => s.b = true,
+                b'\t' | 0x80.. => s.foldable = true,
                 _ => {}
             }
         }

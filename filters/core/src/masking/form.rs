@@ -5,12 +5,23 @@
 //! (`+` and `%XX`) and scanned by detectors and patterns. Only changed pairs are
 //! re-encoded; every other byte of the body is kept as it was.
 
-use super::paths::{self, Step};
+use super::json::mask_embedded;
+use super::paths::{self, State, Step};
 use super::policy::{count_hit, Plan};
-use super::text::mask_text;
+use super::text::{mask_bytes, mask_text};
+use super::MaskError;
 
-/// Masks a form body. `None`: nothing changed.
-pub(crate) fn mask_form(plan: &Plan<'_>, body: &[u8], hits: &mut [u32]) -> Option<Vec<u8>> {
+/// Most bracket segments of a field name considered (`a[b][c]...`); a longer
+/// name is matched as one whole name.
+const MAX_NAME_SEGMENTS: usize = 64;
+
+/// Masks a form body (or a query string). `Ok(None)`: nothing changed.
+/// `Err(NotUtf8)`: a name or value is not UTF-8 under `on_not_utf8: reject`.
+pub(crate) fn mask_form(
+    plan: &Plan<'_>,
+    body: &[u8],
+    hits: &mut [u32],
+) -> Result<Option<Vec<u8>>, MaskError> {
     let mut states = plan.roots.clone();
     let root = (0, states.len());
     let mut lower = String::new();
@@ -26,18 +37,14 @@ pub(crate) fn mask_form(plan: &Plan<'_>, body: &[u8], hits: &mut [u32]) -> Optio
             ),
             None => (pair, &[][..]),
         };
-        let name = String::from_utf8(form_decode(raw_name)).ok();
-        let selected = name.as_deref().and_then(|name| {
-            let by_path = if root.1 > 0 {
-                let rule = paths::step(plan.paths(), &mut states, root, Step::Member(name));
-                states.truncate(root.1);
-                rule
-            } else {
-                None
-            };
-            by_path.or_else(|| plan.key_rule(name, &mut lower))
-        });
-        let new_value: Option<Option<String>> = match selected {
+        let decoded_name = form_decode(raw_name);
+        let name = match std::str::from_utf8(&decoded_name) {
+            Ok(name) => std::borrow::Cow::Borrowed(name),
+            Err(_) if plan.masks_bytes() => String::from_utf8_lossy(&decoded_name),
+            Err(_) => return Err(MaskError::NotUtf8),
+        };
+        let selected = select_name(plan, &mut states, root, &name, &mut lower);
+        let new_value: Option<Option<Vec<u8>>> = match selected {
             Some(rule) => {
                 count_hit(hits, rule);
                 if plan.is_remove(rule) {
@@ -46,17 +53,33 @@ pub(crate) fn mask_form(plan: &Plan<'_>, body: &[u8], hits: &mut [u32]) -> Optio
                     let value = form_decode(raw_value);
                     let mut masked = String::new();
                     plan.write_masked(rule, &String::from_utf8_lossy(&value), &mut masked);
-                    Some(Some(masked))
+                    Some(Some(masked.into_bytes()))
                 }
             }
-            None if plan.scans() => {
+            None => {
                 let value = form_decode(raw_value);
-                std::str::from_utf8(&value)
-                    .ok()
-                    .and_then(|text| mask_text(plan, text, &mut spans, hits))
-                    .map(Some)
+                match std::str::from_utf8(&value) {
+                    // A JSON value: masked as a document under this field.
+                    Ok(text) => match mask_embedded(
+                        plan,
+                        text,
+                        field_states(plan, &mut states, root, &name),
+                        plan.max_json_depth(),
+                        hits,
+                    )? {
+                        Some(masked) => masked.map(Some),
+                        None if plan.scans() => {
+                            mask_text(plan, text, &mut spans, hits).map(|m| Some(m.into_bytes()))
+                        }
+                        None => None,
+                    },
+                    Err(_) if !plan.scans() => None,
+                    Err(_) if plan.masks_bytes() => {
+                        mask_bytes(plan, &value, &mut spans, hits).map(Some)
+                    }
+                    Err(_) => return Err(MaskError::NotUtf8),
+                }
             }
-            None => None,
         };
         match new_value {
             None => {
@@ -79,7 +102,105 @@ pub(crate) fn mask_form(plan: &Plan<'_>, body: &[u8], hits: &mut [u32]) -> Optio
             }
         }
     }
-    changed.then_some(out)
+    Ok(changed.then_some(out))
+}
+
+/// The rule selecting field `name`, matched like a JSON member: `json_paths`
+/// first, then `json_keys`. The whole name is tried first (a top-level
+/// member); then a structured name (`user[password]`, `user.password`,
+/// `a[0][card]`, `tags[]`) as the path of its segments, as PHP, Rails, Spring
+/// and many form libraries read it: any segment named by `json_keys`, or a
+/// path reaching it, selects the field.
+fn select_name(
+    plan: &Plan<'_>,
+    states: &mut Vec<State>,
+    root: (usize, usize),
+    name: &str,
+    lower: &mut String,
+) -> Option<u16> {
+    let whole = select_path(plan, states, root, &[name], lower);
+    if whole.is_some() {
+        return whole;
+    }
+    match name_segments(name) {
+        Some(segments) if segments.len() > 1 => select_path(plan, states, root, &segments, lower),
+        _ => None,
+    }
+}
+
+fn select_path(
+    plan: &Plan<'_>,
+    states: &mut Vec<State>,
+    root: (usize, usize),
+    segments: &[&str],
+    lower: &mut String,
+) -> Option<u16> {
+    let mut frame = root;
+    let mut selected = None;
+    for segment in segments {
+        let by_path = if frame.0 < frame.1 {
+            let start = states.len();
+            let step = if segment.is_empty() {
+                Step::Element(usize::MAX) // `[]`: only `*` and `**` match it
+            } else {
+                Step::Member(segment)
+            };
+            let rule = paths::step(plan.paths(), states, frame, step);
+            frame = (start, states.len());
+            rule
+        } else {
+            None
+        };
+        selected = by_path.or_else(|| plan.key_rule(segment, lower));
+        if selected.is_some() {
+            break;
+        }
+    }
+    states.truncate(root.1);
+    selected
+}
+
+/// The path states of field `name`'s value (for JSON held in it).
+fn field_states(
+    plan: &Plan<'_>,
+    states: &mut Vec<State>,
+    root: (usize, usize),
+    name: &str,
+) -> Vec<State> {
+    let whole = [name];
+    let segments = name_segments(name);
+    let segments: &[&str] = segments.as_deref().unwrap_or(&whole);
+    let mut frame = root;
+    for segment in segments {
+        if frame.0 >= frame.1 {
+            break;
+        }
+        let start = states.len();
+        paths::step(plan.paths(), states, frame, Step::Member(segment));
+        frame = (start, states.len());
+    }
+    let child = states
+        .get(frame.0..frame.1)
+        .map(<[State]>::to_vec)
+        .unwrap_or_default();
+    states.truncate(root.1);
+    child
+}
+
+/// `a.b[c][d]` as `["a", "b", "c", "d"]` (dots split only the part before
+/// the first `[`); `None` when brackets are unbalanced or there are more than
+/// `MAX_NAME_SEGMENTS` segments.
+fn name_segments(name: &str) -> Option<Vec<&str>> {
+    let open = name.find('[').unwrap_or(name.len());
+    let mut segments: Vec<&str> = name.get(..open)?.split('.').collect();
+    let mut rest = name.get(open..)?;
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('[')?;
+        let close = inner.find(']')?;
+        segments.push(inner.get(..close)?);
+        rest = inner.get(close + 1..)?;
+    }
+    (segments.len() <= MAX_NAME_SEGMENTS).then_some(segments)
 }
 
 fn hex_value(c: u8) -> Option<u8> {
@@ -123,9 +244,9 @@ fn form_decode(raw: &[u8]) -> Vec<u8> {
 
 /// The WHATWG form serializer: `*-._` and alphanumerics kept, space as `+`,
 /// everything else `%XX`.
-fn form_encode(value: &str, out: &mut Vec<u8>) {
+fn form_encode(value: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &c in value.as_bytes() {
+    for &c in value {
         match c {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => out.push(c),
             b' ' => out.push(b'+'),
@@ -146,7 +267,24 @@ mod tests {
     fn form_values_decode_and_encode_as_browsers_do() {
         assert_eq!(form_decode(b"a+b%20c%2Bd%zz%4"), b"a b c+d%zz%4");
         let mut out = Vec::new();
-        form_encode("a b+c/é*", &mut out);
+        form_encode("a b+c/é*".as_bytes(), &mut out);
         assert_eq!(out, b"a+b%2Bc%2F%C3%A9*");
+    }
+
+    #[test]
+    fn structured_names_split_into_segments() {
+        let cases: [(&str, Option<Vec<&str>>); 8] = [
+            ("user[password]", Some(vec!["user", "password"])),
+            ("a[0][card]", Some(vec!["a", "0", "card"])),
+            ("tags[]", Some(vec!["tags", ""])),
+            ("user.password", Some(vec!["user", "password"])),
+            ("a.b[c.d]", Some(vec!["a", "b", "c.d"])),
+            ("plain", Some(vec!["plain"])),
+            ("a[b", None),
+            ("a[b]c", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(name_segments(name), want, "{name}");
+        }
     }
 }

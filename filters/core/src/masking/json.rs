@@ -19,6 +19,12 @@ use super::policy::{count_hit, Plan};
 use super::text::{mask_text, Span};
 use super::MaskError;
 
+/// Most levels of JSON held in JSON strings that are parsed (`{"payload":
+/// "{\"ssn\": ...}"}` is one level). A string still looking like JSON past
+/// this is refused as too deep rather than scanned as plain text, so that
+/// nesting cannot hide keys.
+pub(crate) const MAX_EMBEDDED_LEVELS: usize = 4;
+
 /// Masks a JSON body. `Ok(None)`: nothing changed (or the body is empty).
 pub(crate) fn mask_json(
     plan: &Plan<'_>,
@@ -29,16 +35,70 @@ pub(crate) fn mask_json(
     let src = std::str::from_utf8(body).map_err(|e| MaskError::MalformedJson {
         detail: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
     })?;
+    walk(plan, src, plan.roots.clone(), max_depth, 0, hits)
+}
+
+/// JSON found where text was expected (a text body, a form field, a query
+/// parameter): masked as a document whose root has the path `roots`.
+/// `Ok(None)`: the text is not JSON (the caller scans it as text);
+/// `Ok(Some(None))`: JSON with nothing to mask. Hits count only when it parses.
+pub(crate) fn mask_embedded(
+    plan: &Plan<'_>,
+    text: &str,
+    roots: Vec<State>,
+    max_depth: usize,
+    hits: &mut [u32],
+) -> Result<Option<Option<Vec<u8>>>, MaskError> {
+    if !looks_like_json(text) {
+        return Ok(None);
+    }
+    let mut inner_hits = vec![0u32; hits.len()];
+    match walk(plan, text, roots, max_depth, 1, &mut inner_hits) {
+        Ok(masked) => {
+            for (total, add) in hits.iter_mut().zip(inner_hits) {
+                *total = total.saturating_add(add);
+            }
+            Ok(Some(masked))
+        }
+        Err(e @ MaskError::TooDeep { .. }) if is_json(text) => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Whether `text` is JSON, for a document refused as too deep: only real
+/// JSON is refused, text that merely opens many brackets is scanned as
+/// text. A document past serde_json's own nesting limit counts as JSON.
+fn is_json(text: &str) -> bool {
+    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        Ok(_) => true,
+        Err(e) => e.to_string().starts_with("recursion limit exceeded"),
+    }
+}
+
+/// An object or an array, as far as its first character tells.
+fn looks_like_json(text: &str) -> bool {
+    text.trim_start().starts_with(['{', '['])
+}
+
+fn walk(
+    plan: &Plan<'_>,
+    src: &str,
+    roots: Vec<State>,
+    max_depth: usize,
+    embedded: usize,
+    hits: &mut [u32],
+) -> Result<Option<Vec<u8>>, MaskError> {
     let mut walker = Walker {
         src,
-        b: body,
+        b: src.as_bytes(),
         pos: 0,
         max_depth,
+        embedded,
         plan,
         hits,
         out: None,
         copied: 0,
-        states: Vec::new(),
+        states: roots,
         lower: String::new(),
         spans: Vec::new(),
         scan: plan.scans(),
@@ -64,6 +124,8 @@ struct Walker<'a, 'p, 'h> {
     b: &'a [u8],
     pos: usize,
     max_depth: usize,
+    /// Levels of JSON-in-a-string above this document.
+    embedded: usize,
     plan: &'p Plan<'p>,
     hits: &'h mut [u32],
     /// The output, created at the first edit.
@@ -87,7 +149,6 @@ impl<'a> Walker<'a, '_, '_> {
         if self.pos >= self.b.len() {
             return Ok(()); // an empty body has nothing to mask
         }
-        self.states.extend_from_slice(&self.plan.roots);
         let root = (0, self.states.len());
         self.value(0, Some(root))?;
         self.ws();
@@ -134,18 +195,75 @@ impl<'a> Walker<'a, '_, '_> {
         self.edit(start, end, &json);
     }
 
-    /// Runs detectors and patterns over a string value.
-    fn scan_string(&mut self, tok: StrTok) {
+    /// A string value not selected as a whole: JSON held in it is masked as
+    /// a document continuing at this position (paths, keys, detectors);
+    /// anything else is scanned by detectors and patterns.
+    fn string_value(&mut self, tok: StrTok, frame: Frame, depth: usize) -> Result<(), MaskError> {
         let raw = self.src.get(tok.start..tok.end).unwrap_or("");
         let text = if tok.escaped {
             string_content(raw)
         } else {
             Cow::Borrowed(raw.get(1..raw.len().saturating_sub(1)).unwrap_or(""))
         };
+        if looks_like_json(&text) && self.embedded >= MAX_EMBEDDED_LEVELS {
+            if is_json(&text) {
+                return Err(MaskError::TooDeep {
+                    max: self.max_depth,
+                });
+            }
+        } else if looks_like_json(&text) {
+            let roots = self
+                .states
+                .get(frame.0..frame.1)
+                .map(<[State]>::to_vec)
+                .unwrap_or_default();
+            // Counted only if it parses: a string that merely starts like JSON
+            // is text, and its partial hits must not be counted twice.
+            let mut inner_hits = vec![0u32; self.hits.len()];
+            let inner = walk(
+                self.plan,
+                &text,
+                roots,
+                self.max_depth.saturating_sub(depth),
+                self.embedded + 1,
+                &mut inner_hits,
+            );
+            match inner {
+                Ok(masked) => {
+                    for (total, add) in self.hits.iter_mut().zip(inner_hits) {
+                        *total = total.saturating_add(add);
+                    }
+                    if let Some(masked) = masked {
+                        let masked = String::from_utf8_lossy(&masked).into_owned();
+                        let mut json = Vec::with_capacity(masked.len() + 2);
+                        write_json_string(&mut json, &masked);
+                        self.edit(tok.start, tok.end, &json);
+                    }
+                    return Ok(());
+                }
+                Err(e @ MaskError::TooDeep { .. }) if is_json(&text) => return Err(e),
+                Err(_) => {} // not JSON: plain text
+            }
+        }
+        if !self.scan {
+            return Ok(());
+        }
         if let Some(masked) = mask_text(self.plan, &text, &mut self.spans, self.hits) {
             let mut json = Vec::with_capacity(masked.len() + 2);
             write_json_string(&mut json, &masked);
             self.edit(tok.start, tok.end, &json);
+        }
+        Ok(())
+    }
+
+    /// Detectors and patterns over a number literal (a card number stored as
+    /// a JSON number): a number with a match becomes a string, masked.
+    fn scan_number(&mut self, start: usize) {
+        let raw = self.src.get(start..self.pos).unwrap_or("");
+        if let Some(masked) = mask_text(self.plan, raw, &mut self.spans, self.hits) {
+            let mut json = Vec::with_capacity(masked.len() + 2);
+            write_json_string(&mut json, &masked);
+            self.edit(start, self.pos, &json);
         }
     }
 
@@ -185,12 +303,19 @@ impl<'a> Walker<'a, '_, '_> {
             Some(b'[') => self.array(depth + 1, frame),
             Some(b'"') => {
                 let tok = self.string()?;
-                if frame.is_some() && self.scan {
-                    self.scan_string(tok);
+                if let Some(frame) = frame {
+                    self.string_value(tok, frame, depth)?;
                 }
                 Ok(())
             }
-            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                self.number()?;
+                if frame.is_some() && self.scan {
+                    self.scan_number(start);
+                }
+                Ok(())
+            }
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),

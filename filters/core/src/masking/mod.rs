@@ -18,7 +18,9 @@
 
 pub mod config;
 mod detect;
+mod fold;
 mod form;
+pub mod gate;
 mod json;
 mod paths;
 mod policy;
@@ -26,10 +28,11 @@ mod strategy;
 mod text;
 
 pub use config::{
-    CompressedAction, MalformedJsonAction, MaskRuleConfig, MaskingConfig, OversizeAction,
-    PatternConfig, StrategyKind, UnsupportedAction,
+    CompressedAction, GrpcAction, MalformedJsonAction, MaskRuleConfig, MaskingConfig,
+    NotUtf8Action, OversizeAction, PatternConfig, StrategyKind, UnsupportedAction,
 };
 pub use detect::Detector;
+pub use gate::{wants_identity_response, Answer, Gate, HeadersStep, Reason, Report, Skip, Verdict};
 pub use policy::{
     MaskingPolicy, MAX_HEADERS, MAX_JSON_KEYS, MAX_JSON_PATHS, MAX_NAME_LEN, MAX_PATTERNS,
     MAX_REGEX_LEN, MAX_RULES,
@@ -72,7 +75,11 @@ pub enum BodyKind {
     Text,
     /// `application/x-www-form-urlencoded`: field names as keys, values scanned.
     Form,
-    /// Anything else, or no content type: not masked.
+    /// `application/grpc` and its `+proto`, `+json`, `-web` variants:
+    /// length-prefixed protobuf frames the engine cannot read (`on_grpc`).
+    Grpc,
+    /// Anything else, or no content type: the gate sniffs it (UTF-8 text is
+    /// masked as `Text`); `mask_body` leaves it alone.
     Other,
 }
 
@@ -82,6 +89,7 @@ impl BodyKind {
             Self::Json => "json",
             Self::Text => "text",
             Self::Form => "form",
+            Self::Grpc => "grpc",
             Self::Other => "other",
         }
     }
@@ -106,7 +114,14 @@ pub fn body_kind(content_type: Option<&str>) -> BodyKind {
         .checked_sub(5)
         .and_then(|i| sub.get(i..))
         .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"));
-    if (top.eq_ignore_ascii_case("application") && sub.eq_ignore_ascii_case("json"))
+    let grpc = top.eq_ignore_ascii_case("application")
+        && sub
+            .get(..4)
+            .is_some_and(|head| head.eq_ignore_ascii_case("grpc"))
+        && matches!(sub.as_bytes().get(4), None | Some(b'+' | b'-'));
+    if grpc {
+        BodyKind::Grpc
+    } else if (top.eq_ignore_ascii_case("application") && sub.eq_ignore_ascii_case("json"))
         || sub_ends_with_json
     {
         BodyKind::Json
@@ -160,6 +175,9 @@ pub struct Masked {
     pub body: Option<Vec<u8>>,
     /// Values or matches masked, per rule (only rules with a hit, in rule order).
     pub hits: Vec<RuleHits>,
+    /// Some text was not UTF-8 and was scanned run by run
+    /// (`on_not_utf8: mask_bytes`): counted by the adapter.
+    pub scanned_bytes: bool,
 }
 
 /// How many values (JSON values, form fields, headers) or matches (detector or

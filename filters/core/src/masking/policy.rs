@@ -5,9 +5,9 @@ use hashbrown::HashMap;
 use regex_lite::{Regex, RegexBuilder};
 
 use super::config::{
-    CompressedAction, MalformedJsonAction, MaskRuleConfig, MaskingConfig, Mode, OversizeAction,
-    StrategyKind, UnsupportedAction, DEFAULT_KEEP_LAST, DEFAULT_REDACT_TOKEN, MAX_KEEP_LAST,
-    MAX_MAX_BODY_BYTES, MAX_MAX_JSON_DEPTH,
+    CompressedAction, GrpcAction, MalformedJsonAction, MaskRuleConfig, MaskingConfig, Mode,
+    NotUtf8Action, OversizeAction, StrategyKind, UnsupportedAction, DEFAULT_KEEP_LAST,
+    DEFAULT_REDACT_TOKEN, MAX_KEEP_LAST, MAX_MAX_BODY_BYTES, MAX_MAX_JSON_DEPTH,
 };
 use super::detect::Detector;
 use super::paths::{PathPattern, State};
@@ -56,6 +56,9 @@ pub struct MaskingPolicy {
     on_malformed_json: MalformedJsonAction,
     on_compressed_request: CompressedAction,
     on_unsupported_content_type: UnsupportedAction,
+    on_not_utf8: NotUtf8Action,
+    on_grpc: GrpcAction,
+    scan_all_headers: bool,
     hash_key_env: String,
     rules: Vec<Rule>,
     /// Every rule's `json_paths`, in rule order.
@@ -84,6 +87,11 @@ struct Rule {
 }
 
 impl Rule {
+    /// Detectors or patterns: what `scan_all_headers` runs over header values.
+    fn scans(&self) -> bool {
+        self.detectors != 0 || !self.patterns.is_empty()
+    }
+
     fn masks_bodies(&self) -> bool {
         self.has_paths || self.has_keys || self.detectors != 0 || !self.patterns.is_empty()
     }
@@ -122,6 +130,8 @@ pub(crate) struct Plan<'p> {
     pub(crate) roots: Vec<State>,
     /// Some selected rule has `json_keys`.
     pub(crate) keys: bool,
+    /// Text that is not UTF-8 was scanned run by run.
+    scanned_bytes: std::cell::Cell<bool>,
 }
 
 impl<'p> Plan<'p> {
@@ -159,12 +169,26 @@ impl<'p> Plan<'p> {
             patterns,
             roots,
             keys,
+            scanned_bytes: std::cell::Cell::new(false),
         }
     }
 
     /// Detectors or patterns run over string values.
     pub(crate) fn scans(&self) -> bool {
         !self.detectors.is_empty() || !self.patterns.is_empty()
+    }
+
+    /// `on_not_utf8: mask_bytes`: bytes that are not UTF-8 are scanned run
+    /// by run instead of refusing the message.
+    pub(crate) fn masks_bytes(&self) -> bool {
+        let allowed = self.policy.on_not_utf8 == NotUtf8Action::MaskBytes;
+        // Asked only on text that is not UTF-8: remember it was met.
+        self.scanned_bytes.set(self.scanned_bytes.get() || allowed);
+        allowed
+    }
+
+    pub(crate) fn max_json_depth(&self) -> usize {
+        self.policy.max_json_depth
     }
 
     pub(crate) fn paths(&self) -> &'p [PathPattern] {
@@ -311,6 +335,9 @@ impl MaskingPolicy {
             on_malformed_json: config.on_malformed_json,
             on_compressed_request: config.on_compressed_request,
             on_unsupported_content_type: config.on_unsupported_content_type,
+            on_not_utf8: config.on_not_utf8,
+            on_grpc: config.on_grpc,
+            scan_all_headers: config.scan_all_headers,
             hash_key_env: config.hash_key_env,
             rules,
             paths: compiler.paths,
@@ -352,6 +379,18 @@ impl MaskingPolicy {
         self.on_unsupported_content_type
     }
 
+    pub fn on_not_utf8(&self) -> NotUtf8Action {
+        self.on_not_utf8
+    }
+
+    pub fn on_grpc(&self) -> GrpcAction {
+        self.on_grpc
+    }
+
+    pub fn scan_all_headers(&self) -> bool {
+        self.scan_all_headers
+    }
+
     /// The vmConfig environment variable the adapter reads the hash key from.
     pub fn hash_key_env(&self) -> &str {
         &self.hash_key_env
@@ -385,7 +424,7 @@ impl MaskingPolicy {
             }
             selection.rules.push(index);
             selection.body |= rule.masks_bodies();
-            selection.headers |= rule.has_headers;
+            selection.headers |= rule.has_headers || (self.scan_all_headers && rule.scans());
         }
         selection
     }
@@ -398,23 +437,65 @@ impl MaskingPolicy {
         kind: BodyKind,
         body: &[u8],
     ) -> Result<Masked, MaskError> {
-        if !selection.needs_body() || kind == BodyKind::Other {
+        if !selection.needs_body() || matches!(kind, BodyKind::Other | BodyKind::Grpc) {
             return Ok(Masked::default());
         }
         let plan = Plan::new(self, selection);
         let mut hits = vec![0u32; self.rules.len()];
         let masked = match kind {
             BodyKind::Json => json::mask_json(&plan, body, self.max_json_depth, &mut hits)?,
-            BodyKind::Text => {
-                let text = std::str::from_utf8(body).map_err(|_| MaskError::NotUtf8)?;
-                text::mask_text(&plan, text, &mut Vec::new(), &mut hits).map(String::into_bytes)
-            }
-            BodyKind::Form => form::mask_form(&plan, body, &mut hits),
-            BodyKind::Other => None,
+            BodyKind::Text => match std::str::from_utf8(body) {
+                // JSON sent as text still gets its keys and paths masked.
+                Ok(text) => match json::mask_embedded(
+                    &plan,
+                    text,
+                    plan.roots.clone(),
+                    self.max_json_depth,
+                    &mut hits,
+                )? {
+                    Some(masked) => masked,
+                    None => text::mask_text(&plan, text, &mut Vec::new(), &mut hits)
+                        .map(String::into_bytes),
+                },
+                Err(_) if plan.masks_bytes() => {
+                    text::mask_bytes(&plan, body, &mut Vec::new(), &mut hits)
+                }
+                Err(_) => return Err(MaskError::NotUtf8),
+            },
+            BodyKind::Form => form::mask_form(&plan, body, &mut hits)?,
+            BodyKind::Other | BodyKind::Grpc => None,
         };
         Ok(Masked {
             body: masked,
             hits: collect_hits(&hits),
+            scanned_bytes: plan.scanned_bytes.get(),
+        })
+    }
+
+    /// Masks the query string of a request's `:path` as a form (parameter
+    /// names matched like JSON keys, values scanned). `Ok` with `body: Some`
+    /// holds the new `:path`: the part before `?` byte for byte, then the
+    /// masked query.
+    pub fn mask_query(&self, selection: &Selection, path: &str) -> Result<Masked, MaskError> {
+        let Some((head, query)) = path.split_once('?') else {
+            return Ok(Masked::default());
+        };
+        if !selection.needs_body() || query.is_empty() {
+            return Ok(Masked::default());
+        }
+        let plan = Plan::new(self, selection);
+        let mut hits = vec![0u32; self.rules.len()];
+        let masked = form::mask_form(&plan, query.as_bytes(), &mut hits)?;
+        Ok(Masked {
+            body: masked.map(|q| {
+                let mut p = Vec::with_capacity(head.len() + 1 + q.len());
+                p.extend_from_slice(head.as_bytes());
+                p.push(b'?');
+                p.extend_from_slice(&q);
+                p
+            }),
+            hits: collect_hits(&hits),
+            scanned_bytes: plan.scanned_bytes.get(),
         })
     }
 
@@ -462,6 +543,8 @@ impl MaskingPolicy {
         }
         let mut hits = vec![0u32; self.rules.len()];
         let mut edits = Vec::with_capacity(groups.len());
+        let named: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+        let scanned = self.scan_headers(selection, headers, &named, &mut hits);
         for g in groups {
             let Some(rule) = self.rules.get(usize::from(g.rule)) else {
                 continue;
@@ -492,10 +575,59 @@ impl MaskingPolicy {
             };
             edits.push(edit);
         }
+        edits.extend(scanned);
         HeaderEdits {
             edits,
             hits: collect_hits(&hits),
         }
+    }
+
+    /// `scan_all_headers`: detectors and patterns over every header value
+    /// not named by a rule (pseudo-headers excepted). One `Replace` per
+    /// changed name, its values joined as in [`Self::mask_headers`].
+    fn scan_headers(
+        &self,
+        selection: &Selection,
+        headers: &[(String, String)],
+        named: &[String],
+        hits: &mut [u32],
+    ) -> Vec<HeaderEdit> {
+        if !self.scan_all_headers {
+            return Vec::new();
+        }
+        let plan = Plan::new(self, selection);
+        if !plan.scans() {
+            return Vec::new();
+        }
+        let mut groups: Vec<(String, Vec<String>, bool)> = Vec::new();
+        let mut spans = Vec::new();
+        for (name, value) in headers {
+            let lower = name.to_ascii_lowercase();
+            if lower.starts_with(':') || named.contains(&lower) {
+                continue;
+            }
+            let masked = text::mask_text(&plan, value, &mut spans, hits);
+            let changed = masked.is_some();
+            let value = masked.unwrap_or_else(|| value.clone());
+            match groups.iter_mut().find(|g| g.0 == lower) {
+                Some(g) => {
+                    g.1.push(value);
+                    g.2 |= changed;
+                }
+                None => groups.push((lower, vec![value], changed)),
+            }
+        }
+        groups
+            .into_iter()
+            .filter(|g| g.2)
+            .map(|(name, values, _)| {
+                let separator = if name == "cookie" { "; " } else { ", " };
+                HeaderEdit::Replace {
+                    value: values.join(separator),
+                    name,
+                }
+            })
+            .collect()
     }
 }
 

@@ -266,6 +266,9 @@ fn settings_default_as_documented_and_are_exposed() {
     assert_eq!(p.on_malformed_json(), MalformedJsonAction::Reject);
     assert_eq!(p.on_compressed_request(), CompressedAction::Reject);
     assert_eq!(p.on_unsupported_content_type(), UnsupportedAction::Pass);
+    assert_eq!(p.on_not_utf8(), NotUtf8Action::Reject);
+    assert_eq!(p.on_grpc(), GrpcAction::Reject);
+    assert!(!p.scan_all_headers());
     assert_eq!(p.hash_key_env(), "MESHGUARD_MASK_HASH_KEY");
     assert_eq!(p.rule_count(), 1);
     assert_eq!(p.rule_name(0), Some("r"));
@@ -276,8 +279,12 @@ fn settings_default_as_documented_and_are_exposed() {
             "max_json_depth": 8, "on_oversize": "pass_unmasked",
             "on_malformed_json": "mask_as_text", "on_compressed_request": "pass_unmasked",
             "on_unsupported_content_type": "reject", "hash_key_env": "K",
+            "on_not_utf8": "mask_bytes", "on_grpc": "pass_unmasked", "scan_all_headers": true,
             "rules": [{"name": "r", "json_keys": ["a"]}]}"#,
     );
+    assert_eq!(p.on_not_utf8(), NotUtf8Action::MaskBytes);
+    assert_eq!(p.on_grpc(), GrpcAction::PassUnmasked);
+    assert!(p.scan_all_headers());
     assert_eq!(p.mode(), Mode::DryRun);
     assert_eq!(p.mode().as_str(), "dry-run");
     assert_eq!(p.config_version(), Some("v7"));
@@ -308,6 +315,11 @@ fn content_types_decide_the_body_kind() {
         (Some("multipart/form-data; boundary=x"), BodyKind::Other),
         (Some("application/octet-stream"), BodyKind::Other),
         (Some("application/jsonx"), BodyKind::Other),
+        (Some("application/grpc"), BodyKind::Grpc),
+        (Some("application/grpc+proto"), BodyKind::Grpc),
+        (Some("Application/GRPC+json"), BodyKind::Grpc),
+        (Some("application/grpc-web-text"), BodyKind::Grpc),
+        (Some("application/grpcx"), BodyKind::Other),
         (Some("json"), BodyKind::Other),
         (Some(""), BodyKind::Other),
         (None, BodyKind::Other),
@@ -786,12 +798,12 @@ fn every_detector_masks_text_and_json_strings() {
     assert_eq!(
         got.unwrap(),
         format!(
-            r#"{{"notes":{},"n":4111111111111111}}"#,
+            r#"{{"notes":{},"n":"[REDACTED]"}}"#,
             String::from_utf8(want_json).unwrap()
         ),
-        "numbers and keys are not scanned"
+        "a card stored as a number is found too"
     );
-    assert_eq!(hits, [(0, 8)]);
+    assert_eq!(hits, [(0, 9)]);
 }
 
 #[test]
@@ -871,7 +883,6 @@ fn form_bodies_mask_fields_by_name_and_values_by_detectors() {
         ("token", Some(""), vec![(2, 1)]),
         // Untouched pairs keep their exact bytes, empty pairs included.
         ("a=%41%42&&b=c+d&password", Some("a=%41%42&&b=c+d&password=%5BREDACTED%5D"), vec![(0, 1)]),
-        ("a=1&b=%FF%FE&c", None, vec![]),
         ("", None, vec![]),
     ];
     for (body, want, want_hits) in cases {
@@ -879,6 +890,11 @@ fn form_bodies_mask_fields_by_name_and_values_by_detectors() {
         assert_eq!(got.as_deref(), want, "{body}");
         assert_eq!(hits, want_hits, "{body}");
     }
+    // A value that is not UTF-8 is refused by default (it could hide a match).
+    let err = p
+        .mask_body(&everything(&p), BodyKind::Form, b"a=1&b=%FF%FE&c")
+        .unwrap_err();
+    assert_eq!(err, MaskError::NotUtf8);
 }
 
 #[test]
@@ -1110,5 +1126,250 @@ fn headers_are_replaced_or_removed_once_per_name() {
     assert_eq!(
         s.mask_headers(&everything(&s), &headers),
         HeaderEdits::default()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Shapes that used to hide data: JSON in strings, Unicode variants, queries,
+// bracketed names, every header.
+
+#[test]
+fn json_held_in_json_strings_is_masked_and_stays_valid() {
+    let p = policy(
+        r#"{"rules": [{"name": "k", "json_keys": ["password"]},
+                      {"name": "p", "json_paths": ["/payload/user/ssn"]},
+                      {"name": "d", "detectors": ["email"]}]}"#,
+    );
+    let cases = [
+        (
+            r#"{"payload": "{\"user\": {\"ssn\": \"078-05-1120\", \"password\": \"x\"}}"}"#,
+            Some(
+                r#"{"payload": "{\"user\": {\"ssn\": \"[REDACTED]\", \"password\": \"[REDACTED]\"}}"}"#,
+            ),
+        ),
+        (
+            r#"{"list": "[\"ann@example.com\", 1]"}"#,
+            Some(r#"{"list": "[\"[REDACTED]\", 1]"}"#),
+        ),
+        (
+            r#"{"twice": "{\"in\": \"{\\\"password\\\": 1}\"}"}"#,
+            Some(r#"{"twice": "{\"in\": \"{\\\"password\\\": \\\"[REDACTED]\\\"}\"}"}"#),
+        ),
+        // Starts like JSON but is not: scanned as text.
+        (
+            r#"{"note": "{ann@example.com"}"#,
+            Some(r#"{"note": "{[REDACTED]"}"#),
+        ),
+        (r#"{"note": "{\"plain\": 1}"}"#, None),
+    ];
+    for (body, want) in cases {
+        assert_eq!(mask_json(&p, body).as_deref(), want, "{body}");
+    }
+    // Nesting JSON in strings past the limit is refused, not scanned as text.
+    let mut deep = String::from(r#"{"password": 1}"#);
+    for _ in 0..json::MAX_EMBEDDED_LEVELS + 1 {
+        let mut quoted = Vec::new();
+        json::write_json_string(&mut quoted, &deep);
+        deep = format!(r#"{{"a": {}}}"#, String::from_utf8(quoted).unwrap());
+    }
+    let err = p
+        .mask_body(&everything(&p), BodyKind::Json, deep.as_bytes())
+        .unwrap_err();
+    assert_eq!(err.as_code(), "too_deep");
+    // Text that only opens brackets is text, however many: no false refusal.
+    let shallow =
+        policy(r#"{"max_json_depth": 3, "rules": [{"name": "d", "detectors": ["email"]}]}"#);
+    assert_eq!(
+        mask_json(&shallow, r#"{"a": "[[[[[[ hi ann@example.com"}"#).as_deref(),
+        Some(r#"{"a": "[[[[[[ hi [REDACTED]"}"#)
+    );
+    assert_eq!(
+        mask(&shallow, BodyKind::Text, "[[[[[[ hi ann@example.com")
+            .0
+            .as_deref(),
+        Some("[[[[[[ hi [REDACTED]")
+    );
+}
+
+#[test]
+fn unicode_digit_space_and_dash_variants_cannot_hide_a_match() {
+    let p = one_rule(r#""detectors": ["card", "us_ssn", "iban"]"#);
+    let cases = [
+        (
+            "card ４１１１ １１１１ １１１１ １１１１",
+            "card [REDACTED]",
+        ),
+        ("card 4111\u{a0}1111\u{a0}1111\u{a0}1111", "card [REDACTED]"),
+        ("card 4111\\t1111\\t1111\\t1111", "card [REDACTED]"),
+        ("ssn 078\u{2010}05\u{2011}1120", "ssn [REDACTED]"),
+        ("card 4111\u{200b}111111111111", "card [REDACTED]"),
+        ("iban ＧＢ82 WEST 1234 5698 7654 32", "iban [REDACTED]"),
+        ("card ٤١١١١١١١١١١١١١١١", "card [REDACTED]"),
+    ];
+    for (value, want) in cases {
+        let body = format!(r#"{{"v": "{value}"}}"#);
+        let got = mask_json(&p, &body).unwrap_or(body.clone());
+        let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+        let want: serde_json::Value =
+            serde_json::from_str(&format!(r#"{{"v": "{want}"}}"#)).unwrap();
+        assert_eq!(got, want, "{value}");
+    }
+    // Partial masking keeps the original characters' shape.
+    let p = one_rule(r#""detectors": ["card"], "strategy": "partial", "keep_last": 4"#);
+    assert_eq!(
+        mask(&p, BodyKind::Text, "４１１１ １１１１ １１１１ １１１１")
+            .0
+            .as_deref(),
+        Some("**** **** **** １１１１")
+    );
+}
+
+#[test]
+fn query_strings_and_bracketed_names_are_matched_like_json_keys() {
+    let p = policy(
+        r#"{"rules": [{"name": "k", "json_keys": ["password"]},
+                      {"name": "p", "json_paths": ["/card/number"]},
+                      {"name": "d", "detectors": ["email"]}]}"#,
+    );
+    let sel = everything(&p);
+    let cases = [
+        (
+            "/login?password=x&keep=1",
+            Some("/login?password=%5BREDACTED%5D&keep=1"),
+        ),
+        (
+            "/login?user[password]=x",
+            Some("/login?user[password]=%5BREDACTED%5D"),
+        ),
+        (
+            "/login?user%5Bpassword%5D=x",
+            Some("/login?user%5Bpassword%5D=%5BREDACTED%5D"),
+        ),
+        (
+            "/login?user.password=x",
+            Some("/login?user.password=%5BREDACTED%5D"),
+        ),
+        (
+            "/pay?card[number]=4111&card[cvc]=1",
+            Some("/pay?card[number]=%5BREDACTED%5D&card[cvc]=1"),
+        ),
+        (
+            "/u/ann@example.com?to=ann%40example.com",
+            Some("/u/ann@example.com?to=%5BREDACTED%5D"),
+        ),
+        ("/plain?q=1&r", None),
+        ("/no-query", None),
+    ];
+    for (path, want) in cases {
+        let got = p.mask_query(&sel, path).unwrap();
+        let got = got.body.map(|b| String::from_utf8(b).unwrap());
+        assert_eq!(got.as_deref(), want, "{path}");
+    }
+    assert_eq!(
+        mask(&p, BodyKind::Form, "user[password]=x&a=1")
+            .0
+            .as_deref(),
+        Some("user[password]=%5BREDACTED%5D&a=1")
+    );
+    // A query parameter that is not UTF-8 is refused by default, scanned on request.
+    assert_eq!(
+        p.mask_query(&sel, "/x?q=%FF").unwrap_err().as_code(),
+        "not_utf8"
+    );
+    let bytes = policy(
+        r#"{"on_not_utf8": "mask_bytes", "rules": [{"name": "d", "detectors": ["email"]}]}"#,
+    );
+    let got = bytes
+        .mask_query(&everything(&bytes), "/x?q=%FFann%40example.com")
+        .unwrap();
+    assert_eq!(got.body.as_deref(), Some(&b"/x?q=%FF%5BREDACTED%5D"[..]));
+}
+
+#[test]
+fn scan_all_headers_runs_detectors_over_every_header_value() {
+    let headers: Vec<(String, String)> = [
+        ("x-user", "ann@example.com"),
+        ("x-note", "nothing"),
+        (":path", "/ann@example.com"),
+        ("authorization", "Bearer abcdefghijklmnop1234"),
+    ]
+    .iter()
+    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+    .collect();
+    let off = one_rule(r#""detectors": ["email", "bearer_token"]"#);
+    assert!(off
+        .mask_headers(&everything(&off), &headers)
+        .edits
+        .is_empty());
+    let on = policy(
+        r#"{"scan_all_headers": true, "rules": [{"name": "r", "detectors": ["email", "bearer_token"]}]}"#,
+    );
+    let edits = on.mask_headers(&everything(&on), &headers);
+    assert_eq!(
+        edits.edits,
+        vec![
+            HeaderEdit::Replace {
+                name: "x-user".into(),
+                value: "[REDACTED]".into()
+            },
+            HeaderEdit::Replace {
+                name: "authorization".into(),
+                value: "Bearer [REDACTED]".into()
+            },
+        ]
+    );
+    assert_eq!(edits.hits, vec![RuleHits { rule: 0, count: 2 }]);
+}
+
+#[test]
+fn json_sent_as_text_or_in_a_form_value_still_gets_its_keys_and_paths_masked() {
+    let p = policy(
+        r#"{"rules": [{"name": "k", "json_keys": ["password"]},
+                      {"name": "p", "json_paths": ["/filter/user/ssn"]},
+                      {"name": "d", "detectors": ["email"]}]}"#,
+    );
+    let cases = [
+        (
+            BodyKind::Text,
+            r#"{"password": "x", "m": "ann@example.com"}"#,
+            Some(r#"{"password": "[REDACTED]", "m": "[REDACTED]"}"#),
+        ),
+        (
+            BodyKind::Text,
+            "{ not json ann@example.com",
+            Some("{ not json [REDACTED]"),
+        ),
+        (
+            BodyKind::Form,
+            r#"data={"password":"x"}&a=1"#,
+            Some("data=%7B%22password%22%3A%22%5BREDACTED%5D%22%7D&a=1"),
+        ),
+        (
+            BodyKind::Form,
+            "filter=%7B%22user%22%3A%7B%22ssn%22%3A1%7D%7D",
+            Some("filter=%7B%22user%22%3A%7B%22ssn%22%3A%22%5BREDACTED%5D%22%7D%7D"),
+        ),
+        (BodyKind::Form, r#"data={"ok":1}"#, None),
+    ];
+    for (kind, body, want) in cases {
+        assert_eq!(mask(&p, kind, body).0.as_deref(), want, "{body}");
+    }
+}
+
+#[test]
+fn card_numbers_stored_as_json_numbers_are_found() {
+    let p = one_rule(r#""detectors": ["card"]"#);
+    assert_eq!(
+        mask_json(
+            &p,
+            r#"{"card": 4111111111111111, "n": 4111111111111112, "f": 1.5}"#
+        )
+        .as_deref(),
+        Some(r#"{"card": "[REDACTED]", "n": 4111111111111112, "f": 1.5}"#)
+    );
+    let p = one_rule(r#""detectors": ["card"], "strategy": "partial""#);
+    assert_eq!(
+        mask_json(&p, "[4111111111111111]").as_deref(),
+        Some(r#"["************1111"]"#)
     );
 }

@@ -2,6 +2,7 @@
 //! value, a form value): find, merge overlaps, replace.
 
 use super::detect::TextStats;
+use super::fold::fold;
 use super::policy::{count_hit, Plan};
 
 /// One match: a byte range of the text and the rule it is masked for.
@@ -30,6 +31,20 @@ pub(crate) fn mask_text(
                 detector.scan(text, &mut |start, end| {
                     spans.push(Span { start, end, rule })
                 });
+            }
+        }
+        // Unicode digits, spaces and dashes must not hide a match: scan the
+        // folded text too, masking the original characters it came from.
+        if let Some(folded) = stats.foldable.then(|| fold(text)).flatten() {
+            let stats = TextStats::of(&folded.text);
+            for &(detector, rule) in &plan.detectors {
+                if detector.may_match(&stats) {
+                    detector.scan(&folded.text, &mut |start, end| {
+                        if let Some((start, end)) = folded.original(start, end) {
+                            spans.push(Span { start, end, rule });
+                        }
+                    });
+                }
             }
         }
     }
@@ -73,5 +88,32 @@ pub(crate) fn mask_text(
         return None;
     }
     out.push_str(text.get(cursor..).unwrap_or(""));
+    Some(out)
+}
+
+/// Masks bytes that are not all UTF-8: each maximal valid UTF-8 run is masked
+/// as text; invalid bytes are kept as they are (`on_not_utf8: mask_bytes`).
+/// `None` when nothing matched.
+pub(crate) fn mask_bytes(
+    plan: &Plan<'_>,
+    bytes: &[u8],
+    spans: &mut Vec<Span>,
+    hits: &mut [u32],
+) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut pos = 0;
+    for chunk in bytes.utf8_chunks() {
+        let valid = chunk.valid();
+        if let Some(masked) = mask_text(plan, valid, spans, hits) {
+            let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+            out.extend_from_slice(bytes.get(copied..pos).unwrap_or_default());
+            out.extend_from_slice(masked.as_bytes());
+            copied = pos + valid.len();
+        }
+        pos += valid.len() + chunk.invalid().len();
+    }
+    let mut out = out?;
+    out.extend_from_slice(bytes.get(copied..).unwrap_or_default());
     Some(out)
 }
