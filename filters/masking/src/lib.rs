@@ -15,6 +15,7 @@ use meshguard_core::metrics::{
     label_value, tagged, MASKING_DRY_RUN_FIELDS, MASKING_FIELDS, MASKING_REFUSED, MASKING_SKIPPED,
     MASKING_TEXT_FALLBACKS,
 };
+use meshguard_core::scope::RequestView;
 use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::surface::{Envoy, Surface};
 use meshguard_host::{self as host, Counter};
@@ -142,6 +143,17 @@ impl Metrics {
     fn host_error<H: Surface>(&self, host: &mut H, direction: Direction) {
         Self::reason(host, &self.refused, &REASONS, direction, Reason::HostError);
     }
+
+    fn path_refused<H: Surface>(&self, host: &mut H) {
+        Self::reason(
+            host,
+            &self.refused,
+            &REASONS,
+            Direction::Request,
+            Reason::Path,
+        );
+        log::info!("meshguard masking: request refused: its path cannot be canonicalized");
+    }
 }
 
 #[derive(Debug)]
@@ -220,13 +232,29 @@ impl HttpContext for MaskingHttp {
                 "meshguard_not_configured",
             );
         };
-        let line = host::RequestLine::read();
-        if let Some(action) = active.quarantine.enforce(&line.path) {
+        let (policy, metrics) = (&active.policy, &active.metrics);
+        // One canonical path for the rule scopes and the upstream.
+        let mut line = host::RequestLine::read();
+        match line.canonicalize(policy.path_options()) {
+            Ok(true) if policy.mode() == Mode::Enforce && !line.forward_path() => {
+                metrics.host_error(&mut Envoy, Direction::Request);
+                return reset(&mut Envoy, Direction::Request);
+            }
+            Ok(_) => {}
+            Err(rejection) => {
+                // No scope can be judged on a path we cannot read.
+                if policy.mode() == Mode::Enforce {
+                    metrics.path_refused(&mut Envoy);
+                    return refuse(&mut Envoy, Direction::Request, 400, rejection.code());
+                }
+            }
+        }
+        let view = RequestView::with(&line.info(), policy.path_options());
+        if let Some(action) = active.quarantine.enforce(&view.path) {
             return action;
         }
         let transport = host::peer_transport();
         let caller = transport.certificate_identity();
-        let (policy, metrics) = (&active.policy, &active.metrics);
         let request = policy.select(Direction::Request, caller, &line.info());
         let response = policy.select(Direction::Response, caller, &line.info());
         self.streams.request_headers(

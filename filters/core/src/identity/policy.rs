@@ -15,7 +15,7 @@ use super::index::KeyIndex;
 use super::xfcc;
 use crate::config::{check_config_version, check_len, parse_json, ConfigError, UniqueNames};
 use crate::path::{canonicalize, PathOptions, PathRejection};
-use crate::pattern::{PathPattern, StringPattern};
+use crate::pattern::{GlobSegment, PathPattern, StringPattern};
 use crate::scope::{
     compile_condition, compile_scope_with, namespace_pattern, principal_pattern, scope_lists,
     trust_domain_pattern, Condition, RequestScope, RequestView, ScopeLists, MAX_LIST_ENTRIES,
@@ -101,6 +101,9 @@ struct RuleIndex {
     namespace: KeyIndex,
     trust_domain: KeyIndex,
     path: KeyIndex,
+    /// Rules whose path globs all start with a literal segment, by that
+    /// segment (`/internal/*/secret/**` under `internal`).
+    first_segment: HashMap<Box<str>, Vec<u32>>,
     /// Rules with no indexable attribute: checked for every request.
     unindexed: Vec<u32>,
 }
@@ -509,6 +512,9 @@ impl IdentityPolicy {
             self.index.trust_domain.collect(id.trust_domain(), &mut out);
         }
         self.index.path.collect(path, &mut out);
+        if let Some(rules) = self.index.first_segment.get(first_segment(path)) {
+            out.extend_from_slice(rules);
+        }
         out.extend_from_slice(&self.index.unindexed);
         out.sort_unstable();
         out.dedup();
@@ -627,20 +633,44 @@ fn check_rule_conflicts(rules: &[Rule], warnings: &mut Vec<String>) -> Result<()
     Ok(())
 }
 
+/// The first segment of a path: `internal` for `/internal/x`, `` for `/`.
+fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split('/').next().unwrap_or("")
+}
+
+/// Where a rule's path patterns can be looked up: a string pattern in the
+/// path index, a glob under its literal first segment. `None` when one of
+/// them starts with a wildcard segment (then the rule is checked for every
+/// request).
+enum PathKey<'a> {
+    Pattern(&'a StringPattern),
+    FirstSegment(&'a str),
+}
+
+fn path_key(pattern: &PathPattern) -> Option<PathKey<'_>> {
+    match pattern {
+        PathPattern::Simple(s) => Some(PathKey::Pattern(s)),
+        PathPattern::Glob(segments) => match segments.first() {
+            Some(GlobSegment::Pattern(first)) if !first.contains('*') => {
+                Some(PathKey::FirstSegment(first))
+            }
+            _ => None,
+        },
+    }
+}
+
 /// Indexes each rule by its most selective positive attribute.
 fn build_index(rules: &[Rule]) -> RuleIndex {
     let mut index = RuleIndex::default();
     for (i, rule) in rules.iter().enumerate() {
         let id = i as u32;
-        let simple_paths = rule.scope.paths.any_of.as_deref().and_then(|paths| {
-            paths
-                .iter()
-                .map(|p| match p {
-                    PathPattern::Simple(s) => Some(s),
-                    PathPattern::Glob(_) => None,
-                })
-                .collect::<Option<Vec<_>>>()
-        });
+        let path_keys = rule
+            .scope
+            .paths
+            .any_of
+            .as_deref()
+            .and_then(|paths| paths.iter().map(path_key).collect::<Option<Vec<_>>>());
         let (target, patterns): (&mut KeyIndex, Vec<&StringPattern>) =
             if let Some(list) = rule.peer.principals.any_of.as_deref() {
                 (&mut index.principal, list.iter().collect())
@@ -648,8 +678,19 @@ fn build_index(rules: &[Rule]) -> RuleIndex {
                 (&mut index.namespace, list.iter().collect())
             } else if let Some(list) = rule.peer.trust_domains.any_of.as_deref() {
                 (&mut index.trust_domain, list.iter().collect())
-            } else if let Some(list) = simple_paths {
-                (&mut index.path, list)
+            } else if let Some(keys) = path_keys {
+                for key in keys {
+                    match key {
+                        PathKey::Pattern(p) => index.path.insert(p, id),
+                        PathKey::FirstSegment(segment) => {
+                            let rules = index.first_segment.entry(segment.into()).or_default();
+                            if rules.last() != Some(&id) {
+                                rules.push(id);
+                            }
+                        }
+                    }
+                }
+                continue;
             } else {
                 index.unindexed.push(id);
                 continue;

@@ -735,3 +735,37 @@ fn a_shadow_policy_is_compiled_beside_the_enforced_one_and_never_nested() {
         assert!(err.starts_with(at), "{config}: {err}");
     }
 }
+
+#[test]
+fn globs_are_indexed_by_their_first_literal_segment() {
+    let rules: Vec<String> = (0..200)
+        .map(|i| {
+            format!(
+                r#"{{"name": "g{i}", "action": "deny", "paths": ["/internal{i}/*/secret/**"]}}"#
+            )
+        })
+        .chain([
+            r#"{"name": "anywhere", "action": "deny", "paths": ["/**/admin"]}"#.to_string(),
+            r#"{"name": "mixed", "action": "deny", "paths": ["/api/*", "/v1/*/x"]}"#.to_string(),
+        ])
+        .collect();
+    let p = IdentityPolicy::from_json(
+        format!(
+            r#"{{"default_action": "allow", "rules": [{}]}}"#,
+            rules.join(",")
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // Only the glob under `internal7`, the mixed rule's `/api/*` and the rule
+    // with a leading `**` can match; the 199 other globs are never looked at.
+    assert_eq!(
+        p.candidates_for_test(None, "/internal7/a/secret/b"),
+        vec![7, 200]
+    );
+    assert_eq!(p.candidates_for_test(None, "/api/x"), vec![200, 201]);
+    assert_eq!(p.candidates_for_test(None, "/v1/q/x"), vec![200, 201]);
+    assert_eq!(judge(&p, "/internal7/a/secret/b"), Reason::DeniedByRule);
+    assert_eq!(judge(&p, "/internal7/a/public"), Reason::DefaultAllow);
+    assert_eq!(judge(&p, "/x/admin"), Reason::DeniedByRule);
+}

@@ -36,6 +36,13 @@ pub struct MaskingConfig {
     pub config_version: Option<String>,
     #[serde(default)]
     pub mode: Mode,
+    /// How request paths are canonicalized before rule scopes match (as in
+    /// the identity filter: docs/identity.md).
+    #[serde(default)]
+    pub path_normalization: crate::path::PathNormalization,
+    /// Rule paths compare ASCII case-insensitively.
+    #[serde(default)]
+    pub path_case_insensitive: bool,
     /// Largest body the adapter buffers for masking.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,

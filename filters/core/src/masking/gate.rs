@@ -39,10 +39,13 @@ pub enum Reason {
     /// The host refused an edit (a masked body or `:path`): the stream is
     /// reset rather than letting the original through.
     HostError,
+    /// The request path cannot be canonicalized (`invalid_path`,
+    /// `ambiguous_path`), so no rule scope can be judged.
+    Path,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Self::Oversize,
         Self::Compressed,
         Self::UnsupportedContentType,
@@ -51,6 +54,7 @@ impl Reason {
         Self::TooDeep,
         Self::NotUtf8,
         Self::HostError,
+        Self::Path,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +67,7 @@ impl Reason {
             Self::TooDeep => "too_deep",
             Self::NotUtf8 => "not_utf8",
             Self::HostError => "host_error",
+            Self::Path => "path",
         }
     }
 
@@ -88,7 +93,9 @@ impl Reason {
             Self::Grpc => {
                 (policy.on_grpc() == GrpcAction::PassUnmasked).then_some("on_grpc: pass_unmasked")
             }
-            Self::MalformedJson | Self::TooDeep | Self::NotUtf8 | Self::HostError => None,
+            Self::MalformedJson | Self::TooDeep | Self::NotUtf8 | Self::HostError | Self::Path => {
+                None
+            }
         }
     }
 }

@@ -20,10 +20,12 @@ use crate::config::{
     check_config_version, check_env_name, check_len, is_token_char, parse_json, ConfigError,
     UniqueNames,
 };
+use crate::path::PathOptions;
 use crate::pattern::StringPattern;
 use crate::request::RequestInfo;
 use crate::scope::{
-    compile_principals, compile_scope, principal_matches, scope_lists, RequestScope, RequestView,
+    compile_principals, compile_scope_with, principal_matches, scope_lists, RequestScope,
+    RequestView,
 };
 use crate::spiffe::SpiffeId;
 
@@ -50,6 +52,8 @@ const MAX_DETECTOR_ENTRIES: usize = 64;
 pub struct MaskingPolicy {
     config_version: Option<String>,
     mode: Mode,
+    /// How request paths are canonicalized before rule scopes match.
+    path_options: PathOptions,
     max_body_bytes: usize,
     max_json_depth: usize,
     on_oversize: OversizeAction,
@@ -306,7 +310,13 @@ impl MaskingPolicy {
             ));
         }
         check_len("rules", &config.rules, MAX_RULES)?;
-        let mut compiler = Compiler::default();
+        let mut compiler = Compiler {
+            path_options: PathOptions {
+                normalization: config.path_normalization,
+                case_insensitive: config.path_case_insensitive,
+            },
+            ..Compiler::default()
+        };
         let mut names = UniqueNames::new("rules");
         let mut rules = Vec::with_capacity(config.rules.len());
         let mut first_hash_rule = None;
@@ -329,6 +339,7 @@ impl MaskingPolicy {
         Ok(Self {
             config_version: config.config_version,
             mode: config.mode,
+            path_options: compiler.path_options,
             max_body_bytes,
             max_json_depth,
             on_oversize: config.on_oversize,
@@ -345,6 +356,11 @@ impl MaskingPolicy {
             headers: compiler.headers,
             hash_key,
         })
+    }
+
+    /// How this policy canonicalizes request paths.
+    pub fn path_options(&self) -> &PathOptions {
+        &self.path_options
     }
 
     pub fn mode(&self) -> Mode {
@@ -412,7 +428,7 @@ impl MaskingPolicy {
         caller: Option<&SpiffeId>,
         request: &RequestInfo<'_>,
     ) -> Selection {
-        let view = RequestView::of(request);
+        let view = RequestView::with(request, &self.path_options);
         let mut selection = Selection::default();
         for (i, rule) in self.rules.iter().enumerate() {
             let Ok(index) = u16::try_from(i) else { break };
@@ -658,6 +674,7 @@ fn compile_hash_key(rule: usize, env: &str, key: Option<&[u8]>) -> Result<HashKe
 /// Accumulates the policy-wide indexes while rules are compiled.
 #[derive(Default)]
 struct Compiler {
+    path_options: PathOptions,
     paths: Vec<PathPattern>,
     keys: HashMap<Box<str>, Vec<u16>>,
     headers: HashMap<Box<str>, Vec<u16>>,
@@ -700,7 +717,7 @@ impl Compiler {
                 )),
                 Some(list) => list.iter().fold(0, |bits, d| bits | d.bit()),
             };
-        let scope = compile_scope(at, scope_lists!(rc))?;
+        let scope = compile_scope_with(at, scope_lists!(rc), &self.path_options)?;
         let except_at = format!("{at}.except_principals");
         let except_principals = match rc.except_principals.as_deref() {
             None => Box::default(),
