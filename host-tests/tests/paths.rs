@@ -6,6 +6,8 @@
 
 use meshguard_host_tests::http::{send_raw, Protocol, Request, Response};
 use meshguard_host_tests::mesh::{Filter, Mesh, PathNormalization, ROUTE_HEADER};
+use meshguard_host_tests::upstream::Script;
+use serde_json::json;
 
 const DENY_ADMIN: &str = r#"{
   "default_action": "allow",
@@ -217,4 +219,43 @@ async fn ambiguous_and_invalid_paths_are_refused_with_stable_reasons_and_counted
 async fn mesh_with_mode(mode: &str) -> Mesh {
     let policy = DENY_ADMIN.replacen('{', &format!("{{\"path_normalization\": \"{mode}\","), 1);
     mesh(&policy, PathNormalization::None).await
+}
+
+#[tokio::test]
+async fn a_masking_scope_catches_every_spelling_of_its_path() {
+    let policy = r#"{"rules": [{"name": "admin-secrets", "directions": ["response"],
+        "paths": ["/admin/*"], "json_keys": ["secret"]}]}"#;
+    for sidecar in SIDECARS {
+        let mesh = Mesh::builder()
+            .filter(Filter::named("masking", policy))
+            .path_normalization(sidecar)
+            .start()
+            .await
+            .expect("mesh starts");
+        mesh.upstream()
+            .set_default(Some(Script::json(&json!({"secret": "s3cr3t", "id": 1}))));
+        for protocol in Protocol::ALL {
+            for (class, target) in ADMIN_SPELLINGS {
+                let what = format!("{class} {target:?}, sidecar {sidecar:?}, {protocol:?}");
+                let Some(resp) = send(&mesh, target, protocol).await else {
+                    continue;
+                };
+                // Masked, or refused before anything was forwarded.
+                if resp.status == 200 {
+                    assert!(!resp.text().contains("s3cr3t"), "{what}: {}", resp.text());
+                    mesh.upstream().take_one().await.unwrap();
+                } else {
+                    assert!((400..500).contains(&resp.status), "{what}: {resp:?}");
+                    mesh.upstream().assert_nothing_arrived(&what);
+                }
+            }
+            // Outside the scope nothing is masked.
+            let resp = send(&mesh, "/public/admin/users", protocol).await.unwrap();
+            assert!(
+                resp.text().contains("s3cr3t"),
+                "{sidecar:?} {protocol:?}: {resp:?}"
+            );
+            mesh.upstream().take_one().await.unwrap();
+        }
+    }
 }
