@@ -128,6 +128,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         newest: args.newest_serial.map(|n| (n, newest_fp.as_str())),
     });
     let loaded = env.and_then(|env| {
+        // As the filter: the trust checks and the scope, then its own compile.
+        if let Some(at) = &at {
+            integrity::admit(&integrity::load(&file.bytes, &env)?, &env, at)?;
+        }
         let (loaded, summary) = match args.filter {
             Filter::Identity => file
                 .load_identity(&env)
@@ -139,9 +143,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 .load_masking(&env, var)
                 .map(|(loaded, policy)| (loaded, Summary::masking(&policy))),
         }?;
-        if let Some(at) = &at {
-            integrity::admit(&loaded, &env, at)?;
-        }
         Ok((loaded, summary))
     });
     let (loaded, summary) = match loaded {

@@ -874,7 +874,7 @@ mod tests {
                 "signed with key \"someone\", which is not in MESHGUARD_TRUSTED_KEYS",
             ),
             (
-                CONFIG,
+                br#"{"rules": []}"#,
                 "the config is not signed and MESHGUARD_REQUIRE_SIGNATURE is true",
             ),
         ];
