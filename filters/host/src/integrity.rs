@@ -335,9 +335,11 @@ impl Guard {
             return;
         }
         self.last_poll_ms = now;
+        // One MESHGUARD_SOURCE_OF_TRUTH serves every filter of the proxy.
+        let path = source.path.replace("{filter}", self.filter);
         let mut headers = vec![
             (":method", "GET"),
-            (":path", source.path.as_str()),
+            (":path", path.as_str()),
             (":authority", source.authority.as_str()),
             ("x-meshguard-filter", self.filter),
             ("x-meshguard-config-fingerprint", self.fingerprint.as_str()),
