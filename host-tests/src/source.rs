@@ -27,14 +27,10 @@ pub fn trusted_key_entry(id: &str, key: &SigningKey) -> String {
 }
 
 /// The proxy-level environment of a sidecar that asks for integrity: the
-/// release key trusted and required, and `filter`'s source of truth on
-/// `cluster`, polled every `poll_ms`.
-pub fn trust_env(
-    filter: &str,
-    cluster: &str,
-    poll_ms: u64,
-    on_drift: &str,
-) -> Vec<(String, String)> {
+/// release key trusted and required, and the source of truth on `cluster`
+/// (one path for every filter, `{filter}` filled in by the sidecar), polled
+/// every `poll_ms`.
+pub fn trust_env(cluster: &str, poll_ms: u64, on_drift: &str) -> Vec<(String, String)> {
     vec![
         (
             "MESHGUARD_TRUSTED_KEYS".into(),
@@ -47,7 +43,7 @@ pub fn trust_env(
             "MESHGUARD_SOURCE_OF_TRUTH".into(),
             format!(
                 r#"{{"cluster": "{cluster}", "path": "{}", "poll_interval_ms": {poll_ms}, "timeout_ms": {}}}"#,
-                SourceOfTruth::path(filter),
+                SourceOfTruth::path("{filter}"),
                 (poll_ms / 2).min(2_000)
             ),
         ),

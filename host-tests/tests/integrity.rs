@@ -62,7 +62,7 @@ fn attacker_key() -> SigningKey {
 /// The proxy-level environment: the release key (and a revoked one) trusted,
 /// signatures required, quarantine on drift, the source of truth polled.
 fn env() -> Vec<(String, String)> {
-    let mut env = trust_env("identity", SOURCE_CLUSTER, POLL_MS, "quarantine");
+    let mut env = trust_env(SOURCE_CLUSTER, POLL_MS, "quarantine");
     for (k, v) in &mut env {
         if k == "MESHGUARD_TRUSTED_KEYS" {
             *v = format!("{v},{}", trusted_key_entry("old", &old_key()));

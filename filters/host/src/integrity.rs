@@ -485,7 +485,14 @@ impl Quarantine {
             r#"{{"error":"superseded","reason":"config_superseded","filter":"{}"}}"#,
             self.filter
         );
-        if !crate::send_json_reply(503, Some("config_superseded"), body.as_bytes()) {
+        // `connection: close` moves an HTTP/1 client off a draining listener
+        // that still runs this instance, onto the one running the newer config.
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-meshguard-deny-reason", "config_superseded"),
+            ("connection", "close"),
+        ];
+        if !crate::send_response(503, &headers, body.as_bytes()) {
             crate::reset_request();
         }
         Some(Action::Pause)
