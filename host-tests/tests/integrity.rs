@@ -115,18 +115,21 @@ async fn wait_status(mesh: &Mesh, path: &str, want: u16) -> String {
 }
 
 /// Asserts the workload stays quarantined for two poll intervals (so every
-/// VM polled again after the attack), health paths still up.
+/// VM polled again after the attack), health paths still up. (A pooled
+/// connection to a superseded instance is reset: the client sidecar answers
+/// that one with its own 503.)
 async fn stays_quarantined(mesh: &Mesh, status_code: u16, what: &str) {
     let until = Instant::now() + 2 * POLL;
+    let mut quarantine_answers = 0;
     while Instant::now() < until {
         let (code, body) = status(mesh, "frontend", "/api/orders").await;
         assert_eq!(code, status_code, "{what}: quarantine lifted: {body}");
-        assert!(
-            body.contains(r#""reason":"config_drift""#),
-            "{what}: {body}"
-        );
+        if body.contains(r#""reason":"config_drift""#) {
+            quarantine_answers += 1;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert!(quarantine_answers > 0, "{what}: no quarantine answer");
     assert_eq!(
         status(mesh, "plaintext", "/healthz").await.0,
         200,
@@ -388,20 +391,25 @@ async fn config_edits_cannot_widen_redirect_replay_or_escape_scope() {
         .unwrap();
 
     // A byte-identical replay of v1: Envoy serves it from the plugin instance
-    // it still holds, without asking the filter (no NACK possible); that
-    // superseded instance refuses its traffic and counts it.
+    // it still holds (the draining listener's), without asking the filter, so
+    // no NACK is possible. That superseded instance serves nothing: it resets
+    // every stream and counts it. (If Envoy did ask, the load is refused.)
     let superseded = r#"meshguard_config_superseded_denied_total{filter="identity"}"#;
+    let rollbacks = metric(&mesh, &loads("rollback")).await;
     mesh.push_filters(&[with_env(&v1, &env())]).await.unwrap();
-    let body = wait_status(&mesh, "/api/orders", 503).await;
-    if body.contains("config_superseded") {
-        assert!(metric(&mesh, superseded).await >= 1);
-    } else {
-        // Envoy did not keep the old instance: the load itself was refused.
-        assert!(body.contains("config_drift"), "{body}");
-        mesh.server
-            .wait_for_log("config refused (rollback)")
-            .await
-            .unwrap();
+    let deadline = Instant::now() + 5 * POLL;
+    loop {
+        let (code, body) = status(&mesh, "frontend", "/api/orders").await;
+        assert_eq!(code, 503, "the replayed config served: {body}");
+        if metric(&mesh, superseded).await > 0
+            || metric(&mesh, &loads("rollback")).await > rollbacks
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replay neither refused nor superseded"
+        );
     }
 
     // Re-pushing the accepted config (other whitespace, same fingerprint) is

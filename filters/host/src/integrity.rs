@@ -481,20 +481,10 @@ impl Quarantine {
             self.filter,
             s.serial
         );
-        let body = format!(
-            r#"{{"error":"superseded","reason":"config_superseded","filter":"{}"}}"#,
-            self.filter
-        );
-        // `connection: close` moves an HTTP/1 client off a draining listener
-        // that still runs this instance, onto the one running the newer config.
-        let headers = [
-            ("content-type", "application/json"),
-            ("x-meshguard-deny-reason", "config_superseded"),
-            ("connection", "close"),
-        ];
-        if !crate::send_response(503, &headers, body.as_bytes()) {
-            crate::reset_request();
-        }
+        // No answer: the stream (and with it an HTTP/1 connection) is reset,
+        // so the client's next connection reaches the listener that runs the
+        // current config rather than this instance again.
+        crate::reset_request();
         Some(Action::Pause)
     }
 
