@@ -72,13 +72,14 @@ pub fn signed_with(config: &str, release: &Release, key_id: &str, key: &SigningK
 pub fn intended(filter: &str, config: &str) -> IntendedDocument {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .unwrap_or_default();
     IntendedDocument {
         filter: filter.into(),
         workload: WORKLOAD.into(),
         fingerprint: fingerprint(config.as_bytes()).expect("a JSON object"),
         config_version: None,
-        expires: now + 3600,
+        expires: now.as_secs() + 3600,
+        issued: u64::try_from(now.as_millis()).expect("ms fit"),
     }
 }
 

@@ -481,6 +481,9 @@ async fn answers_on_the_source_cluster_are_believed_only_when_signed_bound_and_f
     };
     let sign = |d, id: &str, key: &SigningKey| sign_answer(&d, id, key).unwrap();
     let later = now_s() + 3600;
+    // The genuine document of v1, as published before v2 (replayed).
+    let mut replayed = doc("identity", WORKLOAD, later);
+    replayed.issued = (now_s() - 60) * 1000;
     let echoed = format!(r#"{{"config_version": "v1", "fingerprint": "{fp}"}}"#).into_bytes();
     let forged: Vec<(&str, Vec<u8>, &str)> = vec![
         ("the sidecar's own fingerprint echoed", echoed, "unreadable"),
@@ -530,6 +533,11 @@ async fn answers_on_the_source_cluster_are_believed_only_when_signed_bound_and_f
             "for another filter",
             sign(doc("masking", WORKLOAD, later), KEY_ID, &release_key()),
             "wrong_filter",
+        ),
+        (
+            "an older genuine document replayed",
+            sign(replayed, KEY_ID, &release_key()),
+            "stale",
         ),
         (
             "a document with attacker text\n\"injected\"",

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use meshguard_core::config::ConfigError;
 use meshguard_core::integrity::{
-    admit, load, load_results, read_answer, Admission, AnswerRefusal, DriftMonitor, DriftState,
-    IntegrityEnv, IntegritySettings, LoadError, Loaded, OnDrift, Transition,
+    admit, load, load_results, read_answer, Admission, AnswerContext, AnswerRefusal, DriftMonitor,
+    DriftState, IntegrityEnv, IntegritySettings, LoadError, Loaded, OnDrift, Transition,
 };
 use meshguard_core::metrics::{self, tagged};
 use proxy_wasm::hostcalls;
@@ -138,6 +138,35 @@ impl SharedState {
         if hostcalls::set_shared_data(&Self::drift_key(filter), Some(value), None).is_err() {
             log::error!("meshguard {filter}: the host refused shared data; drift state is per VM");
         }
+    }
+
+    fn issued_key(filter: &str) -> String {
+        format!("meshguard.integrity.{filter}.issued")
+    }
+
+    /// `issued` of the newest intended document believed here.
+    fn newest_issued(filter: &str) -> Option<u64> {
+        let bytes = Self::get(&Self::issued_key(filter)).0?;
+        std::str::from_utf8(&bytes).ok()?.parse().ok()
+    }
+
+    fn record_issued(filter: &str, issued: u64) {
+        let key = Self::issued_key(filter);
+        for _ in 0..CAS_ATTEMPTS {
+            let (current, cas) = Self::get(&key);
+            let newer = current
+                .as_deref()
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .and_then(|c| c.parse::<u64>().ok())
+                .is_none_or(|c| issued > c);
+            if !newer
+                || hostcalls::set_shared_data(&key, Some(issued.to_string().as_bytes()), cas)
+                    .is_ok()
+            {
+                return;
+            }
+        }
+        log::error!("meshguard {filter}: could not record intended document time in shared data");
     }
 
     /// `(serial, fingerprint)` of the newest signed config accepted here.
@@ -387,15 +416,16 @@ impl Guard {
         .flatten()
         .unwrap_or_default();
         let now = now_ms();
-        match read_answer(
-            &body,
-            &self.env,
-            self.filter,
-            self.workload.as_deref(),
-            now / 1000,
-        ) {
-            Ok(intended) => {
-                let transition = self.monitor.observe(&intended, now);
+        let at = AnswerContext {
+            filter: self.filter,
+            workload: self.workload.as_deref(),
+            now_s: now / 1000,
+            newest_issued: SharedState::newest_issued(self.filter),
+        };
+        match read_answer(&body, &self.env, &at) {
+            Ok(answer) => {
+                SharedState::record_issued(self.filter, answer.issued);
+                let transition = self.monitor.observe(&answer.intended, now);
                 self.metrics
                     .check_age
                     .set(self.monitor.check_age_seconds(now));
