@@ -18,7 +18,7 @@ use meshguard_host_tests::http::Request;
 use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome};
 use meshguard_host_tests::prometheus::{sample_value, Prometheus};
 use meshguard_host_tests::source::{
-    intended, release_key, signed, signed_with, trust_env, trusted_key_entry, SourceOfTruth,
+    intended, release_key, signed, signed_with, trust_env, trusted_key_entry, Nginx, SourceOfTruth,
     KEY_ID, WORKLOAD,
 };
 
@@ -426,6 +426,17 @@ async fn config_edits_cannot_widen_redirect_replay_or_escape_scope() {
         PushOutcome::Accepted
     );
     stays_quarantined(&mesh, 503, "re-push during quarantine").await;
+    // A new VM (another vmConfig makes Envoy start one) starts from the
+    // proxy's shared data, not from a clean slate.
+    let mut fresh_vm = env();
+    fresh_vm.push(("MESHGUARD_TEST_FRESH_VM".into(), "1".into()));
+    assert_eq!(
+        mesh.push_filters(&[with_env(&v2, &fresh_vm)])
+            .await
+            .unwrap(),
+        PushOutcome::Accepted
+    );
+    stays_quarantined(&mesh, 503, "a new VM during quarantine").await;
 
     // The check can fail: publishing the running config releases it.
     source.publish_config("identity", &v2).unwrap();
@@ -727,4 +738,42 @@ async fn a_real_prometheus_scrapes_drift_and_unknown() {
     assert_eq!(values, [0.0, 1.0], "{unknown:?}");
     // Report mode never quarantines.
     assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_stock_nginx_serving_the_published_documents_is_a_source_of_truth() {
+    let v1 = signed("identity", 1, &policy("v1"));
+    // `meshguard publish` writes the files; nginx only serves them.
+    let published = SourceOfTruth::start().unwrap();
+    published.publish_config("identity", &v1).unwrap();
+    let nginx = Nginx::serve(published.dir()).unwrap();
+    let mesh = mesh_with(with_env(&v1, &env()), Some(nginx.addr())).await;
+    mesh.server
+        .wait_for_log("config verified (source_of_truth)")
+        .await
+        .unwrap();
+    assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+
+    published
+        .publish_config("identity", &signed("identity", 2, &policy("v2")))
+        .unwrap();
+    wait_status(&mesh, "/api/orders", 503).await;
+    // nginx answers an attacker's file as readily: the sidecar does not believe it.
+    let fp = fingerprint(v1.as_bytes()).unwrap();
+    published
+        .publish_raw(
+            "identity",
+            format!(r#"{{"fingerprint": "{fp}"}}"#).as_bytes(),
+        )
+        .unwrap();
+    mesh.server
+        .wait_for_metric(&refused_answers("unreadable"), 3 * POLL, |v| {
+            v.is_some_and(|n| n > 0)
+        })
+        .await
+        .unwrap();
+    stays_quarantined(&mesh, 503, "an unsigned answer from nginx").await;
+
+    published.publish_config("identity", &v1).unwrap();
+    wait_status(&mesh, "/api/orders", 200).await;
 }
