@@ -777,3 +777,35 @@ async fn a_stock_nginx_serving_the_published_documents_is_a_source_of_truth() {
     published.publish_config("identity", &v1).unwrap();
     wait_status(&mesh, "/api/orders", 200).await;
 }
+
+#[tokio::test]
+async fn an_older_instance_judged_drifted_never_quarantines_the_config_that_replaced_it() {
+    let v1 = signed("identity", 1, &policy("v1"));
+    let v2 = signed("identity", 2, &policy("v2"));
+    let source = SourceOfTruth::start().unwrap();
+    source.publish_config("identity", &v1).unwrap();
+    let mesh = mesh_with(with_env(&v1, &env()), Some(source.addr())).await;
+    mesh.server
+        .wait_for_log("config verified (source_of_truth)")
+        .await
+        .unwrap();
+    // Pushed before it is published: v2 is drifted (and quarantined) until then,
+    // while the v1 instance of the draining listener still polls.
+    assert_eq!(
+        mesh.push_filters(&[with_env(&v2, &env())]).await.unwrap(),
+        PushOutcome::Accepted
+    );
+    source.publish_config("identity", &v2).unwrap();
+    wait_status(&mesh, "/api/orders", 200).await;
+    // The v1 instance now finds itself drifted; v2 keeps serving.
+    let until = Instant::now() + 3 * POLL;
+    while Instant::now() < until {
+        let (code, body) = status(&mesh, "frontend", "/api/orders").await;
+        assert!(
+            !body.contains("config_drift"),
+            "v2 quarantined by v1's verdict: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+}

@@ -112,8 +112,17 @@ struct SharedState;
 const CAS_ATTEMPTS: usize = 4;
 
 impl SharedState {
+    /// The last trusted verdict on this proxy, whatever config it was about:
+    /// what a newly loaded config starts from (a push cannot reset it).
     fn drift_key(filter: &str) -> String {
         format!("meshguard.integrity.{filter}.drift")
+    }
+
+    /// The verdict on one config: what every VM running that config enforces.
+    /// Per fingerprint, so that an older instance still draining (and judged
+    /// drifted) never quarantines the config that replaced it.
+    fn config_drift_key(filter: &str, fingerprint: &str) -> String {
+        format!("meshguard.integrity.{filter}.drift.{fingerprint}")
     }
 
     fn serial_key(filter: &str) -> String {
@@ -133,10 +142,17 @@ impl SharedState {
         }
     }
 
-    fn set_drifted(filter: &str, drifted: bool) {
+    fn set_drifted(filter: &str, fingerprint: &str, drifted: bool) {
         let value: &[u8] = if drifted { b"1" } else { b"0" };
-        if hostcalls::set_shared_data(&Self::drift_key(filter), Some(value), None).is_err() {
-            log::error!("meshguard {filter}: the host refused shared data; drift state is per VM");
+        for key in [
+            Self::drift_key(filter),
+            Self::config_drift_key(filter, fingerprint),
+        ] {
+            if hostcalls::set_shared_data(&key, Some(value), None).is_err() {
+                log::error!(
+                    "meshguard {filter}: the host refused shared data; drift state is per VM"
+                );
+            }
         }
     }
 
@@ -303,7 +319,7 @@ impl Guard {
     pub fn quarantine(&self) -> Quarantine {
         Quarantine {
             filter: self.filter,
-            drift_key: SharedState::drift_key(self.filter),
+            drift_key: SharedState::config_drift_key(self.filter, &self.fingerprint),
             quarantined: Rc::clone(&self.quarantined),
             settings: self.settings.clone(),
             denied: self.quarantine_denied,
@@ -325,8 +341,12 @@ impl Guard {
         // confirmation to 0; "unknown" leaves it as it was.
         if let Some(t) = &transition {
             match t.to {
-                DriftState::Drifted => SharedState::set_drifted(self.filter, true),
-                DriftState::InSync => SharedState::set_drifted(self.filter, false),
+                DriftState::Drifted => {
+                    SharedState::set_drifted(self.filter, &self.fingerprint, true)
+                }
+                DriftState::InSync => {
+                    SharedState::set_drifted(self.filter, &self.fingerprint, false)
+                }
                 DriftState::Unknown => {}
             }
         }
