@@ -20,7 +20,7 @@
 //       the meshguard.io/module-sha256 annotation is the module's digest;
 //     - never FAIL_OPEN; inbound only (match mode SERVER); chain order
 //       identity -> masking -> audit for WasmPlugins on the same workloads;
-//     - no secret key inline in vmConfig.env;
+//     - no secret key and no integrity trust anchor inline in vmConfig.env;
 //     - the pluginConfig passes `meshguard validate --filter <filter>` with the
 //       manifest's own env (INLINE values; a throwaway masking hash key for HOST);
 //     - audit commands with `body`/`json_pointer` parts only where
@@ -66,6 +66,10 @@ const YAML = await import(pathToFileURL(join(nodeModules, "yaml/dist/index.js"))
 const FILTERS = ["identity", "masking", "audit"];
 const PHASE_ORDER = { AUTHN: 0, AUTHZ: 1, STATS: 2, UNSPECIFIED_PHASE: 3 };
 const SECRET_ENV = ["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"];
+// Integrity settings that judge the config (docs/integrity.md): inline values
+// sit in the resource whoever edits the config can edit.
+const TRUST_ENV = ["MESHGUARD_TRUSTED_KEYS", "MESHGUARD_REVOKED_KEYS", "MESHGUARD_REQUIRE_SIGNATURE", "MESHGUARD_MIN_SERIAL",
+  "MESHGUARD_ON_DRIFT", "MESHGUARD_HEALTH_PATHS", "MESHGUARD_SOURCE_OF_TRUTH"];
 const VALIDATION_HASH_KEY = "manifest-validation-only-not-a-real-key";
 const SHA256 = /^[a-f0-9]{64}$/;
 
@@ -324,6 +328,7 @@ function checkWasmPlugin(doc, problems) {
   for (const e of spec.vmConfig?.env ?? []) {
     if ((e.valueFrom ?? "INLINE") === "INLINE") {
       if (SECRET_ENV.includes(e.name)) problems.push(`${e.name} is a secret: pass it with valueFrom: HOST, never inline in the manifest`);
+      if (TRUST_ENV.includes(e.name)) problems.push(`${e.name} judges the config: pass it with valueFrom: HOST (proxy-level env), never inline beside the config`);
       env[e.name] = e.value ?? "";
     }
   }
@@ -346,6 +351,7 @@ function checkEnvoyFilter(doc, problems) {
     if (config.failure_policy === "FAIL_OPEN" || config.fail_open === true) problems.push(`${where}: FAIL_OPEN skips a crashed meshguard-${filter}`);
     const vars = config.vm_config?.environment_variables ?? {};
     for (const k of SECRET_ENV) if (vars.key_values && k in vars.key_values) problems.push(`${where}: ${k} is a secret: list it in host_env_keys, never in key_values`);
+    for (const k of TRUST_ENV) if (vars.key_values && k in vars.key_values) problems.push(`${where}: ${k} judges the config: list it in host_env_keys, never in key_values`);
     const text = config.configuration?.value;
     let parsed;
     try {

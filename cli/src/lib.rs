@@ -1,4 +1,6 @@
 //! Library side of the `meshguard` CLI: the parts other crates reuse (the
-//! real-Envoy host tests run the reference source of truth in-process).
+//! real-Envoy host tests publish signed intended-state documents and run the
+//! reference source of truth in-process).
 
+pub mod publish;
 pub mod serve_intended;

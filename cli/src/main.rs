@@ -8,6 +8,7 @@ mod fingerprint;
 mod keys;
 mod mask;
 mod policy_file;
+mod publish_cmd;
 mod serve;
 mod sign;
 mod validate;
@@ -40,6 +41,7 @@ enum Command {
     Keygen(keys::Args),
     Sign(sign::Args),
     Fingerprint(fingerprint::Args),
+    Publish(publish_cmd::Args),
     ServeIntended(serve::Args),
     Audit(audit::Args),
 }
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keys::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Fingerprint(args) => fingerprint::run(args),
+        Command::Publish(args) => publish_cmd::run(args),
         Command::ServeIntended(args) => serve::run(args),
         Command::Audit(args) => audit::run(args),
     };

@@ -83,9 +83,3 @@ impl PolicyFile {
 pub fn process_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
-
-/// The integrity environment as the filter reads it (Istio's `vmConfig.env`),
-/// here from the process environment.
-pub fn process_env() -> Result<IntegrityEnv, LoadError> {
-    IntegrityEnv::from_vars(|k| std::env::var(k).ok()).map_err(LoadError::from)
-}

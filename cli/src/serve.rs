@@ -8,21 +8,23 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use meshguard_cli::serve_intended;
 
-/// Serve intended configs to the filters' drift checks (a reference source of truth).
+/// Serve signed intended-state documents to the filters' drift checks (a
+/// reference source of truth).
 ///
-/// `GET /v1/intended/<workload>/<filter>` answers
-/// `{"config_version": ..., "fingerprint": ...}` computed from
-/// `DIR/<workload>/<filter>.json`, re-read on every request: replacing that
-/// file publishes a new intended version. Protocol: docs/integrity.md.
+/// `GET /v1/intended/<namespace>/<workload>/<filter>` answers the bytes of
+/// `DIR/<namespace>/<workload>/<filter>.json` as `meshguard publish` wrote
+/// them, re-read on every request. The server adds no trust: the sidecar
+/// checks each document's signature, binding and expiry. Protocol:
+/// docs/integrity.md.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Status codes: 200 answer; 400 bad workload/filter name; 404 no such file \
-                  or path; 405 not GET; 500 the file is unreadable or not a JSON object.\n\n\
+                  or path; 405 not GET; 500 the file is unreadable or over 64 KiB.\n\n\
                   Example:\n  meshguard serve-intended intended/ --listen 127.0.0.1:8089\n  \
-                  curl http://127.0.0.1:8089/v1/intended/orders/identity"
+                  curl http://127.0.0.1:8089/v1/intended/orders/orders-v1/identity"
 )]
 pub struct Args {
-    /// Directory holding WORKLOAD/FILTER.json files.
+    /// Directory holding NAMESPACE/WORKLOAD/FILTER.json files (`meshguard publish --out-dir`).
     dir: PathBuf,
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8089")]

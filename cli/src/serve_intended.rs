@@ -1,11 +1,11 @@
 //! A reference source of truth for config drift: a tiny HTTP/1.1 server that
-//! tells each filter which config it is intended to run.
+//! serves the signed intended-state documents `meshguard publish` writes.
 //!
-//! `GET /v1/intended/<workload>/<filter>` reads `DIR/<workload>/<filter>.json`
-//! (the intended plugin config) on every request and answers
-//! `{"config_version": "...", "fingerprint": "<hex>"}`, the body
-//! `meshguard_core::integrity::Intended::from_response` accepts. Replacing the
-//! file publishes a new intended version. See docs/integrity.md.
+//! `GET /v1/intended/<namespace>/<workload>/<filter>` answers the bytes of
+//! `DIR/<namespace>/<workload>/<filter>.json`, re-read on every request. The
+//! server adds no trust: the sidecar believes a document only when it is
+//! signed by a trusted key, bound to it and unexpired (see docs/integrity.md),
+//! so any static web server can serve the same directory.
 //!
 //! Deliberately small: `std::net` only, one thread per connection,
 //! `Connection: close`, bounded request heads and read time.
@@ -20,9 +20,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use meshguard_core::config::MAX_CONFIG_BYTES;
-use meshguard_core::integrity;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 /// Path prefix of the one route.
 pub const ROUTE_PREFIX: &str = "/v1/intended/";
@@ -33,6 +31,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long, and how much, unread request input is drained before closing.
 const DRAIN_TIME: Duration = Duration::from_millis(500);
 const MAX_DRAIN_BYTES: usize = 64 * 1024;
+/// Largest document served (the sidecar reads at most 64 KiB).
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 /// Longest request target echoed into the log.
 const MAX_LOGGED_TARGET: usize = 256;
 /// Connections handled at once; more are answered 503 at once.
@@ -402,7 +402,7 @@ fn respond(request: &RequestSummary, dir: &Path) -> Response {
     let Some(rest) = path.strip_prefix(ROUTE_PREFIX) else {
         return Response::error(
             Status::NotFound,
-            format!("no such resource; ask for {ROUTE_PREFIX}<workload>/<filter>"),
+            format!("no such resource; ask for {ROUTE_PREFIX}<namespace>/<workload>/<filter>"),
         );
     };
     if request.method != "GET" {
@@ -411,30 +411,33 @@ fn respond(request: &RequestSummary, dir: &Path) -> Response {
             format!("{} is not allowed; use GET", request.method),
         );
     }
-    let mut segments = rest.split('/');
-    let (Some(workload), Some(filter), None) = (segments.next(), segments.next(), segments.next())
-    else {
+    let segments: Vec<&str> = rest.split('/').collect();
+    let [namespace, workload, filter] = segments.as_slice() else {
         return Response::error(
             Status::BadRequest,
-            format!("expected {ROUTE_PREFIX}<workload>/<filter>"),
+            format!("expected {ROUTE_PREFIX}<namespace>/<workload>/<filter>"),
         );
     };
-    if !is_name(workload) || !is_name(filter) {
+    if ![namespace, workload, filter].iter().all(|s| is_name(s)) {
         return Response::error(
             Status::BadRequest,
-            "workload and filter must match [A-Za-z0-9._-]+ (and not be `.` or `..`)",
+            "namespace, workload and filter must match [A-Za-z0-9._-]+ (and not be `.` or `..`)",
         );
     }
-    let relative = format!("{workload}/{filter}.json");
-    match intended(&dir.join(workload).join(format!("{filter}.json"))) {
-        Ok((body, note)) => Response {
+    let relative = format!("{namespace}/{workload}/{filter}.json");
+    match document(
+        &dir.join(namespace)
+            .join(workload)
+            .join(format!("{filter}.json")),
+    ) {
+        Ok(body) => Response {
+            note: format!("{relative}: {} bytes", body.len()),
             status: Status::Ok,
             body,
-            note: format!("{relative}: {note}"),
         },
         Err(Unusable::Missing) => Response::error(
             Status::NotFound,
-            format!("no intended config at {relative}"),
+            format!("no intended document at {relative}"),
         ),
         Err(Unusable::Bad(reason)) => {
             Response::error(Status::Internal, format!("{relative}: {reason}"))
@@ -447,10 +450,11 @@ enum Unusable {
     Bad(String),
 }
 
-/// The answer body for one intended config file, and a log note.
-fn intended(path: &Path) -> Result<(Vec<u8>, String), Unusable> {
+/// The bytes of one published document, served as they are: the sidecar
+/// checks the signature, not this server.
+fn document(path: &Path) -> Result<Vec<u8>, Unusable> {
     let mut bytes = Vec::new();
-    let limit = u64::try_from(MAX_CONFIG_BYTES)
+    let limit = u64::try_from(MAX_DOCUMENT_BYTES)
         .unwrap_or(u64::MAX)
         .saturating_add(1);
     File::open(path)
@@ -459,26 +463,12 @@ fn intended(path: &Path) -> Result<(Vec<u8>, String), Unusable> {
             io::ErrorKind::NotFound => Unusable::Missing,
             _ => Unusable::Bad(format!("cannot read: {e}")),
         })?;
-    let fingerprint = integrity::fingerprint(&bytes).map_err(|e| Unusable::Bad(e.to_string()))?;
-    // `fingerprint` parsed the bytes as a JSON object; the version is read the
-    // way the filter's `load` reads it, but a non-string value is refused.
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| Unusable::Bad(e.to_string()))?;
-    let version = match value.get("config_version") {
-        None => None,
-        Some(Value::String(v)) => Some(v.clone()),
-        Some(_) => return Err(Unusable::Bad("config_version is not a string".into())),
-    };
-    let mut answer = Map::new();
-    let note = format!(
-        "version={} fingerprint={}",
-        version.as_deref().unwrap_or("unset"),
-        fingerprint.get(..12).unwrap_or(&fingerprint)
-    );
-    if let Some(v) = version {
-        answer.insert("config_version".into(), Value::String(v));
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(Unusable::Bad(format!(
+            "larger than {MAX_DOCUMENT_BYTES} bytes"
+        )));
     }
-    answer.insert("fingerprint".into(), Value::String(fingerprint));
-    Ok((Value::Object(answer).to_string().into_bytes(), note))
+    Ok(bytes)
 }
 
 #[cfg(test)]

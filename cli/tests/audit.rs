@@ -1031,7 +1031,19 @@ fn sign_and_validate_work_for_audit_policies() {
     let secret = dir.path("keys/release.key");
     let out = meshguard(
         &[
-            "sign", &config, "--filter", "audit", "--key", &secret, "--key-id", "release", "--out",
+            "sign",
+            &config,
+            "--filter",
+            "audit",
+            "--key",
+            &secret,
+            "--key-id",
+            "release",
+            "--workload",
+            "default/backend",
+            "--serial",
+            "1",
+            "--out",
             signed,
         ],
         &[],
@@ -1050,7 +1062,8 @@ fn sign_and_validate_work_for_audit_policies() {
     assert!(
         out.stdout.contains(&format!(
             "valid audit policy (version=v1, 2 commands) fingerprint={} signature=verified by release\n",
-            policy_fingerprint()
+            // The signed release scope is part of the fingerprint.
+            integrity::fingerprint(&std::fs::read(signed).unwrap()).unwrap()
         )),
         "{}",
         out.context()
@@ -1060,7 +1073,18 @@ fn sign_and_validate_work_for_audit_policies() {
     let bad = dir.write("bad.json", r#"{"fail_closed": true}"#);
     let out = meshguard(
         &[
-            "sign", &bad, "--filter", "audit", "--key", &secret, "--key-id", "release",
+            "sign",
+            &bad,
+            "--filter",
+            "audit",
+            "--key",
+            &secret,
+            "--key-id",
+            "release",
+            "--workload",
+            "default/backend",
+            "--serial",
+            "1",
         ],
         &[],
         None,

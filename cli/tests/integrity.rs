@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use meshguard_core::integrity::{fingerprint, Intended};
+use meshguard_core::integrity::{fingerprint, read_answer, AnswerContext, IntegrityEnv};
 
 use common::{assert_output, keygen, TempDir};
 
@@ -43,7 +43,18 @@ fn meshguard(args: &[&str]) -> common::Output {
     common::meshguard(args, &[], None)
 }
 
-/// Signs `config` (a file in `dir`) with key `id` into `out`.
+/// POLICY without its `integrity` section: what an unsigned config may be
+/// while the environment asks for integrity.
+const PLAIN: &str = r#"{
+  "config_version": "v1",
+  "rules": [
+    {"name": "frontend-api", "action": "allow",
+     "principals": ["cluster.local/ns/default/sa/frontend"], "paths": ["/api/*"]}
+  ]
+}"#;
+
+/// Signs `config` (a file in `dir`) with key `id` into `out`, for the identity
+/// filter of default/backend at serial 1.
 fn sign(dir: &TempDir, config: &str, id: &str, out: &str) -> String {
     let key = dir.path(&format!("keys/{id}.key"));
     let out_path = dir.path(out);
@@ -54,6 +65,10 @@ fn sign(dir: &TempDir, config: &str, id: &str, out: &str) -> String {
         &key,
         "--key-id",
         id,
+        "--workload",
+        "default/backend",
+        "--serial",
+        "1",
         "--out",
         &out_path,
     ]);
@@ -67,6 +82,7 @@ fn validate_checks_signatures_as_the_filter_does() {
     let release = keygen(&dir, "release");
     keygen(&dir, "intruder");
     dir.write("policy.json", POLICY);
+    dir.write("plain.json", PLAIN);
     let signed = sign(&dir, "policy.json", "release", "signed.json");
     sign(&dir, "policy.json", "intruder", "by-intruder.json");
     assert!(signed.contains("\"signature\""), "{signed}");
@@ -74,7 +90,8 @@ fn validate_checks_signatures_as_the_filter_does() {
     let tampered = signed.replace("\"/api/*\"", "\"/*\"");
     assert_ne!(tampered, signed);
     dir.write("tampered.json", &tampered);
-    let fp = fingerprint(POLICY.as_bytes()).unwrap();
+    let fp = fingerprint(PLAIN.as_bytes()).unwrap();
+    let sfp = fingerprint(signed.as_bytes()).unwrap();
 
     let required: &[(&str, &str)] = &[
         ("MESHGUARD_TRUSTED_KEYS", &release),
@@ -95,7 +112,7 @@ fn validate_checks_signatures_as_the_filter_does() {
             file: "signed.json",
             env: required,
             code: 0,
-            stdout: "valid identity policy (version=v1, mode=enforce, 1 rule) fingerprint=FP signature=verified by release\n",
+            stdout: "valid identity policy (version=v1, mode=enforce, 1 rule) fingerprint=SFP signature=verified by release\n",
             stderr: "",
         },
         Case {
@@ -116,7 +133,7 @@ fn validate_checks_signatures_as_the_filter_does() {
         },
         Case {
             name: "an unsigned config fails when signatures are required",
-            file: "policy.json",
+            file: "plain.json",
             env: required,
             code: 1,
             stdout: "",
@@ -132,11 +149,19 @@ fn validate_checks_signatures_as_the_filter_does() {
         },
         Case {
             name: "an unsigned config passes when signatures are optional",
-            file: "policy.json",
+            file: "plain.json",
             env: trusted,
             code: 0,
             stdout: "fingerprint=FP signature=unsigned\n",
             stderr: "",
+        },
+        Case {
+            name: "an unsigned config may not set what judges it once the environment asks for integrity",
+            file: "policy.json",
+            env: trusted,
+            code: 1,
+            stdout: "",
+            stderr: "FILE: invalid: config refused (unsigned_integrity): a config not signed by a trusted key may not carry an `integrity` section",
         },
         Case {
             name: "without trusted keys a signature is reported but not checked",
@@ -166,24 +191,33 @@ fn validate_checks_signatures_as_the_filter_does() {
             name: "on_drift reject refuses a config that is not the intended version",
             file: "signed.json",
             env: &[
+                ("MESHGUARD_TRUSTED_KEYS", "RELEASE"),
                 ("MESHGUARD_INTENDED_VERSION", "v2"),
                 ("MESHGUARD_ON_DRIFT", "reject"),
             ],
             code: 1,
             stdout: "",
-            stderr: "FILE: invalid: config drift, refused (on_drift: reject): active version=v1",
+            stderr: "FILE: invalid: config drift, refused (on_drift: reject): active version=\"v1\"",
         },
         Case {
             name: "a drift that does not reject is a warning, as in the filter's log",
-            file: "policy.json",
+            file: "plain.json",
             env: &[("MESHGUARD_INTENDED_VERSION", "v2")],
             code: 0,
             stdout: "signature=unsigned\n",
-            stderr: "warning: config drift detected (env): active version=v1",
+            stderr: "warning: config drift detected (env): active version=\"v1\"",
+        },
+        Case {
+            name: "an unsigned version label is not believed",
+            file: "plain.json",
+            env: &[("MESHGUARD_INTENDED_VERSION", "v1")],
+            code: 0,
+            stdout: "signature=unsigned\n",
+            stderr: "warning: config drift detected (env): active version=\"v1\" fingerprint=",
         },
         Case {
             name: "the intended fingerprint wins over the version",
-            file: "policy.json",
+            file: "plain.json",
             env: &[
                 ("MESHGUARD_INTENDED_VERSION", "v2"),
                 ("MESHGUARD_INTENDED_FINGERPRINT", "FP"),
@@ -199,7 +233,14 @@ fn validate_checks_signatures_as_the_filter_does() {
         let env: Vec<(&str, String)> = case
             .env
             .iter()
-            .map(|(k, v)| (*k, v.replace("FP", &fp)))
+            .map(|(k, v)| {
+                (
+                    *k,
+                    v.replace("SFP", &sfp)
+                        .replace("FP", &fp)
+                        .replace("RELEASE", &release),
+                )
+            })
             .collect();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let out = common::meshguard(&["validate", &file], &env, None);
@@ -209,7 +250,11 @@ fn validate_checks_signatures_as_the_filter_does() {
             case.code,
             &[case.stdout],
             &[case.stderr],
-            |want| want.replace("FILE", &file).replace("FP", &fp),
+            |want| {
+                want.replace("FILE", &file)
+                    .replace("SFP", &sfp)
+                    .replace("FP", &fp)
+            },
         );
     }
 }
@@ -309,7 +354,18 @@ fn sign_refuses_what_the_filter_would_refuse() {
         ),
     ];
     for (name, file, id, want) in cases {
-        let out = meshguard(&["sign", &dir.path(file), "--key", &key, "--key-id", id]);
+        let out = meshguard(&[
+            "sign",
+            &dir.path(file),
+            "--key",
+            &key,
+            "--key-id",
+            id,
+            "--workload",
+            "default/backend",
+            "--serial",
+            "1",
+        ]);
         assert_eq!(out.code, Some(1), "{name}\n{}", out.context());
         assert_eq!(out.stdout, "", "{name}");
         assert!(out.stderr.contains(want), "{name}\n{}", out.context());
@@ -321,6 +377,10 @@ fn sign_refuses_what_the_filter_would_refuse() {
         &dir.path("garbage.key"),
         "--key-id",
         "release",
+        "--workload",
+        "default/backend",
+        "--serial",
+        "1",
     ]);
     assert_eq!(out.code, Some(1));
     assert!(
@@ -338,6 +398,10 @@ fn sign_refuses_what_the_filter_would_refuse() {
         &key,
         "--key-id",
         "release",
+        "--workload",
+        "default/backend",
+        "--serial",
+        "1",
     ]);
     assert_eq!(out.code, Some(0), "{}", out.context());
     dir.write("signed.json", &out.stdout);
@@ -366,7 +430,8 @@ fn the_fingerprint_ignores_key_order_and_the_signature_and_matches_validate() {
             true,
             "v1",
         ),
-        ("signed", "signed.json", true, "v1"),
+        // The release scope is signed in; the signature itself is not hashed.
+        ("signed", "signed.json", false, "v1"),
         ("one value edited", "edited.json", false, "v1"),
         ("no config_version", "no-version.json", false, "unset"),
     ];
@@ -458,139 +523,184 @@ fn json(reply: &Reply) -> serde_json::Value {
     serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.body))
 }
 
+/// Publishes POLICY for shop/orders into `served` with `meshguard publish`.
+fn publish(dir: &TempDir, served: &TempDir, config: &str) -> String {
+    let out = meshguard(&[
+        "publish",
+        &dir.path(config),
+        "--workload",
+        "shop/orders",
+        "--key",
+        &dir.path("keys/release.key"),
+        "--key-id",
+        "release",
+        "--out-dir",
+        served.0.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    served.read("shop/orders/identity.json")
+}
+
 #[test]
-fn serve_intended_answers_with_the_intended_fingerprint_and_version() {
+fn publish_writes_signed_documents_the_filter_believes_and_serve_intended_serves_them() {
     let dir = TempDir::new();
     let served = TempDir::new();
+    let release = keygen(&dir, "release");
+    dir.write("policy.json", POLICY);
     dir.write("secret.json", r#"{"config_version": "outside"}"#);
-    served.write("orders/identity.json", POLICY);
-    served.write("orders/no-version.json", r#"{"rules": []}"#);
-    served.write("orders/broken.json", "{\"config_version\": ");
-    served.write("orders/numeric.json", r#"{"config_version": 7}"#);
-    std::fs::create_dir_all(served.0.join("orders/dir.json")).unwrap();
+    let document = publish(&dir, &served, "policy.json");
+    served.write("shop/orders/big.json", &"x".repeat(65 * 1024));
+    std::fs::create_dir_all(served.0.join("shop/orders/dir.json")).unwrap();
+
+    // What the filter's poller does with the document.
+    let env = IntegrityEnv::from_vars(|k| (k == "MESHGUARD_TRUSTED_KEYS").then(|| release.clone()))
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let at = |filter, workload, now_s, newest_issued| AnswerContext {
+        filter,
+        workload: Some(workload),
+        now_s,
+        newest_issued,
+    };
+    let answer = read_answer(
+        document.as_bytes(),
+        &env,
+        &at("identity", "shop/orders", now, None),
+    )
+    .unwrap();
+    assert_eq!(
+        answer.intended.fingerprint.unwrap(),
+        fingerprint(POLICY.as_bytes()).unwrap()
+    );
+    let later = Some(answer.issued + 1);
+    for (filter, workload, now_s, newest, want) in [
+        ("masking", "shop/orders", now, None, "wrong_filter"),
+        ("identity", "shop/payments", now, None, "wrong_workload"),
+        ("identity", "shop/orders", now + 86_401, None, "expired"),
+        ("identity", "shop/orders", now, later, "stale"),
+    ] {
+        let err = read_answer(
+            document.as_bytes(),
+            &env,
+            &at(filter, workload, now_s, newest),
+        )
+        .unwrap_err();
+        assert_eq!(err.reason.as_str(), want);
+    }
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let _server = meshguard_cli::serve_intended::spawn(listener, served.0.clone());
-
-    let policy_fp = fingerprint(POLICY.as_bytes()).unwrap();
-    let no_version_fp = fingerprint(br#"{"rules": []}"#).unwrap();
     let sibling = format!(
-        "/v1/intended/{}/secret",
+        "/v1/intended/../{}/secret",
         dir.0.file_name().unwrap().to_str().unwrap()
     );
-    // (name, request, status, the JSON answer or the `error` of an error answer)
-    let cases: Vec<(&str, String, u16, serde_json::Value)> = vec![
+    // (name, request, status, the `error` of an error answer)
+    let cases: Vec<(&str, String, u16, &str)> = vec![
         (
-            "an intended config answers its version and fingerprint",
-            "GET /v1/intended/orders/identity".into(),
+            "a published document is served as written",
+            "GET /v1/intended/shop/orders/identity".into(),
             200,
-            serde_json::json!({"config_version": "v1", "fingerprint": policy_fp}),
+            "",
         ),
         (
             "a query string is ignored",
-            "GET /v1/intended/orders/identity?x=1".into(),
+            "GET /v1/intended/shop/orders/identity?x=1".into(),
             200,
-            serde_json::json!({"config_version": "v1", "fingerprint": policy_fp}),
-        ),
-        (
-            "without config_version only the fingerprint is answered",
-            "GET /v1/intended/orders/no-version".into(),
-            200,
-            serde_json::json!({"fingerprint": no_version_fp}),
+            "",
         ),
         (
             "a missing workload is 404",
-            "GET /v1/intended/payments/identity".into(),
+            "GET /v1/intended/shop/payments/identity".into(),
             404,
-            "not_found".into(),
+            "not_found",
         ),
         (
             "a missing filter is 404",
-            "GET /v1/intended/orders/masking".into(),
+            "GET /v1/intended/shop/orders/masking".into(),
             404,
-            "not_found".into(),
+            "not_found",
         ),
         (
             "another path is 404",
             "GET /healthz".into(),
             404,
-            "not_found".into(),
+            "not_found",
         ),
         (
             "a POST is 405",
-            "POST /v1/intended/orders/identity".into(),
+            "POST /v1/intended/shop/orders/identity".into(),
             405,
-            "method_not_allowed".into(),
+            "method_not_allowed",
         ),
         (
             "a DELETE is 405",
-            "DELETE /v1/intended/orders/identity".into(),
+            "DELETE /v1/intended/shop/orders/identity".into(),
             405,
-            "method_not_allowed".into(),
+            "method_not_allowed",
+        ),
+        (
+            "`..` leaving the directory is 400",
+            format!("GET {sibling}"),
+            400,
+            "bad_request",
         ),
         (
             "`..` as the workload is 400",
-            format!(
-                "GET {}",
-                sibling.replace("/v1/intended/", "/v1/intended/../")
-            ),
+            "GET /v1/intended/shop/../identity".into(),
             400,
-            "bad_request".into(),
-        ),
-        (
-            "`..` as a segment is 400",
-            "GET /v1/intended/../identity".into(),
-            400,
-            "bad_request".into(),
+            "bad_request",
         ),
         (
             "`..` as the filter is 400",
-            "GET /v1/intended/orders/..".into(),
+            "GET /v1/intended/shop/orders/..".into(),
             400,
-            "bad_request".into(),
+            "bad_request",
         ),
         (
             "an encoded `..` is 400",
-            "GET /v1/intended/%2e%2e/identity".into(),
+            "GET /v1/intended/%2e%2e/orders/identity".into(),
             400,
-            "bad_request".into(),
+            "bad_request",
         ),
         (
             "a character outside [A-Za-z0-9._-] is 400",
-            "GET /v1/intended/ord~ers/identity".into(),
+            "GET /v1/intended/shop/ord~ers/identity".into(),
             400,
-            "bad_request".into(),
+            "bad_request",
         ),
         (
             "an empty filter is 400",
-            "GET /v1/intended/orders/".into(),
+            "GET /v1/intended/shop/orders/".into(),
             400,
-            "bad_request".into(),
+            "bad_request",
         ),
         (
             "too many segments is 400",
-            "GET /v1/intended/orders/identity/x".into(),
+            "GET /v1/intended/shop/orders/identity/x".into(),
             400,
-            "bad_request".into(),
+            "bad_request",
         ),
         (
-            "a file that is not JSON is 500 with the reason",
-            "GET /v1/intended/orders/broken".into(),
-            500,
-            "intended_config_unusable".into(),
-        ),
-        (
-            "a config_version that is not a string is 500",
-            "GET /v1/intended/orders/numeric".into(),
-            500,
-            "intended_config_unusable".into(),
+            "too few segments is 400",
+            "GET /v1/intended/orders/identity".into(),
+            400,
+            "bad_request",
         ),
         (
             "an unreadable file is 500",
-            "GET /v1/intended/orders/dir".into(),
+            "GET /v1/intended/shop/orders/dir".into(),
             500,
-            "intended_config_unusable".into(),
+            "intended_config_unusable",
+        ),
+        (
+            "a file over 64 KiB is 500",
+            "GET /v1/intended/shop/orders/big".into(),
+            500,
+            "intended_config_unusable",
         ),
     ];
     for (name, line, status, want) in cases {
@@ -608,16 +718,10 @@ fn serve_intended_answers_with_the_intended_fingerprint_and_version() {
             "{name}: {}",
             reply.head
         );
-        let body = json(&reply);
         if status == 200 {
-            assert_eq!(body, want, "{name}");
-            // What the filter's poller accepts.
-            let intended = Intended::from_response(reply.body.as_bytes()).unwrap();
-            assert_eq!(
-                intended.fingerprint.as_deref(),
-                want["fingerprint"].as_str()
-            );
+            assert_eq!(reply.body, document, "{name}");
         } else {
+            let body = json(&reply);
             assert_eq!(body["error"], want, "{name}: {}", reply.body);
             assert!(body["reason"].is_string(), "{name}: {}", reply.body);
         }
@@ -625,43 +729,230 @@ fn serve_intended_answers_with_the_intended_fingerprint_and_version() {
             assert!(reply.head.contains("\r\nallow: GET"), "{}", reply.head);
         }
     }
-    let broken = json(&get(addr, "/v1/intended/orders/broken"));
-    assert!(
-        broken["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("orders/broken.json: config_version: EOF while parsing"),
-        "{broken}"
-    );
 
-    // Replacing the file publishes a new intended version; the next request sees it.
-    let v2 = POLICY.replace("\"v1\"", "\"v2\"");
-    served.write("orders/identity.json", &v2);
-    let reply = get(addr, "/v1/intended/orders/identity");
-    assert_eq!(reply.status, 200);
-    assert_eq!(
-        json(&reply),
-        serde_json::json!({"config_version": "v2", "fingerprint": fingerprint(v2.as_bytes()).unwrap()})
-    );
+    // Publishing again replaces the document; the next request sees it.
+    dir.write("v2.json", &POLICY.replace("\"v1\"", "\"v2\""));
+    let v2 = publish(&dir, &served, "v2.json");
+    assert_ne!(v2, document);
+    assert_eq!(get(addr, "/v1/intended/shop/orders/identity").body, v2);
     // Removing it withdraws it.
-    std::fs::remove_file(served.0.join("orders/identity.json")).unwrap();
-    assert_eq!(get(addr, "/v1/intended/orders/identity").status, 404);
+    std::fs::remove_file(served.0.join("shop/orders/identity.json")).unwrap();
+    assert_eq!(get(addr, "/v1/intended/shop/orders/identity").status, 404);
+
+    // Bad arguments.
+    for (args, want) in [
+        (
+            &["--workload", "orders"][..],
+            "must be NAMESPACE/WORKLOAD_NAME",
+        ),
+        (
+            &["--workload", "shop/../x"][..],
+            "must match [A-Za-z0-9._-]+",
+        ),
+    ] {
+        let mut full = vec![
+            "publish".to_string(),
+            dir.path("policy.json"),
+            "--key".into(),
+            dir.path("keys/release.key"),
+            "--key-id".into(),
+            "release".into(),
+            "--out-dir".into(),
+            served.0.to_str().unwrap().into(),
+        ];
+        full.extend(args.iter().map(|a| a.to_string()));
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        let out = meshguard(&full);
+        assert_eq!(out.code, Some(1), "{args:?}\n{}", out.context());
+        assert!(out.stderr.contains(want), "{args:?}\n{}", out.context());
+    }
+}
+
+#[test]
+fn validate_with_an_env_file_shows_what_that_sidecar_accepts_or_refuses_and_why() {
+    let dir = TempDir::new();
+    let release = keygen(&dir, "release");
+    let old = keygen(&dir, "old");
+    dir.write("policy.json", POLICY);
+    dir.write("plain.json", PLAIN);
+    sign(&dir, "policy.json", "release", "signed.json");
+    sign(&dir, "policy.json", "old", "by-old.json");
+    let env_file = dir.write(
+        "sidecar.env",
+        &format!(
+            "# proxy-level env of default/backend\nMESHGUARD_TRUSTED_KEYS={release},{old}\n\
+             MESHGUARD_REVOKED_KEYS=old\nexport MESHGUARD_REQUIRE_SIGNATURE=\"true\"\n\
+             MESHGUARD_HEALTH_PATHS=/healthz\nMESHGUARD_ON_DRIFT=quarantine\n"
+        ),
+    );
+    /// (name, file, extra args, exit code, stdout, stderr)
+    type Case<'a> = (&'a str, &'a str, &'a [&'a str], i32, &'a str, &'a str);
+    let cases: &[Case] = &[
+        (
+            "a signed config in scope is accepted, with where each setting comes from",
+            "signed.json",
+            &["--workload", "default/backend"],
+            0,
+            "  settings: on_drift=quarantine (from env), health_paths from env, source_of_truth=none (from default)\n  release: filter=identity workloads=default/backend serial=1: admitted for default/backend\n",
+            "",
+        ),
+        (
+            "the environment is shown",
+            "signed.json",
+            &[],
+            0,
+            "sidecar.env: trusted keys [release, old], revoked [old], signatures required, integrity asked",
+            "",
+        ),
+        (
+            "another workload refuses it",
+            "signed.json",
+            &["--workload", "default/frontend"],
+            1,
+            "integrity asked",
+            "invalid: config refused (wrong_workload): signed for workloads \"default/backend\", this proxy is \"default/frontend\"",
+        ),
+        (
+            "a newer serial already accepted refuses it",
+            "signed.json",
+            &["--workload", "default/backend", "--newest-serial", "2"],
+            1,
+            "integrity asked",
+            "invalid: config refused (rollback): serial 1 is older than serial 2",
+        ),
+        (
+            "another filter refuses it",
+            "signed.json",
+            &["--workload", "default/backend", "--filter", "audit"],
+            1,
+            "integrity asked",
+            "invalid: config refused (wrong_filter)",
+        ),
+        (
+            "a revoked key refuses it",
+            "by-old.json",
+            &[],
+            1,
+            "integrity asked",
+            "invalid: config refused (revoked): signed with key \"old\", which is in MESHGUARD_REVOKED_KEYS",
+        ),
+        (
+            "an unsigned config is refused",
+            "plain.json",
+            &[],
+            1,
+            "integrity asked",
+            "invalid: unauthorized config: the config is not signed",
+        ),
+        (
+            "an unsigned config setting its own integrity is refused for that",
+            "policy.json",
+            &[],
+            1,
+            "integrity asked",
+            "invalid: config refused (unsigned_integrity)",
+        ),
+    ];
+    for (name, file, extra, code, stdout, stderr) in cases {
+        let path = dir.path(file);
+        let mut args = vec!["validate", path.as_str(), "--env", env_file.as_str()];
+        args.extend_from_slice(extra);
+        let out = meshguard(&args);
+        assert_output(name, &out, *code, &[stdout], &[stderr], |w| w.to_string());
+    }
+    // Not an env file.
+    let bad = dir.write("bad.env", "MESHGUARD_ON_DRIFT\n");
+    let out = meshguard(&["validate", &dir.path("signed.json"), "--env", &bad]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("bad.env:1: expected NAME=VALUE"),
+        "{}",
+        out.context()
+    );
+}
+
+#[test]
+fn sign_names_the_scope_and_refuses_a_bad_one() {
+    let dir = TempDir::new();
+    keygen(&dir, "release");
+    dir.write("policy.json", POLICY);
+    let key = dir.path("keys/release.key");
+    let out = meshguard(&[
+        "sign",
+        &dir.path("policy.json"),
+        "--key",
+        &key,
+        "--key-id",
+        "release",
+        "--workload",
+        "default/backend",
+        "--workload",
+        "jobs/*",
+        "--serial",
+        "7",
+        "--not-before",
+        "100",
+        "--not-after",
+        "200",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        value["release"],
+        serde_json::json!({"filter": "identity", "workloads": ["default/backend", "jobs/*"],
+                           "serial": 7, "not_before": 100, "not_after": 200})
+    );
+    for (args, want) in [
+        (
+            &["--workload", "backend", "--serial", "1"][..],
+            "must be NAMESPACE/WORKLOAD_NAME",
+        ),
+        (
+            &[
+                "--workload",
+                "a/b",
+                "--serial",
+                "1",
+                "--not-before",
+                "5",
+                "--not-after",
+                "4",
+            ][..],
+            "is before --not-before",
+        ),
+        (&["--serial", "1"][..], "--workload"),
+        (&["--workload", "a/b"][..], "--serial"),
+    ] {
+        let policy = dir.path("policy.json");
+        let mut full = vec![
+            "sign",
+            policy.as_str(),
+            "--key",
+            key.as_str(),
+            "--key-id",
+            "release",
+        ];
+        full.extend_from_slice(args);
+        let out = meshguard(&full);
+        assert_eq!(out.code, Some(1), "{args:?}\n{}", out.context());
+        assert!(out.stderr.contains(want), "{args:?}\n{}", out.context());
+    }
 }
 
 #[test]
 fn serve_intended_bounds_what_it_reads() {
     let served = TempDir::new();
-    served.write("orders/identity.json", POLICY);
+    served.write("shop/orders/identity.json", POLICY);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let _server = meshguard_cli::serve_intended::spawn(listener, served.0.clone());
 
     let huge = format!(
-        "GET /v1/intended/orders/identity HTTP/1.1\r\nx-filler: {}\r\n\r\n",
+        "GET /v1/intended/shop/orders/identity HTTP/1.1\r\nx-filler: {}\r\n\r\n",
         "a".repeat(17 * 1024)
     );
     let post = format!(
-        "POST /v1/intended/orders/identity HTTP/1.1\r\ncontent-length: 50000\r\n\r\n{}",
+        "POST /v1/intended/shop/orders/identity HTTP/1.1\r\ncontent-length: 50000\r\n\r\n{}",
         "x".repeat(50_000)
     );
     let cases: &[(&str, &[u8], u16)] = &[
@@ -673,12 +964,12 @@ fn serve_intended_bounds_what_it_reads() {
         ),
         (
             "HTTP/2 is not served",
-            b"GET /v1/intended/orders/identity HTTP/2.0\r\n\r\n",
+            b"GET /v1/intended/shop/orders/identity HTTP/2.0\r\n\r\n",
             505,
         ),
         (
             "a header line without a colon is 400",
-            b"GET /v1/intended/orders/identity HTTP/1.1\r\nbroken\r\n\r\n",
+            b"GET /v1/intended/shop/orders/identity HTTP/1.1\r\nbroken\r\n\r\n",
             400,
         ),
         (
@@ -688,7 +979,7 @@ fn serve_intended_bounds_what_it_reads() {
         ),
         (
             "HTTP/1.0 is served",
-            b"GET /v1/intended/orders/identity HTTP/1.0\r\n\r\n",
+            b"GET /v1/intended/shop/orders/identity HTTP/1.0\r\n\r\n",
             200,
         ),
     ];
@@ -701,7 +992,7 @@ fn serve_intended_bounds_what_it_reads() {
 #[test]
 fn serve_intended_binary_announces_its_address() {
     let served = TempDir::new();
-    served.write("orders/identity.json", POLICY);
+    served.write("shop/orders/identity.json", POLICY);
     let mut child = Command::new(env!("CARGO_BIN_EXE_meshguard"))
         .args([
             "serve-intended",
@@ -732,7 +1023,7 @@ fn serve_intended_binary_announces_its_address() {
         .strip_prefix("meshguard serve-intended: listening on http://")
         .and_then(|rest| rest.strip_suffix(&format!(", serving {}\n", served.0.display())))
         .and_then(|addr| addr.parse::<SocketAddr>().ok())
-        .map(|addr| get(addr, "/v1/intended/orders/identity"));
+        .map(|addr| get(addr, "/v1/intended/shop/orders/identity"));
     let log = log_rx.recv_timeout(Duration::from_secs(10));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -746,8 +1037,8 @@ fn serve_intended_binary_announces_its_address() {
     );
     assert!(
         log.contains(
-            "\"GET /v1/intended/orders/identity\" x-meshguard-filter=\"identity\" \
-             x-meshguard-config-version=\"v1\" -> 200 orders/identity.json: version=v1 fingerprint="
+            "\"GET /v1/intended/shop/orders/identity\" x-meshguard-filter=\"identity\" \
+             x-meshguard-config-version=\"v1\" -> 200 shop/orders/identity.json: "
         ),
         "{log}"
     );

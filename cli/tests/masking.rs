@@ -955,8 +955,20 @@ fn sign_accepts_masking_policies_without_the_hash_key() {
     let sign = |config: &str| {
         meshguard(
             &[
-                "sign", config, "--filter", "masking", "--key", &secret, "--key-id", "release",
-                "--out", signed,
+                "sign",
+                config,
+                "--filter",
+                "masking",
+                "--key",
+                &secret,
+                "--key-id",
+                "release",
+                "--workload",
+                "default/backend",
+                "--serial",
+                "1",
+                "--out",
+                signed,
             ],
             &[],
             b"",

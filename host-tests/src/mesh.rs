@@ -503,7 +503,9 @@ impl MeshBuilder {
             clusters.push(static_cluster(name, *addr, None));
         }
         json!({
-            "node": {"id": "backend-sidecar", "cluster": "backend.default"},
+            // As Istio's node metadata: what the integrity checks bind to.
+            "node": {"id": "backend-sidecar", "cluster": "backend.default",
+                     "metadata": {"NAMESPACE": "default", "WORKLOAD_NAME": "backend"}},
             "stats_config": stats_config(),
             // The listener comes from a watched file, so tests can push config
             // updates to a running sidecar as the control plane would.

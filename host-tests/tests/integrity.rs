@@ -1,22 +1,33 @@
-//! Config integrity and drift in a real Envoy: intended versions from the
-//! environment and from a live source of truth (the CLI's reference server),
-//! signatures, quarantine, an unreachable source, and a real Prometheus.
+//! Config integrity in a real Envoy, attacked by someone who can edit the
+//! plugin config and answer on the source-of-truth cluster, but cannot change
+//! the proxy-level environment and holds no signing key. Every attack is
+//! pushed to a running sidecar and must be refused and counted, with the last
+//! good config still serving and a quarantine never lifted by the attacker.
+//! Alongside: the legitimate flow (sign, publish, push, in sync, drift,
+//! quarantine, publish the fix, released).
+//!
+//! Quarantine is judged on what a worker VM does to a request (its status),
+//! never on a gauge alone: gauges are last-writer-wins across VMs.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use ed25519_dalek::SigningKey;
+use meshguard_core::integrity::{fingerprint, sign_answer, Release};
 use meshguard_host_tests::http::Request;
 use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome};
 use meshguard_host_tests::prometheus::{sample_value, Prometheus};
-use meshguard_host_tests::source::SourceOfTruth;
+use meshguard_host_tests::source::{
+    intended, release_key, signed, signed_with, trust_env, trusted_key_entry, Nginx, SourceOfTruth,
+    KEY_ID, WORKLOAD,
+};
 
-const POLL: Duration = Duration::from_millis(1000);
+const POLL_MS: u64 = 1000;
+const POLL: Duration = Duration::from_millis(POLL_MS);
 const SOURCE_CLUSTER: &str = "meshguard-intended";
 
-/// A policy with a version label and an integrity section.
-fn config(version: &str, on_drift: &str) -> String {
+/// An identity policy (no integrity section: the environment judges it).
+fn policy(version: &str) -> String {
     format!(
         r#"{{
   "config_version": "{version}",
@@ -24,29 +35,47 @@ fn config(version: &str, on_drift: &str) -> String {
   "rules": [
     {{"name": "frontend", "action": "allow", "principals": ["cluster.local/ns/default/sa/frontend"]}},
     {{"name": "probes", "action": "allow", "paths": ["/healthz"]}}
-  ],
-  "integrity": {{
-    "on_drift": "{on_drift}",
-    "health_paths": ["/healthz"],
-    "source_of_truth": {{"cluster": "{SOURCE_CLUSTER}", "path": "/v1/intended/backend/identity",
-                         "poll_interval_ms": {}, "timeout_ms": 500}}
-  }}
-}}"#,
-        POLL.as_millis()
+  ]
+}}"#
     )
 }
 
-fn drift_sample() -> &'static str {
-    r#"meshguard_config_drift{filter="identity"}"#
+/// A policy that also sets its quarantine status (allowed: it is signed).
+fn policy_with_status(version: &str, status: u16) -> String {
+    policy(version).replacen(
+        "\"rules\"",
+        &format!("\"integrity\": {{\"quarantine_status\": {status}}},\n  \"rules\""),
+        1,
+    )
 }
 
-/// The reference source of truth, serving backend's intended identity config.
-fn source_of_truth() -> SourceOfTruth {
-    SourceOfTruth::start("backend").unwrap()
+/// The revoked key, still listed in MESHGUARD_TRUSTED_KEYS.
+fn old_key() -> SigningKey {
+    SigningKey::from_bytes(&[8; 32])
 }
 
-fn publish(source: &SourceOfTruth, config: &str) {
-    source.publish("identity", config).unwrap();
+/// The attacker's key (never trusted).
+fn attacker_key() -> SigningKey {
+    SigningKey::from_bytes(&[1; 32])
+}
+
+/// The proxy-level environment: the release key (and a revoked one) trusted,
+/// signatures required, quarantine on drift, the source of truth polled.
+fn env() -> Vec<(String, String)> {
+    let mut env = trust_env(SOURCE_CLUSTER, POLL_MS, "quarantine");
+    for (k, v) in &mut env {
+        if k == "MESHGUARD_TRUSTED_KEYS" {
+            *v = format!("{v},{}", trusted_key_entry("old", &old_key()));
+        }
+    }
+    env.push(("MESHGUARD_REVOKED_KEYS".into(), "old".into()));
+    env
+}
+
+fn with_env(config: &str, env: &[(String, String)]) -> Filter {
+    let mut f = Filter::identity(config.to_string());
+    f.env = env.to_vec();
+    f
 }
 
 async fn mesh_with(filter: Filter, source: Option<SocketAddr>) -> Mesh {
@@ -60,15 +89,6 @@ async fn mesh_with(filter: Filter, source: Option<SocketAddr>) -> Mesh {
         .expect("mesh starts")
 }
 
-fn with_env(config: String, env: &[(&str, &str)]) -> Filter {
-    let mut f = Filter::identity(config);
-    f.env = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    f
-}
-
 async fn status(mesh: &Mesh, profile: &str, path: &str) -> (u16, String) {
     let resp = mesh
         .send_as(profile, Request::new("GET", path))
@@ -77,158 +97,589 @@ async fn status(mesh: &Mesh, profile: &str, path: &str) -> (u16, String) {
     (resp.status, resp.text())
 }
 
-/// Each Envoy worker (and the main thread) runs its own VM that polls the
-/// source on its own timer, so the VM serving requests may see a change up to
-/// one poll interval after the gauge (last writer wins) shows it.
-async fn wait_status(mesh: &Mesh, profile: &str, path: &str, want: u16) -> String {
-    let deadline = Instant::now() + 3 * POLL;
+/// Waits until the worker serving requests answers `want` (the effect, not a gauge).
+async fn wait_status(mesh: &Mesh, path: &str, want: u16) -> String {
+    let deadline = Instant::now() + 5 * POLL;
     loop {
-        let (code, body) = status(mesh, profile, path).await;
+        let (code, body) = status(mesh, "frontend", path).await;
         if code == want {
             return body;
         }
         assert!(
             Instant::now() < deadline,
-            "{path} as {profile}: still {code} {body}"
+            "{path}: still {code} {body}\n{}",
+            mesh.server.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-#[tokio::test]
-async fn an_intended_version_from_the_environment_is_checked_at_load() {
-    for (intended, drift) in [("v1", 0), ("v0", 1)] {
-        let filter = with_env(
-            config("v1", "report"),
-            &[("MESHGUARD_INTENDED_VERSION", intended)],
-        );
-        let mesh = mesh_with(filter, None).await;
-        assert_eq!(
-            mesh.server.metric(drift_sample()).await.unwrap(),
-            Some(drift),
-            "intended {intended}"
-        );
-        let info = mesh
-            .server
-            .metric(r#"meshguard_config_info{filter="identity",version="v1"}"#)
-            .await
-            .unwrap();
-        assert_eq!(info, Some(1));
-        if drift == 1 {
-            mesh.server
-                .wait_for_log("config drift detected (env): active version=v1")
-                .await
-                .unwrap();
-            // Report mode never blocks traffic.
-            assert_eq!(status(&mesh, "frontend", "/api").await.0, 200);
+/// Asserts the workload stays quarantined for two poll intervals (so every
+/// VM polled again after the attack), health paths still up. (A pooled
+/// connection to a superseded instance is reset: the client sidecar answers
+/// that one with its own 503.)
+async fn stays_quarantined(mesh: &Mesh, status_code: u16, what: &str) {
+    let until = Instant::now() + 2 * POLL;
+    let mut quarantine_answers = 0;
+    while Instant::now() < until {
+        let (code, body) = status(mesh, "frontend", "/api/orders").await;
+        assert_eq!(code, status_code, "{what}: quarantine lifted: {body}");
+        if body.contains(r#""reason":"config_drift""#) {
+            quarantine_answers += 1;
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert!(quarantine_answers > 0, "{what}: no quarantine answer");
+    // A pooled connection still on a superseded instance is reset once.
+    let mut health = 0;
+    for _ in 0..3 {
+        health = status(mesh, "plaintext", "/healthz").await.0;
+        if health == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(health, 200, "{what}: health paths stay up");
 }
 
-#[tokio::test]
-async fn drift_from_the_source_of_truth_flips_the_metric_within_a_poll_and_back() {
-    let source = source_of_truth();
-    publish(&source, &config("v1", "report"));
-    let mesh = mesh_with(with_env(config("v1", "report"), &[]), Some(source.addr())).await;
-    let within = 2 * POLL + Duration::from_secs(1);
-    // First poll: in sync (the gauge exists from load at 0; the log proves the check).
-    mesh.server
-        .wait_for_log("config verified (source_of_truth): active version=v1")
-        .await
-        .unwrap();
+async fn metric(mesh: &Mesh, name: &str) -> u64 {
+    mesh.server.metric(name).await.unwrap().unwrap_or(0)
+}
 
-    let started = Instant::now();
-    publish(&source, &config("v2", "report"));
-    mesh.server
-        .wait_for_metric(drift_sample(), within, |v| v == Some(1))
+fn loads(result: &str) -> String {
+    format!(r#"meshguard_config_loads_total{{filter="identity",result="{result}"}}"#)
+}
+
+fn refused_answers(reason: &str) -> String {
+    format!(r#"meshguard_intended_answers_refused_total{{reason="{reason}",filter="identity"}}"#)
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Pushes `config` with the same environment; asserts Envoy refused it and
+/// the refusal was counted under `reason`.
+async fn push_refused(mesh: &Mesh, config: &str, reason: &str, what: &str) {
+    let before = metric(mesh, &loads(reason)).await;
+    let outcome = mesh
+        .push_filters(&[with_env(config, &env())])
         .await
         .unwrap();
-    let flipped_after = started.elapsed();
-    mesh.server
-        .wait_for_log("config drift detected (source_of_truth): active version=v1")
-        .await
-        .unwrap();
-    assert!(flipped_after <= within, "took {flipped_after:?}");
     assert_eq!(
-        status(&mesh, "frontend", "/api").await.0,
-        200,
-        "report mode keeps serving"
+        outcome,
+        PushOutcome::Rejected,
+        "{what}: {}",
+        mesh.server
+            .log()
+            .lines()
+            .filter(|l| l.contains("meshguard identity"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-
-    publish(&source, &config("v1", "report"));
-    mesh.server
-        .wait_for_metric(drift_sample(), within, |v| v == Some(0))
-        .await
-        .unwrap();
-    mesh.server
-        .wait_for_log("config drift cleared (source_of_truth)")
-        .await
-        .unwrap();
+    let after = metric(mesh, &loads(reason)).await;
+    assert!(after > before, "{what}: {reason} count {before} -> {after}");
 }
 
 #[tokio::test]
-async fn quarantine_refuses_all_but_health_paths_until_the_intended_config_matches() {
-    let source = source_of_truth();
-    publish(&source, &config("v2", "quarantine"));
-    let mesh = mesh_with(
-        with_env(config("v1", "quarantine"), &[]),
-        Some(source.addr()),
-    )
-    .await;
-    let within = 2 * POLL + Duration::from_secs(1);
-    let quarantined = r#"meshguard_config_quarantined{filter="identity"}"#;
+async fn the_legitimate_flow_sign_publish_push_drift_quarantine_fix_release() {
+    let v1 = signed("identity", 1, &policy_with_status("v1", 592));
+    let source = SourceOfTruth::start().unwrap();
+    source.publish_config("identity", &v1).unwrap();
+    let mesh = mesh_with(with_env(&v1, &env()), Some(source.addr())).await;
     mesh.server
-        .wait_for_metric(quarantined, within, |v| v == Some(1))
+        .wait_for_log("config verified (source_of_truth): active version=\"v1\"")
         .await
         .unwrap();
-
-    let body = wait_status(&mesh, "frontend", "/api/orders", 503).await;
-    assert!(body.contains(r#""reason":"config_drift""#), "{body}");
-    assert_eq!(
-        status(&mesh, "plaintext", "/healthz").await.0,
-        200,
-        "health paths stay up"
-    );
-    let denied = mesh
-        .server
-        .metric(r#"meshguard_quarantine_denied_total{filter="identity"}"#)
-        .await
-        .unwrap();
-    assert!(denied.is_some_and(|n| n >= 1), "{denied:?}");
-
-    // Publishing the running version is the explicit approval to rejoin.
-    publish(&source, &config("v1", "quarantine"));
     mesh.server
-        .wait_for_metric(quarantined, within, |v| v == Some(0))
-        .await
-        .unwrap();
-    wait_status(&mesh, "frontend", "/api/orders", 200).await;
-    mesh.server.wait_for_log("quarantine lifted").await.unwrap();
-}
-
-#[tokio::test]
-async fn report_mode_never_quarantines() {
-    let source = source_of_truth();
-    publish(&source, &config("v2", "report"));
-    let mesh = mesh_with(with_env(config("v1", "report"), &[]), Some(source.addr())).await;
-    let within = 2 * POLL + Duration::from_secs(1);
-    mesh.server
-        .wait_for_metric(drift_sample(), within, |v| v == Some(1))
+        .wait_for_log(&format!("serial=1 workload=\"{WORKLOAD}\""))
         .await
         .unwrap();
     assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
     assert_eq!(
-        mesh.server
-            .metric(r#"meshguard_config_quarantined{filter="identity"}"#)
-            .await
-            .unwrap(),
-        Some(0)
+        metric(&mesh, r#"meshguard_config_unknown{filter="identity"}"#).await,
+        0
     );
+
+    // The pipeline intends v2: the running v1 has drifted and is quarantined
+    // with the status its signed config names.
+    let v2 = signed("identity", 2, &policy_with_status("v2", 592));
+    source.publish_config("identity", &v2).unwrap();
+    let body = wait_status(&mesh, "/api/orders", 592).await;
+    assert!(body.contains(r#""reason":"config_drift""#), "{body}");
+    assert_eq!(status(&mesh, "plaintext", "/healthz").await.0, 200);
+    assert!(
+        metric(
+            &mesh,
+            r#"meshguard_quarantine_denied_total{filter="identity"}"#
+        )
+        .await
+            >= 1
+    );
+    mesh.server
+        .wait_for_log("config drift detected (source_of_truth)")
+        .await
+        .unwrap();
+
+    // Deploying v2 does not lift the quarantine by itself (a push never
+    // does); the next trusted answer confirms v2 and releases the workload.
+    let outcome = mesh.push_filters(&[with_env(&v2, &env())]).await.unwrap();
+    assert_eq!(outcome, PushOutcome::Accepted);
+    mesh.server
+        .wait_for_log("config drift carried over")
+        .await
+        .unwrap();
+    wait_status(&mesh, "/api/orders", 200).await;
+    mesh.server.wait_for_log("quarantine lifted").await.unwrap();
 }
 
 #[tokio::test]
-async fn an_unreachable_source_of_truth_does_not_touch_traffic_but_ages_the_check() {
-    let mesh = mesh_with(with_env(config("v1", "quarantine"), &[]), None).await;
+async fn config_edits_cannot_widen_redirect_replay_or_escape_scope() {
+    let v1 = signed("identity", 1, &policy("v1"));
+    let v2 = signed("identity", 2, &policy("v2"));
+    let source = SourceOfTruth::start().unwrap();
+    source.publish_config("identity", &v2).unwrap();
+    let mesh = mesh_with(with_env(&v1, &env()), Some(source.addr())).await;
+    // v2 is accepted over v1 (newer serial), then v3 becomes intended: quarantined.
+    assert_eq!(
+        mesh.push_filters(&[with_env(&v2, &env())]).await.unwrap(),
+        PushOutcome::Accepted
+    );
+    wait_status(&mesh, "/api/orders", 200).await;
+    source
+        .publish_config("identity", &signed("identity", 3, &policy("v3")))
+        .unwrap();
+    wait_status(&mesh, "/api/orders", 503).await;
+
+    let widen = |health: &str| {
+        policy("v2").replacen(
+            "\"rules\"",
+            &format!("\"integrity\": {{\"health_paths\": [\"{health}\"]}},\n  \"rules\""),
+            1,
+        )
+    };
+    let redirect = policy("v2").replacen(
+        "\"rules\"",
+        r#""integrity": {"source_of_truth": {"cluster": "upstream", "path": "/echo"}}, "rules""#,
+        1,
+    );
+    let scoped =
+        |filter: &str, workloads: &[&str], serial: u64, nb: Option<u64>, na: Option<u64>| Release {
+            filter: filter.into(),
+            workloads: workloads.iter().map(|w| w.to_string()).collect(),
+            serial,
+            not_before: nb,
+            not_after: na,
+        };
+    let key = release_key();
+    let attacks: Vec<(&str, String, &str)> = vec![
+        (
+            "unsigned, health paths widened to /*",
+            widen("/*"),
+            "unsigned_integrity",
+        ),
+        (
+            "unsigned, health paths widened to *",
+            widen("*"),
+            "unsigned_integrity",
+        ),
+        (
+            "unsigned, health path /api added",
+            widen("/api/*"),
+            "unsigned_integrity",
+        ),
+        (
+            "unsigned, source redirected",
+            redirect,
+            "unsigned_integrity",
+        ),
+        (
+            "unsigned, no integrity section",
+            policy("v9"),
+            "unauthorized",
+        ),
+        (
+            "replayed older signed config (respaced)",
+            v1.replace('\n', "\n  "),
+            "rollback",
+        ),
+        (
+            "signed for another workload",
+            signed_with(
+                &policy("v4"),
+                &scoped("identity", &["default/frontend"], 4, None, None),
+                KEY_ID,
+                &key,
+            ),
+            "wrong_workload",
+        ),
+        (
+            "signed for another namespace's workloads",
+            signed_with(
+                &policy("v4"),
+                &scoped("identity", &["jobs/*"], 4, None, None),
+                KEY_ID,
+                &key,
+            ),
+            "wrong_workload",
+        ),
+        (
+            "signed for another filter",
+            signed_with(
+                &policy("v4"),
+                &scoped("masking", &[WORKLOAD], 4, None, None),
+                KEY_ID,
+                &key,
+            ),
+            "wrong_filter",
+        ),
+        (
+            "signed, expired",
+            signed_with(
+                &policy("v4"),
+                &scoped("identity", &[WORKLOAD], 4, None, Some(now_s() - 60)),
+                KEY_ID,
+                &key,
+            ),
+            "expired",
+        ),
+        (
+            "signed, not yet valid",
+            signed_with(
+                &policy("v4"),
+                &scoped("identity", &[WORKLOAD], 4, Some(now_s() + 3600), None),
+                KEY_ID,
+                &key,
+            ),
+            "not_yet_valid",
+        ),
+        (
+            "signed with a revoked key",
+            signed_with(
+                &policy("v4"),
+                &scoped("identity", &[WORKLOAD], 4, None, None),
+                "old",
+                &old_key(),
+            ),
+            "revoked",
+        ),
+        (
+            "signed by the attacker under the release key's ID",
+            signed_with(
+                &policy("v4"),
+                &scoped("identity", &[WORKLOAD], 4, None, None),
+                KEY_ID,
+                &attacker_key(),
+            ),
+            "unauthorized",
+        ),
+        (
+            "signed, then edited keeping the version label",
+            signed("identity", 4, &policy("v2")).replace("sa/frontend", "sa/unknown"),
+            "unauthorized",
+        ),
+    ];
+    for (what, config, reason) in &attacks {
+        push_refused(&mesh, config, reason, what).await;
+        stays_quarantined(&mesh, 503, what).await;
+    }
+    mesh.server
+        .wait_for_log("config refused (rollback): serial 1 is older than serial 2")
+        .await
+        .unwrap();
+    mesh.server
+        .wait_for_log("config refused (unsigned_integrity)")
+        .await
+        .unwrap();
+
+    // A byte-identical replay of v1: Envoy serves it from the plugin instance
+    // it still holds (the draining listener's), without asking the filter, so
+    // no NACK is possible. That superseded instance serves nothing: it resets
+    // every stream and counts it. (If Envoy did ask, the load is refused.)
+    // Requests may also still reach the previous (quarantined) instance over
+    // pooled connections; none may ever be served.
+    let superseded = r#"meshguard_config_superseded_denied_total{filter="identity"}"#;
+    mesh.push_filters(&[with_env(&v1, &env())]).await.unwrap();
+    let until = Instant::now() + 3 * POLL;
+    while Instant::now() < until {
+        let (code, body) = status(&mesh, "frontend", "/api/orders").await;
+        assert_eq!(code, 503, "the replayed config served: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "byte-identical replay: superseded resets so far: {}",
+        metric(&mesh, superseded).await
+    );
+
+    // Re-pushing the accepted config (other whitespace, same fingerprint) is
+    // accepted but does not reset the quarantine.
+    let respaced = v2.replace("\n", "\n ");
+    assert_eq!(
+        fingerprint(respaced.as_bytes()).unwrap(),
+        fingerprint(v2.as_bytes()).unwrap()
+    );
+    assert_eq!(
+        mesh.push_filters(&[with_env(&respaced, &env())])
+            .await
+            .unwrap(),
+        PushOutcome::Accepted
+    );
+    stays_quarantined(&mesh, 503, "re-push during quarantine").await;
+    // A new VM (another vmConfig makes Envoy start one) starts from the
+    // proxy's shared data, not from a clean slate.
+    let mut fresh_vm = env();
+    fresh_vm.push(("MESHGUARD_TEST_FRESH_VM".into(), "1".into()));
+    assert_eq!(
+        mesh.push_filters(&[with_env(&v2, &fresh_vm)])
+            .await
+            .unwrap(),
+        PushOutcome::Accepted
+    );
+    stays_quarantined(&mesh, 503, "a new VM during quarantine").await;
+    // Even a genuine newer release pushed during quarantine starts quarantined:
+    // only a trusted answer naming it releases the workload.
+    let v4 = signed("identity", 4, &policy("v4"));
+    assert_eq!(
+        mesh.push_filters(&[with_env(&v4, &env())]).await.unwrap(),
+        PushOutcome::Accepted
+    );
+    mesh.server
+        .wait_for_log("config drift carried over")
+        .await
+        .unwrap();
+    stays_quarantined(&mesh, 503, "a newer release pushed during quarantine").await;
+
+    // The check can fail: publishing the running config releases it.
+    source.publish_config("identity", &v4).unwrap();
+    wait_status(&mesh, "/api/orders", 200).await;
+}
+
+#[tokio::test]
+async fn answers_on_the_source_cluster_are_believed_only_when_signed_bound_and_fresh() {
+    let v1 = signed("identity", 1, &policy("v1"));
+    let fp = fingerprint(v1.as_bytes()).unwrap();
+    let source = SourceOfTruth::start().unwrap();
+    source.publish_config("identity", &v1).unwrap();
+    let mesh = mesh_with(with_env(&v1, &env()), Some(source.addr())).await;
+    mesh.server
+        .wait_for_log("config verified (source_of_truth)")
+        .await
+        .unwrap();
+    let unknown = r#"meshguard_config_unknown{filter="identity"}"#;
+
+    // An answer not believed turns in-sync into unknown, a state of its own.
+    source
+        .publish_raw(
+            "identity",
+            format!(r#"{{"fingerprint": "{fp}"}}"#).as_bytes(),
+        )
+        .unwrap();
+    mesh.server
+        .wait_for_metric(unknown, 3 * POLL, |v| v == Some(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&mesh, r#"meshguard_config_drift{filter="identity"}"#).await,
+        0
+    );
+    mesh.server
+        .wait_for_log("source of truth answer not believed, drift state unknown")
+        .await
+        .unwrap();
+
+    // Now drifted and quarantined by a trusted answer...
+    source
+        .publish_config("identity", &signed("identity", 2, &policy("v2")))
+        .unwrap();
+    wait_status(&mesh, "/api/orders", 503).await;
+
+    // ... and nothing but a trusted answer lifts it.
+    let doc = |filter: &str, workload: &str, expires: u64| {
+        let mut d = intended("identity", &v1);
+        d.filter = filter.into();
+        d.workload = workload.into();
+        d.expires = expires;
+        d
+    };
+    let sign = |d, id: &str, key: &SigningKey| sign_answer(&d, id, key).unwrap();
+    let later = now_s() + 3600;
+    // The genuine document of v1, as published before v2 (replayed).
+    let mut replayed = doc("identity", WORKLOAD, later);
+    replayed.issued = (now_s() - 60) * 1000;
+    let echoed = format!(r#"{{"config_version": "v1", "fingerprint": "{fp}"}}"#).into_bytes();
+    let forged: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("the sidecar's own fingerprint echoed", echoed, "unreadable"),
+        (
+            "an unsigned document",
+            serde_json::to_vec(&doc("identity", WORKLOAD, later)).unwrap(),
+            "unsigned",
+        ),
+        (
+            "signed by the attacker under the release key's ID",
+            sign(doc("identity", WORKLOAD, later), KEY_ID, &attacker_key()),
+            "bad_signature",
+        ),
+        (
+            "signed by an untrusted key ID",
+            sign(
+                doc("identity", WORKLOAD, later),
+                "intruder",
+                &attacker_key(),
+            ),
+            "untrusted_key",
+        ),
+        (
+            "signed with a revoked key",
+            sign(doc("identity", WORKLOAD, later), "old", &old_key()),
+            "revoked",
+        ),
+        (
+            "expired",
+            sign(
+                doc("identity", WORKLOAD, now_s() - 60),
+                KEY_ID,
+                &release_key(),
+            ),
+            "expired",
+        ),
+        (
+            "for another workload",
+            sign(
+                doc("identity", "default/frontend", later),
+                KEY_ID,
+                &release_key(),
+            ),
+            "wrong_workload",
+        ),
+        (
+            "for another filter",
+            sign(doc("masking", WORKLOAD, later), KEY_ID, &release_key()),
+            "wrong_filter",
+        ),
+        (
+            "an older genuine document replayed",
+            sign(replayed, KEY_ID, &release_key()),
+            "stale",
+        ),
+        (
+            "a document with attacker text\n\"injected\"",
+            sign(
+                doc("identity\n\"injected\"", WORKLOAD, later),
+                KEY_ID,
+                &release_key(),
+            ),
+            "wrong_filter",
+        ),
+    ];
+    for (what, body, reason) in &forged {
+        let before = metric(&mesh, &refused_answers(reason)).await;
+        source.publish_raw("identity", body).unwrap();
+        mesh.server
+            .wait_for_metric(&refused_answers(reason), 3 * POLL, |v| {
+                v.is_some_and(|n| n > before)
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        stays_quarantined(&mesh, 503, what).await;
+    }
+    // Attacker text is escaped in the log line.
+    mesh.server
+        .wait_for_log(r#"for filter "identity\n\"injected\"", not identity"#)
+        .await
+        .unwrap();
+
+    // The check can fail: the genuine approval releases the workload.
+    source.publish_config("identity", &v1).unwrap();
+    wait_status(&mesh, "/api/orders", 200).await;
+}
+
+#[tokio::test]
+async fn the_environment_pins_the_intended_config_and_the_source_cannot_overrule_it() {
+    let v1 = signed("identity", 1, &policy("v1"));
+    let v2 = signed("identity", 1, &policy("v2"));
+    let source = SourceOfTruth::start().unwrap();
+    // The source (genuinely signed) says v1 is intended; the environment says v2.
+    source.publish_config("identity", &v1).unwrap();
+    let mut pinned = env();
+    pinned.push((
+        "MESHGUARD_INTENDED_FINGERPRINT".into(),
+        fingerprint(v2.as_bytes()).unwrap(),
+    ));
+    let mesh = mesh_with(with_env(&v1, &pinned), Some(source.addr())).await;
+    mesh.server
+        .wait_for_log("config drift detected (env)")
+        .await
+        .unwrap();
+    stays_quarantined(
+        &mesh,
+        503,
+        "the source declaring in sync what the env pins away",
+    )
+    .await;
+    drop(mesh);
+
+    // The environment naming the running config: in sync, traffic flows.
+    let mut pinned = env();
+    pinned.push((
+        "MESHGUARD_INTENDED_FINGERPRINT".into(),
+        fingerprint(v1.as_bytes()).unwrap(),
+    ));
+    let mesh = mesh_with(with_env(&v1, &pinned), Some(source.addr())).await;
+    mesh.server
+        .wait_for_log("config verified (env)")
+        .await
+        .unwrap();
+    assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_version_label_counts_only_when_signed() {
+    // Trusted keys but signatures optional, the intended version pinned.
+    let env = |extra: &[(&str, &str)]| {
+        let mut e = vec![
+            (
+                "MESHGUARD_TRUSTED_KEYS".to_string(),
+                trusted_key_entry(KEY_ID, &release_key()),
+            ),
+            ("MESHGUARD_ON_DRIFT".into(), "quarantine".into()),
+            ("MESHGUARD_HEALTH_PATHS".into(), "/healthz".into()),
+            ("MESHGUARD_INTENDED_VERSION".into(), "v1".into()),
+        ];
+        e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        e
+    };
+    // A tampered, unsigned config keeping the label: drifted, quarantined.
+    let tampered = policy("v1").replace("sa/frontend\"]}", "sa/frontend\", \"*\"]}");
+    let mesh = mesh_with(with_env(&tampered, &env(&[])), None).await;
+    mesh.server
+        .wait_for_log("config drift detected (env): active version=\"v1\"")
+        .await
+        .unwrap();
+    let (code, body) = status(&mesh, "frontend", "/api/orders").await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(status(&mesh, "plaintext", "/healthz").await.0, 200);
+    drop(mesh);
+
+    // The same label, signed: in sync.
+    let mesh = mesh_with(
+        with_env(&signed("identity", 1, &policy("v1")), &env(&[])),
+        None,
+    )
+    .await;
+    mesh.server
+        .wait_for_log("config verified (env)")
+        .await
+        .unwrap();
+    assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+}
+
+#[tokio::test]
+async fn an_unreachable_source_keeps_traffic_and_shows_the_unknown_state() {
+    let v1 = signed("identity", 1, &policy("v1"));
+    let mesh = mesh_with(with_env(&v1, &env()), None).await;
     let errors = r#"meshguard_intended_source_errors_total{filter="identity"}"#;
     mesh.server
         .wait_for_metric(errors, 3 * POLL, |v| v.is_some_and(|n| n >= 2))
@@ -240,128 +691,135 @@ async fn an_unreachable_source_of_truth_does_not_touch_traffic_but_ages_the_chec
         .await
         .unwrap();
     assert_eq!(status(&mesh, "frontend", "/api").await.0, 200);
-    assert_eq!(mesh.server.metric(drift_sample()).await.unwrap(), Some(0));
+    assert_eq!(
+        metric(&mesh, r#"meshguard_config_drift{filter="identity"}"#).await,
+        0
+    );
+    assert_eq!(
+        metric(&mesh, r#"meshguard_config_unknown{filter="identity"}"#).await,
+        1
+    );
     mesh.server
         .wait_for_log("source of truth unreachable")
         .await
         .unwrap();
 }
 
-fn signing_key() -> SigningKey {
-    SigningKey::from_bytes(&[9; 32])
-}
-
-fn trust_env() -> Vec<(&'static str, String)> {
-    let public =
-        base64::engine::general_purpose::STANDARD.encode(signing_key().verifying_key().to_bytes());
-    vec![
-        ("MESHGUARD_TRUSTED_KEYS", format!("release={public}")),
-        ("MESHGUARD_REQUIRE_SIGNATURE", "true".into()),
-    ]
-}
-
-fn signed(config: &str) -> String {
-    let bytes =
-        meshguard_core::integrity::sign_config(config.as_bytes(), "release", &signing_key())
-            .unwrap();
-    String::from_utf8(bytes).unwrap()
-}
-
-fn trusted(config: String) -> Filter {
-    let env = trust_env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    with_env(config, &env)
-}
-
 #[tokio::test]
-async fn only_configs_signed_by_a_trusted_key_load_and_every_other_attempt_is_counted() {
-    let policy = |v: &str| {
-        format!(
-            r#"{{"config_version": "{v}", "rules": [{{"name": "frontend", "action": "allow", "principals": ["cluster.local/ns/default/sa/frontend"]}}]}}"#
-        )
-    };
-    let mesh = mesh_with(trusted(signed(&policy("v1"))), None).await;
-    assert_eq!(status(&mesh, "frontend", "/api").await.0, 200);
-    mesh.server
-        .wait_for_log("signature=verified by release")
-        .await
+async fn a_real_prometheus_scrapes_drift_and_unknown() {
+    let source = SourceOfTruth::start().unwrap();
+    source
+        .publish_config("identity", &signed("identity", 2, &policy("v2")))
         .unwrap();
-
-    let tampered = signed(&policy("v2")).replace("frontend", "unknown");
-    let other_key = String::from_utf8(
-        meshguard_core::integrity::sign_config(
-            policy("v2").as_bytes(),
-            "release",
-            &SigningKey::from_bytes(&[1; 32]),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let unauthorized = r#"meshguard_config_loads_total{filter="identity",result="unauthorized"}"#;
-    for (n, (what, config)) in [
-        ("tampered", tampered),
-        ("wrong key", other_key),
-        ("unsigned", policy("v2")),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let outcome = mesh.push_filters(&[trusted(config)]).await.unwrap();
-        assert_eq!(outcome, PushOutcome::Rejected, "{what}");
-        let count = mesh.server.metric(unauthorized).await.unwrap().unwrap_or(0);
-        assert!(count > n as u64, "{what}: unauthorized count {count}");
-        // The config already running keeps serving.
-        assert_eq!(status(&mesh, "frontend", "/api").await.0, 200, "{what}");
+    let mut report = env();
+    for (k, v) in &mut report {
+        if k == "MESHGUARD_ON_DRIFT" {
+            *v = "report".into();
+        }
     }
-    mesh.server
-        .wait_for_log("unauthorized config: the config is not signed")
+    let mesh = mesh_with(
+        with_env(&signed("identity", 1, &policy("v1")), &report),
+        Some(source.addr()),
+    )
+    .await;
+    let down = mesh_with(
+        with_env(&signed("identity", 1, &policy("v1")), &report),
+        None,
+    )
+    .await;
+    let prometheus = Prometheus::start(&[mesh.server.admin_addr(), down.server.admin_addr()])
         .await
         .unwrap();
-    mesh.server
-        .wait_for_log("modified after signing?")
-        .await
-        .unwrap();
-
-    // A properly signed update is accepted.
-    let outcome = mesh
-        .push_filters(&[trusted(signed(&policy("v3")))])
-        .await
-        .unwrap();
-    assert_eq!(outcome, PushOutcome::Accepted);
-    mesh.server
-        .wait_for_metric(
-            r#"meshguard_config_info{filter="identity",version="v3"}"#,
-            Duration::from_secs(10),
-            |v| v == Some(1),
-        )
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn a_real_prometheus_scrapes_the_drift_metric() {
-    let source = source_of_truth();
-    publish(&source, &config("v2", "report"));
-    let mesh = mesh_with(with_env(config("v1", "report"), &[]), Some(source.addr())).await;
-    let prometheus = Prometheus::start(&[mesh.server.admin_addr()])
-        .await
-        .unwrap();
-    let result = prometheus
+    let drift = prometheus
         .wait_for(
-            r#"meshguard_config_drift{filter="identity"}"#,
+            r#"meshguard_config_drift{filter="identity"} == 1"#,
             Duration::from_secs(30),
-            |r| r.first().and_then(sample_value) == Some(1.0),
-        )
-        .await
-        .unwrap();
-    assert_eq!(result.len(), 1, "{result:?}");
-    let info = prometheus
-        .wait_for(
-            r#"meshguard_config_info{version="v1"}"#,
-            Duration::from_secs(10),
             |r| !r.is_empty(),
         )
         .await
         .unwrap();
-    assert_eq!(info[0]["metric"]["filter"], "identity");
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    let unknown = prometheus
+        .wait_for(
+            r#"meshguard_config_unknown{filter="identity"}"#,
+            Duration::from_secs(30),
+            |r| r.len() == 2,
+        )
+        .await
+        .unwrap();
+    let mut values: Vec<f64> = unknown.iter().filter_map(sample_value).collect();
+    values.sort_by(f64::total_cmp);
+    assert_eq!(values, [0.0, 1.0], "{unknown:?}");
+    // Report mode never quarantines.
+    assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_stock_nginx_serving_the_published_documents_is_a_source_of_truth() {
+    let v1 = signed("identity", 1, &policy("v1"));
+    // `meshguard publish` writes the files; nginx only serves them.
+    let published = SourceOfTruth::start().unwrap();
+    published.publish_config("identity", &v1).unwrap();
+    let nginx = Nginx::serve(published.dir()).unwrap();
+    let mesh = mesh_with(with_env(&v1, &env()), Some(nginx.addr())).await;
+    mesh.server
+        .wait_for_log("config verified (source_of_truth)")
+        .await
+        .unwrap();
+    assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+
+    published
+        .publish_config("identity", &signed("identity", 2, &policy("v2")))
+        .unwrap();
+    wait_status(&mesh, "/api/orders", 503).await;
+    // nginx answers an attacker's file as readily: the sidecar does not believe it.
+    let fp = fingerprint(v1.as_bytes()).unwrap();
+    published
+        .publish_raw(
+            "identity",
+            format!(r#"{{"fingerprint": "{fp}"}}"#).as_bytes(),
+        )
+        .unwrap();
+    mesh.server
+        .wait_for_metric(&refused_answers("unreadable"), 3 * POLL, |v| {
+            v.is_some_and(|n| n > 0)
+        })
+        .await
+        .unwrap();
+    stays_quarantined(&mesh, 503, "an unsigned answer from nginx").await;
+
+    published.publish_config("identity", &v1).unwrap();
+    wait_status(&mesh, "/api/orders", 200).await;
+}
+
+#[tokio::test]
+async fn an_older_instance_judged_drifted_never_quarantines_the_config_that_replaced_it() {
+    let v1 = signed("identity", 1, &policy("v1"));
+    let v2 = signed("identity", 2, &policy("v2"));
+    let source = SourceOfTruth::start().unwrap();
+    source.publish_config("identity", &v1).unwrap();
+    let mesh = mesh_with(with_env(&v1, &env()), Some(source.addr())).await;
+    mesh.server
+        .wait_for_log("config verified (source_of_truth)")
+        .await
+        .unwrap();
+    // Pushed before it is published: v2 is drifted (and quarantined) until then,
+    // while the v1 instance of the draining listener still polls.
+    assert_eq!(
+        mesh.push_filters(&[with_env(&v2, &env())]).await.unwrap(),
+        PushOutcome::Accepted
+    );
+    source.publish_config("identity", &v2).unwrap();
+    wait_status(&mesh, "/api/orders", 200).await;
+    // The v1 instance now finds itself drifted; v2 keeps serving.
+    let until = Instant::now() + 3 * POLL;
+    while Instant::now() < until {
+        let (code, body) = status(&mesh, "frontend", "/api/orders").await;
+        assert!(
+            !body.contains("config_drift"),
+            "v2 quarantined by v1's verdict: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
 }

@@ -154,6 +154,15 @@ fn every_sha256_is_the_digest_istio_checks_for_the_module_just_built() {
     );
 }
 
+/// The integrity variables every filter of a proxy shares (the intended
+/// version and fingerprint are per filter: the source of truth carries them).
+fn trust_anchors() -> Vec<&'static str> {
+    meshguard_core::integrity::ALL_ENV
+        .into_iter()
+        .filter(|n| !n.starts_with("MESHGUARD_INTENDED"))
+        .collect()
+}
+
 /// The order and failure policies docs/deploy.md argues for.
 #[test]
 fn phases_priorities_and_failure_policies_give_the_intended_chain() {
@@ -169,10 +178,6 @@ fn phases_priorities_and_failure_policies_give_the_intended_chain() {
         assert_eq!(spec["match"], json!([{"mode": "SERVER"}]));
         assert_eq!(spec["selector"], json!({"matchLabels": {"app": "orders"}}));
         assert!(spec.get("targetRefs").is_none());
-        assert_eq!(
-            spec["vmConfig"]["env"][0]["name"],
-            "MESHGUARD_INTENDED_VERSION"
-        );
     }
     // Secrets come from the proxy's environment, never from the manifest.
     let host_env = |spec: &Value, name: &str| {
@@ -184,6 +189,16 @@ fn phases_priorities_and_failure_policies_give_the_intended_chain() {
     };
     assert!(host_env(&masking, "MESHGUARD_MASK_HASH_KEY"));
     assert!(host_env(&audit, "MESHGUARD_AUDIT_KEY"));
+    // So do the integrity trust anchors: nothing that judges the config sits
+    // inline beside it (docs/integrity.md).
+    for spec in [&identity, &masking, &audit] {
+        for name in trust_anchors() {
+            assert!(host_env(spec, name), "{name}");
+        }
+        for e in spec["vmConfig"]["env"].as_array().unwrap() {
+            assert_eq!(e["valueFrom"], "HOST", "{e}");
+        }
+    }
     // The plain WasmPlugin carries header-only commands.
     let config: Value = audit["pluginConfig"].clone();
     for command in config["commands"].as_array().unwrap() {
@@ -203,10 +218,17 @@ fn phases_priorities_and_failure_policies_give_the_intended_chain() {
     assert_eq!(wasm["allow_on_headers_stop_iteration"], true);
     assert_eq!(wasm["failure_policy"], "FAIL_RELOAD");
     assert_eq!(wasm["root_id"], "meshguard-audit");
-    assert_eq!(
-        wasm["vm_config"]["environment_variables"]["host_env_keys"],
-        json!(["MESHGUARD_AUDIT_KEY"])
-    );
+    let host_keys = &wasm["vm_config"]["environment_variables"]["host_env_keys"];
+    assert_eq!(host_keys[0], "MESHGUARD_AUDIT_KEY");
+    for name in trust_anchors() {
+        assert!(
+            host_keys.as_array().unwrap().contains(&json!(name)),
+            "{name}"
+        );
+    }
+    assert!(wasm["vm_config"]["environment_variables"]
+        .get("key_values")
+        .is_none());
     let insert = &patches[1];
     assert_eq!(insert["applyTo"], "HTTP_FILTER");
     assert_eq!(insert["match"]["context"], "SIDECAR_INBOUND");
@@ -246,11 +268,21 @@ fn every_metric_tag_is_in_the_extra_stat_tags() {
         .unwrap()
         .iter()
         .map(|e| {
-            assert!(e["valueFrom"]["secretKeyRef"].is_object(), "{e}");
+            let from = &e["valueFrom"];
+            assert!(
+                from["secretKeyRef"].is_object()
+                    || from["configMapKeyRef"]["name"] == "meshguard-trust",
+                "{e}"
+            );
             e["name"].as_str().unwrap()
         })
         .collect();
-    assert_eq!(env, ["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"]);
+    let mut want = vec!["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"];
+    want.extend(trust_anchors());
+    let (mut env, mut want) = (env, want);
+    env.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(env, want);
 }
 
 /// One broken manifest: which rendered file, how to break it, and what the
@@ -349,9 +381,16 @@ fn the_validator_reports_what_istios_schema_misses() {
         Broken {
             what: "an inline secret",
             file: "audit-wasmplugin.yaml",
-            from: "      valueFrom: HOST",
-            to: "      value: c2VjcmV0LWtleS1pbmxpbmU=".into(),
+            from: "- name: MESHGUARD_AUDIT_KEY\n      valueFrom: HOST",
+            to: "- name: MESHGUARD_AUDIT_KEY\n      value: c2VjcmV0LWtleS1pbmxpbmU=".into(),
             expect: "MESHGUARD_AUDIT_KEY is a secret",
+        },
+        Broken {
+            what: "an inline trust anchor beside the config",
+            file: "identity-wasmplugin.yaml",
+            from: "- name: MESHGUARD_HEALTH_PATHS\n      valueFrom: HOST",
+            to: "- name: MESHGUARD_HEALTH_PATHS\n      value: /*".into(),
+            expect: "MESHGUARD_HEALTH_PATHS judges the config: pass it with valueFrom: HOST",
         },
         Broken {
             what: "the EnvoyFilter without allow_on_headers_stop_iteration",

@@ -28,7 +28,7 @@ use meshguard_host_tests::prometheus::{sample_value, Prometheus};
 use meshguard_host_tests::promql::{
     alert_rules, as_bool_comparisons, dashboard_queries, observability_dir, promtool,
 };
-use meshguard_host_tests::source::SourceOfTruth;
+use meshguard_host_tests::source::{release_key, signed, trusted_key_entry, SourceOfTruth, KEY_ID};
 use serde_json::{json, Value};
 
 /// Panels (title and query ref) this scenario leaves at 0, each for a reason
@@ -54,7 +54,7 @@ fn sot(filter: &str, on_drift: &str) -> Value {
     json!({
         "on_drift": on_drift,
         "health_paths": ["/healthz"],
-        "source_of_truth": {"cluster": SOURCE_CLUSTER, "path": format!("/v1/intended/backend/{filter}"),
+        "source_of_truth": {"cluster": SOURCE_CLUSTER, "path": SourceOfTruth::path(filter),
                             "poll_interval_ms": 1000, "timeout_ms": 500}
     })
 }
@@ -105,13 +105,27 @@ fn audit() -> String {
 /// as the rendered WasmPlugin does. Every push below keeps that environment:
 /// Envoy reuses the VM, so a refused load stays counted (a load refused in a
 /// VM Envoy creates for a new vmConfig, then discards, takes its counter along).
-fn filters(identity_config: String) -> Vec<Filter> {
+/// Configs are signed by the release key the environment trusts (their
+/// `integrity` sections count only then); `serial` orders the identity
+/// releases (a sidecar refuses an older one).
+fn filters(identity_config: String, serial: u64) -> Vec<Filter> {
+    let trusted = trusted_key_entry(KEY_ID, &release_key());
     vec![
-        Filter::identity(identity_config).env("MESHGUARD_INTENDED_VERSION", "obs-identity-v1"),
-        Filter::named("masking", masking("obs-masking-v1"))
-            .env("MESHGUARD_MASK_HASH_KEY", HASH_KEY),
-        Filter::audit(audit()),
+        Filter::identity(signed("identity", serial, &identity_config))
+            .env("MESHGUARD_INTENDED_VERSION", "obs-identity-v1")
+            .env("MESHGUARD_TRUSTED_KEYS", &trusted),
+        Filter::named("masking", signed("masking", 1, &masking("obs-masking-v1")))
+            .env("MESHGUARD_MASK_HASH_KEY", HASH_KEY)
+            .env("MESHGUARD_TRUSTED_KEYS", &trusted),
+        Filter::audit(signed("audit", 1, &audit())).env("MESHGUARD_TRUSTED_KEYS", &trusted),
     ]
+}
+
+/// Publishes, signed, that `filter` should run `config` as `filters` signs it.
+fn publish(source: &SourceOfTruth, filter: &str, serial: u64, config: &str) {
+    source
+        .publish_config(filter, &signed(filter, serial, config))
+        .unwrap();
 }
 
 async fn get(mesh: &Mesh, profile: &str, path: &str) -> u16 {
@@ -162,18 +176,19 @@ async fn every_dashboard_query_and_alert_expression_has_data_from_real_sidecars(
     assert!(queries.len() >= 16, "{} panel queries", queries.len());
     assert!(alerts.len() >= 6, "{} alerts", alerts.len());
 
-    let source = SourceOfTruth::start("backend").unwrap();
-    source
-        .publish("identity", &identity("obs-identity-v1", "enforce"))
-        .unwrap();
-    source
-        .publish("masking", &masking("obs-masking-v1"))
-        .unwrap();
+    let source = SourceOfTruth::start().unwrap();
+    publish(
+        &source,
+        "identity",
+        1,
+        &identity("obs-identity-v1", "enforce"),
+    );
+    publish(&source, "masking", 1, &masking("obs-masking-v1"));
     let collector = Collector::start().await.unwrap();
     let mut builder = Mesh::builder()
         .server_cluster(SOURCE_CLUSTER, source.addr())
         .server_cluster(COLLECTOR_CLUSTER, collector.addr());
-    for f in filters(identity("obs-identity-v1", "enforce")) {
+    for f in filters(identity("obs-identity-v1", "enforce"), 1) {
         builder = builder.filter(f);
     }
     // A second workload runs its identity policy in dry-run (a config push to
@@ -228,28 +243,32 @@ async fn every_dashboard_query_and_alert_expression_has_data_from_real_sidecars(
     assert!(refused >= 400, "malformed JSON is refused, got {refused}");
 
     // A config the filter refuses: the running one stays.
-    let mut bad = filters(identity("obs-identity-bad", "enforce"));
-    bad[0].config = bad[0].config.replace("\"rules\"", "\"rulez\"");
+    let bad = filters(
+        identity("obs-identity-bad", "enforce").replace("\"rules\"", "\"rulez\""),
+        2,
+    );
     assert_eq!(
         mesh.push_filters(&bad).await.unwrap(),
         PushOutcome::Rejected
     );
     assert_eq!(get(&mesh, "unknown", "/api/orders").await, 403);
     // And one that is not the intended version, under on_drift: reject.
-    let unintended = filters(identity_with(
-        "obs-identity-unintended",
-        "enforce",
-        "reject",
-    ));
+    let unintended = filters(
+        identity_with("obs-identity-unintended", "enforce", "reject"),
+        3,
+    );
     assert_eq!(
         mesh.push_filters(&unintended).await.unwrap(),
         PushOutcome::Rejected
     );
 
     // The intended identity policy moves on: drift, reported only.
-    source
-        .publish("identity", &identity("obs-identity-v2", "enforce"))
-        .unwrap();
+    publish(
+        &source,
+        "identity",
+        4,
+        &identity("obs-identity-v2", "enforce"),
+    );
     mesh.server
         .wait_for_metric(
             r#"meshguard_config_drift{filter="identity"}"#,
@@ -272,9 +291,7 @@ async fn every_dashboard_query_and_alert_expression_has_data_from_real_sidecars(
     }
 
     // Masking's intended config moves on: drift under on_drift: quarantine.
-    source
-        .publish("masking", &masking("obs-masking-v2"))
-        .unwrap();
+    publish(&source, "masking", 2, &masking("obs-masking-v2"));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = get(&mesh, "frontend", "/api/orders").await;

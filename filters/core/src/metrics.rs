@@ -33,6 +33,11 @@ pub const CONFIG_LOADS: &str = "meshguard_config_loads_total";
 
 /// Gauge, 1 while the filter's active config differs from the intended one.
 pub const CONFIG_DRIFT: &str = "meshguard_config_drift";
+/// Gauge, 1 while nothing trusted says what this filter's config should be
+/// (no intended version, or the last answer was not believed).
+pub const CONFIG_UNKNOWN: &str = "meshguard_config_unknown";
+/// Counter of source-of-truth answers not believed, by `reason`.
+pub const INTENDED_ANSWERS_REFUSED: &str = "meshguard_intended_answers_refused_total";
 /// Gauge, 1 while the workload is quarantined for drift.
 pub const CONFIG_QUARANTINED: &str = "meshguard_config_quarantined";
 /// Gauge, 1 for the active `config_version` (label `version`).
@@ -41,6 +46,9 @@ pub const CONFIG_INFO: &str = "meshguard_config_info";
 pub const CONFIG_CHECK_AGE: &str = "meshguard_config_check_age_seconds";
 /// Counter of failed calls to the source of truth.
 pub const INTENDED_SOURCE_ERRORS: &str = "meshguard_intended_source_errors_total";
+/// Counter of requests refused because their config instance was superseded
+/// by a newer signed serial (a replayed config Envoy served from its cache).
+pub const CONFIG_SUPERSEDED_DENIED: &str = "meshguard_config_superseded_denied_total";
 /// Counter of requests refused by quarantine.
 pub const QUARANTINE_DENIED: &str = "meshguard_quarantine_denied_total";
 

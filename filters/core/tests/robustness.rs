@@ -48,8 +48,8 @@ use meshguard_core::identity::{
     DecidedBy, IdentityPolicy, IdentitySource, Peer, Reason, RequestInfo, Transport,
 };
 use meshguard_core::integrity::{
-    fingerprint, load, sign_config, IntegrityEnv, Intended, LoadError, SignatureStatus,
-    TRUSTED_KEYS_ENV,
+    fingerprint, load, read_answer, Answer, AnswerContext, IntegrityEnv, LoadError,
+    SignatureStatus, TRUSTED_KEYS_ENV,
 };
 use meshguard_core::masking::{
     body_kind, BodyKind, Detector, Direction, HeaderEdit, MaskError, MaskingPolicy,
@@ -2617,12 +2617,21 @@ fn integrity_loads_of_mutated_configs_never_panic() {
         on_drift: Some(meshguard_core::integrity::OnDrift::Reject),
         ..IntegrityEnv::default()
     };
-    let signed = sign_config(INTEGRITY_CONFIG.as_bytes(), "release", &signing_key()).unwrap();
+    let release = meshguard_core::integrity::Release {
+        filter: "identity".into(),
+        workloads: vec!["*".into()],
+        serial: 1,
+        not_before: None,
+        not_after: None,
+    };
+    let signed = meshguard_core::integrity::sign_release(
+        INTEGRITY_CONFIG.as_bytes(),
+        &release,
+        "release",
+        &signing_key(),
+    )
+    .unwrap();
     let signed_fingerprint = fingerprint(&signed).unwrap();
-    assert_eq!(
-        signed_fingerprint,
-        fingerprint(INTEGRITY_CONFIG.as_bytes()).unwrap()
-    );
     let seeds: &[&[u8]] = &[INTEGRITY_CONFIG.as_bytes(), &signed, b"{}"];
     run_cases("integrity_load", 2500, |case| {
         let bytes = bytes_input(&mut case.rng, seeds, 8 * 1024);
@@ -2672,10 +2681,25 @@ fn intended_versions_and_environments_of_any_text_never_panic() {
     run_cases("intended_and_env", 3000, |case| {
         let body = bytes_input(&mut case.rng, response_seeds, 4096);
         case.note(&body);
-        if let Ok(intended) = Intended::from_response(&body) {
-            assert!(intended.config_version.is_some() || intended.fingerprint.is_some());
-            let _ = intended.describe();
-            let _ = intended.matches_active("ab", Some("v3"));
+        let trusting = IntegrityEnv {
+            trusted_keys: vec![("release".into(), signing_key().verifying_key())],
+            ..IntegrityEnv::default()
+        };
+        let at = AnswerContext {
+            filter: "identity",
+            workload: Some("default/backend"),
+            now_s: 0,
+            newest_issued: None,
+        };
+        match read_answer(&body, &trusting, &at) {
+            Ok(Answer { intended, .. }) => {
+                assert!(intended.fingerprint.is_some());
+                let _ = intended.describe();
+                let _ = intended.matches_active("ab", Some("v3"), true);
+            }
+            Err(e) => {
+                let _ = (e.to_string(), e.reason.as_str());
+            }
         }
         let vars: HashMap<&str, String> = [
             (TRUSTED_KEYS_ENV, text_input(&mut case.rng, &key_seeds, 512)),
@@ -2812,7 +2836,13 @@ fn configs_nested_far_too_deeply_are_refused_without_recursing() {
                 let _ = AuditPolicy::from_json(&bytes);
                 let _ = load(&bytes, &IntegrityEnv::default());
                 let _ = fingerprint(&bytes);
-                let _ = Intended::from_response(&bytes);
+                let at = AnswerContext {
+                    filter: "identity",
+                    workload: None,
+                    now_s: 0,
+                    newest_issued: None,
+                };
+                let _ = read_answer(&bytes, &IntegrityEnv::default(), &at);
                 if depth >= 128 {
                     assert!(parse_json::<StrictObject>(&bytes).is_err(), "{depth}");
                     assert!(load(&bytes, &IntegrityEnv::default()).is_err(), "{depth}");

@@ -9,17 +9,14 @@ use std::time::Duration;
 
 use meshguard_core::config::ConfigError;
 use meshguard_core::integrity::{
-    load, DriftMonitor, DriftState, IntegrityEnv, IntegritySettings, Intended, IntendedSource,
-    LoadError, Loaded, Transition,
+    admit, load, load_results, read_answer, Admission, AnswerContext, AnswerRefusal, DriftMonitor,
+    DriftState, IntegrityEnv, IntegritySettings, LoadError, Loaded, OnDrift, Transition,
 };
 use meshguard_core::metrics::{self, tagged};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::{env_var, now_ms, plugin_configuration, Counter, Gauge};
-
-/// The `result` label values of `meshguard_config_loads_total`.
-const LOAD_RESULTS: [&str; 4] = ["accepted", "refused", "unauthorized", "drift_rejected"];
 
 /// Ticks arriving this much early still count as due.
 const TICK_JITTER_MS: u64 = 100;
@@ -36,35 +33,59 @@ pub fn load_config<T>(
 ) -> Option<(T, Guard)> {
     // Every result is defined (at 0) on every load, so that a first refusal
     // is an increase Prometheus can see rather than a new series at 1.
-    let counters = LOAD_RESULTS.map(|result| {
-        (
-            result,
-            Counter::define(&tagged(
-                metrics::CONFIG_LOADS,
-                &[("filter", filter), ("result", result)],
-            )),
-        )
-    });
+    let counters: Vec<(&str, Counter)> = load_results()
+        .map(|result| {
+            (
+                result,
+                Counter::define(&tagged(
+                    metrics::CONFIG_LOADS,
+                    &[("filter", filter), ("result", result)],
+                )),
+            )
+        })
+        .collect();
     let count = |result: &str| {
         if let Some((_, counter)) = counters.iter().find(|(r, _)| *r == result) {
             counter.increment();
         }
     };
+    let workload = workload();
+    let newest = SharedState::newest_serial(filter);
     let loaded = IntegrityEnv::from_vars(env_var)
         .map_err(LoadError::from)
-        .and_then(|env| load(&plugin_configuration(), &env));
-    let compiled = loaded.and_then(|loaded| Ok((compile(&loaded.filter_config)?, loaded)));
+        .and_then(|env| {
+            let loaded = load(&plugin_configuration(), &env)?;
+            let at = Admission {
+                filter,
+                workload: workload.as_deref(),
+                now_s: now_ms() / 1000,
+                newest: newest.as_ref().map(|(s, f)| (*s, f.as_str())),
+            };
+            admit(&loaded, &env, &at)?;
+            Ok((loaded, env))
+        });
+    let compiled =
+        loaded.and_then(|(loaded, env)| Ok((compile(&loaded.filter_config)?, loaded, env)));
     match compiled {
-        Ok((filter_state, loaded)) => {
+        Ok((filter_state, loaded, env)) => {
             count("accepted");
+            if let Some(release) = &loaded.release {
+                SharedState::record_serial(filter, release.serial, &loaded.fingerprint);
+            }
+            let o = loaded.settings.origin;
             log::info!(
-                "meshguard {filter}: configuration accepted: version={} fingerprint={} signature={} on_drift={}",
-                loaded.config_version.as_deref().unwrap_or("unset"),
+                "meshguard {filter}: configuration accepted: version={} fingerprint={} signature={} serial={} workload={} on_drift={} (from {}) health_paths from {} source_of_truth from {}",
+                loaded.config_version.as_deref().map_or_else(|| "unset".into(), meshguard_core::integrity::quoted),
                 loaded.fingerprint,
                 loaded.signature,
+                loaded.release.as_ref().map_or_else(|| "none".into(), |r| r.serial.to_string()),
+                workload.as_deref().map_or_else(|| "unknown".into(), meshguard_core::integrity::quoted),
                 loaded.settings.on_drift.as_str(),
+                o.on_drift.as_str(),
+                o.health_paths.as_str(),
+                o.source_of_truth.as_str(),
             );
-            Some((filter_state, Guard::start(filter, &loaded)))
+            Some((filter_state, Guard::start(filter, &loaded, env, workload)))
         }
         Err(error) => {
             count(error.result_label());
@@ -74,13 +95,135 @@ pub fn load_config<T>(
     }
 }
 
+/// `NAMESPACE/WORKLOAD_NAME` from the proxy's node metadata (Istio sets both
+/// on every sidecar): what the proxy knows about itself, never the config.
+fn workload() -> Option<String> {
+    let ns = crate::property_string(&["xds", "node", "metadata", "NAMESPACE"])?;
+    let name = crate::property_string(&["xds", "node", "metadata", "WORKLOAD_NAME"])?;
+    (!ns.is_empty() && !name.is_empty()).then(|| format!("{ns}/{name}"))
+}
+
+/// The integrity state kept in Envoy's shared data: it outlives a VM and a
+/// config push on the same proxy, so neither resets a drift or rolls the
+/// serial back. Keys are per filter (shared data is per `vm_id`).
+struct SharedState;
+
+/// Attempts at a compare-and-swap before giving up (another VM raced us).
+const CAS_ATTEMPTS: usize = 4;
+
+impl SharedState {
+    /// The last trusted verdict on this proxy, whatever config it was about:
+    /// what a newly loaded config starts from (a push cannot reset it).
+    fn drift_key(filter: &str) -> String {
+        format!("meshguard.integrity.{filter}.drift")
+    }
+
+    /// The verdict on one config: what every VM running that config enforces.
+    /// Per fingerprint, so that an older instance still draining (and judged
+    /// drifted) never quarantines the config that replaced it.
+    fn config_drift_key(filter: &str, fingerprint: &str) -> String {
+        format!("meshguard.integrity.{filter}.drift.{fingerprint}")
+    }
+
+    fn serial_key(filter: &str) -> String {
+        format!("meshguard.integrity.{filter}.serial")
+    }
+
+    fn get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    /// Whether a drift was found on this proxy and not cleared by a trusted check.
+    fn drifted(filter: &str) -> Option<bool> {
+        match Self::get(&Self::drift_key(filter)).0.as_deref() {
+            Some(b"1") => Some(true),
+            Some(b"0") => Some(false),
+            _ => None,
+        }
+    }
+
+    fn set_drifted(filter: &str, fingerprint: &str, drifted: bool) {
+        let value: &[u8] = if drifted { b"1" } else { b"0" };
+        for key in [
+            Self::drift_key(filter),
+            Self::config_drift_key(filter, fingerprint),
+        ] {
+            if hostcalls::set_shared_data(&key, Some(value), None).is_err() {
+                log::error!(
+                    "meshguard {filter}: the host refused shared data; drift state is per VM"
+                );
+            }
+        }
+    }
+
+    fn issued_key(filter: &str) -> String {
+        format!("meshguard.integrity.{filter}.issued")
+    }
+
+    /// `issued` of the newest intended document believed here.
+    fn newest_issued(filter: &str) -> Option<u64> {
+        let bytes = Self::get(&Self::issued_key(filter)).0?;
+        std::str::from_utf8(&bytes).ok()?.parse().ok()
+    }
+
+    fn record_issued(filter: &str, issued: u64) {
+        let key = Self::issued_key(filter);
+        for _ in 0..CAS_ATTEMPTS {
+            let (current, cas) = Self::get(&key);
+            let newer = current
+                .as_deref()
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .and_then(|c| c.parse::<u64>().ok())
+                .is_none_or(|c| issued > c);
+            if !newer
+                || hostcalls::set_shared_data(&key, Some(issued.to_string().as_bytes()), cas)
+                    .is_ok()
+            {
+                return;
+            }
+        }
+        log::error!("meshguard {filter}: could not record intended document time in shared data");
+    }
+
+    /// `(serial, fingerprint)` of the newest signed config accepted here.
+    fn newest_serial(filter: &str) -> Option<(u64, String)> {
+        let bytes = Self::get(&Self::serial_key(filter)).0?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (serial, fingerprint) = text.split_once(' ')?;
+        Some((serial.parse().ok()?, fingerprint.to_owned()))
+    }
+
+    fn record_serial(filter: &str, serial: u64, fingerprint: &str) {
+        let key = Self::serial_key(filter);
+        let value = format!("{serial} {fingerprint}");
+        for _ in 0..CAS_ATTEMPTS {
+            let (current, cas) = Self::get(&key);
+            let newer = current
+                .as_deref()
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .and_then(|c| c.split_once(' '))
+                .and_then(|(s, _)| s.parse::<u64>().ok())
+                .is_none_or(|s| serial > s);
+            if !newer {
+                return;
+            }
+            if hostcalls::set_shared_data(&key, Some(value.as_bytes()), cas).is_ok() {
+                return;
+            }
+        }
+        log::error!("meshguard {filter}: could not record serial {serial} in shared data");
+    }
+}
+
 #[derive(Debug)]
 struct DriftMetrics {
     drift: Gauge,
+    unknown: Gauge,
     quarantined: Gauge,
     info: Gauge,
     check_age: Gauge,
     source_errors: Counter,
+    answers_refused: Vec<(AnswerRefusal, Counter)>,
 }
 
 /// The integrity state of one loaded config (one root context).
@@ -89,9 +232,13 @@ pub struct Guard {
     filter: &'static str,
     monitor: DriftMonitor,
     settings: IntegritySettings,
+    env: IntegrityEnv,
+    workload: Option<String>,
     quarantined: Rc<Cell<bool>>,
     metrics: DriftMetrics,
     quarantine_denied: Counter,
+    superseded_denied: Counter,
+    serial: Option<u64>,
     config_version: Option<String>,
     fingerprint: String,
     pending_call: Option<u32>,
@@ -99,11 +246,17 @@ pub struct Guard {
 }
 
 impl Guard {
-    fn start(filter: &'static str, loaded: &Loaded) -> Self {
+    fn start(
+        filter: &'static str,
+        loaded: &Loaded,
+        env: IntegrityEnv,
+        workload: Option<String>,
+    ) -> Self {
         let f = [("filter", filter)];
         let version = metrics::version_label(loaded.config_version.as_deref());
         let metrics = DriftMetrics {
             drift: Gauge::define(&tagged(metrics::CONFIG_DRIFT, &f)),
+            unknown: Gauge::define(&tagged(metrics::CONFIG_UNKNOWN, &f)),
             quarantined: Gauge::define(&tagged(metrics::CONFIG_QUARANTINED, &f)),
             info: Gauge::define(&tagged(
                 metrics::CONFIG_INFO,
@@ -111,15 +264,32 @@ impl Guard {
             )),
             check_age: Gauge::define(&tagged(metrics::CONFIG_CHECK_AGE, &f)),
             source_errors: Counter::define(&tagged(metrics::INTENDED_SOURCE_ERRORS, &f)),
+            answers_refused: AnswerRefusal::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        *r,
+                        Counter::define(&tagged(
+                            metrics::INTENDED_ANSWERS_REFUSED,
+                            &[("filter", filter), ("reason", r.as_str())],
+                        )),
+                    )
+                })
+                .collect(),
         };
-        let (monitor, transition) = DriftMonitor::new(loaded, now_ms());
+        let carried = SharedState::drifted(filter).unwrap_or(false);
+        let (monitor, transition) = DriftMonitor::new(loaded, now_ms(), carried);
         let guard = Self {
             filter,
             monitor,
             settings: loaded.settings.clone(),
+            env,
+            workload,
             quarantined: Rc::new(Cell::new(false)),
             metrics,
             quarantine_denied: Counter::define(&tagged(metrics::QUARANTINE_DENIED, &f)),
+            superseded_denied: Counter::define(&tagged(metrics::CONFIG_SUPERSEDED_DENIED, &f)),
+            serial: loaded.release.as_ref().map(|r| r.serial),
             config_version: loaded.config_version.clone(),
             fingerprint: loaded.fingerprint.clone(),
             pending_call: None,
@@ -149,15 +319,37 @@ impl Guard {
     pub fn quarantine(&self) -> Quarantine {
         Quarantine {
             filter: self.filter,
+            drift_key: SharedState::config_drift_key(self.filter, &self.fingerprint),
             quarantined: Rc::clone(&self.quarantined),
             settings: self.settings.clone(),
             denied: self.quarantine_denied,
+            serial: self.serial.map(|serial| Superseded {
+                serial,
+                key: SharedState::serial_key(self.filter),
+                denied: self.superseded_denied,
+            }),
         }
     }
 
     fn apply(&self, transition: Option<Transition>) {
         let drifted = self.monitor.state() == DriftState::Drifted;
         self.metrics.drift.set(u64::from(drifted));
+        self.metrics
+            .unknown
+            .set(u64::from(self.monitor.state() == DriftState::Unknown));
+        // Only trusted checks move the shared state: a drift to 1, a
+        // confirmation to 0; "unknown" leaves it as it was.
+        if let Some(t) = &transition {
+            match t.to {
+                DriftState::Drifted => {
+                    SharedState::set_drifted(self.filter, &self.fingerprint, true)
+                }
+                DriftState::InSync => {
+                    SharedState::set_drifted(self.filter, &self.fingerprint, false)
+                }
+                DriftState::Unknown => {}
+            }
+        }
         self.quarantined.set(self.monitor.quarantined());
         self.metrics
             .quarantined
@@ -192,9 +384,11 @@ impl Guard {
             return;
         }
         self.last_poll_ms = now;
+        // One MESHGUARD_SOURCE_OF_TRUTH serves every filter of the proxy.
+        let path = source.path.replace("{filter}", self.filter);
         let mut headers = vec![
             (":method", "GET"),
-            (":path", source.path.as_str()),
+            (":path", path.as_str()),
             (":authority", source.authority.as_str()),
             ("x-meshguard-filter", self.filter),
             ("x-meshguard-config-fingerprint", self.fingerprint.as_str()),
@@ -241,18 +435,36 @@ impl Guard {
         .ok()
         .flatten()
         .unwrap_or_default();
-        match Intended::from_response(&body) {
-            Ok(intended) => {
-                let now = now_ms();
-                let transition =
-                    self.monitor
-                        .observe(&intended, IntendedSource::SourceOfTruth, now);
+        let now = now_ms();
+        let at = AnswerContext {
+            filter: self.filter,
+            workload: self.workload.as_deref(),
+            now_s: now / 1000,
+            newest_issued: SharedState::newest_issued(self.filter),
+        };
+        match read_answer(&body, &self.env, &at) {
+            Ok(answer) => {
+                SharedState::record_issued(self.filter, answer.issued);
+                let transition = self.monitor.observe(&answer.intended, now);
                 self.metrics
                     .check_age
                     .set(self.monitor.check_age_seconds(now));
                 self.apply(transition);
             }
-            Err(e) => self.failure(&format!("unreadable answer: {e}")),
+            Err(e) => {
+                if let Some((_, counter)) = self
+                    .metrics
+                    .answers_refused
+                    .iter()
+                    .find(|(r, _)| *r == e.reason)
+                {
+                    counter.increment();
+                }
+                if let Some((_, line)) = self.monitor.observe_untrusted(&e.to_string()) {
+                    log::warn!("meshguard {}: {line}", self.filter);
+                }
+                self.apply(None);
+            }
         }
     }
 
@@ -273,16 +485,71 @@ impl Guard {
 #[derive(Debug, Clone)]
 pub struct Quarantine {
     filter: &'static str,
+    /// Set for a config signed with a serial.
+    serial: Option<Superseded>,
+    drift_key: String,
     quarantined: Rc<Cell<bool>>,
     settings: IntegritySettings,
     denied: Counter,
 }
 
+/// The serial of this config instance, to refuse traffic once a newer one
+/// was accepted on this proxy.
+#[derive(Debug, Clone)]
+struct Superseded {
+    serial: u64,
+    key: String,
+    denied: Counter,
+}
+
 impl Quarantine {
-    /// While quarantined, answers every request but a health path with the
-    /// quarantine status and returns the action to stop the chain.
+    /// Refuses the request when this config instance was superseded by a
+    /// newer signed serial, or while quarantined (health paths excepted);
+    /// returns the action to stop the chain.
     pub fn enforce(&self, path: &str) -> Option<Action> {
-        if !self.quarantined.get() {
+        self.superseded().or_else(|| self.quarantined(path))
+    }
+
+    /// Envoy serves a byte-identical plugin config from the instance it still
+    /// holds, without `on_configure`: a replayed older config cannot be
+    /// refused at load then, so the stale instance refuses its traffic.
+    fn superseded(&self) -> Option<Action> {
+        let s = self.serial.as_ref()?;
+        let newest = hostcalls::get_shared_data(&s.key).ok()?.0?;
+        let newest: u64 = std::str::from_utf8(&newest)
+            .ok()?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()?;
+        if newest <= s.serial {
+            return None;
+        }
+        s.denied.increment();
+        log::debug!(
+            "meshguard {}: refused: this config (serial {}) was superseded by serial {newest}",
+            self.filter,
+            s.serial
+        );
+        // No answer: the stream (and with it an HTTP/1 connection) is reset,
+        // so the client's next connection reaches the listener that runs the
+        // current config rather than this instance again.
+        crate::reset_request();
+        Some(Action::Pause)
+    }
+
+    fn quarantined(&self, path: &str) -> Option<Action> {
+        if self.settings.on_drift != OnDrift::Quarantine {
+            return None;
+        }
+        // The proxy-wide state (shared data) decides, so every worker VM acts
+        // on a drift the moment any VM found it; this VM's own view is the
+        // fallback if the host will not answer.
+        let quarantined = match hostcalls::get_shared_data(&self.drift_key) {
+            Ok((Some(v), _)) => v.as_slice() == b"1",
+            Ok((None, _)) | Err(_) => self.quarantined.get(),
+        };
+        if !quarantined {
             return None;
         }
         let path = path.split(['?', '#']).next().unwrap_or(path);

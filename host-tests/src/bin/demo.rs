@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use meshguard_host_tests::collector::Collector;
 use meshguard_host_tests::http::Request;
 use meshguard_host_tests::mesh::{default_profiles, Filter, Mesh, AUDIT_KEY};
-use meshguard_host_tests::source::SourceOfTruth;
+use meshguard_host_tests::source::{release_key, signed, trusted_key_entry, SourceOfTruth, KEY_ID};
 
 const SOURCE_CLUSTER: &str = "meshguard-intended";
 const COLLECTOR_CLUSTER: &str = "audit-collector";
@@ -24,16 +24,23 @@ async fn main() -> anyhow::Result<()> {
     let masking = read("examples/demo/masking.json")?;
     let audit = read("examples/demo/audit.json")?;
 
-    // The source of truth serves the intended identity config of "orders".
-    let truth = SourceOfTruth::start("orders")?;
-    truth.publish("identity", &identity)?;
+    // The identity config is signed by the release key the sidecar trusts
+    // (proxy-level env); the source of truth serves a signed document naming
+    // it as the intended config of default/backend.
+    let identity_unsigned = identity;
+    let identity = signed("identity", 1, &identity_unsigned);
+    let truth = SourceOfTruth::start()?;
+    truth.publish_config("identity", &identity)?;
     let collector = Collector::start().await?;
 
     println!("meshguard demo");
     println!("  client sidecar --mTLS (SPIFFE certs)--> server sidecar [identity -> masking -> audit] --> echo");
     println!("  configs: examples/identity/demo.json, examples/demo/masking.json, examples/demo/audit.json\n");
     let mesh = Mesh::builder()
-        .filter(Filter::identity(identity.clone()))
+        .filter(Filter::identity(identity.clone()).env(
+            "MESHGUARD_TRUSTED_KEYS",
+            &trusted_key_entry(KEY_ID, &release_key()),
+        ))
         .filter(Filter::named("masking", masking))
         .filter(Filter::audit(audit).env("MESHGUARD_AUDIT_KEY", AUDIT_KEY))
         .server_cluster(SOURCE_CLUSTER, truth.addr())
@@ -155,7 +162,14 @@ async fn main() -> anyhow::Result<()> {
         "the source of truth intends the running config: drift = {:?}",
         mesh.server.metric(drift).await?
     );
-    truth.publish("identity", &identity.replace("\"demo-1\"", "\"demo-2\""))?;
+    truth.publish_config(
+        "identity",
+        &signed(
+            "identity",
+            2,
+            &identity_unsigned.replace("\"demo-1\"", "\"demo-2\""),
+        ),
+    )?;
     println!("publishing intended version demo-2 (the sidecar still runs demo-1)...");
     mesh.server
         .wait_for_metric(drift, Duration::from_secs(5), |v| v == Some(1))
@@ -165,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
         "  drift = 1    log: {}",
         last_line(&mesh, "config drift detected")
     );
-    truth.publish("identity", &identity)?;
+    truth.publish_config("identity", &identity)?;
     println!("publishing demo-1 again...");
     mesh.server
         .wait_for_metric(drift, Duration::from_secs(5), |v| v == Some(0))

@@ -19,6 +19,27 @@ pub const INTENDED_VERSION_ENV: &str = "MESHGUARD_INTENDED_VERSION";
 pub const INTENDED_FINGERPRINT_ENV: &str = "MESHGUARD_INTENDED_FINGERPRINT";
 /// `report`, `quarantine` or `reject`: overrides `integrity.on_drift`.
 pub const ON_DRIFT_ENV: &str = "MESHGUARD_ON_DRIFT";
+/// Comma-separated path patterns still served while quarantined.
+pub const HEALTH_PATHS_ENV: &str = "MESHGUARD_HEALTH_PATHS";
+/// The source of truth, as a JSON object with the keys of `integrity.source_of_truth`.
+pub const SOURCE_OF_TRUTH_ENV: &str = "MESHGUARD_SOURCE_OF_TRUTH";
+/// Comma-separated key IDs no longer trusted (signatures by them are refused).
+pub const REVOKED_KEYS_ENV: &str = "MESHGUARD_REVOKED_KEYS";
+/// The lowest `release.serial` a signed config may carry (anti-rollback floor).
+pub const MIN_SERIAL_ENV: &str = "MESHGUARD_MIN_SERIAL";
+
+/// Every variable [`IntegrityEnv::from_vars`] reads (for `meshguard validate --env`).
+pub const ALL_ENV: [&str; 9] = [
+    TRUSTED_KEYS_ENV,
+    REQUIRE_SIGNATURE_ENV,
+    INTENDED_VERSION_ENV,
+    INTENDED_FINGERPRINT_ENV,
+    ON_DRIFT_ENV,
+    HEALTH_PATHS_ENV,
+    SOURCE_OF_TRUTH_ENV,
+    REVOKED_KEYS_ENV,
+    MIN_SERIAL_ENV,
+];
 
 /// Integrity settings read from the VM's environment.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +49,12 @@ pub struct IntegrityEnv {
     pub intended_version: Option<String>,
     pub intended_fingerprint: Option<String>,
     pub on_drift: Option<OnDrift>,
+    /// Raw patterns; compiled (and checked) by `load`.
+    pub health_paths: Option<Vec<String>>,
+    /// Raw JSON object; parsed (and checked) by `load`.
+    pub source_of_truth: Option<String>,
+    pub revoked_keys: Vec<String>,
+    pub min_serial: Option<u64>,
 }
 
 impl IntegrityEnv {
@@ -95,7 +122,53 @@ impl IntegrityEnv {
                 ))
             }
         };
+        env.health_paths = non_empty(HEALTH_PATHS_ENV).map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()
+        });
+        env.source_of_truth = non_empty(SOURCE_OF_TRUTH_ENV);
+        env.revoked_keys = non_empty(REVOKED_KEYS_ENV)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        env.min_serial = match non_empty(MIN_SERIAL_ENV) {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| {
+                ConfigError::invalid(
+                    format!("env {MIN_SERIAL_ENV}"),
+                    format!("{v:?} is not a non-negative integer"),
+                )
+            })?),
+        };
         Ok(env)
+    }
+
+    /// Whether the environment asks for any integrity check. When it does, a
+    /// config that is not signed by a trusted key may not carry the settings
+    /// that judge it (its `integrity` section is refused).
+    pub fn asks_for_integrity(&self) -> bool {
+        !self.trusted_keys.is_empty()
+            || self.require_signature
+            || self.intended_version.is_some()
+            || self.intended_fingerprint.is_some()
+            || self.on_drift.is_some()
+            || self.health_paths.is_some()
+            || self.source_of_truth.is_some()
+            || self.min_serial.is_some()
+            || !self.revoked_keys.is_empty()
+    }
+
+    /// Whether `key_id` is in the revocation list.
+    pub fn is_revoked(&self, key_id: &str) -> bool {
+        self.revoked_keys.iter().any(|k| k == key_id)
     }
 }
 

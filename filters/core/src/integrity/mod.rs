@@ -5,15 +5,23 @@
 //! `signature` (ed25519 over the canonical config). [`load`] verifies the
 //! signature against keys supplied *outside* the config (vmConfig env), computes
 //! the fingerprint of what is actually loaded, and hands the filter its own keys.
-//! [`DriftMonitor`] then compares the active config with the intended one.
+//! [`admit`] checks a signed config's `release` scope against what the proxy
+//! knows (filter, workload, time, newest serial). [`DriftMonitor`] then
+//! compares the active config with the intended one, from the environment and
+//! from signed source-of-truth answers ([`read_answer`]).
 
+mod answer;
 mod drift;
 mod env;
 mod load;
 
+pub use answer::{
+    read_answer, sign_answer, Answer, AnswerContext, AnswerError, AnswerRefusal, IntendedDocument,
+};
 pub use drift::{DriftMonitor, DriftState, IntendedSource, Transition};
-pub use env::{IntegrityEnv, TRUSTED_KEYS_ENV};
+pub use env::{IntegrityEnv, ALL_ENV, TRUSTED_KEYS_ENV};
 pub use load::{
-    fingerprint, load, sign_config, IntegritySettings, Intended, LoadError, Loaded, OnDrift,
-    SignatureStatus, SourceOfTruth,
+    admit, fingerprint, load, load_results, quoted, sign_config, sign_release, Admission,
+    IntegritySettings, Intended, LoadError, Loaded, OnDrift, Origin, Refusal, Release,
+    SettingsOrigin, SignatureStatus, SourceOfTruth,
 };
