@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help tools wasm lint unit test demo bench manifests clean
-.PHONY: oci
+.PHONY: oci fuzz soak
 
 help:
 	@echo "make test   install tools, build the wasm filters, lint, unit + real-Envoy + manifest tests"
@@ -12,6 +12,8 @@ help:
 	@echo "make wasm   build dist/*.wasm only;  make lint   fmt + clippy (native and wasm32)"
 	@echo "make bench  engine benchmarks;  make manifests  render istio-manifests/ into dist/istio/"
 	@echo "make oci    package dist/*.wasm as Istio Wasm OCI images (layouts in dist/oci/)"
+	@echo "make fuzz   every cargo-fuzz target for FUZZ_SECONDS (default 20) each (docs/fuzzing.md)"
+	@echo "make soak   fixed-rate mixed load through all filters, reloads under load (docs/soak.md)"
 
 tools:
 	@scripts/install-tools.sh
@@ -41,6 +43,14 @@ manifests: wasm
 # Istio's "compat" Wasm image per filter, as OCI layouts (push with skopeo, docs/deploy.md).
 oci: wasm
 	scripts/build-oci.sh
+
+# Needs the rustup nightly toolchain; installs cargo-fuzz if missing (docs/fuzzing.md).
+fuzz:
+	scripts/fuzz.sh
+
+# Not part of `make test`. Short CI variant: SOAK_REQUESTS=6000 SOAK_RATE=200 make soak
+soak: wasm
+	scripts/soak.sh
 
 bench:
 	cargo bench --locked -p meshguard-core
