@@ -213,17 +213,29 @@ struct Tally {
     audited: u64,
 }
 
-async fn worker(
+/// What every load worker shares.
+#[derive(Clone)]
+struct Load {
     addr: SocketAddr,
-    protocol: Protocol,
-    index: u64,
     workers: u64,
     total: u64,
     period: Duration,
     start: Instant,
     done: Arc<AtomicU64>,
     tally: Arc<Mutex<Tally>>,
-) {
+}
+
+/// Sends requests `index`, `index + workers`, ... each at its scheduled time.
+async fn worker(load: Load, protocol: Protocol, index: u64) {
+    let Load {
+        addr,
+        workers,
+        total,
+        period,
+        start,
+        done,
+        tally,
+    } = load;
     let mut conn: Option<Connection> = None;
     let mut i = index;
     while i < total {
@@ -326,11 +338,19 @@ async fn soak() {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let samples: RefCell<Vec<(u64, u64, u64)>> = RefCell::new(Vec::new());
     let pushes = Cell::new((0u32, 0u32));
-    samples
-        .borrow_mut()
-        .push((0, memory(&mesh).await.0, memory(&mesh).await.1));
+    let (rss, heap) = memory(&mesh).await;
+    samples.borrow_mut().push((0, rss, heap));
     let start = Instant::now() + Duration::from_millis(200);
 
+    let shared = Load {
+        addr: client,
+        workers,
+        total,
+        period,
+        start,
+        done: Arc::clone(&done),
+        tally: Arc::clone(&tally),
+    };
     let handles: Vec<_> = (0..workers)
         .map(|w| {
             let protocol = if w % 2 == 0 {
@@ -338,17 +358,7 @@ async fn soak() {
             } else {
                 Protocol::Http2
             };
-            tokio::spawn(worker(
-                client,
-                protocol,
-                w,
-                workers,
-                total,
-                period,
-                start,
-                Arc::clone(&done),
-                Arc::clone(&tally),
-            ))
+            tokio::spawn(worker(shared.clone(), protocol, w))
         })
         .collect();
     let load = async {
