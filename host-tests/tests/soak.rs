@@ -210,6 +210,8 @@ struct Tally {
     wrong: BTreeMap<String, u64>,
     server_errors: BTreeMap<String, u64>,
     latencies_us: Vec<u32>,
+    /// Per (kind, protocol), to see where a slow tail comes from.
+    latencies_by_kind: BTreeMap<(Kind, &'static str), Vec<u32>>,
     audited: u64,
 }
 
@@ -280,8 +282,16 @@ async fn worker(load: Load, protocol: Protocol, index: u64) {
                     .or_default() += 1;
             }
         }
-        t.latencies_us
-            .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+        let micros = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
+        t.latencies_us.push(micros);
+        let protocol_name = match protocol {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
+        };
+        t.latencies_by_kind
+            .entry((kind, protocol_name))
+            .or_default()
+            .push(micros);
         drop(t);
         done.fetch_add(1, Ordering::Relaxed);
         i += workers;
@@ -448,6 +458,16 @@ async fn soak() {
         percentile(&latencies, 99.9),
         percentile(&latencies, 100.0)
     );
+    println!("- latency ms by kind and protocol (p50 / p99):");
+    for ((kind, protocol), list) in &tally.latencies_by_kind {
+        let mut list = list.clone();
+        list.sort_unstable();
+        println!(
+            "  - {kind:?} {protocol}: {:.2} / {:.2}",
+            percentile(&list, 50.0),
+            percentile(&list, 99.0)
+        );
+    }
     println!("- server Envoy memory (after requests: RSS KiB / heap KiB):");
     for (at, rss, heap) in samples.borrow().iter() {
         println!("  - {at}: {rss} / {heap}");
