@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help tools wasm lint unit test demo bench manifests clean
-.PHONY: oci fuzz soak
+.PHONY: oci fuzz soak wasm-unit
 
 help:
 	@echo "make test   install tools, build the wasm filters, lint, unit + real-Envoy + manifest tests"
@@ -14,6 +14,7 @@ help:
 	@echo "make oci    package dist/*.wasm as Istio Wasm OCI images (layouts in dist/oci/)"
 	@echo "make fuzz   every cargo-fuzz target for FUZZ_SECONDS (default 20) each (docs/fuzzing.md)"
 	@echo "make soak   fixed-rate mixed load through all filters, reloads under load (docs/soak.md)"
+	@echo "make wasm-unit  the core's unit tests compiled to wasm32-wasip1, run under wasmtime"
 
 tools:
 	@scripts/install-tools.sh
@@ -51,6 +52,10 @@ fuzz:
 # Not part of `make test`. Short CI variant: SOAK_REQUESTS=6000 SOAK_RATE=200 make soak
 soak: wasm
 	scripts/soak.sh
+
+# 32-bit usize: the core's unit tests on the filters' own target (docs/fuzzing.md).
+wasm-unit: tools
+	scripts/wasm-unit-tests.sh
 
 bench:
 	cargo bench --locked -p meshguard-core
