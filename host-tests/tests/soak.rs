@@ -28,9 +28,12 @@ use meshguard_host_tests::collector::Collector;
 use meshguard_host_tests::http::{self, Connection, Protocol, Request, Response};
 use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome, AUDIT_KEY, ROUTE_HEADER};
 use meshguard_host_tests::meshguard_cli;
+use meshguard_host_tests::source::SourceOfTruth;
 use meshguard_host_tests::upstream::{Script, SCRIPT_HEADER};
 
 const COLLECTOR_CLUSTER: &str = "audit-collector";
+const SOURCE_CLUSTER: &str = "meshguard-intended";
+const DRIFT: &str = r#"meshguard_config_drift{filter="identity"}"#;
 const SECRET_EMAIL: &str = "jane.doe@example.com";
 const SECRET_PASSWORD: &str = "hunter2-soak";
 
@@ -45,7 +48,10 @@ fn identity_config(deny_toggle: bool) -> String {
   "default_action": "deny",
   "rules": [{toggle}
     {{"name": "no-admin", "action": "deny", "paths": ["/admin/**"]}},
-    {{"name": "frontend", "action": "allow", "principals": ["cluster.local/ns/default/sa/frontend"]}}]}}"#
+    {{"name": "frontend", "action": "allow", "principals": ["cluster.local/ns/default/sa/frontend"]}}],
+  "integrity": {{"on_drift": "report",
+    "source_of_truth": {{"cluster": "{SOURCE_CLUSTER}", "path": "/v1/intended/backend/identity",
+                         "poll_interval_ms": 1000, "timeout_ms": 500}}}}}}"#
     )
 }
 
@@ -315,7 +321,15 @@ async fn soak() {
     let reload_every = env_or("SOAK_RELOAD_SECONDS", 0);
 
     let collector = Collector::start().await.expect("collector");
-    let mut builder = Mesh::builder().server_cluster(COLLECTOR_CLUSTER, collector.addr());
+    // The source of truth always names the config about to be pushed (the
+    // rendering pipeline publishes before the control plane pushes).
+    let source = SourceOfTruth::start("backend").expect("source of truth");
+    source
+        .publish("identity", &identity_config(true))
+        .expect("publish");
+    let mut builder = Mesh::builder()
+        .server_cluster(COLLECTOR_CLUSTER, collector.addr())
+        .server_cluster(SOURCE_CLUSTER, source.addr());
     for f in filters(true) {
         builder = builder.filter(f);
     }
@@ -392,6 +406,7 @@ async fn soak() {
             }
             if reload_every > 0 && Instant::now() >= next_push {
                 deny_toggle = !deny_toggle;
+                let _ = source.publish("identity", &identity_config(deny_toggle));
                 let outcome = mesh.push_filters(&filters(deny_toggle)).await;
                 let (ok, rejected) = pushes.get();
                 pushes.set(match outcome {
@@ -435,6 +450,12 @@ async fn soak() {
 
     let mut latencies = tally.latencies_us.clone();
     latencies.sort_unstable();
+    // Once the last push is polled, the running config is the intended one.
+    let drift = mesh
+        .server
+        .wait_for_metric(DRIFT, Duration::from_secs(10), |v| v == Some(0))
+        .await;
+    let drift_value = mesh.server.metric(DRIFT).await.ok().flatten();
     let (ok_pushes, rejected_pushes) = pushes.get();
     println!("## Soak result\n");
     println!(
@@ -449,6 +470,7 @@ async fn soak() {
         println!("  - {kind:?} {status}: {n}");
     }
     println!("- 5xx and resets by cause: {:?}", tally.server_errors);
+    println!("- config drift (identity vs the source of truth) at the end: {drift_value:?}");
     println!("- unexpected responses: {:?}", tally.wrong);
     println!(
         "- latency ms: p50 {:.2}, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
@@ -479,6 +501,10 @@ async fn soak() {
         verify.status.code()
     );
 
+    assert!(
+        drift.is_ok(),
+        "the identity config drifted at the end: {drift_value:?}"
+    );
     assert!(
         tally.wrong.is_empty(),
         "unexpected responses: {:?}",
