@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help tools wasm lint unit test demo bench manifests clean
-.PHONY: oci
+.PHONY: oci fuzz soak wasm-unit
 
 help:
 	@echo "make test   install tools, build the wasm filters, lint, unit + real-Envoy + manifest tests"
@@ -12,6 +12,9 @@ help:
 	@echo "make wasm   build dist/*.wasm only;  make lint   fmt + clippy (native and wasm32)"
 	@echo "make bench  every filter in the real Envoy vs native RBAC/Lua (docs/benchmarks.md);  make manifests  render istio-manifests/ into dist/istio/"
 	@echo "make oci    package dist/*.wasm as Istio Wasm OCI images (layouts in dist/oci/)"
+	@echo "make fuzz   every cargo-fuzz target for FUZZ_SECONDS (default 20) each (docs/fuzzing.md)"
+	@echo "make soak   fixed-rate mixed load through all filters, reloads under load (docs/soak.md)"
+	@echo "make wasm-unit  the core's unit tests compiled to wasm32-wasip1, run under wasmtime"
 
 tools:
 	@scripts/install-tools.sh
@@ -47,6 +50,18 @@ oci: wasm
 # engine microbenchmarks; writes docs/benchmarks.md (~12 minutes).
 bench: wasm
 	scripts/bench.sh
+
+# Needs the rustup nightly toolchain; installs cargo-fuzz if missing (docs/fuzzing.md).
+fuzz:
+	scripts/fuzz.sh
+
+# Not part of `make test`. Short CI variant: SOAK_REQUESTS=6000 SOAK_RATE=200 make soak
+soak: wasm
+	scripts/soak.sh
+
+# 32-bit usize: the core's unit tests on the filters' own target (docs/fuzzing.md).
+wasm-unit: tools
+	scripts/wasm-unit-tests.sh
 
 clean:
 	rm -rf target dist

@@ -145,6 +145,11 @@ pub fn canonicalize(target: &str, options: &PathOptions) -> Result<Option<String
         };
     }
     let decoded = decode_escapes(path, options.normalization)?;
+    if has_double_escape(&decoded) {
+        // `%25%32%65` decodes to `%252e`: escaping the hex digits hides a
+        // double escape from the check on the raw bytes (found by fuzzing).
+        return Err(PathRejection::DoubleEscape);
+    }
     let resolved = resolve_segments(&decoded, options.normalization.merges_slashes());
     if resolved == path {
         return Ok(None);
@@ -209,6 +214,15 @@ fn has_escaped_nul(path: &str) -> bool {
     path.as_bytes()
         .windows(3)
         .any(|w| w.first() == Some(&b'%') && w.get(1) == Some(&b'0') && w.get(2) == Some(&b'0'))
+}
+
+/// `%25` followed by two hex digits: an escape that decodes to an escape.
+fn has_double_escape(decoded: &str) -> bool {
+    decoded.as_bytes().windows(5).any(|w| {
+        w.get(..3) == Some(b"%25".as_slice())
+            && hex_value(w.get(3)).is_some()
+            && hex_value(w.get(4)).is_some()
+    })
 }
 
 fn hex_value(b: Option<&u8>) -> Option<u8> {

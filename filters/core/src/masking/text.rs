@@ -71,11 +71,13 @@ pub(crate) fn mask_text(
     let mut out = String::with_capacity(text.len());
     let mut cursor = 0;
     for span in spans.iter() {
-        if span.start < cursor {
-            continue; // overlaps a match already masked
+        if span.end <= cursor {
+            continue; // inside a match already masked
         }
-        let (Some(before), Some(matched)) =
-            (text.get(cursor..span.start), text.get(span.start..span.end))
+        // A match that overlaps the previous one masks the part past it:
+        // skipping it would leave its tail in clear (found by fuzzing).
+        let start = span.start.max(cursor);
+        let (Some(before), Some(matched)) = (text.get(cursor..start), text.get(start..span.end))
         else {
             continue; // not on char boundaries: cannot happen, never slice there
         };

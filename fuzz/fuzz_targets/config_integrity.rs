@@ -1,0 +1,60 @@
+//! The integrity envelope of every filter config: signature checks, the
+//! integrity section, source-of-truth answers. The first byte picks the
+//! environment (unsigned allowed, or a signature required from a known key).
+//! A config signed with the trusted key must load with a valid signature.
+#![no_main]
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use ed25519_dalek::SigningKey;
+use libfuzzer_sys::fuzz_target;
+use meshguard_core::integrity::{load, sign_config, IntegrityEnv, Intended, SignatureStatus};
+
+fn key() -> &'static SigningKey {
+    static K: OnceLock<SigningKey> = OnceLock::new();
+    K.get_or_init(|| SigningKey::from_bytes(&[7u8; 32]))
+}
+
+fn env(require_signature: bool) -> IntegrityEnv {
+    let public = base64::engine::general_purpose::STANDARD.encode(key().verifying_key().as_bytes());
+    let keys = format!("fuzz={public}");
+    let required = if require_signature { "true" } else { "false" };
+    IntegrityEnv::from_vars(|name| match name {
+        "MESHGUARD_TRUSTED_KEYS" => Some(keys.clone()),
+        "MESHGUARD_REQUIRE_SIGNATURE" => Some(required.to_string()),
+        _ => None,
+    })
+    .expect("the fuzz environment is valid")
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (sel, rest) = meshguard_fuzz::selector(data);
+    match sel % 3 {
+        0 => {
+            let _ = load(rest, &env(false));
+        }
+        1 => {
+            let _ = load(rest, &env(true));
+            // A config that loads unsigned loads signed by the trusted key too,
+            // verified and with the same fingerprint (the signature is not part of it).
+            let Ok(unsigned) = load(rest, &env(false)) else {
+                return;
+            };
+            if unsigned.signature != SignatureStatus::Unsigned {
+                return; // it carried a signature of its own
+            }
+            let signed = sign_config(rest, "fuzz", key()).expect("a loadable config signs");
+            let loaded = load(&signed, &env(true)).expect("a signed loadable config loads");
+            assert_eq!(
+                loaded.signature,
+                SignatureStatus::Verified {
+                    key_id: "fuzz".into()
+                }
+            );
+            assert_eq!(loaded.fingerprint, unsigned.fingerprint);
+        }
+        _ => {
+            let _ = Intended::from_response(rest);
+        }
+    }
+});

@@ -1,0 +1,263 @@
+//! What Envoy does when a meshguard VM dies, under each failure policy
+//! (Istio `failStrategy`), proven with a deliberately failing test-only
+//! filter (filters/faulty, built by scripts/build-faulty-wasm.sh into
+//! target/test-wasm/, never dist/): it panics on `x-meshguard-fault: panic`,
+//! exhausts its VM memory on `x-meshguard-fault: oom`, and otherwise stamps
+//! each request with its VM's id.
+//!
+//! For FAIL_CLOSE and FAIL_RELOAD, over HTTP/1.1 and HTTP/2: the crashing
+//! request gets a 503 and never reaches the upstream, and every request that
+//! does reach it carries the stamp of a live VM (no request passes
+//! unfiltered). FAIL_CLOSE stays failed on that worker until a changed
+//! filter config is pushed (an identical push keeps the failed VM);
+//! FAIL_RELOAD recreates the VM by itself. docs/deploy.md
+//! ("Failure policies, observed") records the numbers this test prints.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use meshguard_host_tests::http::{Request, Response};
+use meshguard_host_tests::mesh::{FailurePolicy, Filter, Mesh, PushOutcome};
+
+const FAULT_HEADER: &str = "x-meshguard-fault";
+const SEEN_HEADER: &str = "x-meshguard-faulty-vm";
+
+/// Builds the test-only module once per test binary; its path without `.wasm`
+/// (absolute, so the harness does not look for it in dist/).
+fn faulty_module() -> String {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let path = BUILT.get_or_init(|| {
+        let root = meshguard_host_tests::repo_root();
+        let status = std::process::Command::new(root.join("scripts/build-faulty-wasm.sh"))
+            .current_dir(&root)
+            .status();
+        assert!(
+            status.as_ref().is_ok_and(|s| s.success()),
+            "scripts/build-faulty-wasm.sh failed: {status:?}"
+        );
+        let module = root.join("target/test-wasm/meshguard_faulty.wasm");
+        assert!(
+            !root.join("dist/meshguard_faulty.wasm").exists(),
+            "the test-only module must never be in dist/"
+        );
+        module.with_extension("")
+    });
+    path.display().to_string()
+}
+
+fn faulty(policy: FailurePolicy) -> Filter {
+    let mut filter = Filter::named("faulty", "{}").failure_policy(policy);
+    filter.module = faulty_module();
+    filter
+}
+
+async fn mesh(policy: FailurePolicy) -> Mesh {
+    Mesh::builder()
+        .filter(faulty(policy))
+        .start()
+        .await
+        .expect("mesh starts")
+}
+
+fn request(n: usize, fault: Option<&str>) -> Request {
+    let mut r = Request::new("GET", &format!("/r/{n}"));
+    if n % 2 == 1 {
+        r = r.http2();
+    }
+    match fault {
+        Some(f) => r.header(FAULT_HEADER, f),
+        None => r,
+    }
+}
+
+/// Sends one request and checks the invariant: a 200 was stamped by a live
+/// VM at the upstream, anything else reached nothing. Returns the status and
+/// the stamping VM's id.
+async fn send(mesh: &Mesh, n: usize, fault: Option<&str>) -> (u16, Option<String>) {
+    let resp: Response = mesh
+        .send_as("frontend", request(n, fault))
+        .await
+        .expect("a response");
+    let arrived = mesh.upstream().settled().await.expect("settled");
+    mesh.upstream().take();
+    if resp.status == 200 {
+        assert_eq!(arrived.len(), 1, "request {n}: {arrived:#?}");
+        let vm = arrived[0].header(SEEN_HEADER).map(String::from);
+        assert!(
+            vm.is_some(),
+            "request {n} reached the upstream unfiltered: {:#?}",
+            arrived[0]
+        );
+        (200, vm)
+    } else {
+        assert!(
+            arrived.is_empty(),
+            "request {n} was answered {} but reached the upstream: {arrived:#?}",
+            resp.status
+        );
+        (resp.status, None)
+    }
+}
+
+async fn wasm_stats(mesh: &Mesh) -> String {
+    let text = mesh
+        .server
+        .admin_get("/stats?filter=wasm")
+        .await
+        .map(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.ends_with(": 0"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// After a crash: the crashing request, then normal requests for `window`.
+/// Returns the statuses seen and, when a request passed again, how long the
+/// recovery took and which VM served it.
+async fn crash_and_watch(
+    mesh: &Mesh,
+    fault: &str,
+    window: Duration,
+    stop_on_recovery: bool,
+) -> (u16, Vec<u16>, Option<(Duration, String)>) {
+    let (crash_status, _) = send(mesh, 0, Some(fault)).await;
+    let start = Instant::now();
+    let mut statuses = Vec::new();
+    let mut recovered = None;
+    let mut n = 1;
+    while start.elapsed() < window {
+        let (status, vm) = send(mesh, n, None).await;
+        statuses.push(status);
+        if let (200, Some(vm), None) = (status, vm, &recovered) {
+            recovered = Some((start.elapsed(), vm));
+            if stop_on_recovery {
+                break;
+            }
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (crash_status, statuses, recovered)
+}
+
+fn summary(statuses: &[u16]) -> String {
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let unavailable = statuses.iter().filter(|s| **s == 503).count();
+    format!(
+        "{} requests: {ok} x 200, {unavailable} x 503, {} other",
+        statuses.len(),
+        statuses.len() - ok - unavailable
+    )
+}
+
+#[tokio::test]
+async fn fail_close_refuses_everything_after_a_crash_until_the_listener_is_pushed() {
+    let mesh = mesh(FailurePolicy::FailClosed).await;
+    let mut generation = 1;
+    for fault in ["panic", "oom"] {
+        let (status, first_vm) = send(&mesh, 0, None).await;
+        assert_eq!(status, 200, "a healthy VM passes requests");
+        let (crash, after, recovered) =
+            crash_and_watch(&mesh, fault, Duration::from_secs(3), false).await;
+        eprintln!(
+            "FAIL_CLOSE {fault}: crashing request {crash}; then {}; stats: {}",
+            summary(&after),
+            wasm_stats(&mesh).await
+        );
+        assert_eq!(crash, 503, "{fault}: the crashing request");
+        assert!(
+            recovered.is_none(),
+            "{fault}: FAIL_CLOSE never recovers by itself"
+        );
+        assert!(after.iter().all(|s| *s == 503), "{fault}: {after:?}");
+
+        // The same listener pushed again keeps the failed VM: Envoy reuses a
+        // VM whose code, config and environment did not change.
+        assert_eq!(
+            mesh.push_filters(&[faulty(FailurePolicy::FailClosed)])
+                .await
+                .expect("push"),
+            PushOutcome::Accepted
+        );
+        for n in 50..55 {
+            assert_eq!(
+                send(&mesh, n, None).await.0,
+                503,
+                "{fault}: after an identical push"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A WasmPlugin change (Istio bumps the resource version it passes in
+        // the VM environment) brings a new VM.
+        generation += 1;
+        let changed = faulty(FailurePolicy::FailClosed).env(
+            "ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION",
+            &generation.to_string(),
+        );
+        assert_eq!(
+            mesh.push_filters(&[changed]).await.expect("push"),
+            PushOutcome::Accepted
+        );
+        // Connections accepted by the old listener keep its failed filter
+        // until they drain; new connections get the new VM. Recovered means:
+        // four requests in a row (HTTP/1.1 and HTTP/2) passed.
+        let pushed = Instant::now();
+        let mut n = 100;
+        let mut in_a_row = 0;
+        let mut refused = 0;
+        let mut vm = None;
+        while in_a_row < 4 {
+            let (status, stamped) = send(&mesh, n, None).await;
+            if status == 200 {
+                in_a_row += 1;
+                vm = stamped;
+            } else {
+                in_a_row = 0;
+                refused += 1;
+            }
+            assert!(
+                pushed.elapsed() < Duration::from_secs(60),
+                "{fault}: no new VM after the push"
+            );
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_ne!(vm, first_vm, "{fault}: a new VM serves after the push");
+        eprintln!(
+            "FAIL_CLOSE {fault}: an identical push kept the failed VM; a changed one recovered \
+             in {:?} ({refused} x 503 on connections of the old listener meanwhile)",
+            pushed.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn fail_reload_refuses_while_failed_and_recreates_the_vm() {
+    let mesh = mesh(FailurePolicy::FailReload).await;
+    for fault in ["panic", "oom"] {
+        let (status, first_vm) = send(&mesh, 0, None).await;
+        assert_eq!(status, 200, "a healthy VM passes requests");
+        let (crash, after, recovered) =
+            crash_and_watch(&mesh, fault, Duration::from_secs(30), true).await;
+        eprintln!(
+            "FAIL_RELOAD {fault}: crashing request {crash}; then {}; recovered: {:?}; stats: {}",
+            summary(&after),
+            recovered.as_ref().map(|(t, _)| t),
+            wasm_stats(&mesh).await
+        );
+        assert_eq!(crash, 503, "{fault}: the crashing request");
+        let (_, vm) =
+            recovered.unwrap_or_else(|| panic!("{fault}: FAIL_RELOAD did not recover: {after:?}"));
+        assert_ne!(
+            Some(vm),
+            first_vm,
+            "{fault}: a new VM serves after the reload"
+        );
+        assert!(
+            after.iter().all(|s| *s == 200 || *s == 503),
+            "{fault}: only refusals before the reload: {after:?}"
+        );
+    }
+}

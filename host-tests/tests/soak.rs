@@ -1,0 +1,525 @@
+//! The soak: a fixed-rate mixed load through the full chain identity →
+//! masking → audit (body commands, `fail_closed`, a live collector), over
+//! HTTP/1.1 and HTTP/2 keep-alive connections, optionally with listener
+//! pushes under load. Run by `make soak` (scripts/soak.sh), never by
+//! `make test` (`#[ignore]`). Settings from the environment:
+//!
+//! - `SOAK_REQUESTS` (default 10,000), `SOAK_RATE` requests/s (default 300),
+//!   `SOAK_CONNECTIONS` (default 8: half HTTP/1.1, half HTTP/2);
+//! - `SOAK_RELOAD_SECONDS`: push a new identity config every N seconds
+//!   (default 0: no pushes). The two configs differ only on `/api/toggle`
+//!   (denied by one, allowed by the other): each toggle request must be
+//!   judged by one of them, never fail.
+//!
+//! Every response is checked (status and, where masked, content); it prints
+//! the report docs/soak.md records: outcomes, 5xx by cause (none may be
+//! unexplained), Envoy RSS and heap at start / middle / end, audit chain
+//! verification of every record with `meshguard audit verify`, latency
+//! percentiles.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meshguard_host_tests::collector::Collector;
+use meshguard_host_tests::http::{self, Connection, Protocol, Request, Response};
+use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome, AUDIT_KEY, ROUTE_HEADER};
+use meshguard_host_tests::meshguard_cli;
+use meshguard_host_tests::source::SourceOfTruth;
+use meshguard_host_tests::upstream::{Script, SCRIPT_HEADER};
+
+const COLLECTOR_CLUSTER: &str = "audit-collector";
+const SOURCE_CLUSTER: &str = "meshguard-intended";
+const DRIFT: &str = r#"meshguard_config_drift{filter="identity"}"#;
+const SECRET_EMAIL: &str = "jane.doe@example.com";
+const SECRET_PASSWORD: &str = "hunter2-soak";
+
+fn identity_config(deny_toggle: bool) -> String {
+    let toggle = if deny_toggle {
+        r#"{"name": "toggle", "action": "deny", "paths": ["/api/toggle"]},"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"config_version": "soak-{deny_toggle}", "transport": {{"require_mtls": true}},
+  "default_action": "deny",
+  "rules": [{toggle}
+    {{"name": "no-admin", "action": "deny", "paths": ["/admin/**"]}},
+    {{"name": "frontend", "action": "allow", "principals": ["cluster.local/ns/default/sa/frontend"]}}],
+  "integrity": {{"on_drift": "report",
+    "source_of_truth": {{"cluster": "{SOURCE_CLUSTER}", "path": "/v1/intended/backend/identity",
+                         "poll_interval_ms": 1000, "timeout_ms": 500}}}}}}"#
+    )
+}
+
+const MASKING: &str = r#"{"config_version": "soak", "max_body_bytes": 65536,
+  "rules": [{"name": "pii", "json_keys": ["password"], "detectors": ["email"]}]}"#;
+
+fn audit_config() -> String {
+    format!(
+        r#"{{"config_version": "soak", "key_id": "test", "max_body_bytes": 65536,
+  "commands": [
+    {{"name": "sql", "paths": ["/query"], "methods": ["POST"], "parts": ["method", "path", {{"json_pointer": "/sql"}}]}},
+    {{"name": "exec", "paths": ["/exec/*"], "parts": ["method", "path", "query", "body"]}}],
+  "fail_closed": true,
+  "collector": {{"cluster": "{COLLECTOR_CLUSTER}", "path": "/v1/records", "timeout_ms": 2000,
+                 "max_retries": 2, "batch_size": 100, "max_queue": 20000}}}}"#
+    )
+}
+
+fn filters(deny_toggle: bool) -> Vec<Filter> {
+    vec![
+        Filter::identity(identity_config(deny_toggle)),
+        Filter::named("masking", MASKING),
+        Filter::audit(audit_config()).envoyfilter_variant(),
+    ]
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// The kinds of request in the mix, one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Allowed,
+    DeniedPath,
+    DeniedPeer,
+    MaskedJsonResponse,
+    MaskedTextResponse,
+    MaskedJsonRequest,
+    AuditedBody,
+    AuditedJson,
+    Toggle,
+}
+
+const MIX: [Kind; 9] = [
+    Kind::Allowed,
+    Kind::DeniedPath,
+    Kind::MaskedJsonResponse,
+    Kind::AuditedBody,
+    Kind::MaskedTextResponse,
+    Kind::DeniedPeer,
+    Kind::MaskedJsonRequest,
+    Kind::AuditedJson,
+    Kind::Toggle,
+];
+
+fn request(i: u64, kind: Kind) -> Request {
+    let route = |r: Request, profile: &str| r.header(ROUTE_HEADER, profile);
+    match kind {
+        Kind::Allowed => route(Request::new("GET", &format!("/api/items/{i}")), "frontend"),
+        Kind::DeniedPath => route(Request::new("GET", &format!("/admin/{i}")), "frontend"),
+        Kind::DeniedPeer => route(Request::new("GET", &format!("/api/items/{i}")), "unknown"),
+        Kind::MaskedJsonResponse => {
+            route(Request::new("GET", "/api/profile"), "frontend").header(SCRIPT_HEADER, "profile")
+        }
+        Kind::MaskedTextResponse => {
+            route(Request::new("GET", "/api/note"), "frontend").header(SCRIPT_HEADER, "note")
+        }
+        Kind::MaskedJsonRequest => route(Request::new("POST", "/api/users"), "frontend")
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"user": {i}, "password": "{SECRET_PASSWORD}"}}"#
+            )),
+        Kind::AuditedBody => route(
+            Request::new("POST", &format!("/exec/job?n={i}")),
+            "frontend",
+        )
+        .body(format!("run job {i}")),
+        Kind::AuditedJson => route(Request::new("POST", "/query"), "frontend")
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"sql": "select {i}"}}"#)),
+        Kind::Toggle => route(Request::new("GET", "/api/toggle"), "frontend"),
+    }
+}
+
+/// `Ok` when the response is what the policy says; else why not.
+fn judge(kind: Kind, resp: &Response) -> Result<(), String> {
+    let body = resp.text();
+    let want = |status: u16| {
+        if resp.status == status {
+            Ok(())
+        } else {
+            Err(format!("expected {status}"))
+        }
+    };
+    match kind {
+        Kind::Allowed | Kind::AuditedBody | Kind::AuditedJson => want(200),
+        Kind::DeniedPath | Kind::DeniedPeer => want(403),
+        Kind::Toggle if resp.status == 200 || resp.status == 403 => Ok(()),
+        Kind::Toggle => Err("judged by neither policy".into()),
+        Kind::MaskedJsonResponse | Kind::MaskedTextResponse | Kind::MaskedJsonRequest => {
+            want(200)?;
+            if body.contains(SECRET_EMAIL) || body.contains(SECRET_PASSWORD) {
+                Err("a secret passed unmasked".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The cause a refused or failed request is counted under.
+fn cause(resp: &Response) -> String {
+    if resp.status == 0 {
+        return format!("reset: {}", resp.reset.as_deref().unwrap_or("?"));
+    }
+    let body: String = resp.text().chars().take(80).collect();
+    let flags = resp
+        .headers
+        .get("x-envoy-response-flags")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    format!("{} {flags} {}", resp.status, body.replace('\n', " "))
+}
+
+/// Envoy's RSS (from /proc, found by its config file) and its heap (admin /memory).
+async fn memory(mesh: &Mesh) -> (u64, u64) {
+    let config = mesh.dir().join("server");
+    let mut rss = 0;
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("envoy") && cmdline.contains(config.to_string_lossy().as_ref()) {
+                let status =
+                    std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+                rss = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    let heap = mesh
+        .server
+        .admin_get("/memory")
+        .await
+        .ok()
+        .and_then(|r| r.json().ok())
+        .and_then(|v| v["allocated"].as_str().and_then(|s| s.parse::<u64>().ok()))
+        .unwrap_or(0);
+    (rss, heap / 1024)
+}
+
+#[derive(Default)]
+struct Tally {
+    outcomes: BTreeMap<(Kind, u16), u64>,
+    wrong: BTreeMap<String, u64>,
+    server_errors: BTreeMap<String, u64>,
+    latencies_us: Vec<u32>,
+    /// Per (kind, protocol), to see where a slow tail comes from.
+    latencies_by_kind: BTreeMap<(Kind, &'static str), Vec<u32>>,
+    audited: u64,
+}
+
+/// What every load worker shares.
+#[derive(Clone)]
+struct Load {
+    addr: SocketAddr,
+    workers: u64,
+    total: u64,
+    period: Duration,
+    start: Instant,
+    done: Arc<AtomicU64>,
+    tally: Arc<Mutex<Tally>>,
+}
+
+/// Sends requests `index`, `index + workers`, ... each at its scheduled time.
+async fn worker(load: Load, protocol: Protocol, index: u64) {
+    let Load {
+        addr,
+        workers,
+        total,
+        period,
+        start,
+        done,
+        tally,
+    } = load;
+    let mut conn: Option<Connection> = None;
+    let mut i = index;
+    while i < total {
+        tokio::time::sleep_until((start + period * u32::try_from(i).unwrap_or(u32::MAX)).into())
+            .await;
+        let kind = MIX[usize::try_from(i).unwrap_or(0) % MIX.len()];
+        let req = request(i, kind);
+        let sent = Instant::now();
+        if conn.is_none() {
+            conn = Connection::open_with(addr, protocol).await.ok();
+        }
+        let resp = match conn.as_mut() {
+            Some(c) => c.send(&req).await,
+            None => Err(anyhow::anyhow!("cannot connect")),
+        };
+        let elapsed = sent.elapsed();
+        let mut t = tally.lock().expect("tally");
+        match resp {
+            Ok(resp) => {
+                if resp.is_reset() {
+                    conn = None;
+                }
+                *t.outcomes.entry((kind, resp.status)).or_default() += 1;
+                if resp.status >= 500 || resp.status == 0 {
+                    *t.server_errors.entry(cause(&resp)).or_default() += 1;
+                }
+                if let Err(why) = judge(kind, &resp) {
+                    *t.wrong
+                        .entry(format!("{kind:?}: {why} ({})", cause(&resp)))
+                        .or_default() += 1;
+                }
+                if resp.status == 200 {
+                    // Past identity: the audit filter records it (a command
+                    // or the default one).
+                    t.audited += 1;
+                }
+            }
+            Err(e) => {
+                conn = None;
+                *t.wrong
+                    .entry(format!("{kind:?}: client error {e}"))
+                    .or_default() += 1;
+            }
+        }
+        let micros = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
+        t.latencies_us.push(micros);
+        let protocol_name = match protocol {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
+        };
+        t.latencies_by_kind
+            .entry((kind, protocol_name))
+            .or_default()
+            .push(micros);
+        drop(t);
+        done.fetch_add(1, Ordering::Relaxed);
+        i += workers;
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    f64::from(sorted[rank.min(sorted.len() - 1)]) / 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the soak runs with `make soak` (scripts/soak.sh), not `make test`"]
+async fn soak() {
+    let total = env_or("SOAK_REQUESTS", 10_000);
+    let rate = env_or("SOAK_RATE", 300).max(1);
+    let workers = env_or("SOAK_CONNECTIONS", 8).max(2);
+    let reload_every = env_or("SOAK_RELOAD_SECONDS", 0);
+
+    let collector = Collector::start().await.expect("collector");
+    // The source of truth always names the config about to be pushed (the
+    // rendering pipeline publishes before the control plane pushes).
+    let source = SourceOfTruth::start("backend").expect("source of truth");
+    source
+        .publish("identity", &identity_config(true))
+        .expect("publish");
+    let mut builder = Mesh::builder()
+        .server_cluster(COLLECTOR_CLUSTER, collector.addr())
+        .server_cluster(SOURCE_CLUSTER, source.addr());
+    for f in filters(true) {
+        builder = builder.filter(f);
+    }
+    let mesh = builder.start().await.expect("mesh starts");
+    // Debug logs of every request would dominate the run: keep warnings only.
+    let _ = http::send(
+        mesh.server.admin_addr(),
+        &Request::new("POST", "/logging?level=warning"),
+    )
+    .await;
+    let _ = http::send(
+        mesh.client.admin_addr(),
+        &Request::new("POST", "/logging?level=warning"),
+    )
+    .await;
+    mesh.upstream().script(
+        "profile",
+        Script::json(&serde_json::json!({"name": "Jane", "email": SECRET_EMAIL, "password": SECRET_PASSWORD})),
+    );
+    mesh.upstream().script(
+        "note",
+        Script::typed("text/plain", format!("call Jane at {SECRET_EMAIL} today")),
+    );
+    mesh.upstream()
+        .set_default(Some(Script::new(200).body("ok")));
+
+    let client = mesh.client_addr();
+    let period = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(u32::MAX);
+    let done = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let samples: RefCell<Vec<(u64, u64, u64)>> = RefCell::new(Vec::new());
+    let pushes = Cell::new((0u32, 0u32));
+    let (rss, heap) = memory(&mesh).await;
+    samples.borrow_mut().push((0, rss, heap));
+    let start = Instant::now() + Duration::from_millis(200);
+
+    let shared = Load {
+        addr: client,
+        workers,
+        total,
+        period,
+        start,
+        done: Arc::clone(&done),
+        tally: Arc::clone(&tally),
+    };
+    let handles: Vec<_> = (0..workers)
+        .map(|w| {
+            let protocol = if w % 2 == 0 {
+                Protocol::Http1
+            } else {
+                Protocol::Http2
+            };
+            tokio::spawn(worker(shared.clone(), protocol, w))
+        })
+        .collect();
+    let load = async {
+        for h in handles {
+            h.await.expect("worker");
+        }
+    };
+    let monitor = async {
+        let mut next_push = Instant::now() + Duration::from_secs(reload_every.max(1));
+        let mut deny_toggle = true;
+        let mut middle_taken = false;
+        while done.load(Ordering::Relaxed) < total {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            mesh.upstream().take(); // the recording upstream keeps requests: drop them
+            if !middle_taken && done.load(Ordering::Relaxed) >= total / 2 {
+                middle_taken = true;
+                let (rss, heap) = memory(&mesh).await;
+                samples
+                    .borrow_mut()
+                    .push((done.load(Ordering::Relaxed), rss, heap));
+            }
+            if reload_every > 0 && Instant::now() >= next_push {
+                deny_toggle = !deny_toggle;
+                let _ = source.publish("identity", &identity_config(deny_toggle));
+                let outcome = mesh.push_filters(&filters(deny_toggle)).await;
+                let (ok, rejected) = pushes.get();
+                pushes.set(match outcome {
+                    Ok(PushOutcome::Accepted) => (ok + 1, rejected),
+                    _ => (ok, rejected + 1),
+                });
+                next_push = Instant::now() + Duration::from_secs(reload_every);
+            }
+        }
+    };
+    futures_util::future::join(load, monitor).await;
+    let elapsed = start.elapsed();
+    let (rss, heap) = memory(&mesh).await;
+    samples
+        .borrow_mut()
+        .push((done.load(Ordering::Relaxed), rss, heap));
+
+    // Every audited request's record reaches the collector; verify them all.
+    let tally = std::mem::take(&mut *tally.lock().expect("tally"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines = collector.lines();
+    while (lines.len() as u64) < tally.audited && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        lines = collector.lines();
+    }
+    let file = mesh.dir().join("soak-records.log");
+    std::fs::write(&file, lines.join("\n")).expect("write records");
+    let verify = std::process::Command::new(meshguard_cli())
+        .args(["audit", "verify"])
+        .arg(&file)
+        .args(["--key", &format!("test={AUDIT_KEY}")])
+        .env_remove("MESHGUARD_AUDIT_KEY")
+        .output()
+        .expect("meshguard audit verify runs");
+    let verify_out = String::from_utf8_lossy(&verify.stdout).into_owned();
+    let verify_summary = verify_out
+        .lines()
+        .filter(|l| !l.starts_with("chain"))
+        .collect::<Vec<_>>()
+        .join(" ");
+
+    let mut latencies = tally.latencies_us.clone();
+    latencies.sort_unstable();
+    // Once the last push is polled, the running config is the intended one.
+    let drift = mesh
+        .server
+        .wait_for_metric(DRIFT, Duration::from_secs(10), |v| v == Some(0))
+        .await;
+    let drift_value = mesh.server.metric(DRIFT).await.ok().flatten();
+    let (ok_pushes, rejected_pushes) = pushes.get();
+    println!("## Soak result\n");
+    println!(
+        "- requests: {} in {:.1} s ({:.0} req/s; target {rate} req/s), {workers} connections (half HTTP/1.1, half HTTP/2)",
+        done.load(Ordering::Relaxed),
+        elapsed.as_secs_f64(),
+        done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
+    );
+    println!("- listener pushes under load: {ok_pushes} accepted, {rejected_pushes} rejected (every {reload_every} s; 0 = off)");
+    println!("- outcomes (kind, status: count):");
+    for ((kind, status), n) in &tally.outcomes {
+        println!("  - {kind:?} {status}: {n}");
+    }
+    println!("- 5xx and resets by cause: {:?}", tally.server_errors);
+    println!("- config drift (identity vs the source of truth) at the end: {drift_value:?}");
+    println!("- unexpected responses: {:?}", tally.wrong);
+    println!(
+        "- latency ms: p50 {:.2}, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        percentile(&latencies, 99.9),
+        percentile(&latencies, 100.0)
+    );
+    println!("- latency ms by kind and protocol (p50 / p99):");
+    for ((kind, protocol), list) in &tally.latencies_by_kind {
+        let mut list = list.clone();
+        list.sort_unstable();
+        println!(
+            "  - {kind:?} {protocol}: {:.2} / {:.2}",
+            percentile(&list, 50.0),
+            percentile(&list, 99.0)
+        );
+    }
+    println!("- server Envoy memory (after requests: RSS KiB / heap KiB):");
+    for (at, rss, heap) in samples.borrow().iter() {
+        println!("  - {at}: {rss} / {heap}");
+    }
+    println!(
+        "- audit: {} requests past identity (each is recorded), {} records at the collector; `meshguard audit verify`: exit {:?}: {verify_summary}",
+        tally.audited,
+        lines.len(),
+        verify.status.code()
+    );
+
+    assert!(
+        drift.is_ok(),
+        "the identity config drifted at the end: {drift_value:?}"
+    );
+    assert!(
+        tally.wrong.is_empty(),
+        "unexpected responses: {:?}",
+        tally.wrong
+    );
+    assert!(
+        tally.server_errors.is_empty(),
+        "5xx: {:?}",
+        tally.server_errors
+    );
+    assert_eq!(verify.status.code(), Some(0), "{verify_out}");
+    assert_eq!(
+        lines.len() as u64,
+        tally.audited,
+        "every audited request has its record"
+    );
+    assert_eq!(rejected_pushes, 0, "every push was accepted");
+}
