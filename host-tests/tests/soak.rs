@@ -28,7 +28,7 @@ use meshguard_host_tests::collector::Collector;
 use meshguard_host_tests::http::{self, Connection, Protocol, Request, Response};
 use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome, AUDIT_KEY, ROUTE_HEADER};
 use meshguard_host_tests::meshguard_cli;
-use meshguard_host_tests::source::SourceOfTruth;
+use meshguard_host_tests::source::{signed, trust_env, SourceOfTruth};
 use meshguard_host_tests::upstream::{Script, SCRIPT_HEADER};
 
 const COLLECTOR_CLUSTER: &str = "audit-collector";
@@ -48,11 +48,14 @@ fn identity_config(deny_toggle: bool) -> String {
   "default_action": "deny",
   "rules": [{toggle}
     {{"name": "no-admin", "action": "deny", "paths": ["/admin/**"]}},
-    {{"name": "frontend", "action": "allow", "principals": ["cluster.local/ns/default/sa/frontend"]}}],
-  "integrity": {{"on_drift": "report",
-    "source_of_truth": {{"cluster": "{SOURCE_CLUSTER}", "path": "/v1/intended/backend/identity",
-                         "poll_interval_ms": 1000, "timeout_ms": 500}}}}}}"#
+    {{"name": "frontend", "action": "allow", "principals": ["cluster.local/ns/default/sa/frontend"]}}]}}"#
     )
+}
+
+/// The identity policy as the pipeline releases it: signed for the
+/// workload at `serial` (anti-rollback: every push a higher one).
+fn released_identity(deny_toggle: bool, serial: u64) -> String {
+    signed("identity", serial, &identity_config(deny_toggle))
 }
 
 const MASKING: &str = r#"{"config_version": "soak", "max_body_bytes": 65536,
@@ -70,9 +73,13 @@ fn audit_config() -> String {
     )
 }
 
-fn filters(deny_toggle: bool) -> Vec<Filter> {
+fn filters(deny_toggle: bool, serial: u64) -> Vec<Filter> {
+    // The identity filter's drift check: trust anchors, the source of truth
+    // and `on_drift` from the proxy's environment (docs/integrity.md).
+    let mut identity = Filter::identity(released_identity(deny_toggle, serial));
+    identity.env = trust_env(SOURCE_CLUSTER, 1000, "report");
     vec![
-        Filter::identity(identity_config(deny_toggle)),
+        identity,
         Filter::named("masking", MASKING),
         Filter::audit(audit_config()).envoyfilter_variant(),
     ]
@@ -323,14 +330,15 @@ async fn soak() {
     let collector = Collector::start().await.expect("collector");
     // The source of truth always names the config about to be pushed (the
     // rendering pipeline publishes before the control plane pushes).
-    let source = SourceOfTruth::start("backend").expect("source of truth");
+    let source = SourceOfTruth::start().expect("source of truth");
+    let mut serial = 1;
     source
-        .publish("identity", &identity_config(true))
+        .publish_config("identity", &released_identity(true, serial))
         .expect("publish");
     let mut builder = Mesh::builder()
         .server_cluster(COLLECTOR_CLUSTER, collector.addr())
         .server_cluster(SOURCE_CLUSTER, source.addr());
-    for f in filters(true) {
+    for f in filters(true, serial) {
         builder = builder.filter(f);
     }
     let mesh = builder.start().await.expect("mesh starts");
@@ -406,8 +414,9 @@ async fn soak() {
             }
             if reload_every > 0 && Instant::now() >= next_push {
                 deny_toggle = !deny_toggle;
-                let _ = source.publish("identity", &identity_config(deny_toggle));
-                let outcome = mesh.push_filters(&filters(deny_toggle)).await;
+                serial += 1;
+                let _ = source.publish_config("identity", &released_identity(deny_toggle, serial));
+                let outcome = mesh.push_filters(&filters(deny_toggle, serial)).await;
                 let (ok, rejected) = pushes.get();
                 pushes.set(match outcome {
                     Ok(PushOutcome::Accepted) => (ok + 1, rejected),
