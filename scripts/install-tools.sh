@@ -23,6 +23,10 @@ command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
 # Node runs the Istio manifest validator (scripts/validate-manifests.mjs).
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# A stock web server as a static source of truth (integrity tests).
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+# The fixed-rate load generator of `make bench` (and its smoke run in `make test`).
+command -v hey >/dev/null 2>&1 || need_apt+=(hey)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "install-tools: apt-get install ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
