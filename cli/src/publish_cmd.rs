@@ -71,13 +71,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .unwrap_or_default();
+    let issued = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+    let now = now.as_secs();
     let document = IntendedDocument {
         filter: args.filter.name().into(),
         workload: args.workload.clone(),
         fingerprint,
         config_version,
         expires: now.saturating_add(args.expires_in),
+        issued,
     };
     let key = read_signing_key(&args.key)?;
     let path = write_document(&args.out_dir, &document, &args.key_id, &key)?;

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use meshguard_core::integrity::{fingerprint, read_answer, IntegrityEnv};
+use meshguard_core::integrity::{fingerprint, read_answer, AnswerContext, IntegrityEnv};
 
 use common::{assert_output, keygen, TempDir};
 
@@ -559,24 +559,35 @@ fn publish_writes_signed_documents_the_filter_believes_and_serve_intended_serves
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let intended = read_answer(
+    let at = |filter, workload, now_s, newest_issued| AnswerContext {
+        filter,
+        workload: Some(workload),
+        now_s,
+        newest_issued,
+    };
+    let answer = read_answer(
         document.as_bytes(),
         &env,
-        "identity",
-        Some("shop/orders"),
-        now,
+        &at("identity", "shop/orders", now, None),
     )
     .unwrap();
     assert_eq!(
-        intended.fingerprint.unwrap(),
+        answer.intended.fingerprint.unwrap(),
         fingerprint(POLICY.as_bytes()).unwrap()
     );
-    for (filter, workload, at, want) in [
-        ("masking", "shop/orders", now, "wrong_filter"),
-        ("identity", "shop/payments", now, "wrong_workload"),
-        ("identity", "shop/orders", now + 86_401, "expired"),
+    let later = Some(answer.issued + 1);
+    for (filter, workload, now_s, newest, want) in [
+        ("masking", "shop/orders", now, None, "wrong_filter"),
+        ("identity", "shop/payments", now, None, "wrong_workload"),
+        ("identity", "shop/orders", now + 86_401, None, "expired"),
+        ("identity", "shop/orders", now, later, "stale"),
     ] {
-        let err = read_answer(document.as_bytes(), &env, filter, Some(workload), at).unwrap_err();
+        let err = read_answer(
+            document.as_bytes(),
+            &env,
+            &at(filter, workload, now_s, newest),
+        )
+        .unwrap_err();
         assert_eq!(err.reason.as_str(), want);
     }
 

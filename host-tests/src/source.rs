@@ -72,13 +72,14 @@ pub fn signed_with(config: &str, release: &Release, key_id: &str, key: &SigningK
 pub fn intended(filter: &str, config: &str) -> IntendedDocument {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .unwrap_or_default();
     IntendedDocument {
         filter: filter.into(),
         workload: WORKLOAD.into(),
         fingerprint: fingerprint(config.as_bytes()).expect("a JSON object"),
         config_version: None,
-        expires: now + 3600,
+        expires: now.as_secs() + 3600,
+        issued: u64::try_from(now.as_millis()).expect("ms fit"),
     }
 }
 
@@ -103,6 +104,11 @@ impl SourceOfTruth {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The directory `meshguard publish` writes (what any static server serves).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// The request path the sidecar polls for `filter` of [`WORKLOAD`].
@@ -140,5 +146,79 @@ impl SourceOfTruth {
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(tmp, path)?;
         Ok(())
+    }
+}
+
+/// Debian's stock nginx (`apt-get install nginx-light`) serving a published
+/// directory under `/v1/intended/`, as a fleet would from any static server.
+/// Killed on drop.
+#[derive(Debug)]
+pub struct Nginx {
+    addr: SocketAddr,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+/// Where Debian installs nginx.
+pub const NGINX: &str = "/usr/sbin/nginx";
+
+impl Nginx {
+    pub fn serve(published: &std::path::Path) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            std::path::Path::new(NGINX).exists(),
+            "{NGINX} is missing: apt-get install nginx-light"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("meshguard-nginx-")
+            .tempdir()?;
+        // A free port (released just before nginx binds it).
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let d = dir.path().display();
+        let root = published.display();
+        let config = format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{}}\nhttp {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
+             proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
+             scgi_temp_path {d}/scgi;\n  server {{\n    listen 127.0.0.1:{port};\n\
+             location /v1/intended/ {{\n      root {root};\n      default_type application/json;\n\
+             rewrite ^/v1/intended/(.*)$ /$1.json break;\n    }}\n  }}\n}}\n"
+        );
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, config)?;
+        let child = std::process::Command::new(NGINX)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut nginx = Self {
+            addr,
+            child,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Some(status) = nginx.child.try_wait()? {
+                anyhow::bail!("nginx exited ({status}); see {}", conf.display());
+            }
+            anyhow::ensure!(std::time::Instant::now() < deadline, "nginx did not listen");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(nginx)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

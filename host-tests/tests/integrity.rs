@@ -18,7 +18,7 @@ use meshguard_host_tests::http::Request;
 use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome};
 use meshguard_host_tests::prometheus::{sample_value, Prometheus};
 use meshguard_host_tests::source::{
-    intended, release_key, signed, signed_with, trust_env, trusted_key_entry, SourceOfTruth,
+    intended, release_key, signed, signed_with, trust_env, trusted_key_entry, Nginx, SourceOfTruth,
     KEY_ID, WORKLOAD,
 };
 
@@ -426,6 +426,17 @@ async fn config_edits_cannot_widen_redirect_replay_or_escape_scope() {
         PushOutcome::Accepted
     );
     stays_quarantined(&mesh, 503, "re-push during quarantine").await;
+    // A new VM (another vmConfig makes Envoy start one) starts from the
+    // proxy's shared data, not from a clean slate.
+    let mut fresh_vm = env();
+    fresh_vm.push(("MESHGUARD_TEST_FRESH_VM".into(), "1".into()));
+    assert_eq!(
+        mesh.push_filters(&[with_env(&v2, &fresh_vm)])
+            .await
+            .unwrap(),
+        PushOutcome::Accepted
+    );
+    stays_quarantined(&mesh, 503, "a new VM during quarantine").await;
 
     // The check can fail: publishing the running config releases it.
     source.publish_config("identity", &v2).unwrap();
@@ -481,6 +492,9 @@ async fn answers_on_the_source_cluster_are_believed_only_when_signed_bound_and_f
     };
     let sign = |d, id: &str, key: &SigningKey| sign_answer(&d, id, key).unwrap();
     let later = now_s() + 3600;
+    // The genuine document of v1, as published before v2 (replayed).
+    let mut replayed = doc("identity", WORKLOAD, later);
+    replayed.issued = (now_s() - 60) * 1000;
     let echoed = format!(r#"{{"config_version": "v1", "fingerprint": "{fp}"}}"#).into_bytes();
     let forged: Vec<(&str, Vec<u8>, &str)> = vec![
         ("the sidecar's own fingerprint echoed", echoed, "unreadable"),
@@ -530,6 +544,11 @@ async fn answers_on_the_source_cluster_are_believed_only_when_signed_bound_and_f
             "for another filter",
             sign(doc("masking", WORKLOAD, later), KEY_ID, &release_key()),
             "wrong_filter",
+        ),
+        (
+            "an older genuine document replayed",
+            sign(replayed, KEY_ID, &release_key()),
+            "stale",
         ),
         (
             "a document with attacker text\n\"injected\"",
@@ -718,5 +737,75 @@ async fn a_real_prometheus_scrapes_drift_and_unknown() {
     values.sort_by(f64::total_cmp);
     assert_eq!(values, [0.0, 1.0], "{unknown:?}");
     // Report mode never quarantines.
+    assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_stock_nginx_serving_the_published_documents_is_a_source_of_truth() {
+    let v1 = signed("identity", 1, &policy("v1"));
+    // `meshguard publish` writes the files; nginx only serves them.
+    let published = SourceOfTruth::start().unwrap();
+    published.publish_config("identity", &v1).unwrap();
+    let nginx = Nginx::serve(published.dir()).unwrap();
+    let mesh = mesh_with(with_env(&v1, &env()), Some(nginx.addr())).await;
+    mesh.server
+        .wait_for_log("config verified (source_of_truth)")
+        .await
+        .unwrap();
+    assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+
+    published
+        .publish_config("identity", &signed("identity", 2, &policy("v2")))
+        .unwrap();
+    wait_status(&mesh, "/api/orders", 503).await;
+    // nginx answers an attacker's file as readily: the sidecar does not believe it.
+    let fp = fingerprint(v1.as_bytes()).unwrap();
+    published
+        .publish_raw(
+            "identity",
+            format!(r#"{{"fingerprint": "{fp}"}}"#).as_bytes(),
+        )
+        .unwrap();
+    mesh.server
+        .wait_for_metric(&refused_answers("unreadable"), 3 * POLL, |v| {
+            v.is_some_and(|n| n > 0)
+        })
+        .await
+        .unwrap();
+    stays_quarantined(&mesh, 503, "an unsigned answer from nginx").await;
+
+    published.publish_config("identity", &v1).unwrap();
+    wait_status(&mesh, "/api/orders", 200).await;
+}
+
+#[tokio::test]
+async fn an_older_instance_judged_drifted_never_quarantines_the_config_that_replaced_it() {
+    let v1 = signed("identity", 1, &policy("v1"));
+    let v2 = signed("identity", 2, &policy("v2"));
+    let source = SourceOfTruth::start().unwrap();
+    source.publish_config("identity", &v1).unwrap();
+    let mesh = mesh_with(with_env(&v1, &env()), Some(source.addr())).await;
+    mesh.server
+        .wait_for_log("config verified (source_of_truth)")
+        .await
+        .unwrap();
+    // Pushed before it is published: v2 is drifted (and quarantined) until then,
+    // while the v1 instance of the draining listener still polls.
+    assert_eq!(
+        mesh.push_filters(&[with_env(&v2, &env())]).await.unwrap(),
+        PushOutcome::Accepted
+    );
+    source.publish_config("identity", &v2).unwrap();
+    wait_status(&mesh, "/api/orders", 200).await;
+    // The v1 instance now finds itself drifted; v2 keeps serving.
+    let until = Instant::now() + 3 * POLL;
+    while Instant::now() < until {
+        let (code, body) = status(&mesh, "frontend", "/api/orders").await;
+        assert!(
+            !body.contains("config_drift"),
+            "v2 quarantined by v1's verdict: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
 }

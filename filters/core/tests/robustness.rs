@@ -48,7 +48,8 @@ use meshguard_core::identity::{
     DecidedBy, IdentityPolicy, IdentitySource, Peer, Reason, RequestInfo, Transport,
 };
 use meshguard_core::integrity::{
-    fingerprint, load, read_answer, IntegrityEnv, LoadError, SignatureStatus, TRUSTED_KEYS_ENV,
+    fingerprint, load, read_answer, Answer, AnswerContext, IntegrityEnv, LoadError,
+    SignatureStatus, TRUSTED_KEYS_ENV,
 };
 use meshguard_core::masking::{
     body_kind, BodyKind, Detector, Direction, HeaderEdit, MaskError, MaskingPolicy,
@@ -2669,8 +2670,14 @@ fn intended_versions_and_environments_of_any_text_never_panic() {
             trusted_keys: vec![("release".into(), signing_key().verifying_key())],
             ..IntegrityEnv::default()
         };
-        match read_answer(&body, &trusting, "identity", Some("default/backend"), 0) {
-            Ok(intended) => {
+        let at = AnswerContext {
+            filter: "identity",
+            workload: Some("default/backend"),
+            now_s: 0,
+            newest_issued: None,
+        };
+        match read_answer(&body, &trusting, &at) {
+            Ok(Answer { intended, .. }) => {
                 assert!(intended.fingerprint.is_some());
                 let _ = intended.describe();
                 let _ = intended.matches_active("ab", Some("v3"), true);
@@ -2814,7 +2821,13 @@ fn configs_nested_far_too_deeply_are_refused_without_recursing() {
                 let _ = AuditPolicy::from_json(&bytes);
                 let _ = load(&bytes, &IntegrityEnv::default());
                 let _ = fingerprint(&bytes);
-                let _ = read_answer(&bytes, &IntegrityEnv::default(), "identity", None, 0);
+                let at = AnswerContext {
+                    filter: "identity",
+                    workload: None,
+                    now_s: 0,
+                    newest_issued: None,
+                };
+                let _ = read_answer(&bytes, &IntegrityEnv::default(), &at);
                 if depth >= 128 {
                     assert!(parse_json::<StrictObject>(&bytes).is_err(), "{depth}");
                     assert!(load(&bytes, &IntegrityEnv::default()).is_err(), "{depth}");

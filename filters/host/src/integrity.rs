@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use meshguard_core::config::ConfigError;
 use meshguard_core::integrity::{
-    admit, load, load_results, read_answer, Admission, AnswerRefusal, DriftMonitor, DriftState,
-    IntegrityEnv, IntegritySettings, LoadError, Loaded, OnDrift, Transition,
+    admit, load, load_results, read_answer, Admission, AnswerContext, AnswerRefusal, DriftMonitor,
+    DriftState, IntegrityEnv, IntegritySettings, LoadError, Loaded, OnDrift, Transition,
 };
 use meshguard_core::metrics::{self, tagged};
 use proxy_wasm::hostcalls;
@@ -112,8 +112,17 @@ struct SharedState;
 const CAS_ATTEMPTS: usize = 4;
 
 impl SharedState {
+    /// The last trusted verdict on this proxy, whatever config it was about:
+    /// what a newly loaded config starts from (a push cannot reset it).
     fn drift_key(filter: &str) -> String {
         format!("meshguard.integrity.{filter}.drift")
+    }
+
+    /// The verdict on one config: what every VM running that config enforces.
+    /// Per fingerprint, so that an older instance still draining (and judged
+    /// drifted) never quarantines the config that replaced it.
+    fn config_drift_key(filter: &str, fingerprint: &str) -> String {
+        format!("meshguard.integrity.{filter}.drift.{fingerprint}")
     }
 
     fn serial_key(filter: &str) -> String {
@@ -133,11 +142,47 @@ impl SharedState {
         }
     }
 
-    fn set_drifted(filter: &str, drifted: bool) {
+    fn set_drifted(filter: &str, fingerprint: &str, drifted: bool) {
         let value: &[u8] = if drifted { b"1" } else { b"0" };
-        if hostcalls::set_shared_data(&Self::drift_key(filter), Some(value), None).is_err() {
-            log::error!("meshguard {filter}: the host refused shared data; drift state is per VM");
+        for key in [
+            Self::drift_key(filter),
+            Self::config_drift_key(filter, fingerprint),
+        ] {
+            if hostcalls::set_shared_data(&key, Some(value), None).is_err() {
+                log::error!(
+                    "meshguard {filter}: the host refused shared data; drift state is per VM"
+                );
+            }
         }
+    }
+
+    fn issued_key(filter: &str) -> String {
+        format!("meshguard.integrity.{filter}.issued")
+    }
+
+    /// `issued` of the newest intended document believed here.
+    fn newest_issued(filter: &str) -> Option<u64> {
+        let bytes = Self::get(&Self::issued_key(filter)).0?;
+        std::str::from_utf8(&bytes).ok()?.parse().ok()
+    }
+
+    fn record_issued(filter: &str, issued: u64) {
+        let key = Self::issued_key(filter);
+        for _ in 0..CAS_ATTEMPTS {
+            let (current, cas) = Self::get(&key);
+            let newer = current
+                .as_deref()
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .and_then(|c| c.parse::<u64>().ok())
+                .is_none_or(|c| issued > c);
+            if !newer
+                || hostcalls::set_shared_data(&key, Some(issued.to_string().as_bytes()), cas)
+                    .is_ok()
+            {
+                return;
+            }
+        }
+        log::error!("meshguard {filter}: could not record intended document time in shared data");
     }
 
     /// `(serial, fingerprint)` of the newest signed config accepted here.
@@ -274,7 +319,7 @@ impl Guard {
     pub fn quarantine(&self) -> Quarantine {
         Quarantine {
             filter: self.filter,
-            drift_key: SharedState::drift_key(self.filter),
+            drift_key: SharedState::config_drift_key(self.filter, &self.fingerprint),
             quarantined: Rc::clone(&self.quarantined),
             settings: self.settings.clone(),
             denied: self.quarantine_denied,
@@ -296,8 +341,12 @@ impl Guard {
         // confirmation to 0; "unknown" leaves it as it was.
         if let Some(t) = &transition {
             match t.to {
-                DriftState::Drifted => SharedState::set_drifted(self.filter, true),
-                DriftState::InSync => SharedState::set_drifted(self.filter, false),
+                DriftState::Drifted => {
+                    SharedState::set_drifted(self.filter, &self.fingerprint, true)
+                }
+                DriftState::InSync => {
+                    SharedState::set_drifted(self.filter, &self.fingerprint, false)
+                }
                 DriftState::Unknown => {}
             }
         }
@@ -387,15 +436,16 @@ impl Guard {
         .flatten()
         .unwrap_or_default();
         let now = now_ms();
-        match read_answer(
-            &body,
-            &self.env,
-            self.filter,
-            self.workload.as_deref(),
-            now / 1000,
-        ) {
-            Ok(intended) => {
-                let transition = self.monitor.observe(&intended, now);
+        let at = AnswerContext {
+            filter: self.filter,
+            workload: self.workload.as_deref(),
+            now_s: now / 1000,
+            newest_issued: SharedState::newest_issued(self.filter),
+        };
+        match read_answer(&body, &self.env, &at) {
+            Ok(answer) => {
+                SharedState::record_issued(self.filter, answer.issued);
+                let transition = self.monitor.observe(&answer.intended, now);
                 self.metrics
                     .check_age
                     .set(self.monitor.check_age_seconds(now));

@@ -26,6 +26,16 @@ pub struct IntendedDocument {
     pub config_version: Option<String>,
     /// Unix seconds after which the answer is not believed.
     pub expires: u64,
+    /// Unix milliseconds when it was published: a sidecar refuses a document
+    /// older than the newest it believed (an old answer replayed).
+    pub issued: u64,
+}
+
+/// A believed answer: what is intended, and when that was published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub intended: Intended,
+    pub issued: u64,
 }
 
 /// Why an answer was not believed; each is a `reason` label of
@@ -42,10 +52,12 @@ pub enum AnswerRefusal {
     WrongFilter,
     WrongWorkload,
     Expired,
+    /// Issued before the newest document this proxy believed.
+    Stale,
 }
 
 impl AnswerRefusal {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Unreadable,
         Self::Unsigned,
         Self::UntrustedKey,
@@ -54,6 +66,7 @@ impl AnswerRefusal {
         Self::WrongFilter,
         Self::WrongWorkload,
         Self::Expired,
+        Self::Stale,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +79,7 @@ impl AnswerRefusal {
             Self::WrongFilter => "wrong_filter",
             Self::WrongWorkload => "wrong_workload",
             Self::Expired => "expired",
+            Self::Stale => "stale",
         }
     }
 }
@@ -92,15 +106,27 @@ struct SignatureSection {
     ed25519: String,
 }
 
+/// What the proxy knows when it reads an answer (never taken from the answer).
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerContext<'a> {
+    pub filter: &'a str,
+    /// `NAMESPACE/WORKLOAD_NAME` from the proxy's node metadata.
+    pub workload: Option<&'a str>,
+    /// Host time, Unix seconds.
+    pub now_s: u64,
+    /// `issued` of the newest document this proxy believed for this filter.
+    pub newest_issued: Option<u64>,
+}
+
 /// Reads a source-of-truth answer: believed only when signed by a trusted,
-/// unrevoked key, for this `filter` and `workload`, and not expired at `now_s`.
+/// unrevoked key, for this filter and workload, not expired, and not older
+/// than the newest document already believed.
 pub fn read_answer(
     body: &[u8],
     env: &IntegrityEnv,
-    filter: &str,
-    workload: Option<&str>,
-    now_s: u64,
-) -> Result<Intended, AnswerError> {
+    at: &AnswerContext<'_>,
+) -> Result<Answer, AnswerError> {
+    let (filter, workload, now_s) = (at.filter, at.workload, at.now_s);
     let unreadable = |e: ConfigError| refused(AnswerRefusal::Unreadable, e.to_string());
     let StrictObject(mut doc) = parse_json(body).map_err(unreadable)?;
     let signature = doc.remove("signature");
@@ -157,9 +183,21 @@ pub fn read_answer(
             format!("expired at {}, now is {now_s}", document.expires),
         ));
     }
-    Ok(Intended {
-        config_version: document.config_version,
-        fingerprint: Some(document.fingerprint),
+    if let Some(newest) = at.newest_issued.filter(|n| document.issued < *n) {
+        return Err(refused(
+            AnswerRefusal::Stale,
+            format!(
+                "issued at {} ms, before the newest believed ({newest} ms): an old answer replayed",
+                document.issued
+            ),
+        ));
+    }
+    Ok(Answer {
+        intended: Intended {
+            config_version: document.config_version,
+            fingerprint: Some(document.fingerprint),
+        },
+        issued: document.issued,
     })
 }
 
@@ -203,11 +241,23 @@ mod tests {
             fingerprint: FP.into(),
             config_version: Some("v1".into()),
             expires,
+            issued: 500_000,
+        }
+    }
+
+    fn at(workload: Option<&str>, newest_issued: Option<u64>) -> AnswerContext<'_> {
+        AnswerContext {
+            filter: "identity",
+            workload,
+            now_s: 1_000,
+            newest_issued,
         }
     }
 
     fn read(body: &[u8]) -> Result<Intended, AnswerRefusal> {
-        read_answer(body, &env(), "identity", Some("default/backend"), 1_000).map_err(|e| e.reason)
+        read_answer(body, &env(), &at(Some("default/backend"), None))
+            .map(|a| a.intended)
+            .map_err(|e| e.reason)
     }
 
     #[test]
@@ -294,23 +344,25 @@ mod tests {
         for (what, body, want) in cases {
             assert_eq!(read(&body).err(), Some(want), "{what}");
         }
+        let reason = |r: Result<Answer, AnswerError>| r.map_err(|e| e.reason).err();
         // Without trusted keys nothing can be believed.
         let none = read_answer(
             &good,
             &IntegrityEnv::default(),
-            "identity",
-            Some("default/backend"),
-            1_000,
+            &at(Some("default/backend"), None),
         );
-        assert_eq!(
-            none.map_err(|e| e.reason).err(),
-            Some(AnswerRefusal::Unsigned)
-        );
+        assert_eq!(reason(none), Some(AnswerRefusal::Unsigned));
         // A proxy that does not know its workload believes no answer.
-        let unknown = read_answer(&good, &env(), "identity", None, 1_000);
+        let unknown = read_answer(&good, &env(), &at(None, None));
+        assert_eq!(reason(unknown), Some(AnswerRefusal::WrongWorkload));
+        // An older genuine document replayed after a newer one was believed.
+        let stale = read_answer(&good, &env(), &at(Some("default/backend"), Some(500_001)));
+        assert_eq!(reason(stale), Some(AnswerRefusal::Stale));
+        let same = read_answer(&good, &env(), &at(Some("default/backend"), Some(500_000)));
         assert_eq!(
-            unknown.map_err(|e| e.reason).err(),
-            Some(AnswerRefusal::WrongWorkload)
+            same.map(|a| a.issued),
+            Ok(500_000),
+            "the same document again is fine"
         );
     }
 
@@ -322,8 +374,7 @@ mod tests {
             &key(1),
         )
         .unwrap();
-        let err =
-            read_answer(&evil, &env(), "identity", Some("default/backend"), 1_000).unwrap_err();
+        let err = read_answer(&evil, &env(), &at(Some("default/backend"), None)).unwrap_err();
         assert!(err.to_string().contains(r#""identity\n\"x""#), "{err}");
         assert!(!err.to_string().contains('\n'), "{err}");
     }

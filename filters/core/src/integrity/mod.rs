@@ -15,7 +15,9 @@ mod drift;
 mod env;
 mod load;
 
-pub use answer::{read_answer, sign_answer, AnswerError, AnswerRefusal, IntendedDocument};
+pub use answer::{
+    read_answer, sign_answer, Answer, AnswerContext, AnswerError, AnswerRefusal, IntendedDocument,
+};
 pub use drift::{DriftMonitor, DriftState, IntendedSource, Transition};
 pub use env::{IntegrityEnv, ALL_ENV, TRUSTED_KEYS_ENV};
 pub use load::{
