@@ -6,7 +6,7 @@
 #   dist/istio/release/kustomization.yaml            the registry + digest component (generated)
 #   dist/istio/overlays/, components/                copied: every overlay now renders pinned
 #   dist/istio/rendered/<mode>-<api>.yaml            `kubectl kustomize` of every overlay
-#   dist/istio/audit-envoyfilter-body-commands.yaml  the audit alternative for body commands
+#   dist/istio/audit/                                the audit EnvoyFilter for body commands (rendered)
 #   dist/istio/stats/, workload/, observability/     copied as they are
 #
 # Every example config is validated first by the filters' own validator
@@ -98,6 +98,10 @@ for f in identity masking audit; do
     "${cli[@]}" validate --filter "$f" "$config" >&2
 done
 cp -r istio-manifests/base istio-manifests/components istio-manifests/overlays "$out/"
+mkdir -p "$out/audit"
+cp istio-manifests/audit/kustomization.yaml "$out/audit/"
+render istio-manifests/audit/envoyfilter-body-commands.yaml "$out/audit/envoyfilter-body-commands.yaml" \
+  audit examples/audit/body-commands.json
 node scripts/generate-manifests.mjs release "$out/release" --repository "$OCI_REPOSITORY" --tag "$OCI_TAG" >&2
 # Every overlay, pinned, as the YAML `kubectl apply -k` would send.
 command -v kubectl >/dev/null 2>&1 || { echo "render-manifests: kubectl (for kubectl kustomize) is missing" >&2; exit 1; }
@@ -110,8 +114,6 @@ for k in "$out"/overlays/*/*/kustomization.yaml; do
   kubectl kustomize "$dir" > "$out/rendered/$mode-$api.yaml"
   echo "$out/rendered/$mode-$api.yaml  (kubectl kustomize ${dir#"$out"/})" >&2
 done
-render istio-manifests/audit/envoyfilter-body-commands.yaml "$out/audit-envoyfilter-body-commands.yaml" \
-  audit examples/audit/body-commands.json
 for d in stats workload observability; do
   cp -r "istio-manifests/$d" "$out/$d"
 done

@@ -384,7 +384,8 @@ function checkExtension(doc, unit, problems) {
 }
 
 // The Wasm filter configs an EnvoyFilter adds, with meshguard root ids.
-function checkEnvoyFilter(doc, problems) {
+const envoyFilters = [];
+function checkEnvoyFilter(doc, unit, problems) {
   for (const [n, patch] of (doc.spec?.configPatches ?? []).entries()) {
     const typed = patch.patch?.value?.typed_config;
     if (!typed || typed["@type"] !== "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm") continue;
@@ -409,6 +410,7 @@ function checkEnvoyFilter(doc, problems) {
       continue;
     }
     checkPluginConfig(filter, parsed, { ...(vars.key_values ?? {}) }, config.allow_on_headers_stop_iteration === true, problems);
+    envoyFilters.push({ unit, namespace: doc.metadata?.namespace ?? "", filter });
     const inserted = (doc.spec.configPatches ?? []).some((p) => p.applyTo === "HTTP_FILTER" && p.patch?.value?.name === patch.patch.value.name);
     if (!inserted) problems.push(`${where}: no HTTP_FILTER patch references the extension config ${patch.patch.value.name}`);
   }
@@ -441,6 +443,10 @@ function checkChainOrder() {
       if (x[0] === y[0] && x[1] === y[1]) problems.push(`meshguard-${sorted[n - 1].filter} and meshguard-${sorted[n].filter} share phase and priority: their order is undefined`);
     }
   }
+  // The same filter as an extension and as an EnvoyFilter in one deployment.
+  for (const e of envoyFilters)
+    if (extensions.some((p) => p.unit === e.unit && p.filter === e.filter && (p.doc.metadata?.namespace ?? "") === e.namespace))
+      problems.push(`${relative(process.cwd(), e.unit) || "."}: meshguard-${e.filter} both as an extension and as an EnvoyFilter: the workloads would run two ${e.filter} filters`);
   report("(all meshguard extensions)", "filter chain order", problems);
 }
 // One definition, both APIs: what Istio runs must not depend on the API used.
@@ -560,7 +566,7 @@ for (const file of files) {
     }
     const problems = schemaProblems(doc, m);
     if (doc.kind === "WasmPlugin" || doc.kind === "TrafficExtension") checkExtension(doc, unit, problems);
-    if (doc.kind === "EnvoyFilter") checkEnvoyFilter(doc, problems);
+    if (doc.kind === "EnvoyFilter") checkEnvoyFilter(doc, unit, problems);
     report(shown, what, problems);
   }
 }

@@ -124,10 +124,11 @@ fn phase(doc: &Value) -> String {
 fn rendered_manifests_pass_istios_schema_and_meshguards_checks() {
     let outcome = rendered();
     let mut files = vec![
-        "audit-envoyfilter-body-commands.yaml".to_string(),
+        "audit/envoyfilter-body-commands.yaml".to_string(),
         "stats/istio-operator.yaml".into(),
         "observability/kustomization.yaml".into(),
         "release/kustomization.yaml".into(),
+        "rendered/sidecar-wasmplugin-body-commands.yaml".into(),
         "components/istio-pre-1.27/kustomization.yaml".into(),
     ];
     for (mode, api) in OVERLAYS {
@@ -221,7 +222,10 @@ fn the_base_is_valid_yaml_and_what_the_definition_generates() {
             );
         }
     }
-    for (mode, api) in OVERLAYS {
+    for (mode, api) in OVERLAYS
+        .into_iter()
+        .chain([("sidecar", "wasmplugin-body-commands")])
+    {
         let dir = repo_root().join(format!("istio-manifests/overlays/{mode}/{api}"));
         let outcome = kustomize(&dir).unwrap();
         assert!(outcome.success(), "{}: {}", dir.display(), outcome.output());
@@ -257,7 +261,7 @@ fn every_sha256_is_the_digest_istio_checks_for_the_module_just_built() {
             );
         }
     }
-    let filter = one_doc(&rendered_file("audit-envoyfilter-body-commands.yaml"));
+    let filter = one_doc(&rendered_file("audit/envoyfilter-body-commands.yaml"));
     let remote = &filter["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["config"]
         ["vm_config"]["code"]["remote"];
     let image = read_wasm_image(&layout_dir("audit")).unwrap();
@@ -372,7 +376,7 @@ fn phases_priorities_and_failure_policies_are_equal_under_both_apis() {
         assert_eq!(&o, n, "{filter}");
     }
 
-    let filter = one_doc(&rendered_file("audit-envoyfilter-body-commands.yaml"));
+    let filter = one_doc(&rendered_file("audit/envoyfilter-body-commands.yaml"));
     let patches = filter["spec"]["configPatches"].as_array().unwrap();
     let extension = &patches[0];
     assert_eq!(extension["applyTo"], "EXTENSION_CONFIG");
@@ -476,6 +480,36 @@ fn every_overlay_attaches_its_filters_as_documented() {
             "the waypoint's proxy gets what a sidecar gets"
         );
     }
+}
+
+/// The body-command overlay: identity and masking as extensions, audit as
+/// the EnvoyFilter, both selecting the same pods, never both audit variants.
+#[test]
+fn the_body_command_overlay_swaps_the_audit_extension_for_the_envoyfilter() {
+    let docs = overlay("sidecar", "wasmplugin-body-commands");
+    for filter in ["identity", "masking"] {
+        let doc = extension(&docs, filter);
+        assert_eq!(
+            doc["spec"]["selector"],
+            json!({"matchLabels": {"app": "orders"}})
+        );
+    }
+    assert!(!docs
+        .iter()
+        .any(|d| KINDS.contains(&d["kind"].as_str().unwrap_or(""))
+            && d["metadata"]["name"] == "meshguard-audit"));
+    let filters: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "EnvoyFilter").collect();
+    assert_eq!(filters.len(), 1);
+    assert_eq!(filters[0]["metadata"]["namespace"], "shop");
+    assert_eq!(
+        filters[0]["spec"]["workloadSelector"],
+        json!({"labels": {"app": "orders"}})
+    );
+    assert_eq!(
+        filters[0]["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["config"]
+            ["allow_on_headers_stop_iteration"],
+        true
+    );
 }
 
 /// The meshguard variables a Deployment patch gives the istio-proxy container,
@@ -891,6 +925,20 @@ fn the_validator_reports_what_istios_schema_misses() {
             expect: "is masking -> identity -> audit; meshguard needs identity -> masking -> audit",
         },
         Broken {
+            what: "both audit variants in one deployment",
+            overlay: WP,
+            edit: |d| {
+                let body = overlay("sidecar", "wasmplugin-body-commands");
+                let filter = body
+                    .iter()
+                    .find(|x| x["kind"] == "EnvoyFilter")
+                    .unwrap()
+                    .clone();
+                d.push(filter);
+            },
+            expect: "meshguard-audit both as an extension and as an EnvoyFilter",
+        },
+        Broken {
             what: "both APIs for one workload",
             overlay: WP,
             edit: |d| {
@@ -919,7 +967,7 @@ fn the_validator_reports_what_istios_schema_misses() {
     }
 
     // The EnvoyFilter without the knob body commands need.
-    let original = read(&rendered_file("audit-envoyfilter-body-commands.yaml"));
+    let original = read(&rendered_file("audit/envoyfilter-body-commands.yaml"));
     let knob = "\n            allow_on_headers_stop_iteration: true";
     assert!(original.contains(knob));
     let path = dir.path().join("envoyfilter.yaml");
@@ -988,7 +1036,7 @@ fn without_the_node_packages_the_validator_says_to_run_make_tools() {
 /// instead of from the proxy's environment: everything else is the manifest.)
 #[tokio::test]
 async fn the_audit_envoyfilter_runs_body_commands_in_a_real_envoy() {
-    let filter = one_doc(&rendered_file("audit-envoyfilter-body-commands.yaml"));
+    let filter = one_doc(&rendered_file("audit/envoyfilter-body-commands.yaml"));
     let patches = filter["spec"]["configPatches"].as_array().unwrap();
     let name = patches[1]["patch"]["value"]["name"].as_str().unwrap();
     let mut typed_config = patches[0]["patch"]["value"]["typed_config"].clone();
@@ -1088,11 +1136,11 @@ async fn the_audit_envoyfilter_runs_body_commands_in_a_real_envoy() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Envoy names the plugin's stats after config.name (Istio: namespace.name),
-    // which is what the dashboard and the VM-reload alert select.
+    // Envoy names the plugin's stats after config.name (a WasmPlugin's:
+    // namespace.name), which is what the dashboard and the VM-reload alert select.
     let stats = envoy.prometheus().await.unwrap();
     assert!(
-        stats.contains("envoy_wasm_shop_meshguard_audit_vm_reload"),
+        stats.contains("envoy_wasm_meshguard_audit_vm_reload"),
         "{}",
         stats
             .lines()
