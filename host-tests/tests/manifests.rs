@@ -1018,7 +1018,7 @@ fn the_validator_reports_what_istios_schema_misses() {
 #[test]
 fn without_the_node_packages_the_validator_says_to_run_make_tools() {
     let outcome = manifests::validate(
-        &[&repo_root().join("istio-manifests/peer-authentication.yaml")],
+        &[&repo_root().join("istio-manifests/base/mtls/peer-authentication.yaml")],
         &[("MESHGUARD_NODE_TOOLS", "/nonexistent/node_modules")],
     )
     .unwrap();
