@@ -503,7 +503,7 @@ function checkIstioOperator(doc, problems) {
 
 // ---- main ------------------------------------------------------------------------------
 function schemaProblems(doc, m) {
-  if (doc.kind === "TrafficExtension" && doc.apiVersion === "extensions.istio.io/v1alpha1") {
+  if (!m.cls) {
     const problems = [];
     if (!validateTrafficExtension(doc))
       for (const e of validateTrafficExtension.errors) {
@@ -559,7 +559,8 @@ for (const file of files) {
       console.log(`skip  ${shown}: ${what} (${doc.apiVersion} is not an Istio API)`);
       continue;
     }
-    const m = doc.kind === "TrafficExtension" ? {} : await model(doc.apiVersion, doc.kind);
+    const ownSchema = doc.kind === "TrafficExtension" && doc.apiVersion === "extensions.istio.io/v1alpha1";
+    const m = ownSchema ? {} : await model(doc.apiVersion, doc.kind);
     if (!m) {
       report(shown, what, [`${doc.apiVersion} ${doc.kind} is not an Istio kind known to @kubernetes-models/istio@${istioVersion}`]);
       continue;
