@@ -595,6 +595,54 @@ patches:
     }
 }
 
+/// The component a team adds to the kustomization of its own workloads: any
+/// Deployment, whatever its name, gets the sidecar's meshguard environment.
+#[test]
+fn the_sidecar_env_component_patches_any_deployment() {
+    rendered();
+    let component = repo_root().join("istio-manifests/components/sidecar-proxy-env/proxy-env.yaml");
+    let orders = repo_root().join("istio-manifests/workload/orders-proxy-env.yaml");
+    assert_eq!(
+        proxy_env(&one_doc(&component)),
+        proxy_env(&one_doc(&orders))
+    );
+    let target = repo_root().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("team-app-")
+        .tempdir_in(&target)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "resources: [app.yaml]\ncomponents: [../../dist/istio/components/sidecar-proxy-env]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        r#"{"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "payments-api", "namespace": "payments"},
+            "spec": {"selector": {"matchLabels": {"app": "payments"}},
+                     "template": {"metadata": {"labels": {"app": "payments"}},
+                                  "spec": {"containers": [{"name": "app", "image": "payments:1"}]}}}}"#,
+    )
+    .unwrap();
+    let outcome = kustomize(dir.path()).unwrap();
+    assert!(outcome.success(), "{}", outcome.output());
+    let out = dir.path().join("out.yaml");
+    std::fs::write(&out, &outcome.stdout).unwrap();
+    let mut deployment = one_doc(&out);
+    assert_eq!(deployment["metadata"]["name"], "payments-api");
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap();
+    assert!(
+        containers.iter().any(|c| c["name"] == "app"),
+        "{containers:?}"
+    );
+    containers.retain(|c| c["name"] == "istio-proxy");
+    assert_eq!(proxy_env(&deployment), proxy_env(&one_doc(&orders)));
+}
+
 #[test]
 fn every_metric_tag_is_in_the_extra_stat_tags() {
     let operator = one_doc(&repo_root().join("istio-manifests/stats/istio-operator.yaml"));
