@@ -443,6 +443,22 @@ function checkChainOrder() {
       if (x[0] === y[0] && x[1] === y[1]) problems.push(`meshguard-${sorted[n - 1].filter} and meshguard-${sorted[n].filter} share phase and priority: their order is undefined`);
     }
   }
+  // Two instances of a filter in one deployment whose selectors overlap:
+  // matchLabels can only narrow, so a selector whose labels include all of
+  // another's picks a subset of its pods (no selector: every pod of the
+  // namespace). Those pods would run the filter twice (stable + canary
+  // overlays need disjoint selectors, e.g. track: stable / track: canary).
+  const labelsOf = (p) => (p.doc.spec?.targetRefs || p.doc.spec?.targetRef ? null : p.doc.spec?.selector?.matchLabels ?? {});
+  for (let i = 0; i < extensions.length; i++)
+    for (let j = i + 1; j < extensions.length; j++) {
+      const [a, b] = [extensions[i], extensions[j]];
+      if (a.unit !== b.unit || a.filter !== b.filter || (a.doc.metadata?.namespace ?? "") !== (b.doc.metadata?.namespace ?? "")) continue;
+      const [la, lb] = [labelsOf(a), labelsOf(b)];
+      if (!la || !lb || JSON.stringify(a.view.targeting) === JSON.stringify(b.view.targeting)) continue;
+      const within = (x, y) => Object.entries(x).every(([k, v]) => y[k] === v);
+      if (within(la, lb) || within(lb, la))
+        problems.push(`${relative(process.cwd(), a.unit) || "."}: ${a.doc.metadata?.name} (${JSON.stringify(la)}) and ${b.doc.metadata?.name} (${JSON.stringify(lb)}) select overlapping pods: meshguard-${a.filter} would run twice on them (use disjoint selectors)`);
+    }
   // The same filter as an extension and as an EnvoyFilter in one deployment.
   for (const e of envoyFilters)
     if (extensions.some((p) => p.unit === e.unit && p.filter === e.filter && (p.doc.metadata?.namespace ?? "") === e.namespace))

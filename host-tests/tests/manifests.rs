@@ -987,6 +987,17 @@ fn the_validator_reports_what_istios_schema_misses() {
             expect: "meshguard-audit both as an extension and as an EnvoyFilter",
         },
         Broken {
+            what: "a canary whose selector overlaps the stable one",
+            overlay: WP,
+            edit: |d| {
+                let mut canary = extension(d, "identity").clone();
+                canary["metadata"]["name"] = json!("canary-meshguard-identity");
+                canary["spec"]["selector"]["matchLabels"]["track"] = json!("canary");
+                d.push(canary);
+            },
+            expect: "select overlapping pods: meshguard-identity would run twice",
+        },
+        Broken {
             what: "both APIs for one workload",
             overlay: WP,
             edit: |d| {
@@ -1013,6 +1024,24 @@ fn the_validator_reports_what_istios_schema_misses() {
             outcome.output()
         );
     }
+
+    // Stable and canary in one deployment, with disjoint selectors and the
+    // canary's names prefixed (docs/operations.md): valid.
+    let mut docs = overlay("sidecar", "trafficextension");
+    let mut canaries = Vec::new();
+    for filter in FILTERS {
+        let stable = extension_mut(&mut docs, filter);
+        stable["spec"]["selector"]["matchLabels"]["track"] = json!("stable");
+        let mut canary = stable.clone();
+        canary["metadata"]["name"] = json!(format!("canary-meshguard-{filter}"));
+        canary["spec"]["selector"]["matchLabels"]["track"] = json!("canary");
+        canaries.push(canary);
+    }
+    docs.extend(canaries);
+    let path = dir.path().join("canary.yaml");
+    write_docs(&path, &docs).unwrap();
+    let outcome = manifests::validate(&[&path], &[]).unwrap();
+    assert!(outcome.success(), "{}", outcome.output());
 
     // The EnvoyFilter without the knob body commands need.
     let original = read(&rendered_file("audit/envoyfilter-body-commands.yaml"));
