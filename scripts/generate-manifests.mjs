@@ -118,7 +118,9 @@ const HEADER = (what) =>
   `# edit the definition, never this file (the manifest tests compare them).\n${what}`;
 
 function render(docs, header) {
-  const text = docs.map((d) => YAML.stringify(d, { lineWidth: 0 })).join("---\n");
+  // YAML 1.1 quoting: Kubernetes' YAML readers take an unquoted `on`, `yes` or
+  // a bare date as a boolean or a timestamp.
+  const text = docs.map((d) => YAML.stringify(d, { lineWidth: 0, version: "1.1" })).join("---\n");
   return `${header}\n${text}`;
 }
 
@@ -166,7 +168,7 @@ function release(def, dir, repository, tag) {
       const spec = api === "wasmplugin" ? pin : { wasm: pin };
       patches.push({
         target: { group: "extensions.istio.io", kind, name: `meshguard-${name}` },
-        patch: YAML.stringify({ apiVersion: "extensions.istio.io/v1alpha1", kind, metadata, spec }),
+        patch: YAML.stringify({ apiVersion: "extensions.istio.io/v1alpha1", kind, metadata, spec }, { version: "1.1" }),
       });
     }
   }
