@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Renders istio-manifests/ into dist/istio/ (what `make manifests` runs):
 #
-#   dist/istio/{identity,masking,audit}-wasmplugin.yaml    one WasmPlugin per filter
-#   dist/istio/audit-envoyfilter-body-commands.yaml        the audit alternative for body commands
-#   dist/istio/peer-authentication.yaml, kustomization.yaml   `kubectl apply -k dist/istio`
-#   dist/istio/stats/, workload/, observability/           copied as they are
+#   dist/istio/base/{wasmplugin,trafficextension}/   both APIs, generated from
+#                                                    istio-manifests/definition.yaml (checked up to date)
+#   dist/istio/release/kustomization.yaml            the registry + digest component (generated)
+#   dist/istio/overlays/, components/                copied: every overlay now renders pinned
+#   dist/istio/rendered/<mode>-<api>.yaml            `kubectl kustomize` of every overlay
+#   dist/istio/audit/                                the audit EnvoyFilter for body commands (rendered)
+#   dist/istio/stats/, workload/, observability/     copied as they are
 #
 # Every example config is validated first by the filters' own validator
 # (`meshguard validate --filter F`), the OCI images are built (scripts/build-oci.sh)
@@ -67,7 +70,7 @@ text = (text.replace("@OCI_REPOSITORY@", os.environ["OCI_REPOSITORY"])
             .replace("@OCI_TAG@", os.environ["OCI_TAG"])
             .replace("@MODULE_SHA256@", module_sha)
             .replace("@CONFIG_VERSION@", str(config.get("config_version") or ""))
-            .replace("@PLUGIN_CONFIG_STRING@", json.dumps(compact, ensure_ascii=False))
+            .replace('"@PLUGIN_CONFIG_STRING@"', json.dumps(compact, ensure_ascii=False))
             .replace("@PLUGIN_CONFIG@", compact))
 # Istio checks `sha256` against the image MANIFEST digest for oci:// urls
 # (pkg/wasm/imagefetcher.go) and against the module itself for file/https.
@@ -83,12 +86,34 @@ print(f"{output}  {urls[0]}  sha256 {manifest_sha if urls[0].startswith('oci://'
 PY
 }
 
-render istio-manifests/identity/wasmplugin.yaml "$out/identity-wasmplugin.yaml" identity examples/identity/strict.json
-render istio-manifests/masking/wasmplugin.yaml "$out/masking-wasmplugin.yaml" masking examples/masking/pii.json
-render istio-manifests/audit/wasmplugin.yaml "$out/audit-wasmplugin.yaml" audit examples/audit/commands.json
-render istio-manifests/audit/envoyfilter-body-commands.yaml "$out/audit-envoyfilter-body-commands.yaml" \
+# The bases must be what the one definition generates (both APIs equal).
+node scripts/generate-manifests.mjs --check >&2 || {
+  echo "render-manifests: istio-manifests/base/ is stale: run node scripts/generate-manifests.mjs" >&2
+  exit 1
+}
+for f in identity masking audit; do
+  config=$(node -e 'const y=require(process.argv[1]);const d=y.parse(require("fs").readFileSync("istio-manifests/definition.yaml","utf8"));console.log(d.filters[process.argv[2]].config)' \
+    "${MESHGUARD_NODE_TOOLS:-$root/.tools/node/node_modules}/yaml" "$f")
+  MESHGUARD_MASK_HASH_KEY=${MESHGUARD_MASK_HASH_KEY:-render-validation-only-not-a-real-key} \
+    "${cli[@]}" validate --filter "$f" "$config" >&2
+done
+cp -r istio-manifests/base istio-manifests/components istio-manifests/overlays "$out/"
+mkdir -p "$out/audit"
+cp istio-manifests/audit/kustomization.yaml "$out/audit/"
+render istio-manifests/audit/envoyfilter-body-commands.yaml "$out/audit/envoyfilter-body-commands.yaml" \
   audit examples/audit/body-commands.json
-cp istio-manifests/peer-authentication.yaml istio-manifests/kustomization.yaml "$out/"
+node scripts/generate-manifests.mjs release "$out/release" --repository "$OCI_REPOSITORY" --tag "$OCI_TAG" >&2
+# Every overlay, pinned, as the YAML `kubectl apply -k` would send.
+command -v kubectl >/dev/null 2>&1 || { echo "render-manifests: kubectl (for kubectl kustomize) is missing" >&2; exit 1; }
+mkdir -p "$out/rendered"
+for k in "$out"/overlays/*/*/kustomization.yaml; do
+  dir=$(dirname "$k")
+  api=$(basename "$dir")
+  mode=$(basename "$(dirname "$dir")")
+  [ "$api" = gateway ] && continue
+  kubectl kustomize "$dir" > "$out/rendered/$mode-$api.yaml"
+  echo "$out/rendered/$mode-$api.yaml  (kubectl kustomize ${dir#"$out"/})" >&2
+done
 for d in stats workload observability; do
   cp -r "istio-manifests/$d" "$out/$d"
 done
@@ -114,5 +139,12 @@ if [ "$validate_manifests" = 1 ]; then
     echo "render-manifests: node is missing (run \`make tools\`)" >&2
     exit 1
   }
-  node scripts/validate-manifests.mjs "$out"
+  # Everything but base/, which is deliberately unpinned (no digest, no
+  # namespace): every rendered overlay is the base plus its patches.
+  shopt -s nullglob
+  targets=()
+  for p in "$out"/*; do
+    [ "$p" = "$out/base" ] || targets+=("$p")
+  done
+  node scripts/validate-manifests.mjs "${targets[@]}"
 fi

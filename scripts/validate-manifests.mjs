@@ -6,14 +6,22 @@
 // For every Kubernetes object found:
 //  1. Istio's own schema, through @kubernetes-models/istio (pinned, installed by
 //     `make tools` into .tools/node): enums (failStrategy, phase...), types,
-//     required fields such as `url`.
+//     required fields such as `url`. TrafficExtension (Istio >= 1.30), which no
+//     published package carries yet, against meshguard's own structural schema
+//     written from Istio's API reference (scripts/trafficextension-schema.mjs,
+//     run with ajv), unknown fields included.
 //  2. What that package does not check:
 //     - unknown fields, against the property names of the package's type
 //       declarations for the kind (generated from Istio's CRDs);
 //     - the CRD's CEL rules it skips: at most one of selector / targetRef /
-//       targetRefs; `url` present and non-empty; `sha256` ^[a-f0-9]{64}$.
-//  3. meshguard's rules for its own filters (WasmPlugins whose pluginName is
-//     meshguard-<filter>, EnvoyFilters carrying a meshguard Wasm filter):
+//       targetRefs; `url` present and non-empty; `sha256` ^[a-f0-9]{64}$;
+//       (TrafficExtension) exactly one of wasm / lua, no cross-namespace targetRefs,
+//       no `value` with valueFrom: HOST;
+//     - targetRefs that Istio can attach: Gateway (group gateway.networking.k8s.io),
+//       GatewayClass, Service (group "" or core), ServiceEntry (networking.istio.io).
+//  3. meshguard's rules for its own filters (WasmPlugins and TrafficExtensions
+//     whose pluginName is meshguard-<filter>, EnvoyFilters carrying a meshguard
+//     Wasm filter):
 //     - `sha256` is present and is the digest Istio will check: the image
 //       manifest digest of dist/oci/<filter> for oci:// urls (whose plugin.wasm
 //       must be dist/meshguard_<filter>.wasm), the module's digest otherwise;
@@ -25,8 +33,15 @@
 //       manifest's own env (INLINE values; a throwaway masking hash key for HOST);
 //     - audit commands with `body`/`json_pointer` parts only where
 //       allow_on_headers_stop_iteration is set (the EnvoyFilter), never in a
-//       WasmPlugin, which cannot set it.
-//  4. kustomization.yaml: every resource exists; not both audit variants.
+//       WasmPlugin or TrafficExtension, which cannot set it;
+//     - API parity: a filter's WasmPlugins and TrafficExtensions carry the same
+//       phase, priority, failStrategy, type, match, pluginName and env (resources
+//       annotated meshguard.io/compat, changed for an older Istio, excepted).
+//     The chain order is checked per deployment: a multi-document file (a
+//     `kubectl kustomize` output) is one; single-document files are grouped by
+//     directory.
+//  4. kustomization.yaml: every resource, component and patch file exists; not
+//     both audit variants.
 //
 // Exit status: 0 valid, 1 invalid manifests, 2 tools missing (run `make tools`).
 // Environment: MESHGUARD_NODE_TOOLS (node_modules dir), MESHGUARD_CLI (a built
@@ -61,10 +76,14 @@ if (!existsSync(join(istioPkg, "package.json"))) toolsMissing(`@kubernetes-model
 const istioVersion = JSON.parse(readFileSync(join(istioPkg, "package.json"), "utf8")).version;
 if (istioVersion !== "3.0.1") toolsMissing(`@kubernetes-models/istio@3.0.1 (found ${istioVersion})`);
 if (!existsSync(join(nodeModules, "yaml/package.json"))) toolsMissing(`yaml in ${nodeModules}`);
+if (!existsSync(join(nodeModules, "ajv/package.json"))) toolsMissing(`ajv in ${nodeModules}`);
 const YAML = await import(pathToFileURL(join(nodeModules, "yaml/dist/index.js")).href);
+const Ajv = (await import(pathToFileURL(join(nodeModules, "ajv/dist/ajv.js")).href)).default;
+const { trafficExtensionSchema, trafficExtensionRules } = await import(pathToFileURL(join(here, "trafficextension-schema.mjs")).href);
+const validateTrafficExtension = new Ajv({ allErrors: true, strict: false }).compile(trafficExtensionSchema);
 
 const FILTERS = ["identity", "masking", "audit"];
-const PHASE_ORDER = { AUTHN: 0, AUTHZ: 1, STATS: 2, UNSPECIFIED_PHASE: 3 };
+const PHASE_ORDER = { AUTHN: 0, AUTHZ: 1, STATS: 2, UNSPECIFIED: 3 };
 const SECRET_ENV = ["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"];
 // Integrity settings that judge the config (docs/integrity.md): inline values
 // sit in the resource whoever edits the config can edit.
@@ -305,38 +324,68 @@ function checkPluginConfig(filter, config, env, allowStopIteration, problems) {
 }
 
 // ---- per kind ----------------------------------------------------------------------
-const wasmPlugins = [];
-function checkWasmPlugin(doc, problems) {
+const extensions = [];
+// The fields meshguard checks, wherever the API puts them (TrafficExtension
+// nests the Wasm fields under spec.wasm and spells the last phase UNSPECIFIED).
+function extensionView(doc) {
   const spec = doc.spec ?? {};
+  const w = doc.kind === "TrafficExtension" ? spec.wasm ?? {} : spec;
+  const phase = spec.phase === undefined || spec.phase === "UNSPECIFIED_PHASE" ? "UNSPECIFIED" : spec.phase;
+  return {
+    url: w.url, sha256: w.sha256, pluginName: w.pluginName, failStrategy: w.failStrategy ?? "FAIL_CLOSE",
+    type: w.type ?? "HTTP", env: w.vmConfig?.env ?? [], pluginConfig: w.pluginConfig,
+    phase, priority: spec.priority ?? 0, match: spec.match ?? [],
+    targeting: spec.selector ?? spec.targetRefs ?? spec.targetRef ?? null,
+  };
+}
+// What Istio can attach an extension to with targetRefs (istio/api
+// type/v1beta1 PolicyTargetReference, traffic_extension.proto).
+const TARGET_GROUPS = { Gateway: ["gateway.networking.k8s.io"], GatewayClass: ["gateway.networking.k8s.io"], Service: ["", "core"], ServiceEntry: ["networking.istio.io"] };
+function checkTargetRefs(doc, problems) {
+  const refs = doc.spec?.targetRefs ?? (doc.spec?.targetRef ? [doc.spec.targetRef] : []);
+  for (const [n, ref] of refs.entries()) {
+    const groups = TARGET_GROUPS[ref?.kind];
+    if (!groups) problems.push(`targetRefs[${n}]: kind ${ref?.kind} cannot be targeted (${Object.keys(TARGET_GROUPS).join(", ")})`);
+    else if (!groups.includes(ref.group ?? "")) problems.push(`targetRefs[${n}]: a ${ref.kind} is in group ${groups.map((g) => JSON.stringify(g)).join(" or ")}, not ${JSON.stringify(ref.group ?? "")}`);
+    if (ref?.namespace && ref.namespace !== doc.metadata?.namespace) problems.push(`targetRefs[${n}]: cross-namespace references are not supported`);
+  }
+}
+function checkExtension(doc, unit, problems) {
+  const spec = doc.spec ?? {};
+  const view = extensionView(doc);
   const targeting = ["selector", "targetRef", "targetRefs"].filter((k) => spec[k] !== undefined && spec[k] !== null);
   if (targeting.length > 1) problems.push(`${targeting.join(" and ")} are both set: Istio allows only one of selector, targetRef, targetRefs`);
-  if (typeof spec.url !== "string" || spec.url.trim() === "") problems.push("url is required");
-  else if (!/^(oci|file|https?):\/\//.test(spec.url) && /^[a-z][a-z0-9+.-]*:\/\//.test(spec.url)) problems.push(`url scheme of ${spec.url} is not oci, file, http or https`);
-  if (spec.sha256 !== undefined && !SHA256.test(String(spec.sha256))) problems.push(`sha256 ${JSON.stringify(spec.sha256)} does not match ^[a-f0-9]{64}$`);
-  const filter = /^meshguard-(identity|masking|audit)$/.exec(spec.pluginName ?? "")?.[1];
+  checkTargetRefs(doc, problems);
+  if (doc.kind === "TrafficExtension" && spec.wasm === undefined) return; // a Lua extension
+  if (typeof view.url !== "string" || view.url.trim() === "") problems.push("url is required");
+  else if (!/^(oci|file|https?):\/\//.test(view.url) && /^[a-z][a-z0-9+.-]*:\/\//.test(view.url)) problems.push(`url scheme of ${view.url} is not oci, file, http or https`);
+  if (view.sha256 !== undefined && !SHA256.test(String(view.sha256))) problems.push(`sha256 ${JSON.stringify(view.sha256)} does not match ^[a-f0-9]{64}$`);
+  const filter = /^meshguard-(identity|masking|audit)$/.exec(view.pluginName ?? "")?.[1];
   if (!filter) return;
-  if (typeof spec.url === "string" && spec.url) checkDigest(spec.url, spec.sha256, filter, problems);
+  if (typeof view.url === "string" && view.url) checkDigest(view.url, view.sha256, filter, problems);
   const annotated = doc.metadata?.annotations?.["meshguard.io/module-sha256"];
   const module = moduleDigest(filter);
   if (annotated !== undefined && !module.error && annotated !== module.digest)
     problems.push(`annotation meshguard.io/module-sha256 ${annotated} is not the digest ${module.digest} of dist/meshguard_${filter}.wasm`);
-  if (spec.failStrategy === "FAIL_OPEN") problems.push(`failStrategy FAIL_OPEN skips a crashed meshguard-${filter}: ${{ identity: "an authorization bypass", masking: "unmasked data", audit: "unaudited commands" }[filter]}`);
-  if ((spec.type ?? "HTTP") !== "HTTP") problems.push("meshguard filters are HTTP filters (type: HTTP)");
-  const modes = (spec.match ?? []).map((m) => m.mode ?? "UNDEFINED");
+  if (view.failStrategy === "FAIL_OPEN") problems.push(`failStrategy FAIL_OPEN skips a crashed meshguard-${filter}: ${{ identity: "an authorization bypass", masking: "unmasked data", audit: "unaudited commands" }[filter]}`);
+  if (view.type !== "HTTP") problems.push("meshguard filters are HTTP filters (type: HTTP)");
+  const modes = view.match.map((m) => m.mode ?? "UNDEFINED");
   if (modes.length === 0 || modes.some((m) => m !== "SERVER")) problems.push("meshguard filters act on inbound traffic: match: [{mode: SERVER}]");
   const env = {};
-  for (const e of spec.vmConfig?.env ?? []) {
+  for (const e of view.env) {
     if ((e.valueFrom ?? "INLINE") === "INLINE") {
       if (SECRET_ENV.includes(e.name)) problems.push(`${e.name} is a secret: pass it with valueFrom: HOST, never inline in the manifest`);
       if (TRUST_ENV.includes(e.name)) problems.push(`${e.name} judges the config: pass it with valueFrom: HOST (proxy-level env), never inline beside the config`);
       env[e.name] = e.value ?? "";
     }
   }
-  checkPluginConfig(filter, spec.pluginConfig, env, false, problems);
-  wasmPlugins.push({ doc, filter });
+  checkPluginConfig(filter, view.pluginConfig, env, false, problems);
+  extensions.push({ doc, filter, view, unit });
 }
+
 // The Wasm filter configs an EnvoyFilter adds, with meshguard root ids.
-function checkEnvoyFilter(doc, problems) {
+const envoyFilters = [];
+function checkEnvoyFilter(doc, unit, problems) {
   for (const [n, patch] of (doc.spec?.configPatches ?? []).entries()) {
     const typed = patch.patch?.value?.typed_config;
     if (!typed || typed["@type"] !== "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm") continue;
@@ -361,29 +410,30 @@ function checkEnvoyFilter(doc, problems) {
       continue;
     }
     checkPluginConfig(filter, parsed, { ...(vars.key_values ?? {}) }, config.allow_on_headers_stop_iteration === true, problems);
+    envoyFilters.push({ unit, namespace: doc.metadata?.namespace ?? "", filter });
     const inserted = (doc.spec.configPatches ?? []).some((p) => p.applyTo === "HTTP_FILTER" && p.patch?.value?.name === patch.patch.value.name);
     if (!inserted) problems.push(`${where}: no HTTP_FILTER patch references the extension config ${patch.patch.value.name}`);
   }
 }
 function checkChainOrder() {
   const groups = new Map();
-  for (const p of wasmPlugins) {
-    const key = `${p.doc.metadata?.namespace ?? ""} ${JSON.stringify(p.doc.spec.selector ?? p.doc.spec.targetRefs ?? p.doc.spec.targetRef ?? null)}`;
+  for (const p of extensions) {
+    const key = `${p.unit} ${p.doc.metadata?.namespace ?? ""} ${JSON.stringify(p.view.targeting)}`;
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(p);
   }
   const problems = [];
   for (const plugins of groups.values()) {
-    const rank = (p) => [PHASE_ORDER[p.doc.spec.phase ?? "UNSPECIFIED_PHASE"] ?? 3, -(p.doc.spec.priority ?? 0)];
+    const rank = (p) => [PHASE_ORDER[p.view.phase] ?? 3, -p.view.priority];
     const sorted = [...plugins].sort((a, b) => {
       const [x, y] = [rank(a), rank(b)];
       return x[0] - y[0] || x[1] - y[1];
     });
     const order = sorted.map((p) => p.filter);
-    const where = `${plugins[0].doc.metadata?.namespace}/${JSON.stringify(plugins[0].doc.spec.selector ?? "all")}`;
+    const where = `${relative(process.cwd(), plugins[0].unit) || "."}: ${plugins[0].doc.metadata?.namespace ?? "(no namespace)"}/${JSON.stringify(plugins[0].view.targeting ?? "all")}`;
     const repeated = FILTERS.filter((f) => order.filter((o) => o === f).length > 1);
     if (repeated.length) {
-      problems.push(`${repeated.map((f) => `meshguard-${f}`).join(", ")} selected more than once on ${where}: the workload would run the filter twice`);
+      problems.push(`${repeated.map((f) => `meshguard-${f}`).join(", ")} selected more than once on ${where}: the workload would run the filter twice (never apply a WasmPlugin and a TrafficExtension of the same filter)`);
       continue;
     }
     const wanted = FILTERS.filter((f) => order.includes(f));
@@ -393,8 +443,48 @@ function checkChainOrder() {
       if (x[0] === y[0] && x[1] === y[1]) problems.push(`meshguard-${sorted[n - 1].filter} and meshguard-${sorted[n].filter} share phase and priority: their order is undefined`);
     }
   }
-  report("(all WasmPlugins)", "filter chain order", problems);
+  // Two instances of a filter in one deployment whose selectors overlap:
+  // matchLabels can only narrow, so a selector whose labels include all of
+  // another's picks a subset of its pods (no selector: every pod of the
+  // namespace). Those pods would run the filter twice (stable + canary
+  // overlays need disjoint selectors, e.g. track: stable / track: canary).
+  const labelsOf = (p) => (p.doc.spec?.targetRefs || p.doc.spec?.targetRef ? null : p.doc.spec?.selector?.matchLabels ?? {});
+  for (let i = 0; i < extensions.length; i++)
+    for (let j = i + 1; j < extensions.length; j++) {
+      const [a, b] = [extensions[i], extensions[j]];
+      if (a.unit !== b.unit || a.filter !== b.filter || (a.doc.metadata?.namespace ?? "") !== (b.doc.metadata?.namespace ?? "")) continue;
+      const [la, lb] = [labelsOf(a), labelsOf(b)];
+      if (!la || !lb || JSON.stringify(a.view.targeting) === JSON.stringify(b.view.targeting)) continue;
+      const within = (x, y) => Object.entries(x).every(([k, v]) => y[k] === v);
+      if (within(la, lb) || within(lb, la))
+        problems.push(`${relative(process.cwd(), a.unit) || "."}: ${a.doc.metadata?.name} (${JSON.stringify(la)}) and ${b.doc.metadata?.name} (${JSON.stringify(lb)}) select overlapping pods: meshguard-${a.filter} would run twice on them (use disjoint selectors)`);
+    }
+  // The same filter as an extension and as an EnvoyFilter in one deployment.
+  for (const e of envoyFilters)
+    if (extensions.some((p) => p.unit === e.unit && p.filter === e.filter && (p.doc.metadata?.namespace ?? "") === e.namespace))
+      problems.push(`${relative(process.cwd(), e.unit) || "."}: meshguard-${e.filter} both as an extension and as an EnvoyFilter: the workloads would run two ${e.filter} filters`);
+  report("(all meshguard extensions)", "filter chain order", problems);
 }
+// One definition, both APIs: what Istio runs must not depend on the API used.
+const PARITY_FIELDS = ["phase", "priority", "failStrategy", "type", "match", "pluginName", "env"];
+function checkApiParity() {
+  const problems = [];
+  for (const filter of FILTERS) {
+    const of = (kind) => extensions.filter((p) => p.filter === filter && p.doc.kind === kind && !p.doc.metadata?.annotations?.["meshguard.io/compat"]);
+    const [plugins, traffic] = [of("WasmPlugin"), of("TrafficExtension")];
+    if (!plugins.length || !traffic.length) continue;
+    for (const field of PARITY_FIELDS) {
+      const values = new Map();
+      for (const p of [...plugins, ...traffic]) {
+        const v = JSON.stringify(p.view[field]);
+        if (!values.has(v)) values.set(v, `${p.doc.kind} in ${relative(process.cwd(), p.unit) || "."}`);
+      }
+      if (values.size > 1) problems.push(`meshguard-${filter}: ${field} differs between the APIs: ${[...values].map(([v, where]) => `${v} (${where})`).join(" vs ")}`);
+    }
+  }
+  report("(WasmPlugin vs TrafficExtension)", "API parity", problems);
+}
+
 function checkKustomization(file, doc, shown) {
   const problems = [];
   const dir = dirname(file);
@@ -404,13 +494,16 @@ function checkKustomization(file, doc, shown) {
     if (!existsSync(p)) problems.push(`resource ${r} does not exist`);
     else if (statSync(p).isFile()) listed.push(...YAML.parseAllDocuments(readFileSync(p, "utf8")).map((d) => d.toJS()));
   }
+  for (const c of doc.components ?? []) if (!existsSync(join(dir, c, "kustomization.yaml"))) problems.push(`component ${c} has no kustomization.yaml`);
+  for (const patch of doc.patches ?? []) if (patch?.path && !existsSync(join(dir, patch.path))) problems.push(`patch ${patch.path} does not exist`);
   for (const gen of doc.configMapGenerator ?? [])
-    for (const f of gen.files ?? []) if (!existsSync(join(dir, f.includes("=") ? f.split("=")[1] : f))) problems.push(`configMapGenerator ${gen.name}: file ${f} does not exist`);
-  const auditWasm = listed.some((d) => d?.kind === "WasmPlugin" && d.spec?.pluginName === "meshguard-audit");
+    for (const f of [...(gen.files ?? []), ...(gen.envs ?? [])]) if (!existsSync(join(dir, f.includes("=") ? f.split("=")[1] : f))) problems.push(`configMapGenerator ${gen.name}: file ${f} does not exist`);
+  const auditWasm = listed.some((d) => (d?.kind === "WasmPlugin" && d.spec?.pluginName === "meshguard-audit") || (d?.kind === "TrafficExtension" && d.spec?.wasm?.pluginName === "meshguard-audit"));
   const auditFilter = listed.some((d) => d?.kind === "EnvoyFilter" && JSON.stringify(d.spec ?? {}).includes('"root_id":"meshguard-audit"'));
-  if (auditWasm && auditFilter) problems.push("lists both the audit WasmPlugin and the audit EnvoyFilter: the workload would run two audit filters");
+  if (auditWasm && auditFilter) problems.push("lists both the audit WasmPlugin/TrafficExtension and the audit EnvoyFilter: the workload would run two audit filters");
   report(shown, "Kustomization", problems);
 }
+
 
 // The package declares no spec for IstioOperator (its CRD preserves unknown
 // fields): the top-level keys are checked against the IstioOperatorSpec field
@@ -425,6 +518,30 @@ function checkIstioOperator(doc, problems) {
 }
 
 // ---- main ------------------------------------------------------------------------------
+function schemaProblems(doc, m) {
+  if (!m.cls) {
+    const problems = [];
+    if (!validateTrafficExtension(doc))
+      for (const e of validateTrafficExtension.errors) {
+        const where = e.instancePath || "/";
+        if (e.keyword === "additionalProperties") problems.push(`unknown field ${where.slice(1).replaceAll("/", ".")}${where === "/" ? "" : "."}${e.params.additionalProperty} (not in Istio's TrafficExtension API: a typo is refused or silently dropped)`);
+        else problems.push(`schema: ${where} ${e.message}${e.params?.allowedValues ? ` (${e.params.allowedValues.join(", ")})` : ""}`);
+      }
+    return [...problems, ...trafficExtensionRules(doc)];
+  }
+  const problems = [];
+  try {
+    new m.cls(doc).validate();
+  } catch (e) {
+    const details = e.errors ?? e.details;
+    if (Array.isArray(details)) problems.push(...details.map((d) => `schema: ${d.instancePath || "/"} ${d.message}${d.params?.allowedValues ? ` (${d.params.allowedValues.join(", ")})` : ""}`));
+    else problems.push(`schema: ${e.message}`);
+  }
+  if (doc.kind === "IstioOperator") checkIstioOperator(doc, problems);
+  else if (m.shape) unknownFields(doc, m.shape, "", problems);
+  else problems.push(`no type declaration for ${doc.kind} to check field names against`);
+  return problems;
+}
 for (const file of files) {
   const shown = relative(process.cwd(), file) || file;
   let docs;
@@ -434,6 +551,9 @@ for (const file of files) {
     report(shown, "YAML", [e.message]);
     continue;
   }
+  // A multi-document file (a kustomize output) is one deployment; single
+  // documents are grouped with their directory (a kustomize base).
+  const unit = docs.length > 1 ? file : dirname(file);
   for (const parsed of docs) {
     if (parsed.errors.length) {
       report(shown, "YAML", parsed.errors.map((e) => e.message));
@@ -455,27 +575,21 @@ for (const file of files) {
       console.log(`skip  ${shown}: ${what} (${doc.apiVersion} is not an Istio API)`);
       continue;
     }
-    const problems = [];
-    const m = await model(doc.apiVersion, doc.kind);
+    const ownSchema = doc.kind === "TrafficExtension" && doc.apiVersion === "extensions.istio.io/v1alpha1";
+    const m = ownSchema ? {} : await model(doc.apiVersion, doc.kind);
     if (!m) {
       report(shown, what, [`${doc.apiVersion} ${doc.kind} is not an Istio kind known to @kubernetes-models/istio@${istioVersion}`]);
       continue;
     }
-    try {
-      new m.cls(doc).validate();
-    } catch (e) {
-      const details = e.errors ?? e.details;
-      if (Array.isArray(details)) problems.push(...details.map((d) => `schema: ${d.instancePath || "/"} ${d.message}${d.params?.allowedValues ? ` (${d.params.allowedValues.join(", ")})` : ""}`));
-      else problems.push(`schema: ${e.message}`);
-    }
-    if (doc.kind === "IstioOperator") checkIstioOperator(doc, problems);
-    else if (m.shape) unknownFields(doc, m.shape, "", problems);
-    else problems.push(`no type declaration for ${doc.kind} to check field names against`);
-    if (doc.kind === "WasmPlugin") checkWasmPlugin(doc, problems);
-    if (doc.kind === "EnvoyFilter") checkEnvoyFilter(doc, problems);
+    const problems = schemaProblems(doc, m);
+    if (doc.kind === "WasmPlugin" || doc.kind === "TrafficExtension") checkExtension(doc, unit, problems);
+    if (doc.kind === "EnvoyFilter") checkEnvoyFilter(doc, unit, problems);
     report(shown, what, problems);
   }
 }
-if (wasmPlugins.length) checkChainOrder();
+if (extensions.length) {
+  checkChainOrder();
+  checkApiParity();
+}
 console.log(failures ? `validate-manifests: ${failures} invalid` : "validate-manifests: all valid");
 process.exit(failures ? 1 : 0);

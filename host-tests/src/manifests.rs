@@ -104,3 +104,35 @@ pub fn yaml_to_json(path: &Path) -> anyhow::Result<Vec<Value>> {
 pub fn rendered_dir() -> PathBuf {
     repo_root().join("dist/istio")
 }
+
+/// The overlays `make manifests` renders (`dist/istio/rendered/<mode>-<api>.yaml`),
+/// as (mode, api): every attachment for both extension APIs, plus the
+/// WasmPlugin overlay for Istio 1.24-1.26.
+pub const OVERLAYS: [(&str, &str); 7] = [
+    ("sidecar", "wasmplugin"),
+    ("sidecar", "trafficextension"),
+    ("sidecar", "wasmplugin-istio-1.24"),
+    ("waypoint", "wasmplugin"),
+    ("waypoint", "trafficextension"),
+    ("service", "wasmplugin"),
+    ("service", "trafficextension"),
+];
+
+/// `kubectl kustomize DIR`.
+pub fn kustomize(dir: &Path) -> anyhow::Result<Outcome> {
+    run(Command::new(tool("kubectl")?).arg("kustomize").arg(dir))
+}
+
+/// `node scripts/generate-manifests.mjs ARGS`.
+pub fn generate(args: &[&str]) -> anyhow::Result<Outcome> {
+    run(Command::new(node()?)
+        .arg(repo_root().join("scripts/generate-manifests.mjs"))
+        .args(args))
+}
+
+/// Writes documents as one multi-document YAML file (JSON is YAML).
+pub fn write_docs(path: &Path, docs: &[Value]) -> anyhow::Result<()> {
+    let text: Vec<String> = docs.iter().map(Value::to_string).collect();
+    std::fs::write(path, text.join("\n---\n"))?;
+    Ok(())
+}

@@ -1,13 +1,16 @@
 //! The Istio deployment artefacts, checked offline and against real
-//! components: `make manifests` output validated against Istio's schema (the
-//! pinned @kubernetes-models/istio) plus what that schema misses, negative
-//! cases the validator must catch, the chain order and failure policies the
-//! manifests promise, the audit EnvoyFilter's Wasm config running body
-//! commands in a real Envoy, and the OCI images pushed to and pulled from a
-//! real registry with skopeo.
+//! components: `make manifests` output (both extension APIs generated from one
+//! definition, every kustomize overlay rendered with `kubectl kustomize`)
+//! validated against Istio's schema (the pinned @kubernetes-models/istio for
+//! WasmPlugin, meshguard's own structural schema for TrafficExtension) plus what
+//! those schemas miss, negative cases the validator must catch, the chain order,
+//! failure policies and attachments the manifests promise, the audit
+//! EnvoyFilter's Wasm config running body commands in a real Envoy, and the OCI
+//! images pushed to and pulled from a real registry with skopeo.
 //!
-//! Needs `make tools` (node packages in .tools/node, docker-registry, skopeo)
-//! and `make wasm`; a missing tool fails the test with that advice.
+//! Needs `make tools` (node packages in .tools/node, docker-registry, skopeo),
+//! kubectl (for `kubectl kustomize`) and `make wasm`; a missing tool fails the
+//! test with that advice.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -20,7 +23,9 @@ use meshguard_host_tests::collector::Collector;
 use meshguard_host_tests::echo::EchoServer;
 use meshguard_host_tests::envoy::{stats_config, Envoy};
 use meshguard_host_tests::http::{self, Request};
-use meshguard_host_tests::manifests::{self, rendered_dir, yaml_to_json, Outcome};
+use meshguard_host_tests::manifests::{
+    self, generate, kustomize, rendered_dir, write_docs, yaml_to_json, Outcome, OVERLAYS,
+};
 use meshguard_host_tests::mesh::AUDIT_KEY;
 use meshguard_host_tests::oci::{layout_dir, read_wasm_image};
 use meshguard_host_tests::registry::{oci_reference, skopeo, Registry};
@@ -28,6 +33,7 @@ use meshguard_host_tests::{repo_root, wasm_module};
 use serde_json::{json, Value};
 
 const FILTERS: [&str; 3] = ["identity", "masking", "audit"];
+const KINDS: [&str; 2] = ["WasmPlugin", "TrafficExtension"];
 
 /// `make manifests`' script, run once for all tests of this file (it rewrites
 /// dist/istio and dist/oci, which the other tests read).
@@ -51,6 +57,11 @@ fn rendered_file(name: &str) -> PathBuf {
     rendered_dir().join(name)
 }
 
+/// The documents of a rendered overlay.
+fn overlay(mode: &str, api: &str) -> Vec<Value> {
+    yaml_to_json(&rendered_file(&format!("rendered/{mode}-{api}.yaml"))).unwrap()
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -65,25 +76,82 @@ fn module_sha(filter: &str) -> String {
     sha256_hex(&std::fs::read(wasm_module(&format!("meshguard_{filter}")).unwrap()).unwrap())
 }
 
+/// meshguard's extension for `filter` among `docs` (either API).
+fn extension<'a>(docs: &'a [Value], filter: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| {
+            KINDS.contains(&d["kind"].as_str().unwrap_or(""))
+                && d["metadata"]["name"] == format!("meshguard-{filter}")
+        })
+        .unwrap_or_else(|| panic!("no meshguard-{filter} in {docs:?}"))
+}
+
+fn extension_mut<'a>(docs: &'a mut [Value], filter: &str) -> &'a mut Value {
+    docs.iter_mut()
+        .find(|d| {
+            KINDS.contains(&d["kind"].as_str().unwrap_or(""))
+                && d["metadata"]["name"] == format!("meshguard-{filter}")
+        })
+        .unwrap_or_else(|| panic!("no meshguard-{filter}"))
+}
+
+/// The Wasm fields, wherever the API puts them.
+fn wasm(doc: &Value) -> &Value {
+    if doc["kind"] == "TrafficExtension" {
+        &doc["spec"]["wasm"]
+    } else {
+        &doc["spec"]
+    }
+}
+
+fn wasm_mut(doc: &mut Value) -> &mut Value {
+    if doc["kind"] == "TrafficExtension" {
+        &mut doc["spec"]["wasm"]
+    } else {
+        &mut doc["spec"]
+    }
+}
+
+/// The phase in one spelling (WasmPlugin says UNSPECIFIED_PHASE).
+fn phase(doc: &Value) -> String {
+    match doc["spec"]["phase"].as_str().unwrap_or("UNSPECIFIED") {
+        "UNSPECIFIED_PHASE" => "UNSPECIFIED".into(),
+        other => other.into(),
+    }
+}
+
 #[test]
 fn rendered_manifests_pass_istios_schema_and_meshguards_checks() {
     let outcome = rendered();
-    for file in [
-        "identity-wasmplugin.yaml",
-        "masking-wasmplugin.yaml",
-        "audit-wasmplugin.yaml",
-        "audit-envoyfilter-body-commands.yaml",
-        "peer-authentication.yaml",
-        "stats/istio-operator.yaml",
-        "kustomization.yaml",
-        "observability/kustomization.yaml",
-    ] {
+    let mut files = vec![
+        "audit/envoyfilter-body-commands.yaml".to_string(),
+        "stats/istio-operator.yaml".into(),
+        "observability/kustomization.yaml".into(),
+        "release/kustomization.yaml".into(),
+        "rendered/sidecar-wasmplugin-body-commands.yaml".into(),
+        "components/istio-pre-1.27/kustomization.yaml".into(),
+    ];
+    for (mode, api) in OVERLAYS {
+        files.push(format!("rendered/{mode}-{api}.yaml"));
+        files.push(format!("overlays/{mode}/{api}/kustomization.yaml"));
+    }
+    for file in &files {
         assert!(
             outcome
                 .stdout
                 .lines()
-                .any(|l| l.starts_with("ok ") && l.contains(file)),
+                .any(|l| l.starts_with("ok ") && l.contains(file.as_str())),
             "{file} not validated:\n{}",
+            outcome.output()
+        );
+    }
+    for check in ["filter chain order", "API parity"] {
+        assert!(
+            outcome
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("ok ") && l.ends_with(check)),
+            "{check}:\n{}",
             outcome.output()
         );
     }
@@ -106,7 +174,10 @@ fn rendered_manifests_pass_istios_schema_and_meshguards_checks() {
         );
     }
     // No placeholder survives rendering.
-    for entry in std::fs::read_dir(rendered_dir()).unwrap() {
+    for entry in std::fs::read_dir(rendered_dir().join("rendered"))
+        .unwrap()
+        .chain(std::fs::read_dir(rendered_dir()).unwrap())
+    {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let text = read(&path);
@@ -119,32 +190,78 @@ fn rendered_manifests_pass_istios_schema_and_meshguards_checks() {
     }
 }
 
+/// The committed base is valid YAML, names no namespace, workload or digest,
+/// and is exactly what the one definition generates; the committed overlays
+/// render from a checkout.
+#[test]
+fn the_base_is_valid_yaml_and_what_the_definition_generates() {
+    let check = generate(&["--check"]).unwrap();
+    assert!(check.success(), "{}", check.output());
+    assert!(
+        check.stdout.contains("base/ is up to date"),
+        "{}",
+        check.output()
+    );
+    let base = repo_root().join("istio-manifests/base");
+    for api in ["wasmplugin", "trafficextension"] {
+        for filter in FILTERS {
+            let path = base.join(api).join(format!("{filter}.yaml"));
+            let doc = one_doc(&path);
+            assert!(doc["metadata"].get("namespace").is_none(), "{path:?}");
+            for key in ["selector", "targetRefs", "targetRef"] {
+                assert!(doc["spec"].get(key).is_none(), "{path:?} {key}");
+            }
+            assert!(wasm(&doc).get("sha256").is_none(), "{path:?}");
+            // Only the example policy names the example namespace.
+            let mut rest = doc.clone();
+            remove(wasm_mut(&mut rest), "/pluginConfig");
+            let rest = rest.to_string();
+            assert!(
+                !rest.contains("shop") && !rest.contains("orders"),
+                "{path:?}: {rest}"
+            );
+        }
+    }
+    for (mode, api) in OVERLAYS
+        .into_iter()
+        .chain([("sidecar", "wasmplugin-body-commands")])
+    {
+        let dir = repo_root().join(format!("istio-manifests/overlays/{mode}/{api}"));
+        let outcome = kustomize(&dir).unwrap();
+        assert!(outcome.success(), "{}: {}", dir.display(), outcome.output());
+    }
+}
+
 /// The digest Istio checks for an oci:// url is the image manifest's, and the
-/// image carries the module just built; the annotation names the module.
+/// image carries the module just built; the annotation names the module. In
+/// every overlay, under both APIs.
 #[test]
 fn every_sha256_is_the_digest_istio_checks_for_the_module_just_built() {
-    for filter in FILTERS {
-        let plugin = one_doc(&rendered_file(&format!("{filter}-wasmplugin.yaml")));
-        let spec = &plugin["spec"];
-        let url = spec["url"].as_str().unwrap();
-        assert!(url.starts_with("oci://"), "{url}");
-        let image = read_wasm_image(&layout_dir(filter)).unwrap();
-        assert_eq!(
-            format!("sha256:{}", spec["sha256"].as_str().unwrap()),
-            image.manifest_digest,
-            "{filter}"
-        );
-        assert_eq!(
-            sha256_hex(&image.plugin_wasm),
-            module_sha(filter),
-            "{filter}"
-        );
-        assert_eq!(
-            plugin["metadata"]["annotations"]["meshguard.io/module-sha256"],
-            module_sha(filter).as_str()
-        );
+    rendered();
+    for (mode, api) in OVERLAYS {
+        let docs = overlay(mode, api);
+        for filter in FILTERS {
+            let doc = extension(&docs, filter);
+            let url = wasm(doc)["url"].as_str().unwrap();
+            assert!(url.starts_with("oci://"), "{url}");
+            let image = read_wasm_image(&layout_dir(filter)).unwrap();
+            assert_eq!(
+                format!("sha256:{}", wasm(doc)["sha256"].as_str().unwrap()),
+                image.manifest_digest,
+                "{mode}-{api} {filter}"
+            );
+            assert_eq!(
+                sha256_hex(&image.plugin_wasm),
+                module_sha(filter),
+                "{filter}"
+            );
+            assert_eq!(
+                doc["metadata"]["annotations"]["meshguard.io/module-sha256"],
+                module_sha(filter).as_str()
+            );
+        }
     }
-    let filter = one_doc(&rendered_file("audit-envoyfilter-body-commands.yaml"));
+    let filter = one_doc(&rendered_file("audit/envoyfilter-body-commands.yaml"));
     let remote = &filter["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["config"]
         ["vm_config"]["code"]["remote"];
     let image = read_wasm_image(&layout_dir("audit")).unwrap();
@@ -163,54 +280,103 @@ fn trust_anchors() -> Vec<&'static str> {
         .collect()
 }
 
-/// The order and failure policies docs/deploy.md argues for.
+/// The order and failure policies docs/deploy.md argues for, the same under
+/// both APIs (one definition), with the Istio 1.24-1.26 exception.
 #[test]
-fn phases_priorities_and_failure_policies_give_the_intended_chain() {
-    let plugin = |f: &str| one_doc(&rendered_file(&format!("{f}-wasmplugin.yaml")))["spec"].clone();
-    let (identity, masking, audit) = (plugin("identity"), plugin("masking"), plugin("audit"));
-    assert_eq!(identity["phase"], "AUTHZ");
-    assert_eq!(masking["phase"], "STATS");
-    assert_eq!(audit["phase"], "UNSPECIFIED_PHASE");
-    assert_eq!(identity["failStrategy"], "FAIL_CLOSE");
-    assert_eq!(masking["failStrategy"], "FAIL_CLOSE");
-    assert_eq!(audit["failStrategy"], "FAIL_RELOAD");
-    for spec in [&identity, &masking, &audit] {
-        assert_eq!(spec["match"], json!([{"mode": "SERVER"}]));
-        assert_eq!(spec["selector"], json!({"matchLabels": {"app": "orders"}}));
-        assert!(spec.get("targetRefs").is_none());
-    }
-    // Secrets come from the proxy's environment, never from the manifest.
-    let host_env = |spec: &Value, name: &str| {
-        spec["vmConfig"]["env"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["name"] == name && e["valueFrom"] == "HOST" && e.get("value").is_none())
-    };
-    assert!(host_env(&masking, "MESHGUARD_MASK_HASH_KEY"));
-    assert!(host_env(&audit, "MESHGUARD_AUDIT_KEY"));
-    // So do the integrity trust anchors: nothing that judges the config sits
-    // inline beside it (docs/integrity.md).
-    for spec in [&identity, &masking, &audit] {
-        for name in trust_anchors() {
-            assert!(host_env(spec, name), "{name}");
+fn phases_priorities_and_failure_policies_are_equal_under_both_apis() {
+    rendered();
+    for mode in ["sidecar", "waypoint", "service"] {
+        let plugins = overlay(mode, "wasmplugin");
+        let traffic = overlay(mode, "trafficextension");
+        for filter in FILTERS {
+            let (p, t) = (extension(&plugins, filter), extension(&traffic, filter));
+            assert_eq!(p["kind"], "WasmPlugin");
+            assert_eq!(t["kind"], "TrafficExtension");
+            assert_eq!(phase(p), phase(t), "{mode} {filter}");
+            assert_eq!(p["spec"]["priority"], t["spec"]["priority"]);
+            assert_eq!(p["spec"]["match"], json!([{"mode": "SERVER"}]));
+            assert_eq!(p["spec"]["match"], t["spec"]["match"]);
+            for field in [
+                "url",
+                "sha256",
+                "failStrategy",
+                "type",
+                "pluginName",
+                "imagePullPolicy",
+                "vmConfig",
+                "pluginConfig",
+            ] {
+                assert_eq!(wasm(p)[field], wasm(t)[field], "{mode} {filter} {field}");
+            }
+            assert_eq!(p["metadata"], t["metadata"], "{mode} {filter}");
         }
-        for e in spec["vmConfig"]["env"].as_array().unwrap() {
-            assert_eq!(e["valueFrom"], "HOST", "{e}");
+        let (identity, masking, audit) = (
+            extension(&traffic, "identity"),
+            extension(&traffic, "masking"),
+            extension(&traffic, "audit"),
+        );
+        assert_eq!(phase(identity), "AUTHZ");
+        assert_eq!(phase(masking), "STATS");
+        assert_eq!(phase(audit), "UNSPECIFIED");
+        assert_eq!(audit["spec"]["phase"], "UNSPECIFIED");
+        assert_eq!(
+            extension(&plugins, "audit")["spec"]["phase"],
+            "UNSPECIFIED_PHASE"
+        );
+        assert_eq!(wasm(identity)["failStrategy"], "FAIL_CLOSE");
+        assert_eq!(wasm(masking)["failStrategy"], "FAIL_CLOSE");
+        assert_eq!(wasm(audit)["failStrategy"], "FAIL_RELOAD");
+        // Secrets and trust anchors come from the proxy's environment, never
+        // from the manifest (docs/integrity.md).
+        let host_env = |doc: &Value, name: &str| {
+            wasm(doc)["vmConfig"]["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == name && e["valueFrom"] == "HOST" && e.get("value").is_none())
+        };
+        assert!(host_env(masking, "MESHGUARD_MASK_HASH_KEY"));
+        assert!(host_env(audit, "MESHGUARD_AUDIT_KEY"));
+        for doc in [identity, masking, audit] {
+            for name in trust_anchors() {
+                assert!(host_env(doc, name), "{name}");
+            }
+            for e in wasm(doc)["vmConfig"]["env"].as_array().unwrap() {
+                assert_eq!(e["valueFrom"], "HOST", "{e}");
+            }
+        }
+        // The extensions carry header-only audit commands.
+        for command in wasm(audit)["pluginConfig"]["commands"].as_array().unwrap() {
+            for part in command["parts"].as_array().unwrap() {
+                assert!(
+                    part.is_string() && part != "body",
+                    "{command} needs the EnvoyFilter"
+                );
+            }
         }
     }
-    // The plain WasmPlugin carries header-only commands.
-    let config: Value = audit["pluginConfig"].clone();
-    for command in config["commands"].as_array().unwrap() {
-        for part in command["parts"].as_array().unwrap() {
-            assert!(
-                part.is_string() && part != "body",
-                "{command} needs the EnvoyFilter"
+    // Istio 1.24-1.26: only the audit filter's failStrategy differs, marked.
+    let old = overlay("sidecar", "wasmplugin-istio-1.24");
+    let new = overlay("sidecar", "wasmplugin");
+    for filter in FILTERS {
+        let (o, n) = (extension(&old, filter), extension(&new, filter));
+        assert_eq!(o["spec"]["failStrategy"], "FAIL_CLOSE", "{filter}");
+        let mut o = o.clone();
+        if filter == "audit" {
+            assert_eq!(
+                o["metadata"]["annotations"]["meshguard.io/compat"],
+                "istio-pre-1.27"
             );
+            o["spec"]["failStrategy"] = n["spec"]["failStrategy"].clone();
+            o["metadata"]["annotations"]
+                .as_object_mut()
+                .unwrap()
+                .remove("meshguard.io/compat");
         }
+        assert_eq!(&o, n, "{filter}");
     }
 
-    let filter = one_doc(&rendered_file("audit-envoyfilter-body-commands.yaml"));
+    let filter = one_doc(&rendered_file("audit/envoyfilter-body-commands.yaml"));
     let patches = filter["spec"]["configPatches"].as_array().unwrap();
     let extension = &patches[0];
     assert_eq!(extension["applyTo"], "EXTENSION_CONFIG");
@@ -241,11 +407,240 @@ fn phases_priorities_and_failure_policies_give_the_intended_chain() {
         insert["patch"]["value"]["name"],
         extension["patch"]["value"]["name"]
     );
-    // The default kustomization applies the WasmPlugin variant only.
-    let kustomization = one_doc(&rendered_file("kustomization.yaml"));
-    let resources = kustomization["resources"].as_array().unwrap();
-    assert!(resources.contains(&json!("audit-wasmplugin.yaml")));
-    assert!(!resources.contains(&json!("audit-envoyfilter-body-commands.yaml")));
+}
+
+/// Sidecar overlays select pods; waypoint overlays attach to the waypoint
+/// Gateway, service overlays to one Service, under both APIs; the waypoint's
+/// proxy gets the same keys and trust anchors a sidecar gets.
+#[test]
+fn every_overlay_attaches_its_filters_as_documented() {
+    rendered();
+    for (mode, api) in OVERLAYS {
+        let docs = overlay(mode, api);
+        for filter in FILTERS {
+            let doc = extension(&docs, filter);
+            assert_eq!(doc["metadata"]["namespace"], "shop", "{mode}-{api}");
+            let spec = &doc["spec"];
+            match mode {
+                "sidecar" => {
+                    assert_eq!(spec["selector"], json!({"matchLabels": {"app": "orders"}}));
+                    assert!(spec.get("targetRefs").is_none());
+                }
+                "waypoint" => {
+                    assert_eq!(
+                        spec["targetRefs"],
+                        json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}])
+                    );
+                    assert!(spec.get("selector").is_none());
+                }
+                _ => {
+                    assert_eq!(
+                        spec["targetRefs"],
+                        json!([{"group": "", "kind": "Service", "name": "orders"}])
+                    );
+                    assert!(spec.get("selector").is_none());
+                }
+            }
+        }
+        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        let trust = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "meshguard-trust")
+            .unwrap_or_else(|| panic!("{mode}-{api}: no meshguard-trust ConfigMap"));
+        assert_eq!(trust["metadata"]["namespace"], "shop");
+        if mode == "sidecar" {
+            assert!(kinds.contains(&"PeerAuthentication"), "{mode}-{api}");
+            continue;
+        }
+        let gateway = docs
+            .iter()
+            .find(|d| d["kind"] == "Gateway")
+            .unwrap_or_else(|| panic!("{mode}-{api}: no waypoint"));
+        assert_eq!(gateway["metadata"]["name"], "waypoint");
+        assert_eq!(gateway["spec"]["gatewayClassName"], "istio-waypoint");
+        assert_eq!(
+            gateway["spec"]["listeners"],
+            json!([{"name": "mesh", "port": 15008, "protocol": "HBONE"}])
+        );
+        let params = &gateway["spec"]["infrastructure"]["parametersRef"];
+        assert_eq!(params["kind"], "ConfigMap");
+        let config = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == params["name"])
+            .unwrap_or_else(|| panic!("{mode}-{api}: no {params}"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deployment.yaml");
+        std::fs::write(&path, config["data"]["deployment"].as_str().unwrap()).unwrap();
+        let deployment = one_doc(&path);
+        assert_eq!(
+            proxy_env(&deployment),
+            proxy_env(&one_doc(
+                &repo_root().join("istio-manifests/workload/orders-proxy-env.yaml")
+            )),
+            "the waypoint's proxy gets what a sidecar gets"
+        );
+    }
+}
+
+/// The body-command overlay: identity and masking as extensions, audit as
+/// the EnvoyFilter, both selecting the same pods, never both audit variants.
+#[test]
+fn the_body_command_overlay_swaps_the_audit_extension_for_the_envoyfilter() {
+    let docs = overlay("sidecar", "wasmplugin-body-commands");
+    for filter in ["identity", "masking"] {
+        let doc = extension(&docs, filter);
+        assert_eq!(
+            doc["spec"]["selector"],
+            json!({"matchLabels": {"app": "orders"}})
+        );
+    }
+    assert!(!docs
+        .iter()
+        .any(|d| KINDS.contains(&d["kind"].as_str().unwrap_or(""))
+            && d["metadata"]["name"] == "meshguard-audit"));
+    let filters: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "EnvoyFilter").collect();
+    assert_eq!(filters.len(), 1);
+    assert_eq!(filters[0]["metadata"]["namespace"], "shop");
+    assert_eq!(
+        filters[0]["spec"]["workloadSelector"],
+        json!({"labels": {"app": "orders"}})
+    );
+    assert_eq!(
+        filters[0]["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["config"]
+            ["allow_on_headers_stop_iteration"],
+        true
+    );
+}
+
+/// The meshguard variables a Deployment patch gives the istio-proxy container,
+/// with where each comes from; its extraStatTags annotation is every metric tag.
+fn proxy_env(patch: &Value) -> Vec<(String, Value)> {
+    let annotation = patch["spec"]["template"]["metadata"]["annotations"]
+        ["sidecar.istio.io/extraStatTags"]
+        .as_str()
+        .unwrap();
+    assert_eq!(annotation.split(',').collect::<Vec<_>>(), TAG_NAMES);
+    let proxy = &patch["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(proxy["name"], "istio-proxy");
+    let mut env: Vec<(String, Value)> = proxy["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["valueFrom"].clone(),
+            )
+        })
+        .collect();
+    env.sort_by(|a, b| a.0.cmp(&b.0));
+    env
+}
+
+/// A team's own overlay: another namespace, another Service, another
+/// registry path, the base untouched; it renders and validates.
+#[test]
+fn a_teams_own_overlay_needs_no_edit_of_the_base() {
+    rendered();
+    // Kustomize takes relative paths only: the overlay lives in target/,
+    // two levels below the repository root, and points at dist/istio/.
+    let target = repo_root().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("team-overlay-")
+        .tempdir_in(&target)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            r#"apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: payments
+resources:
+- {base}
+components:
+- {release}
+patches:
+- target:
+    group: extensions.istio.io
+    labelSelector: app.kubernetes.io/part-of=meshguard
+  patch: |-
+    - op: add
+      path: /spec/targetRefs
+      value:
+      - kind: Service
+        group: ""
+        name: billing
+    - op: add
+      path: /spec/wasm/imagePullSecret
+      value: registry-pull
+"#,
+            base = "../../dist/istio/base/trafficextension",
+            release = "../../dist/istio/release",
+        ),
+    )
+    .unwrap();
+    let outcome = kustomize(dir.path()).unwrap();
+    assert!(outcome.success(), "{}", outcome.output());
+    let out = dir.path().join("rendered.yaml");
+    std::fs::write(&out, &outcome.stdout).unwrap();
+    let validated = manifests::validate(&[&out], &[]).unwrap();
+    assert!(validated.success(), "{}", validated.output());
+    let docs = yaml_to_json(&out).unwrap();
+    for filter in FILTERS {
+        let doc = extension(&docs, filter);
+        assert_eq!(doc["metadata"]["namespace"], "payments");
+        assert_eq!(doc["spec"]["targetRefs"][0]["name"], "billing");
+        assert_eq!(doc["spec"]["wasm"]["imagePullSecret"], "registry-pull");
+    }
+}
+
+/// The component a team adds to the kustomization of its own workloads: any
+/// Deployment, whatever its name, gets the sidecar's meshguard environment.
+#[test]
+fn the_sidecar_env_component_patches_any_deployment() {
+    rendered();
+    let component = repo_root().join("istio-manifests/components/sidecar-proxy-env/proxy-env.yaml");
+    let orders = repo_root().join("istio-manifests/workload/orders-proxy-env.yaml");
+    assert_eq!(
+        proxy_env(&one_doc(&component)),
+        proxy_env(&one_doc(&orders))
+    );
+    let target = repo_root().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("team-app-")
+        .tempdir_in(&target)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "resources: [app.yaml]\ncomponents: [../../dist/istio/components/sidecar-proxy-env]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        r#"{"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "payments-api", "namespace": "payments"},
+            "spec": {"selector": {"matchLabels": {"app": "payments"}},
+                     "template": {"metadata": {"labels": {"app": "payments"}},
+                                  "spec": {"containers": [{"name": "app", "image": "payments:1"}]}}}}"#,
+    )
+    .unwrap();
+    let outcome = kustomize(dir.path()).unwrap();
+    assert!(outcome.success(), "{}", outcome.output());
+    let out = dir.path().join("out.yaml");
+    std::fs::write(&out, &outcome.stdout).unwrap();
+    let mut deployment = one_doc(&out);
+    assert_eq!(deployment["metadata"]["name"], "payments-api");
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap();
+    assert!(
+        containers.iter().any(|c| c["name"] == "app"),
+        "{containers:?}"
+    );
+    containers.retain(|c| c["name"] == "istio-proxy");
+    assert_eq!(proxy_env(&deployment), proxy_env(&one_doc(&orders)));
 }
 
 #[test]
@@ -256,166 +651,369 @@ fn every_metric_tag_is_in_the_extra_stat_tags() {
         json!(TAG_NAMES)
     );
     let patch = one_doc(&repo_root().join("istio-manifests/workload/orders-proxy-env.yaml"));
-    let annotation = patch["spec"]["template"]["metadata"]["annotations"]
-        ["sidecar.istio.io/extraStatTags"]
-        .as_str()
-        .unwrap();
-    assert_eq!(annotation.split(',').collect::<Vec<_>>(), TAG_NAMES);
-    let proxy = &patch["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(proxy["name"], "istio-proxy");
-    let env: Vec<&str> = proxy["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let from = &e["valueFrom"];
-            assert!(
-                from["secretKeyRef"].is_object()
-                    || from["configMapKeyRef"]["name"] == "meshguard-trust",
-                "{e}"
-            );
-            e["name"].as_str().unwrap()
-        })
-        .collect();
+    let env = proxy_env(&patch);
+    for (name, from) in &env {
+        assert!(
+            from["secretKeyRef"].is_object()
+                || from["configMapKeyRef"]["name"] == "meshguard-trust",
+            "{name}: {from}"
+        );
+    }
+    let mut names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
     let mut want = vec!["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"];
     want.extend(trust_anchors());
-    let (mut env, mut want) = (env, want);
-    env.sort_unstable();
+    names.sort_unstable();
     want.sort_unstable();
-    assert_eq!(env, want);
+    assert_eq!(names, want);
 }
 
-/// One broken manifest: which rendered file, how to break it, and what the
-/// validator must say.
+/// One broken deployment: which rendered overlay, how to break it, and what
+/// the validator must say.
 struct Broken {
     what: &'static str,
-    file: &'static str,
-    from: &'static str,
-    to: String,
+    overlay: (&'static str, &'static str),
+    edit: fn(&mut Vec<Value>),
     expect: &'static str,
 }
 
-fn sha_line(text: &str) -> String {
-    text.lines()
-        .find(|l| l.trim_start().starts_with("sha256:"))
-        .unwrap()
-        .to_string()
+/// Sets the value at a JSON pointer whose parent exists.
+fn set(doc: &mut Value, pointer: &str, value: Value) {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    match doc
+        .pointer_mut(parent)
+        .unwrap_or_else(|| panic!("{parent}"))
+    {
+        Value::Array(items) => items[key.parse::<usize>().unwrap()] = value,
+        other => other[key] = value,
+    }
 }
+
+fn remove(doc: &mut Value, pointer: &str) {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    doc.pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .and_then(|o| o.remove(key))
+        .unwrap_or_else(|| panic!("{pointer}"));
+}
+
+fn env_inline(doc: &mut Value, name: &str, value: &str) {
+    for e in wasm_mut(doc)["vmConfig"]["env"].as_array_mut().unwrap() {
+        if e["name"] == name {
+            *e = json!({"name": name, "value": value});
+        }
+    }
+}
+
+const WP: (&str, &str) = ("sidecar", "wasmplugin");
+const TE: (&str, &str) = ("sidecar", "trafficextension");
+const WAYPOINT_TE: (&str, &str) = ("waypoint", "trafficextension");
 
 #[test]
 fn the_validator_reports_what_istios_schema_misses() {
-    let identity = read(&rendered_file("identity-wasmplugin.yaml"));
     let cases = [
         Broken {
             what: "selector and targetRefs",
-            file: "identity-wasmplugin.yaml",
-            from: "  selector:\n",
-            to: "  targetRefs:\n  - kind: Service\n    name: orders\n  selector:\n".into(),
+            overlay: WP,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/targetRefs",
+                    json!([{"kind": "Service", "name": "orders"}]),
+                )
+            },
+            expect: "selector and targetRefs are both set",
+        },
+        Broken {
+            what: "selector and targetRefs (TrafficExtension)",
+            overlay: TE,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/targetRefs",
+                    json!([{"kind": "Service", "name": "orders"}]),
+                )
+            },
             expect: "selector and targetRefs are both set",
         },
         Broken {
             what: "a sha256 that is not the image's",
-            file: "identity-wasmplugin.yaml",
-            from: "SHA_LINE",
-            to: format!("  sha256: \"{}\"", "0".repeat(64)),
+            overlay: TE,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/wasm/sha256",
+                    json!("0".repeat(64)),
+                )
+            },
             expect: "is not the manifest digest",
         },
         Broken {
             what: "a malformed sha256",
-            file: "identity-wasmplugin.yaml",
-            from: "SHA_LINE",
-            to: sha_line(&identity)
-                .to_uppercase()
-                .replace("SHA256", "sha256"),
+            overlay: WP,
+            edit: |d| {
+                let doc = extension_mut(d, "identity");
+                let upper = doc["spec"]["sha256"].as_str().unwrap().to_uppercase();
+                set(doc, "/spec/sha256", json!(upper));
+            },
             expect: "does not match ^[a-f0-9]{64}$",
         },
         Broken {
             what: "a wrong failStrategy",
-            file: "identity-wasmplugin.yaml",
-            from: "failStrategy: FAIL_CLOSE",
-            to: "failStrategy: FAIL_SOMETIMES".into(),
+            overlay: WP,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/failStrategy",
+                    json!("FAIL_SOMETIMES"),
+                )
+            },
             expect: "/spec/failStrategy must be equal to one of the allowed values",
         },
         Broken {
+            what: "a wrong failStrategy (TrafficExtension)",
+            overlay: TE,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/wasm/failStrategy",
+                    json!("FAIL_SOMETIMES"),
+                )
+            },
+            expect: "/spec/wasm/failStrategy must be equal to one of the allowed values",
+        },
+        Broken {
+            what: "failStrategy where WasmPlugin has it, in a TrafficExtension",
+            overlay: TE,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/failStrategy",
+                    json!("FAIL_CLOSE"),
+                )
+            },
+            expect: "unknown field spec.failStrategy",
+        },
+        Broken {
             what: "a wrong phase",
-            file: "identity-wasmplugin.yaml",
-            from: "phase: AUTHZ",
-            to: "phase: AUTHORIZATION".into(),
+            overlay: WP,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/phase",
+                    json!("AUTHORIZATION"),
+                )
+            },
+            expect: "/spec/phase must be equal to one of the allowed values",
+        },
+        Broken {
+            what: "WasmPlugin's phase spelling in a TrafficExtension",
+            overlay: TE,
+            edit: |d| {
+                set(
+                    extension_mut(d, "audit"),
+                    "/spec/phase",
+                    json!("UNSPECIFIED_PHASE"),
+                )
+            },
             expect: "/spec/phase must be equal to one of the allowed values",
         },
         Broken {
             what: "an unknown field",
-            file: "identity-wasmplugin.yaml",
-            from: "  pluginName:",
-            to: "  pluginNmae: meshguard-identity\n  pluginName:".into(),
+            overlay: WP,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/pluginNmae",
+                    json!("meshguard-identity"),
+                )
+            },
             expect: "unknown field spec.pluginNmae",
         },
         Broken {
+            what: "an unknown field (TrafficExtension)",
+            overlay: TE,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/wasm/vmConfig/envs",
+                    json!([]),
+                )
+            },
+            expect: "unknown field spec.wasm.vmConfig.envs",
+        },
+        Broken {
             what: "no url",
-            file: "identity-wasmplugin.yaml",
-            from: "  url: ",
-            to: "  # url: ".into(),
+            overlay: WP,
+            edit: |d| remove(extension_mut(d, "identity"), "/spec/url"),
             expect: "url is required",
         },
         Broken {
+            what: "no url (TrafficExtension)",
+            overlay: TE,
+            edit: |d| remove(extension_mut(d, "identity"), "/spec/wasm/url"),
+            expect: "must have required property 'url'",
+        },
+        Broken {
+            what: "both wasm and lua",
+            overlay: TE,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/lua",
+                    json!({"inlineCode": "function envoy_on_request(h) end"}),
+                )
+            },
+            expect: "exactly one of wasm or lua must be set",
+        },
+        Broken {
+            what: "a waypoint Gateway without its group",
+            overlay: WAYPOINT_TE,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/targetRefs",
+                    json!([{"kind": "Gateway", "name": "waypoint"}]),
+                )
+            },
+            expect: "a Gateway is in group \"gateway.networking.k8s.io\"",
+        },
+        Broken {
+            what: "a cross-namespace targetRef",
+            overlay: WAYPOINT_TE,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/targetRefs/0/namespace",
+                    json!("istio-system"),
+                )
+            },
+            expect: "cross namespace referencing is not currently supported",
+        },
+        Broken {
             what: "FAIL_OPEN",
-            file: "identity-wasmplugin.yaml",
-            from: "failStrategy: FAIL_CLOSE",
-            to: "failStrategy: FAIL_OPEN".into(),
+            overlay: WP,
+            edit: |d| {
+                set(
+                    extension_mut(d, "identity"),
+                    "/spec/failStrategy",
+                    json!("FAIL_OPEN"),
+                )
+            },
             expect: "FAIL_OPEN skips a crashed meshguard-identity: an authorization bypass",
         },
         Broken {
+            what: "FAIL_OPEN (TrafficExtension)",
+            overlay: TE,
+            edit: |d| {
+                set(
+                    extension_mut(d, "masking"),
+                    "/spec/wasm/failStrategy",
+                    json!("FAIL_OPEN"),
+                )
+            },
+            expect: "FAIL_OPEN skips a crashed meshguard-masking: unmasked data",
+        },
+        Broken {
             what: "a pluginConfig the filter refuses",
-            file: "masking-wasmplugin.yaml",
-            from: r#""strategy":"remove""#,
-            to: r#""strategy":"shred""#.into(),
+            overlay: TE,
+            edit: |d| {
+                let rules = wasm_mut(extension_mut(d, "masking"))["pluginConfig"]["rules"]
+                    .as_array_mut()
+                    .unwrap();
+                rules[0]["strategy"] = json!("shred");
+            },
             expect: "pluginConfig refused by `meshguard validate --filter masking`",
         },
         Broken {
             what: "a body command in a WasmPlugin",
-            file: "audit-wasmplugin.yaml",
-            from: r#""parts":["method","path","query"]"#,
-            to: r#""parts":["method","path",{"json_pointer":"/sql"}]"#.into(),
+            overlay: WP,
+            edit: |d| {
+                set(
+                    wasm_mut(extension_mut(d, "audit")),
+                    "/pluginConfig/commands/0/parts",
+                    json!(["method", "path", {"json_pointer": "/sql"}]),
+                )
+            },
+            expect: "needs allow_on_headers_stop_iteration: true",
+        },
+        Broken {
+            what: "a body command in a TrafficExtension",
+            overlay: TE,
+            edit: |d| {
+                set(
+                    wasm_mut(extension_mut(d, "audit")),
+                    "/pluginConfig/commands/0/parts",
+                    json!(["method", "body"]),
+                )
+            },
             expect: "needs allow_on_headers_stop_iteration: true",
         },
         Broken {
             what: "an inline secret",
-            file: "audit-wasmplugin.yaml",
-            from: "- name: MESHGUARD_AUDIT_KEY\n      valueFrom: HOST",
-            to: "- name: MESHGUARD_AUDIT_KEY\n      value: c2VjcmV0LWtleS1pbmxpbmU=".into(),
+            overlay: TE,
+            edit: |d| {
+                env_inline(
+                    extension_mut(d, "audit"),
+                    "MESHGUARD_AUDIT_KEY",
+                    "c2VjcmV0LWtleS1pbmxpbmU=",
+                )
+            },
             expect: "MESHGUARD_AUDIT_KEY is a secret",
         },
         Broken {
             what: "an inline trust anchor beside the config",
-            file: "identity-wasmplugin.yaml",
-            from: "- name: MESHGUARD_HEALTH_PATHS\n      valueFrom: HOST",
-            to: "- name: MESHGUARD_HEALTH_PATHS\n      value: /*".into(),
+            overlay: WP,
+            edit: |d| env_inline(extension_mut(d, "identity"), "MESHGUARD_HEALTH_PATHS", "/*"),
             expect: "MESHGUARD_HEALTH_PATHS judges the config: pass it with valueFrom: HOST",
         },
         Broken {
-            what: "the EnvoyFilter without allow_on_headers_stop_iteration",
-            file: "audit-envoyfilter-body-commands.yaml",
-            from: "\n            allow_on_headers_stop_iteration: true",
-            to: "\n            allow_on_headers_stop_iteration: false".into(),
-            expect: "needs allow_on_headers_stop_iteration: true",
+            what: "masking before identity",
+            overlay: TE,
+            edit: |d| set(extension_mut(d, "masking"), "/spec/phase", json!("AUTHN")),
+            expect: "is masking -> identity -> audit; meshguard needs identity -> masking -> audit",
+        },
+        Broken {
+            what: "both audit variants in one deployment",
+            overlay: WP,
+            edit: |d| {
+                let body = overlay("sidecar", "wasmplugin-body-commands");
+                let filter = body
+                    .iter()
+                    .find(|x| x["kind"] == "EnvoyFilter")
+                    .unwrap()
+                    .clone();
+                d.push(filter);
+            },
+            expect: "meshguard-audit both as an extension and as an EnvoyFilter",
+        },
+        Broken {
+            what: "a canary whose selector overlaps the stable one",
+            overlay: WP,
+            edit: |d| {
+                let mut canary = extension(d, "identity").clone();
+                canary["metadata"]["name"] = json!("canary-meshguard-identity");
+                canary["spec"]["selector"]["matchLabels"]["track"] = json!("canary");
+                d.push(canary);
+            },
+            expect: "select overlapping pods: meshguard-identity would run twice",
+        },
+        Broken {
+            what: "both APIs for one workload",
+            overlay: WP,
+            edit: |d| {
+                let mut traffic = overlay("sidecar", "trafficextension");
+                let identity = extension_mut(&mut traffic, "identity").clone();
+                d.push(identity);
+            },
+            expect: "meshguard-identity selected more than once",
         },
     ];
     let dir = tempfile::tempdir().unwrap();
-    for case in &cases {
-        let original = read(&rendered_file(case.file));
-        let from = if case.from == "SHA_LINE" {
-            sha_line(&original)
-        } else {
-            case.from.to_string()
-        };
-        assert!(
-            original.contains(&from),
-            "{}: {from:?} not in {}",
-            case.what,
-            case.file
-        );
-        let path = dir.path().join(case.file);
-        std::fs::write(&path, original.replacen(&from, &case.to, 1)).unwrap();
+    for (n, case) in cases.iter().enumerate() {
+        let mut docs = overlay(case.overlay.0, case.overlay.1);
+        (case.edit)(&mut docs);
+        let path = dir.path().join(format!("case-{n}.yaml"));
+        write_docs(&path, &docs).unwrap();
         let outcome = manifests::validate(&[&path], &[]).unwrap();
         assert_eq!(outcome.code, 1, "{}: {}", case.what, outcome.output());
         assert!(
@@ -427,24 +1025,68 @@ fn the_validator_reports_what_istios_schema_misses() {
         );
     }
 
-    // Masking before identity: validated together, the chain order is wrong.
-    let masking = read(&rendered_file("masking-wasmplugin.yaml"));
-    let early = dir.path().join("masking-early.yaml");
-    std::fs::write(&early, masking.replacen("phase: STATS", "phase: AUTHN", 1)).unwrap();
+    // Stable and canary in one deployment, with disjoint selectors and the
+    // canary's names prefixed (docs/operations.md): valid.
+    let mut docs = overlay("sidecar", "trafficextension");
+    let mut canaries = Vec::new();
+    for filter in FILTERS {
+        let stable = extension_mut(&mut docs, filter);
+        stable["spec"]["selector"]["matchLabels"]["track"] = json!("stable");
+        let mut canary = stable.clone();
+        canary["metadata"]["name"] = json!(format!("canary-meshguard-{filter}"));
+        canary["spec"]["selector"]["matchLabels"]["track"] = json!("canary");
+        canaries.push(canary);
+    }
+    docs.extend(canaries);
+    let path = dir.path().join("canary.yaml");
+    write_docs(&path, &docs).unwrap();
+    let outcome = manifests::validate(&[&path], &[]).unwrap();
+    assert!(outcome.success(), "{}", outcome.output());
+
+    // The EnvoyFilter without the knob body commands need.
+    let original = read(&rendered_file("audit/envoyfilter-body-commands.yaml"));
+    let knob = "\n            allow_on_headers_stop_iteration: true";
+    assert!(original.contains(knob));
+    let path = dir.path().join("envoyfilter.yaml");
+    std::fs::write(
+        &path,
+        original.replacen(
+            knob,
+            "\n            allow_on_headers_stop_iteration: false",
+            1,
+        ),
+    )
+    .unwrap();
+    let outcome = manifests::validate(&[&path], &[]).unwrap();
+    assert_eq!(outcome.code, 1, "{}", outcome.output());
+    assert!(
+        outcome
+            .stdout
+            .contains("needs allow_on_headers_stop_iteration: true"),
+        "{}",
+        outcome.output()
+    );
+
+    // One definition, both APIs: a TrafficExtension whose priority drifted
+    // from its WasmPlugin's is reported when both are validated.
+    let mut traffic = overlay("sidecar", "trafficextension");
+    set(
+        extension_mut(&mut traffic, "identity"),
+        "/spec/priority",
+        json!(31),
+    );
+    let te = dir.path().join("te.yaml");
+    write_docs(&te, &traffic).unwrap();
     let outcome = manifests::validate(
-        &[
-            &rendered_file("identity-wasmplugin.yaml"),
-            &early,
-            &rendered_file("audit-wasmplugin.yaml"),
-        ],
+        &[&te, &rendered_file("rendered/sidecar-wasmplugin.yaml")],
         &[],
     )
     .unwrap();
     assert_eq!(outcome.code, 1, "{}", outcome.output());
     assert!(
-        outcome.stdout.contains(
-            "is masking -> identity -> audit; meshguard needs identity -> masking -> audit"
-        ),
+        outcome
+            .stdout
+            .contains("meshguard-identity: priority differs between the APIs"),
         "{}",
         outcome.output()
     );
@@ -453,7 +1095,7 @@ fn the_validator_reports_what_istios_schema_misses() {
 #[test]
 fn without_the_node_packages_the_validator_says_to_run_make_tools() {
     let outcome = manifests::validate(
-        &[&repo_root().join("istio-manifests/peer-authentication.yaml")],
+        &[&repo_root().join("istio-manifests/base/mtls/peer-authentication.yaml")],
         &[("MESHGUARD_NODE_TOOLS", "/nonexistent/node_modules")],
     )
     .unwrap();
@@ -471,7 +1113,7 @@ fn without_the_node_packages_the_validator_says_to_run_make_tools() {
 /// instead of from the proxy's environment: everything else is the manifest.)
 #[tokio::test]
 async fn the_audit_envoyfilter_runs_body_commands_in_a_real_envoy() {
-    let filter = one_doc(&rendered_file("audit-envoyfilter-body-commands.yaml"));
+    let filter = one_doc(&rendered_file("audit/envoyfilter-body-commands.yaml"));
     let patches = filter["spec"]["configPatches"].as_array().unwrap();
     let name = patches[1]["patch"]["value"]["name"].as_str().unwrap();
     let mut typed_config = patches[0]["patch"]["value"]["typed_config"].clone();
@@ -571,11 +1213,11 @@ async fn the_audit_envoyfilter_runs_body_commands_in_a_real_envoy() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Envoy names the plugin's stats after config.name (Istio: namespace.name),
-    // which is what the dashboard and the VM-reload alert select.
+    // Envoy names the plugin's stats after config.name (a WasmPlugin's:
+    // namespace.name), which is what the dashboard and the VM-reload alert select.
     let stats = envoy.prometheus().await.unwrap();
     assert!(
-        stats.contains("envoy_wasm_shop_meshguard_audit_vm_reload"),
+        stats.contains("envoy_wasm_meshguard_audit_vm_reload"),
         "{}",
         stats
             .lines()
