@@ -1,12 +1,12 @@
 //! `meshguard explain`: what the identity filter would decide for one request,
 //! computed by the filter's own `resolve_peer` and `evaluate`.
 
-use std::cell::Cell;
 use std::io::Write;
 use std::process::ExitCode;
 
 use meshguard_core::identity::{
-    Decision, IdentityPolicy, IdentitySource, Mode, Peer, RequestInfo, TlsVersion, Transport,
+    Decision, IdentityPolicy, IdentitySource, Judgement, Mode, Peer, RequestInfo, TlsVersion,
+    Transport,
 };
 use meshguard_core::integrity::IntegrityEnv;
 use meshguard_core::spiffe::{normalize_principal_text, SpiffeId};
@@ -60,6 +60,11 @@ pub struct Args {
     /// The caller connects over TLS but presents no client certificate.
     #[arg(long)]
     no_client_cert: bool,
+    /// The filter runs on an ambient waypoint and the caller came through an
+    /// HBONE tunnel: --peer is the tunnel peer's identity, as Istio puts it in
+    /// filter state (`io.istio.peer_principal`); the transport is mTLS, TLS 1.3.
+    #[arg(long, conflicts_with_all = ["plaintext", "no_client_cert", "tls_version"])]
+    waypoint: bool,
     /// The `x-forwarded-client-cert` header as the filter sees it (read only when
     /// the peer is one of `identity.trusted_gateways`).
     #[arg(long, value_name = "HEADER")]
@@ -89,6 +94,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let peer_uri = args.peer.as_deref().map(normalize_principal_text);
     let transport = if args.plaintext {
         Transport::from_host(Some(false), None, None)
+    } else if args.waypoint {
+        Transport::hbone(peer_uri.as_deref().unwrap_or_default())
     } else if args.no_client_cert {
         Transport::from_host(Some(false), Some(&args.tls_version), None)
     } else {
@@ -106,36 +113,79 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let xfcc_read = Cell::new(false);
-    let peer = policy.resolve_peer(transport, || {
-        xfcc_read.set(true);
+    let received = RequestInfo {
+        path: &args.path,
+        method: &args.method,
+        host: &args.host,
+    };
+    let read_xfcc = || {
         (
             args.xfcc.clone(),
             args.local_identity
                 .as_deref()
                 .map(|id| normalize_principal_text(id).into_owned()),
         )
-    });
-    if args.xfcc.is_some() && !xfcc_read.get() {
-        eprintln!("note: --xfcc was not read: the direct peer is not an mTLS peer listed in identity.trusted_gateways");
-    }
-    if xfcc_read.get() && peer.identity.is_none() {
-        eprintln!("note: the peer is a trusted gateway but XFCC names no caller it vouched for: the request is anonymous");
-    }
-
-    let request = RequestInfo {
-        path: &args.path,
-        method: &args.method,
-        host: &args.host,
     };
-    let decision = policy.evaluate(&peer, &request);
+    let shadow = policy.shadow().map(|shadow| {
+        (
+            shadow,
+            shadow.judge(transport.clone(), read_xfcc, &received),
+        )
+    });
+    let Judgement {
+        peer,
+        decision,
+        forwarded_path,
+    } = policy.judge(transport, read_xfcc, &received);
+    let gateway = matches!(peer.source, IdentitySource::Gateway(_));
+    if args.xfcc.is_some() && !gateway {
+        eprintln!("note: --xfcc did not name the caller: the direct peer is not an mTLS peer listed in identity.trusted_gateways");
+    }
+    if gateway && peer.identity.is_none() {
+        eprintln!(
+            "note: the peer is a trusted gateway but XFCC names no usable caller it vouched for"
+        );
+    }
+    if let Some(path) = &forwarded_path {
+        eprintln!("note: the filter matches and forwards the canonical path {path:?}");
+    }
+    let request = RequestInfo {
+        path: forwarded_path.as_deref().unwrap_or(&args.path),
+        ..received
+    };
 
     let mut out = std::io::stdout().lock();
     if args.json {
-        let value = to_json(&policy, &decision, &peer, &request);
+        let mut value = to_json(&policy, &decision, &peer, &request);
+        if let (Some((shadow_policy, shadow)), Some(fields)) = (&shadow, value.as_object_mut()) {
+            let mut candidate = to_json(shadow_policy, &shadow.decision, &shadow.peer, &request);
+            if let Some(candidate_fields) = candidate.as_object_mut() {
+                // Never enforced: no mode, and the request's fate is the enforced policy's.
+                for key in ["mode", "request_passes", "request"] {
+                    candidate_fields.remove(key);
+                }
+                candidate_fields.insert(
+                    "agrees".into(),
+                    json!(shadow.decision.is_deny() == decision.is_deny()),
+                );
+            }
+            fields.insert("shadow".into(), candidate);
+        }
         writeln!(out, "{value}")?;
     } else {
         write!(out, "{}", to_text(&policy, &decision, &peer))?;
+        if let Some((shadow_policy, shadow)) = &shadow {
+            let agrees = if shadow.decision.is_deny() == decision.is_deny() {
+                "agrees"
+            } else {
+                "DISAGREES"
+            };
+            write!(
+                out,
+                "shadow ({agrees}, never enforced): {}",
+                to_text(shadow_policy, &shadow.decision, &shadow.peer)
+            )?;
+        }
     }
     out.flush()?;
     Ok(if decision.is_deny() {
@@ -206,10 +256,8 @@ fn to_json(
 }
 
 fn transport_parts(transport: &Transport) -> (&'static str, Option<&'static str>) {
-    let security = match transport {
-        Transport::Plaintext => "plaintext",
-        Transport::Tls { .. } => "tls",
-        Transport::Mtls { .. } => "mtls",
-    };
-    (security, transport.tls_version().map(TlsVersion::as_str))
+    (
+        transport.security(),
+        transport.tls_version().map(TlsVersion::as_str),
+    )
 }

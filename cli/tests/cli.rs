@@ -365,10 +365,13 @@ fn explain_follows_the_xfcc_trust_model() {
     let cases = [
         // The gateway's element names the caller; the local element is skipped.
         (GATEWAY, vouched.as_str(), 0, "peer: spiffe://cluster.local/ns/default/sa/frontend (source: gateway spiffe://cluster.local/ns/istio-system/sa/ingress)\n", ""),
-        // A gateway request without an element it appended is anonymous.
-        (GATEWAY, "", 2, "peer: none (source: gateway spiffe://cluster.local/ns/istio-system/sa/ingress)\n", "note: the peer is a trusted gateway"),
-        // Any other peer's XFCC is never read.
-        (FRONTEND, "By=spiffe://x/y;URI=spiffe://cluster.local/ns/a/sa/b", 0, "peer: spiffe://cluster.local/ns/default/sa/frontend (source: certificate)\n", "note: --xfcc was not read"),
+        // A gateway request without an element it appended has no usable
+        // caller: refused with its own reason, never anonymous.
+        (GATEWAY, "", 2, "reason: gateway_identity_unusable", "note: the peer is a trusted gateway"),
+        // Any other peer's XFCC never names the caller.
+        (FRONTEND, "By=spiffe://x/y;URI=spiffe://cluster.local/ns/a/sa/b", 0, "peer: spiffe://cluster.local/ns/default/sa/frontend (source: certificate)\n", "note: --xfcc did not name the caller"),
+        // Our own element lists two URI SANs for the peer certificate: unusable.
+        (FRONTEND, "By=spiffe://cluster.local/ns/default/sa/backend;URI=spiffe://cluster.local/ns/default/sa/frontend;URI=spiffe://cluster.local/ns/a/sa/b", 2, "reason: peer_identity_unusable", ""),
     ];
     for (peer, xfcc, code, stdout, stderr) in cases {
         let (out, _) = run_with_config(
@@ -387,8 +390,14 @@ fn explain_follows_the_xfcc_trust_model() {
             ],
         );
         assert_eq!(out.code, Some(code), "{xfcc}: {}{}", out.stdout, out.stderr);
-        assert!(out.stdout.contains(stdout), "{xfcc}: {}", out.stdout);
-        assert!(out.stderr.contains(stderr), "{xfcc}: {}", out.stderr);
+        // An empty expectation means "nothing", not "anything".
+        for (got, want) in [(&out.stdout, stdout), (&out.stderr, stderr)] {
+            if want.is_empty() {
+                assert_eq!(got, "", "{xfcc}");
+            } else {
+                assert!(got.contains(want), "{xfcc}: {got}");
+            }
+        }
     }
 }
 
@@ -557,7 +566,7 @@ fn the_strict_example_behaves_as_documented() {
         (
             &["--peer", ingress, "--path", "/api/public/catalog"],
             2,
-            "reason: no_matching_rule",
+            "reason: gateway_identity_unusable",
         ),
     ];
     for (args, code, want) in cases {

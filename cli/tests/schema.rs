@@ -41,6 +41,8 @@ fn parse(config: &Value) -> Result<IdentityPolicy, String> {
 /// Follows a local `$ref` (`#/$defs/NAME`), once or repeatedly.
 fn resolve<'a>(root: &'a Value, s: &'a Value) -> &'a Value {
     match s.get("$ref").and_then(Value::as_str) {
+        // The identity filter's `shadow` is a whole policy: the root again.
+        Some("#") => root,
         Some(r) => {
             let name = r.strip_prefix("#/$defs/").unwrap_or_else(|| panic!("{r}"));
             resolve(root, &root["$defs"][name])
@@ -169,6 +171,13 @@ impl ObjectAt<'_> {
 /// `anyOf`, whose branches only constrain an object defined elsewhere).
 fn objects(root: &Value) -> Vec<ObjectAt<'_>> {
     fn walk<'a>(root: &'a Value, s: &'a Value, at: Vec<Step>, out: &mut Vec<ObjectAt<'a>>) {
+        let refers_to_root = |b: &Value| b.get("$ref").and_then(Value::as_str) == Some("#");
+        let branches = s.get("anyOf").and_then(Value::as_array);
+        if !at.is_empty()
+            && (refers_to_root(s) || branches.is_some_and(|b| b.iter().any(refers_to_root)))
+        {
+            return; // the root, walked once
+        }
         let s = resolve(root, s);
         if let Some(props) = s.get("properties").and_then(Value::as_object) {
             out.push(ObjectAt {
@@ -346,8 +355,9 @@ fn the_schema_and_the_parser_list_the_same_enum_values() {
             );
         }
     }
-    // mode, default_action, transport and override min_tls_version, detail, action.
-    assert_eq!(enums, 6);
+    // mode, default_action, path_normalization, transport and override
+    // min_tls_version, on_unusable_identity, detail, action.
+    assert_eq!(enums, 8);
 }
 
 /// serde's derived `Deserialize` also reads a struct from a JSON array, field
@@ -356,7 +366,9 @@ fn the_schema_and_the_parser_list_the_same_enum_values() {
 /// syntax: the schema allows objects only, and the difference is tolerated
 /// here for object-typed properties alone (see the report on the core).
 fn positional_struct(root: &Value, property: &Value, value: &Value) -> bool {
-    value.is_array() && resolve(root, property)["type"] == "object"
+    let is_object = |s: &Value| resolve(root, s)["type"] == "object";
+    let branches = property["anyOf"].as_array().into_iter().flatten();
+    value.is_array() && (is_object(property) || branches.into_iter().any(is_object))
 }
 
 #[test]

@@ -62,8 +62,17 @@ impl Pki {
 
     /// Issues a client+server certificate whose only URI SAN is `spiffe_id`.
     pub fn issue(&self, file_stem: &str, spiffe_id: &str) -> anyhow::Result<CertFiles> {
+        self.issue_with_uris(file_stem, &[spiffe_id])
+    }
+
+    /// Issues a certificate with these URI SANs, in order (more than one makes
+    /// a certificate that is not a valid X509-SVID, for negative tests).
+    pub fn issue_with_uris(&self, file_stem: &str, uris: &[&str]) -> anyhow::Result<CertFiles> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
+        params.subject_alt_names = uris
+            .iter()
+            .map(|uri| Ok(SanType::URI((*uri).try_into()?)))
+            .collect::<anyhow::Result<_>>()?;
         params
             .distinguished_name
             .push(DnType::CommonName, file_stem);

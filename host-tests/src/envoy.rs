@@ -35,6 +35,20 @@ pub fn stats_config() -> Value {
     json!({"stats_tags": tags})
 }
 
+/// Tests log wasm and http at debug; `MESHGUARD_ENVOY_LOG=production` runs
+/// Envoy at its production default (info), as benchmarks must.
+fn log_levels() -> Vec<&'static str> {
+    match std::env::var("MESHGUARD_ENVOY_LOG").as_deref() {
+        Ok("production") => vec!["--log-level", "info"],
+        _ => vec![
+            "--log-level",
+            "info",
+            "--component-log-level",
+            "wasm:debug,http:debug",
+        ],
+    }
+}
+
 impl Envoy {
     /// Writes `bootstrap` (admin is added here) to `dir` and starts Envoy on it.
     pub async fn start(name: &str, dir: &Path, mut bootstrap: Value) -> anyhow::Result<Self> {
@@ -50,12 +64,7 @@ impl Envoy {
             .arg("-c")
             .arg(&config_file)
             .args(["--disable-hot-restart", "--concurrency", "1"])
-            .args([
-                "--log-level",
-                "info",
-                "--component-log-level",
-                "wasm:debug,http:debug",
-            ])
+            .args(log_levels())
             .arg("--admin-address-path")
             .arg(&admin_path)
             .stdout(Stdio::null())
@@ -125,6 +134,11 @@ impl Envoy {
             }
         }
         bail!("{}: no listener {listener} in {doc}", self.name)
+    }
+
+    /// The process id (benchmarks read its CPU time and memory from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The admin address (for scrapers).
@@ -199,8 +213,13 @@ impl Envoy {
             .unwrap_or(0))
     }
 
+    /// The log so far. Lossy: hostile request bytes end up in debug lines,
+    /// and a strict UTF-8 read would turn the whole log into "" (an absence
+    /// check on it could then never fail).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+        std::fs::read(&self.log_file)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
     }
 
     /// Waits until the log contains `needle` (log lines are flushed

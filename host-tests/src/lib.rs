@@ -5,6 +5,55 @@
 //! SPIFFE certificates, and drive them with real HTTP. Every process is killed
 //! when its handle is dropped, including when a test fails. Nothing waits on a
 //! fixed sleep: readiness is polled with a deadline.
+//!
+//! # The API in one page
+//!
+//! ```text
+//! let mesh = Mesh::builder()
+//!     .filter(Filter::named("masking", POLICY))          // Istio WasmPlugin shape,
+//!     .filter(Filter::audit(CFG).envoyfilter_variant())   // ...or the EnvoyFilter variant
+//!     .path_normalization(PathNormalization::Base)        // Istio's default
+//!     .upstream_protocol(Protocol::Http1)                 // server sidecar → upstream
+//!     .start().await?;
+//!
+//! mesh.upstream().script("orders", Script::json(&body).trailer("grpc-status", "0"));
+//! let resp = mesh.send_as("frontend",                     // client identity (profile)
+//!     Request::new("POST", "//a/./b/%2e%2e/%2F;x")        // target sent as given
+//!         .http2()                                        // client → client sidecar: h2c
+//!         .leg(Protocol::Http1)                           // sidecar → sidecar (default: follow)
+//!         .upstream_protocol(Protocol::Http2)             // per request: server sidecar → upstream
+//!         .header("x-dup", "a").header("x-dup", b"\xff") // repeats, raw bytes
+//!         .chunked(chunks).trailer("x-t", "v")            // streamed body, request trailers
+//!         .script("orders")).await?;                      // which scripted answer
+//! resp.status; resp.header_all("x"); resp.body; resp.trailers; resp.is_reset();
+//!
+//! let got = mesh.upstream().take_one().await?;           // exactly one request arrived
+//! got.target; got.header_all("x-dup"); got.body; got.trailers; got.protocol; got.state;
+//! mesh.upstream().assert_nothing_arrived("refused");      // refusals: nothing reached it
+//! ```
+//!
+//! - [`upstream`]: the recording upstream (HTTP/1.1 and h2c on one port). It
+//!   records each request as its headers arrive ([`upstream::BodyState`] says
+//!   whether the body ended, is streaming, or was aborted), and answers with
+//!   the [`upstream::Script`] named by the request's
+//!   [`upstream::SCRIPT_HEADER`], else the default script, else the legacy JSON
+//!   echo (kept for older tests; new assertions read the recording).
+//!   On HTTP/1.1, response trailers need `te: trailers` on the request (hyper).
+//! - [`http`]: the client. HTTP/1.1 (fresh or keep-alive
+//!   [`http::Connection`]) and HTTP/2 prior knowledge (several streams on one
+//!   connection with [`http::Connection::stream`]). A reset stream or closed
+//!   connection is [`http::Response::reset`] (status 0 when it came before
+//!   the headers), never an `Err`. [`http::send_raw`] writes bytes hyper
+//!   refuses to build (non-ASCII targets, malformed lines).
+//! - [`mesh`]: client sidecar → server sidecar (real SPIFFE mTLS per profile,
+//!   or plaintext) → upstream, every leg HTTP/1.1 or HTTP/2, the server HCM
+//!   codec AUTO, HTTP/1 trailers enabled. Filters are configured as Istio
+//!   configures a WasmPlugin / TrafficExtension (see [`mesh::Filter`]); only
+//!   [`mesh::Filter::envoyfilter_variant`] adds `allow_on_headers_stop_iteration`.
+//! - [`envoy`]: one Envoy process: metrics, stats and log polling with deadlines.
+//!
+//! `tests/harness.rs` proves the harness itself (every protocol combination
+//! delivers repeats, raw bytes, bodies and trailers both ways).
 
 pub mod certs;
 pub mod collector;
@@ -18,6 +67,8 @@ pub mod prometheus;
 pub mod promql;
 pub mod registry;
 pub mod source;
+pub mod upstream;
+pub mod waypoint;
 
 use std::path::PathBuf;
 

@@ -1,16 +1,29 @@
 //! Istio's sidecar-to-sidecar path on 127.0.0.1:
 //!
 //! ```text
-//! test ──HTTP──▶ client sidecar ──mTLS (SPIFFE cert of the chosen profile)──▶ server sidecar ──▶ echo
-//!                (Envoy, outbound)                                         (Envoy, inbound,
-//!                                                                           meshguard filters)
+//! test ──h1/h2c──▶ client sidecar ──mTLS, h1 or h2──▶ server sidecar ──h1/h2c──▶ recording upstream
+//!                  (Envoy, outbound)                (Envoy, inbound,           (crate::upstream)
+//!                                                    meshguard filters)
 //! ```
 //!
 //! The client sidecar picks the upstream cluster, and so the identity and TLS
 //! settings it presents, from the `x-meshguard-test-route` header, which it
-//! removes before forwarding. The server sidecar accepts mTLS and, like Istio's
+//! removes before forwarding. Each profile has three clusters: `<route>`
+//! follows the client's protocol (as Istio does for HTTP/2 callers),
+//! `<route>.h1` and `<route>.h2` force the sidecar-to-sidecar protocol
+//! ([`Request::leg`]). The server sidecar accepts mTLS and, like Istio's
 //! PERMISSIVE mode, plaintext on the same port (a TLS inspector picks the chain),
-//! and handles XFCC as Istio's inbound sidecar does (APPEND_FORWARD).
+//! detects the protocol (codec AUTO), handles XFCC as Istio's inbound sidecar
+//! does (APPEND_FORWARD) and normalizes paths as Istio's mesh setting says
+//! ([`PathNormalization`], default BASE). HTTP/1 trailers are enabled on every
+//! HTTP/1 codec, so chunked trailers reach the filters.
+//!
+//! Filters are configured exactly as Istio turns a WasmPlugin (or a 1.30
+//! TrafficExtension) into Envoy config: the order given, `configuration` as a
+//! `google.protobuf.StringValue`, `vm_config.environment_variables`, a
+//! failure policy (FAIL_CLOSED unless chosen), and no
+//! `allow_on_headers_stop_iteration` unless the filter is the documented
+//! EnvoyFilter variant ([`Filter::envoyfilter_variant`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,15 +31,78 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::certs::{CertFiles, Pki};
-use crate::echo::EchoServer;
 use crate::envoy::{stats_config, Envoy};
-use crate::http::{self, Request, Response};
+use crate::http::{self, Protocol, Request, Response};
+use crate::upstream::Upstream;
 
 pub const TRUST_DOMAIN: &str = "cluster.local";
 /// The server workload's identity.
 pub const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/backend";
 /// The header the client sidecar routes on.
 pub const ROUTE_HEADER: &str = "x-meshguard-test-route";
+/// `h1` / `h2`: the server sidecar reaches the upstream over this protocol
+/// (removed before the upstream; see [`Request::upstream_protocol`]).
+pub const UPSTREAM_HEADER: &str = "x-meshguard-test-upstream";
+
+/// Requests under this path are answered by the server sidecar itself.
+pub const MARKER_PATH: &str = "/meshguard-test-marker/";
+
+/// Istio's `meshConfig.pathNormalization`, applied to the server sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PathNormalization {
+    /// Envoy's defaults: nothing normalized (Istio `NONE`).
+    None,
+    /// `normalize_path` (Istio's default, `BASE`).
+    #[default]
+    Base,
+    /// `BASE` plus `merge_slashes`.
+    MergeSlashes,
+    /// `MERGE_SLASHES` plus decoding `%2F` / `%5C` (`UNESCAPE_AND_FORWARD`).
+    DecodeAndMergeSlashes,
+}
+
+impl PathNormalization {
+    pub const ALL: [PathNormalization; 4] = [
+        PathNormalization::None,
+        PathNormalization::Base,
+        PathNormalization::MergeSlashes,
+        PathNormalization::DecodeAndMergeSlashes,
+    ];
+
+    fn apply(self, hcm: &mut Value) {
+        let (normalize, merge, escaped) = match self {
+            PathNormalization::None => (false, false, "KEEP_UNCHANGED"),
+            PathNormalization::Base => (true, false, "KEEP_UNCHANGED"),
+            PathNormalization::MergeSlashes => (true, true, "KEEP_UNCHANGED"),
+            PathNormalization::DecodeAndMergeSlashes => (true, true, "UNESCAPE_AND_FORWARD"),
+        };
+        hcm["normalize_path"] = json!(normalize);
+        hcm["merge_slashes"] = json!(merge);
+        hcm["path_with_escaped_slashes_action"] = json!(escaped);
+    }
+}
+
+/// Istio's `failStrategy`, as Envoy's `failure_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// `FAIL_CLOSE` (Istio's default).
+    #[default]
+    FailClosed,
+    /// `FAIL_RELOAD` (Istio >= 1.27).
+    FailReload,
+    /// `FAIL_OPEN`.
+    FailOpen,
+}
+
+impl FailurePolicy {
+    fn envoy(self) -> &'static str {
+        match self {
+            FailurePolicy::FailClosed => "FAIL_CLOSED",
+            FailurePolicy::FailReload => "FAIL_RELOAD",
+            FailurePolicy::FailOpen => "FAIL_OPEN",
+        }
+    }
+}
 
 /// How the client sidecar reaches the server sidecar for one profile.
 #[derive(Debug, Clone)]
@@ -37,6 +113,9 @@ pub struct ClientProfile {
     pub identity: Option<&'static str>,
     /// Highest TLS version offered (`TLSv1_2`, `TLSv1_3`).
     pub max_tls: &'static str,
+    /// Further URI SANs in the certificate, after `identity` (an X509-SVID
+    /// has exactly one: these make the identity unusable).
+    pub extra_uris: &'static [&'static str],
 }
 
 /// The profiles every mesh has.
@@ -45,6 +124,7 @@ pub fn default_profiles() -> Vec<ClientProfile> {
         route,
         identity: Some(identity),
         max_tls: "TLSv1_3",
+        extra_uris: &[],
     };
     vec![
         mtls("frontend", "spiffe://cluster.local/ns/default/sa/frontend"),
@@ -52,6 +132,14 @@ pub fn default_profiles() -> Vec<ClientProfile> {
             route: "frontend-tls12",
             identity: Some("spiffe://cluster.local/ns/default/sa/frontend"),
             max_tls: "TLSv1_2",
+            extra_uris: &[],
+        },
+        // A certificate naming two SPIFFE IDs: not a valid X509-SVID.
+        ClientProfile {
+            route: "two-uris",
+            identity: Some("spiffe://cluster.local/ns/default/sa/frontend"),
+            max_tls: "TLSv1_3",
+            extra_uris: &["spiffe://cluster.local/ns/default/sa/admin"],
         },
         mtls("unknown", "spiffe://cluster.local/ns/default/sa/unknown"),
         mtls("batch", "spiffe://cluster.local/ns/jobs/sa/batch"),
@@ -64,6 +152,7 @@ pub fn default_profiles() -> Vec<ClientProfile> {
             route: "plaintext",
             identity: None,
             max_tls: "TLSv1_3",
+            extra_uris: &[],
         },
     ]
 }
@@ -79,6 +168,12 @@ pub struct Filter {
     pub config: String,
     /// `vmConfig.env` as inline values.
     pub env: Vec<(String, String)>,
+    /// `failStrategy`.
+    pub failure_policy: FailurePolicy,
+    /// Deployed through the documented EnvoyFilter (istio-manifests/audit/
+    /// envoyfilter-body-commands.yaml) with `allow_on_headers_stop_iteration:
+    /// true`, which a WasmPlugin cannot set.
+    pub envoyfilter_variant: bool,
 }
 
 /// The HMAC key the test meshes give the audit filter (base64 of 32 bytes).
@@ -101,7 +196,20 @@ impl Filter {
             root_id: format!("meshguard-{name}"),
             config: config.into(),
             env: Vec::new(),
+            failure_policy: FailurePolicy::default(),
+            envoyfilter_variant: false,
         }
+    }
+
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.failure_policy = policy;
+        self
+    }
+
+    /// The EnvoyFilter variant: `allow_on_headers_stop_iteration: true`.
+    pub fn envoyfilter_variant(mut self) -> Self {
+        self.envoyfilter_variant = true;
+        self
     }
 
     /// Adds a `vmConfig.env` value.
@@ -117,6 +225,16 @@ pub struct MeshBuilder {
     filters: Vec<Filter>,
     profiles: Vec<ClientProfile>,
     extra_clusters: Vec<(String, SocketAddr)>,
+    shape: ServerShape,
+}
+
+/// Server-sidecar settings that survive filter pushes.
+#[derive(Debug, Clone, Copy, Default)]
+struct ServerShape {
+    paths: PathNormalization,
+    upstream: Option<Protocol>,
+    /// `forward_client_cert_details`; `None` is Istio's APPEND_FORWARD.
+    xfcc: Option<&'static str>,
 }
 
 /// The LDS file in the server sidecar's watched directory.
@@ -130,10 +248,12 @@ pub struct Mesh {
     pub client: Envoy,
     client_addr: SocketAddr,
     server_addr: SocketAddr,
-    _echo: EchoServer,
+    upstream: Upstream,
+    shape: ServerShape,
     pki: Pki,
     server_cert: CertFiles,
     lds_version: std::cell::Cell<u32>,
+    markers: std::cell::Cell<u32>,
     dir: tempfile::TempDir,
 }
 
@@ -143,17 +263,37 @@ impl Mesh {
             filters: Vec::new(),
             profiles: default_profiles(),
             extra_clusters: Vec::new(),
+            shape: ServerShape::default(),
         }
     }
 
-    /// Sends `request` through the client sidecar as `profile`.
+    /// The recording upstream behind the server sidecar.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Sends `request` through the client sidecar as `profile`, over
+    /// `request.protocol`, with the sidecar-to-sidecar leg `request.leg`.
     pub async fn send_as(&self, profile: &str, request: Request) -> anyhow::Result<Response> {
-        http::send(self.client_addr, &request.header(ROUTE_HEADER, profile)).await
+        let route = route_for(profile, request.leg);
+        http::send(self.client_addr, &request.header(ROUTE_HEADER, route)).await
     }
 
     /// Sends `request` straight to the server sidecar in plaintext.
     pub async fn send_direct(&self, request: Request) -> anyhow::Result<Response> {
         http::send(self.server_addr, &request).await
+    }
+
+    /// The server sidecar's log, once every line written before this call is
+    /// in the file: Envoy flushes its log asynchronously, so an absence can
+    /// only be asserted after a later line (a marker request's path) appears.
+    pub async fn flushed_server_log(&self) -> anyhow::Result<String> {
+        let n = self.markers.get() + 1;
+        self.markers.set(n);
+        let marker = format!("{MARKER_PATH}{n}-{}", std::process::id());
+        // Filters may refuse the marker; Envoy logs its headers either way.
+        http::send(self.server_addr, &Request::new("GET", &marker)).await?;
+        self.server.wait_for_log(&marker).await
     }
 
     /// The client sidecar's address, for tests that manage connections.
@@ -168,7 +308,7 @@ impl Mesh {
     /// Pushes a new filter chain to the running server sidecar, as Istio does
     /// over xDS, and waits until Envoy accepted or rejected it.
     pub async fn push_filters(&self, filters: &[Filter]) -> anyhow::Result<PushOutcome> {
-        let listener = server_listener(filters, &self.pki, &self.server_cert)?;
+        let listener = server_listener(filters, self.shape, &self.pki, &self.server_cert)?;
         let accepted_before = self
             .server
             .stat("listener_manager.lds.update_success")
@@ -208,6 +348,14 @@ impl Mesh {
     }
 }
 
+/// The client-sidecar cluster for `profile` with the leg `leg`.
+pub fn route_for(profile: &str, leg: Option<Protocol>) -> String {
+    match leg {
+        None => profile.to_string(),
+        Some(p) => format!("{profile}.{}", p.short()),
+    }
+}
+
 /// What Envoy did with a pushed config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -232,6 +380,28 @@ impl MeshBuilder {
         self
     }
 
+    /// How the server sidecar normalizes paths (default: Istio's BASE).
+    pub fn path_normalization(mut self, paths: PathNormalization) -> Self {
+        self.shape.paths = paths;
+        self
+    }
+
+    /// The server sidecar's `forward_client_cert_details` (default Istio's
+    /// `APPEND_FORWARD`, which drops XFCC from a caller without a client
+    /// certificate). `ALWAYS_FORWARD_ONLY` lets a plaintext caller's XFCC
+    /// reach the filters, to prove the filter's own guarantee.
+    pub fn forward_client_cert(mut self, mode: &'static str) -> Self {
+        self.shape.xfcc = Some(mode);
+        self
+    }
+
+    /// The protocol the server sidecar uses to the upstream by default
+    /// (HTTP/1.1 unless set; per request: [`Request::upstream_protocol`]).
+    pub fn upstream_protocol(mut self, protocol: Protocol) -> Self {
+        self.shape.upstream = Some(protocol);
+        self
+    }
+
     /// Adds a plain-HTTP cluster to the server sidecar (e.g. a source of truth).
     pub fn server_cluster(mut self, name: &str, addr: SocketAddr) -> Self {
         self.extra_clusters.push((name.into(), addr));
@@ -243,10 +413,10 @@ impl MeshBuilder {
             .prefix("meshguard-mesh-")
             .tempdir()?;
         let pki = Pki::new(dir.path())?;
-        let echo = EchoServer::start().await?;
+        let upstream = Upstream::start().await?;
         let server_cert = pki.issue("server", SERVER_ID)?;
         let server = self
-            .start_server(dir.path(), &pki, &server_cert, echo.addr())
+            .start_server(dir.path(), &pki, &server_cert, upstream.addr())
             .await?;
         let server_addr = server.listener("inbound").await?;
         let client_bootstrap = self.client_bootstrap(&pki, server_addr)?;
@@ -257,10 +427,12 @@ impl MeshBuilder {
             client,
             client_addr,
             server_addr,
-            _echo: echo,
+            upstream,
+            shape: self.shape,
             pki,
             server_cert,
             lds_version: std::cell::Cell::new(1),
+            markers: std::cell::Cell::new(0),
             dir,
         })
     }
@@ -311,11 +483,22 @@ impl MeshBuilder {
     }
 
     fn server_listener(&self, pki: &Pki, cert: &CertFiles) -> anyhow::Result<Value> {
-        server_listener(&self.filters, pki, cert)
+        server_listener(&self.filters, self.shape, pki, cert)
     }
 
     fn server_bootstrap(&self, lds_dir: &Path, upstream: SocketAddr) -> Value {
-        let mut clusters = vec![static_cluster("upstream", upstream, None)];
+        let default = self.shape.upstream.unwrap_or(Protocol::Http1);
+        let mut clusters = vec![
+            with_protocol(static_cluster("upstream", upstream, None), Some(default)),
+            with_protocol(
+                static_cluster("upstream-h1", upstream, None),
+                Some(Protocol::Http1),
+            ),
+            with_protocol(
+                static_cluster("upstream-h2", upstream, None),
+                Some(Protocol::Http2),
+            ),
+        ];
         for (name, addr) in &self.extra_clusters {
             clusters.push(static_cluster(name, *addr, None));
         }
@@ -343,7 +526,9 @@ impl MeshBuilder {
             let tls = match profile.identity {
                 None => None,
                 Some(id) => {
-                    let cert = pki.issue(&format!("client-{}", profile.route), id)?;
+                    let mut uris = vec![id];
+                    uris.extend_from_slice(profile.extra_uris);
+                    let cert = pki.issue_with_uris(&format!("client-{}", profile.route), &uris)?;
                     Some(json!({
                         "name": "envoy.transport_sockets.tls",
                         "typed_config": {
@@ -361,7 +546,10 @@ impl MeshBuilder {
                     }))
                 }
             };
-            clusters.push(static_cluster(profile.route, server, tls));
+            for leg in [None, Some(Protocol::Http1), Some(Protocol::Http2)] {
+                let cluster = static_cluster(&route_for(profile.route, leg), server, tls.clone());
+                clusters.push(with_protocol(cluster, leg));
+            }
         }
         Ok(json!({
             "node": {"id": "client-sidecar", "cluster": "client.default"},
@@ -374,6 +562,8 @@ impl MeshBuilder {
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": "outbound",
+                            "codec_type": "AUTO",
+                            "http_protocol_options": {"enable_trailers": true},
                             // Pass test-supplied XFCC through, to prove the server ignores it.
                             "forward_client_cert_details": "ALWAYS_FORWARD_ONLY",
                             "route_config": {"virtual_hosts": [{
@@ -395,28 +585,49 @@ impl MeshBuilder {
 }
 
 /// The server sidecar's inbound listener with `filters` in its HTTP chain.
-fn server_listener(filters: &[Filter], pki: &Pki, cert: &CertFiles) -> anyhow::Result<Value> {
+fn server_listener(
+    filters: &[Filter],
+    shape: ServerShape,
+    pki: &Pki,
+    cert: &CertFiles,
+) -> anyhow::Result<Value> {
     let mut http_filters = Vec::new();
     for f in filters {
         http_filters.push(wasm_filter(f)?);
     }
     http_filters.push(router());
-    let hcm = json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
+    let by_protocol = |p: Protocol| {
+        json!({
+            "match": {"prefix": "/", "headers": [{"name": UPSTREAM_HEADER, "string_match": {"exact": p.short()}}]},
+            "route": {"cluster": format!("upstream-{}", p.short()), "timeout": "10s"},
+            "request_headers_to_remove": [UPSTREAM_HEADER]
+        })
+    };
+    let mut hcm_config = json!({
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": "inbound",
+            "codec_type": "AUTO",
+            "http_protocol_options": {"enable_trailers": true},
             // As Istio's inbound sidecar: append the peer's element to XFCC.
-            "forward_client_cert_details": "APPEND_FORWARD",
+            "forward_client_cert_details": shape.xfcc.unwrap_or("APPEND_FORWARD"),
             "set_current_client_cert_details": {"uri": true},
-            "normalize_path": true,
-            "merge_slashes": true,
             "route_config": {"virtual_hosts": [{
                 "name": "inbound", "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}]
+                "routes": [
+                    // A request that never reaches the upstream, whose headers
+                    // Envoy logs (http:debug) after everything before it.
+                    {"match": {"prefix": MARKER_PATH}, "direct_response": {"status": 204}},
+                    by_protocol(Protocol::Http1),
+                    by_protocol(Protocol::Http2),
+                    {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}
+                ]
             }]},
             "http_filters": http_filters
-        }
+    });
+    shape.paths.apply(&mut hcm_config);
+    let hcm = json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": hcm_config
     });
     let tls = json!({
         "name": "envoy.transport_sockets.tls",
@@ -446,22 +657,22 @@ fn server_listener(filters: &[Filter], pki: &Pki, cert: &CertFiles) -> anyhow::R
     }))
 }
 
-fn loopback(port: u16) -> Value {
+pub fn loopback(port: u16) -> Value {
     json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
 }
 
-fn certificate(cert: &CertFiles) -> Value {
+pub fn certificate(cert: &CertFiles) -> Value {
     json!({"certificate_chain": {"filename": cert.cert}, "private_key": {"filename": cert.key}})
 }
 
-fn router() -> Value {
+pub fn router() -> Value {
     json!({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
     })
 }
 
-fn static_cluster(name: &str, addr: SocketAddr, transport_socket: Option<Value>) -> Value {
+pub fn static_cluster(name: &str, addr: SocketAddr, transport_socket: Option<Value>) -> Value {
     let mut cluster = json!({
         "name": name,
         "type": "STATIC",
@@ -476,32 +687,61 @@ fn static_cluster(name: &str, addr: SocketAddr, transport_socket: Option<Value>)
     cluster
 }
 
-fn wasm_filter(f: &Filter) -> anyhow::Result<Value> {
-    let env: serde_json::Map<String, Value> = f
+/// Sets a cluster's upstream HTTP protocol; `None` follows the downstream.
+pub fn with_protocol(mut cluster: Value, protocol: Option<Protocol>) -> Value {
+    let h1 = json!({"enable_trailers": true});
+    let config = match protocol {
+        None => json!({"use_downstream_protocol_config": {
+            "http_protocol_options": h1, "http2_protocol_options": {}
+        }}),
+        Some(Protocol::Http1) => json!({"explicit_http_config": {"http_protocol_options": h1}}),
+        Some(Protocol::Http2) => {
+            json!({"explicit_http_config": {"http2_protocol_options": {}}})
+        }
+    };
+    let mut options = config;
+    options["@type"] =
+        json!("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+    cluster["typed_extension_protocol_options"] =
+        json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options});
+    cluster
+}
+
+/// The Envoy filter Istio generates for a WasmPlugin (pilot/pkg/model/
+/// extensions.go): name `<namespace>.<name>`, `root_id` = `pluginName`, the
+/// plugin config as a StringValue, runtime v8 with no `vm_id`, inline env
+/// plus the resource version Istio adds, and `failure_policy` from
+/// `failStrategy`.
+pub fn wasm_filter(f: &Filter) -> anyhow::Result<Value> {
+    let mut env: serde_json::Map<String, Value> = f
         .env
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
+    env.entry("ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION")
+        .or_insert_with(|| json!("1"));
+    let mut config = json!({
+        "name": format!("default.{}", f.root_id),
+        "root_id": f.root_id,
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": f.config},
+        "vm_config": {
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": crate::wasm_module(&f.module)?}},
+            "environment_variables": {"key_values": env}
+        },
+        "failure_policy": f.failure_policy.envoy()
+    });
+    if f.envoyfilter_variant {
+        // Only the EnvoyFilter can set this (Envoy >= 1.35): Pause in
+        // on_request_headers then stops header iteration only, so the audit
+        // filter sees the body before the headers leave.
+        config["allow_on_headers_stop_iteration"] = json!(true);
+    }
     Ok(json!({
-        "name": format!("meshguard.{}", f.root_id),
+        "name": format!("default.{}", f.root_id),
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": f.root_id,
-                "root_id": f.root_id,
-                // Pause in on_request_headers must stop header iteration only, so
-                // the audit filter sees the body before the headers leave (Envoy
-                // >= 1.35; otherwise Envoy turns Pause into StopAll and the body
-                // callback never runs).
-                "allow_on_headers_stop_iteration": true,
-                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": f.config},
-                "vm_config": {
-                    "vm_id": f.module,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": crate::wasm_module(&f.module)?}},
-                    "environment_variables": {"key_values": env}
-                }
-            }
+            "config": config
         }
     }))
 }

@@ -1,7 +1,12 @@
 //! The audit filter in a real mesh: signed command-hash headers the upstream
-//! verifies, spoofed headers stripped, records in the log and at a collector,
-//! chains that verify across 1,000 requests and break on tampering, and the
-//! collector down with fail_closed on and off.
+//! verifies (read from the recording upstream), spoofed headers stripped even
+//! when sent several times, records in the log and at a collector, chains that
+//! verify across 1,000 requests and break on tampering, and the collector down
+//! with fail_closed on and off, over HTTP/1.1 and HTTP/2.
+//!
+//! Body commands (`body`, `json_pointer`) run in the documented EnvoyFilter
+//! variant (`allow_on_headers_stop_iteration`); what the plain WasmPlugin
+//! shape does with them is its own test.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,9 +15,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use meshguard_core::audit::{verify_header, verify_records, AuditPolicy, RECORD_PREFIX};
 use meshguard_host_tests::collector::Collector;
-use meshguard_host_tests::http::{Connection, Request};
+use meshguard_host_tests::http::{Connection, Protocol, Request};
 use meshguard_host_tests::mesh::{Filter, Mesh, AUDIT_KEY};
 use meshguard_host_tests::meshguard_cli;
+use meshguard_host_tests::upstream::Script;
 use serde_json::Value;
 
 const COLLECTOR_CLUSTER: &str = "audit-collector";
@@ -53,8 +59,10 @@ async fn mesh(filters: Vec<Filter>, collector: Option<SocketAddr>) -> Mesh {
     // Nothing listens on port 9 of loopback: a collector that is down.
     let collector = collector.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9)));
     let mut builder = Mesh::builder().server_cluster(COLLECTOR_CLUSTER, collector);
+    // These commands hash bodies (`json_pointer`, `body`): the filter must be
+    // deployed as the documented EnvoyFilter (allow_on_headers_stop_iteration).
     for f in filters {
-        builder = builder.filter(f);
+        builder = builder.filter(f.envoyfilter_variant());
     }
     builder.start().await.expect("mesh starts")
 }
@@ -92,36 +100,56 @@ fn record(line: &str) -> Value {
 async fn the_upstream_receives_a_signed_command_hash_it_can_verify() {
     let mesh = mesh(vec![Filter::audit(audit_config(false, false))], None).await;
     let body = r#"{"sql": "SELECT * FROM accounts WHERE id = 7", "trace": "abc"}"#;
-    let resp = mesh
-        .send_as("frontend", Request::new("POST", "/query").body(body))
-        .await
-        .unwrap();
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    let echoed = resp.json().unwrap();
-    let headers = &echoed["headers"];
-    let header = headers["x-meshguard-audit"]
-        .as_str()
-        .expect("audit header upstream");
-    // What an upstream does: verify the MAC, then recompute the command hash.
-    let stamp = verify_header(header, &key()).expect("valid signature");
-    assert_eq!(
-        stamp.peer.as_deref(),
-        Some("spiffe://cluster.local/ns/default/sa/frontend")
-    );
     let policy = AuditPolicy::from_json(audit_config(false, false).as_bytes()).unwrap();
     let expected = policy
         .hash_request("POST", "/query", "backend.default.svc", body.as_bytes())
         .unwrap();
-    assert_eq!(stamp.command_sha256, expected);
     let hex = meshguard_core::canonical::hex(&expected);
-    assert_eq!(headers["x-meshguard-command-sha256"], hex);
-    assert_eq!(headers["x-meshguard-audit-id"], stamp.id);
-    // The caller gets the same id and hash.
-    assert_eq!(resp.header("x-meshguard-audit-id"), Some(stamp.id.as_str()));
-    assert_eq!(
-        resp.header("x-meshguard-command-sha256"),
-        Some(hex.as_str())
-    );
+    // The upstream's own answer carries forged copies: the caller must get
+    // the filter's values instead.
+    mesh.upstream().set_default(Some(
+        Script::typed("text/plain", "done")
+            .header("x-meshguard-audit-id", "upstream-id")
+            .header("x-meshguard-command-sha256", "0".repeat(64)),
+    ));
+    for protocol in Protocol::ALL {
+        let request = Request::new("POST", "/query")
+            .body(body)
+            .protocol(protocol)
+            .upstream_protocol(protocol);
+        let resp = mesh.send_as("frontend", request).await.unwrap();
+        assert_eq!(resp.status, 200, "{protocol:?}: {}", resp.text());
+        assert_eq!(resp.text(), "done");
+        let got = mesh.upstream().take_one().await.unwrap();
+        assert_eq!(got.body, body.as_bytes(), "the body is forwarded as sent");
+        let audit = got.header_all("x-meshguard-audit");
+        assert_eq!(audit.len(), 1, "{protocol:?}: {got:?}");
+        let header = std::str::from_utf8(audit[0]).unwrap();
+        // What an upstream does: verify the MAC, then recompute the command hash.
+        let stamp = verify_header(header, &key()).expect("valid signature");
+        assert_eq!(
+            stamp.peer.as_deref(),
+            Some("spiffe://cluster.local/ns/default/sa/frontend")
+        );
+        assert_eq!(stamp.command_sha256, expected);
+        assert_eq!(
+            got.header_all("x-meshguard-command-sha256"),
+            [hex.as_bytes()]
+        );
+        assert_eq!(
+            got.header_all("x-meshguard-audit-id"),
+            [stamp.id.as_bytes()]
+        );
+        // The caller gets the same id and hash, not the upstream's.
+        assert_eq!(
+            resp.header_all("x-meshguard-audit-id"),
+            [stamp.id.as_bytes()]
+        );
+        assert_eq!(
+            resp.header_all("x-meshguard-command-sha256"),
+            [hex.as_bytes()]
+        );
+    }
 
     // The same command written differently hashes the same; another command does not.
     let reordered = r#"{"trace": "zzz", "sql": "SELECT * FROM accounts WHERE id = 7"}"#;
@@ -143,22 +171,58 @@ async fn the_upstream_receives_a_signed_command_hash_it_can_verify() {
 async fn spoofed_audit_headers_never_reach_the_upstream() {
     let mesh = mesh(vec![Filter::audit(audit_config(false, false))], None).await;
     let forged = "v=1;kid=test;id=x;ts=1;peer=spiffe://cluster.local/ns/default/sa/admin;cfg=-;cmd=00;sig=AAAA";
-    let request = Request::new("GET", "/exec/report?b=2&a=1")
-        .header("x-meshguard-audit", forged)
-        .header("x-meshguard-command-sha256", "0".repeat(64))
-        .header("x-meshguard-audit-id", "forged-id");
-    let resp = mesh.send_as("unknown", request).await.unwrap();
-    assert_eq!(resp.status, 200);
-    let headers = &resp.json().unwrap()["headers"];
-    let header = headers["x-meshguard-audit"].as_str().unwrap();
-    assert_ne!(header, forged);
-    let stamp = verify_header(header, &key()).unwrap();
-    assert_eq!(
-        stamp.peer.as_deref(),
-        Some("spiffe://cluster.local/ns/default/sa/unknown")
-    );
-    assert_ne!(headers["x-meshguard-command-sha256"], "0".repeat(64));
-    assert_ne!(headers["x-meshguard-audit-id"], "forged-id");
+    let zeros = "0".repeat(64);
+    // Every header twice (two forged copies side by side), and once more in
+    // another case spelling.
+    let spoof = |request: Request| {
+        request
+            .header("x-meshguard-audit", forged)
+            .header("x-meshguard-audit", forged)
+            .header("X-Meshguard-Audit", "v=1;forged-again")
+            .header("x-meshguard-command-sha256", &zeros)
+            .header("x-meshguard-command-sha256", &zeros)
+            .header("x-meshguard-audit-id", "forged-id")
+            .header("x-meshguard-audit-id", "forged-id-2")
+    };
+    for protocol in Protocol::ALL {
+        // Hashed: exactly the filter's own headers arrive.
+        let request = spoof(Request::new("GET", "/exec/report?b=2&a=1")).protocol(protocol);
+        let resp = mesh.send_as("unknown", request).await.unwrap();
+        assert_eq!(resp.status, 200, "{protocol:?}");
+        let got = mesh.upstream().take_one().await.unwrap();
+        let audit = got.header_all("x-meshguard-audit");
+        assert_eq!(audit.len(), 1, "{protocol:?}: {got:?}");
+        let stamp = verify_header(std::str::from_utf8(audit[0]).unwrap(), &key()).unwrap();
+        assert_eq!(
+            stamp.peer.as_deref(),
+            Some("spiffe://cluster.local/ns/default/sa/unknown")
+        );
+        let hash = got.header_all("x-meshguard-command-sha256");
+        assert_eq!(hash.len(), 1, "{got:?}");
+        assert_ne!(hash[0], zeros.as_bytes());
+        assert_eq!(
+            got.header_all("x-meshguard-audit-id"),
+            [stamp.id.as_bytes()]
+        );
+
+        // The hash fails (a json_pointer command whose body is not JSON) and
+        // fail_closed is off: forwarded unaudited, and still not one forged
+        // copy reaches the upstream.
+        let request = spoof(Request::new("POST", "/query").body("not json")).protocol(protocol);
+        let resp = mesh.send_as("unknown", request).await.unwrap();
+        assert_eq!(resp.status, 200, "{protocol:?}: {}", resp.text());
+        let got = mesh.upstream().take_one().await.unwrap();
+        for name in [
+            "x-meshguard-audit",
+            "x-meshguard-command-sha256",
+            "x-meshguard-audit-id",
+        ] {
+            assert!(
+                got.header_all(name).is_empty(),
+                "{protocol:?}: {name} reached the upstream: {got:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -282,14 +346,36 @@ async fn records_carry_the_identity_filters_decision() {
 
 #[tokio::test]
 async fn a_down_collector_refuses_traffic_only_under_fail_closed() {
-    // fail_closed off: traffic flows; records are retried, then dropped and counted.
+    // fail_closed off: traffic flows; records are retried, then dropped and
+    // counted. First make the collector known down (a record was dropped),
+    // then prove requests still pass.
     let mesh_open = mesh(vec![Filter::audit(audit_config(false, true))], None).await;
-    for _ in 0..3 {
+    let first = mesh_open
+        .send_as("frontend", Request::new("GET", "/exec/x"))
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200);
+    mesh_open
+        .server
+        .wait_for_metric(
+            r#"meshguard_audit_records_total{result="dropped"}"#,
+            Duration::from_secs(15),
+            |v| v.is_some_and(|n| n >= 1),
+        )
+        .await
+        .unwrap();
+    mesh_open.upstream().take();
+    for protocol in Protocol::ALL {
         let resp = mesh_open
-            .send_as("frontend", Request::new("GET", "/exec/x"))
+            .send_as(
+                "frontend",
+                Request::new("GET", "/exec/x").protocol(protocol),
+            )
             .await
             .unwrap();
-        assert_eq!(resp.status, 200);
+        assert_eq!(resp.status, 200, "{protocol:?}: {}", resp.text());
+        let got = mesh_open.upstream().take_one().await.unwrap();
+        assert_eq!(got.header_all("x-meshguard-audit").len(), 1, "audited");
     }
     mesh_open
         .server
@@ -315,9 +401,13 @@ async fn a_down_collector_refuses_traffic_only_under_fail_closed() {
                 resp.header("x-meshguard-deny-reason"),
                 Some("audit_collector_unavailable")
             );
+            mesh_closed
+                .upstream()
+                .assert_nothing_arrived("refused: collector down");
             break;
         }
         assert_eq!(resp.status, 200);
+        mesh_closed.upstream().take_one().await.unwrap();
         assert!(Instant::now() < deadline, "fail_closed never closed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -337,9 +427,9 @@ async fn a_body_that_is_not_json_is_a_hash_failure_refused_under_fail_closed() {
         .await
         .unwrap();
     assert_eq!(resp.status, 200, "forwarded unaudited");
-    assert!(resp.json().unwrap()["headers"]
-        .get("x-meshguard-audit")
-        .is_none());
+    let got = open.upstream().take_one().await.unwrap();
+    assert!(got.header_all("x-meshguard-audit").is_empty(), "{got:?}");
+    assert_eq!(got.body, b"not json");
     assert_eq!(
         open.server
             .metric("meshguard_audit_hash_failures_total")
@@ -363,6 +453,10 @@ async fn a_body_that_is_not_json_is_a_hash_failure_refused_under_fail_closed() {
         resp.header("x-meshguard-deny-reason"),
         Some("audit_hash_failed")
     );
+    // The request headers were held (EnvoyFilter variant): nothing arrived.
+    closed
+        .upstream()
+        .assert_nothing_arrived("hash failed under fail_closed");
     let ok = closed
         .send_as(
             "frontend",
@@ -371,4 +465,133 @@ async fn a_body_that_is_not_json_is_a_hash_failure_refused_under_fail_closed() {
         .await
         .unwrap();
     assert_eq!(ok.status, 200, "{}", ok.text());
+}
+
+/// A collector that accepts connections and never answers: deliveries stay
+/// in flight until `timeout_ms`, so the queue cannot drain.
+async fn silent_collector() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_the_oldest_records_and_counts_them() {
+    let (collector, task) = silent_collector().await;
+    let config = audit_config(false, true).replace(
+        r#""timeout_ms": 1000,
+                              "max_retries": 1, "batch_size": 100, "max_queue": 5000"#,
+        r#""timeout_ms": 60000,
+                              "max_retries": 10, "batch_size": 1, "max_queue": 2"#,
+    );
+    assert!(config.contains(r#""max_queue": 2"#), "{config}");
+    let mesh = mesh(vec![Filter::audit(config)], Some(collector)).await;
+    for i in 0..10 {
+        let resp = mesh
+            .send_as("frontend", Request::new("GET", &format!("/exec/{i}")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "request {i}");
+    }
+    // No delivery can fail within the test (60 s timeout), so every drop is
+    // the queue overflowing: 10 records, at most 2 queued and 1 in flight.
+    let dropped = mesh
+        .server
+        .wait_for_metric(
+            r#"meshguard_audit_records_total{result="dropped"}"#,
+            Duration::from_secs(5),
+            |v| v.is_some_and(|n| n >= 7),
+        )
+        .await
+        .unwrap();
+    assert!(dropped.is_some_and(|n| n <= 8), "{dropped:?}");
+    assert_eq!(
+        wait_records(&mesh, 10).await.len(),
+        10,
+        "all stay in the log"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn body_commands_in_the_plain_wasmplugin_shape_stall_as_documented() {
+    // Istio's WasmPlugin cannot set allow_on_headers_stop_iteration: a
+    // command hashing the body stalls until a timeout (docs/audit.md "In
+    // Envoy"); header-only commands work. This pins the documented behaviour.
+    let config = r#"{"key_id": "test",
+      "commands": [{"name": "sql", "paths": ["/query"], "parts": ["method", "path", {"json_pointer": "/sql"}]},
+                   {"name": "line", "paths": ["/line/*"], "parts": ["method", "path", "query"]}]}"#;
+    let mesh = Mesh::builder()
+        .filter(Filter::audit(config))
+        .start()
+        .await
+        .unwrap();
+    for protocol in Protocol::ALL {
+        let resp = mesh
+            .send_as(
+                "frontend",
+                Request::new("GET", "/line/a?x=1").protocol(protocol),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{protocol:?}");
+        let got = mesh.upstream().take_one().await.unwrap();
+        assert_eq!(got.header_all("x-meshguard-audit").len(), 1);
+
+        let stalled = Request::new("POST", "/query")
+            .protocol(protocol)
+            .header("x-envoy-upstream-rq-timeout-ms", "1000")
+            .body(r#"{"sql": "SELECT 1"}"#);
+        let resp = mesh.send_as("frontend", stalled).await.unwrap();
+        assert_eq!(resp.status, 504, "{protocol:?}: {}", resp.text());
+        let got = mesh.upstream().settled().await.unwrap();
+        assert!(
+            got.iter()
+                .all(|r| r.header_all("x-meshguard-audit").is_empty()),
+            "{protocol:?}: never forwarded with a hash it could not compute: {got:?}"
+        );
+        mesh.upstream().take();
+    }
+}
+
+#[tokio::test]
+async fn records_carry_the_masking_filters_count_as_filter_state() {
+    let masking = Filter::named(
+        "masking",
+        r#"{"rules": [{"name": "secrets", "json_keys": ["password", "token"]}]}"#,
+    );
+    let config = r#"{"key_id": "test",
+      "commands": [{"name": "line", "paths": ["/**"], "parts": ["method", "path"]}]}"#;
+    // Header-only command: the plain WasmPlugin shape, as Istio deploys it.
+    let mesh = Mesh::builder()
+        .filter(masking)
+        .filter(Filter::audit(config))
+        .start()
+        .await
+        .unwrap();
+    let rows = [
+        (
+            r#"{"password": "a", "token": "b", "x": 1}"#,
+            Some("masked:2"),
+        ),
+        (r#"{"x": 1}"#, None),
+    ];
+    for (i, (body, want)) in rows.into_iter().enumerate() {
+        let request = Request::new("POST", "/save")
+            .header("content-type", "application/json")
+            .body(body);
+        let resp = mesh.send_as("frontend", request).await.unwrap();
+        assert_eq!(resp.status, 200, "{body}");
+        let got = mesh.upstream().take_one().await.unwrap();
+        assert!(!got.text().contains(r#""a""#), "{got:?}");
+        let records = wait_records(&mesh, i + 1).await;
+        let decisions = &record(&records[i])["decisions"];
+        assert_eq!(decisions["masking"].as_str(), want, "{body}: {decisions}");
+    }
 }

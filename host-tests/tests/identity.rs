@@ -1,8 +1,12 @@
 //! The identity filter in a real two-sidecar mesh: real mTLS with SPIFFE
-//! certificates, real Envoy, real HTTP.
+//! certificates, real Envoy, real HTTP over HTTP/1.1 and HTTP/2. An allowed
+//! row is proved at the recording upstream (the request arrived, with the
+//! caller's XFCC element); a denied row by the client's answer AND by nothing
+//! having reached the upstream.
 
-use meshguard_host_tests::http::Request;
+use meshguard_host_tests::http::{Protocol, Request};
 use meshguard_host_tests::mesh::{Filter, Mesh};
+use serde_json::Value;
 
 const POLICY: &str = r#"{
   "config_version": "2026-11-21.1",
@@ -12,7 +16,8 @@ const POLICY: &str = r#"{
     "min_tls_version": "TLSv1.2",
     "overrides": [
       {"name": "probes", "paths": ["/healthz"], "methods": ["GET"], "require_mtls": false},
-      {"name": "admin-needs-tls13", "paths": ["/admin/*"], "min_tls_version": "TLSv1.3"}
+      {"name": "admin-needs-tls13", "paths": ["/admin/*"], "min_tls_version": "TLSv1.3"},
+      {"name": "open", "paths": ["/open/*"], "require_mtls": false}
     ]
   },
   "identity": {"trusted_gateways": ["cluster.local/ns/istio-system/sa/ingress"]},
@@ -24,7 +29,9 @@ const POLICY: &str = r#"{
     {"name": "jobs-batch", "action": "allow", "namespaces": ["jobs"], "paths": ["/batch/**"]},
     {"name": "reports-host", "action": "allow", "principals": ["*"], "hosts": ["reports.internal"], "paths": ["/reports"]},
     {"name": "no-deletes", "action": "deny", "methods": ["DELETE"]},
-    {"name": "probes", "action": "allow", "paths": ["/healthz"]}
+    {"name": "probes", "action": "allow", "paths": ["/healthz"]},
+    {"name": "open-to-frontend", "action": "allow",
+     "principals": ["cluster.local/ns/default/sa/frontend"], "paths": ["/open/*"]}
   ]
 }"#;
 
@@ -63,34 +70,46 @@ const fn case(
     }
 }
 
+/// Runs every row over HTTP/1.1 and HTTP/2 (client and sidecar legs).
 async fn check(mesh: &Mesh, cases: &[Case]) {
+    for protocol in Protocol::ALL {
+        check_over(mesh, cases, protocol).await;
+    }
+}
+
+async fn check_over(mesh: &Mesh, cases: &[Case], protocol: Protocol) {
     for c in cases {
+        let id = format!("test-{}-{}", c.profile, c.path);
         let request = Request::new(c.method, c.path)
             .host(c.host)
-            .header("x-request-id", format!("test-{}-{}", c.profile, c.path));
+            .protocol(protocol)
+            .header("x-request-id", &id);
         let resp = mesh.send_as(c.profile, request).await.expect("response");
-        let what = format!("{} {} {} as {}", c.method, c.host, c.path, c.profile);
+        let what = format!(
+            "{} {} {} as {} over {protocol:?}",
+            c.method, c.host, c.path, c.profile
+        );
         assert_eq!(resp.status, c.status, "{what}: body {}", resp.text());
         match c.reason {
             Some(reason) => {
                 let body = resp.json().expect("deny body is JSON");
                 assert_eq!(body["error"], "access_denied", "{what}");
                 assert_eq!(body["reason"], reason, "{what}");
-                assert_eq!(
-                    body["request_id"],
-                    format!("test-{}-{}", c.profile, c.path),
-                    "{what}"
-                );
+                assert_eq!(body["request_id"], id.as_str(), "{what}");
                 assert_eq!(
                     resp.header("x-meshguard-deny-reason"),
                     Some(reason),
                     "{what}"
                 );
+                mesh.upstream().assert_nothing_arrived(&what);
             }
             None => {
-                // The echo upstream answered: the request really went through.
-                let echoed = resp.json().expect("echo body");
-                assert_eq!(echoed["path"], c.path, "{what}");
+                // The request really reached the upstream, once, as sent
+                // (after Envoy's path normalization).
+                let got = mesh.upstream().take_one().await.expect(&what);
+                assert_eq!(got.method, c.method, "{what}");
+                assert_eq!(got.header("x-request-id"), Some(id.as_str()), "{what}");
+                assert_eq!(got.protocol, Protocol::Http1, "{what}");
             }
         }
     }
@@ -151,14 +170,17 @@ async fn peers_are_allowed_or_denied_by_identity_transport_and_route() {
                 403,
                 Some("no_matching_rule"),
             ),
-            // Envoy normalizes the path before the filter sees it.
+            // Envoy (Istio's BASE normalization) resolves dot segments
+            // before the filter sees the path: each row below is decided the
+            // other way if the filter saw the raw spelling.
             case(
-                "unknown",
-                "GET",
-                "/healthz/../api/users",
+                "batch",
+                "POST",
+                "/batch/../api/users",
                 403,
                 Some("no_matching_rule"),
             ),
+            case("frontend", "GET", "/internal/../api/users", 200, None),
         ],
     )
     .await;
@@ -186,11 +208,79 @@ async fn probes_pass_in_plaintext_only_where_an_override_allows_it() {
     )
     .await;
     // Straight to the server sidecar, no client sidecar at all.
-    let resp = mesh
-        .send_direct(Request::new("GET", "/other"))
-        .await
-        .unwrap();
-    assert_eq!(resp.status, 403);
+    for protocol in Protocol::ALL {
+        let resp = mesh
+            .send_direct(Request::new("GET", "/other").protocol(protocol))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 403);
+        assert_eq!(
+            resp.header("x-meshguard-deny-reason"),
+            Some("mtls_required")
+        );
+        mesh.upstream().assert_nothing_arrived("plaintext, direct");
+    }
+}
+
+#[tokio::test]
+async fn deny_replies_follow_the_configured_status_and_detail() {
+    let with = |detail: &str| {
+        format!(
+            r#"{{"deny_response": {{"status": 451, "detail": "{detail}"}},
+                "rules": [{{"name": "no-deletes", "action": "deny", "methods": ["DELETE"]}},
+                          {{"name": "rest", "action": "allow", "paths": ["/**"]}}]}}"#
+        )
+    };
+    let peer = "spiffe://cluster.local/ns/default/sa/frontend";
+    // detail -> (keys of the body, whether x-meshguard-deny-reason is sent)
+    let rows: [(&str, &[&str], bool); 3] = [
+        ("minimal", &["error", "request_id"], false),
+        ("reason", &["error", "reason", "request_id"], true),
+        (
+            "verbose",
+            &["error", "message", "peer", "reason", "request_id", "rule"],
+            true,
+        ),
+    ];
+    for (detail, keys, reason_header) in rows {
+        // A mesh per level: a pushed listener is not used by connections the
+        // client sidecar already pooled, so a push would test timing.
+        let mesh = mesh(&with(detail)).await;
+        for protocol in Protocol::ALL {
+            let request = Request::new("DELETE", "/x")
+                .protocol(protocol)
+                .header("x-request-id", "rid-1");
+            let resp = mesh.send_as("frontend", request).await.unwrap();
+            let what = format!("{detail} over {protocol:?}");
+            assert_eq!(resp.status, 451, "{what}: {}", resp.text());
+            assert_eq!(
+                resp.header("content-type"),
+                Some("application/json"),
+                "{what}"
+            );
+            let body: Value = resp.json().unwrap();
+            let mut got: Vec<&str> = body
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            got.sort_unstable();
+            assert_eq!(got, keys, "{what}: {body}");
+            assert_eq!(body["error"], "access_denied");
+            assert_eq!(body["request_id"], "rid-1");
+            if detail == "verbose" {
+                assert_eq!(body["peer"], peer);
+                assert_eq!(body["rule"], "no-deletes");
+            }
+            assert_eq!(
+                resp.header("x-meshguard-deny-reason"),
+                reason_header.then_some("denied_by_rule"),
+                "{what}"
+            );
+            mesh.upstream().assert_nothing_arrived(&what);
+        }
+    }
 }
 
 #[tokio::test]
@@ -198,36 +288,91 @@ async fn xfcc_names_the_caller_only_when_a_trusted_gateway_appended_it() {
     let mesh = mesh(POLICY).await;
     let frontend = "spiffe://cluster.local/ns/default/sa/frontend";
     let gateway = "spiffe://cluster.local/ns/istio-system/sa/ingress";
+    let forged = format!("By={gateway};URI={frontend}");
     let rows = [
         // The gateway vouches for frontend: allowed as frontend.
-        ("gateway", format!("By={gateway};URI={frontend}"), 200),
-        // The gateway's request without a caller element is anonymous.
-        ("gateway", String::new(), 403),
-        // An element the gateway did not append is ignored.
+        ("gateway", "/api/users", forged.clone(), None),
+        // The gateway's request without a caller element names no usable
+        // caller: refused with its own reason, never anonymous.
         (
             "gateway",
+            "/api/users",
+            String::new(),
+            Some("gateway_identity_unusable"),
+        ),
+        // An element the gateway did not append is ignored: again no caller.
+        (
+            "gateway",
+            "/api/users",
             format!("By=spiffe://cluster.local/ns/x/sa/y;URI={frontend}"),
-            403,
+            Some("gateway_identity_unusable"),
         ),
         // A non-gateway peer claims to be frontend: judged as itself.
-        ("unknown", format!("By={gateway};URI={frontend}"), 403),
-        // A plaintext caller can never inject an identity.
-        ("plaintext", format!("By={gateway};URI={frontend}"), 403),
+        (
+            "unknown",
+            "/api/users",
+            forged.clone(),
+            Some("no_matching_rule"),
+        ),
+        // A plaintext caller can never inject an identity: on /open/* mTLS is
+        // not required, so only the identity decides (frontend may, anonymous
+        // may not).
+        (
+            "plaintext",
+            "/open/data",
+            forged.clone(),
+            Some("no_matching_rule"),
+        ),
+        ("frontend", "/open/data", String::new(), None),
     ];
-    for (profile, xfcc, status) in rows {
-        let mut request = Request::new("GET", "/api/users");
-        if !xfcc.is_empty() {
-            request = request.header("x-forwarded-client-cert", &xfcc);
+    for protocol in Protocol::ALL {
+        for (profile, path, xfcc, reason) in &rows {
+            let mut request = Request::new("GET", path).protocol(protocol);
+            if !xfcc.is_empty() {
+                request = request.header("x-forwarded-client-cert", xfcc);
+            }
+            let resp = mesh.send_as(profile, request).await.unwrap();
+            let what = format!("{profile} {path} with XFCC {xfcc:?} over {protocol:?}");
+            let status = if reason.is_some() { 403 } else { 200 };
+            assert_eq!(resp.status, status, "{what}: {}", resp.text());
+            assert_eq!(resp.header("x-meshguard-deny-reason"), *reason, "{what}");
+            if reason.is_some() {
+                mesh.upstream().assert_nothing_arrived(&what);
+            } else {
+                let got = mesh.upstream().take_one().await.unwrap();
+                // The server sidecar appended the direct peer's element.
+                let xfcc = got.header_all("x-forwarded-client-cert");
+                assert_eq!(xfcc.len(), 1, "{what}: {got:?}");
+                // The server sidecar appended the direct peer's element last.
+                let direct_peer = match *profile {
+                    "gateway" => gateway,
+                    _ => frontend,
+                };
+                let value = String::from_utf8_lossy(xfcc[0]).into_owned();
+                let last = value.rsplit(',').next().unwrap_or_default();
+                assert!(
+                    last.ends_with(&format!("URI={direct_peer}")),
+                    "{what}: {value}"
+                );
+            }
         }
-        let resp = mesh.send_as(profile, request).await.unwrap();
-        assert_eq!(
-            resp.status,
-            status,
-            "{profile} with XFCC {xfcc:?}: {}\n{}",
-            resp.text(),
-            mesh.server.log()
-        );
     }
+    // Straight to the server sidecar in plaintext, with a forged element.
+    // Istio's APPEND_FORWARD already drops XFCC from a caller without a
+    // certificate (see the harness tests), so this row holds even without
+    // the filter's check: the rows in
+    // `a_plaintext_caller_never_names_an_identity_even_when_envoy_forwards_xfcc`
+    // prove the filter's own.
+    let resp = mesh
+        .send_direct(Request::new("GET", "/open/data").header("x-forwarded-client-cert", &forged))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.header("x-meshguard-deny-reason"),
+        Some("no_matching_rule")
+    );
+    mesh.upstream()
+        .assert_nothing_arrived("plaintext with a forged XFCC");
     let log = mesh
         .server
         .wait_for_log("via_gateway=spiffe://cluster.local/ns/istio-system/sa/ingress")
@@ -237,6 +382,45 @@ async fn xfcc_names_the_caller_only_when_a_trusted_gateway_appended_it() {
         log.contains("peer=spiffe://cluster.local/ns/default/sa/unknown"),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn a_plaintext_caller_never_names_an_identity_even_when_envoy_forwards_xfcc() {
+    let mesh = Mesh::builder()
+        .filter(Filter::identity(POLICY))
+        .forward_client_cert("ALWAYS_FORWARD_ONLY")
+        .start()
+        .await
+        .unwrap();
+    let gateway = "spiffe://cluster.local/ns/istio-system/sa/ingress";
+    let frontend = "spiffe://cluster.local/ns/default/sa/frontend";
+    for xfcc in [
+        format!("By={gateway};URI={frontend}"),
+        format!("URI={frontend}"),
+        format!("By=spiffe://cluster.local/ns/default/sa/backend;URI={frontend}"),
+    ] {
+        for protocol in Protocol::ALL {
+            let what = format!("{xfcc} over {protocol:?}");
+            let request = Request::new("GET", "/open/data")
+                .protocol(protocol)
+                .header("x-forwarded-client-cert", &xfcc);
+            let resp = mesh.send_direct(request.clone()).await.unwrap();
+            assert_eq!(resp.status, 403, "{what}: {}", resp.text());
+            assert_eq!(
+                resp.header("x-meshguard-deny-reason"),
+                Some("no_matching_rule"),
+                "{what}"
+            );
+            mesh.upstream().assert_nothing_arrived(&what);
+            // The same header from the real frontend: allowed, and the
+            // forged element did reach the upstream (the filter judged the
+            // certificate, not the header).
+            let resp = mesh.send_as("frontend", request).await.unwrap();
+            assert_eq!(resp.status, 200, "{what}");
+            let got = mesh.upstream().take_one().await.unwrap();
+            assert_eq!(got.header("x-forwarded-client-cert"), Some(xfcc.as_str()));
+        }
+    }
 }
 
 #[tokio::test]
@@ -259,11 +443,12 @@ async fn dry_run_lets_denials_through_but_counts_and_logs_them() {
     let metric = |d: &str, r: &str| {
         format!(r#"meshguard_identity_requests_total{{decision="{d}",reason="{r}"}}"#)
     };
+    // Every row ran once per protocol.
     for (decision, reason, count) in [
-        ("dry_run_denied", "no_matching_rule", 1),
-        ("dry_run_denied", "mtls_required", 1),
-        ("dry_run_denied", "denied_by_rule", 1),
-        ("allowed", "allowed_by_rule", 1),
+        ("dry_run_denied", "no_matching_rule", 2),
+        ("dry_run_denied", "mtls_required", 2),
+        ("dry_run_denied", "denied_by_rule", 2),
+        ("allowed", "allowed_by_rule", 2),
         ("denied", "no_matching_rule", 0),
     ] {
         let name = metric(decision, reason);
@@ -294,22 +479,23 @@ async fn decisions_and_config_loads_are_exported_to_prometheus_with_labels() {
     )
     .await;
     let text = mesh.server.prometheus().await.unwrap();
+    // Every row ran once per protocol.
     for (sample, value) in [
         (
             r#"meshguard_identity_requests_total{decision="allowed",reason="allowed_by_rule"}"#,
-            2,
+            4,
         ),
         (
             r#"meshguard_identity_requests_total{decision="denied",reason="mtls_required"}"#,
-            1,
+            2,
         ),
         (
             r#"meshguard_identity_requests_total{decision="denied",reason="no_matching_rule"}"#,
-            1,
+            2,
         ),
         (
             r#"meshguard_identity_requests_total{decision="denied",reason="denied_by_rule"}"#,
-            1,
+            2,
         ),
         (
             r#"meshguard_identity_requests_total{decision="denied",reason="tls_version_too_low"}"#,
@@ -387,9 +573,141 @@ async fn hostile_header_bytes_never_crash_the_filter() {
         .await
         .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert!(
-        !mesh.server.log().contains("panicked"),
-        "{}",
-        mesh.server.log()
-    );
+    let log = mesh.flushed_server_log().await.unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// `meshguard explain --json` (the CLI binary) for one request.
+fn cli_explain(policy: &str, args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.json");
+    std::fs::write(&file, policy).unwrap();
+    let out = std::process::Command::new(meshguard_host_tests::meshguard_cli())
+        .arg("explain")
+        .arg(&file)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test]
+async fn what_meshguard_explain_says_is_what_envoy_does() {
+    let mesh = mesh(POLICY).await;
+    let gateway = "spiffe://cluster.local/ns/istio-system/sa/ingress";
+    let frontend = "spiffe://cluster.local/ns/default/sa/frontend";
+    let vouched = format!("By={gateway};URI={frontend}");
+    // (profile, method, path, host, xfcc)
+    let rows: Vec<(&str, &str, &str, &str, &str)> = vec![
+        ("frontend", "GET", "/api/users", "backend.default.svc", ""),
+        (
+            "frontend",
+            "DELETE",
+            "/api/users",
+            "backend.default.svc",
+            "",
+        ),
+        ("frontend", "PUT", "/api/users", "backend.default.svc", ""),
+        ("frontend", "GET", "/internal", "backend.default.svc", ""),
+        (
+            "frontend-tls12",
+            "GET",
+            "/admin/settings",
+            "backend.default.svc",
+            "",
+        ),
+        (
+            "frontend-tls12",
+            "GET",
+            "/api/users",
+            "backend.default.svc",
+            "",
+        ),
+        (
+            "frontend",
+            "GET",
+            "/admin/settings",
+            "backend.default.svc",
+            "",
+        ),
+        ("unknown", "GET", "/api/users", "backend.default.svc", ""),
+        ("unknown", "GET", "/reports", "reports.internal", ""),
+        ("unknown", "GET", "/reports", "other.internal", ""),
+        ("batch", "POST", "/batch/jobs/7", "backend.default.svc", ""),
+        ("plaintext", "GET", "/healthz", "backend.default.svc", ""),
+        ("plaintext", "POST", "/healthz", "backend.default.svc", ""),
+        ("plaintext", "GET", "/api/users", "backend.default.svc", ""),
+        (
+            "plaintext",
+            "GET",
+            "/open/data",
+            "backend.default.svc",
+            &vouched,
+        ),
+        (
+            "gateway",
+            "GET",
+            "/api/users",
+            "backend.default.svc",
+            &vouched,
+        ),
+        ("gateway", "GET", "/api/users", "backend.default.svc", ""),
+    ];
+    let identity = |profile: &str| match profile {
+        "frontend" | "frontend-tls12" => frontend,
+        "gateway" => gateway,
+        "batch" => "spiffe://cluster.local/ns/jobs/sa/batch",
+        _ => "spiffe://cluster.local/ns/default/sa/unknown",
+    };
+    for (profile, method, path, host, xfcc) in rows {
+        let mut args = vec!["--method", method, "--path", path, "--host", host];
+        match profile {
+            "plaintext" => args.push("--plaintext"),
+            other => args.extend(["--peer", identity(other)]),
+        }
+        if profile == "frontend-tls12" {
+            args.extend(["--tls-version", "TLSv1.2"]);
+        }
+        // What the server sidecar appends, as Envoy does (APPEND_FORWARD).
+        let appended = format!(
+            "{xfcc},By={};URI={}",
+            meshguard_host_tests::mesh::SERVER_ID,
+            identity(profile)
+        );
+        let appended = appended.trim_start_matches(',').to_string();
+        if profile == "gateway" {
+            args.extend([
+                "--xfcc",
+                &appended,
+                "--local-identity",
+                meshguard_host_tests::mesh::SERVER_ID,
+            ]);
+        }
+        let explained = cli_explain(POLICY, &args);
+        let mut request = Request::new(method, path).host(host);
+        if !xfcc.is_empty() {
+            request = request.header("x-forwarded-client-cert", xfcc);
+        }
+        let resp = mesh.send_as(profile, request).await.unwrap();
+        let what = format!("{method} {host}{path} as {profile}: CLI {explained}");
+        let passes = explained["request_passes"].as_bool().unwrap();
+        assert_eq!(resp.status == 200, passes, "{what}: Envoy {}", resp.status);
+        if passes {
+            mesh.upstream().take_one().await.unwrap();
+        } else {
+            assert_eq!(
+                resp.header("x-meshguard-deny-reason"),
+                explained["reason"].as_str(),
+                "{what}"
+            );
+            mesh.upstream().assert_nothing_arrived(&what);
+        }
+    }
 }

@@ -76,6 +76,49 @@ impl ConfigError {
             problem: problem.into(),
         }
     }
+
+    /// The same error located inside the object at `prefix` (a nested
+    /// configuration compiled on its own, such as an identity `shadow`).
+    pub fn within(self, prefix: &str) -> Self {
+        let nest = |at: String| {
+            if at == "config" {
+                prefix.to_string()
+            } else {
+                format!("{prefix}.{at}")
+            }
+        };
+        match self {
+            Self::Malformed { at, message } => Self::Malformed {
+                at: nest(at),
+                message,
+            },
+            Self::BadPattern { at, value, source } => Self::BadPattern {
+                at: nest(at),
+                value,
+                source,
+            },
+            Self::BadSpiffeId { at, value, source } => Self::BadSpiffeId {
+                at: nest(at),
+                value,
+                source,
+            },
+            Self::Invalid { at, problem } => Self::Invalid {
+                at: nest(at),
+                problem,
+            },
+            Self::Contradiction { at, other, problem } => Self::Contradiction {
+                at: nest(at),
+                other: nest(other),
+                problem,
+            },
+            Self::TooMany { at, count, max } => Self::TooMany {
+                at: nest(at),
+                count,
+                max,
+            },
+            other @ (Self::Empty | Self::TooLarge { .. }) => other,
+        }
+    }
 }
 
 /// Parses plugin JSON into a filter's config type, reporting the JSON path of

@@ -8,6 +8,7 @@ pub mod identity;
 pub mod integrity;
 pub mod masking;
 pub mod metrics;
+pub mod path;
 pub mod pattern;
 pub mod request;
 pub mod scope;

@@ -18,6 +18,13 @@ pub const TAG_NAMES: [&str; 7] = [
 
 /// Counter of identity-filter decisions, by `decision` and `reason`.
 pub const IDENTITY_REQUESTS: &str = "meshguard_identity_requests_total";
+/// Counter of the shadow policy's decisions, by `decision` and `reason`.
+pub const IDENTITY_SHADOW_REQUESTS: &str = "meshguard_identity_shadow_requests_total";
+/// Counter of requests decided by each shadow rule, by `rule`.
+pub const IDENTITY_SHADOW_RULE_HITS: &str = "meshguard_identity_shadow_rule_hits_total";
+/// Counter of requests where the shadow policy's verdict differs from the
+/// enforced one, by the shadow's `decision`.
+pub const IDENTITY_SHADOW_DISAGREEMENTS: &str = "meshguard_identity_shadow_disagreements_total";
 /// Counter of configuration loads, by `filter` and `result`.
 pub const CONFIG_LOADS: &str = "meshguard_config_loads_total";
 

@@ -146,6 +146,25 @@ impl PathPattern {
         Ok(Self::Glob(segments))
     }
 
+    /// The same pattern with its literal text ASCII-lowercased, for policies
+    /// that match paths case-insensitively (request paths are folded too).
+    pub fn to_ascii_lowercase(&self) -> Self {
+        match self {
+            Self::Simple(p) => Self::Simple(p.clone().map_literal(str::to_ascii_lowercase)),
+            Self::Glob(segments) => Self::Glob(
+                segments
+                    .iter()
+                    .map(|s| match s {
+                        GlobSegment::AnySegments => GlobSegment::AnySegments,
+                        GlobSegment::Pattern(t) => {
+                            GlobSegment::Pattern(t.to_ascii_lowercase().into())
+                        }
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
     /// The exact path this pattern matches, if it matches only one.
     pub fn as_exact(&self) -> Option<&str> {
         match self {

@@ -32,9 +32,82 @@ impl<'a> RequestInfo<'a> {
     }
 }
 
+/// Parses the proxy-wasm serialization of a header map (a little-endian u32
+/// count, then a (key length, value length) u32 pair per header, then each key
+/// and value followed by a NUL byte) into borrowed pairs, in order. `None` if
+/// the bytes are not exactly that: a host answer we cannot read is no answer.
+pub fn parse_header_map(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let u32_at = |at: usize| -> Option<usize> {
+        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(raw)).ok()
+    };
+    let count = u32_at(0)?;
+    let mut data = count.checked_mul(8)?.checked_add(4)?;
+    let mut pairs = Vec::with_capacity(count.min(bytes.len() / 8));
+    for n in 0..count {
+        let sizes = n.checked_mul(8)?.checked_add(4)?;
+        let (key_len, value_len) = (u32_at(sizes)?, u32_at(sizes.checked_add(4)?)?);
+        let key_end = data.checked_add(key_len)?;
+        let key = bytes.get(data..key_end)?;
+        let value_start = key_end.checked_add(1)?;
+        let value_end = value_start.checked_add(value_len)?;
+        let value = bytes.get(value_start..value_end)?;
+        data = value_end.checked_add(1)?;
+        pairs.push((key, value));
+    }
+    (data == bytes.len()).then_some(pairs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            out.extend((k.len() as u32).to_le_bytes());
+            out.extend((v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend(k.as_bytes());
+            out.push(0);
+            out.extend(*v);
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn header_maps_parse_in_order_with_repeats_and_raw_bytes() {
+        let pairs: [(&str, &[u8]); 4] = [
+            (":path", b"/a"),
+            ("x-dup", b"1"),
+            ("x-dup", b"\xff\x00"),
+            ("empty", b""),
+        ];
+        let bytes = serialize(&pairs);
+        let parsed = parse_header_map(&bytes).unwrap();
+        let want: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
+        assert_eq!(parsed, want);
+        assert_eq!(parse_header_map(&[]), Some(Vec::new()));
+    }
+
+    #[test]
+    fn truncated_or_inconsistent_header_maps_are_refused() {
+        let bytes = serialize(&[("a", b"b"), ("c", b"d")]);
+        for cut in 1..bytes.len() {
+            assert_eq!(parse_header_map(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert_eq!(parse_header_map(&extra), None);
+        let mut huge = bytes;
+        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(parse_header_map(&huge), None);
+    }
 
     #[test]
     fn request_paths_and_hosts_are_trimmed_for_matching() {

@@ -2,7 +2,10 @@
 //! attributes (paths, methods, hosts) and peer attributes (principals...), and
 //! the compilers that turn config text into them with precise errors.
 
+use std::borrow::Cow;
+
 use crate::config::{check_len, is_token_char, ConfigError};
+use crate::path::{match_path, non_canonical_pattern, PathOptions};
 use crate::pattern::{PathPattern, PatternError, StringPattern};
 use crate::request::RequestInfo;
 use crate::spiffe::{check_prefix, normalize_principal_text, parse_trust_domain, SpiffeId};
@@ -54,16 +57,18 @@ pub struct RequestScope {
 }
 
 /// The request attributes in the form rules compare against.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestView<'a> {
-    pub path: &'a str,
+    /// The canonical path without query and `;` parameters (lowercase when
+    /// the policy matches paths case-insensitively): [`crate::path`].
+    pub path: Cow<'a, str>,
     pub method: &'a str,
     pub host: &'a str,
 }
 
 impl RequestScope {
     pub fn matches(&self, r: &RequestView<'_>) -> bool {
-        self.paths.check(Some(r.path), |p, v| p.matches(v))
+        self.paths.check(Some(&*r.path), |p, v| p.matches(v))
             && self
                 .methods
                 .check(Some(r.method), |m, v| m.eq_ignore_ascii_case(v))
@@ -74,10 +79,23 @@ impl RequestScope {
 }
 
 impl<'a> RequestView<'a> {
-    /// The view rules compare against: query stripped, port stripped.
+    /// The view rules compare against under the default path options.
     pub fn of(request: &RequestInfo<'a>) -> Self {
+        Self::with(request, &PathOptions::default())
+    }
+
+    /// The view rules compare against: `request.path` is already canonical
+    /// (the filter canonicalized and forwards it); query, `;` parameters and
+    /// port are stripped, case folded where configured.
+    pub fn with(request: &RequestInfo<'a>, options: &PathOptions) -> Self {
+        let path = match_path(request.path, options.normalization);
+        let path = if options.case_insensitive && path.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(path.to_ascii_lowercase())
+        } else {
+            path
+        };
         Self {
-            path: request.path_without_query(),
+            path,
             method: request.method,
             host: request.host_without_port(),
         }
@@ -267,9 +285,39 @@ pub fn compile_condition<T: PartialEq>(
     Ok(Condition { any_of, none_of })
 }
 
+/// Compiles a rule's scope under the default path options.
 pub fn compile_scope(at: &str, lists: ScopeLists<'_>) -> Result<RequestScope, ConfigError> {
+    compile_scope_with(at, lists, &PathOptions::default())
+}
+
+/// Compiles a rule's scope. Path patterns must be written in the canonical
+/// form requests are matched in (a pattern that no canonical path can match
+/// would silently never apply); they are lowercased for case-insensitive
+/// matching.
+pub fn compile_scope_with(
+    at: &str,
+    lists: ScopeLists<'_>,
+    options: &PathOptions,
+) -> Result<RequestScope, ConfigError> {
+    let paths = |at: &str, text: &str| {
+        if let Some(canonical) = non_canonical_pattern(text, options) {
+            return Err(ConfigError::invalid(
+                at,
+                format!(
+                    "{text:?} is not a canonical path, so no request could match it (paths are matched after {} normalization, without `;` parameters); write {canonical}",
+                    options.normalization.as_str()
+                ),
+            ));
+        }
+        let pattern = path_pattern(at, text)?;
+        Ok(if options.case_insensitive {
+            pattern.to_ascii_lowercase()
+        } else {
+            pattern
+        })
+    };
     Ok(RequestScope {
-        paths: compile_condition(at, "paths", lists.paths, lists.not_paths, path_pattern)?,
+        paths: compile_condition(at, "paths", lists.paths, lists.not_paths, paths)?,
         methods: compile_condition(at, "methods", lists.methods, lists.not_methods, method_name)?,
         hosts: compile_condition(at, "hosts", lists.hosts, lists.not_hosts, host_pattern)?,
     })

@@ -53,6 +53,7 @@ use meshguard_core::integrity::{
 use meshguard_core::masking::{
     body_kind, BodyKind, Detector, Direction, HeaderEdit, MaskError, MaskingPolicy,
 };
+use meshguard_core::path::{match_path, PathNormalization};
 use meshguard_core::pattern::{
     GlobSegment, PathPattern, PatternError, StringPattern, MAX_PATTERN_LEN,
 };
@@ -1164,6 +1165,14 @@ fn exercise_identity_policy(rng: &mut Rng, policy: &IdentityPolicy) {
                 decision.reason,
                 Reason::DefaultAllow | Reason::NoMatchingRule
             )),
+            DecidedBy::IdentitySource => assert!(matches!(
+                decision.reason,
+                Reason::PeerIdentityUnusable | Reason::GatewayIdentityUnusable
+            )),
+            DecidedBy::Path => assert!(matches!(
+                decision.reason,
+                Reason::InvalidPath | Reason::AmbiguousPath
+            )),
         }
         let _ = policy.describe(decision.decided_by);
         let _ = policy.rule_name(decision.decided_by);
@@ -1303,7 +1312,10 @@ fn xfcc_header(rng: &mut Rng) -> (String, Option<String>) {
         if candidate.by.first().map(String::as_str) != Some(GATEWAY) {
             return None;
         }
-        let uri = candidate.uri.first()?;
+        // An X509-SVID names exactly one URI: an element with several is unusable.
+        let [uri] = candidate.uri.as_slice() else {
+            return None;
+        };
         SpiffeId::parse_uri(uri).ok().map(|id| id.to_string())
     })();
     (header, expected)
@@ -1318,14 +1330,15 @@ fn xfcc_headers_of_any_shape_never_panic() {
         let (header, expected) = xfcc_header(&mut case.rng);
         case.note(&header);
         if header.len() <= MAX_XFCC_BYTES {
-            let got =
-                identity_from_gateway(&header, &gateway, Some(LOCAL)).map(|id| id.to_string());
+            let got = identity_from_gateway(Some(&header), &gateway, Some(LOCAL))
+                .ok()
+                .map(|id| id.to_string());
             assert_eq!(got, expected, "well-formed header");
         }
         let mutated = text_input(&mut case.rng, &seeds, 2 * MAX_XFCC_BYTES);
         case.note(&mutated);
         for local in [None, Some(LOCAL), Some("")] {
-            if let Some(id) = identity_from_gateway(&mutated, &gateway, local) {
+            if let Ok(id) = identity_from_gateway(Some(&mutated), &gateway, local) {
                 assert!(mutated.len() <= MAX_XFCC_BYTES);
                 assert!(SpiffeId::parse_uri(id.as_str()).is_ok());
             }
@@ -1341,13 +1354,13 @@ fn xfcc_headers_at_the_size_limit_are_read_and_beyond_it_ignored() {
         let padding = len - element.len() - ";Subject=".len();
         let header = format!("{element};Subject={}", "x".repeat(padding));
         assert_eq!(header.len(), len);
-        let got = identity_from_gateway(&header, &gateway, None);
-        assert_eq!(got.is_some(), readable, "{len}");
+        let got = identity_from_gateway(Some(&header), &gateway, None);
+        assert_eq!(got.is_ok(), readable, "{len}");
     }
     // A header of only separators, quotes or backslashes.
     for unit in [",", ";", "=", "\"", "\\", "\"\\", "By=", "é"] {
         let header = unit.repeat(MAX_XFCC_BYTES / unit.len());
-        assert_eq!(identity_from_gateway(&header, &gateway, Some(LOCAL)), None);
+        assert!(identity_from_gateway(Some(&header), &gateway, Some(LOCAL)).is_err());
     }
 }
 
@@ -1472,9 +1485,12 @@ fn reference_rule_matches(
             id.map(SpiffeId::trust_domain),
             string,
         )
-        && condition(rule, "paths", Some(request.path_without_query()), |p, v| {
-            PathPattern::parse(p).unwrap().matches(v)
-        })
+        && condition(
+            rule,
+            "paths",
+            Some(&*match_path(request.path, PathNormalization::default())),
+            |p, v| PathPattern::parse(p).unwrap().matches(v),
+        )
         && condition(rule, "methods", Some(request.method), |p, v| {
             p.eq_ignore_ascii_case(v)
         })
@@ -1528,6 +1544,8 @@ fn identity_decisions_match_a_reference_evaluator_without_the_index() {
             let first_allow = matching.iter().copied().find(|&i| rules[i].0);
             let want = if require_mtls && !peer.transport.is_mtls() {
                 (Reason::MtlsRequired, DecidedBy::Transport)
+            } else if peer.unusable.is_some() {
+                (Reason::PeerIdentityUnusable, DecidedBy::IdentitySource)
             } else if let Some(i) = first_deny {
                 (Reason::DeniedByRule, DecidedBy::Rule(i))
             } else if let Some(i) = first_allow {

@@ -77,3 +77,44 @@ pub(crate) fn close_stream(stream_type: u32) -> bool {
     let status = unsafe { proxy_close_stream(stream_type) };
     status == 0
 }
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
+}
+
+/// The host's log level for this VM (0 trace ... 5 critical), if it says.
+pub(crate) fn log_level() -> Option<u32> {
+    let mut level: u32 = 0;
+    // SAFETY: the host writes one u32 through a pointer to a live local.
+    let status = unsafe { proxy_get_log_level(&mut level) };
+    (status == 0).then_some(level)
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+}
+
+/// Every pair of a header map in the host's serialization, in one call;
+/// `None` when the host refused (the SDK wrapper would panic).
+pub(crate) fn header_map_pairs(map_type: u32) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer to memory it allocated through this
+    // module's `proxy_on_memory_allocate` (a Vec of exactly `size` bytes,
+    // as the SDK allocates) and its size; ownership passes to us.
+    let status = unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) };
+    if status != 0 {
+        return None;
+    }
+    if data.is_null() {
+        return Some(Vec::new());
+    }
+    // SAFETY: see above: allocated by the SDK's allocator with capacity `size`.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
+}

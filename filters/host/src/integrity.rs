@@ -615,6 +615,7 @@ impl<F: FilterRoot> proxy_wasm::traits::Context for Root<F> {
 
 impl<F: FilterRoot> proxy_wasm::traits::RootContext for Root<F> {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        crate::follow_host_log_level();
         let Some((compiled, guard)) = load_config(F::NAME, F::compile) else {
             return false;
         };

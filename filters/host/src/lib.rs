@@ -12,12 +12,31 @@ pub mod integrity;
 use std::time::UNIX_EPOCH;
 
 use meshguard_core::identity::{RequestInfo, Transport};
+use meshguard_core::path::{self, PathOptions, PathRejection};
+use meshguard_core::request::parse_header_map;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, StreamType};
 
-/// Installs the `log` backend once per VM. Envoy's own log level still filters.
+/// Installs the `log` backend once per VM (at info until the host's level is
+/// known: no host call may be made before a context exists).
 pub fn init_logging() {
-    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_log_level(LogLevel::Info);
+}
+
+/// Follows the host's own log level (Envoy's `wasm` logger), so a line Envoy
+/// would drop is never formatted and never crosses the host boundary. Called
+/// on every configuration: a level changed through Envoy's admin applies
+/// from the next configuration or VM on.
+pub fn follow_host_log_level() {
+    let level = match ffi::log_level() {
+        Some(0) => LogLevel::Trace,
+        Some(1) => LogLevel::Debug,
+        Some(2) | None => LogLevel::Info,
+        Some(3) => LogLevel::Warn,
+        Some(4) => LogLevel::Error,
+        Some(_) => LogLevel::Critical,
+    };
+    proxy_wasm::set_log_level(level);
 }
 
 /// The plugin configuration (WasmPlugin `pluginConfig`) as raw bytes.
@@ -81,14 +100,27 @@ fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
 }
 
+/// The filter state key in which Istio's waypoints carry the HBONE peer's
+/// URI SAN to the inner listener's HTTP filters.
+pub const WAYPOINT_PEER_PRINCIPAL: &str = "io.istio.peer_principal";
+
 /// The downstream connection's security from Envoy's `connection.mtls`,
-/// `connection.tls_version` and `connection.uri_san_peer_certificate`.
+/// `connection.tls_version` and `connection.uri_san_peer_certificate`; on a
+/// connection without any TLS, an ambient waypoint's inner listener is
+/// recognised by the peer principal Istio put in filter state.
 pub fn peer_transport() -> Transport {
-    Transport::from_host(
-        property_bool(&["connection", "mtls"]),
-        property_string(&["connection", "tls_version"]).as_deref(),
-        property_string(&["connection", "uri_san_peer_certificate"]).as_deref(),
-    )
+    let mtls = property_bool(&["connection", "mtls"]);
+    let version = property_string(&["connection", "tls_version"]);
+    if mtls == Some(true) {
+        let san = property_string(&["connection", "uri_san_peer_certificate"]);
+        return Transport::from_host(mtls, version.as_deref(), san.as_deref());
+    }
+    if version.as_deref().is_none_or(str::is_empty) {
+        if let Some(principal) = property_string(&["filter_state", WAYPOINT_PEER_PRINCIPAL]) {
+            return Transport::hbone(&principal);
+        }
+    }
+    Transport::from_host(mtls, version.as_deref(), None)
 }
 
 /// The request's `:path`, `:method` and `:authority` (empty when absent).
@@ -100,12 +132,36 @@ pub struct RequestLine {
 }
 
 impl RequestLine {
+    /// The request line as received.
     pub fn read() -> Self {
+        Self::from_head(&RequestHead::read())
+    }
+
+    /// The request line out of headers already read.
+    pub fn from_head(head: &RequestHead) -> Self {
         Self {
-            path: request_header(":path").unwrap_or_default(),
-            method: request_header(":method").unwrap_or_default(),
-            authority: request_header(":authority").unwrap_or_default(),
+            path: head.get(":path").unwrap_or_default(),
+            method: head.get(":method").unwrap_or_default(),
+            authority: head.get(":authority").unwrap_or_default(),
         }
+    }
+
+    /// Replaces `path` by its canonical form (`meshguard_core::path`); true
+    /// when that changed it, so the caller forwards it with [`Self::forward_path`].
+    pub fn canonicalize(&mut self, options: &PathOptions) -> Result<bool, PathRejection> {
+        match path::canonicalize(&self.path, options)? {
+            Some(canonical) => {
+                self.path = canonical;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Sends the (canonical) path upstream, so the upstream resolves exactly
+    /// what was judged. False if the host refused.
+    pub fn forward_path(&self) -> bool {
+        set_request_header(":path", Some(&self.path))
     }
 
     /// The view policies match against.
@@ -115,6 +171,43 @@ impl RequestLine {
             method: &self.method,
             host: &self.authority,
         }
+    }
+}
+
+/// Every request header, read in one host call (each single-header read is a
+/// host call plus an allocation call back into the VM).
+#[derive(Debug, Clone, Default)]
+pub struct RequestHead {
+    serialized: Vec<u8>,
+}
+
+impl RequestHead {
+    pub fn read() -> Self {
+        Self {
+            serialized: ffi::header_map_pairs(MapType::HttpRequestHeaders as u32)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A header's value, decoded lossily; repeats are joined with `,` as
+    /// HTTP defines for list-valued fields (so a second copy is never
+    /// silently ignored).
+    pub fn get(&self, name: &str) -> Option<String> {
+        let pairs = parse_header_map(&self.serialized)?;
+        let mut found: Option<String> = None;
+        for (key, value) in pairs {
+            if key.eq_ignore_ascii_case(name.as_bytes()) {
+                let value = String::from_utf8_lossy(value);
+                match found.as_mut() {
+                    Some(joined) => {
+                        joined.push(',');
+                        joined.push_str(&value);
+                    }
+                    None => found = Some(value.into_owned()),
+                }
+            }
+        }
+        found
     }
 }
 
@@ -161,13 +254,19 @@ pub fn response_headers() -> Vec<(String, String)> {
 }
 
 fn headers(map: MapType) -> Vec<(String, String)> {
-    match hostcalls::get_map_bytes(map) {
-        Ok(pairs) => pairs
-            .into_iter()
-            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
+    // Not the SDK's `get_map_bytes`: it panics on a refused map and on a
+    // name that is not UTF-8.
+    let serialized = ffi::header_map_pairs(map as u32).unwrap_or_default();
+    parse_header_map(&serialized)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Reads `size` bytes of a body buffer from `start`.

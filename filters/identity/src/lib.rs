@@ -2,14 +2,19 @@
 //! security is outside policy. All decisions live in `meshguard_core::identity`;
 //! this crate only reads the host, applies the verdict and counts it.
 
+use std::cell::OnceCell;
 use std::rc::Rc;
 
 use meshguard_core::config::ConfigError;
 use meshguard_core::identity::{
-    response::deny_body, Decision, DetailLevel, IdentityPolicy, IdentitySource, Mode, Peer, Reason,
-    RequestInfo, Verdict,
+    response::deny_body, DecidedBy, Decision, DetailLevel, IdentityPolicy, IdentitySource,
+    Judgement, Mode, Peer, Reason, RequestInfo, Verdict,
 };
-use meshguard_core::metrics::{tagged, IDENTITY_REQUESTS};
+use meshguard_core::metrics::{
+    label_value, tagged, IDENTITY_REQUESTS, IDENTITY_SHADOW_DISAGREEMENTS,
+    IDENTITY_SHADOW_REQUESTS, IDENTITY_SHADOW_RULE_HITS,
+};
+use meshguard_core::scope::RequestView;
 use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::{self as host, Counter};
 use proxy_wasm::traits::{Context, HttpContext};
@@ -65,6 +70,88 @@ impl Metrics {
     }
 }
 
+/// Per-rule counters are defined for at most this many shadow rules; later
+/// ones count under `rule="other"` (bounded label cardinality).
+const MAX_SHADOW_RULE_COUNTERS: usize = 1000;
+
+/// Counters of the shadow policy: its decisions, the rule that decided, and
+/// the requests where it disagrees with the enforced policy.
+#[derive(Debug)]
+struct ShadowMetrics {
+    allowed: [Counter; Reason::ALL.len()],
+    denied: [Counter; Reason::ALL.len()],
+    rule_hits: Vec<Counter>,
+    other_rule_hits: Counter,
+    /// By the shadow's verdict: `[allowed, denied]`.
+    disagreements: [Counter; 2],
+}
+
+impl ShadowMetrics {
+    fn define(shadow: &IdentityPolicy) -> Self {
+        let row = |decision: &str, verdict: Verdict| {
+            Reason::ALL.map(|reason| {
+                if reason.verdict() != verdict {
+                    return Counter::default();
+                }
+                Counter::define(&tagged(
+                    IDENTITY_SHADOW_REQUESTS,
+                    &[("decision", decision), ("reason", reason.code())],
+                ))
+            })
+        };
+        let hits = |rule: &str| {
+            Counter::define(&tagged(
+                IDENTITY_SHADOW_RULE_HITS,
+                &[("rule", &label_value(rule))],
+            ))
+        };
+        let disagreement = |decision| {
+            Counter::define(&tagged(
+                IDENTITY_SHADOW_DISAGREEMENTS,
+                &[("decision", decision)],
+            ))
+        };
+        Self {
+            allowed: row("allowed", Verdict::Allow),
+            denied: row("denied", Verdict::Deny),
+            rule_hits: shadow
+                .rule_names()
+                .take(MAX_SHADOW_RULE_COUNTERS)
+                .map(hits)
+                .collect(),
+            other_rule_hits: if shadow.rule_count() > MAX_SHADOW_RULE_COUNTERS {
+                hits("other")
+            } else {
+                Counter::default()
+            },
+            disagreements: [disagreement("allowed"), disagreement("denied")],
+        }
+    }
+
+    fn count(&self, decision: &Decision, disagrees: bool) {
+        let (row, verdict) = match decision.verdict() {
+            Verdict::Allow => (&self.allowed, 0),
+            Verdict::Deny => (&self.denied, 1),
+        };
+        let slot = Reason::ALL.iter().position(|r| *r == decision.reason);
+        if let Some(counter) = slot.and_then(|i| row.get(i)) {
+            counter.increment();
+        }
+        if let DecidedBy::Rule(i) = decision.decided_by {
+            self.rule_hits
+                .get(i)
+                .copied()
+                .unwrap_or(self.other_rule_hits)
+                .increment();
+        }
+        if disagrees {
+            if let Some(counter) = self.disagreements.get(verdict) {
+                counter.increment();
+            }
+        }
+    }
+}
+
 /// What happened to the request: the `decision` metric label and the
 /// filter-state value the audit filter records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +176,7 @@ impl Outcome {
 struct Active {
     policy: IdentityPolicy,
     metrics: Metrics,
+    shadow_metrics: Option<ShadowMetrics>,
     quarantine: Quarantine,
 }
 
@@ -113,7 +201,14 @@ impl FilterRoot for Identity {
         for warning in policy.warnings() {
             log::warn!("meshguard identity: configuration warning: {warning}");
         }
+        if let Some(shadow) = policy.shadow() {
+            log::info!(
+                "meshguard identity: shadow policy: rules={} (evaluated, never enforced)",
+                shadow.rule_count()
+            );
+        }
         Self(Rc::new(Active {
+            shadow_metrics: policy.shadow().map(ShadowMetrics::define),
             policy,
             metrics: Metrics::define(),
             quarantine: guard.quarantine(),
@@ -139,19 +234,58 @@ impl HttpContext for IdentityHttp {
             log::error!("meshguard identity: no accepted configuration; refusing the request");
             return respond(503, None, br#"{"error":"meshguard_not_configured"}"#);
         };
-        let line = host::RequestLine::read();
-        if let Some(action) = active.quarantine.enforce(&line.path) {
-            return action;
-        }
         let policy = &active.policy;
-        let peer = policy.resolve_peer(host::peer_transport(), || {
-            (
-                host::request_header("x-forwarded-client-cert"),
-                host::property_string(&["connection", "uri_san_local_certificate"]),
-            )
-        });
+        let head = host::RequestHead::read();
+        let mut line = host::RequestLine::from_head(&head);
+        let transport = host::peer_transport();
+        // Read at most once, for the enforced and the shadow policy alike.
+        let xfcc = OnceCell::new();
+        let read_xfcc = || {
+            xfcc.get_or_init(|| {
+                let header = head.get("x-forwarded-client-cert");
+                // Our own URI SAN only matters when there is XFCC to read.
+                let local = header.as_ref().and_then(|_| {
+                    host::property_string(&["connection", "uri_san_local_certificate"])
+                });
+                (header, local)
+            })
+            .clone()
+        };
+        let shadow = policy
+            .shadow()
+            .map(|shadow| shadow.judge(transport.clone(), read_xfcc, &line.info()));
+        let Judgement {
+            peer,
+            decision,
+            forwarded_path,
+        } = policy.judge(transport, read_xfcc, &line.info());
+        if let (Some(shadow), Some(metrics)) = (&shadow, &active.shadow_metrics) {
+            let disagrees = shadow.decision.is_deny() != decision.is_deny();
+            metrics.count(&shadow.decision, disagrees);
+            if disagrees {
+                log::info!(
+                    "meshguard identity: shadow disagrees: enforced={}:{} shadow={}:{} shadow_by={} peer={} path={:?}",
+                    verdict_name(&decision),
+                    decision.reason.code(),
+                    verdict_name(&shadow.decision),
+                    shadow.decision.reason.code(),
+                    policy.shadow().map_or_else(String::new, |s| s.describe(shadow.decision.decided_by)),
+                    shadow.peer.identity.as_ref().map_or("none", |id| id.as_str()),
+                    line.path.chars().take(MAX_LOGGED_PATH).collect::<String>(),
+                );
+            }
+        }
+        let rewrite = forwarded_path.is_some();
+        if let Some(path) = forwarded_path {
+            line.path = path;
+        }
         let request = line.info();
-        let decision = policy.evaluate(&peer, &request);
+        if decision.decided_by != DecidedBy::Path {
+            let view = RequestView::with(&request, policy.path_options());
+            if let Some(action) = active.quarantine.enforce(&view.path) {
+                return action;
+            }
+        }
         let outcome = match (decision.is_deny(), policy.mode()) {
             (false, _) => Outcome::Allowed,
             (true, Mode::DryRun) => Outcome::DryRunDenied,
@@ -163,6 +297,11 @@ impl HttpContext for IdentityHttp {
         );
         active.metrics.count(outcome, decision.reason);
         if outcome == Outcome::Allowed {
+            if rewrite && !line.forward_path() {
+                log::error!("meshguard identity: the host refused the canonical path; resetting");
+                host::reset_request();
+                return Action::Pause;
+            }
             if log::log_enabled!(log::Level::Debug) {
                 log::debug!(
                     "{}",
@@ -171,7 +310,7 @@ impl HttpContext for IdentityHttp {
             }
             return Action::Continue;
         }
-        let request_id = host::request_header("x-request-id");
+        let request_id = head.get("x-request-id");
         let what = match outcome {
             Outcome::DryRunDenied => "dry-run would deny",
             Outcome::Allowed | Outcome::Denied => "denied",
@@ -196,6 +335,13 @@ impl HttpContext for IdentityHttp {
             DetailLevel::Reason | DetailLevel::Verbose => Some(decision.reason.code()),
         };
         respond(policy.deny_status(), reason, &body)
+    }
+}
+
+fn verdict_name(decision: &Decision) -> &'static str {
+    match decision.verdict() {
+        Verdict::Allow => "allowed",
+        Verdict::Deny => "denied",
     }
 }
 

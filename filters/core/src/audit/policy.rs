@@ -3,7 +3,6 @@
 
 use serde_json::Value;
 
-use super::canon::canonical_path;
 use super::config::{AuditConfig, CollectorConfig, CommandConfig, PartConfig};
 use super::hash::{CommandHasher, HashError, Part};
 use crate::canonical::{sha256_hex, to_canonical_bytes};
@@ -11,6 +10,7 @@ use crate::config::{
     check_config_version, check_env_name, check_len, is_token_char, parse_json, ConfigError,
     UniqueNames,
 };
+use crate::path::{canonicalize, PathOptions};
 use crate::request::RequestInfo;
 use crate::scope::{compile_scope, scope_lists, RequestScope, RequestView};
 
@@ -227,16 +227,20 @@ impl AuditPolicy {
 
     /// The first configured command whose scope matches the request, or the
     /// default command. Paths are matched in canonical form (see
-    /// [`canonical_path`]), so `//admin/./run` is matched as `/admin/run`.
+    /// [`crate::path`]), so `//admin/./run;x` is matched as `/admin/run`.
     pub fn command_for(&self, request: &RequestInfo<'_>) -> CommandRef {
         if self.commands.is_empty() {
             return CommandRef::DEFAULT;
         }
-        let path = canonical_path(request.path);
-        let view = RequestView {
-            path: &path,
-            ..RequestView::of(request)
+        // The filter hands over the canonical path already; the CLI may not.
+        let canonical = canonicalize(request.path, &PathOptions::default())
+            .ok()
+            .flatten();
+        let request = RequestInfo {
+            path: canonical.as_deref().unwrap_or(request.path),
+            ..*request
         };
+        let view = RequestView::of(&request);
         CommandRef(self.commands.iter().position(|c| c.scope.matches(&view)))
     }
 

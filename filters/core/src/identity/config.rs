@@ -6,6 +6,7 @@
 use serde::Deserialize;
 
 pub use crate::config::Mode;
+use crate::path::PathNormalization;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +16,12 @@ pub struct IdentityConfig {
     pub config_version: Option<String>,
     #[serde(default)]
     pub mode: Mode,
+    /// How request paths are canonicalized before rules see them.
+    #[serde(default)]
+    pub path_normalization: PathNormalization,
+    /// Paths and path patterns compare ASCII case-insensitively.
+    #[serde(default)]
+    pub path_case_insensitive: bool,
     /// What happens to a request no rule matches. Deny unless said otherwise.
     #[serde(default = "default_action")]
     pub default_action: Action,
@@ -26,6 +33,12 @@ pub struct IdentityConfig {
     pub deny_response: DenyResponseConfig,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// A candidate policy evaluated on live traffic beside this one and never
+    /// enforced (Envoy RBAC's shadow rules): its decisions are counted and
+    /// logged where they differ. Its own `mode`, `deny_response` and `shadow`
+    /// do not apply.
+    #[serde(default)]
+    pub shadow: Option<Box<IdentityConfig>>,
 }
 
 fn default_action() -> Action {
@@ -103,6 +116,22 @@ pub struct IdentitySourceConfig {
     /// Direct mTLS peers whose appended XFCC element names the real caller.
     #[serde(default)]
     pub trusted_gateways: Vec<String>,
+    /// A presented identity that cannot be used (a certificate without a
+    /// single SPIFFE ID, a trusted gateway whose XFCC names no usable caller).
+    #[serde(default)]
+    pub on_unusable_identity: UnusableIdentityAction,
+}
+
+/// What an unusable identity leads to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnusableIdentityAction {
+    /// Refused (`peer_identity_unusable`, `gateway_identity_unusable`).
+    #[default]
+    Deny,
+    /// The caller is judged as anonymous: no principal, namespace or trust
+    /// domain rule matches it, and `not_*` rules do not exclude it.
+    TreatAsAnonymous,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -17,16 +17,24 @@ pub enum Reason {
     TlsVersionTooLow,
     DeniedByRule,
     NoMatchingRule,
+    InvalidPath,
+    AmbiguousPath,
+    PeerIdentityUnusable,
+    GatewayIdentityUnusable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 10] = [
         Reason::AllowedByRule,
         Reason::DefaultAllow,
         Reason::MtlsRequired,
         Reason::TlsVersionTooLow,
         Reason::DeniedByRule,
         Reason::NoMatchingRule,
+        Reason::InvalidPath,
+        Reason::AmbiguousPath,
+        Reason::PeerIdentityUnusable,
+        Reason::GatewayIdentityUnusable,
     ];
 
     pub fn code(self) -> &'static str {
@@ -37,6 +45,10 @@ impl Reason {
             Self::TlsVersionTooLow => "tls_version_too_low",
             Self::DeniedByRule => "denied_by_rule",
             Self::NoMatchingRule => "no_matching_rule",
+            Self::InvalidPath => "invalid_path",
+            Self::AmbiguousPath => "ambiguous_path",
+            Self::PeerIdentityUnusable => "peer_identity_unusable",
+            Self::GatewayIdentityUnusable => "gateway_identity_unusable",
         }
     }
 
@@ -46,7 +58,11 @@ impl Reason {
             Self::MtlsRequired
             | Self::TlsVersionTooLow
             | Self::DeniedByRule
-            | Self::NoMatchingRule => Verdict::Deny,
+            | Self::NoMatchingRule
+            | Self::InvalidPath
+            | Self::AmbiguousPath
+            | Self::PeerIdentityUnusable
+            | Self::GatewayIdentityUnusable => Verdict::Deny,
         }
     }
 
@@ -59,6 +75,16 @@ impl Reason {
             Self::TlsVersionTooLow => "the connection's TLS version is below the required minimum",
             Self::DeniedByRule => "a deny rule matched",
             Self::NoMatchingRule => "no allow rule matched and the default action is deny",
+            Self::InvalidPath => "the request path is malformed",
+            Self::AmbiguousPath => {
+                "the request path is spelled so that upstream servers could resolve it differently"
+            }
+            Self::PeerIdentityUnusable => {
+                "the client certificate carries no single valid SPIFFE ID"
+            }
+            Self::GatewayIdentityUnusable => {
+                "the trusted gateway's x-forwarded-client-cert names no usable caller"
+            }
         }
     }
 }
@@ -74,6 +100,10 @@ pub enum DecidedBy {
     Transport,
     /// `default_action`.
     Default,
+    /// The request path, before any rule (`path_normalization`).
+    Path,
+    /// The caller's identity could not be established (`identity.on_unusable_identity`).
+    IdentitySource,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,8 @@
 pub use crate::request::RequestInfo;
 use crate::spiffe::SpiffeId;
 
+use super::xfcc::GatewayIdentityError;
+
 /// A negotiated TLS version as Envoy reports it (`connection.tls_version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TlsVersion {
@@ -53,6 +55,14 @@ pub enum Transport {
         version: TlsVersion,
         identity: Option<SpiffeId>,
     },
+    /// An ambient waypoint's inner listener: the caller reached the waypoint
+    /// through an HBONE tunnel (HTTP/2 CONNECT over mTLS, TLS 1.3) that the
+    /// waypoint's own Envoy terminated, and Istio put the tunnel peer's
+    /// certificate URI SAN in filter state (`io.istio.peer_principal`). A
+    /// client cannot set filter state: it is what the proxy itself verified.
+    Hbone {
+        identity: Option<SpiffeId>,
+    },
 }
 
 impl Transport {
@@ -72,22 +82,45 @@ impl Transport {
         }
     }
 
-    pub fn is_mtls(&self) -> bool {
-        matches!(self, Self::Mtls { .. })
+    /// The waypoint transport from the tunnel peer's URI SAN(s) as Istio's
+    /// `%DOWNSTREAM_PEER_URI_SAN%` writes them (several are comma-separated,
+    /// which is no valid SPIFFE ID: an unusable identity).
+    pub fn hbone(peer_principal: &str) -> Self {
+        Self::Hbone {
+            identity: SpiffeId::parse_uri(peer_principal).ok(),
+        }
     }
 
+    /// Mutual TLS with the direct peer (an HBONE tunnel is always mTLS).
+    pub fn is_mtls(&self) -> bool {
+        matches!(self, Self::Mtls { .. } | Self::Hbone { .. })
+    }
+
+    /// The negotiated version; HBONE tunnels run TLS 1.3.
     pub fn tls_version(&self) -> Option<TlsVersion> {
         match self {
             Self::Plaintext => None,
             Self::Tls { version } | Self::Mtls { version, .. } => Some(*version),
+            Self::Hbone { .. } => Some(TlsVersion::Tls13),
         }
     }
 
-    /// The identity proven by the connection's own client certificate.
+    /// The identity proven by the peer's client certificate (on a waypoint,
+    /// the HBONE tunnel's).
     pub fn certificate_identity(&self) -> Option<&SpiffeId> {
         match self {
-            Self::Mtls { identity, .. } => identity.as_ref(),
+            Self::Mtls { identity, .. } | Self::Hbone { identity } => identity.as_ref(),
             Self::Plaintext | Self::Tls { .. } => None,
+        }
+    }
+
+    /// `plaintext`, `tls`, `mtls` or `hbone`, for logs and `meshguard explain`.
+    pub fn security(&self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Tls { .. } => "tls",
+            Self::Mtls { .. } => "mtls",
+            Self::Hbone { .. } => "hbone",
         }
     }
 }
@@ -101,22 +134,39 @@ pub enum IdentitySource {
     Gateway(SpiffeId),
 }
 
+/// An identity was presented but cannot be used: the policy refuses the
+/// request (`identity.on_unusable_identity: deny`, the default) or, by
+/// explicit choice, treats the caller as anonymous. Never silently anonymous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnusableIdentity {
+    /// The client certificate has no URI SAN, one that is not a SPIFFE ID, or
+    /// several URI SANs (an X509-SVID has exactly one).
+    PeerCertificate,
+    /// The direct peer is a trusted gateway, but its XFCC names no usable caller.
+    Gateway(GatewayIdentityError),
+}
+
 /// The caller as the policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub transport: Transport,
     pub identity: Option<SpiffeId>,
     pub source: IdentitySource,
+    /// Set when an identity was presented but is unusable (then `identity` is None).
+    pub unusable: Option<UnusableIdentity>,
 }
 
 impl Peer {
     /// The identity proven by the certificate, with no gateway involved.
     pub fn from_certificate(transport: Transport) -> Self {
         let identity = transport.certificate_identity().cloned();
+        let unusable = (transport.is_mtls() && identity.is_none())
+            .then_some(UnusableIdentity::PeerCertificate);
         Self {
             transport,
             identity,
             source: IdentitySource::Certificate,
+            unusable,
         }
     }
 }

@@ -10,8 +10,8 @@ pub mod xfcc;
 
 pub use config::{DetailLevel, Mode};
 pub use decision::{DecidedBy, Decision, Reason, Verdict};
-pub use facts::{IdentitySource, Peer, RequestInfo, TlsVersion, Transport};
-pub use policy::IdentityPolicy;
+pub use facts::{IdentitySource, Peer, RequestInfo, TlsVersion, Transport, UnusableIdentity};
+pub use policy::{IdentityPolicy, Judgement};
 
 #[cfg(test)]
 mod tests;

@@ -3,15 +3,18 @@
 
 use hashbrown::HashMap;
 
-use super::config::{Action, DetailLevel, IdentityConfig, Mode, RuleConfig, TlsVersionConfig};
+use super::config::{
+    Action, DetailLevel, IdentityConfig, Mode, RuleConfig, TlsVersionConfig, UnusableIdentityAction,
+};
 use super::decision::{DecidedBy, Decision, Reason};
-use super::facts::{IdentitySource, Peer, RequestInfo, TlsVersion, Transport};
+use super::facts::{IdentitySource, Peer, RequestInfo, TlsVersion, Transport, UnusableIdentity};
 use super::index::KeyIndex;
 use super::xfcc;
 use crate::config::{check_config_version, check_len, parse_json, ConfigError, UniqueNames};
+use crate::path::{canonicalize, PathOptions, PathRejection};
 use crate::pattern::{PathPattern, StringPattern};
 use crate::scope::{
-    compile_condition, compile_scope, namespace_pattern, principal_pattern, scope_lists,
+    compile_condition, compile_scope_with, namespace_pattern, principal_pattern, scope_lists,
     trust_domain_pattern, Condition, RequestScope, RequestView, ScopeLists, MAX_LIST_ENTRIES,
 };
 use crate::spiffe::SpiffeId;
@@ -19,6 +22,15 @@ use crate::spiffe::SpiffeId;
 /// Most rules a policy may hold.
 pub const MAX_RULES: usize = 50_000;
 pub use crate::config::MAX_NAME_LEN;
+
+/// What [`IdentityPolicy::judge`] decided about one request.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub peer: Peer,
+    pub decision: Decision,
+    /// The canonical `:path` to forward when it differs from the one received.
+    pub forwarded_path: Option<String>,
+}
 
 /// A validated, indexed identity policy.
 #[derive(Debug)]
@@ -29,11 +41,14 @@ pub struct IdentityPolicy {
     transport: TransportRequirement,
     overrides: Vec<TransportOverride>,
     trusted_gateways: Vec<StringPattern>,
+    on_unusable_identity: UnusableIdentityAction,
+    paths: PathOptions,
     deny_status: u16,
     detail: DetailLevel,
     rules: Vec<Rule>,
     index: RuleIndex,
     warnings: Vec<String>,
+    shadow: Option<Box<IdentityPolicy>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +109,25 @@ impl IdentityPolicy {
         Self::compile(parse_json(bytes)?)
     }
 
-    pub fn compile(config: IdentityConfig) -> Result<Self, ConfigError> {
+    pub fn compile(mut config: IdentityConfig) -> Result<Self, ConfigError> {
+        let shadow = match config.shadow.take() {
+            None => None,
+            Some(candidate) if candidate.shadow.is_some() => {
+                return Err(ConfigError::invalid(
+                    "shadow.shadow",
+                    "a shadow policy cannot have a shadow of its own",
+                ))
+            }
+            Some(candidate) => Some(Box::new(
+                Self::compile(*candidate).map_err(|e| e.within("shadow"))?,
+            )),
+        };
         let mut warnings = Vec::new();
         check_config_version(config.config_version.as_deref())?;
+        let paths = PathOptions {
+            normalization: config.path_normalization,
+            case_insensitive: config.path_case_insensitive,
+        };
         let transport = TransportRequirement {
             require_mtls: config.transport.require_mtls,
             min_tls_version: config.transport.min_tls_version.map(tls_version),
@@ -119,7 +150,7 @@ impl IdentityPolicy {
             }
             overrides.push(TransportOverride {
                 name: o.name.as_str().into(),
-                scope: compile_scope(
+                scope: compile_scope_with(
                     &at,
                     ScopeLists {
                         paths: &o.paths,
@@ -129,6 +160,7 @@ impl IdentityPolicy {
                         hosts: &o.hosts,
                         not_hosts: &None,
                     },
+                    &paths,
                 )?,
                 requirement: TransportRequirement {
                     require_mtls: o.require_mtls.unwrap_or(transport.require_mtls),
@@ -178,7 +210,7 @@ impl IdentityPolicy {
         for (i, rc) in config.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
             names.check(i, &rc.name)?;
-            rules.push(compile_rule(&at, rc)?);
+            rules.push(compile_rule(&at, rc, &paths)?);
         }
         check_rule_conflicts(&rules, &mut warnings)?;
         let plaintext_somewhere =
@@ -196,6 +228,33 @@ impl IdentityPolicy {
             }
         }
 
+        let on_unusable_identity = config.identity.on_unusable_identity;
+        if on_unusable_identity == UnusableIdentityAction::TreatAsAnonymous {
+            for (i, r) in rules.iter().enumerate() {
+                if r.action == Action::Deny && r.peer.has_positive_identity_condition() {
+                    warnings.push(format!(
+                        "rules[{i}] ({:?}): denies by peer identity while \
+                         identity.on_unusable_identity is treat_as_anonymous; a caller whose \
+                         certificate or gateway XFCC is unusable has no identity and is not \
+                         matched by this rule",
+                        r.name
+                    ));
+                }
+            }
+        }
+        if paths.normalization == crate::path::PathNormalization::None {
+            warnings.push(
+                "path_normalization is NONE: rules match the raw path, so `//`, `..`, `%2e` or `;` \
+                 spellings of a denied path are not caught; use it only for upstreams that \
+                 resolve nothing"
+                    .into(),
+            );
+        }
+
+        if let Some(candidate) = &shadow {
+            warnings.extend(candidate.warnings().iter().map(|w| format!("shadow: {w}")));
+        }
+
         let index = build_index(&rules);
         Ok(Self {
             config_version: config.config_version,
@@ -204,16 +263,46 @@ impl IdentityPolicy {
             transport,
             overrides,
             trusted_gateways,
+            on_unusable_identity,
+            paths,
             deny_status: config.deny_response.status,
             detail: config.deny_response.detail,
             rules,
             index,
             warnings,
+            shadow,
         })
+    }
+
+    /// The candidate policy evaluated beside this one, never enforced.
+    pub fn shadow(&self) -> Option<&IdentityPolicy> {
+        self.shadow.as_deref()
+    }
+
+    /// The rule names, in policy order (for per-rule counters).
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| &*r.name)
     }
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// How this policy canonicalizes request paths.
+    pub fn path_options(&self) -> &PathOptions {
+        &self.paths
+    }
+
+    /// The decision for a request whose path could not be canonicalized.
+    pub fn refuse_path(&self, rejection: PathRejection) -> Decision {
+        Decision {
+            reason: if rejection.is_ambiguous() {
+                Reason::AmbiguousPath
+            } else {
+                Reason::InvalidPath
+            },
+            decided_by: DecidedBy::Path,
+        }
     }
 
     pub fn config_version(&self) -> Option<&str> {
@@ -248,32 +337,88 @@ impl IdentityPolicy {
         !self.trusted_gateways.is_empty()
     }
 
-    /// Decides who the caller is. `read_xfcc` is called only when the direct
-    /// peer is a trusted gateway; it returns the XFCC header and this proxy's
-    /// own URI SAN. A plaintext caller can never name an identity this way.
+    /// Decides who the caller is. `read_xfcc` is called for mTLS peers; it
+    /// returns the XFCC header and this proxy's own URI SAN. The header names
+    /// the caller only when the direct peer is a trusted gateway; otherwise it
+    /// is read only to see whether this proxy's own element lists several URI
+    /// SANs for the peer certificate. A plaintext caller can never name an
+    /// identity this way.
     pub fn resolve_peer<F>(&self, transport: Transport, read_xfcc: F) -> Peer
     where
         F: FnOnce() -> (Option<String>, Option<String>),
     {
-        let gateway = match transport.certificate_identity() {
-            Some(id) if self.is_trusted_gateway(id) => id.clone(),
-            _ => return Peer::from_certificate(transport),
+        let Some(direct) = transport.certificate_identity().cloned() else {
+            return Peer::from_certificate(transport);
         };
         let (header, local) = read_xfcc();
-        let identity = header
-            .as_deref()
-            .and_then(|h| xfcc::identity_from_gateway(h, &gateway, local.as_deref()));
+        if xfcc::peer_certificate_has_several_uris(
+            header.as_deref(),
+            direct.as_str(),
+            local.as_deref(),
+        ) {
+            return Peer {
+                transport,
+                identity: None,
+                source: IdentitySource::Certificate,
+                unusable: Some(UnusableIdentity::PeerCertificate),
+            };
+        }
+        if !self.is_trusted_gateway(&direct) {
+            return Peer::from_certificate(transport);
+        }
+        let (identity, unusable) =
+            match xfcc::identity_from_gateway(header.as_deref(), &direct, local.as_deref()) {
+                Ok(id) => (Some(id), None),
+                Err(e) => (None, Some(UnusableIdentity::Gateway(e))),
+            };
         Peer {
             transport,
             identity,
-            source: IdentitySource::Gateway(gateway),
+            source: IdentitySource::Gateway(direct),
+            unusable,
+        }
+    }
+
+    /// The whole decision for one request as received: its path canonicalized
+    /// (or refused), the caller resolved, the policy evaluated. The filter and
+    /// `meshguard explain` both call this, so they cannot disagree.
+    /// `request.path` is the raw `:path`.
+    pub fn judge<F>(
+        &self,
+        transport: Transport,
+        read_xfcc: F,
+        request: &RequestInfo<'_>,
+    ) -> Judgement
+    where
+        F: FnOnce() -> (Option<String>, Option<String>),
+    {
+        let canonical = canonicalize(request.path, &self.paths);
+        let peer = self.resolve_peer(transport, read_xfcc);
+        match canonical {
+            Ok(forwarded_path) => {
+                let canonical_request = RequestInfo {
+                    path: forwarded_path.as_deref().unwrap_or(request.path),
+                    ..*request
+                };
+                let decision = self.evaluate(&peer, &canonical_request);
+                Judgement {
+                    peer,
+                    decision,
+                    forwarded_path,
+                }
+            }
+            Err(rejection) => Judgement {
+                peer,
+                decision: self.refuse_path(rejection),
+                forwarded_path: None,
+            },
         }
     }
 
     /// Evaluates a request: transport first, then deny rules, allow rules and
     /// the default action. Deny wins over allow regardless of rule order.
     pub fn evaluate(&self, peer: &Peer, request: &RequestInfo<'_>) -> Decision {
-        let view = RequestView::of(request);
+        let view = RequestView::with(request, &self.paths);
         let (requirement, source) = self
             .overrides
             .iter()
@@ -301,9 +446,21 @@ impl IdentityPolicy {
             }
         }
 
+        if let (Some(unusable), UnusableIdentityAction::Deny) =
+            (peer.unusable, self.on_unusable_identity)
+        {
+            return Decision {
+                reason: match unusable {
+                    UnusableIdentity::PeerCertificate => Reason::PeerIdentityUnusable,
+                    UnusableIdentity::Gateway(_) => Reason::GatewayIdentityUnusable,
+                },
+                decided_by: DecidedBy::IdentitySource,
+            };
+        }
+
         let identity = peer.identity.as_ref();
         let mut first_allow = None;
-        for i in self.candidates(identity, view.path) {
+        for i in self.candidates(identity, &view.path) {
             let Some(rule) = self.rules.get(i as usize) else {
                 continue;
             };
@@ -373,6 +530,8 @@ impl IdentityPolicy {
             },
             DecidedBy::Transport => "transport".into(),
             DecidedBy::Default => "default_action".into(),
+            DecidedBy::Path => "path_normalization".into(),
+            DecidedBy::IdentitySource => "identity.on_unusable_identity".into(),
         }
     }
 
@@ -381,7 +540,10 @@ impl IdentityPolicy {
         match by {
             DecidedBy::Rule(i) => self.rules.get(i).map(|r| &*r.name),
             DecidedBy::TransportOverride(i) => self.overrides.get(i).map(|o| &*o.name),
-            DecidedBy::Transport | DecidedBy::Default => None,
+            DecidedBy::Transport
+            | DecidedBy::Default
+            | DecidedBy::Path
+            | DecidedBy::IdentitySource => None,
         }
     }
 }
@@ -403,7 +565,7 @@ fn tls_version(v: TlsVersionConfig) -> TlsVersion {
     }
 }
 
-fn compile_rule(at: &str, rc: &RuleConfig) -> Result<Rule, ConfigError> {
+fn compile_rule(at: &str, rc: &RuleConfig, paths: &PathOptions) -> Result<Rule, ConfigError> {
     Ok(Rule {
         name: rc.name.as_str().into(),
         action: rc.action,
@@ -430,7 +592,7 @@ fn compile_rule(at: &str, rc: &RuleConfig) -> Result<Rule, ConfigError> {
                 trust_domain_pattern,
             )?,
         },
-        scope: compile_scope(at, scope_lists!(rc))?,
+        scope: compile_scope_with(at, scope_lists!(rc), paths)?,
     })
 }
 

@@ -190,15 +190,23 @@ fn requests_are_decided_by_transport_then_deny_then_allow_then_default() {
             Reason::DeniedByRule,
             "rules[6] \"other-domains\"",
         ),
-        // A client certificate without a SPIFFE URI is mTLS with no identity,
-        // which a deny rule on `not_trust_domains` catches.
+        // A client certificate without a SPIFFE URI presents an identity that
+        // cannot be used: refused before any rule (never anonymous by accident).
         (
             Transport::from_host(Some(true), Some("TLSv1.3"), Some("https://x")),
             "GET",
             "/api/users",
             "svc",
-            Reason::DeniedByRule,
-            "rules[6] \"other-domains\"",
+            Reason::PeerIdentityUnusable,
+            "identity.on_unusable_identity",
+        ),
+        (
+            Transport::from_host(Some(true), Some("TLSv1.3"), None),
+            "GET",
+            "/api/users",
+            "svc",
+            Reason::PeerIdentityUnusable,
+            "identity.on_unusable_identity",
         ),
     ];
     for (transport, method, path, host, want, by) in cases {
@@ -255,24 +263,119 @@ fn a_trusted_gateway_vouches_for_the_caller_through_xfcc() {
     );
     assert_eq!(d.reason, Reason::AllowedByRule);
 
-    // A gateway request without a caller element is anonymous, not the gateway.
+    // A gateway request without a caller element is not anonymous and not the
+    // gateway: it is refused, with its own reason.
     let peer = p.resolve_peer(mtls(GATEWAY, "TLSv1.3"), || (None, Some(LOCAL.into())));
     assert_eq!(peer.identity, None);
+    assert_eq!(
+        p.evaluate(&peer, &request("/api/x")).reason,
+        Reason::GatewayIdentityUnusable
+    );
+}
+
+fn request(path: &str) -> RequestInfo<'_> {
+    RequestInfo {
+        path,
+        method: "GET",
+        host: "svc",
+    }
 }
 
 #[test]
-fn xfcc_from_other_peers_is_never_read() {
+fn xfcc_never_names_the_caller_of_a_peer_that_is_not_a_trusted_gateway() {
     let p = policy();
+    let forged = || {
+        (
+            Some(format!("By={LOCAL};URI={FRONTEND}")),
+            Some(LOCAL.to_string()),
+        )
+    };
     for transport in [
         mtls(BATCH, "TLSv1.3"),
         Transport::from_host(None, None, None),
         Transport::from_host(Some(false), Some("TLSv1.3"), None),
     ] {
-        let peer = p.resolve_peer(transport.clone(), || {
-            panic!("XFCC must not be read for {transport:?}")
-        });
+        let peer = p.resolve_peer(transport.clone(), forged);
         assert_eq!(peer.identity.as_ref(), transport.certificate_identity());
+        assert_eq!(peer.unusable, None, "{transport:?}");
     }
+}
+
+#[test]
+fn unusable_identities_are_refused_unless_the_policy_treats_them_as_anonymous() {
+    let several = || {
+        (
+            Some(format!("By={LOCAL};URI={BATCH};URI={FRONTEND}")),
+            Some(LOCAL.to_string()),
+        )
+    };
+    let no_element = || {
+        (
+            Some(format!("By={LOCAL};URI={GATEWAY}")),
+            Some(LOCAL.to_string()),
+        )
+    };
+    type Xfcc<'a> = &'a dyn Fn() -> (Option<String>, Option<String>);
+    let cases: [(&str, Transport, Xfcc<'_>, Reason, Reason); 3] = [
+        (
+            "several URI SANs",
+            mtls(BATCH, "TLSv1.3"),
+            &several,
+            Reason::PeerIdentityUnusable,
+            Reason::AllowedByRule,
+        ),
+        (
+            "gateway without element",
+            mtls(GATEWAY, "TLSv1.3"),
+            &no_element,
+            Reason::GatewayIdentityUnusable,
+            Reason::AllowedByRule,
+        ),
+        (
+            "not a SPIFFE ID",
+            Transport::from_host(Some(true), Some("TLSv1.3"), Some("https://x")),
+            &several,
+            Reason::PeerIdentityUnusable,
+            Reason::AllowedByRule,
+        ),
+    ];
+    let base = r#"{"identity": {"trusted_gateways": ["cluster.local/ns/istio-system/sa/ingress"] ACTION},
+        "rules": [{"name": "all", "action": "allow", "not_principals": ["cluster.local/ns/x/sa/y"]},
+                  {"name": "evil", "action": "deny", "principals": ["cluster.local/ns/jobs/sa/batch"]}]}"#;
+    let deny = IdentityPolicy::from_json(base.replace("ACTION", "").as_bytes()).unwrap();
+    let anonymous = IdentityPolicy::from_json(
+        base.replace(
+            "ACTION",
+            r#", "on_unusable_identity": "treat_as_anonymous""#,
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    for (what, transport, xfcc, refused, anonymously) in cases {
+        let peer = deny.resolve_peer(transport.clone(), xfcc);
+        assert_eq!(peer.identity, None, "{what}");
+        assert_eq!(
+            deny.evaluate(&peer, &request("/x")).reason,
+            refused,
+            "{what}"
+        );
+        let peer = anonymous.resolve_peer(transport, xfcc);
+        // Anonymous, by explicit choice: the caller escapes the deny rule on its
+        // principal and, as in Istio, `not_principals` does not exclude it.
+        assert_eq!(
+            anonymous.evaluate(&peer, &request("/x")).reason,
+            anonymously,
+            "{what}"
+        );
+    }
+    assert!(
+        anonymous
+            .warnings()
+            .iter()
+            .any(|w| w.contains("treat_as_anonymous")),
+        "{:?}",
+        anonymous.warnings()
+    );
 }
 
 #[test]
@@ -456,4 +559,179 @@ fn config_errors_are_typed() {
     )
     .unwrap_err();
     assert!(matches!(err, ConfigError::BadPattern { .. }));
+}
+
+fn judge(p: &IdentityPolicy, path: &str) -> Reason {
+    p.judge(mtls(FRONTEND, "TLSv1.3"), || (None, None), &request(path))
+        .decision
+        .reason
+}
+
+/// Every way an upstream framework could spell `/admin/users`.
+const ADMIN_SPELLINGS: &[&str] = &[
+    "/admin/users",
+    "//admin/users",
+    "/admin//users",
+    "/x/../admin/users",
+    "/x/..;/admin/users",
+    "/x/%2e%2e/admin/users",
+    "/x/%2E%2e;p=1/admin/users",
+    "/./admin/users",
+    "/%61dmin/users",
+    "/%61%64%6d%69%6e/%75sers",
+    "/x\\..\\admin\\users",
+    "/admin;jsessionid=1/users",
+    "/admin/users;x=1",
+    "/admin/users?x=1",
+    "/admin%2Fusers",
+    "/x%2F..%2Fadmin/users",
+    "/x%5C..%5Cadmin/users",
+    "/x/%252e%252e/admin/users",
+    "/admin/users%00",
+    "/admin/users%",
+    "/admin/users#frag",
+];
+
+#[test]
+fn a_deny_rule_catches_every_spelling_of_its_path() {
+    let p = IdentityPolicy::from_json(
+        br#"{"default_action": "allow",
+             "rules": [{"name": "no-admin", "action": "deny", "paths": ["/admin/*"]}]}"#,
+    )
+    .unwrap();
+    for spelling in ADMIN_SPELLINGS {
+        let reason = judge(&p, spelling);
+        assert!(
+            reason.verdict() == Verdict::Deny,
+            "{spelling:?} was {reason:?}"
+        );
+    }
+    assert_eq!(judge(&p, "/public/admin/users"), Reason::DefaultAllow);
+    assert_eq!(judge(&p, "/administrator"), Reason::DefaultAllow);
+}
+
+#[test]
+fn an_allow_rule_is_widened_by_no_spelling() {
+    let p = IdentityPolicy::from_json(
+        br#"{"rules": [{"name": "public", "action": "allow", "paths": ["/public/*"]}]}"#,
+    )
+    .unwrap();
+    // Climbing out of /public/ in every spelling, and reaching /admin/users.
+    let escapes = ADMIN_SPELLINGS
+        .iter()
+        .map(|s| format!("/public/../{}", s.trim_start_matches(['/', '\\'])))
+        .chain(
+            [
+                "/public/..;/admin",
+                "/public/%2e%2e/admin",
+                "/public/.%2E/admin",
+                "/public\\..\\admin",
+                "/public%2F..%2Fadmin",
+                "/public%5C..%5Cadmin",
+                "/public/%252e%252e/admin",
+                "/public/x/../../admin",
+                "/public#/../admin",
+            ]
+            .map(String::from),
+        );
+    for spelling in escapes {
+        let reason = judge(&p, &spelling);
+        assert_ne!(reason, Reason::AllowedByRule, "{spelling:?}");
+    }
+    for legit in [
+        "/public/a",
+        "/public//a",
+        "/public/a/./b",
+        "/public/a;v=1",
+        "/public/%7Ea",
+    ] {
+        assert_eq!(judge(&p, legit), Reason::AllowedByRule, "{legit:?}");
+    }
+}
+
+#[test]
+fn paths_can_be_matched_case_insensitively() {
+    let config = r#"{"default_action": "allow", PATHS
+        "rules": [{"name": "no-admin", "action": "deny", "paths": ["/Admin/*"]}]}"#;
+    let sensitive = IdentityPolicy::from_json(config.replace("PATHS", "").as_bytes()).unwrap();
+    let insensitive = IdentityPolicy::from_json(
+        config
+            .replace("PATHS", r#""path_case_insensitive": true,"#)
+            .as_bytes(),
+    )
+    .unwrap();
+    for (path, sensitive_reason, insensitive_reason) in [
+        ("/Admin/x", Reason::DeniedByRule, Reason::DeniedByRule),
+        ("/admin/x", Reason::DefaultAllow, Reason::DeniedByRule),
+        ("/ADMIN/x", Reason::DefaultAllow, Reason::DeniedByRule),
+        ("/%41DMIN/x", Reason::DefaultAllow, Reason::DeniedByRule),
+    ] {
+        assert_eq!(judge(&sensitive, path), sensitive_reason, "{path}");
+        assert_eq!(judge(&insensitive, path), insensitive_reason, "{path}");
+    }
+}
+
+#[test]
+fn the_canonical_path_is_what_gets_forwarded() {
+    let p = IdentityPolicy::from_json(br#"{"default_action": "allow"}"#).unwrap();
+    let forwarded = |path| {
+        p.judge(mtls(FRONTEND, "TLSv1.3"), || (None, None), &request(path))
+            .forwarded_path
+    };
+    assert_eq!(
+        forwarded("/a/./b/../c?q=/../x").as_deref(),
+        Some("/a/c?q=/../x")
+    );
+    assert_eq!(forwarded("/a/c?q=1"), None);
+}
+
+#[test]
+fn non_canonical_path_patterns_are_refused_with_the_spelling_to_use() {
+    let err = IdentityPolicy::from_json(
+        br#"{"rules": [{"name": "r", "action": "deny", "paths": ["/api//admin"]}]}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("rules[0].paths[0]") && err.contains("write /api/admin"),
+        "{err}"
+    );
+    let base = IdentityPolicy::from_json(
+        br#"{"path_normalization": "BASE",
+             "rules": [{"name": "r", "action": "deny", "paths": ["/api//admin"]}]}"#,
+    );
+    assert!(base.is_ok());
+}
+
+#[test]
+fn a_shadow_policy_is_compiled_beside_the_enforced_one_and_never_nested() {
+    let p = IdentityPolicy::from_json(
+        br#"{"default_action": "allow",
+             "shadow": {"rules": [{"name": "frontend-only", "action": "allow",
+                                   "principals": ["cluster.local/ns/default/sa/frontend"]}]}}"#,
+    )
+    .unwrap();
+    let shadow = p.shadow().expect("a shadow policy");
+    assert_eq!(shadow.rule_names().collect::<Vec<_>>(), ["frontend-only"]);
+    let batch = shadow.judge(mtls(BATCH, "TLSv1.3"), || (None, None), &request("/x"));
+    assert_eq!(batch.decision.reason, Reason::NoMatchingRule);
+    let enforced = p.judge(mtls(BATCH, "TLSv1.3"), || (None, None), &request("/x"));
+    assert_eq!(enforced.decision.reason, Reason::DefaultAllow);
+
+    for (config, at) in [
+        (r#"{"shadow": {"shadow": {}}}"#, "shadow.shadow"),
+        (
+            r#"{"shadow": {"rules": [{"name": "r", "action": "allow", "paths": ["//x"]}]}}"#,
+            "shadow.rules[0].paths[0]",
+        ),
+        (
+            r#"{"shadow": {"rules": [{"name": "r", "action": "maybe"}]}}"#,
+            "shadow.rules[0].action",
+        ),
+    ] {
+        let err = IdentityPolicy::from_json(config.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(at), "{config}: {err}");
+    }
 }

@@ -13,35 +13,95 @@ pub const MAX_XFCC_BYTES: usize = 16 * 1024;
 /// More elements than this are not parsed at all.
 pub const MAX_XFCC_ELEMENTS: usize = 32;
 
-/// The `By` and first `URI` of one XFCC element.
+/// Most `URI` values kept per element; more make the element unusable anyway.
+const MAX_URIS_PER_ELEMENT: usize = 4;
+
+/// The `By` and the `URI`s of one XFCC element.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Element {
     by: Option<String>,
-    uri: Option<String>,
+    uris: Vec<String>,
+    /// More `URI` values than [`MAX_URIS_PER_ELEMENT`] were seen.
+    too_many_uris: bool,
 }
 
-/// Returns the caller identity vouched for by `gateway` (the direct peer), or
-/// `None` when the header carries no valid element appended by it.
+impl Element {
+    /// The single SPIFFE ID this element names. An X509-SVID carries exactly
+    /// one URI SAN: an element with several names no usable identity.
+    fn identity(&self) -> Result<SpiffeId, GatewayIdentityError> {
+        match self.uris.as_slice() {
+            [] => Err(GatewayIdentityError::NoUri),
+            [uri] if !self.too_many_uris => {
+                SpiffeId::parse_uri(uri).map_err(|_| GatewayIdentityError::NotSpiffe)
+            }
+            _ => Err(GatewayIdentityError::SeveralUris),
+        }
+    }
+}
+
+/// Why a trusted gateway's XFCC named no usable caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayIdentityError {
+    #[error("the request carries no x-forwarded-client-cert header")]
+    Missing,
+    #[error("the x-forwarded-client-cert header is malformed or over the size limits")]
+    Unreadable,
+    #[error("no x-forwarded-client-cert element was appended by the gateway")]
+    NoElement,
+    #[error("the gateway's element carries no URI")]
+    NoUri,
+    #[error("the gateway's element carries several URIs (an X509-SVID has exactly one)")]
+    SeveralUris,
+    #[error("the gateway's element names a URI that is not a SPIFFE ID")]
+    NotSpiffe,
+}
+
+/// Returns the caller identity vouched for by `gateway` (the direct peer).
 /// `local` is this proxy's own URI SAN, used to skip the element it appended.
 pub fn identity_from_gateway(
-    header: &str,
+    header: Option<&str>,
     gateway: &SpiffeId,
     local: Option<&str>,
-) -> Option<SpiffeId> {
-    let elements = parse(header)?;
+) -> Result<SpiffeId, GatewayIdentityError> {
+    let header = header.ok_or(GatewayIdentityError::Missing)?;
+    let elements = parse(header).ok_or(GatewayIdentityError::Unreadable)?;
     let mut from_end = elements.iter().rev();
-    let mut candidate = from_end.next()?;
-    let appended_locally = |e: &Element| {
-        local.is_some_and(|l| e.by.as_deref() == Some(l))
-            && e.uri.as_deref() == Some(gateway.as_str())
-    };
-    if appended_locally(candidate) {
-        candidate = from_end.next()?;
+    let mut candidate = from_end.next().ok_or(GatewayIdentityError::NoElement)?;
+    if appended_locally(candidate, local, gateway.as_str()) {
+        candidate = from_end.next().ok_or(GatewayIdentityError::NoElement)?;
     }
     if candidate.by.as_deref() != Some(gateway.as_str()) {
-        return None;
+        return Err(GatewayIdentityError::NoElement);
     }
-    SpiffeId::parse_uri(candidate.uri.as_deref()?).ok()
+    candidate.identity()
+}
+
+/// Whether the element this proxy appended about its direct peer (Istio's
+/// sidecars append one with every URI SAN of the peer certificate) names more
+/// than one URI: then the certificate has no usable SPIFFE identity. `peer` is
+/// the first URI SAN the host reports; an element that does not start with it
+/// was not written by this proxy and proves nothing.
+pub fn peer_certificate_has_several_uris(
+    header: Option<&str>,
+    peer: &str,
+    local: Option<&str>,
+) -> bool {
+    let (Some(header), Some(local)) = (header, local) else {
+        return false;
+    };
+    let Some(elements) = parse(header) else {
+        return false;
+    };
+    elements.last().is_some_and(|e| {
+        e.by.as_deref() == Some(local)
+            && e.uris.first().map(String::as_str) == Some(peer)
+            && (e.uris.len() > 1 || e.too_many_uris)
+    })
+}
+
+fn appended_locally(e: &Element, local: Option<&str>, peer: &str) -> bool {
+    local.is_some_and(|l| e.by.as_deref() == Some(l))
+        && e.uris.first().map(String::as_str) == Some(peer)
 }
 
 /// Splits the header into elements (`,`), pairs (`;`) and `key=value`, honouring
@@ -107,8 +167,12 @@ fn finish_pair(
             return None; // two `By` in one element: ambiguous, trust nothing
         }
         element.by = Some(v);
-    } else if k.eq_ignore_ascii_case("URI") && element.uri.is_none() {
-        element.uri = Some(v);
+    } else if k.eq_ignore_ascii_case("URI") {
+        if element.uris.len() < MAX_URIS_PER_ELEMENT {
+            element.uris.push(v);
+        } else {
+            element.too_many_uris = true;
+        }
     }
     Some(())
 }
@@ -126,7 +190,71 @@ mod tests {
     }
 
     fn resolve(header: &str) -> Option<String> {
-        identity_from_gateway(header, &gateway(), Some(LOCAL)).map(|id| id.to_string())
+        identity_from_gateway(Some(header), &gateway(), Some(LOCAL))
+            .ok()
+            .map(|id| id.to_string())
+    }
+
+    fn why(header: Option<&str>) -> Option<GatewayIdentityError> {
+        identity_from_gateway(header, &gateway(), Some(LOCAL)).err()
+    }
+
+    #[test]
+    fn every_unusable_gateway_header_says_why() {
+        let local = format!("By={LOCAL};URI={GATEWAY}");
+        let cases = [
+            (None, GatewayIdentityError::Missing),
+            (Some(String::new()), GatewayIdentityError::NoElement),
+            (
+                Some(format!("By=\"{GATEWAY}")),
+                GatewayIdentityError::Unreadable,
+            ),
+            (Some(local.clone()), GatewayIdentityError::NoElement),
+            (
+                Some(format!("By={GATEWAY};Hash=x,{local}")),
+                GatewayIdentityError::NoUri,
+            ),
+            (
+                Some(format!(
+                    "By={GATEWAY};URI={CALLER};URI=spiffe://cluster.local/ns/a/sa/b"
+                )),
+                GatewayIdentityError::SeveralUris,
+            ),
+            (
+                Some(format!("By={GATEWAY};URI=https://x")),
+                GatewayIdentityError::NotSpiffe,
+            ),
+            (
+                Some(format!("By=spiffe://evil/x;URI={CALLER}")),
+                GatewayIdentityError::NoElement,
+            ),
+        ];
+        for (header, want) in cases {
+            assert_eq!(why(header.as_deref()), Some(want), "{header:?}");
+        }
+    }
+
+    #[test]
+    fn a_peer_certificate_with_several_uris_is_seen_in_our_own_element() {
+        let two = format!("By={LOCAL};URI={CALLER};URI=spiffe://cluster.local/ns/a/sa/b");
+        let one = format!("By={LOCAL};URI={CALLER}");
+        let forged_other_peer = format!("By={LOCAL};URI=spiffe://x/y;URI=spiffe://x/z");
+        let cases = [
+            (Some(two.as_str()), Some(LOCAL), true),
+            (Some(one.as_str()), Some(LOCAL), false),
+            (Some(forged_other_peer.as_str()), Some(LOCAL), false),
+            (Some(two.as_str()), None, false),
+            (None, Some(LOCAL), false),
+            // Not the last element: not ours.
+            (Some(&*format!("{two},{one}")), Some(LOCAL), false),
+        ];
+        for (header, local, want) in cases {
+            assert_eq!(
+                peer_certificate_has_several_uris(header, CALLER, local),
+                want,
+                "{header:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! Identity never disappears silently, proven in the real Envoy: a caller
+//! behind a trusted gateway whose XFCC cannot be read, and a client
+//! certificate naming two SPIFFE IDs, are refused with their own reasons
+//! instead of passing as anonymous callers that deny-by-identity rules miss.
+
+use meshguard_host_tests::http::{Protocol, Request};
+use meshguard_host_tests::mesh::{Filter, Mesh};
+
+const GATEWAY: &str = "spiffe://cluster.local/ns/istio-system/sa/ingress";
+const EVIL: &str = "spiffe://cluster.local/ns/default/sa/evil";
+const PARTNER: &str = "spiffe://cluster.local/ns/partners/sa/acme";
+
+/// Everyone may call, except `evil`, directly or through the gateway.
+fn policy(extra: &str) -> String {
+    format!(
+        r#"{{"default_action": "allow",
+            "identity": {{"trusted_gateways": ["{GATEWAY}"] {extra}}},
+            "deny_response": {{"detail": "verbose"}},
+            "rules": [{{"name": "no-evil", "action": "deny", "principals": ["{EVIL}"]}}]}}"#
+    )
+}
+
+async fn mesh(policy: &str) -> Mesh {
+    Mesh::builder()
+        .filter(Filter::identity(policy))
+        .start()
+        .await
+        .expect("mesh starts")
+}
+
+/// What the evil client can make an APPEND_FORWARD gateway send.
+fn unusable_headers() -> Vec<(&'static str, String)> {
+    vec![
+        ("no header at all", String::new()),
+        ("unterminated quote", format!("By=\"{GATEWAY};URI={EVIL}")),
+        ("key without value", format!("By={GATEWAY};URI")),
+        (
+            "over the size limit",
+            format!(
+                "By={GATEWAY};URI={EVIL};Subject=\"{}\"",
+                "x".repeat(17 * 1024)
+            ),
+        ),
+        (
+            "over the element limit",
+            vec![format!("By={GATEWAY};URI={EVIL}"); 33].join(","),
+        ),
+        (
+            "only a forged element",
+            format!("By=spiffe://x/y;URI={PARTNER}"),
+        ),
+        (
+            "gateway element without URI",
+            format!("By={GATEWAY};Hash=abc"),
+        ),
+        (
+            "gateway element with two URIs",
+            format!("By={GATEWAY};URI={PARTNER};URI={EVIL}"),
+        ),
+        (
+            "gateway element with a non-SPIFFE URI",
+            format!("By={GATEWAY};URI=https://evil"),
+        ),
+    ]
+}
+
+fn through_gateway(xfcc: &str, protocol: Protocol) -> Request {
+    let request = Request::new("GET", "/api/orders").protocol(protocol);
+    if xfcc.is_empty() {
+        request
+    } else {
+        request.header("x-forwarded-client-cert", xfcc)
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_request_without_a_usable_caller_is_refused_not_anonymous() {
+    let mesh = mesh(&policy("")).await;
+    for protocol in Protocol::ALL {
+        for (what, xfcc) in unusable_headers() {
+            let what = format!("{what} over {protocol:?}");
+            let resp = mesh
+                .send_as("gateway", through_gateway(&xfcc, protocol))
+                .await
+                .unwrap();
+            assert_eq!(resp.status, 403, "{what}: {resp:?}");
+            assert_eq!(
+                resp.header("x-meshguard-deny-reason"),
+                Some("gateway_identity_unusable"),
+                "{what}"
+            );
+            mesh.upstream().assert_nothing_arrived(&what);
+        }
+        // The gateway's own element names the caller: judged as that caller.
+        let vouched = format!("By={GATEWAY};URI={PARTNER}");
+        let resp = mesh
+            .send_as("gateway", through_gateway(&vouched, protocol))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{resp:?}");
+        mesh.upstream().take_one().await.unwrap();
+        let evil = format!("By={GATEWAY};URI={EVIL}");
+        let resp = mesh
+            .send_as("gateway", through_gateway(&evil, protocol))
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.header("x-meshguard-deny-reason"),
+            Some("denied_by_rule")
+        );
+        mesh.upstream()
+            .assert_nothing_arrived("evil vouched by the gateway");
+    }
+    let refused = mesh
+        .server
+        .metric(r#"meshguard_identity_requests_total{decision="denied",reason="gateway_identity_unusable"}"#)
+        .await
+        .unwrap();
+    assert_eq!(refused, Some(2 * unusable_headers().len() as u64));
+}
+
+#[tokio::test]
+async fn treat_as_anonymous_is_an_explicit_choice_that_lets_them_through() {
+    let mesh = mesh(&policy(r#", "on_unusable_identity": "treat_as_anonymous""#)).await;
+    for protocol in Protocol::ALL {
+        let resp = mesh
+            .send_as("gateway", through_gateway("", protocol))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{resp:?}");
+        mesh.upstream().take_one().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_client_certificate_with_two_spiffe_ids_has_no_usable_identity() {
+    // `two-uris` presents frontend's ID first and `admin` second: Envoy's
+    // `connection.uri_san_peer_certificate` reports only the first, the
+    // filter sees both in the XFCC element the sidecar appended.
+    let policy = r#"{"rules": [{"name": "frontend", "action": "allow",
+        "principals": ["cluster.local/ns/default/sa/frontend"]}]}"#;
+    let mesh = mesh(policy).await;
+    for protocol in Protocol::ALL {
+        let resp = mesh
+            .send_as("two-uris", Request::new("GET", "/").protocol(protocol))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 403, "{protocol:?}: {resp:?}");
+        assert_eq!(
+            resp.header("x-meshguard-deny-reason"),
+            Some("peer_identity_unusable")
+        );
+        mesh.upstream().assert_nothing_arrived("two URI SANs");
+        // The genuine single-ID certificate of the same workload passes.
+        let resp = mesh
+            .send_as("frontend", Request::new("GET", "/").protocol(protocol))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{resp:?}");
+        mesh.upstream().take_one().await.unwrap();
+    }
+}

@@ -1,0 +1,220 @@
+//! One canonical path for every decision, proven in the real Envoy: every
+//! spelling an upstream framework could resolve to a protected path is caught
+//! by a deny rule and widens no allow rule, whatever the sidecar's own path
+//! settings are (plain Envoy normalizes nothing; Istio's default is BASE),
+//! over HTTP/1.1 and HTTP/2; and the upstream receives the canonical path.
+
+use meshguard_host_tests::http::{send_raw, Protocol, Request, Response};
+use meshguard_host_tests::mesh::{Filter, Mesh, PathNormalization, ROUTE_HEADER};
+
+const DENY_ADMIN: &str = r#"{
+  "default_action": "allow",
+  "rules": [{"name": "no-admin", "action": "deny", "paths": ["/admin", "/admin/*"]}]
+}"#;
+
+const ALLOW_PUBLIC: &str = r#"{
+  "rules": [{"name": "public", "action": "allow", "paths": ["/public", "/public/*"]}]
+}"#;
+
+/// Spellings of `/admin/users`, one per class.
+const ADMIN_SPELLINGS: &[(&str, &str)] = &[
+    ("plain", "/admin/users"),
+    ("repeated slashes", "//admin//users"),
+    ("dot segments", "/x/../admin/./users"),
+    ("Tomcat dot-dot parameter", "/x/..;/admin/users"),
+    ("encoded dots", "/x/%2e%2E/admin/users"),
+    ("encoded unreserved letters", "/%61dmin/%75sers"),
+    ("backslashes", "/x\\..\\admin\\users"),
+    ("segment parameters", "/admin;jsessionid=1/users;v=2"),
+    ("encoded slash", "/admin%2Fusers"),
+    ("encoded backslash", "/x%5C..%5Cadmin/users"),
+    ("double encoding", "/x/%252e%252e/admin/users"),
+    ("encoded NUL", "/admin/users%00"),
+    ("broken escape", "/admin/users%zz"),
+    ("query does not hide it", "/admin/users?next=/public"),
+];
+
+/// Envoy's own path settings in front of the filter: none (plain Envoy) and
+/// Istio's default.
+const SIDECARS: [PathNormalization; 2] = [PathNormalization::None, PathNormalization::Base];
+
+async fn mesh(policy: &str, sidecar: PathNormalization) -> Mesh {
+    Mesh::builder()
+        .filter(Filter::identity(policy))
+        .path_normalization(sidecar)
+        .start()
+        .await
+        .expect("mesh starts")
+}
+
+/// Sends `target` as given, over `protocol`. Targets hyper will not build
+/// (backslashes) go as raw HTTP/1.1 bytes; on HTTP/2 they are skipped (the
+/// returned `None`), since no HTTP/2 client library sends them either.
+async fn send(mesh: &Mesh, target: &str, protocol: Protocol) -> Option<Response> {
+    match mesh
+        .send_as("frontend", Request::new("GET", target).protocol(protocol))
+        .await
+    {
+        Ok(resp) => Some(resp),
+        Err(_) if protocol == Protocol::Http1 => {
+            let head = format!(
+                "GET {target} HTTP/1.1\r\nhost: backend.default.svc\r\n{ROUTE_HEADER}: frontend\r\nconnection: close\r\n\r\n"
+            );
+            let raw = send_raw(mesh.client_addr(), head.as_bytes(), b"")
+                .await
+                .expect("raw request");
+            Some(Response {
+                status: raw.status(),
+                headers: Default::default(),
+                body: Default::default(),
+                trailers: Default::default(),
+                reset: None,
+            })
+        }
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn a_deny_rule_catches_every_spelling_of_its_path_on_both_protocols() {
+    let mut sent = 0;
+    for sidecar in SIDECARS {
+        let mesh = mesh(DENY_ADMIN, sidecar).await;
+        for protocol in Protocol::ALL {
+            for (class, target) in ADMIN_SPELLINGS {
+                let what = format!("{class} {target:?}, sidecar {sidecar:?}, {protocol:?}");
+                let Some(resp) = send(&mesh, target, protocol).await else {
+                    continue;
+                };
+                sent += 1;
+                assert!(
+                    (400..500).contains(&resp.status),
+                    "{what}: must be refused, got {resp:?}"
+                );
+                if let Some(reason) = resp.header("x-meshguard-deny-reason") {
+                    assert!(
+                        ["denied_by_rule", "ambiguous_path", "invalid_path"].contains(&reason),
+                        "{what}: {reason}"
+                    );
+                }
+                mesh.upstream().assert_nothing_arrived(&what);
+            }
+        }
+        // A neighbour of the protected path is not caught.
+        let resp = send(&mesh, "/administrator", Protocol::Http2)
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{sidecar:?}: {resp:?}");
+        assert_eq!(
+            mesh.upstream().take_one().await.unwrap().target,
+            "/administrator"
+        );
+    }
+    assert!(
+        sent >= 2 * (2 * ADMIN_SPELLINGS.len() - 2),
+        "only {sent} requests were sent"
+    );
+}
+
+#[tokio::test]
+async fn an_allow_rule_is_widened_by_no_spelling_and_the_upstream_gets_the_canonical_path() {
+    for sidecar in SIDECARS {
+        let mesh = mesh(ALLOW_PUBLIC, sidecar).await;
+        for protocol in Protocol::ALL {
+            // Climbing out of /public/ in every spelling.
+            for target in [
+                "/public/../admin",
+                "/public/..;/admin",
+                "/public/%2e%2e/admin",
+                "/public/.%2E/admin",
+                "/public/x/../../admin",
+                "/public\\..\\admin",
+                "/public%2F..%2Fadmin",
+                "/public/%252e%252e/admin",
+                "/public/..%00/admin",
+            ] {
+                let what = format!("{target:?}, sidecar {sidecar:?}, {protocol:?}");
+                let Some(resp) = send(&mesh, target, protocol).await else {
+                    continue;
+                };
+                assert!((400..500).contains(&resp.status), "{what}: {resp:?}");
+                mesh.upstream().assert_nothing_arrived(&what);
+            }
+            // Legitimate spellings pass, and the upstream receives exactly the
+            // canonical path the filter judged (the query untouched).
+            for (target, forwarded) in [
+                ("/public/a", "/public/a"),
+                ("/public//a", "/public/a"),
+                ("/public/a/./b/../c", "/public/a/c"),
+                ("/public/%7Ea?x=%2F..", "/public/~a?x=%2F.."),
+                ("/public/a;v=1", "/public/a;v=1"),
+            ] {
+                let what = format!("{target:?}, sidecar {sidecar:?}, {protocol:?}");
+                let resp = send(&mesh, target, protocol).await.unwrap();
+                assert_eq!(resp.status, 200, "{what}: {resp:?}");
+                let got = mesh.upstream().take_one().await.unwrap();
+                assert_eq!(got.target, forwarded, "{what}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn case_insensitive_matching_catches_every_case() {
+    let policy = r#"{"default_action": "allow", "path_case_insensitive": true,
+        "rules": [{"name": "no-admin", "action": "deny", "paths": ["/admin/*"]}]}"#;
+    let mesh = mesh(policy, PathNormalization::None).await;
+    for protocol in Protocol::ALL {
+        for target in ["/ADMIN/x", "/Admin/x", "/%41dmin/x", "/admin/X"] {
+            let resp = send(&mesh, target, protocol).await.unwrap();
+            assert_eq!(resp.status, 403, "{target} {protocol:?}: {resp:?}");
+            assert_eq!(
+                resp.header("x-meshguard-deny-reason"),
+                Some("denied_by_rule")
+            );
+            mesh.upstream().assert_nothing_arrived(target);
+        }
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_and_invalid_paths_are_refused_with_stable_reasons_and_counted() {
+    let mesh = mesh(DENY_ADMIN, PathNormalization::None).await;
+    for (target, reason) in [
+        ("/a%2Fb", "ambiguous_path"),
+        ("/a/%252e", "ambiguous_path"),
+        ("/a%00", "invalid_path"),
+        ("/a%G1", "invalid_path"),
+    ] {
+        for protocol in Protocol::ALL {
+            let resp = send(&mesh, target, protocol).await.unwrap();
+            assert_eq!(resp.status, 403, "{target} {protocol:?}: {resp:?}");
+            assert_eq!(
+                resp.header("x-meshguard-deny-reason"),
+                Some(reason),
+                "{target}"
+            );
+            mesh.upstream().assert_nothing_arrived(target);
+        }
+        let metric =
+            format!("meshguard_identity_requests_total{{decision=\"denied\",reason=\"{reason}\"}}");
+        assert!(
+            mesh.server.metric(&metric).await.unwrap().unwrap_or(0) >= 2,
+            "{metric}"
+        );
+    }
+    // With DECODE_AND_MERGE_SLASHES the filter decodes escaped slashes instead.
+    let decoding = mesh_with_mode("DECODE_AND_MERGE_SLASHES").await;
+    let resp = send(&decoding, "/a%2Fb", Protocol::Http2).await.unwrap();
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(decoding.upstream().take_one().await.unwrap().target, "/a/b");
+    let resp = send(&decoding, "/admin%2Fusers", Protocol::Http2)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 403, "{resp:?}");
+}
+
+async fn mesh_with_mode(mode: &str) -> Mesh {
+    let policy = DENY_ADMIN.replacen('{', &format!("{{\"path_normalization\": \"{mode}\","), 1);
+    mesh(&policy, PathNormalization::None).await
+}
