@@ -371,7 +371,7 @@ fn explain_follows_the_xfcc_trust_model() {
         // Any other peer's XFCC never names the caller.
         (FRONTEND, "By=spiffe://x/y;URI=spiffe://cluster.local/ns/a/sa/b", 0, "peer: spiffe://cluster.local/ns/default/sa/frontend (source: certificate)\n", "note: --xfcc did not name the caller"),
         // Our own element lists two URI SANs for the peer certificate: unusable.
-        (FRONTEND, "By=spiffe://cluster.local/ns/default/sa/backend;URI=spiffe://cluster.local/ns/default/sa/frontend;URI=spiffe://cluster.local/ns/a/sa/b", 2, "reason: peer_identity_unusable", ""),
+        (FRONTEND, "By=spiffe://cluster.local/ns/default/sa/backend;URI=spiffe://cluster.local/ns/default/sa/frontend;URI=spiffe://cluster.local/ns/a/sa/b", 2, "reason: peer_identity_unusable", "note: --xfcc did not name the caller"),
     ];
     for (peer, xfcc, code, stdout, stderr) in cases {
         let (out, _) = run_with_config(
