@@ -9,18 +9,27 @@ mod keys;
 mod mask;
 mod policy_file;
 mod publish_cmd;
+mod resources;
 mod serve;
 mod sign;
 mod validate;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// `meshguard --version`: the crate version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("MESHGUARD_GIT_REV"),
+    ")"
+);
 
 #[derive(Debug, Parser)]
 #[command(
     name = "meshguard",
-    version,
+    version = VERSION,
     about = "Validate, explain and sign meshguard filter policies, mask sample messages, and \
              verify audit records, with the filters' own engine.",
     after_help = "Exit status: 0 on success (explain: allow), 2 when `explain` decides deny or \
@@ -44,6 +53,11 @@ enum Command {
     Publish(publish_cmd::Args),
     ServeIntended(serve::Args),
     Audit(audit::Args),
+    /// Print a shell completion script: `meshguard completions bash > /etc/bash_completion.d/meshguard`.
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +83,15 @@ fn main() -> ExitCode {
         Command::Publish(args) => publish_cmd::run(args),
         Command::ServeIntended(args) => serve::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "meshguard",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("meshguard: error: {e:#}");

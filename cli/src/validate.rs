@@ -1,5 +1,6 @@
 //! `meshguard validate`: the filter's configuration check, run ahead of deployment.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -12,7 +13,10 @@ use meshguard_core::integrity::{
 };
 use meshguard_core::masking::MaskingPolicy;
 
+use serde_json::{json, Value};
+
 use crate::policy_file::{process_var, PolicyFile};
+use crate::resources;
 
 /// Check a filter configuration exactly as the filter's `on_configure` does.
 ///
@@ -37,11 +41,19 @@ use crate::policy_file::{process_var, PolicyFile};
                         MESHGUARD_REQUIRE_SIGNATURE=true meshguard validate policy.signed.json"
 )]
 pub struct Args {
-    /// Plugin configuration (the JSON of `pluginConfig`); `-` reads standard input.
-    config: String,
-    /// Which filter the configuration is for.
-    #[arg(long, value_enum, default_value_t = Filter::Identity)]
-    filter: Filter,
+    /// Plugin JSON (the filter's `pluginConfig`), or YAML/JSON files of Istio
+    /// resources (WasmPlugin, TrafficExtension; other kinds are skipped), one
+    /// or several per file, e.g. `kubectl kustomize overlays/x | meshguard
+    /// validate -`. `-` reads standard input.
+    #[arg(required = true)]
+    config: Vec<String>,
+    /// Which filter plain plugin JSON is for (detected from its keys when
+    /// omitted; a resource names its filter itself).
+    #[arg(long, value_enum)]
+    filter: Option<Filter>,
+    /// `text`, or `json`: one object per configuration, with stable error codes.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
     /// Read the sidecar's environment from FILE (`NAME=VALUE` lines, `#`
     /// comments) instead of this process's environment, and show what a
     /// sidecar with it accepts or refuses, and why.
@@ -93,6 +105,59 @@ impl Filter {
     }
 }
 
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Stable error codes (`--output json`, docs/cli.md), in the style of
+/// istioctl's IST codes: the first two digits name the class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// MG0001: the input cannot be read or parsed.
+    Unreadable,
+    /// MG0002: no meshguard configuration in the input.
+    NothingToValidate,
+    /// MG0101: the filter refuses the configuration.
+    Invalid,
+    /// MG0102: the signature check fails.
+    Unauthorized,
+    /// MG0103: refused for drift under `on_drift: reject`.
+    Drift,
+    /// MG0104: refused by the trust checks (scope, validity, rollback, revoked...).
+    Refused,
+    /// MG0201: a setting that judges the config is set inline in `vmConfig.env`.
+    InlineTrustAnchor,
+    /// MG0202: a key the filter reads from its environment is not passed in `vmConfig.env`.
+    KeyNotPassed,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unreadable => "MG0001",
+            Self::NothingToValidate => "MG0002",
+            Self::Invalid => "MG0101",
+            Self::Unauthorized => "MG0102",
+            Self::Drift => "MG0103",
+            Self::Refused => "MG0104",
+            Self::InlineTrustAnchor => "MG0201",
+            Self::KeyNotPassed => "MG0202",
+        }
+    }
+
+    fn of(error: &LoadError) -> Self {
+        match error {
+            LoadError::Invalid(_) => Self::Invalid,
+            LoadError::Unauthorized(_) => Self::Unauthorized,
+            LoadError::Drift(_) => Self::Drift,
+            LoadError::Refused { .. } => Self::Refused,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Filter {
     /// The identity and mTLS policy filter.
@@ -104,9 +169,181 @@ pub enum Filter {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let file = PolicyFile::read(&args.config)?;
     let env_file = args.env.as_deref().map(read_env_file).transpose()?;
-    let var = |name: &str| match &env_file {
+    let mut results = Vec::new();
+    for path in &args.config {
+        let file = match PolicyFile::read(path) {
+            Ok(file) => file,
+            Err(e) => {
+                results.push(Outcome::failed(
+                    path,
+                    None,
+                    Code::Unreadable,
+                    format!("{e:#}"),
+                ));
+                continue;
+            }
+        };
+        match resources::targets(&file.name, &file.bytes, args.filter) {
+            Ok((targets, skipped)) => {
+                for s in skipped {
+                    if args.output == Output::Text {
+                        eprintln!("{}: skipped ({})", s.source, s.kind);
+                    }
+                }
+                if targets.is_empty() {
+                    results.push(Outcome::failed(
+                        &file.name,
+                        None,
+                        Code::NothingToValidate,
+                        "no meshguard WasmPlugin, TrafficExtension or plugin JSON".into(),
+                    ));
+                }
+                for target in targets {
+                    results.push(validate_one(args, env_file.as_deref(), &target)?);
+                }
+            }
+            Err(e) => results.push(Outcome::failed(
+                &file.name,
+                None,
+                Code::Unreadable,
+                format!("{e:#}"),
+            )),
+        }
+    }
+    let valid = results.iter().all(|r| r.error.is_none());
+    match args.output {
+        Output::Json => {
+            let list: Vec<Value> = results.iter().map(Outcome::to_json).collect();
+            writeln!(std::io::stdout().lock(), "{}", Value::Array(list))?;
+        }
+        Output::Text => {
+            for r in &results {
+                r.print_text()?;
+            }
+        }
+    }
+    Ok(if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// What `validate` found for one configuration.
+#[derive(Debug)]
+struct Outcome {
+    source: String,
+    filter: Option<(Filter, &'static str)>,
+    summary: Option<Summary>,
+    fingerprint: Option<String>,
+    signature: Option<String>,
+    /// What `--env` / `--workload` explain (text output).
+    notes: Vec<String>,
+    warnings: Vec<String>,
+    error: Option<(Code, String)>,
+}
+
+impl Outcome {
+    fn failed(
+        source: &str,
+        filter: Option<(Filter, &'static str)>,
+        code: Code,
+        message: String,
+    ) -> Self {
+        Self {
+            source: source.to_string(),
+            filter,
+            summary: None,
+            fingerprint: None,
+            signature: None,
+            notes: Vec::new(),
+            warnings: Vec::new(),
+            error: Some((code, message)),
+        }
+    }
+
+    fn print_text(&self) -> anyhow::Result<()> {
+        // A resource says which filter it is for; plain JSON keeps the
+        // established one-line format and gets a note when it was guessed.
+        let detected = self
+            .filter
+            .filter(|(_, from)| !matches!(*from, "--filter" | "its keys"))
+            .map(|(f, from)| format!(" ({} filter, from {from})", f.name()))
+            .unwrap_or_default();
+        // (Identity, the historical default, goes without saying.)
+        if let Some((f @ (Filter::Masking | Filter::Audit), "its keys")) = self.filter {
+            eprintln!(
+                "note: {}: taken for the {} filter from its keys (--filter chooses)",
+                self.source,
+                f.name()
+            );
+        }
+        // What `--env` says of the sidecar comes first, whatever the outcome.
+        if let Some(env_note) = self.notes.first().filter(|_| self.summary.is_none()) {
+            println!("{env_note}");
+        }
+        match (&self.error, &self.summary) {
+            (Some((code, message)), _) => {
+                // The same line as Envoy's log; the stable code is in `--output json`.
+                let _ = code;
+                eprintln!("{}{detected}: invalid: {message}", self.source);
+            }
+            (None, Some(summary)) => {
+                let mut out = std::io::stdout().lock();
+                writeln!(
+                    out,
+                    "{}{detected}: valid {} policy (version={}, {}) fingerprint={} signature={}",
+                    self.source,
+                    summary.filter,
+                    summary.version.as_deref().unwrap_or("unset"),
+                    summary.details,
+                    self.fingerprint.as_deref().unwrap_or(""),
+                    self.signature.as_deref().unwrap_or(""),
+                )?;
+                for note in &self.notes {
+                    writeln!(out, "{note}")?;
+                }
+            }
+            (None, None) => {}
+        }
+        for warning in &self.warnings {
+            eprintln!("warning: {warning}");
+        }
+        Ok(())
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "source": self.source,
+            "filter": self.filter.map(|(f, _)| f.name()),
+            "filter_from": self.filter.map(|(_, from)| from),
+            "valid": self.error.is_none(),
+            "version": self.summary.as_ref().and_then(|s| s.version.clone()),
+            "details": self.summary.as_ref().map(|s| s.details.clone()),
+            "fingerprint": self.fingerprint,
+            "signature": self.signature,
+            "warnings": self.warnings,
+            "error": self.error.as_ref().map(|(code, message)| json!({"code": code.as_str(), "message": message})),
+        })
+    }
+}
+
+/// Validates one configuration as the filter's `on_configure` would, with the
+/// environment the filter would see: for a resource, exactly its
+/// `vmConfig.env` (INLINE values as written, HOST values from `--env` or this
+/// process), for plain JSON this process's environment or `--env`.
+fn validate_one(
+    args: &Args,
+    env_file: Option<&[(String, String)]>,
+    target: &resources::Target,
+) -> anyhow::Result<Outcome> {
+    let file = PolicyFile {
+        name: target.source.clone(),
+        bytes: target.plugin_config.clone(),
+    };
+    let filter = Some((target.filter, target.filter_from));
+    let host_var = |name: &str| match env_file {
         Some(vars) => vars
             .iter()
             .rev()
@@ -114,13 +351,44 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .map(|(_, v)| v.clone()),
         None => process_var(name),
     };
+    let is_resource = !target.env.is_empty()
+        || target.filter_from != "--filter" && target.filter_from != "its keys";
+    let var = |name: &str| {
+        if !is_resource {
+            return host_var(name);
+        }
+        let entry = target.env.iter().rev().find(|e| e.name == name)?;
+        if entry.from_host {
+            host_var(name)
+        } else {
+            entry.value.clone()
+        }
+    };
+    if is_resource {
+        if let Some(inline) = target
+            .env
+            .iter()
+            .find(|e| !e.from_host && ALL_ENV.contains(&e.name.as_str()))
+        {
+            return Ok(Outcome::failed(
+                &target.source,
+                filter,
+                Code::InlineTrustAnchor,
+                format!(
+                    "vmConfig.env sets {} inline: settings that judge a config must come from the proxy's own environment (valueFrom: HOST), never from the resource that carries the config (docs/integrity.md)",
+                    inline.name
+                ),
+            ));
+        }
+    }
     let env = IntegrityEnv::from_vars(var).map_err(LoadError::from);
+    let mut notes = Vec::new();
     if let (Some(path), Ok(env)) = (&args.env, &env) {
-        describe_env(path, env, &var)?;
+        notes.push(describe_env(path, env, &var));
     }
     let newest_fp = "0".repeat(64);
     let at = args.workload.as_deref().map(|workload| Admission {
-        filter: args.filter.name(),
+        filter: target.filter.name(),
         workload: Some(workload),
         now_s: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -132,44 +400,54 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if let Some(at) = &at {
             integrity::admit(&integrity::load(&file.bytes, &env)?, &env, at)?;
         }
-        let (loaded, summary) = match args.filter {
+        let (loaded, summary, key_env) = match target.filter {
             Filter::Identity => file
                 .load_identity(&env)
-                .map(|(loaded, policy)| (loaded, Summary::identity(&policy))),
-            Filter::Audit => file
-                .load_audit(&env)
-                .map(|(loaded, policy)| (loaded, Summary::audit(&policy))),
+                .map(|(loaded, policy)| (loaded, Summary::identity(&policy), None)),
+            Filter::Audit => file.load_audit(&env).map(|(loaded, policy)| {
+                let key = policy.key_env().to_string();
+                (loaded, Summary::audit(&policy), Some(key))
+            }),
             Filter::Masking => file
                 .load_masking(&env, var)
-                .map(|(loaded, policy)| (loaded, Summary::masking(&policy))),
+                .map(|(loaded, policy)| (loaded, Summary::masking(&policy), None)),
         }?;
-        Ok((loaded, summary))
+        Ok((loaded, summary, key_env))
     });
-    let (loaded, summary) = match loaded {
+    let (loaded, summary, key_env) = match loaded {
         Ok(ok) => ok,
         Err(error) => {
-            eprintln!("{}", file.invalid(&error));
-            return Ok(ExitCode::FAILURE);
+            return Ok(Outcome {
+                notes,
+                ..Outcome::failed(&target.source, filter, Code::of(&error), error.to_string())
+            })
         }
     };
-    writeln!(
-        std::io::stdout().lock(),
-        "{}: valid {} policy (version={}, {}) fingerprint={} signature={}",
-        file.name,
-        summary.filter,
-        summary.version.as_deref().unwrap_or("unset"),
-        summary.details,
-        loaded.fingerprint,
-        loaded.signature,
-    )?;
-    for warning in &summary.warnings {
-        eprintln!("warning: {warning}");
+    if let (true, Some(key)) = (is_resource, key_env) {
+        if !target.env.iter().any(|e| e.name == key) {
+            return Ok(Outcome::failed(
+                &target.source,
+                filter,
+                Code::KeyNotPassed,
+                format!("the audit filter reads its HMAC key from {key}, which vmConfig.env does not pass (add `- name: {key}\n  valueFrom: HOST`): the filter would refuse its config"),
+            ));
+        }
     }
     if args.env.is_some() || args.workload.is_some() {
-        explain_accepted(&loaded, at.as_ref(), &mut std::io::stdout().lock())?;
+        notes.push(explain_accepted(&loaded, at.as_ref()));
     }
-    warn_drift(&loaded);
-    Ok(ExitCode::SUCCESS)
+    let mut warnings = summary.warnings.clone();
+    warnings.extend(drift_warning(&loaded));
+    Ok(Outcome {
+        source: target.source.clone(),
+        filter,
+        fingerprint: Some(loaded.fingerprint.to_string()),
+        signature: Some(loaded.signature.to_string()),
+        summary: Some(summary),
+        notes,
+        warnings,
+        error: None,
+    })
 }
 
 /// What the sidecar's environment asks for (printed with `--env`).
@@ -177,10 +455,10 @@ fn describe_env(
     path: &std::path::Path,
     env: &IntegrityEnv,
     var: &impl Fn(&str) -> Option<String>,
-) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+) -> String {
+    let mut out = String::new();
     let keys: Vec<&str> = env.trusted_keys.iter().map(|(id, _)| id.as_str()).collect();
-    writeln!(
+    let _ = writeln!(
         out,
         "{}: trusted keys [{}], revoked [{}], signatures {}, integrity {}",
         path.display(),
@@ -196,7 +474,7 @@ fn describe_env(
         } else {
             "not asked (the config's own `integrity` section applies)"
         }
-    )?;
+    );
     for name in ALL_ENV {
         if let Some(v) = var(name) {
             let shown = if name == integrity::TRUSTED_KEYS_ENV {
@@ -204,21 +482,18 @@ fn describe_env(
             } else {
                 v
             };
-            writeln!(out, "  {name}={shown}")?;
+            let _ = writeln!(out, "  {name}={shown}");
         }
     }
-    Ok(())
+    out.trim_end().to_string()
 }
 
 /// Why the config was accepted: where each judging setting comes from and the
 /// release scope check.
-fn explain_accepted(
-    loaded: &Loaded,
-    at: Option<&Admission<'_>>,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
+fn explain_accepted(loaded: &Loaded, at: Option<&Admission<'_>>) -> String {
+    let mut out = String::new();
     let s = &loaded.settings;
-    writeln!(
+    let _ = writeln!(
         out,
         "  settings: on_drift={} (from {}), health_paths from {}, source_of_truth={} (from {})",
         s.on_drift.as_str(),
@@ -228,30 +503,37 @@ fn explain_accepted(
             .as_ref()
             .map_or_else(|| "none".into(), |t| format!("{}{}", t.cluster, t.path)),
         s.origin.source_of_truth.as_str(),
-    )?;
+    );
     match (&loaded.release, at) {
-        (Some(r), Some(at)) => writeln!(
-            out,
-            "  release: filter={} workloads={} serial={}: admitted for {}",
-            r.filter,
-            r.workloads.join(","),
-            r.serial,
-            at.workload.unwrap_or("unknown")
-        )?,
-        (Some(r), None) => writeln!(
-            out,
-            "  release: filter={} workloads={} serial={} (scope not checked: give --workload)",
-            r.filter,
-            r.workloads.join(","),
-            r.serial
-        )?,
-        (None, _) => writeln!(out, "  release: none (not signed by a trusted key)")?,
+        (Some(r), Some(at)) => {
+            let _ = writeln!(
+                out,
+                "  release: filter={} workloads={} serial={}: admitted for {}",
+                r.filter,
+                r.workloads.join(","),
+                r.serial,
+                at.workload.unwrap_or("unknown")
+            );
+        }
+        (Some(r), None) => {
+            let _ = writeln!(
+                out,
+                "  release: filter={} workloads={} serial={} (scope not checked: give --workload)",
+                r.filter,
+                r.workloads.join(","),
+                r.serial
+            );
+        }
+        (None, _) => {
+            let _ = writeln!(out, "  release: none (not signed by a trusted key)");
+        }
     }
-    Ok(())
+    out.trim_end().to_string()
 }
 
 /// What `validate` reports of a policy that loaded, besides its fingerprint
 /// and signature: the only part that differs from filter to filter.
+#[derive(Debug)]
 struct Summary {
     /// The filter's name, as in `valid identity policy`.
     filter: &'static str,
@@ -303,11 +585,11 @@ fn count(n: usize, one: &str, many: &str) -> String {
 
 /// What the filter logs right after loading when the environment names an
 /// intended version (a drift under `on_drift: reject` was refused by the load).
-fn warn_drift(loaded: &Loaded) {
+fn drift_warning(loaded: &Loaded) -> Option<String> {
     let (_, transition) = DriftMonitor::new(loaded, 0, false);
-    if let Some(t) = transition.filter(|t| t.to == DriftState::Drifted) {
-        eprintln!("warning: {}", t.message);
-    }
+    transition
+        .filter(|t| t.to == DriftState::Drifted)
+        .map(|t| t.message)
 }
 
 /// Stands in for the masking `hash` key when `sign` checks a policy: the key
