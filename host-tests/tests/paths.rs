@@ -259,3 +259,56 @@ async fn a_masking_scope_catches_every_spelling_of_its_path() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_quarantine_health_path_is_widened_by_no_spelling() {
+    // A drifted, quarantined sidecar: only the health path answers.
+    let env = [
+        ("MESHGUARD_ON_DRIFT", "quarantine"),
+        ("MESHGUARD_HEALTH_PATHS", "/healthz"),
+        ("MESHGUARD_INTENDED_FINGERPRINT", &*"ab".repeat(32)),
+    ];
+    for sidecar in SIDECARS {
+        let mut filter = Filter::identity(r#"{"default_action": "allow"}"#);
+        for (k, v) in env {
+            filter = filter.env(k, v);
+        }
+        let mesh = Mesh::builder()
+            .filter(filter)
+            .path_normalization(sidecar)
+            .start()
+            .await
+            .expect("mesh starts");
+        mesh.server
+            .wait_for_log("config drift detected")
+            .await
+            .unwrap();
+        for protocol in Protocol::ALL {
+            for target in [
+                "/healthz/../admin",
+                "/healthz/..;/admin",
+                "/healthz/%2e%2e/admin",
+                "//healthz/../admin",
+                "/healthz\\..\\admin",
+                "/healthz%2F..%2Fadmin",
+                "/admin?/healthz",
+            ] {
+                let what = format!("{target:?}, sidecar {sidecar:?}, {protocol:?}");
+                let Some(resp) = send(&mesh, target, protocol).await else {
+                    continue;
+                };
+                assert!(
+                    resp.status >= 400,
+                    "{what}: a health path was widened: {resp:?}"
+                );
+                mesh.upstream().assert_nothing_arrived(&what);
+            }
+            for target in ["/healthz", "//healthz", "/healthz;v=1", "/%68ealthz"] {
+                let what = format!("{target:?}, sidecar {sidecar:?}, {protocol:?}");
+                let resp = send(&mesh, target, protocol).await.unwrap();
+                assert_eq!(resp.status, 200, "{what}: {resp:?}");
+                mesh.upstream().take_one().await.unwrap();
+            }
+        }
+    }
+}
