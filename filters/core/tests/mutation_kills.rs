@@ -57,7 +57,18 @@ fn only_the_element_this_proxy_appended_for_the_gateway_is_skipped() {
 #[test]
 fn quoted_values_parse_and_a_stray_quote_is_part_of_the_value() {
     let gateway = SpiffeId::parse_uri(GATEWAY).unwrap();
-    let rows: [(&str, String, Option<&str>); 7] = [
+    let escaped = FRONTEND.replace("frontend", r"front\end");
+    let rows: [(&str, String, Option<&str>); 9] = [
+        (
+            "a backslash escapes the next character inside quotes",
+            format!(r#"By={GATEWAY};URI="{escaped}""#),
+            Some(FRONTEND),
+        ),
+        (
+            "outside quotes a backslash is a plain character, so the URI is invalid",
+            format!("By={GATEWAY};URI={escaped}"),
+            None,
+        ),
         (
             "only a `URI` key names the caller, never another key's value",
             format!("By={GATEWAY};DNS={FRONTEND}"),
