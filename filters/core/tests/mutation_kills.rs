@@ -11,7 +11,7 @@
 
 use meshguard_core::identity::xfcc::{identity_from_gateway, MAX_XFCC_BYTES};
 use meshguard_core::scope::namespace_pattern;
-use meshguard_core::spiffe::SpiffeId;
+use meshguard_core::spiffe::{SpiffeId, MAX_SPIFFE_ID_LEN};
 
 const GATEWAY: &str = "spiffe://cluster.local/ns/istio-system/sa/ingress";
 const FRONTEND: &str = "spiffe://cluster.local/ns/default/sa/frontend";
@@ -132,4 +132,27 @@ fn namespace_patterns_accept_dashes_and_wildcards() {
     for bad in ["Kube", "a_b", "a.b", "a b"] {
         assert!(namespace_pattern("at", bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn a_spiffe_id_of_exactly_the_length_limit_is_valid() {
+    let prefix = "spiffe://cluster.local/ns/default/sa/";
+    let exact = format!("{prefix}{}", "a".repeat(MAX_SPIFFE_ID_LEN - prefix.len()));
+    assert_eq!(exact.len(), MAX_SPIFFE_ID_LEN);
+    assert!(SpiffeId::parse_uri(&exact).is_ok());
+    assert!(SpiffeId::parse_uri(&format!("{exact}a")).is_err());
+}
+
+#[test]
+fn a_trust_domain_of_255_characters_is_valid_and_256_is_not() {
+    for (len, ok) in [(255, true), (256, false)] {
+        let id = format!("spiffe://{}/ns/a/sa/b", "t".repeat(len));
+        assert_eq!(SpiffeId::parse_uri(&id).is_ok(), ok, "{len}");
+    }
+}
+
+#[test]
+fn a_spiffe_id_debugs_as_its_uri() {
+    let id = SpiffeId::parse_uri(FRONTEND).unwrap();
+    assert_eq!(format!("{id:?}"), format!("SpiffeId({FRONTEND})"));
 }
