@@ -156,3 +156,14 @@ fn a_spiffe_id_debugs_as_its_uri() {
     let id = SpiffeId::parse_uri(FRONTEND).unwrap();
     assert_eq!(format!("{id:?}"), format!("SpiffeId({FRONTEND})"));
 }
+
+#[test]
+fn patterns_of_exactly_the_length_limit_are_valid() {
+    use meshguard_core::pattern::{PathPattern, StringPattern, MAX_PATTERN_LEN};
+    let text = "a".repeat(MAX_PATTERN_LEN);
+    assert!(StringPattern::parse(&text).is_ok());
+    assert!(StringPattern::parse(&format!("{text}a")).is_err());
+    let path = format!("/{}", "a".repeat(MAX_PATTERN_LEN - 1));
+    assert!(PathPattern::parse(&path).is_ok());
+    assert!(PathPattern::parse(&format!("{path}a")).is_err());
+}
