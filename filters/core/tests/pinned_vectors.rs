@@ -14,8 +14,10 @@
 //!
 //! `partial`: keep the last `keep_last` characters, replace every other
 //! letter or digit (any script) with `*`, keep the rest; non-strings as their
-//! compact JSON text. The same vectors run through the CLI and through Envoy
-//! in host-tests (`masking.rs`, `pinned_vectors_are_what_envoy_and_the_cli_produce`).
+//! compact JSON text. In Envoy, host-tests/tests/masking.rs pins a `hash`
+//! pseudonym computed the same way (`requests_are_masked_before_the_upstream_sees_them`)
+//! and checks that `meshguard mask` and the filter agree byte for byte
+//! (`what_meshguard_mask_prints_is_byte_for_byte_what_envoy_forwards`).
 
 #![allow(
     clippy::unwrap_used,
