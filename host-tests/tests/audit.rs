@@ -225,7 +225,10 @@ async fn spoofed_audit_headers_never_reach_the_upstream() {
     }
 }
 
-#[tokio::test]
+// Two runtime threads: the collector keeps answering while this test runs the
+// CLI (a blocking call); on one thread its answers would wait, Envoy's calls
+// time out, and deliveries would be retried and miscounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_chain_across_a_thousand_requests_and_tampering_is_detected() {
     let collector = Collector::start().await.unwrap();
     let mesh = mesh(
