@@ -145,7 +145,7 @@ impl KeyArgs {
                   `chain ID: BROKEN at line L (seq S): KIND: MESSAGE`, then one line per \
                   foreign line, then `verified: C chains, R records, B broken`.\n\n\
                   Exit status: 0 when every chain verifies; 2 when a chain is broken or no \
-                  record is found; 1 on errors (bad arguments, unreadable file, \
+                  record is found (unless --allow-empty); 1 on errors (bad arguments, unreadable file, \
                   invalid key).\n\n\
                   Examples:\n  \
                   MESHGUARD_AUDIT_KEY=$(cat audit.key) meshguard audit verify envoy.log\n  \
@@ -166,6 +166,10 @@ struct VerifyArgs {
     /// duplicates, edits and broken links are still found.
     #[arg(long)]
     by_seq: bool,
+    /// Exit 0 on an input without any record (a quiet period, an empty
+    /// rotation); by default zero records is a failure, since nothing verifies.
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -188,6 +192,9 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             "{}: no audit record found (lines holding {RECORD_PREFIX:?} or bare JSON records): nothing verifies",
             input.name
         );
+        if args.allow_empty {
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     Ok(if report.is_ok() {
         ExitCode::SUCCESS

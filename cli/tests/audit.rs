@@ -462,6 +462,17 @@ fn verify_accepts_an_intact_envoy_log_and_names_the_first_break() {
             code: 2,
             stdout: |_| vec!["verified: 0 chains, 0 records, 0 broken\n".into()],
         },
+        VerifyCase {
+            name: "no record at all, allowed",
+            input: |_| Log {
+                lines: vec!["[info] nothing to see".into()],
+                record_at: vec![None],
+            },
+            args: &["KEY", "--allow-empty"],
+            env: &[],
+            code: 0,
+            stdout: |_| vec!["verified: 0 chains, 0 records, 0 broken\n".into()],
+        },
     ]);
 }
 
