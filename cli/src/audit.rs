@@ -19,6 +19,7 @@ use meshguard_core::integrity::IntegrityEnv;
 use meshguard_core::request::RequestInfo;
 use serde_json::{json, Value};
 
+use crate::output::Output;
 use crate::policy_file::PolicyFile;
 
 /// Exit status when a chain is broken, no record is found, a header is
@@ -43,10 +44,10 @@ enum AuditCommand {
     VerifyHeader(HeaderArgs),
 }
 
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     match &args.command {
-        AuditCommand::Verify(args) => verify(args),
-        AuditCommand::VerifyHeader(args) => verify_header(args),
+        AuditCommand::Verify(args) => verify(args, output.is_json()),
+        AuditCommand::VerifyHeader(args) => verify_header(args, output.is_json()),
     }
 }
 
@@ -172,7 +173,7 @@ struct VerifyArgs {
     allow_empty: bool,
 }
 
-fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+fn verify(args: &VerifyArgs, json: bool) -> anyhow::Result<ExitCode> {
     let keys = args.keys.load()?;
     let input = PolicyFile::read(&args.file)?;
     let text = String::from_utf8_lossy(&input.bytes);
@@ -181,7 +182,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let summary = Summary::of(&report);
 
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if args.json || json {
         writeln!(out, "{}", report_json(&report, &summary))?;
     } else {
         write!(out, "{}", report_text(&report, &summary))?;
@@ -403,7 +404,7 @@ enum CommandCheck {
     Unhashable { command: String, error: String },
 }
 
-fn verify_header(args: &HeaderArgs) -> anyhow::Result<ExitCode> {
+fn verify_header(args: &HeaderArgs, json: bool) -> anyhow::Result<ExitCode> {
     if args.value == "-" && args.body_file.as_deref() == Some("-") {
         bail!("the header value and --body-file cannot both be read from standard input");
     }
@@ -429,7 +430,7 @@ fn verify_header(args: &HeaderArgs) -> anyhow::Result<ExitCode> {
     let stamp = match verify_header_with_keys(value, &keys) {
         Ok(stamp) => stamp,
         Err(error) => {
-            if args.json {
+            if args.json || json {
                 let v = json!({"valid": false, "error": error.to_string()});
                 writeln!(out, "{v}")?;
             } else {
@@ -451,7 +452,7 @@ fn verify_header(args: &HeaderArgs) -> anyhow::Result<ExitCode> {
                 r.fingerprint.as_str(),
             )
         });
-    if args.json {
+    if args.json || json {
         writeln!(out, "{}", header_json(&stamp, &cmd, check.as_ref(), cfg))?;
     } else {
         write!(out, "{}", header_text(&stamp, &cmd, check.as_ref(), cfg))?;

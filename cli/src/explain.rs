@@ -12,6 +12,7 @@ use meshguard_core::integrity::IntegrityEnv;
 use meshguard_core::spiffe::{normalize_principal_text, SpiffeId};
 use serde_json::{json, Value};
 
+use crate::output::Output;
 use crate::policy_file::PolicyFile;
 
 /// Exit status of `explain` when the policy denies the request.
@@ -78,7 +79,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     let file = PolicyFile::read(&args.config)?;
     // The filter's load, without an integrity environment: `signature` and
     // `integrity` are split off as the filter does, but not enforced here
@@ -155,7 +156,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
 
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if args.json || output.is_json() {
         let mut value = to_json(&policy, &decision, &peer, &request);
         if let (Some((shadow_policy, shadow)), Some(fields)) = (&shadow, value.as_object_mut()) {
             let mut candidate = to_json(shadow_policy, &shadow.decision, &shadow.peer, &request);

@@ -4,8 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use meshguard_core::integrity;
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use crate::output::{error_json, print_json, Output};
 use crate::policy_file::PolicyFile;
 
 /// Print a configuration's fingerprint and config_version.
@@ -24,11 +25,14 @@ pub struct Args {
     config: String,
 }
 
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     let file = PolicyFile::read(&args.config)?;
     let fingerprint = match integrity::fingerprint(&file.bytes) {
         Ok(f) => f,
         Err(error) => {
+            if output.is_json() {
+                print_json(&error_json("MG0101", &error.to_string()))?;
+            }
             eprintln!("{}", file.invalid(&error));
             return Ok(ExitCode::FAILURE);
         }
@@ -39,6 +43,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Some(Value::String(v)) => v.as_str(),
         _ => "unset",
     };
+    if output.is_json() {
+        print_json(&json!({
+            "fingerprint": fingerprint,
+            "config_version": value.get("config_version").and_then(Value::as_str),
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{fingerprint} config_version={version}")?;
     out.flush()?;

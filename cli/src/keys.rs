@@ -13,6 +13,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 
+use crate::output::{print_json, Output};
+
 /// A key ID goes into `MESHGUARD_TRUSTED_KEYS` (`ID=KEY,ID=KEY`) and into file
 /// names, so it is kept to a safe alphabet.
 pub fn check_key_id(id: &str) -> anyhow::Result<()> {
@@ -84,7 +86,7 @@ pub struct Args {
     out_dir: PathBuf,
 }
 
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     check_key_id(&args.key_id)?;
     let secret_path = args.out_dir.join(format!("{}.key", args.key_id));
     let public_path = args.out_dir.join(format!("{}.pub", args.key_id));
@@ -115,6 +117,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         public_path.display(),
         args.key_id,
     );
+    if output.is_json() {
+        print_json(&serde_json::json!({
+            "key_id": args.key_id,
+            "public_key": public,
+            "trusted_keys_entry": format!("{}={public}", args.key_id),
+            "private_key_file": secret_path.display().to_string(),
+            "public_key_file": public_path.display().to_string(),
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}={public}", args.key_id)?;
     out.flush()?;

@@ -7,6 +7,7 @@ mod explain;
 mod fingerprint;
 mod keys;
 mod mask;
+mod output;
 mod policy_file;
 mod publish_cmd;
 mod resources;
@@ -40,6 +41,10 @@ const VERSION: &str = concat!(
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// `text`, or `json`: one JSON value per command on standard output, with
+    /// stable error codes (docs/cli.md).
+    #[arg(long, global = true, value_enum, default_value_t = output::Output::Text)]
+    output: output::Output,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,16 +78,17 @@ fn main() -> ExitCode {
             };
         }
     };
+    let out = cli.output;
     let result = match &cli.command {
-        Command::Validate(args) => validate::run(args),
-        Command::Explain(args) => explain::run(args),
-        Command::Mask(args) => mask::run(args),
-        Command::Keygen(args) => keys::run(args),
-        Command::Sign(args) => sign::run(args),
-        Command::Fingerprint(args) => fingerprint::run(args),
-        Command::Publish(args) => publish_cmd::run(args),
+        Command::Validate(args) => validate::run(args, out),
+        Command::Explain(args) => explain::run(args, out),
+        Command::Mask(args) => mask::run(args, out),
+        Command::Keygen(args) => keys::run(args, out),
+        Command::Sign(args) => sign::run(args, out),
+        Command::Fingerprint(args) => fingerprint::run(args, out),
+        Command::Publish(args) => publish_cmd::run(args, out),
         Command::ServeIntended(args) => serve::run(args),
-        Command::Audit(args) => audit::run(args),
+        Command::Audit(args) => audit::run(args, out),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,
@@ -94,7 +100,12 @@ fn main() -> ExitCode {
         }
     };
     result.unwrap_or_else(|e| {
-        eprintln!("meshguard: error: {e:#}");
+        let message = format!("{e:#}");
+        if out.is_json() {
+            // MG0001: the input or the arguments could not be used.
+            let _ = output::print_json(&output::error_json("MG0001", &message));
+        }
+        eprintln!("meshguard: error: {message}");
         ExitCode::FAILURE
     })
 }

@@ -18,6 +18,7 @@ use meshguard_core::masking::{
 use meshguard_core::request::RequestInfo;
 use meshguard_core::spiffe::{normalize_principal_text, SpiffeId};
 
+use crate::output::{error_json, print_json, Output};
 use crate::policy_file::{process_var, PolicyFile};
 
 /// Exit status when the filter would refuse the message.
@@ -113,7 +114,7 @@ pub struct Args {
     dry_run_report: bool,
 }
 
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     if args.config == "-" {
         bail!("the policy cannot be read from standard input: `mask` reads the body there");
     }
@@ -125,6 +126,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let policy = match file.load_masking(&IntegrityEnv::default(), process_var) {
         Ok((_, policy)) => policy,
         Err(error) => {
+            if output.is_json() {
+                print_json(&error_json("MG0101", &error.to_string()))?;
+            }
             eprintln!("{}", file.invalid(&error));
             return Ok(ExitCode::FAILURE);
         }
@@ -170,6 +174,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let outcome = simulate(&policy, message);
 
+    if output.is_json() {
+        print_json(&outcome_json(&outcome, &body))?;
+    }
     if let BodyOutcome::Refused { reason, answer } = &outcome.body {
         eprintln!(
             "refused: {} ({})",
@@ -177,6 +184,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             describe(*answer, outcome.direction)
         );
         return Ok(ExitCode::from(REFUSED_EXIT));
+    }
+    if output.is_json() {
+        eprint!("{}", summary(&policy, &outcome));
+        return Ok(ExitCode::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
     if !args.headers.is_empty() || outcome.path.is_some() {
@@ -201,6 +212,27 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     out.flush()?;
     eprint!("{}", summary(&policy, &outcome));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--output json`: what the filter would forward (or that it refuses), the
+/// body as text (lossy for bytes that are not UTF-8).
+fn outcome_json(outcome: &Outcome, original: &[u8]) -> serde_json::Value {
+    let (verdict, reason, body) = match &outcome.body {
+        BodyOutcome::Refused { reason, .. } => ("refused", Some(reason.as_str()), None),
+        BodyOutcome::Masked(Some(masked)) if !outcome.dry_run => {
+            ("masked", None, Some(&masked[..]))
+        }
+        _ => ("unchanged", None, Some(original)),
+    };
+    serde_json::json!({
+        "verdict": verdict,
+        "reason": reason,
+        "dry_run": outcome.dry_run,
+        "path": outcome.path,
+        "headers": outcome.headers,
+        "body": body.map(String::from_utf8_lossy),
+        "trailers": outcome.trailers,
+    })
 }
 
 /// `NAME:VALUE` arguments as (name, value) pairs, the value without its

@@ -10,6 +10,7 @@ use meshguard_core::integrity::{self, IntendedDocument};
 use serde_json::Value;
 
 use crate::keys::{check_key_id, read_signing_key};
+use crate::output::{error_json, print_json, Output};
 use crate::policy_file::PolicyFile;
 use crate::validate::Filter;
 
@@ -51,7 +52,7 @@ pub struct Args {
     out_dir: PathBuf,
 }
 
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     check_key_id(&args.key_id)?;
     if args.expires_in == 0 {
         bail!("--expires-in must be at least 1 second");
@@ -60,6 +61,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let fingerprint = match integrity::fingerprint(&file.bytes) {
         Ok(f) => f,
         Err(error) => {
+            if output.is_json() {
+                print_json(&error_json("MG0101", &error.to_string()))?;
+            }
             eprintln!("{}", file.invalid(&error));
             return Ok(ExitCode::FAILURE);
         }
@@ -84,6 +88,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let key = read_signing_key(&args.key)?;
     let path = write_document(&args.out_dir, &document, &args.key_id, &key)?;
+    if output.is_json() {
+        print_json(&serde_json::json!({
+            "file": path.display().to_string(),
+            "filter": document.filter,
+            "workload": document.workload,
+            "fingerprint": document.fingerprint,
+            "expires": document.expires,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "meshguard publish: {} -> {} (filter={} workload={} fingerprint={} expires={})",
         file.name,

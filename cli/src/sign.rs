@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use meshguard_core::integrity::{self, Admission, IntegrityEnv, Release, SignatureStatus};
 
 use crate::keys::{check_key_id, read_signing_key};
+use crate::output::{error_json, print_json, Output};
 use crate::policy_file::PolicyFile;
 use crate::validate::{check_default, Filter};
 
@@ -61,10 +62,13 @@ pub struct Args {
     not_after: Option<u64>,
 }
 
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     check_key_id(&args.key_id)?;
     let file = PolicyFile::read(&args.config)?;
     if let Err(error) = check_default(&file, args.filter) {
+        if output.is_json() {
+            print_json(&error_json("MG0101", &error.to_string()))?;
+        }
         eprintln!("{}", file.invalid(&error));
         return Ok(ExitCode::FAILURE);
     }
@@ -126,6 +130,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Some(path) => {
             std::fs::write(path, &signed)
                 .with_context(|| format!("cannot write {}", path.display()))?;
+            if output.is_json() {
+                print_json(&serde_json::json!({
+                    "file": path.display().to_string(),
+                    "key_id": args.key_id,
+                    "filter": args.filter.name(),
+                    "workloads": args.workload,
+                    "serial": args.serial,
+                    "fingerprint": loaded.fingerprint.to_string(),
+                }))?;
+            }
             eprintln!(
                 "meshguard sign: {} signed with key {} for {} on {} serial {} (fingerprint={}) -> {}",
                 file.name,

@@ -15,6 +15,7 @@ use meshguard_core::masking::MaskingPolicy;
 
 use serde_json::{json, Value};
 
+use crate::output::Output;
 use crate::policy_file::{process_var, PolicyFile};
 use crate::resources;
 
@@ -51,9 +52,6 @@ pub struct Args {
     /// omitted; a resource names its filter itself).
     #[arg(long, value_enum)]
     filter: Option<Filter>,
-    /// `text`, or `json`: one object per configuration, with stable error codes.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    output: Output,
     /// Read the sidecar's environment from FILE (`NAME=VALUE` lines, `#`
     /// comments) instead of this process's environment, and show what a
     /// sidecar with it accepts or refuses, and why.
@@ -103,13 +101,6 @@ impl Filter {
             Self::Masking => "masking",
         }
     }
-}
-
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
 }
 
 /// Stable error codes (`--output json`, docs/cli.md), in the style of
@@ -168,7 +159,7 @@ pub enum Filter {
     Masking,
 }
 
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     let env_file = args.env.as_deref().map(read_env_file).transpose()?;
     let mut results = Vec::new();
     for path in &args.config {
@@ -187,7 +178,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         match resources::targets(&file.name, &file.bytes, args.filter) {
             Ok((targets, skipped)) => {
                 for s in skipped {
-                    if args.output == Output::Text {
+                    if output == Output::Text {
                         eprintln!("{}: skipped ({})", s.source, s.kind);
                     }
                 }
@@ -212,7 +203,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     let valid = results.iter().all(|r| r.error.is_none());
-    match args.output {
+    match output {
         Output::Json => {
             let list: Vec<Value> = results.iter().map(Outcome::to_json).collect();
             writeln!(std::io::stdout().lock(), "{}", Value::Array(list))?;

@@ -163,3 +163,71 @@ fn completions_and_version_are_there() {
         "{version}"
     );
 }
+
+#[test]
+fn every_command_speaks_json_with_output_json() {
+    let dir = TempDir::new();
+    let policy = dir.write("p.json", r#"{"config_version": "v1", "rules": []}"#);
+    let out = meshguard(&["fingerprint", &policy, "--output", "json"], &[], None);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["config_version"], "v1");
+    assert_eq!(v["fingerprint"].as_str().unwrap().len(), 64);
+
+    let masking = dir.write(
+        "m.json",
+        r#"{"rules": [{"name": "ssn", "json_keys": ["ssn"]}]}"#,
+    );
+    let out = meshguard(
+        &["mask", &masking, "--response", "--output", "json"],
+        &[],
+        Some(r#"{"ssn": "078-05-1120"}"#),
+    );
+    let v: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.context()));
+    assert_eq!(v["verdict"], "masked");
+    assert!(!v["body"].as_str().unwrap().contains("078-05-1120"));
+
+    let keys = dir.path("keys");
+    let out = meshguard(
+        &[
+            "keygen",
+            "--key-id",
+            "k1",
+            "--out-dir",
+            &keys,
+            "--output",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    let v: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.context()));
+    assert!(v["trusted_keys_entry"].as_str().unwrap().contains('='));
+
+    // Failures are JSON too, with a stable code.
+    let out = meshguard(
+        &["fingerprint", "/nonexistent", "--output", "json"],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, Some(1));
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "MG0001");
+    let out = meshguard(
+        &[
+            "explain",
+            &policy,
+            "--peer",
+            "cluster.local/ns/a/sa/b",
+            "--path",
+            "/",
+            "--output",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "deny");
+}

@@ -1,0 +1,38 @@
+//! `--output text|json`, accepted by every command.
+//!
+//! With `json`, a command prints one JSON value on standard output: its
+//! result, or `{"error": {"code": "MG....", "message": ...}}` when it fails
+//! (codes in docs/cli.md). `serve-intended` and `completions` have no result
+//! to print and ignore it.
+
+use std::io::Write;
+
+use clap::ValueEnum;
+use serde_json::{json, Value};
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Output {
+    pub fn is_json(self) -> bool {
+        self == Self::Json
+    }
+}
+
+/// Prints one JSON value on standard output.
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{value}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The JSON form of a failure with its stable code.
+pub fn error_json(code: &str, message: &str) -> Value {
+    json!({"error": {"code": code, "message": message}})
+}
