@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use libfuzzer_sys::fuzz_target;
-use meshguard_core::integrity::{load, sign_config, IntegrityEnv, Intended, SignatureStatus};
+use meshguard_core::integrity::{
+    load, read_answer, sign_release, AnswerContext, IntegrityEnv, Release, SignatureStatus,
+};
 
 fn key() -> &'static SigningKey {
     static K: OnceLock<SigningKey> = OnceLock::new();
@@ -35,15 +37,25 @@ fuzz_target!(|data: &[u8]| {
         }
         1 => {
             let _ = load(rest, &env(true));
-            // A config that loads unsigned loads signed by the trusted key too,
-            // verified and with the same fingerprint (the signature is not part of it).
+            // A config that loads unsigned loads signed (with its release scope)
+            // by the trusted key too, and verified.
             let Ok(unsigned) = load(rest, &env(false)) else {
                 return;
             };
             if unsigned.signature != SignatureStatus::Unsigned {
                 return; // it carried a signature of its own
             }
-            let signed = sign_config(rest, "fuzz", key()).expect("a loadable config signs");
+            // Signed configs name their scope (filter, workloads, serial).
+            let release = Release {
+                filter: "identity".into(),
+                workloads: vec!["default/backend".into()],
+                serial: 1,
+                not_before: None,
+                not_after: None,
+            };
+            let Ok(signed) = sign_release(rest, &release, "fuzz", key()) else {
+                return; // e.g. it already names a release of its own
+            };
             let loaded = load(&signed, &env(true)).expect("a signed loadable config loads");
             assert_eq!(
                 loaded.signature,
@@ -51,10 +63,18 @@ fuzz_target!(|data: &[u8]| {
                     key_id: "fuzz".into()
                 }
             );
-            assert_eq!(loaded.fingerprint, unsigned.fingerprint);
+            // The fingerprint covers the release too (only the signature is
+            // left out), so it differs from the unsigned config's.
         }
         _ => {
-            let _ = Intended::from_response(rest);
+            // A source-of-truth answer: read, never believed unless signed.
+            let at = AnswerContext {
+                filter: "identity",
+                workload: Some("default/backend"),
+                now_s: 0,
+                newest_issued: None,
+            };
+            let _ = read_answer(rest, &env(true), &at);
         }
     }
 });
