@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use meshguard_core::integrity;
 use serde_json::{json, Value};
 
-use crate::output::{error_json, print_json, Output};
+use crate::output::{print_json, refused, Output};
 use crate::policy_file::PolicyFile;
 
 /// Print a configuration's fingerprint and config_version.
@@ -30,11 +30,7 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     let fingerprint = match integrity::fingerprint(&file.bytes) {
         Ok(f) => f,
         Err(error) => {
-            if output.is_json() {
-                print_json(&error_json("MG0101", &error.to_string()))?;
-            }
-            eprintln!("{}", file.invalid(&error));
-            return Ok(ExitCode::FAILURE);
+            return refused(output, &file, &error);
         }
     };
     // `fingerprint` accepted the bytes as a JSON object, so this parses.

@@ -18,7 +18,7 @@ use meshguard_core::masking::{
 use meshguard_core::request::RequestInfo;
 use meshguard_core::spiffe::{normalize_principal_text, SpiffeId};
 
-use crate::output::{error_json, print_json, Output};
+use crate::output::{print_json, refused, Output};
 use crate::policy_file::{process_var, PolicyFile};
 
 /// Exit status when the filter would refuse the message.
@@ -126,11 +126,7 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     let policy = match file.load_masking(&IntegrityEnv::default(), process_var) {
         Ok((_, policy)) => policy,
         Err(error) => {
-            if output.is_json() {
-                print_json(&error_json("MG0101", &error.to_string()))?;
-            }
-            eprintln!("{}", file.invalid(&error));
-            return Ok(ExitCode::FAILURE);
+            return refused(output, &file, &error);
         }
     };
     let peer = args.peer.as_deref().map(normalize_principal_text);

@@ -36,3 +36,17 @@ pub fn print_json(value: &Value) -> anyhow::Result<()> {
 pub fn error_json(code: &str, message: &str) -> Value {
     json!({"error": {"code": code, "message": message}})
 }
+
+/// A configuration the filter refuses: the line Envoy's log shows on standard
+/// error and, with `--output json`, its `MG0101` error on standard output.
+pub fn refused(
+    output: Output,
+    file: &crate::policy_file::PolicyFile,
+    error: &impl std::fmt::Display,
+) -> anyhow::Result<std::process::ExitCode> {
+    if output.is_json() {
+        print_json(&error_json("MG0101", &error.to_string()))?;
+    }
+    eprintln!("{}", file.invalid(error));
+    Ok(std::process::ExitCode::FAILURE)
+}

@@ -10,7 +10,7 @@ use meshguard_core::integrity::{self, IntendedDocument};
 use serde_json::Value;
 
 use crate::keys::{check_key_id, read_signing_key};
-use crate::output::{error_json, print_json, Output};
+use crate::output::{print_json, refused, Output};
 use crate::policy_file::PolicyFile;
 use crate::validate::Filter;
 
@@ -61,11 +61,7 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     let fingerprint = match integrity::fingerprint(&file.bytes) {
         Ok(f) => f,
         Err(error) => {
-            if output.is_json() {
-                print_json(&error_json("MG0101", &error.to_string()))?;
-            }
-            eprintln!("{}", file.invalid(&error));
-            return Ok(ExitCode::FAILURE);
+            return refused(output, &file, &error);
         }
     };
     let value: Value = serde_json::from_slice(&file.bytes).unwrap_or_default();

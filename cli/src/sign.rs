@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use meshguard_core::integrity::{self, Admission, IntegrityEnv, Release, SignatureStatus};
 
 use crate::keys::{check_key_id, read_signing_key};
-use crate::output::{error_json, print_json, Output};
+use crate::output::{print_json, refused, Output};
 use crate::policy_file::PolicyFile;
 use crate::validate::{check_default, Filter};
 
@@ -66,11 +66,7 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     check_key_id(&args.key_id)?;
     let file = PolicyFile::read(&args.config)?;
     if let Err(error) = check_default(&file, args.filter) {
-        if output.is_json() {
-            print_json(&error_json("MG0101", &error.to_string()))?;
-        }
-        eprintln!("{}", file.invalid(&error));
-        return Ok(ExitCode::FAILURE);
+        return refused(output, &file, &error);
     }
     for w in &args.workload {
         let ok = w == "*"
