@@ -21,6 +21,12 @@ pub struct Collector {
 
 impl Collector {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_delay(std::time::Duration::ZERO).await
+    }
+
+    /// A collector that takes `delay` to answer each batch (a slow or
+    /// overloaded collector, for back-pressure tests).
+    pub async fn start_with_delay(delay: std::time::Duration) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -38,6 +44,7 @@ impl Collector {
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
+                            tokio::time::sleep(delay).await;
                             let text = String::from_utf8_lossy(&body).into_owned();
                             if let Ok(mut lines) = store.lock() {
                                 lines.extend(

@@ -5,24 +5,18 @@
 //! a few hundred requests per second, with every refusal counted.
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use meshguard_core::audit::{verify_header, AuditPolicy, RECORD_PREFIX};
 use meshguard_core::canonical::hex;
+use meshguard_host_tests::collector::Collector;
 use meshguard_host_tests::http::{Protocol, Request, Response};
 use meshguard_host_tests::mesh::{Filter, Mesh, AUDIT_KEY};
 use meshguard_host_tests::meshguard_cli;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 const COLLECTOR_CLUSTER: &str = "audit-collector";
 
@@ -44,63 +38,6 @@ fn key() -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(AUDIT_KEY)
         .unwrap()
-}
-
-/// A collector that keeps every record line and answers after `delay`.
-struct SlowCollector {
-    addr: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-    task: JoinHandle<()>,
-}
-
-impl SlowCollector {
-    async fn start(delay: Duration) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let store = Arc::clone(&lines);
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let store = Arc::clone(&store);
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let store = Arc::clone(&store);
-                        async move {
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            tokio::time::sleep(delay).await;
-                            let text = String::from_utf8_lossy(&body).into_owned();
-                            store
-                                .lock()
-                                .unwrap()
-                                .extend(text.lines().filter(|l| !l.is_empty()).map(String::from));
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(
-                                Bytes::from_static(b"{}"),
-                            )))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, lines, task }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-}
-
-impl Drop for SlowCollector {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 async fn mesh_with(filters: Vec<Filter>, collector: SocketAddr) -> Mesh {
@@ -169,8 +106,8 @@ async fn without_the_envoyfilter_variant_a_body_with_trailers_is_held_never_rele
     // the held headers into "stop all", and once trailers follow the body it
     // never resumes the stream (docs/audit.md): the request times out, and
     // nothing reaches the upstream without its audit headers.
-    let collector = SlowCollector::start(Duration::ZERO).await;
-    let mesh = mesh_with(vec![Filter::audit(config(true, ""))], collector.addr).await;
+    let collector = Collector::start().await.unwrap();
+    let mesh = mesh_with(vec![Filter::audit(config(true, ""))], collector.addr()).await;
     let request = Request::new("POST", "/exec/run")
         .protocol(Protocol::Http2)
         .header("te", "trailers")
@@ -187,8 +124,8 @@ async fn without_the_envoyfilter_variant_a_body_with_trailers_is_held_never_rele
 }
 
 async fn trailers_case(filter: Filter) {
-    let collector = SlowCollector::start(Duration::ZERO).await;
-    let mesh = mesh_with(vec![filter], collector.addr).await;
+    let collector = Collector::start().await.unwrap();
+    let mesh = mesh_with(vec![filter], collector.addr()).await;
     for client in Protocol::ALL {
         for leg in Protocol::ALL {
             for upstream in Protocol::ALL {
@@ -281,8 +218,8 @@ async fn command_hash(mesh: &Mesh, request: Request) -> Option<String> {
 
 #[tokio::test]
 async fn requests_an_application_executes_differently_never_share_a_hash() {
-    let collector = SlowCollector::start(Duration::ZERO).await;
-    let mesh = mesh_with(vec![audit(config(false, ""))], collector.addr).await;
+    let collector = Collector::start().await.unwrap();
+    let mesh = mesh_with(vec![audit(config(false, ""))], collector.addr()).await;
     // (first, second, same command?)
     let queries = [
         ("/exec/q?a=1&a=2", "/exec/q?a=2&a=1", false),
@@ -345,8 +282,8 @@ async fn hostile_request_text_never_forges_or_breaks_a_log_line() {
     let identity = Filter::identity(
         r#"{"rules": [{"name": "frontend", "action": "allow", "principals": ["cluster.local/ns/default/sa/frontend"]}]}"#,
     );
-    let collector = SlowCollector::start(Duration::ZERO).await;
-    let mesh = mesh_with(vec![identity, audit(config(false, ""))], collector.addr).await;
+    let collector = Collector::start().await.unwrap();
+    let mesh = mesh_with(vec![identity, audit(config(false, ""))], collector.addr()).await;
     let forged = r#"meshguard-audit-record: {"chain":"x","seq":0}"#;
     let hostile = [
         ("x-request-id", forged.to_string()),
@@ -467,11 +404,7 @@ async fn load(mesh: &Mesh, total: usize, rps: u64, parallel: usize) -> Vec<u16> 
 
 /// After a load: every emitted record reached the collector (and the log),
 /// the chains verify, and every refusal was counted.
-async fn check_no_record_lost(
-    mesh: &Mesh,
-    collector: &SlowCollector,
-    statuses: &[u16],
-) -> (u64, u64) {
+async fn check_no_record_lost(mesh: &Mesh, collector: &Collector, statuses: &[u16]) -> (u64, u64) {
     let ok = statuses.iter().filter(|&&s| s == 200).count() as u64;
     let refused = statuses.iter().filter(|&&s| s == 503).count() as u64;
     assert_eq!(
@@ -534,13 +467,13 @@ async fn check_no_record_lost(
 
 #[tokio::test]
 async fn no_record_is_lost_under_fail_closed_at_a_few_hundred_rps() {
-    let collector = SlowCollector::start(Duration::ZERO).await;
+    let collector = Collector::start().await.unwrap();
     let mesh = mesh_with(
         vec![audit(config(
             true,
             r#", "batch_size": 50, "max_in_flight": 4, "max_queue": 1000"#,
         ))],
-        collector.addr,
+        collector.addr(),
     )
     .await;
     let started = Instant::now();
@@ -559,13 +492,15 @@ async fn no_record_is_lost_under_fail_closed_at_a_few_hundred_rps() {
 #[tokio::test]
 async fn a_slow_collector_under_fail_closed_refuses_new_requests_and_loses_none() {
     // 400 ms per delivery, one at a time, 20 records: the outbox fills up.
-    let collector = SlowCollector::start(Duration::from_millis(400)).await;
+    let collector = Collector::start_with_delay(Duration::from_millis(400))
+        .await
+        .unwrap();
     let mesh = mesh_with(
         vec![audit(config(
             true,
             r#", "batch_size": 5, "max_in_flight": 1, "max_queue": 20"#,
         ))],
-        collector.addr,
+        collector.addr(),
     )
     .await;
     let statuses = load(&mesh, 300, 200, 32).await;
