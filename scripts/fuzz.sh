@@ -3,7 +3,8 @@
 # prints executions, executions per second and the outcome per target.
 #   scripts/fuzz.sh                 every target
 #   scripts/fuzz.sh path xfcc       only these
-# FUZZ_JOBS=N runs N targets at once (default 1). New corpus entries go to
+# FUZZ_RUNS=N stops each target after N executions instead (a long run;
+# FUZZ_SECONDS still bounds it). FUZZ_JOBS=N runs N targets at once (default 1). New corpus entries go to
 # target/fuzz-corpus/<target> (the committed seeds in fuzz/corpus/ are only
 # read); a crash leaves its input in target/fuzz-artifacts/<target>/ and the
 # script exits non-zero after running the others. See docs/fuzzing.md.
@@ -12,6 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 seconds=${FUZZ_SECONDS:-20}
 jobs=${FUZZ_JOBS:-1}
+runs=${FUZZ_RUNS:-0}
 
 if ! rustup toolchain list | grep -q '^nightly'; then
   echo "cargo-fuzz needs the nightly toolchain: rustup toolchain install nightly" >&2
@@ -36,7 +38,7 @@ run_one() {
   local corpus="$root/target/fuzz-corpus/$t" artifacts="$root/target/fuzz-artifacts/$t/"
   mkdir -p "$corpus" "$artifacts"
   if cargo +nightly fuzz run -a --fuzz-dir fuzz "$t" "$corpus" "fuzz/corpus/$t" -- \
-    -max_total_time="$seconds" -artifact_prefix="$artifacts" -rss_limit_mb=2048 \
+    -max_total_time="$seconds" -runs="$((runs > 0 ? runs : -1))" -artifact_prefix="$artifacts" -rss_limit_mb=2048 \
     -timeout=10 -print_final_stats=1 >"$logs/$t.log" 2>&1; then
     echo ok >"$logs/$t.status"
   else
