@@ -9,9 +9,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 max_memory=${MAX_MEMORY:-67108864}
-wasm_env=(env -i HOME="$HOME" PATH=/usr/bin:/bin CARGO=/usr/bin/cargo RUSTC_BOOTSTRAP=1
-  CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" CARGO_TARGET_DIR="$root/target/wasm"
-  RUSTFLAGS="-C link-self-contained=no -L /usr/lib/wasm32-wasi")
+# shellcheck source=scripts/wasm-env.sh
+. scripts/wasm-env.sh "$root/target/wasm"
+wasm_env+=(RUSTFLAGS="$wasm_link $wasm_release")
 # `cargo rustc` passes the memory cap to this crate's link only: the shared
 # std build in target/wasm stays valid for scripts/build-wasm.sh.
 "${wasm_env[@]}" /usr/bin/cargo rustc --release --locked -Zbuild-std=std,panic_abort \

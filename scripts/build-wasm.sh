@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds (or lints) every filter for wasm32-wasip1 with Debian's rustc-web, as
-# ../shared/TOOLCHAIN.md verified: rustup cannot fetch wasm targets here.
+# Builds (or lints) every filter for wasm32-wasip1 with Debian's rustc-web
+# (scripts/wasm-env.sh), then shrinks each module with wasm-opt -Oz.
 #   scripts/build-wasm.sh          build into dist/<crate>.wasm
 #   scripts/build-wasm.sh clippy   clippy -D warnings for the wasm target
 # std is built from source once per target dir (target/wasm), kept apart from
@@ -12,9 +12,13 @@ filters=(meshguard-identity meshguard-masking meshguard-audit)
 mode=${1:-build}
 packages=()
 for f in "${filters[@]}"; do packages+=(-p "$f"); done
-wasm_env=(env -i HOME="$HOME" PATH=/usr/bin:/bin CARGO=/usr/bin/cargo RUSTC_BOOTSTRAP=1
-  CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" CARGO_TARGET_DIR="$root/target/wasm"
-  RUSTFLAGS="-C link-self-contained=no -L /usr/lib/wasm32-wasi")
+# shellcheck source=scripts/wasm-env.sh
+. scripts/wasm-env.sh "$root/target/wasm"
+wasm_env+=(RUSTFLAGS="$wasm_link $wasm_release")
+# wasm-opt (Debian's binaryen) shrinks the linked module further; the features
+# are the ones rustc enables for wasm32-wasip1.
+wasm_opt_features=(--enable-bulk-memory --enable-sign-ext --enable-mutable-globals
+  --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue)
 common=(--release --locked -Zbuild-std=std,panic_abort --target wasm32-wasip1 "${packages[@]}")
 case "$mode" in
   build)
@@ -22,7 +26,8 @@ case "$mode" in
     mkdir -p dist
     for f in "${filters[@]}"; do
       crate=${f//-/_}
-      cp "target/wasm/wasm32-wasip1/release/$crate.wasm" "dist/$crate.wasm"
+      wasm-opt -Oz --strip-debug --strip-producers "${wasm_opt_features[@]}" \
+        "target/wasm/wasm32-wasip1/release/$crate.wasm" -o "dist/$crate.wasm"
       printf '%s  %s bytes  sha256 %s\n' "dist/$crate.wasm" "$(stat -c %s "dist/$crate.wasm")" \
         "$(sha256sum "dist/$crate.wasm" | cut -d' ' -f1)"
     done

@@ -12,6 +12,8 @@ need_apt=()
 dpkg -s rust-web-llvm >/dev/null 2>&1 || need_apt+=(rust-web-llvm)
 command -v rust-lld >/dev/null 2>&1 || [ -x /usr/bin/rust-lld ] || need_apt+=(lld-22)
 [ -f /usr/lib/wasm32-wasi/libc.a ] || need_apt+=(wasi-libc)
+# wasm-opt shrinks the built modules (scripts/build-wasm.sh).
+command -v wasm-opt >/dev/null 2>&1 || need_apt+=(binaryen)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # A real Prometheus for the observability tests.
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)

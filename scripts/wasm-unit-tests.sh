@@ -10,9 +10,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-wasm_env=(env -i HOME="$HOME" PATH=/usr/bin:/bin CARGO=/usr/bin/cargo RUSTC_BOOTSTRAP=1
-  CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" CARGO_TARGET_DIR="$root/target/wasm-test"
-  RUSTFLAGS="-C link-self-contained=no -L /usr/lib/wasm32-wasi")
+# Unwinding-free but message-keeping panics here: a failing test must say why.
+# shellcheck source=scripts/wasm-env.sh
+. scripts/wasm-env.sh "$root/target/wasm-test"
+wasm_env+=(RUSTFLAGS="$wasm_link")
 # A test binary is a WASI command: link wasi-libc's command start file (the
 # toolchain links no start files itself: link-self-contained=no). Passed to
 # this crate's link only, so dependencies and std keep their build.

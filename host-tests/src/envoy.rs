@@ -64,6 +64,10 @@ impl Envoy {
             .arg("-c")
             .arg(&config_file)
             .args(["--disable-hot-restart", "--concurrency", "1"])
+            // As Istio's pilot-agent starts every sidecar: a listener that is
+            // replaced drains its connections at once (HTTP/1 `connection:
+            // close` on the next response, HTTP/2 GOAWAY), within 45 s.
+            .args(["--drain-strategy", "immediate", "--drain-time-s", "45"])
             .args(log_levels())
             .arg("--admin-address-path")
             .arg(&admin_path)
@@ -213,6 +217,25 @@ impl Envoy {
             .unwrap_or(0))
     }
 
+    /// The sum of every counter or gauge from `/stats` whose name ends in
+    /// `.{suffix}` (e.g. `upstream_rq_retry` over all clusters).
+    pub async fn stat_sum(&self, suffix: &str) -> anyhow::Result<u64> {
+        let pattern = format!("\\.{}$", suffix.replace('.', "\\."));
+        let text = self
+            .admin_get(&format!("/stats?filter={pattern}"))
+            .await?
+            .text();
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                name.ends_with(&format!(".{suffix}"))
+                    .then(|| value.trim().parse::<u64>().ok())
+                    .flatten()
+            })
+            .sum())
+    }
+
     /// The log so far. Lossy: hostile request bytes end up in debug lines,
     /// and a strict UTF-8 read would turn the whole log into "" (an absence
     /// check on it could then never fail).
@@ -240,4 +263,17 @@ impl Envoy {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The lines of an Envoy log that show a wasm VM crashing: a trap in any
+/// callback (the release modules abort on a panic without a message, so the
+/// trap is what shows), or a panic message from a module that keeps them.
+/// `failure_strategies.rs` proves it finds a real crash.
+pub fn vm_crashes(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| {
+            l.contains("panicked")
+                || (l.contains("Function: proxy_") && l.contains(" failed: Uncaught "))
+        })
+        .collect()
 }

@@ -226,6 +226,7 @@ pub struct MeshBuilder {
     profiles: Vec<ClientProfile>,
     extra_clusters: Vec<(String, SocketAddr)>,
     shape: ServerShape,
+    istio_retries: bool,
 }
 
 /// Server-sidecar settings that survive filter pushes.
@@ -264,6 +265,7 @@ impl Mesh {
             profiles: default_profiles(),
             extra_clusters: Vec::new(),
             shape: ServerShape::default(),
+            istio_retries: false,
         }
     }
 
@@ -399,6 +401,14 @@ impl MeshBuilder {
     /// (HTTP/1.1 unless set; per request: [`Request::upstream_protocol`]).
     pub fn upstream_protocol(mut self, protocol: Protocol) -> Self {
         self.shape.upstream = Some(protocol);
+        self
+    }
+
+    /// Gives the client sidecar's route Istio's default retry policy (two
+    /// retries on connect failure, refused stream, `unavailable`, `cancelled`
+    /// and 503). Off by default, so that tests count each request once.
+    pub fn istio_retries(mut self) -> Self {
+        self.istio_retries = true;
         self
     }
 
@@ -551,6 +561,21 @@ impl MeshBuilder {
                 clusters.push(with_protocol(cluster, leg));
             }
         }
+        let mut route = json!({"cluster_header": ROUTE_HEADER, "timeout": "10s"});
+        if self.istio_retries {
+            // Istio's default for every outbound HTTP route
+            // (pilot/pkg/networking/core/route/retry: DefaultPolicy).
+            route["retry_policy"] = json!({
+                "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+                "num_retries": 2,
+                "retriable_status_codes": [503],
+                "retry_host_predicate": [{
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}
+                }],
+                "host_selection_retry_max_attempts": 5
+            });
+        }
         Ok(json!({
             "node": {"id": "client-sidecar", "cluster": "client.default"},
             "static_resources": {
@@ -570,7 +595,7 @@ impl MeshBuilder {
                                 "name": "outbound", "domains": ["*"],
                                 "routes": [{
                                     "match": {"prefix": "/"},
-                                    "route": {"cluster_header": ROUTE_HEADER, "timeout": "10s"},
+                                    "route": route,
                                     "request_headers_to_remove": [ROUTE_HEADER]
                                 }]
                             }]},

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use meshguard_host_tests::envoy::vm_crashes;
 use meshguard_host_tests::http::{Request, Response};
 use meshguard_host_tests::mesh::{FailurePolicy, Filter, Mesh, PushOutcome};
 
@@ -123,6 +124,13 @@ async fn crash_and_watch(
     stop_on_recovery: bool,
 ) -> (u16, Vec<u16>, Option<(Duration, String)>) {
     let (crash_status, _) = send(mesh, 0, Some(fault)).await;
+    // The crash is in the log as every meshguard test recognizes one (the
+    // release modules abort without a panic message).
+    let log = mesh.flushed_server_log().await.unwrap();
+    assert!(
+        !vm_crashes(&log).is_empty(),
+        "{fault}: no crash line in the log"
+    );
     let start = Instant::now();
     let mut statuses = Vec::new();
     let mut recovered = None;
@@ -156,6 +164,8 @@ fn summary(statuses: &[u16]) -> String {
 async fn fail_close_refuses_everything_after_a_crash_until_the_listener_is_pushed() {
     let mesh = mesh(FailurePolicy::FailClosed).await;
     let mut generation = 1;
+    // The filter as last pushed (the VM environment changes per round).
+    let mut current = faulty(FailurePolicy::FailClosed);
     for fault in ["panic", "oom"] {
         let (status, first_vm) = send(&mesh, 0, None).await;
         assert_eq!(status, 200, "a healthy VM passes requests");
@@ -176,7 +186,7 @@ async fn fail_close_refuses_everything_after_a_crash_until_the_listener_is_pushe
         // The same listener pushed again keeps the failed VM: Envoy reuses a
         // VM whose code, config and environment did not change.
         assert_eq!(
-            mesh.push_filters(&[faulty(FailurePolicy::FailClosed)])
+            mesh.push_filters(std::slice::from_ref(&current))
                 .await
                 .expect("push"),
             PushOutcome::Accepted
@@ -197,9 +207,12 @@ async fn fail_close_refuses_everything_after_a_crash_until_the_listener_is_pushe
             &generation.to_string(),
         );
         assert_eq!(
-            mesh.push_filters(&[changed]).await.expect("push"),
+            mesh.push_filters(std::slice::from_ref(&changed))
+                .await
+                .expect("push"),
             PushOutcome::Accepted
         );
+        current = changed;
         // Connections accepted by the old listener keep its failed filter
         // until they drain; new connections get the new VM. Recovered means:
         // four requests in a row (HTTP/1.1 and HTTP/2) passed.

@@ -335,7 +335,11 @@ async fn soak() {
     source
         .publish_config("identity", &released_identity(true, serial))
         .expect("publish");
+    // The client sidecar retries as Istio's does by default (503 among
+    // others): a request that reaches a config instance a push superseded is
+    // refused with a retriable 503 and retried on the new listener.
     let mut builder = Mesh::builder()
+        .istio_retries()
         .server_cluster(COLLECTOR_CLUSTER, collector.addr())
         .server_cluster(SOURCE_CLUSTER, source.addr());
     for f in filters(true, serial) {
@@ -466,6 +470,14 @@ async fn soak() {
         .await;
     let drift_value = mesh.server.metric(DRIFT).await.ok().flatten();
     let (ok_pushes, rejected_pushes) = pushes.get();
+    let superseded = mesh
+        .server
+        .metric(r#"meshguard_config_superseded_denied_total{filter="identity"}"#)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    let retries = mesh.client.stat_sum("upstream_rq_retry").await.unwrap_or(0);
     println!("## Soak result\n");
     println!(
         "- requests: {} in {:.1} s ({:.0} req/s; target {rate} req/s), {workers} connections (half HTTP/1.1, half HTTP/2)",
@@ -479,6 +491,9 @@ async fn soak() {
         println!("  - {kind:?} {status}: {n}");
     }
     println!("- 5xx and resets by cause: {:?}", tally.server_errors);
+    println!(
+        "- retriable refusals by superseded config instances (retried by the client sidecar): {superseded}, client sidecar retries: {retries}"
+    );
     println!("- config drift (identity vs the source of truth) at the end: {drift_value:?}");
     println!("- unexpected responses: {:?}", tally.wrong);
     println!(

@@ -531,10 +531,19 @@ impl Quarantine {
             self.filter,
             s.serial
         );
-        // No answer: the stream (and with it an HTTP/1 connection) is reset,
-        // so the client's next connection reaches the listener that runs the
-        // current config rather than this instance again.
-        crate::reset_request();
+        // A 503 before anything reached the upstream: a retriable refusal
+        // (Istio's default retry policy retries 503), and on a listener Envoy
+        // drains (Istio starts Envoy with `--drain-strategy immediate`) the
+        // answer closes the HTTP/1 connection or sends the HTTP/2 GOAWAY, so
+        // the retry reaches the listener that runs the current config. Only
+        // if the host refuses the answer is the stream reset.
+        let body = format!(
+            r#"{{"error":"config_superseded","reason":"config_superseded","filter":"{}"}}"#,
+            self.filter
+        );
+        if !crate::send_json_reply(503, Some("config_superseded"), body.as_bytes()) {
+            crate::reset_request();
+        }
         Some(Action::Pause)
     }
 
