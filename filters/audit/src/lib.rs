@@ -3,6 +3,11 @@
 //! the upstream, and a tamper-evident record per request (Envoy log and,
 //! optionally, an audit collector). All formats live in `meshguard_core::audit`.
 
+// Release wasm builds wrap silently on integer overflow, and a panic kills the
+// VM: outside tests, every arithmetic operation is checked, saturating or
+// explicitly wrapping (docs/fuzzing.md, "Arithmetic").
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;

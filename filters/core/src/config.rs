@@ -1,9 +1,6 @@
 //! Loading plugin JSON: shared by every filter and by `meshguard validate`, so the
 //! CLI and Envoy's log say the same thing about the same config.
 
-// Release builds wrap on overflow: arithmetic here is checked or saturating.
-#![deny(clippy::arithmetic_side_effects)]
-
 use hashbrown::HashMap;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

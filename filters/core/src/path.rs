@@ -19,9 +19,6 @@
 //! `MERGE_SLASHES`, `DECODE_AND_MERGE_SLASHES`); meshguard's default is
 //! `MERGE_SLASHES`, one step stricter than Istio's `BASE`.
 
-// Release builds wrap on overflow: arithmetic here is checked or saturating.
-#![deny(clippy::arithmetic_side_effects)]
-
 use std::borrow::Cow;
 
 use serde::Deserialize;

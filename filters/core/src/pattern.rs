@@ -3,9 +3,6 @@
 //! Wildcards follow Istio's AuthorizationPolicy where Istio has one (`*`, `prefix*`,
 //! `*suffix`) so policies port over unchanged; paths add a segment glob.
 
-// Release builds wrap on overflow: arithmetic here is checked or saturating.
-#![deny(clippy::arithmetic_side_effects)]
-
 /// Longest pattern accepted in config. Bounds per-request matching work.
 pub const MAX_PATTERN_LEN: usize = 1024;
 

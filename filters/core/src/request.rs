@@ -1,8 +1,5 @@
 //! The request attributes policies scope on, as the host reports them.
 
-// Release builds wrap on overflow: arithmetic here is checked or saturating.
-#![deny(clippy::arithmetic_side_effects)]
-
 /// The request attributes rules can scope on.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestInfo<'a> {

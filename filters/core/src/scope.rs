@@ -2,9 +2,6 @@
 //! attributes (paths, methods, hosts) and peer attributes (principals...), and
 //! the compilers that turn config text into them with precise errors.
 
-// Release builds wrap on overflow: arithmetic here is checked or saturating.
-#![deny(clippy::arithmetic_side_effects)]
-
 use std::borrow::Cow;
 
 use crate::config::{check_len, is_token_char, ConfigError};

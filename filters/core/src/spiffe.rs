@@ -4,9 +4,6 @@
 //! same identity without the scheme (`TD/ns/NS/sa/SA`). Both are accepted in
 //! config and normalized to the URI form, which is what the peer certificate says.
 
-// Release builds wrap on overflow: arithmetic here is checked or saturating.
-#![deny(clippy::arithmetic_side_effects)]
-
 use std::fmt;
 
 const SCHEME: &str = "spiffe://";

@@ -6,6 +6,11 @@
 //! read the host only through this module, which turns every failure into
 //! "absent".
 
+// Release wasm builds wrap silently on integer overflow, and a panic kills the
+// VM: outside tests, every arithmetic operation is checked, saturating or
+// explicitly wrapping (docs/fuzzing.md, "Arithmetic").
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 mod ffi;
 pub mod integrity;
 pub mod surface;

@@ -2,6 +2,11 @@
 //! security is outside policy. All decisions live in `meshguard_core::identity`;
 //! this crate only reads the host, applies the verdict and counts it.
 
+// Release wasm builds wrap silently on integer overflow, and a panic kills the
+// VM: outside tests, every arithmetic operation is checked, saturating or
+// explicitly wrapping (docs/fuzzing.md, "Arithmetic").
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use std::cell::OnceCell;
 use std::rc::Rc;
 

@@ -4,6 +4,11 @@
 //! (`Gate`); this crate reads what the host offers at each callback, applies
 //! the gate's edits and verdicts, and counts everything, never logging a value.
 
+// Release wasm builds wrap silently on integer overflow, and a panic kills the
+// VM: outside tests, every arithmetic operation is checked, saturating or
+// explicitly wrapping (docs/fuzzing.md, "Arithmetic").
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+
 use std::rc::Rc;
 
 use meshguard_core::config::{ConfigError, Mode};

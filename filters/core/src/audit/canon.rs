@@ -58,7 +58,7 @@ pub fn canonical_path(target: &str) -> String {
             }
         }
     }
-    let mut out = String::with_capacity(encoded.len() + 1);
+    let mut out = String::with_capacity(encoded.len().saturating_add(1));
     for s in &segments {
         out.push('/');
         out.push_str(s);
@@ -141,9 +141,9 @@ fn is_path_literal(b: u8) -> bool {
 
 fn hex_value(b: Option<&u8>) -> Option<u8> {
     match b? {
-        b @ b'0'..=b'9' => Some(b - b'0'),
-        b @ b'a'..=b'f' => Some(b - b'a' + 10),
-        b @ b'A'..=b'F' => Some(b - b'A' + 10),
+        b @ b'0'..=b'9' => b.checked_sub(b'0'),
+        b @ b'a'..=b'f' => b.checked_sub(b'a' - 10),
+        b @ b'A'..=b'F' => b.checked_sub(b'A' - 10),
         _ => None,
     }
 }
@@ -171,20 +171,23 @@ fn normalize_path_escapes(raw: &str) -> String {
 /// One spelling per byte: unreserved escapes decoded, other escapes in upper
 /// case, a stray `%` as `%25`, bytes outside `literal` escaped.
 fn normalize_escapes(raw: &str, literal: fn(u8) -> bool) -> String {
-    let bytes = raw.as_bytes();
     let mut out = String::with_capacity(raw.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
+    let mut rest = raw.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
         if b == b'%' {
-            if let (Some(hi), Some(lo)) = (hex_value(bytes.get(i + 1)), hex_value(bytes.get(i + 2)))
-            {
+            if let (Some(hi), Some(lo), Some(after)) = (
+                hex_value(tail.first()),
+                hex_value(tail.get(1)),
+                tail.get(2..),
+            ) {
                 let decoded = hi << 4 | lo;
                 if is_unreserved(decoded) {
                     out.push(char::from(decoded));
                 } else {
                     push_escape(decoded, &mut out);
                 }
-                i += 3;
+                rest = after;
                 continue;
             }
             push_escape(b'%', &mut out);
@@ -193,7 +196,6 @@ fn normalize_escapes(raw: &str, literal: fn(u8) -> bool) -> String {
         } else {
             push_escape(b, &mut out);
         }
-        i += 1;
     }
     out
 }
@@ -207,8 +209,8 @@ pub fn parse_digest_hex(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
         let digit = |b: Option<&u8>| match b? {
-            b @ b'0'..=b'9' => Some(b - b'0'),
-            b @ b'a'..=b'f' => Some(b - b'a' + 10),
+            b @ b'0'..=b'9' => b.checked_sub(b'0'),
+            b @ b'a'..=b'f' => b.checked_sub(b'a' - 10),
             _ => None,
         };
         *slot = digit(pair.first())? << 4 | digit(pair.get(1))?;

@@ -75,8 +75,8 @@ impl RequestGate {
         let State::Body { hasher, hashed } = &mut self.state else {
             return Step::Pass;
         };
-        if buffered > *hashed {
-            let chunk = read(*hashed, buffered - *hashed);
+        if let Some(len) = buffered.checked_sub(*hashed).filter(|&len| len > 0) {
+            let chunk = read(*hashed, len);
             *hashed = buffered;
             if let Err(e) = hasher.update_body(&chunk) {
                 self.state = State::Done;

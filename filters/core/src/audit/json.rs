@@ -157,15 +157,26 @@ impl Parser<'_> {
         self.bytes.get(self.at).copied()
     }
 
+    /// The rest of the body from the cursor.
+    fn rest(&self) -> &[u8] {
+        self.bytes.get(self.at..).unwrap_or_default()
+    }
+
+    /// Moves the cursor over `n` bytes already seen: it never passes the end
+    /// of `bytes` (at most `isize::MAX`), so the addition never saturates.
+    fn advance(&mut self, n: usize) {
+        self.at = self.at.saturating_add(n);
+    }
+
     fn skip_ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.at += 1;
+            self.advance(1);
         }
     }
 
     fn expect_word(&mut self, word: &str, value: JsonValue) -> Result<JsonValue, JsonError> {
-        if self.bytes.get(self.at..self.at + word.len()) == Some(word.as_bytes()) {
-            self.at += word.len();
+        if self.rest().starts_with(word.as_bytes()) {
+            self.advance(word.len());
             Ok(value)
         } else {
             Err(self.error("expected a JSON value"))
@@ -190,21 +201,22 @@ impl Parser<'_> {
         &mut self,
         parse: fn(&mut Self) -> Result<JsonValue, JsonError>,
     ) -> Result<JsonValue, JsonError> {
-        self.depth -= 1;
-        if self.depth == 0 {
-            return Err(self.error("JSON nested too deeply"));
-        }
+        let outer = self.depth;
+        self.depth = match outer.checked_sub(1) {
+            Some(inner) if inner > 0 => inner,
+            _ => return Err(self.error("JSON nested too deeply")),
+        };
         let value = parse(self);
-        self.depth += 1;
+        self.depth = outer;
         value
     }
 
     fn array(&mut self) -> Result<JsonValue, JsonError> {
-        self.at += 1; // '['
+        self.advance(1); // '['
         let mut items = Vec::new();
         self.skip_ws();
         if self.peek() == Some(b']') {
-            self.at += 1;
+            self.advance(1);
             return Ok(JsonValue::Array(items));
         }
         loop {
@@ -212,9 +224,9 @@ impl Parser<'_> {
             items.push(self.value()?);
             self.skip_ws();
             match self.peek() {
-                Some(b',') => self.at += 1,
+                Some(b',') => self.advance(1),
                 Some(b']') => {
-                    self.at += 1;
+                    self.advance(1);
                     return Ok(JsonValue::Array(items));
                 }
                 _ => return Err(self.error("expected `,` or `]` in an array")),
@@ -223,12 +235,12 @@ impl Parser<'_> {
     }
 
     fn object(&mut self) -> Result<JsonValue, JsonError> {
-        self.at += 1; // '{'
+        self.advance(1); // '{'
         let mut members: Vec<(String, JsonValue)> = Vec::new();
         let mut keys = hashbrown::HashSet::new();
         self.skip_ws();
         if self.peek() == Some(b'}') {
-            self.at += 1;
+            self.advance(1);
             return Ok(JsonValue::Object(members));
         }
         loop {
@@ -248,15 +260,15 @@ impl Parser<'_> {
             if self.peek() != Some(b':') {
                 return Err(self.error("expected `:` after an object key"));
             }
-            self.at += 1;
+            self.advance(1);
             self.skip_ws();
             let value = self.value()?;
             members.push((key, value));
             self.skip_ws();
             match self.peek() {
-                Some(b',') => self.at += 1,
+                Some(b',') => self.advance(1),
                 Some(b'}') => {
-                    self.at += 1;
+                    self.advance(1);
                     return Ok(JsonValue::Object(members));
                 }
                 _ => return Err(self.error("expected `,` or `}` in an object")),
@@ -264,20 +276,21 @@ impl Parser<'_> {
         }
     }
 
-    fn hex4(&mut self) -> Result<u32, JsonError> {
+    fn hex4(&mut self) -> Result<u16, JsonError> {
         let digits = self
             .text
-            .get(self.at..self.at + 4)
+            .get(self.at..)
+            .and_then(|rest| rest.get(..4))
             .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
             .ok_or_else(|| self.error("invalid \\u escape"))?;
         let value =
-            u32::from_str_radix(digits, 16).map_err(|_| self.error("invalid \\u escape"))?;
-        self.at += 4;
+            u16::from_str_radix(digits, 16).map_err(|_| self.error("invalid \\u escape"))?;
+        self.advance(4);
         Ok(value)
     }
 
     fn string(&mut self) -> Result<String, JsonError> {
-        self.at += 1; // '"'
+        self.advance(1); // '"'
         let mut out = String::new();
         loop {
             let start = self.at;
@@ -285,18 +298,18 @@ impl Parser<'_> {
                 if b == b'"' || b == b'\\' || b < 0x20 {
                     break;
                 }
-                self.at += 1;
+                self.advance(1);
             }
             out.push_str(self.text.get(start..self.at).unwrap_or_default());
             match self.peek() {
                 Some(b'"') => {
-                    self.at += 1;
+                    self.advance(1);
                     return Ok(out);
                 }
                 Some(b'\\') => {
-                    self.at += 1;
+                    self.advance(1);
                     let escape = self.peek().ok_or_else(|| self.error("unfinished escape"))?;
-                    self.at += 1;
+                    self.advance(1);
                     let c = match escape {
                         b'"' => '"',
                         b'\\' => '\\',
@@ -323,26 +336,28 @@ impl Parser<'_> {
         let first = self.hex4()?;
         let code = match first {
             0xD800..=0xDBFF => {
-                if self.bytes.get(self.at..self.at + 2) != Some(b"\\u") {
+                if !self.rest().starts_with(b"\\u") {
                     return Err(self.error("lone surrogate in a \\u escape"));
                 }
-                self.at += 2;
+                self.advance(2);
                 let second = self.hex4()?;
                 if !(0xDC00..=0xDFFF).contains(&second) {
                     return Err(self.error("lone surrogate in a \\u escape"));
                 }
-                0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+                char::decode_utf16([first, second])
+                    .next()
+                    .and_then(Result::ok)
             }
             0xDC00..=0xDFFF => return Err(self.error("lone surrogate in a \\u escape")),
-            c => c,
+            c => char::from_u32(u32::from(c)),
         };
-        char::from_u32(code).ok_or_else(|| self.error("invalid \\u escape"))
+        code.ok_or_else(|| self.error("invalid \\u escape"))
     }
 
     fn digits(&mut self) -> &str {
         let start = self.at;
         while matches!(self.peek(), Some(b'0'..=b'9')) {
-            self.at += 1;
+            self.advance(1);
         }
         self.text.get(start..self.at).unwrap_or_default()
     }
@@ -350,7 +365,7 @@ impl Parser<'_> {
     fn number(&mut self) -> Result<JsonValue, JsonError> {
         let negative = self.peek() == Some(b'-');
         if negative {
-            self.at += 1;
+            self.advance(1);
         }
         let int = self.digits().to_owned();
         if int.is_empty() || (int.len() > 1 && int.starts_with('0')) {
@@ -358,7 +373,7 @@ impl Parser<'_> {
         }
         let mut frac = None;
         if self.peek() == Some(b'.') {
-            self.at += 1;
+            self.advance(1);
             let digits = self.digits().to_owned();
             if digits.is_empty() {
                 return Err(self.error("invalid number: no digit after `.`"));
@@ -367,14 +382,14 @@ impl Parser<'_> {
         }
         let mut exp = None;
         if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.at += 1;
+            self.advance(1);
             let exp_negative = match self.peek() {
                 Some(b'-') => {
-                    self.at += 1;
+                    self.advance(1);
                     true
                 }
                 Some(b'+') => {
-                    self.at += 1;
+                    self.advance(1);
                     false
                 }
                 _ => false,
@@ -390,14 +405,19 @@ impl Parser<'_> {
             let value = if digits.is_empty() {
                 0
             } else if digits.len() > 16 {
-                MAX_EXPONENT + 1
+                i64::MAX
             } else {
                 digits.parse::<i64>().unwrap_or(i64::MAX)
             };
             if value > MAX_EXPONENT {
                 return Err(self.error("number exponent out of range"));
             }
-            exp = Some(if exp_negative { -value } else { value });
+            // 0 <= value <= MAX_EXPONENT: the negation is exact.
+            exp = Some(if exp_negative {
+                value.saturating_neg()
+            } else {
+                value
+            });
         }
         Ok(JsonValue::Number(canonical_number(
             negative,
@@ -425,15 +445,18 @@ pub fn canonical_number(negative: bool, int: &str, frac: Option<&str>, exp: Opti
     let frac = frac.unwrap_or_default();
     // value = 0.digits × 10^point, digits without leading/trailing zeros.
     let all = format!("{int}{frac}");
-    let leading = all.len() - all.trim_start_matches('0').len();
+    let leading = all.bytes().take_while(|&b| b == b'0').count();
     let digits = all.trim_start_matches('0').trim_end_matches('0');
     if digits.is_empty() {
         return format!("{sign}0.0");
     }
     let int_len = i64::try_from(int.len()).unwrap_or(i64::MAX);
     let leading = i64::try_from(leading).unwrap_or(i64::MAX);
-    // kk: the value is in [10^(kk-1), 10^kk).
-    let kk = int_len - leading + exp.unwrap_or(0);
+    // kk: the value is in [10^(kk-1), 10^kk). Exact for every number the
+    // parser reads (lengths of a body, |exp| <= MAX_EXPONENT).
+    let kk = int_len
+        .saturating_sub(leading)
+        .saturating_add(exp.unwrap_or(0));
     let length = i64::try_from(digits.len()).unwrap_or(i64::MAX);
     let mut out = String::from(sign);
     if (0..=16).contains(&kk) && length <= kk {
@@ -441,7 +464,7 @@ pub fn canonical_number(negative: bool, int: &str, frac: Option<&str>, exp: Opti
         out.push_str(digits);
         out.extend(std::iter::repeat_n(
             '0',
-            usize::try_from(kk - length).unwrap_or(0),
+            usize::try_from(kk.saturating_sub(length)).unwrap_or(0),
         ));
         out.push_str(".0");
     } else if 0 < kk && kk <= 16 {
@@ -453,11 +476,14 @@ pub fn canonical_number(negative: bool, int: &str, frac: Option<&str>, exp: Opti
     } else if -5 < kk && kk <= 0 {
         // 1234e-6 -> 0.001234
         out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', usize::try_from(-kk).unwrap_or(0)));
+        out.extend(std::iter::repeat_n(
+            '0',
+            usize::try_from(kk.unsigned_abs()).unwrap_or(0),
+        ));
         out.push_str(digits);
     } else {
         // 1e+30, 1.234e+33, 1.5e-7
-        let (first, rest) = digits.split_at(1);
+        let (first, rest) = digits.split_at_checked(1).unwrap_or((digits, ""));
         out.push_str(first);
         if !rest.is_empty() {
             out.push('.');
@@ -467,7 +493,7 @@ pub fn canonical_number(negative: bool, int: &str, frac: Option<&str>, exp: Opti
         if kk >= 1 {
             out.push('+');
         }
-        out.push_str(&(kk - 1).to_string());
+        out.push_str(&kk.saturating_sub(1).to_string());
     }
     out
 }

@@ -17,6 +17,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub const MIN_KEY_BYTES: usize = 32;
 /// Longest key accepted (bounds decoding work on a misconfigured variable).
 pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest key text: [`MAX_KEY_BYTES`] in padded base64.
+const MAX_KEY_TEXT: usize = MAX_KEY_BYTES.div_ceil(3) * 4;
 
 /// Why the key text (the environment variable's value) was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +41,7 @@ pub fn decode_key(text: &str) -> Result<Vec<u8>, KeyError> {
     if text.is_empty() {
         return Err(KeyError::Empty);
     }
-    if text.len() > MAX_KEY_BYTES.div_ceil(3) * 4 {
+    if text.len() > MAX_KEY_TEXT {
         return Err(KeyError::TooLong);
     }
     let decoded = if text.contains(['-', '_']) {

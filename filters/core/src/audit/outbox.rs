@@ -143,8 +143,9 @@ impl Outbox {
     /// Records and bytes held, reservations included.
     pub fn held(&self) -> (usize, usize) {
         (
-            self.held_records + self.reserved,
-            self.held_bytes + self.reserved * self.limits.record_bound,
+            self.held_records.saturating_add(self.reserved),
+            self.held_bytes
+                .saturating_add(self.reserved.saturating_mul(self.limits.record_bound)),
         )
     }
 
@@ -176,7 +177,7 @@ impl Outbox {
         {
             return Err(Refusal::QueueFull);
         }
-        self.reserved += 1;
+        self.reserved = self.reserved.saturating_add(1);
         Ok(Some(Reservation(())))
     }
 
@@ -202,15 +203,15 @@ impl Outbox {
             };
             while !fits(self) {
                 let Some(old) = self.waiting.pop_front() else {
-                    outcome.dropped += 1;
+                    outcome.dropped = outcome.dropped.saturating_add(1);
                     return outcome;
                 };
                 self.forget(&old);
-                outcome.dropped += 1;
+                outcome.dropped = outcome.dropped.saturating_add(1);
             }
         }
-        self.held_records += 1;
-        self.held_bytes += line.len();
+        self.held_records = self.held_records.saturating_add(1);
+        self.held_bytes = self.held_bytes.saturating_add(line.len());
         self.waiting.push_back(Entry { line, attempts: 0 });
         outcome
     }
@@ -260,7 +261,10 @@ impl Outbox {
         outcome: &mut Outcome,
     ) {
         let batch: Vec<Entry> = self.waiting.drain(..count).collect();
-        let mut body = Vec::with_capacity(batch.iter().map(|e| e.line.len() + 1).sum());
+        let capacity = batch.iter().fold(0usize, |n, e| {
+            n.saturating_add(e.line.len()).saturating_add(1)
+        });
+        let mut body = Vec::with_capacity(capacity);
         for e in &batch {
             body.extend_from_slice(e.line.as_bytes());
             body.push(b'\n');
@@ -303,14 +307,14 @@ impl Outbox {
             self.retry_delay_ms = FIRST_RETRY_MS;
             outcome.health_changed = Some(false);
         } else {
-            self.retry_delay_ms = (self.retry_delay_ms * 2).min(MAX_RETRY_MS);
+            self.retry_delay_ms = self.retry_delay_ms.saturating_mul(2).min(MAX_RETRY_MS);
         }
         self.retry_at_ms = now_ms.saturating_add(self.retry_delay_ms);
         for mut e in batch.into_iter().rev() {
             e.attempts = e.attempts.saturating_add(1);
             if !self.limits.fail_closed && e.attempts > self.limits.max_retries {
                 self.forget(&e);
-                outcome.dropped += 1;
+                outcome.dropped = outcome.dropped.saturating_add(1);
             } else {
                 self.waiting.push_front(e);
             }

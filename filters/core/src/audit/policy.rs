@@ -190,15 +190,15 @@ impl AuditPolicy {
             }
             commands.push(compile_command(&at, cc, &paths)?);
         }
-        if let Some(i) = commands.iter().position(|c| is_unconstrained(&c.scope)) {
-            if let Some(next) = commands.get(i + 1) {
-                warnings.push(format!(
-                    "commands[{i}] ({}) matches every request, so commands[{}] ({}) and later ones never apply",
-                    commands.get(i).map_or("", |c| &*c.name),
-                    i + 1,
-                    next.name
-                ));
-            }
+        let mut shadowing = commands
+            .iter()
+            .enumerate()
+            .skip_while(|(_, c)| !is_unconstrained(&c.scope));
+        if let (Some((i, all)), Some((j, next))) = (shadowing.next(), shadowing.next()) {
+            warnings.push(format!(
+                "commands[{i}] ({}) matches every request, so commands[{j}] ({}) and later ones never apply",
+                all.name, next.name
+            ));
         }
 
         if !(MIN_RECORD_PATH..=MAX_RECORD_PATH).contains(&config.max_record_path_bytes) {
@@ -383,7 +383,7 @@ impl AuditPolicy {
 
     /// The most bytes one record line can take (see [`super::RecordFields::cap`]).
     pub fn record_bound(&self) -> usize {
-        RECORD_BOUND_WITHOUT_PATH + self.max_record_path_bytes
+        RECORD_BOUND_WITHOUT_PATH.saturating_add(self.max_record_path_bytes)
     }
 
     /// The collector outbox's bounds, when there is a collector.

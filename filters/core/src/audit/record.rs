@@ -152,10 +152,11 @@ fn cut(text: &mut String, max: usize) {
     if text.len() <= max {
         return;
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    // 0 is always a boundary.
+    let end = (0..=max)
+        .rev()
+        .find(|&end| text.is_char_boundary(end))
+        .unwrap_or(0);
     text.truncate(end);
     text.push_str(TRUNCATED);
 }

@@ -256,23 +256,22 @@ pub fn parse_header(value: &str) -> Result<(AuditStamp, [u8; 32]), VerifyError> 
         )));
     }
     let mut values: [&str; 8] = [""; 8];
-    for (i, (slot, expected)) in values.iter_mut().zip(FIELDS).enumerate() {
-        let Some(field) = fields.get(i) else {
+    let mut given = fields.iter();
+    for (n, (slot, expected)) in (1usize..).zip(values.iter_mut().zip(FIELDS)) {
+        let Some(field) = given.next() else {
             return Err(malformed(format!("the field `{expected}` is missing")));
         };
         match field.split_once('=') {
             Some((name, v)) if name == expected => *slot = v,
             Some((name, _)) => {
                 return Err(malformed(format!(
-                    "field {} is {}, expected `{expected}` (fields: v;kid;id;ts;peer;cfg;cmd;sig)",
-                    i + 1,
+                    "field {n} is {}, expected `{expected}` (fields: v;kid;id;ts;peer;cfg;cmd;sig)",
                     excerpt(name)
                 )))
             }
             None => {
                 return Err(malformed(format!(
-                    "field {} ({}) has no `=`",
-                    i + 1,
+                    "field {n} ({}) has no `=`",
                     excerpt(field)
                 )))
             }

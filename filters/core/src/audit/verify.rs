@@ -216,13 +216,9 @@ pub fn verify_records_in<K: KeyLookup + ?Sized>(
     let mut report = VerifyReport::default();
     let mut chain_index: HashMap<String, usize> = HashMap::new();
     let mut entries: Vec<Vec<Entry>> = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line_no = n + 1;
-        let json = match line.find(RECORD_PREFIX) {
-            Some(start) => line
-                .get(start + RECORD_PREFIX.len()..)
-                .unwrap_or("")
-                .trim_end(),
+    for (line_no, line) in (1usize..).zip(text.lines()) {
+        let json = match line.split_once(RECORD_PREFIX) {
+            Some((_, record)) => record.trim_end(),
             None if is_bare_record(line) => line.trim(),
             None => continue,
         };
@@ -266,8 +262,9 @@ pub fn verify_records_in<K: KeyLookup + ?Sized>(
                 last_seq: None,
                 first_break: None,
             });
+            let index = entries.len();
             entries.push(Vec::new());
-            entries.len() - 1
+            index
         });
         let entry = match &strict {
             Ok(value) => examine(line_no, value, keys),
@@ -393,7 +390,7 @@ fn check_chain(report: &mut ChainReport, entries: &[Entry]) {
         };
         match outcome {
             Ok(seq) => {
-                report.verified += 1;
+                report.verified = report.verified.saturating_add(1);
                 report.first_seq.get_or_insert(seq);
                 report.last_seq = Some(seq);
                 seen.insert(seq, e.line);
@@ -444,14 +441,13 @@ fn link(
         ));
     }
     let expected = last_seq.saturating_add(1);
-    if seq > expected {
+    if let Some(missing) = seq.checked_sub(expected).filter(|&m| m > 0) {
         if let Some(line) = first_line_of.get(&expected).filter(|&&l| l > e.line) {
             return Err((
                 BreakKind::OutOfOrder,
                 format!("seq {seq} follows {last_seq}, but seq {expected} comes later (line {line}): records reordered"),
             ));
         }
-        let missing = seq - expected;
         let noun = if missing == 1 { "record" } else { "records" };
         return Err((
             BreakKind::MissingRecords,

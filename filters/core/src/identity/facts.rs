@@ -3,9 +3,6 @@
 //! The adapter reads Envoy attributes; everything it could not read is "absent",
 //! and absence always means *less* trust: no identity, no TLS.
 
-// Release builds wrap on overflow: arithmetic here is checked or saturating.
-#![deny(clippy::arithmetic_side_effects)]
-
 pub use crate::request::RequestInfo;
 use crate::spiffe::SpiffeId;
 

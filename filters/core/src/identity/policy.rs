@@ -1,9 +1,6 @@
 //! The compiled identity policy: built once in `on_configure`, then evaluated
 //! per request without parsing, allocation aside from one small candidate list.
 
-// Release builds wrap on overflow: arithmetic here is checked or saturating.
-#![deny(clippy::arithmetic_side_effects)]
-
 use hashbrown::HashMap;
 
 use super::config::{

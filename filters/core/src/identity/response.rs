@@ -1,9 +1,6 @@
 //! The body of a deny response. How much it reveals is configurable so that a
 //! policy does not explain itself to an attacker.
 
-// Release builds wrap on overflow: arithmetic here is checked or saturating.
-#![deny(clippy::arithmetic_side_effects)]
-
 use serde_json::{json, Map, Value};
 
 use super::config::DetailLevel;

@@ -111,7 +111,7 @@ impl TextStats {
         };
         for &c in text.as_bytes() {
             match c {
-                b'0'..=b'9' => s.digits += 1,
+                b'0'..=b'9' => s.digits = s.digits.saturating_add(1),
                 b'@' => s.at = true,
                 b'-' => s.dash = true,
                 b'.' => s.dot = true,
@@ -144,6 +144,11 @@ impl Detector {
 
 // ---------------------------------------------------------------------------
 // Shared helpers.
+//
+// Positions are byte offsets into the scanned text, so at most its length
+// (itself at most `isize::MAX`): they move forward with `saturating_add`, which
+// never saturates here, and a position past the end only makes `get` answer
+// `None`.
 
 fn prev_char(text: &str, i: usize) -> Option<char> {
     text.get(..i).and_then(|head| head.chars().next_back())
@@ -180,15 +185,26 @@ fn count_up_to(b: &[u8], from: usize, max: usize, pred: impl Fn(u8) -> bool) -> 
     })
 }
 
-fn digits_len(b: &[u8], from: usize) -> usize {
-    count_while(b, from, |c| c.is_ascii_digit())
+/// The end of the run of bytes satisfying `pred` that starts at `from`.
+fn run_end(b: &[u8], from: usize, pred: impl Fn(u8) -> bool) -> usize {
+    from.saturating_add(count_while(b, from, pred))
+}
+
+/// The `len` bytes at `from`, if the text has them.
+fn bytes_at(b: &[u8], from: usize, len: usize) -> Option<&[u8]> {
+    b.get(from..).and_then(|tail| tail.get(..len))
 }
 
 /// Position of the next byte satisfying `pred` at or after `from`.
 fn next_pos(b: &[u8], from: usize, pred: impl Fn(u8) -> bool) -> Option<usize> {
     b.get(from..)
         .and_then(|tail| tail.iter().position(|&c| pred(c)))
-        .map(|k| from + k)
+        .and_then(|k| from.checked_add(k))
+}
+
+/// The length of a span `(start, end)`, `start <= end`.
+fn span_len((start, end): (usize, usize)) -> usize {
+    end.saturating_sub(start)
 }
 
 // ---------------------------------------------------------------------------
@@ -211,10 +227,10 @@ fn scan_cards<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
         groups.clear();
         loop {
             let group_start = i;
-            i += digits_len(b, i);
+            i = run_end(b, i, |c| c.is_ascii_digit());
             groups.push((group_start, i));
-            match (b.get(i), b.get(i + 1)) {
-                (Some(b' ' | b'-'), Some(d)) if d.is_ascii_digit() => i += 1,
+            match b.get(i..) {
+                Some([b' ' | b'-', d, ..]) if d.is_ascii_digit() => i = i.saturating_add(1),
                 _ => break,
             }
         }
@@ -234,28 +250,30 @@ fn card_windows<F: FnMut(usize, usize)>(
     emit: &mut F,
 ) {
     let count = groups.len();
+    let last = count.saturating_sub(1);
+    // Indexes into `groups`: at most `count`.
     let mut s = 0;
     while s < count {
         if s == 0 && !left_ok {
-            s += 1;
+            s = s.saturating_add(1);
             continue;
         }
-        let mut digits = 0;
+        let mut digits = 0usize;
         let mut best = None;
-        for (e, &(gs, ge)) in groups.iter().enumerate().skip(s) {
-            let len = ge - gs;
-            digits += len;
+        for (e, &group) in groups.iter().enumerate().skip(s) {
+            let len = span_len(group);
+            digits = digits.saturating_add(len);
             if digits > CARD_MAX_DIGITS {
                 break;
             }
             if e > s
                 && (len < CARD_MIN_GROUP
-                    || groups.get(s).is_some_and(|g| g.1 - g.0 < CARD_MIN_GROUP))
+                    || groups.get(s).is_some_and(|&g| span_len(g) < CARD_MIN_GROUP))
             {
                 // A separated card is made of real groups, not of single digits.
                 break;
             }
-            let at_run_end = e + 1 == count;
+            let at_run_end = e == last;
             if digits >= CARD_MIN_DIGITS && (!at_run_end || right_ok) {
                 if let (Some(first), Some(last)) = (groups.get(s), groups.get(e)) {
                     if luhn(b, first.0, last.1) {
@@ -267,28 +285,35 @@ fn card_windows<F: FnMut(usize, usize)>(
         match best {
             Some((start, end, e)) => {
                 emit(start, end);
-                s = e + 1;
+                s = e.saturating_add(1);
             }
-            None => s += 1,
+            None => s = s.saturating_add(1),
         }
     }
 }
+
+/// A doubled digit in the Luhn checksum: `2d`, less 9 when over 9.
+const LUHN_DOUBLED: [u32; 10] = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9];
 
 /// Luhn checksum over the digits of `b[start..end]` (separators skipped).
 fn luhn(b: &[u8], start: usize, end: usize) -> bool {
     let Some(span) = b.get(start..end) else {
         return false;
     };
+    let digits = span.iter().filter_map(|&c| char::from(c).to_digit(10));
     let mut sum = 0u32;
-    for (k, d) in span.iter().filter(|c| c.is_ascii_digit()).rev().enumerate() {
-        let mut v = u32::from(d - b'0');
-        if k % 2 == 1 {
-            v *= 2;
-            if v > 9 {
-                v -= 9;
-            }
-        }
-        sum += v;
+    for (k, d) in digits.rev().enumerate() {
+        let v = if k % 2 == 1 {
+            usize::try_from(d)
+                .ok()
+                .and_then(|d| LUHN_DOUBLED.get(d))
+                .copied()
+                .unwrap_or(d)
+        } else {
+            d
+        };
+        // At most 19 digits (CARD_MAX_DIGITS) of at most 9: no saturation.
+        sum = sum.saturating_add(v);
     }
     sum % 10 == 0
 }
@@ -297,6 +322,8 @@ fn luhn(b: &[u8], start: usize, end: usize) -> bool {
 // Email addresses.
 
 const EMAIL_MAX_LOCAL: usize = 64;
+/// Enough of a local part to tell it is too long.
+const EMAIL_MAX_LOCAL_RUN: usize = EMAIL_MAX_LOCAL + 1;
 const EMAIL_MAX_DOMAIN: usize = 253;
 
 fn is_email_local(c: u8) -> bool {
@@ -311,37 +338,36 @@ fn scan_emails<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
     let b = text.as_bytes();
     let mut from = 0;
     while let Some(at) = next_pos(b, from, |c| c == b'@') {
-        from = at + 1;
-        // Local part: walk left, at most 64 characters (a longer run is not an address).
-        let mut s = at;
-        while at - s <= EMAIL_MAX_LOCAL {
-            match s.checked_sub(1).and_then(|p| b.get(p)) {
-                Some(&c) if is_email_local(c) => s -= 1,
-                _ => break,
-            }
-        }
-        if at - s > EMAIL_MAX_LOCAL {
+        let d0 = at.saturating_add(1);
+        from = d0;
+        // Local part: the run on the left, at most 64 characters (a longer run
+        // is not an address), leading dots dropped.
+        let before = b.get(..at).unwrap_or_default();
+        let run = before
+            .iter()
+            .rev()
+            .take(EMAIL_MAX_LOCAL_RUN)
+            .take_while(|&&c| is_email_local(c))
+            .count();
+        if run > EMAIL_MAX_LOCAL {
             continue;
         }
-        while b.get(s) == Some(&b'.') && s < at {
-            s += 1;
-        }
+        let Some(s) = at.checked_sub(run) else {
+            continue;
+        };
+        let s = run_end(b, s, |c| c == b'.').min(at);
         let Some(local) = b.get(s..at) else { continue };
         if local.is_empty() || local.last() == Some(&b'.') || local.windows(2).any(|w| w == b"..") {
             continue;
         }
         // Domain: the run of domain characters, minus trailing dots.
-        let d0 = at + 1;
-        let mut e = d0
-            + count_while(b, d0, |c| {
-                c.is_ascii_alphanumeric() || c == b'-' || c == b'.'
-            });
+        let e = run_end(b, d0, |c| {
+            c.is_ascii_alphanumeric() || c == b'-' || c == b'.'
+        });
         from = e.max(from);
-        while e > d0 && b.get(e - 1) == Some(&b'.') {
-            e -= 1;
-        }
-        if b.get(d0..e).is_some_and(valid_domain) {
-            emit(s, e);
+        let domain = text.get(d0..e).unwrap_or_default().trim_end_matches('.');
+        if valid_domain(domain.as_bytes()) {
+            emit(s, d0.saturating_add(domain.len()));
         }
     }
 }
@@ -350,7 +376,7 @@ fn valid_domain(d: &[u8]) -> bool {
     if d.is_empty() || d.len() > EMAIL_MAX_DOMAIN {
         return false;
     }
-    let mut labels = 0;
+    let mut labels = 0usize;
     let mut last: &[u8] = &[];
     for label in d.split(|&c| c == b'.') {
         if label.is_empty()
@@ -360,7 +386,7 @@ fn valid_domain(d: &[u8]) -> bool {
         {
             return false;
         }
-        labels += 1;
+        labels = labels.saturating_add(1);
         last = label;
     }
     labels >= 2 && last.len() >= 2 && last.iter().all(u8::is_ascii_alphabetic)
@@ -369,42 +395,47 @@ fn valid_domain(d: &[u8]) -> bool {
 // ---------------------------------------------------------------------------
 // US social security numbers.
 
+/// `AAA-GG-SSSS`.
+const SSN_LEN: usize = 11;
+
 /// `AAA-GG-SSSS` with area not 000, 666 or 9xx, group not 00, serial not 0000;
 /// not touching a letter or digit, nor a `-digit` continuation on either side.
 fn scan_ssns<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(start) = next_pos(b, i, |c| c.is_ascii_digit()) {
-        let run = digits_len(b, start);
-        i = start + run;
-        let shaped = run == 3
-            && b.get(start + 3) == Some(&b'-')
-            && digits_len(b, start + 4) == 2
-            && b.get(start + 6) == Some(&b'-')
-            && digits_len(b, start + 7) == 4;
+        i = run_end(b, start, |c| c.is_ascii_digit());
+        let Some((ssn, after)) = b
+            .get(start..)
+            .and_then(|tail| tail.split_at_checked(SSN_LEN))
+        else {
+            continue;
+        };
+        let &[a0, a1, a2, b'-', g0, g1, b'-', s0, s1, s2, s3] = ssn else {
+            continue;
+        };
+        let (area, group, serial) = ([a0, a1, a2], [g0, g1], [s0, s1, s2, s3]);
+        let shaped = area
+            .iter()
+            .chain(&group)
+            .chain(&serial)
+            .all(u8::is_ascii_digit)
+            && !after.first().is_some_and(u8::is_ascii_digit);
         if !shaped {
             continue;
         }
-        let end = start + 11;
+        let end = start.saturating_add(SSN_LEN);
         i = end;
-        let (Some(area), Some(group), Some(serial)) = (
-            b.get(start..start + 3),
-            b.get(start + 4..start + 6),
-            b.get(start + 7..end),
-        ) else {
-            continue;
-        };
         let dash_digit_before = start
             .checked_sub(2)
             .and_then(|p| b.get(p..start))
             .is_some_and(|w| w.first().is_some_and(u8::is_ascii_digit) && w.get(1) == Some(&b'-'));
-        let dash_digit_after =
-            b.get(end) == Some(&b'-') && b.get(end + 1).is_some_and(u8::is_ascii_digit);
-        let valid = area != b"000"
-            && area != b"666"
-            && area.first() != Some(&b'9')
-            && group != b"00"
-            && serial != b"0000";
+        let dash_digit_after = matches!(after, [b'-', d, ..] if d.is_ascii_digit());
+        let valid = area != *b"000"
+            && area != *b"666"
+            && a0 != b'9'
+            && group != *b"00"
+            && serial != *b"0000";
         if valid
             && !dash_digit_before
             && !dash_digit_after
@@ -433,8 +464,8 @@ fn scan_ibans<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
     while let Some(start) = next_pos(b, i, |c| c.is_ascii_alphabetic()) {
         let run = count_while(b, start, |c| c.is_ascii_alphanumeric());
         // Whatever happens, the next candidate starts after this alphanumeric run.
-        i = start + run.max(1);
-        let shaped = b.get(start..start + 4).is_some_and(|h| {
+        i = start.saturating_add(run.max(1));
+        let shaped = bytes_at(b, start, 4).is_some_and(|h| {
             h.iter().take(2).all(u8::is_ascii_alphabetic)
                 && h.iter().skip(2).all(u8::is_ascii_digit)
         });
@@ -442,7 +473,7 @@ fn scan_ibans<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
             continue;
         }
         if (IBAN_MIN..=IBAN_MAX).contains(&run) {
-            let end = start + run;
+            let end = start.saturating_add(run);
             if alnum_boundary_after(text, end) && mod97_is_one(b, &[(start, end)]) {
                 emit(start, end);
             }
@@ -453,17 +484,19 @@ fn scan_ibans<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
         }
         // Grouped form: "GB82 WEST 1234 5698 7654 32".
         groups.clear();
-        groups.push((start, start + 4));
-        let mut e = start + 4;
-        let mut total = 4;
+        let mut e = start.saturating_add(4);
+        groups.push((start, e));
+        let mut total = 4usize;
         while b.get(e) == Some(&b' ') {
-            let len = count_while(b, e + 1, |c| c.is_ascii_alphanumeric());
-            if len == 0 || len > 4 || total + len > IBAN_MAX {
+            let group_start = e.saturating_add(1);
+            let group_end = run_end(b, group_start, |c| c.is_ascii_alphanumeric());
+            let len = span_len((group_start, group_end));
+            total = total.saturating_add(len);
+            if len == 0 || len > 4 || total > IBAN_MAX {
                 break;
             }
-            groups.push((e + 1, e + 1 + len));
-            total += len;
-            e += 1 + len;
+            groups.push((group_start, group_end));
+            e = group_end;
             if len < 4 {
                 break;
             }
@@ -473,7 +506,7 @@ fn scan_ibans<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
             let Some(prefix) = groups.get(..=k) else {
                 continue;
             };
-            let len: usize = prefix.iter().map(|g| g.1 - g.0).sum();
+            let len: usize = prefix.iter().copied().map(span_len).sum();
             let Some(&(_, end)) = prefix.last() else {
                 continue;
             };
@@ -500,12 +533,16 @@ fn mod97_is_one(b: &[u8], spans: &[(usize, usize)]) -> bool {
     };
     let mut r: u32 = 0;
     for c in chars().skip(4).chain(chars().take(4)) {
-        r = match c {
-            b'0'..=b'9' => (r * 10 + u32::from(c - b'0')) % 97,
-            b'A'..=b'Z' => (r * 100 + u32::from(c - b'A') + 10) % 97,
-            b'a'..=b'z' => (r * 100 + u32::from(c - b'a') + 10) % 97,
-            _ => return false,
+        // A digit is itself, a letter (either case) 10 to 35: two digits.
+        let Some(v) = char::from(c).to_digit(36) else {
+            return false;
         };
+        let shift = if v < 10 { 10 } else { 100 };
+        // r < 97 and v < 36: never `None`.
+        let Some(next) = r.checked_mul(shift).and_then(|r| r.checked_add(v)) else {
+            return false;
+        };
+        r = next % 97;
     }
     r == 1
 }
@@ -523,22 +560,22 @@ fn scan_jwts<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
     let b = text.as_bytes();
     let mut from = 0;
     while let Some(k) = text.get(from..).and_then(|t| t.find("eyJ")) {
-        let s = from + k;
-        let e1 = s + count_while(b, s, is_b64url);
+        let s = from.saturating_add(k);
+        let e1 = run_end(b, s, is_b64url);
         let left_ok = !s
             .checked_sub(1)
             .and_then(|p| b.get(p))
             .is_some_and(|&c| is_b64url(c) || c == b'.');
-        from = e1.max(s + 3);
-        if !left_ok || b.get(e1) != Some(&b'.') || b.get(e1 + 1..e1 + 4) != Some(b"eyJ") {
+        from = e1.max(s.saturating_add(3));
+        if !left_ok || !b.get(e1..).is_some_and(|t| t.starts_with(b".eyJ")) {
             continue;
         }
-        let e2 = e1 + 1 + count_while(b, e1 + 1, is_b64url);
+        let e2 = run_end(b, e1.saturating_add(1), is_b64url);
         from = e2;
         if b.get(e2) != Some(&b'.') {
             continue;
         }
-        let e3 = e2 + 1 + count_while(b, e2 + 1, is_b64url);
+        let e3 = run_end(b, e2.saturating_add(1), is_b64url);
         emit(s, e3);
         from = e3;
     }
@@ -560,24 +597,22 @@ fn scan_bearer_tokens<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(s) = next_pos(b, i, |c| c == b'b' || c == b'B') {
-        i = s + 1;
-        let is_word = b
-            .get(s..s + 6)
-            .is_some_and(|w| w.eq_ignore_ascii_case(b"bearer"));
+        i = s.saturating_add(1);
+        let is_word = bytes_at(b, s, 6).is_some_and(|w| w.eq_ignore_ascii_case(b"bearer"));
         if !is_word || !alnum_boundary_before(text, s) {
             continue;
         }
-        let spaces = count_while(b, s + 6, |c| c == b' ' || c == b'\t');
-        if spaces == 0 {
+        let word_end = s.saturating_add(6);
+        let t = run_end(b, word_end, |c| c == b' ' || c == b'\t');
+        if t == word_end {
             continue;
         }
-        let t = s + 6 + spaces;
-        let len = count_while(b, t, is_token68);
-        if len < BEARER_MIN_TOKEN {
-            i = t + len;
+        let token_end = run_end(b, t, is_token68);
+        if span_len((t, token_end)) < BEARER_MIN_TOKEN {
+            i = token_end;
             continue;
         }
-        let end = t + len + count_while(b, t + len, |c| c == b'=');
+        let end = run_end(b, token_end, |c| c == b'=');
         emit(t, end);
         i = end;
     }
@@ -596,17 +631,16 @@ fn scan_aws_keys<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(s) = next_pos(b, i, |c| c == b'A') {
-        i = s + 1;
-        let prefixed = b
-            .get(s..s + 4)
-            .is_some_and(|p| AWS_PREFIXES.iter().any(|q| p == q.as_slice()));
+        i = s.saturating_add(1);
+        let prefixed =
+            bytes_at(b, s, 4).is_some_and(|p| AWS_PREFIXES.iter().any(|q| p == q.as_slice()));
         if !prefixed {
             continue;
         }
-        let body = count_up_to(b, s + 4, 17, |c| {
+        let body = count_up_to(b, s.saturating_add(4), 17, |c| {
             c.is_ascii_uppercase() || c.is_ascii_digit()
         });
-        let end = s + 20;
+        let end = s.saturating_add(20);
         if body == 16
             && !prev_char(text, s).is_some_and(is_word)
             && !next_char(text, end).is_some_and(is_word)
@@ -628,17 +662,17 @@ const PEM_MAX_OPEN: usize = 8;
 /// whose label text starts at `from`: `[A-Z0-9 ]`, at most 64 bytes, ending in
 /// `PRIVATE KEY`. Returns the label and the end of the marker.
 fn pem_label(text: &str, from: usize) -> Option<(&str, usize)> {
-    let b = text.as_bytes();
-    let len = count_while(b, from, |c| {
+    const DASHES: &str = "-----";
+    let rest = text.get(from..)?;
+    let len = count_while(rest.as_bytes(), 0, |c| {
         c.is_ascii_uppercase() || c.is_ascii_digit() || c == b' '
     });
     if len > PEM_MAX_LABEL {
         return None;
     }
-    let label = text.get(from..from + len)?;
-    let end = from + len + 5;
-    (label.ends_with("PRIVATE KEY") && b.get(from + len..end) == Some(b"-----"))
-        .then_some((label, end))
+    let (label, after) = rest.split_at_checked(len)?;
+    let end = from.saturating_add(len).saturating_add(DASHES.len());
+    (label.ends_with("PRIVATE KEY") && after.starts_with(DASHES)).then_some((label, end))
 }
 
 /// A whole block from `-----BEGIN <X>PRIVATE KEY-----` to the next
@@ -655,12 +689,12 @@ fn scan_private_keys<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
     // (position, is_begin, label, marker end)
     let mut markers: Vec<(usize, bool, &str, usize)> = Vec::new();
     for (p, _) in text.match_indices(BEGIN) {
-        if let Some((label, end)) = pem_label(text, p + BEGIN.len()) {
+        if let Some((label, end)) = pem_label(text, p.saturating_add(BEGIN.len())) {
             markers.push((p, true, label, end));
         }
     }
     for (p, _) in text.match_indices(END) {
-        if let Some((label, end)) = pem_label(text, p + END.len()) {
+        if let Some((label, end)) = pem_label(text, p.saturating_add(END.len())) {
             markers.push((p, false, label, end));
         }
     }

@@ -48,11 +48,13 @@ fn fold_char(c: char) -> Option<Option<char>> {
         '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}' | '\u{180e}' => {
             return Some(None)
         }
-        '\u{ff01}'..='\u{ff5e}' => char::from_u32(u32::from(c) - 0xfee0)?,
+        '\u{ff01}'..='\u{ff5e}' => u32::from(c).checked_sub(0xfee0).and_then(char::from_u32)?,
         _ if c.is_numeric() => {
             let code = u32::from(c);
-            let zero = DIGIT_ZEROS.iter().find(|&&z| (z..z + 10).contains(&code))?;
-            char::from_digit(code - zero, 10)?
+            let digit = DIGIT_ZEROS
+                .iter()
+                .find_map(|&zero| code.checked_sub(zero).filter(|&d| d < 10))?;
+            char::from_digit(digit, 10)?
         }
         _ => return None,
     };
@@ -65,7 +67,8 @@ pub(crate) fn fold(text: &str) -> Option<Folded> {
     let mut out = String::with_capacity(text.len());
     let mut origin = Vec::with_capacity(text.len());
     for (i, c) in text.char_indices() {
-        let end = i + c.len_utf8();
+        // The end of a character of `text`: at most `text.len()`.
+        let end = i.saturating_add(c.len_utf8());
         match fold_char(c) {
             None => {
                 out.push(c);

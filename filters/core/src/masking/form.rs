@@ -30,13 +30,9 @@ pub(crate) fn mask_form(
     let mut changed = false;
     let mut first = true;
     for pair in body.split(|&c| c == b'&') {
-        let (raw_name, raw_value) = match pair.iter().position(|&c| c == b'=') {
-            Some(i) => (
-                pair.get(..i).unwrap_or_default(),
-                pair.get(i + 1..).unwrap_or_default(),
-            ),
-            None => (pair, &[][..]),
-        };
+        let mut halves = pair.splitn(2, |&c| c == b'=');
+        let raw_name = halves.next().unwrap_or_default();
+        let raw_value = halves.next().unwrap_or_default();
         let decoded_name = form_decode(raw_name);
         let name = match std::str::from_utf8(&decoded_name) {
             Ok(name) => std::borrow::Cow::Borrowed(name),
@@ -196,9 +192,9 @@ fn name_segments(name: &str) -> Option<Vec<&str>> {
     let mut rest = name.get(open..)?;
     while !rest.is_empty() {
         let inner = rest.strip_prefix('[')?;
-        let close = inner.find(']')?;
-        segments.push(inner.get(..close)?);
-        rest = inner.get(close + 1..)?;
+        let (segment, after) = inner.split_once(']')?;
+        segments.push(segment);
+        rest = after;
     }
     (segments.len() <= MAX_NAME_SEGMENTS).then_some(segments)
 }
@@ -213,30 +209,23 @@ fn hex_value(c: u8) -> Option<u8> {
 /// as is (as browsers do).
 fn form_decode(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while let Some(&c) = raw.get(i) {
+    let mut rest = raw;
+    while let Some((&c, tail)) = rest.split_first() {
+        rest = tail;
         match c {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
+            b'+' => out.push(b' '),
             b'%' => match (
-                raw.get(i + 1).copied().and_then(hex_value),
-                raw.get(i + 2).copied().and_then(hex_value),
+                tail.first().copied().and_then(hex_value),
+                tail.get(1).copied().and_then(hex_value),
+                tail.get(2..),
             ) {
-                (Some(hi), Some(lo)) => {
+                (Some(hi), Some(lo), Some(after)) => {
                     out.push(hi << 4 | lo);
-                    i += 3;
+                    rest = after;
                 }
-                _ => {
-                    out.push(b'%');
-                    i += 1;
-                }
+                _ => out.push(b'%'),
             },
-            _ => {
-                out.push(c);
-                i += 1;
-            }
+            _ => out.push(c),
         }
     }
     out

@@ -190,9 +190,7 @@ impl<'a> Walker<'a, '_, '_> {
         };
         let mut masked = String::new();
         self.plan.write_masked(rule, &text, &mut masked);
-        let mut json = Vec::with_capacity(masked.len() + 2);
-        write_json_string(&mut json, &masked);
-        self.edit(start, end, &json);
+        self.edit(start, end, &json_string(&masked));
     }
 
     /// A string value not selected as a whole: JSON held in it is masked as
@@ -225,7 +223,7 @@ impl<'a> Walker<'a, '_, '_> {
                 &text,
                 roots,
                 self.max_depth.saturating_sub(depth),
-                self.embedded + 1,
+                self.embedded.saturating_add(1),
                 &mut inner_hits,
             );
             match inner {
@@ -235,9 +233,7 @@ impl<'a> Walker<'a, '_, '_> {
                     }
                     if let Some(masked) = masked {
                         let masked = String::from_utf8_lossy(&masked).into_owned();
-                        let mut json = Vec::with_capacity(masked.len() + 2);
-                        write_json_string(&mut json, &masked);
-                        self.edit(tok.start, tok.end, &json);
+                        self.edit(tok.start, tok.end, &json_string(&masked));
                     }
                     return Ok(());
                 }
@@ -249,9 +245,7 @@ impl<'a> Walker<'a, '_, '_> {
             return Ok(());
         }
         if let Some(masked) = mask_text(self.plan, &text, &mut self.spans, self.hits) {
-            let mut json = Vec::with_capacity(masked.len() + 2);
-            write_json_string(&mut json, &masked);
-            self.edit(tok.start, tok.end, &json);
+            self.edit(tok.start, tok.end, &json_string(&masked));
         }
         Ok(())
     }
@@ -261,9 +255,7 @@ impl<'a> Walker<'a, '_, '_> {
     fn scan_number(&mut self, start: usize) {
         let raw = self.src.get(start..self.pos).unwrap_or("");
         if let Some(masked) = mask_text(self.plan, raw, &mut self.spans, self.hits) {
-            let mut json = Vec::with_capacity(masked.len() + 2);
-            write_json_string(&mut json, &masked);
-            self.edit(start, self.pos, &json);
+            self.edit(start, self.pos, &json_string(&masked));
         }
     }
 
@@ -273,9 +265,20 @@ impl<'a> Walker<'a, '_, '_> {
         self.b.get(self.pos).copied()
     }
 
+    /// The input from the cursor on.
+    fn rest(&self) -> &[u8] {
+        self.b.get(self.pos..).unwrap_or_default()
+    }
+
+    /// Moves the cursor over `n` bytes already seen: it never passes the end
+    /// of the input (at most `isize::MAX`), so the addition never saturates.
+    fn advance(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n);
+    }
+
     fn ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.pos += 1;
+            self.advance(1);
         }
     }
 
@@ -299,8 +302,9 @@ impl<'a> Walker<'a, '_, '_> {
     /// inside a value already selected as a whole), else the path states at it.
     fn value(&mut self, depth: usize, frame: Option<Frame>) -> Result<(), MaskError> {
         match self.peek() {
-            Some(b'{') => self.object(depth + 1, frame),
-            Some(b'[') => self.array(depth + 1, frame),
+            // Levels: at most `max_depth` + 1.
+            Some(b'{') => self.object(depth.saturating_add(1), frame),
+            Some(b'[') => self.array(depth.saturating_add(1), frame),
             Some(b'"') => {
                 let tok = self.string()?;
                 if let Some(frame) = frame {
@@ -329,10 +333,10 @@ impl<'a> Walker<'a, '_, '_> {
                 max: self.max_depth,
             });
         }
-        self.pos += 1;
+        self.advance(1);
         self.ws();
         if self.peek() == Some(b'}') {
-            self.pos += 1;
+            self.advance(1);
             return Ok(());
         }
         // Removal of members keeps the commas right: a member removed after a
@@ -351,7 +355,7 @@ impl<'a> Walker<'a, '_, '_> {
             if self.peek() != Some(b':') {
                 return Err(self.expected("`:` after an object key"));
             }
-            self.pos += 1;
+            self.advance(1);
             self.ws();
             let value_start = self.pos;
             match frame {
@@ -386,17 +390,17 @@ impl<'a> Walker<'a, '_, '_> {
             match self.peek() {
                 Some(b',') => {
                     if let Some((start, _)) = pending_removal.take() {
-                        self.edit(start, self.pos + 1, b"");
+                        self.edit(start, self.pos.saturating_add(1), b"");
                     }
                     last_comma = self.pos;
-                    self.pos += 1;
+                    self.advance(1);
                     self.ws();
                 }
                 Some(b'}') => {
                     if let Some((start, end)) = pending_removal.take() {
                         self.edit(start, end, b"");
                     }
-                    self.pos += 1;
+                    self.advance(1);
                     return Ok(());
                 }
                 _ => return Err(self.expected("`,` or `}`")),
@@ -436,10 +440,10 @@ impl<'a> Walker<'a, '_, '_> {
                 max: self.max_depth,
             });
         }
-        self.pos += 1;
+        self.advance(1);
         self.ws();
         if self.peek() == Some(b']') {
-            self.pos += 1;
+            self.advance(1);
             return Ok(());
         }
         let mut index = 0usize;
@@ -484,12 +488,12 @@ impl<'a> Walker<'a, '_, '_> {
             self.ws();
             match self.peek() {
                 Some(b',') => {
-                    self.pos += 1;
+                    self.advance(1);
                     self.ws();
                     index = index.saturating_add(1);
                 }
                 Some(b']') => {
-                    self.pos += 1;
+                    self.advance(1);
                     return Ok(());
                 }
                 _ => return Err(self.expected("`,` or `]`")),
@@ -501,7 +505,7 @@ impl<'a> Walker<'a, '_, '_> {
     /// surrogate pairs complete). UTF-8 was checked for the whole body.
     fn string(&mut self) -> Result<StrTok, MaskError> {
         let start = self.pos;
-        self.pos += 1;
+        self.advance(1);
         let mut escaped = false;
         loop {
             let next = self.b.get(self.pos..).and_then(|rest| {
@@ -512,10 +516,10 @@ impl<'a> Walker<'a, '_, '_> {
                 self.pos = self.b.len();
                 return Err(self.expected("`\"` to close a string"));
             };
-            self.pos += k;
+            self.advance(k);
             match self.peek() {
                 Some(b'"') => {
-                    self.pos += 1;
+                    self.advance(1);
                     return Ok(StrTok {
                         start,
                         end: self.pos,
@@ -524,7 +528,7 @@ impl<'a> Walker<'a, '_, '_> {
                 }
                 Some(b'\\') => {
                     escaped = true;
-                    self.pos += 1;
+                    self.advance(1);
                     self.escape()?;
                 }
                 _ => return Err(self.malformed("control character in a string")),
@@ -536,24 +540,24 @@ impl<'a> Walker<'a, '_, '_> {
     fn escape(&mut self) -> Result<(), MaskError> {
         match self.peek() {
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
-                self.pos += 1;
+                self.advance(1);
                 Ok(())
             }
             Some(b'u') => {
-                let unit = self.hex4(self.pos + 1)?;
-                self.pos += 5;
+                let unit = self.hex4(self.pos.saturating_add(1))?;
+                self.advance(5);
                 if (0xDC00..0xE000).contains(&unit) {
                     return Err(self.malformed("lone low surrogate escape"));
                 }
                 if (0xD800..0xDC00).contains(&unit) {
-                    if self.b.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                    if !self.rest().starts_with(b"\\u") {
                         return Err(self.malformed("lone high surrogate escape"));
                     }
-                    let low = self.hex4(self.pos + 2)?;
+                    let low = self.hex4(self.pos.saturating_add(2))?;
                     if !(0xDC00..0xE000).contains(&low) {
                         return Err(self.malformed("lone high surrogate escape"));
                     }
-                    self.pos += 6;
+                    self.advance(6);
                 }
                 Ok(())
             }
@@ -563,31 +567,32 @@ impl<'a> Walker<'a, '_, '_> {
 
     fn hex4(&self, at: usize) -> Result<u32, MaskError> {
         self.b
-            .get(at..at + 4)
+            .get(at..)
+            .and_then(|rest| rest.get(..4))
             .and_then(parse_hex4)
             .ok_or_else(|| self.malformed("invalid \\u escape"))
     }
 
     fn number(&mut self) -> Result<(), MaskError> {
         if self.peek() == Some(b'-') {
-            self.pos += 1;
+            self.advance(1);
         }
         match self.peek() {
-            Some(b'0') => self.pos += 1,
+            Some(b'0') => self.advance(1),
             Some(b'1'..=b'9') => self.digits(),
             _ => return Err(self.expected("a digit")),
         }
         if self.peek() == Some(b'.') {
-            self.pos += 1;
+            self.advance(1);
             if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
                 return Err(self.expected("a digit after `.`"));
             }
             self.digits();
         }
         if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.pos += 1;
+            self.advance(1);
             if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.pos += 1;
+                self.advance(1);
             }
             if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
                 return Err(self.expected("a digit in an exponent"));
@@ -599,13 +604,13 @@ impl<'a> Walker<'a, '_, '_> {
 
     fn digits(&mut self) {
         while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-            self.pos += 1;
+            self.advance(1);
         }
     }
 
     fn literal(&mut self, word: &[u8]) -> Result<(), MaskError> {
-        if self.b.get(self.pos..self.pos + word.len()) == Some(word) {
-            self.pos += word.len();
+        if self.rest().starts_with(word) {
+            self.advance(word.len());
             Ok(())
         } else {
             Err(self.expected("a JSON value"))
@@ -616,7 +621,7 @@ impl<'a> Walker<'a, '_, '_> {
 fn parse_hex4(digits: &[u8]) -> Option<u32> {
     digits.iter().try_fold(0u32, |acc, &c| {
         let v = char::from(c).to_digit(16)?;
-        Some(acc * 16 + v)
+        acc.checked_mul(16)?.checked_add(v)
     })
 }
 
@@ -628,9 +633,8 @@ fn string_content(raw: &str) -> Cow<'_, str> {
     }
     let mut out = String::with_capacity(inner.len());
     let mut rest = inner;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(rest.get(..i).unwrap_or(""));
-        let esc = rest.get(i + 1..).unwrap_or("");
+    while let Some((before, esc)) = rest.split_once('\\') {
+        out.push_str(before);
         let mut chars = esc.chars();
         let consumed = match chars.next() {
             Some('"') => {
@@ -674,8 +678,7 @@ fn string_content(raw: &str) -> Cow<'_, str> {
                     .and_then(|h| parse_hex4(h.as_bytes()));
                 match (unit, low) {
                     (Some(hi @ 0xD800..=0xDBFF), Some(lo @ 0xDC00..=0xDFFF)) => {
-                        let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
-                        out.push(char::from_u32(c).unwrap_or('\u{fffd}'));
+                        out.push(surrogate_pair(hi, lo).unwrap_or('\u{fffd}'));
                         11
                     }
                     (Some(u), _) => {
@@ -694,6 +697,12 @@ fn string_content(raw: &str) -> Cow<'_, str> {
     }
     out.push_str(rest);
     Cow::Owned(out)
+}
+
+/// The character a UTF-16 surrogate pair encodes.
+fn surrogate_pair(high: u32, low: u32) -> Option<char> {
+    let units = [u16::try_from(high).ok()?, u16::try_from(low).ok()?];
+    char::decode_utf16(units).next()?.ok()
 }
 
 /// A validated JSON value's text without insignificant whitespace.
@@ -721,10 +730,17 @@ fn minify(raw: &str) -> String {
     out
 }
 
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> Vec<u8> {
+    let mut json = Vec::new();
+    write_json_string(&mut json, s);
+    json
+}
+
 /// Writes `s` as a JSON string literal (escaping `"`, `\` and control characters).
 pub(crate) fn write_json_string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(s.len() + 2);
+    out.reserve(s.len().saturating_add(2));
     out.push(b'"');
     for &c in s.as_bytes() {
         match c {

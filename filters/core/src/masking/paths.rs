@@ -154,8 +154,9 @@ impl PathPattern {
         let mut todo = mask & self.any_depth;
         while todo != 0 {
             let p = todo.trailing_zeros() as usize;
-            todo &= todo - 1;
-            let next = bit(p + 1);
+            todo ^= bit(p);
+            // p < 128; bit(128) is 0.
+            let next = bit(p.saturating_add(1));
             if mask & next == 0 {
                 mask |= next;
                 if self.any_depth & next != 0 {
@@ -172,17 +173,19 @@ impl PathPattern {
         let mut todo = mask & !self.accept;
         while todo != 0 {
             let p = todo.trailing_zeros() as usize;
-            todo &= todo - 1;
+            todo ^= bit(p);
+            // p < 128; bit(128) is 0.
+            let after = bit(p.saturating_add(1));
             match self.segments.get(p) {
                 Some(Segment::AnyDepth) => next |= bit(p),
-                Some(Segment::Any) => next |= bit(p + 1),
+                Some(Segment::Any) => next |= after,
                 Some(Segment::Name { name, index }) => {
                     let hit = match step {
                         Step::Member(key) => **name == *key,
                         Step::Element(i) => *index == Some(i),
                     };
                     if hit {
-                        next |= bit(p + 1);
+                        next |= after;
                     }
                 }
                 None => {}

@@ -504,7 +504,8 @@ impl MaskingPolicy {
         let masked = form::mask_form(&plan, query.as_bytes(), &mut hits)?;
         Ok(Masked {
             body: masked.map(|q| {
-                let mut p = Vec::with_capacity(head.len() + 1 + q.len());
+                let mut p =
+                    Vec::with_capacity(head.len().saturating_add(1).saturating_add(q.len()));
                 p.extend_from_slice(head.as_bytes());
                 p.push(b'?');
                 p.extend_from_slice(&q);

@@ -52,10 +52,10 @@ impl HashKey {
 /// `keep_last` characters is masked entirely.
 pub(crate) fn write_partial(value: &str, keep_last: usize, out: &mut String) {
     let total = value.chars().count();
-    let masked_prefix = if total <= keep_last {
-        total
-    } else {
-        total - keep_last
+    let masked_prefix = match total.checked_sub(keep_last) {
+        Some(shown_from) if shown_from > 0 => shown_from,
+        // At most `keep_last` characters: all masked.
+        _ => total,
     };
     out.reserve(value.len());
     for (k, c) in value.chars().enumerate() {

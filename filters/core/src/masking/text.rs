@@ -111,9 +111,12 @@ pub(crate) fn mask_bytes(
             let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
             out.extend_from_slice(bytes.get(copied..pos).unwrap_or_default());
             out.extend_from_slice(masked.as_bytes());
-            copied = pos + valid.len();
+            copied = pos.saturating_add(valid.len());
         }
-        pos += valid.len() + chunk.invalid().len();
+        // Offsets into `bytes`: at most `bytes.len()`.
+        pos = pos
+            .saturating_add(valid.len())
+            .saturating_add(chunk.invalid().len());
     }
     let mut out = out?;
     out.extend_from_slice(bytes.get(copied..).unwrap_or_default());
