@@ -477,6 +477,13 @@ async fn soak() {
         .ok()
         .flatten()
         .unwrap_or(0);
+    let drained = mesh
+        .server
+        .metric(r#"meshguard_config_superseded_drained_total{filter="identity"}"#)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0);
     let retries = mesh.client.stat_sum("upstream_rq_retry").await.unwrap_or(0);
     println!("## Soak result\n");
     println!(
@@ -492,7 +499,7 @@ async fn soak() {
     }
     println!("- 5xx and resets by cause: {:?}", tally.server_errors);
     println!(
-        "- retriable refusals by superseded config instances (retried by the client sidecar): {superseded}, client sidecar retries: {retries}"
+        "- after pushes: {drained} requests judged by the previous config over its draining connections; {superseded} refused by it with a retriable 503 (client sidecar retries: {retries})"
     );
     println!("- config drift (identity vs the source of truth) at the end: {drift_value:?}");
     println!("- unexpected responses: {:?}", tally.wrong);

@@ -46,6 +46,10 @@ pub const INTENDED_SOURCE_ERRORS: &str = "meshguard_intended_source_errors_total
 /// Counter of requests refused because their config instance was superseded
 /// by a newer signed serial (a replayed config Envoy served from its cache).
 pub const CONFIG_SUPERSEDED_DENIED: &str = "meshguard_config_superseded_denied_total";
+/// Counter of requests a superseded config instance still judged because
+/// they came over a connection it served while current (a listener draining
+/// after a push), within `MESHGUARD_DRAIN_GRACE_SECONDS`.
+pub const CONFIG_SUPERSEDED_DRAINED: &str = "meshguard_config_superseded_drained_total";
 /// Counter of requests refused by quarantine.
 pub const QUARANTINE_DENIED: &str = "meshguard_quarantine_denied_total";
 

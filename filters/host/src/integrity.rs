@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use meshguard_core::config::ConfigError;
 use meshguard_core::integrity::{
-    admit, load, load_results, read_answer, Admission, AnswerContext, AnswerRefusal, DriftMonitor,
-    DriftState, IntegrityEnv, IntegritySettings, LoadError, Loaded, OnDrift, Transition,
+    admit, load, load_results, read_answer, succession, Admission, AnswerContext, AnswerRefusal,
+    DriftMonitor, DriftState, IntegrityEnv, IntegritySettings, LoadError, Loaded, NewestSerial,
+    OnDrift, Succession, SuccessionRequest, Transition,
 };
 use meshguard_core::metrics::{self, tagged};
 use proxy_wasm::hostcalls;
@@ -59,7 +60,7 @@ pub fn load_config<T>(
                 filter,
                 workload: workload.as_deref(),
                 now_s: now_ms() / 1000,
-                newest: newest.as_ref().map(|(s, f)| (*s, f.as_str())),
+                newest: newest.as_ref().map(|n| (n.serial, n.fingerprint.as_str())),
             };
             admit(&loaded, &env, &at)?;
             Ok((loaded, env))
@@ -185,25 +186,25 @@ impl SharedState {
         log::error!("meshguard {filter}: could not record intended document time in shared data");
     }
 
-    /// `(serial, fingerprint)` of the newest signed config accepted here.
-    fn newest_serial(filter: &str) -> Option<(u64, String)> {
-        let bytes = Self::get(&Self::serial_key(filter)).0?;
-        let text = String::from_utf8(bytes).ok()?;
-        let (serial, fingerprint) = text.split_once(' ')?;
-        Some((serial.parse().ok()?, fingerprint.to_owned()))
+    /// The newest signed config accepted here.
+    fn newest_serial(filter: &str) -> Option<NewestSerial> {
+        NewestSerial::decode(&Self::get(&Self::serial_key(filter)).0?)
     }
 
     fn record_serial(filter: &str, serial: u64, fingerprint: &str) {
         let key = Self::serial_key(filter);
-        let value = format!("{serial} {fingerprint}");
+        let value = NewestSerial {
+            serial,
+            fingerprint: fingerprint.to_owned(),
+            accepted_ms: Some(now_ms()),
+        }
+        .encode();
         for _ in 0..CAS_ATTEMPTS {
             let (current, cas) = Self::get(&key);
             let newer = current
                 .as_deref()
-                .and_then(|c| std::str::from_utf8(c).ok())
-                .and_then(|c| c.split_once(' '))
-                .and_then(|(s, _)| s.parse::<u64>().ok())
-                .is_none_or(|s| serial > s);
+                .and_then(NewestSerial::decode)
+                .is_none_or(|c| serial > c.serial);
             if !newer {
                 return;
             }
@@ -238,7 +239,10 @@ pub struct Guard {
     metrics: DriftMetrics,
     quarantine_denied: Counter,
     superseded_denied: Counter,
+    superseded_drained: Counter,
     serial: Option<u64>,
+    /// The highest downstream connection id this instance served while current.
+    served_up_to: Rc<Cell<Option<u64>>>,
     config_version: Option<String>,
     fingerprint: String,
     pending_call: Option<u32>,
@@ -289,7 +293,9 @@ impl Guard {
             metrics,
             quarantine_denied: Counter::define(&tagged(metrics::QUARANTINE_DENIED, &f)),
             superseded_denied: Counter::define(&tagged(metrics::CONFIG_SUPERSEDED_DENIED, &f)),
+            superseded_drained: Counter::define(&tagged(metrics::CONFIG_SUPERSEDED_DRAINED, &f)),
             serial: loaded.release.as_ref().map(|r| r.serial),
+            served_up_to: Rc::new(Cell::new(None)),
             config_version: loaded.config_version.clone(),
             fingerprint: loaded.fingerprint.clone(),
             pending_call: None,
@@ -327,6 +333,9 @@ impl Guard {
                 serial,
                 key: SharedState::serial_key(self.filter),
                 denied: self.superseded_denied,
+                drained: self.superseded_drained,
+                grace_ms: self.env.drain_grace_ms(),
+                served_up_to: Rc::clone(&self.served_up_to),
             }),
         }
     }
@@ -500,6 +509,9 @@ struct Superseded {
     serial: u64,
     key: String,
     denied: Counter,
+    drained: Counter,
+    grace_ms: u64,
+    served_up_to: Rc<Cell<Option<u64>>>,
 }
 
 impl Quarantine {
@@ -512,19 +524,33 @@ impl Quarantine {
 
     /// Envoy serves a byte-identical plugin config from the instance it still
     /// holds, without `on_configure`: a replayed older config cannot be
-    /// refused at load then, so the stale instance refuses its traffic.
+    /// refused at load then, so the stale instance refuses its traffic, except
+    /// the connections it served while current, for the drain grace
+    /// (`meshguard_core::integrity::succession`).
     fn superseded(&self) -> Option<Action> {
         let s = self.serial.as_ref()?;
-        let newest = hostcalls::get_shared_data(&s.key).ok()?.0?;
-        let newest: u64 = std::str::from_utf8(&newest)
-            .ok()?
-            .split(' ')
-            .next()?
-            .parse()
-            .ok()?;
-        if newest <= s.serial {
-            return None;
-        }
+        let newest = hostcalls::get_shared_data(&s.key)
+            .ok()
+            .and_then(|(v, _)| NewestSerial::decode(&v?));
+        let connection = crate::property_u64(&["connection", "id"]);
+        let request = SuccessionRequest {
+            connection,
+            served_up_to: s.served_up_to.get(),
+            now_ms: now_ms(),
+        };
+        let newest = match succession(s.serial, newest.as_ref(), request, s.grace_ms) {
+            Succession::Current => {
+                if connection > s.served_up_to.get() {
+                    s.served_up_to.set(connection);
+                }
+                return None;
+            }
+            Succession::Draining => {
+                s.drained.increment();
+                return None;
+            }
+            Succession::Superseded => newest.map_or(0, |n| n.serial),
+        };
         s.denied.increment();
         log::debug!(
             "meshguard {}: refused: this config (serial {}) was superseded by serial {newest}",

@@ -102,6 +102,13 @@ pub fn property_bool(path: &[&str]) -> Option<bool> {
     }
 }
 
+/// An unsigned integer attribute such as `connection.id` (8 bytes, little
+/// endian, as Envoy encodes them).
+pub fn property_u64(path: &[&str]) -> Option<u64> {
+    let bytes: [u8; 8] = property(path)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
 fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
 }

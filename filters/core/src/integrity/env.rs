@@ -28,8 +28,16 @@ pub const REVOKED_KEYS_ENV: &str = "MESHGUARD_REVOKED_KEYS";
 /// The lowest `release.serial` a signed config may carry (anti-rollback floor).
 pub const MIN_SERIAL_ENV: &str = "MESHGUARD_MIN_SERIAL";
 
+/// Seconds a superseded config instance still serves the connections it
+/// served while current (a replaced listener draining); 0 refuses them.
+pub const DRAIN_GRACE_ENV: &str = "MESHGUARD_DRAIN_GRACE_SECONDS";
+/// Istio's default drain duration (`--drain-time-s 45`).
+pub const DEFAULT_DRAIN_GRACE_SECONDS: u64 = 45;
+/// Longer than any drain: a grace past it only widens what a replay reaches.
+const MAX_DRAIN_GRACE_SECONDS: u64 = 3_600;
+
 /// Every variable [`IntegrityEnv::from_vars`] reads (for `meshguard validate --env`).
-pub const ALL_ENV: [&str; 9] = [
+pub const ALL_ENV: [&str; 10] = [
     TRUSTED_KEYS_ENV,
     REQUIRE_SIGNATURE_ENV,
     INTENDED_VERSION_ENV,
@@ -39,6 +47,7 @@ pub const ALL_ENV: [&str; 9] = [
     SOURCE_OF_TRUTH_ENV,
     REVOKED_KEYS_ENV,
     MIN_SERIAL_ENV,
+    DRAIN_GRACE_ENV,
 ];
 
 /// Integrity settings read from the VM's environment.
@@ -55,6 +64,8 @@ pub struct IntegrityEnv {
     pub source_of_truth: Option<String>,
     pub revoked_keys: Vec<String>,
     pub min_serial: Option<u64>,
+    /// [`DRAIN_GRACE_ENV`]; `None` is [`DEFAULT_DRAIN_GRACE_SECONDS`].
+    pub drain_grace_s: Option<u64>,
 }
 
 impl IntegrityEnv {
@@ -148,7 +159,28 @@ impl IntegrityEnv {
                 )
             })?),
         };
+        env.drain_grace_s =
+            match non_empty(DRAIN_GRACE_ENV) {
+                None => None,
+                Some(v) => match v.parse::<u64>() {
+                    Ok(s) if s <= MAX_DRAIN_GRACE_SECONDS => Some(s),
+                    _ => return Err(ConfigError::invalid(
+                        format!("env {DRAIN_GRACE_ENV}"),
+                        format!(
+                            "{v:?} is not a number of seconds from 0 to {MAX_DRAIN_GRACE_SECONDS}"
+                        ),
+                    )),
+                },
+            };
         Ok(env)
+    }
+
+    /// How long a superseded instance serves the connections it served while
+    /// current, in milliseconds.
+    pub fn drain_grace_ms(&self) -> u64 {
+        self.drain_grace_s
+            .unwrap_or(DEFAULT_DRAIN_GRACE_SECONDS)
+            .saturating_mul(1_000)
     }
 
     /// Whether the environment asks for any integrity check. When it does, a
@@ -252,10 +284,32 @@ mod tests {
                 &[(ON_DRIFT_ENV, "panic")],
                 "env MESHGUARD_ON_DRIFT: \"panic\" is not",
             ),
+            (
+                &[(DRAIN_GRACE_ENV, "-1")],
+                "env MESHGUARD_DRAIN_GRACE_SECONDS: \"-1\" is not a number of seconds from 0 to 3600",
+            ),
+            (
+                &[(DRAIN_GRACE_ENV, "3601")],
+                "env MESHGUARD_DRAIN_GRACE_SECONDS: \"3601\" is not a number of seconds",
+            ),
         ];
         for (vars, want) in cases {
             let err = env(vars).unwrap_err();
             assert!(err.contains(want), "{err} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn the_drain_grace_defaults_to_istios_drain_and_can_be_shortened_or_switched_off() {
+        let cases = [
+            (None, 45_000),
+            (Some("10"), 10_000),
+            (Some("0"), 0),
+            (Some("3600"), 3_600_000),
+        ];
+        for (value, want_ms) in cases {
+            let vars: Vec<(&str, &str)> = value.map(|v| (DRAIN_GRACE_ENV, v)).into_iter().collect();
+            assert_eq!(env(&vars).unwrap().drain_grace_ms(), want_ms, "{value:?}");
         }
     }
 }

@@ -14,14 +14,16 @@ mod answer;
 mod drift;
 mod env;
 mod load;
+mod succession;
 
 pub use answer::{
     read_answer, sign_answer, Answer, AnswerContext, AnswerError, AnswerRefusal, IntendedDocument,
 };
 pub use drift::{DriftMonitor, DriftState, IntendedSource, Transition};
-pub use env::{IntegrityEnv, ALL_ENV, TRUSTED_KEYS_ENV};
+pub use env::{IntegrityEnv, ALL_ENV, DEFAULT_DRAIN_GRACE_SECONDS, TRUSTED_KEYS_ENV};
 pub use load::{
     admit, fingerprint, load, load_results, quoted, sign_config, sign_release, Admission,
     IntegritySettings, Intended, LoadError, Loaded, OnDrift, Origin, Refusal, Release,
     SettingsOrigin, SignatureStatus, SourceOfTruth,
 };
+pub use succession::{succession, NewestSerial, Request as SuccessionRequest, Succession};
