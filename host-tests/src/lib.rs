@@ -112,6 +112,31 @@ pub fn wasm_module(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The test-only failing module (filters/faulty), built once per process by
+/// scripts/build-faulty-wasm.sh; its path without `.wasm` (absolute, so the
+/// harness does not look for it in dist/). Without a fault header it reads
+/// one request header and sets one: the benchmark's floor for any wasm filter.
+pub fn faulty_module() -> String {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let path = BUILT.get_or_init(|| {
+        let root = repo_root();
+        let status = std::process::Command::new(root.join("scripts/build-faulty-wasm.sh"))
+            .current_dir(&root)
+            .stdout(std::process::Stdio::null())
+            .status();
+        assert!(
+            status.as_ref().is_ok_and(|s| s.success()),
+            "scripts/build-faulty-wasm.sh failed: {status:?}"
+        );
+        assert!(
+            !root.join("dist/meshguard_faulty.wasm").exists(),
+            "the test-only module must never be in dist/"
+        );
+        root.join("target/test-wasm/meshguard_faulty")
+    });
+    path.display().to_string()
+}
+
 /// The `meshguard` CLI binary, built (once per test process) from this
 /// workspace, so tests run exactly what users run.
 pub fn meshguard_cli() -> PathBuf {

@@ -13,8 +13,6 @@
 //! FAIL_RELOAD recreates the VM by itself. docs/deploy.md
 //! ("Failure policies, observed") records the numbers this test prints.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use meshguard_host_tests::envoy::vm_crashes;
@@ -24,32 +22,9 @@ use meshguard_host_tests::mesh::{FailurePolicy, Filter, Mesh, PushOutcome};
 const FAULT_HEADER: &str = "x-meshguard-fault";
 const SEEN_HEADER: &str = "x-meshguard-faulty-vm";
 
-/// Builds the test-only module once per test binary; its path without `.wasm`
-/// (absolute, so the harness does not look for it in dist/).
-fn faulty_module() -> String {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let path = BUILT.get_or_init(|| {
-        let root = meshguard_host_tests::repo_root();
-        let status = std::process::Command::new(root.join("scripts/build-faulty-wasm.sh"))
-            .current_dir(&root)
-            .status();
-        assert!(
-            status.as_ref().is_ok_and(|s| s.success()),
-            "scripts/build-faulty-wasm.sh failed: {status:?}"
-        );
-        let module = root.join("target/test-wasm/meshguard_faulty.wasm");
-        assert!(
-            !root.join("dist/meshguard_faulty.wasm").exists(),
-            "the test-only module must never be in dist/"
-        );
-        module.with_extension("")
-    });
-    path.display().to_string()
-}
-
 fn faulty(policy: FailurePolicy) -> Filter {
     let mut filter = Filter::named("faulty", "{}").failure_policy(policy);
-    filter.module = faulty_module();
+    filter.module = meshguard_host_tests::faulty_module();
     filter
 }
 

@@ -159,19 +159,20 @@ impl IntegrityEnv {
                 )
             })?),
         };
-        env.drain_grace_s =
-            match non_empty(DRAIN_GRACE_ENV) {
-                None => None,
-                Some(v) => match v.parse::<u64>() {
-                    Ok(s) if s <= MAX_DRAIN_GRACE_SECONDS => Some(s),
-                    _ => return Err(ConfigError::invalid(
+        env.drain_grace_s = match non_empty(DRAIN_GRACE_ENV) {
+            None => None,
+            Some(v) => match v.parse::<u64>() {
+                Ok(s) if s <= MAX_DRAIN_GRACE_SECONDS => Some(s),
+                _ => {
+                    return Err(ConfigError::invalid(
                         format!("env {DRAIN_GRACE_ENV}"),
                         format!(
                             "{v:?} is not a number of seconds from 0 to {MAX_DRAIN_GRACE_SECONDS}"
                         ),
-                    )),
-                },
-            };
+                    ))
+                }
+            },
+        };
         Ok(env)
     }
 
