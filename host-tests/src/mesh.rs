@@ -236,6 +236,9 @@ struct ServerShape {
     upstream: Option<Protocol>,
     /// `forward_client_cert_details`; `None` is Istio's APPEND_FORWARD.
     xfcc: Option<&'static str>,
+    /// Filters delivered over ECDS (as Istio's WasmPlugin does): the listener
+    /// names them, each filter's config lives in its own watched file.
+    ecds: bool,
 }
 
 /// The LDS file in the server sidecar's watched directory.
@@ -310,7 +313,16 @@ impl Mesh {
     /// Pushes a new filter chain to the running server sidecar, as Istio does
     /// over xDS, and waits until Envoy accepted or rejected it.
     pub async fn push_filters(&self, filters: &[Filter]) -> anyhow::Result<PushOutcome> {
-        let listener = server_listener(filters, self.shape, &self.pki, &self.server_cert)?;
+        if self.shape.ecds {
+            return self.push_ecds(filters).await;
+        }
+        let listener = server_listener(
+            filters,
+            self.shape,
+            &self.pki,
+            &self.server_cert,
+            self.dir.path(),
+        )?;
         let accepted_before = self
             .server
             .stat("listener_manager.lds.update_success")
@@ -348,6 +360,101 @@ impl Mesh {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
+}
+
+impl Mesh {
+    /// ECDS: writes each changed filter config to its watched file and waits
+    /// until Envoy reloaded or refused it (the listener stays as it is; an
+    /// unchanged config is not sent, as istiod sends none).
+    async fn push_ecds(&self, filters: &[Filter]) -> anyhow::Result<PushOutcome> {
+        let reloads = |name: &str| format!("default.{name}.config_reload");
+        let fails = |name: &str| format!("default.{name}.config_fail");
+        let version = self.lds_version.get() + 1;
+        self.lds_version.set(version);
+        let mut changed = Vec::new();
+        for f in filters {
+            let resource = ecds_resource(f)?;
+            let current = std::fs::read(ecds_dir(self.dir.path(), f).join(ECDS_FILE))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+            if current.is_some_and(|c| c["resources"][0] == resource) {
+                continue;
+            }
+            let before = (
+                self.server.stat_sum(&reloads(&f.root_id)).await?,
+                self.server.stat_sum(&fails(&f.root_id)).await?,
+            );
+            write_ecds(self.dir.path(), version, f)?;
+            changed.push((f, before));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let mut reloaded = 0;
+            for (f, (reload_before, fail_before)) in &changed {
+                if self.server.stat_sum(&fails(&f.root_id)).await? > *fail_before {
+                    return Ok(PushOutcome::Rejected);
+                }
+                if self.server.stat_sum(&reloads(&f.root_id)).await? > *reload_before {
+                    reloaded += 1;
+                }
+            }
+            if reloaded == changed.len() {
+                return Ok(PushOutcome::Accepted);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "Envoy neither reloaded nor refused the pushed filter configs:\n{}",
+                self.server.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The listener's reference to a filter delivered over ECDS (Istio names
+/// it `<namespace>.<name>` and serves it from istiod; here a watched file).
+fn ecds_reference(dir: &Path, f: &Filter) -> Value {
+    let watched = ecds_dir(dir, f);
+    json!({
+        "name": format!("default.{}", f.root_id),
+        "config_discovery": {
+            "config_source": {
+                "resource_api_version": "V3",
+                "path_config_source": {
+                    "path": watched.join(ECDS_FILE),
+                    "watched_directory": {"path": watched}
+                }
+            },
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]
+        }
+    })
+}
+
+/// The ECDS file of one filter, in a directory of its own (a watched
+/// directory reloads every file in it).
+const ECDS_FILE: &str = "ecds.json";
+
+fn ecds_dir(dir: &Path, f: &Filter) -> PathBuf {
+    dir.join("ecds").join(&f.root_id)
+}
+
+/// A filter's config as an ECDS resource.
+fn ecds_resource(f: &Filter) -> anyhow::Result<Value> {
+    let mut resource = wasm_filter(f)?;
+    resource["@type"] = json!("type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig");
+    Ok(resource)
+}
+
+/// Writes a filter's ECDS response atomically.
+fn write_ecds(dir: &Path, version: u32, f: &Filter) -> anyhow::Result<()> {
+    let watched = ecds_dir(dir, f);
+    std::fs::create_dir_all(&watched)?;
+    let resource = ecds_resource(f)?;
+    let response = json!({"version_info": version.to_string(), "resources": [resource]});
+    let tmp = watched.join(format!(".{ECDS_FILE}.{version}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&response)?)?;
+    std::fs::rename(&tmp, watched.join(ECDS_FILE))?;
+    Ok(())
 }
 
 /// The client-sidecar cluster for `profile` with the leg `leg`.
@@ -404,6 +511,15 @@ impl MeshBuilder {
         self
     }
 
+    /// Delivers the filters over ECDS, as Istio delivers a WasmPlugin: the
+    /// listener references each filter by name and
+    /// [`Mesh::push_filters`] replaces their configs without a listener
+    /// change (the default pushes a whole new listener, LDS).
+    pub fn ecds(mut self) -> Self {
+        self.shape.ecds = true;
+        self
+    }
+
     /// Gives the client sidecar's route Istio's default retry policy (two
     /// retries on connect failure, refused stream, `unavailable`, `cancelled`
     /// and 503). Off by default, so that tests count each request once.
@@ -456,7 +572,12 @@ impl MeshBuilder {
     ) -> anyhow::Result<Envoy> {
         let lds_dir = dir.join("lds");
         std::fs::create_dir_all(&lds_dir)?;
-        write_lds(&lds_dir, 1, self.server_listener(pki, cert)?)?;
+        if self.shape.ecds {
+            for f in &self.filters {
+                write_ecds(dir, 1, f)?;
+            }
+        }
+        write_lds(&lds_dir, 1, self.server_listener(pki, cert, dir)?)?;
         Envoy::start(
             "server-sidecar",
             dir,
@@ -477,7 +598,7 @@ impl MeshBuilder {
         // A static listener, as in a bootstrap: a bad filter config stops Envoy.
         let mut bootstrap = self.server_bootstrap(dir.path(), upstream);
         bootstrap["static_resources"]["listeners"] =
-            json!([self.server_listener(&pki, &server_cert)?]);
+            json!([self.server_listener(&pki, &server_cert, dir.path())?]);
         if let Some(b) = bootstrap.as_object_mut() {
             b.remove("dynamic_resources");
         }
@@ -492,8 +613,8 @@ impl MeshBuilder {
         }
     }
 
-    fn server_listener(&self, pki: &Pki, cert: &CertFiles) -> anyhow::Result<Value> {
-        server_listener(&self.filters, self.shape, pki, cert)
+    fn server_listener(&self, pki: &Pki, cert: &CertFiles, dir: &Path) -> anyhow::Result<Value> {
+        server_listener(&self.filters, self.shape, pki, cert, dir)
     }
 
     fn server_bootstrap(&self, lds_dir: &Path, upstream: SocketAddr) -> Value {
@@ -615,10 +736,15 @@ fn server_listener(
     shape: ServerShape,
     pki: &Pki,
     cert: &CertFiles,
+    dir: &Path,
 ) -> anyhow::Result<Value> {
     let mut http_filters = Vec::new();
     for f in filters {
-        http_filters.push(wasm_filter(f)?);
+        http_filters.push(if shape.ecds {
+            ecds_reference(dir, f)
+        } else {
+            wasm_filter(f)?
+        });
     }
     http_filters.push(router());
     let by_protocol = |p: Protocol| {

@@ -9,7 +9,10 @@
 //! - `SOAK_RELOAD_SECONDS`: push a new identity config every N seconds
 //!   (default 0: no pushes). The two configs differ only on `/api/toggle`
 //!   (denied by one, allowed by the other): each toggle request must be
-//!   judged by one of them, never fail.
+//!   judged by one of them, never fail;
+//! - `SOAK_DELIVERY`: `lds` (default: each push is a new listener) or `ecds`
+//!   (each push is a new filter config on the same listener, as Istio
+//!   delivers a WasmPlugin).
 //!
 //! Every response is checked (status and, where masked, content); it prints
 //! the report docs/soak.md records: outcomes, 5xx by cause (none may be
@@ -326,6 +329,13 @@ async fn soak() {
     let rate = env_or("SOAK_RATE", 300).max(1);
     let workers = env_or("SOAK_CONNECTIONS", 8).max(2);
     let reload_every = env_or("SOAK_RELOAD_SECONDS", 0);
+    // How pushes reach the sidecar: a new listener (LDS, the default) or new
+    // filter configs over ECDS, as Istio delivers a WasmPlugin.
+    let ecds = match std::env::var("SOAK_DELIVERY").as_deref() {
+        Ok("ecds") => true,
+        Ok("lds") | Err(_) => false,
+        Ok(other) => panic!("SOAK_DELIVERY={other:?}: expected lds or ecds"),
+    };
 
     let collector = Collector::start().await.expect("collector");
     // The source of truth always names the config about to be pushed (the
@@ -342,6 +352,9 @@ async fn soak() {
         .istio_retries()
         .server_cluster(COLLECTOR_CLUSTER, collector.addr())
         .server_cluster(SOURCE_CLUSTER, source.addr());
+    if ecds {
+        builder = builder.ecds();
+    }
     for f in filters(true, serial) {
         builder = builder.filter(f);
     }
@@ -492,7 +505,10 @@ async fn soak() {
         elapsed.as_secs_f64(),
         done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
     );
-    println!("- listener pushes under load: {ok_pushes} accepted, {rejected_pushes} rejected (every {reload_every} s; 0 = off)");
+    println!(
+        "- config pushes under load ({}): {ok_pushes} accepted, {rejected_pushes} rejected (every {reload_every} s; 0 = off)",
+        if ecds { "ECDS: new filter configs, same listener" } else { "LDS: a new listener" }
+    );
     println!("- outcomes (kind, status: count):");
     for ((kind, status), n) in &tally.outcomes {
         println!("  - {kind:?} {status}: {n}");
