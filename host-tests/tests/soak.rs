@@ -569,4 +569,15 @@ async fn soak() {
         "every audited request has its record"
     );
     assert_eq!(rejected_pushes, 0, "every push was accepted");
+    if !ecds && ok_pushes > 1 {
+        // A listener push leaves keep-alive connections on the replaced
+        // listener: the drain grace must have judged some of their requests
+        // (else they were all refused and retried, which only the retry
+        // policy hid).
+        assert!(
+            drained > 0,
+            "no request judged by a superseded config while its connections drained \
+             ({superseded} refused)"
+        );
+    }
 }
