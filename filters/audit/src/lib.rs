@@ -332,18 +332,21 @@ impl HttpContext for AuditHttp {
             return refuse(503, "meshguard_not_configured");
         };
         let policy = &shared.policy;
-        // A spoofed audit header must never reach the upstream.
+        let head = host::RequestHead::read();
+        // A spoofed audit header must never reach the upstream: every copy is
+        // removed (one host call per name present, or per name when the
+        // header map could not be read).
         for name in [
             policy.command_header(),
             policy.audit_header(),
             policy.id_header(),
         ] {
-            if !host::set_request_header(name, None) {
+            if head.contains(name) != Some(false) && !host::set_request_header(name, None) {
                 return refuse(500, "audit_header_strip_failed");
             }
         }
         // One canonical path for the command, the record and the upstream.
-        let mut line = host::RequestLine::read();
+        let mut line = host::RequestLine::from_head(&head);
         match line.canonicalize(policy.path_options()) {
             Ok(true) if !line.forward_path() => return refuse(500, "path_rewrite_failed"),
             Ok(_) => {}

@@ -202,6 +202,21 @@ impl RequestHead {
         }
     }
 
+    /// Whether the request carries `name` (any case); `None` when the host
+    /// gave no header map (a request always has pseudo-headers), so a caller
+    /// that must act on presence can act as if it were there.
+    pub fn contains(&self, name: &str) -> Option<bool> {
+        if self.serialized.is_empty() {
+            return None;
+        }
+        let pairs = parse_header_map(&self.serialized)?;
+        Some(
+            pairs
+                .into_iter()
+                .any(|(key, _)| key.eq_ignore_ascii_case(name.as_bytes())),
+        )
+    }
+
     /// A header's value, decoded lossily; repeats are joined with `,` as
     /// HTTP defines for list-valued fields (so a second copy is never
     /// silently ignored).
