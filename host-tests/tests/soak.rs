@@ -483,20 +483,13 @@ async fn soak() {
         .await;
     let drift_value = mesh.server.metric(DRIFT).await.ok().flatten();
     let (ok_pushes, rejected_pushes) = pushes.get();
-    let superseded = mesh
-        .server
-        .metric(r#"meshguard_config_superseded_denied_total{filter="identity"}"#)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(0);
-    let drained = mesh
-        .server
-        .metric(r#"meshguard_config_superseded_drained_total{filter="identity"}"#)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(0);
+    let server = &mesh.server;
+    let counter = |name: &'static str| async move {
+        let sample = format!(r#"{name}{{filter="identity"}}"#);
+        server.metric(&sample).await.ok().flatten().unwrap_or(0)
+    };
+    let superseded = counter("meshguard_config_superseded_denied_total").await;
+    let drained = counter("meshguard_config_superseded_drained_total").await;
     let retries = mesh.client.stat_sum("upstream_rq_retry").await.unwrap_or(0);
     println!("## Soak result\n");
     println!(
