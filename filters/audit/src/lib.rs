@@ -357,8 +357,12 @@ impl HttpContext for AuditHttp {
             // Audited as received: the record and hash use the raw path.
             Err(_) => {}
         }
-        let view = RequestView::with(&line.info(), policy.path_options());
-        if let Some(action) = shared.quarantine.enforce(&view.path) {
+        let quarantine_path = || {
+            RequestView::with(&line.info(), policy.path_options())
+                .path
+                .into_owned()
+        };
+        if let Some(action) = shared.quarantine.enforce(quarantine_path) {
             return action;
         }
         // Under fail_closed a request starts only with room for its record.

@@ -517,8 +517,9 @@ struct Superseded {
 impl Quarantine {
     /// Refuses the request when this config instance was superseded by a
     /// newer signed serial, or while quarantined (health paths excepted);
-    /// returns the action to stop the chain.
-    pub fn enforce(&self, path: &str) -> Option<Action> {
+    /// returns the action to stop the chain. `path` (the canonical request
+    /// path) is computed only when a quarantine must check health paths.
+    pub fn enforce(&self, path: impl FnOnce() -> String) -> Option<Action> {
         self.superseded().or_else(|| self.quarantined(path))
     }
 
@@ -573,7 +574,7 @@ impl Quarantine {
         Some(Action::Pause)
     }
 
-    fn quarantined(&self, path: &str) -> Option<Action> {
+    fn quarantined(&self, path: impl FnOnce() -> String) -> Option<Action> {
         if self.settings.on_drift != OnDrift::Quarantine {
             return None;
         }
@@ -587,7 +588,8 @@ impl Quarantine {
         if !quarantined {
             return None;
         }
-        let path = path.split(['?', '#']).next().unwrap_or(path);
+        let path = path();
+        let path = path.split(['?', '#']).next().unwrap_or(&path);
         if self.settings.is_health_path(path) {
             return None;
         }

@@ -286,8 +286,12 @@ impl HttpContext for IdentityHttp {
         }
         let request = line.info();
         if decision.decided_by != DecidedBy::Path {
-            let view = RequestView::with(&request, policy.path_options());
-            if let Some(action) = active.quarantine.enforce(&view.path) {
+            let quarantine_path = || {
+                RequestView::with(&request, policy.path_options())
+                    .path
+                    .into_owned()
+            };
+            if let Some(action) = active.quarantine.enforce(quarantine_path) {
                 return action;
             }
         }

@@ -254,8 +254,12 @@ impl HttpContext for MaskingHttp {
                 }
             }
         }
-        let view = RequestView::with(&line.info(), policy.path_options());
-        if let Some(action) = active.quarantine.enforce(&view.path) {
+        let quarantine_path = || {
+            RequestView::with(&line.info(), policy.path_options())
+                .path
+                .into_owned()
+        };
+        if let Some(action) = active.quarantine.enforce(quarantine_path) {
             return action;
         }
         let transport = host::peer_transport();
