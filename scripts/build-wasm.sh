@@ -26,7 +26,10 @@ case "$mode" in
     mkdir -p dist
     for f in "${filters[@]}"; do
       crate=${f//-/_}
-      wasm-opt -Oz --strip-debug --strip-producers "${wasm_opt_features[@]}" \
+      # -ocimfs 0: no inlining of functions with one caller. With it the
+      # module is 2% smaller but each VM holds ~12 MiB more (measured with
+      # make bench's memory rows: 43-47 MiB against 31 MiB added per filter).
+      wasm-opt -Oz -ocimfs 0 --strip-debug --strip-producers "${wasm_opt_features[@]}" \
         "target/wasm/wasm32-wasip1/release/$crate.wasm" -o "dist/$crate.wasm"
       printf '%s  %s bytes  sha256 %s\n' "dist/$crate.wasm" "$(stat -c %s "dist/$crate.wasm")" \
         "$(sha256sum "dist/$crate.wasm" | cut -d' ' -f1)"
