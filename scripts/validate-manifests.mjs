@@ -87,7 +87,7 @@ const PHASE_ORDER = { AUTHN: 0, AUTHZ: 1, STATS: 2, UNSPECIFIED: 3 };
 const SECRET_ENV = ["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"];
 // Integrity settings that judge the config (docs/integrity.md): inline values
 // sit in the resource whoever edits the config can edit.
-const TRUST_ENV = ["MESHGUARD_TRUSTED_KEYS", "MESHGUARD_REVOKED_KEYS", "MESHGUARD_REQUIRE_SIGNATURE", "MESHGUARD_MIN_SERIAL",
+const TRUST_ENV = ["MESHGUARD_TRUSTED_KEYS", "MESHGUARD_REVOKED_KEYS", "MESHGUARD_REQUIRE_SIGNATURE", "MESHGUARD_MIN_SERIAL", "MESHGUARD_DRAIN_GRACE_SECONDS",
   "MESHGUARD_ON_DRIFT", "MESHGUARD_HEALTH_PATHS", "MESHGUARD_SOURCE_OF_TRUTH"];
 const VALIDATION_HASH_KEY = "manifest-validation-only-not-a-real-key";
 const SHA256 = /^[a-f0-9]{64}$/;
