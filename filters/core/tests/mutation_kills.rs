@@ -441,6 +441,25 @@ fn a_jwt_after_a_lone_eyj_is_found() {
 }
 
 #[test]
+fn a_bearer_word_inside_what_was_skipped_still_introduces_a_token() {
+    let rows: [(&str, &str, &[&str]); 2] = [
+        (
+            "a doubled Bearer word",
+            "Authorization: Bearer Bearer abcdefghijklmnop1234",
+            &["abcdefghijklmnop1234"],
+        ),
+        (
+            "a token ending in a Bearer word",
+            "Bearer abcdefghijklmnop/Bearer qrstuvwxyz0123456789",
+            &["abcdefghijklmnop/Bearer", "qrstuvwxyz0123456789"],
+        ),
+    ];
+    for (what, text, want) in rows {
+        assert_eq!(found(Detector::BearerToken, text), want, "{what}");
+    }
+}
+
+#[test]
 fn a_private_key_label_is_at_most_64_characters_ending_in_private_key() {
     let block = |label: &str| format!("-----BEGIN {label}-----\nMIIE\n-----END {label}-----");
     let label_64 = format!("{}PRIVATE KEY", "A".repeat(53));

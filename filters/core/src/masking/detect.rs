@@ -573,13 +573,14 @@ fn scan_bearer_tokens<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
         }
         let t = s + 6 + spaces;
         let len = count_while(b, t, is_token68);
+        // Scan on from the token, not past it: what follows a `Bearer` word can
+        // hold another (`Bearer Bearer <token>`, `Bearer <x>/Bearer <token>`).
+        i = t;
         if len < BEARER_MIN_TOKEN {
-            i = t + len;
             continue;
         }
         let end = t + len + count_while(b, t + len, |c| c == b'=');
         emit(t, end);
-        i = end;
     }
 }
 
