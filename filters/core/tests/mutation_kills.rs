@@ -10,6 +10,10 @@
 )]
 
 use meshguard_core::identity::xfcc::{identity_from_gateway, MAX_XFCC_BYTES};
+use meshguard_core::identity::{IdentityPolicy, Mode, Peer, Reason, Transport};
+use meshguard_core::masking::Detector;
+use meshguard_core::path::{PathNormalization, PathOptions};
+use meshguard_core::request::RequestInfo;
 use meshguard_core::scope::namespace_pattern;
 use meshguard_core::spiffe::{SpiffeId, MAX_SPIFFE_ID_LEN};
 
@@ -171,4 +175,334 @@ fn patterns_of_exactly_the_length_limit_are_valid() {
     let path = format!("/{}", "a".repeat(MAX_PATTERN_LEN - 1));
     assert!(PathPattern::parse(&path).is_ok());
     assert!(PathPattern::parse(&format!("{path}a")).is_err());
+}
+
+/// The identity warnings about deny rules a caller without identity escapes.
+fn identity_warnings(policy: &str) -> Vec<String> {
+    IdentityPolicy::from_json(policy.as_bytes())
+        .unwrap()
+        .warnings()
+        .iter()
+        .filter(|w| w.contains("denies by peer identity"))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn only_deny_rules_on_a_positive_identity_condition_warn_about_anonymous_callers() {
+    let plaintext = r#"{"transport": {"require_mtls": false}, "rules": [RULE]}"#;
+    let anonymous =
+        r#"{"identity": {"on_unusable_identity": "treat_as_anonymous"}, "rules": [RULE]}"#;
+    let rows = [
+        (
+            "a deny rule on principals warns",
+            r#"{"name": "r", "action": "deny", "principals": ["cluster.local/ns/a/sa/b"]}"#,
+            1,
+        ),
+        (
+            "an allow rule on principals does not",
+            r#"{"name": "r", "action": "allow", "principals": ["cluster.local/ns/a/sa/b"]}"#,
+            0,
+        ),
+        (
+            "a deny rule without an identity condition does not",
+            r#"{"name": "r", "action": "deny", "methods": ["DELETE"]}"#,
+            0,
+        ),
+        (
+            "a deny rule on not_namespaces only does not",
+            r#"{"name": "r", "action": "deny", "not_namespaces": ["a"]}"#,
+            0,
+        ),
+    ];
+    for (what, rule, want) in rows {
+        for base in [plaintext, anonymous] {
+            let got = identity_warnings(&base.replace("RULE", rule));
+            assert_eq!(got.len(), want, "{what} ({base}): {got:?}");
+        }
+    }
+}
+
+#[test]
+fn a_glob_whose_first_segment_has_a_wildcard_is_checked_for_every_path() {
+    let policy = IdentityPolicy::from_json(
+        br#"{"transport": {"require_mtls": false}, "default_action": "allow",
+             "rules": [{"name": "versioned-admin", "action": "deny", "paths": ["/v*/admin/**"]},
+                       {"name": "literal", "action": "deny", "paths": ["/internal/*/secret"]}]}"#,
+    )
+    .unwrap();
+    let peer = Peer::from_certificate(Transport::from_host(Some(false), None, None));
+    let rows = [
+        ("/v1/admin/users", Reason::DeniedByRule),
+        ("/v2/admin", Reason::DeniedByRule),
+        ("/internal/x/secret", Reason::DeniedByRule),
+        ("/v1/public", Reason::DefaultAllow),
+        ("/admin/v1", Reason::DefaultAllow),
+    ];
+    for (path, want) in rows {
+        let request = RequestInfo {
+            path,
+            method: "GET",
+            host: "svc",
+        };
+        assert_eq!(policy.evaluate(&peer, &request).reason, want, "{path}");
+    }
+}
+
+#[test]
+fn a_compiled_identity_policy_reports_what_it_was_configured_with() {
+    let configured = IdentityPolicy::from_json(
+        br#"{"config_version": "v7", "mode": "dry-run",
+             "path_normalization": "BASE", "path_case_insensitive": true,
+             "deny_response": {"status": 451},
+             "identity": {"trusted_gateways": ["cluster.local/ns/istio-system/sa/ingress"]},
+             "rules": [{"name": "a", "action": "allow", "paths": ["/a"]},
+                       {"name": "b", "action": "allow", "paths": ["/b"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(configured.config_version(), Some("v7"));
+    assert_eq!(configured.mode(), Mode::DryRun);
+    assert_eq!(
+        *configured.path_options(),
+        PathOptions {
+            normalization: PathNormalization::Base,
+            case_insensitive: true
+        }
+    );
+    assert_eq!(configured.deny_status(), 451);
+    assert_eq!(configured.rule_count(), 2);
+    assert!(configured.has_trusted_gateways());
+
+    let defaults = IdentityPolicy::from_json(b"{}").unwrap();
+    assert_eq!(defaults.config_version(), None);
+    assert_eq!(defaults.mode(), Mode::Enforce);
+    assert_eq!(defaults.deny_status(), 403);
+    assert_eq!(defaults.rule_count(), 0);
+    assert!(!defaults.has_trusted_gateways());
+}
+
+#[test]
+fn a_detector_names_itself_as_the_configuration_spells_it() {
+    for detector in Detector::ALL {
+        let parsed: Detector =
+            serde_json::from_value(serde_json::json!(detector.as_str())).unwrap();
+        assert_eq!(parsed, detector, "{}", detector.as_str());
+    }
+}
+
+/// The texts `detector` finds in `text`, in order.
+fn found(detector: Detector, text: &str) -> Vec<&str> {
+    detector
+        .find_all(text)
+        .into_iter()
+        .map(|(start, end)| &text[start..end])
+        .collect()
+}
+
+#[test]
+fn a_separated_card_is_made_of_groups_of_at_least_three_digits() {
+    let rows: [(&str, &str, &[&str]); 3] = [
+        (
+            "groups of exactly three digits are groups",
+            "378 282 246 310 005",
+            &["378 282 246 310 005"],
+        ),
+        (
+            "two-digit groups after the first are not",
+            "4111 11 11 11 11 11 11",
+            &[],
+        ),
+        (
+            "nor is a two-digit first group, wherever the run starts",
+            "card 41 1111 1111 111 111",
+            &[],
+        ),
+    ];
+    for (what, text, want) in rows {
+        assert_eq!(found(Detector::Card, text), want, "{what}");
+    }
+}
+
+#[test]
+fn an_email_domain_is_at_most_253_characters_in_labels_of_at_most_63() {
+    let label = |c: &str, n: usize| c.repeat(n);
+    let domain_253 = format!(
+        "{}.{}.{}.{}",
+        label("a", 63),
+        label("b", 63),
+        label("c", 63),
+        label("d", 61)
+    );
+    let domain_254 = format!("{domain_253}d");
+    assert_eq!(domain_253.len(), 253);
+    let exact = format!("x@{domain_253}");
+    let rows: [(&str, String, bool); 4] = [
+        (
+            "a 253-character domain of 63-character labels",
+            exact.clone(),
+            true,
+        ),
+        ("a 254-character domain", format!("x@{domain_254}"), false),
+        (
+            "a 64-character label",
+            format!("x@{}.com", label("a", 64)),
+            false,
+        ),
+        (
+            "a 63-character label",
+            format!("x@{}.com", label("a", 63)),
+            true,
+        ),
+    ];
+    for (what, text, matched) in rows {
+        let want: Vec<&str> = if matched { vec![&text] } else { vec![] };
+        assert_eq!(found(Detector::Email, &text), want, "{what}");
+    }
+}
+
+#[test]
+fn an_ssn_is_exactly_three_two_four_digits_with_no_dash_digit_around_it() {
+    let rows: [(&str, &str, &[&str]); 7] = [
+        (
+            "three digits first, not two and a letter",
+            "12a-45-6789",
+            &[],
+        ),
+        ("not six digits then four", "123456-7890", &[]),
+        ("not eleven digits", "12345678901", &[]),
+        (
+            "a digit two places before is not a continuation",
+            "1 078-05-1120",
+            &["078-05-1120"],
+        ),
+        (
+            "a dash before without a digit is not either",
+            "x-078-05-1120",
+            &["078-05-1120"],
+        ),
+        (
+            "a digit after a space is not a continuation",
+            "078-05-1120 5",
+            &["078-05-1120"],
+        ),
+        (
+            "a dash after without a digit is not either",
+            "078-05-1120-x",
+            &["078-05-1120"],
+        ),
+    ];
+    for (what, text, want) in rows {
+        assert_eq!(found(Detector::UsSsn, text), want, "{what}");
+    }
+}
+
+#[test]
+fn an_iban_has_its_shape_length_and_boundaries_in_either_form() {
+    let rows: [(&str, &str, &[&str]); 6] = [
+        (
+            "34 characters in groups is the longest IBAN",
+            "GB93 WEST 1234 5678 9012 3456 7890 1234 56",
+            &["GB93 WEST 1234 5678 9012 3456 7890 1234 56"],
+        ),
+        (
+            "a short group ends the grouped form",
+            "GB60 WEST 12 3456 7890",
+            &[],
+        ),
+        (
+            "two letters then two digits, not four letters (checksum valid)",
+            "GBAA1000000000030000",
+            &[],
+        ),
+        ("not preceded by a digit", "1GB82WEST12345698765432", &[]),
+        (
+            "a grouped IBAN touching a letter is none",
+            "GB82 WEST 1234 5698 7654 32\u{e9}",
+            &[],
+        ),
+        (
+            "a valid checksum in fewer than 15 characters is none",
+            "GB34 1234 5678",
+            &[],
+        ),
+    ];
+    for (what, text, want) in rows {
+        assert_eq!(found(Detector::Iban, text), want, "{what}");
+    }
+}
+
+#[test]
+fn a_jwt_after_a_lone_eyj_is_found() {
+    let text = "tokens: eyJ, eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.";
+    assert_eq!(
+        found(Detector::Jwt, text),
+        ["eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0."]
+    );
+}
+
+#[test]
+fn a_bearer_word_inside_what_was_skipped_still_introduces_a_token() {
+    let rows: [(&str, &str, &[&str]); 2] = [
+        (
+            "a doubled Bearer word",
+            "Authorization: Bearer Bearer abcdefghijklmnop1234",
+            &["abcdefghijklmnop1234"],
+        ),
+        (
+            "a token ending in a Bearer word",
+            "Bearer abcdefghijklmnop/Bearer qrstuvwxyz0123456789",
+            &["abcdefghijklmnop/Bearer", "qrstuvwxyz0123456789"],
+        ),
+    ];
+    for (what, text, want) in rows {
+        assert_eq!(found(Detector::BearerToken, text), want, "{what}");
+    }
+}
+
+#[test]
+fn a_private_key_label_is_at_most_64_characters_ending_in_private_key() {
+    let block = |label: &str| format!("-----BEGIN {label}-----\nMIIE\n-----END {label}-----");
+    let label_64 = format!("{}PRIVATE KEY", "A".repeat(53));
+    assert_eq!(label_64.len(), 64);
+    let exact = block(&label_64);
+    assert_eq!(found(Detector::PrivateKey, &exact), [exact.as_str()]);
+    let over = block(&format!("A{label_64}"));
+    assert_eq!(found(Detector::PrivateKey, &over), Vec::<&str>::new());
+
+    let key = block("PRIVATE KEY");
+    let both = format!("{}\n{key}", block("CERTIFICATE"));
+    assert_eq!(found(Detector::PrivateKey, &both), [key.as_str()]);
+}
+
+#[test]
+fn at_most_eight_distinct_private_key_labels_are_open_at_once() {
+    // A bound against adversarial input: a ninth BEGIN is not tracked, so its
+    // END closes nothing.
+    let begins: String = (1..=9)
+        .map(|k| format!("-----BEGIN K{k} PRIVATE KEY-----\n"))
+        .collect();
+    let text = format!("{begins}MIIE\n-----END K9 PRIVATE KEY-----");
+    assert_eq!(found(Detector::PrivateKey, &text), Vec::<&str>::new());
+    let eight = text.replacen("-----BEGIN K1 PRIVATE KEY-----\n", "", 1);
+    let from = eight.find("-----BEGIN K9").unwrap();
+    assert_eq!(found(Detector::PrivateKey, &eight), [&eight[from..]]);
+}
+
+#[test]
+fn canonical_json_nested_exactly_to_the_depth_limit_is_written() {
+    use meshguard_core::canonical::{to_canonical_bytes, CanonicalError, MAX_DEPTH};
+    // `[[…[1]…]]`: the scalar sits at depth `levels`.
+    let nested = |levels: usize| {
+        let mut v = serde_json::json!(1);
+        for _ in 0..levels {
+            v = serde_json::json!([v]);
+        }
+        v
+    };
+    let at_limit = to_canonical_bytes(&nested(MAX_DEPTH)).unwrap();
+    assert_eq!(at_limit.len(), 2 * MAX_DEPTH + 1);
+    assert_eq!(
+        to_canonical_bytes(&nested(MAX_DEPTH + 1)),
+        Err(CanonicalError::TooDeep)
+    );
 }

@@ -608,13 +608,14 @@ fn scan_bearer_tokens<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
             continue;
         }
         let token_end = run_end(b, t, is_token68);
+        // Scan on from the token, not past it: what follows a `Bearer` word can
+        // hold another (`Bearer Bearer <token>`, `Bearer <x>/Bearer <token>`).
+        i = t;
         if span_len((t, token_end)) < BEARER_MIN_TOKEN {
-            i = token_end;
             continue;
         }
         let end = run_end(b, token_end, |c| c == b'=');
         emit(t, end);
-        i = end;
     }
 }
 
