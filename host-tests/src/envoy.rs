@@ -217,10 +217,10 @@ impl Envoy {
             .unwrap_or(0))
     }
 
-    /// The sum of every counter or gauge from `/stats` whose name ends in
-    /// `.{suffix}` (e.g. `upstream_rq_retry` over all clusters).
+    /// The sum of every counter or gauge from `/stats` named `suffix` or
+    /// ending in `.{suffix}` (e.g. `upstream_rq_retry` over all clusters).
     pub async fn stat_sum(&self, suffix: &str) -> anyhow::Result<u64> {
-        let pattern = format!("\\.{}$", suffix.replace('.', "\\."));
+        let pattern = format!("{}$", suffix.replace('.', "\\."));
         let text = self
             .admin_get(&format!("/stats?filter={pattern}"))
             .await?
@@ -229,7 +229,7 @@ impl Envoy {
             .lines()
             .filter_map(|line| {
                 let (name, value) = line.split_once(": ")?;
-                name.ends_with(&format!(".{suffix}"))
+                (name == suffix || name.ends_with(&format!(".{suffix}")))
                     .then(|| value.trim().parse::<u64>().ok())
                     .flatten()
             })

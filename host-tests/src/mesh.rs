@@ -323,42 +323,16 @@ impl Mesh {
             &self.server_cert,
             self.dir.path(),
         )?;
-        let accepted_before = self
-            .server
-            .stat("listener_manager.lds.update_success")
-            .await?;
-        let rejected_before = self
-            .server
-            .stat("listener_manager.lds.update_rejected")
-            .await?;
+        let pushed = [self
+            .push_counters(
+                "listener_manager.lds.update_success",
+                "listener_manager.lds.update_rejected",
+            )
+            .await?];
         let version = self.lds_version.get() + 1;
         self.lds_version.set(version);
         write_lds(&self.dir.path().join("lds"), version, listener)?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            if self
-                .server
-                .stat("listener_manager.lds.update_rejected")
-                .await?
-                > rejected_before
-            {
-                return Ok(PushOutcome::Rejected);
-            }
-            if self
-                .server
-                .stat("listener_manager.lds.update_success")
-                .await?
-                > accepted_before
-            {
-                return Ok(PushOutcome::Accepted);
-            }
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "Envoy neither accepted nor rejected the pushed listener:\n{}",
-                self.server.log()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        self.push_outcome("the pushed listener", &pushed).await
     }
 }
 
@@ -367,11 +341,9 @@ impl Mesh {
     /// until Envoy reloaded or refused it (the listener stays as it is; an
     /// unchanged config is not sent, as istiod sends none).
     async fn push_ecds(&self, filters: &[Filter]) -> anyhow::Result<PushOutcome> {
-        let reloads = |name: &str| format!("default.{name}.config_reload");
-        let fails = |name: &str| format!("default.{name}.config_fail");
         let version = self.lds_version.get() + 1;
         self.lds_version.set(version);
-        let mut changed = Vec::new();
+        let mut pushed = Vec::new();
         for f in filters {
             let resource = ecds_resource(f)?;
             let current = std::fs::read(ecds_dir(self.dir.path(), f).join(ECDS_FILE))
@@ -380,35 +352,68 @@ impl Mesh {
             if current.is_some_and(|c| c["resources"][0] == resource) {
                 continue;
             }
-            let before = (
-                self.server.stat_sum(&reloads(&f.root_id)).await?,
-                self.server.stat_sum(&fails(&f.root_id)).await?,
+            let name = &f.root_id;
+            pushed.push(
+                self.push_counters(
+                    &format!("default.{name}.config_reload"),
+                    &format!("default.{name}.config_fail"),
+                )
+                .await?,
             );
             write_ecds(self.dir.path(), version, f)?;
-            changed.push((f, before));
         }
+        self.push_outcome("the pushed filter configs", &pushed)
+            .await
+    }
+
+    /// The counters that tell whether Envoy took or refused a pushed
+    /// resource (names matched as suffixes), read before the push.
+    async fn push_counters(&self, accepted: &str, rejected: &str) -> anyhow::Result<PushCounters> {
+        Ok(PushCounters {
+            accepted_before: self.server.stat_sum(accepted).await?,
+            rejected_before: self.server.stat_sum(rejected).await?,
+            accepted: accepted.into(),
+            rejected: rejected.into(),
+        })
+    }
+
+    /// Waits until Envoy took every pushed resource, or refused one.
+    async fn push_outcome(
+        &self,
+        what: &str,
+        pushed: &[PushCounters],
+    ) -> anyhow::Result<PushOutcome> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let mut reloaded = 0;
-            for (f, (reload_before, fail_before)) in &changed {
-                if self.server.stat_sum(&fails(&f.root_id)).await? > *fail_before {
+            let mut taken = 0;
+            for p in pushed {
+                if self.server.stat_sum(&p.rejected).await? > p.rejected_before {
                     return Ok(PushOutcome::Rejected);
                 }
-                if self.server.stat_sum(&reloads(&f.root_id)).await? > *reload_before {
-                    reloaded += 1;
+                if self.server.stat_sum(&p.accepted).await? > p.accepted_before {
+                    taken += 1;
                 }
             }
-            if reloaded == changed.len() {
+            if taken == pushed.len() {
                 return Ok(PushOutcome::Accepted);
             }
             anyhow::ensure!(
                 std::time::Instant::now() < deadline,
-                "Envoy neither reloaded nor refused the pushed filter configs:\n{}",
+                "Envoy neither accepted nor rejected {what}:\n{}",
                 self.server.log()
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A pushed resource's accept and reject counters, with their values before
+/// the push.
+struct PushCounters {
+    accepted: String,
+    rejected: String,
+    accepted_before: u64,
+    rejected_before: u64,
 }
 
 /// The listener's reference to a filter delivered over ECDS (Istio names

@@ -20,7 +20,6 @@ use meshguard_core::canonical::sha256_hex;
 use meshguard_core::config::ConfigError;
 use meshguard_core::logsafe;
 use meshguard_core::metrics::{tagged, AUDIT_HASH_FAILURES, AUDIT_RECORDS, AUDIT_REFUSED};
-use meshguard_core::scope::RequestView;
 use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::{self as host, Counter};
 use proxy_wasm::hostcalls;
@@ -357,12 +356,10 @@ impl HttpContext for AuditHttp {
             // Audited as received: the record and hash use the raw path.
             Err(_) => {}
         }
-        let quarantine_path = || {
-            RequestView::with(&line.info(), policy.path_options())
-                .path
-                .into_owned()
-        };
-        if let Some(action) = shared.quarantine.enforce(quarantine_path) {
+        if let Some(action) = shared
+            .quarantine
+            .enforce(&line.info(), policy.path_options())
+        {
             return action;
         }
         // Under fail_closed a request starts only with room for its record.

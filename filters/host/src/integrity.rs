@@ -14,6 +14,9 @@ use meshguard_core::integrity::{
     OnDrift, Succession, SuccessionRequest, Transition,
 };
 use meshguard_core::metrics::{self, tagged};
+use meshguard_core::path::PathOptions;
+use meshguard_core::request::RequestInfo;
+use meshguard_core::scope::RequestView;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
@@ -516,11 +519,12 @@ struct Superseded {
 
 impl Quarantine {
     /// Refuses the request when this config instance was superseded by a
-    /// newer signed serial, or while quarantined (health paths excepted);
-    /// returns the action to stop the chain. `path` (the canonical request
-    /// path) is computed only when a quarantine must check health paths.
-    pub fn enforce(&self, path: impl FnOnce() -> String) -> Option<Action> {
-        self.superseded().or_else(|| self.quarantined(path))
+    /// newer signed serial, or while quarantined (health paths excepted, on
+    /// the request's canonical view under `paths`, computed only then);
+    /// returns the action to stop the chain.
+    pub fn enforce(&self, request: &RequestInfo<'_>, paths: &PathOptions) -> Option<Action> {
+        self.superseded()
+            .or_else(|| self.quarantined(request, paths))
     }
 
     /// Envoy serves a byte-identical plugin config from the instance it still
@@ -574,7 +578,7 @@ impl Quarantine {
         Some(Action::Pause)
     }
 
-    fn quarantined(&self, path: impl FnOnce() -> String) -> Option<Action> {
+    fn quarantined(&self, request: &RequestInfo<'_>, paths: &PathOptions) -> Option<Action> {
         if self.settings.on_drift != OnDrift::Quarantine {
             return None;
         }
@@ -588,8 +592,8 @@ impl Quarantine {
         if !quarantined {
             return None;
         }
-        let path = path();
-        let path = path.split(['?', '#']).next().unwrap_or(&path);
+        let view = RequestView::with(request, paths);
+        let path = view.path.split(['?', '#']).next().unwrap_or(&view.path);
         if self.settings.is_health_path(path) {
             return None;
         }

@@ -19,7 +19,6 @@ use meshguard_core::metrics::{
     label_value, tagged, IDENTITY_REQUESTS, IDENTITY_SHADOW_DISAGREEMENTS,
     IDENTITY_SHADOW_REQUESTS, IDENTITY_SHADOW_RULE_HITS,
 };
-use meshguard_core::scope::RequestView;
 use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::{self as host, Counter};
 use proxy_wasm::traits::{Context, HttpContext};
@@ -286,12 +285,7 @@ impl HttpContext for IdentityHttp {
         }
         let request = line.info();
         if decision.decided_by != DecidedBy::Path {
-            let quarantine_path = || {
-                RequestView::with(&request, policy.path_options())
-                    .path
-                    .into_owned()
-            };
-            if let Some(action) = active.quarantine.enforce(quarantine_path) {
+            if let Some(action) = active.quarantine.enforce(&request, policy.path_options()) {
                 return action;
             }
         }

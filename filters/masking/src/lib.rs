@@ -20,7 +20,6 @@ use meshguard_core::metrics::{
     label_value, tagged, MASKING_DRY_RUN_FIELDS, MASKING_FIELDS, MASKING_REFUSED, MASKING_SKIPPED,
     MASKING_TEXT_FALLBACKS,
 };
-use meshguard_core::scope::RequestView;
 use meshguard_host::integrity::{FilterRoot, Guard, Quarantine, Root};
 use meshguard_host::surface::{Envoy, Surface};
 use meshguard_host::{self as host, Counter};
@@ -254,12 +253,10 @@ impl HttpContext for MaskingHttp {
                 }
             }
         }
-        let quarantine_path = || {
-            RequestView::with(&line.info(), policy.path_options())
-                .path
-                .into_owned()
-        };
-        if let Some(action) = active.quarantine.enforce(quarantine_path) {
+        if let Some(action) = active
+            .quarantine
+            .enforce(&line.info(), policy.path_options())
+        {
             return action;
         }
         let transport = host::peer_transport();
