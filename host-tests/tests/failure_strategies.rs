@@ -13,11 +13,13 @@
 //! FAIL_RELOAD recreates the VM by itself. docs/deploy.md
 //! ("Failure policies, observed") records the numbers this test prints.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use meshguard_core::integrity::Release;
 use meshguard_host_tests::envoy::vm_crashes;
 use meshguard_host_tests::http::{Request, Response};
 use meshguard_host_tests::mesh::{FailurePolicy, Filter, Mesh, PushOutcome};
+use meshguard_host_tests::source::{release_key, signed_with, trusted_key_entry, KEY_ID, WORKLOAD};
 
 const FAULT_HEADER: &str = "x-meshguard-fault";
 const SEEN_HEADER: &str = "x-meshguard-faulty-vm";
@@ -248,4 +250,61 @@ async fn fail_reload_refuses_while_failed_and_recreates_the_vm() {
             "{fault}: only refusals before the reload: {after:?}"
         );
     }
+}
+
+/// Envoy configures a VM it recreates with the config it already accepted,
+/// possibly long after: a worker whose VM refuses that config runs without
+/// the filter, whatever the failure policy. So a signed config whose release
+/// window closed while it ran must still load in the recreated VM, and no
+/// request may pass unfiltered meanwhile.
+#[tokio::test]
+async fn a_vm_recreated_after_its_release_window_closed_loads_the_same_config() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let not_after = now + 10;
+    let release = Release {
+        filter: "faulty".into(),
+        workloads: vec![WORKLOAD.into()],
+        serial: 1,
+        not_before: None,
+        not_after: Some(not_after),
+    };
+    let config = signed_with("{}", &release, KEY_ID, &release_key());
+    let mut filter = Filter::named("faulty", config)
+        .failure_policy(FailurePolicy::FailReload)
+        .env(
+            "MESHGUARD_TRUSTED_KEYS",
+            &trusted_key_entry(KEY_ID, &release_key()),
+        )
+        .env("MESHGUARD_REQUIRE_SIGNATURE", "true");
+    filter.module = meshguard_host_tests::faulty_module();
+    let mesh = Mesh::builder()
+        .filter(filter)
+        .start()
+        .await
+        .expect("mesh starts");
+    let (status, first_vm) = send(&mesh, 0, None).await;
+    assert_eq!(status, 200, "the signed config was accepted in its window");
+
+    let closed = UNIX_EPOCH + Duration::from_secs(not_after + 1);
+    if let Ok(wait) = closed.duration_since(SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    let (crash, after, recovered) =
+        crash_and_watch(&mesh, "panic", Duration::from_secs(30), true).await;
+    eprintln!(
+        "FAIL_RELOAD after not_after: crashing request {crash}; then {}; recovered: {:?}",
+        summary(&after),
+        recovered.as_ref().map(|(t, _)| t),
+    );
+    assert_eq!(crash, 503, "the crashing request");
+    let (_, vm) = recovered.unwrap_or_else(|| panic!("the VM was not recreated: {after:?}"));
+    assert_ne!(Some(vm), first_vm, "a new VM serves after the reload");
+    let log = mesh.flushed_server_log().await.expect("server log");
+    assert!(
+        !log.contains("configuration refused"),
+        "a recreated VM refused the config it runs:\n{log}"
+    );
 }

@@ -11,6 +11,10 @@
 //! - anything else or absent: passes the request on with [`SEEN_HEADER`] set to
 //!   this VM's id, so the test can prove every request that reached the
 //!   upstream went through a live filter, and which VM it was.
+//!
+//! Its config goes through the shipped filters' loader (signature, release
+//! scope, anti-rollback), as filter `faulty`: the test also shows what a VM
+//! Envoy recreates does with the config it was configured with.
 
 // Crashing is this crate's purpose: the workspace's panic denials exist to
 // keep exactly this out of the real filters. For the same reason it does not
@@ -18,9 +22,11 @@
 // (docs/fuzzing.md, "Arithmetic"): it is never built into dist/.
 #![allow(clippy::panic)]
 
+use meshguard_core::config::ConfigError;
+use meshguard_host::integrity::{FilterRoot, Guard, Root};
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
 
 /// The request header that picks a fault.
 pub const FAULT_HEADER: &str = "x-meshguard-fault";
@@ -28,43 +34,57 @@ pub const FAULT_HEADER: &str = "x-meshguard-fault";
 pub const SEEN_HEADER: &str = "x-meshguard-faulty-vm";
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FaultyRoot { vm: 0 }) });
+    Root::<FaultyRoot>::register();
 }}
 
-/// A new VM gets a new id: the host time when its root context started.
+/// The shipped filters' root (config loading with every integrity check), so
+/// that a VM Envoy recreates goes through the same `on_configure` as theirs.
+/// A new VM gets a new id: the host time when its config was accepted.
 struct FaultyRoot {
-    vm: u128,
+    vm: u64,
 }
 
-impl Context for FaultyRoot {}
+impl FilterRoot for FaultyRoot {
+    const NAME: &'static str = "faulty";
+    /// Any JSON object: this filter has no settings of its own.
+    type Compiled = ();
 
-impl RootContext for FaultyRoot {
-    fn on_vm_start(&mut self, _: usize) -> bool {
-        self.vm = hostcalls::get_current_time()
+    fn compile(_: &[u8]) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    fn start(_context_id: u32, (): (), _guard: &Guard) -> Self {
+        let vm = hostcalls::get_current_time()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
-        true
+        Self {
+            vm: u64::try_from(vm).unwrap_or(u64::MAX),
+        }
     }
 
-    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Faulty { vm: self.vm }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn http_context(state: Option<&Self>) -> Box<dyn HttpContext> {
+        Box::new(Faulty {
+            vm: state.map(|s| s.vm),
+        })
     }
 }
 
+/// `vm` is `None` when no config was accepted: every request is refused.
 struct Faulty {
-    vm: u128,
+    vm: Option<u64>,
 }
 
 impl Context for Faulty {}
 
 impl HttpContext for Faulty {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let Some(vm) = self.vm else {
+            if !meshguard_host::send_json_reply(503, Some("not_configured"), b"{}") {
+                meshguard_host::reset_request();
+            }
+            return Action::Pause;
+        };
         let fault = hostcalls::get_map_value(MapType::HttpRequestHeaders, FAULT_HEADER)
             .ok()
             .flatten();
@@ -72,9 +92,11 @@ impl HttpContext for Faulty {
             Some("panic") => panic!("meshguard-faulty: panic requested"),
             Some("oom") => exhaust_memory(),
             _ => {
-                let vm = self.vm.to_string();
-                let _ =
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, SEEN_HEADER, Some(&vm));
+                let _ = hostcalls::set_map_value(
+                    MapType::HttpRequestHeaders,
+                    SEEN_HEADER,
+                    Some(&vm.to_string()),
+                );
                 Action::Continue
             }
         }

@@ -376,17 +376,17 @@ pub fn admit(loaded: &Loaded, env: &IntegrityEnv, at: &Admission<'_>) -> Result<
             ))
         }
     }
-    if let Some(nb) = release.not_before.filter(|nb| at.now_s < *nb) {
-        return Err(LoadError::refused(
-            Refusal::NotYetValid,
-            format!("valid from {nb}, now is {}", at.now_s),
-        ));
-    }
-    if let Some(na) = release.not_after.filter(|na| at.now_s > *na) {
-        return Err(LoadError::refused(
-            Refusal::Expired,
-            format!("valid until {na}, now is {}", at.now_s),
-        ));
+    // The validity window is judged when a config is first accepted on this
+    // proxy. Envoy configures the same config again in every VM it creates
+    // later (a recreated VM under FAIL_RELOAD, a new worker), possibly after
+    // the window closed: refusing it there would fail that worker alone, for
+    // a config every other VM runs. The environment's checks (revocation,
+    // the serial floor) still apply: an operator's change brings new VMs.
+    let running_here = at.newest.is_some_and(|(serial, fingerprint)| {
+        serial == release.serial && fingerprint == loaded.fingerprint
+    });
+    if !running_here {
+        check_window(release, at.now_s)?;
     }
     if let Some(min) = env.min_serial.filter(|min| release.serial < *min) {
         return Err(LoadError::refused(
@@ -410,6 +410,23 @@ pub fn admit(loaded: &Loaded, env: &IntegrityEnv, at: &Admission<'_>) -> Result<
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `not_before` ≤ `now_s` ≤ `not_after`.
+fn check_window(release: &Release, now_s: u64) -> Result<(), LoadError> {
+    if let Some(nb) = release.not_before.filter(|nb| now_s < *nb) {
+        return Err(LoadError::refused(
+            Refusal::NotYetValid,
+            format!("valid from {nb}, now is {now_s}"),
+        ));
+    }
+    if let Some(na) = release.not_after.filter(|na| now_s > *na) {
+        return Err(LoadError::refused(
+            Refusal::Expired,
+            format!("valid until {na}, now is {now_s}"),
+        ));
     }
     Ok(())
 }
@@ -960,12 +977,26 @@ mod tests {
             ..at
         };
         admit(&loaded, &env_with_key(true), &newest_same).unwrap();
+        // The config this proxy already runs loads again in a VM Envoy
+        // creates later, whatever the time: its window was judged when it
+        // was first accepted here.
+        for now_s in [99, 201, u64::MAX] {
+            admit(
+                &loaded,
+                &env_with_key(true),
+                &Admission {
+                    now_s,
+                    ..newest_same
+                },
+            )
+            .unwrap();
+        }
         let other = "0".repeat(64);
         let min = IntegrityEnv {
             min_serial: Some(6),
             ..env_with_key(true)
         };
-        let cases: [(&str, Admission<'_>, &IntegrityEnv, &str); 8] = [
+        let cases: [(&str, Admission<'_>, &IntegrityEnv, &str); 11] = [
             (
                 "another filter",
                 Admission {
@@ -1024,6 +1055,35 @@ mod tests {
                 "rollback",
             ),
             ("a serial below the floor", at, &min, "below_minimum"),
+            (
+                "the config this proxy runs, in a VM with a raised floor",
+                Admission {
+                    newest: Some((5, &fp)),
+                    ..at
+                },
+                &min,
+                "below_minimum",
+            ),
+            (
+                "another config at the serial this proxy runs, after not_after",
+                Admission {
+                    now_s: 201,
+                    newest: Some((5, &other)),
+                    ..at
+                },
+                &env_with_key(true),
+                "expired",
+            ),
+            (
+                "a newer serial than this proxy runs, after not_after",
+                Admission {
+                    now_s: 201,
+                    newest: Some((4, &fp)),
+                    ..at
+                },
+                &env_with_key(true),
+                "expired",
+            ),
         ];
         for (what, at, env, want) in cases {
             let err = admit(&loaded, env, &at).unwrap_err();
