@@ -1,7 +1,10 @@
 //! The integrity envelope of every filter config: signature checks, the
 //! integrity section, source-of-truth answers. The first byte picks the
 //! environment (unsigned allowed, or a signature required from a known key).
-//! A config signed with the trusted key must load with a valid signature.
+//! A config signed with the trusted key must load with a valid signature, and
+//! its admission holds the release rules at any host time: the config the
+//! proxy already runs is admitted again, an older serial never is, and a
+//! first load outside the validity window never is.
 #![no_main]
 use std::sync::OnceLock;
 
@@ -9,7 +12,8 @@ use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use libfuzzer_sys::fuzz_target;
 use meshguard_core::integrity::{
-    load, read_answer, sign_release, AnswerContext, IntegrityEnv, Release, SignatureStatus,
+    admit, load, read_answer, sign_release, Admission, AnswerContext, IntegrityEnv, Release,
+    SignatureStatus,
 };
 
 fn key() -> &'static SigningKey {
@@ -46,12 +50,21 @@ fuzz_target!(|data: &[u8]| {
                 return; // it carried a signature of its own
             }
             // Signed configs name their scope (filter, workloads, serial).
+            // The window and the host time come from the selector and the
+            // length: enough to land before, inside and after the window.
             let release = Release {
                 filter: "identity".into(),
                 workloads: vec!["default/backend".into()],
-                serial: 1,
-                not_before: None,
-                not_after: None,
+                serial: u64::from(sel >> 6),
+                not_before: (sel & 8 != 0).then_some(100),
+                not_after: (sel & 16 != 0).then_some(200),
+            };
+            let now_s = if sel & 32 != 0 {
+                u64::MAX
+            } else {
+                u64::try_from(rest.len())
+                    .unwrap_or(u64::MAX)
+                    .saturating_mul(7)
             };
             let Ok(signed) = sign_release(rest, &release, "fuzz", key()) else {
                 return; // e.g. it already names a release of its own
@@ -65,6 +78,33 @@ fuzz_target!(|data: &[u8]| {
             );
             // The fingerprint covers the release too (only the signature is
             // left out), so it differs from the unsigned config's.
+            let env = env(true);
+            let first = Admission {
+                filter: "identity",
+                workload: Some("default/backend"),
+                now_s,
+                newest: None,
+            };
+            let in_window = release.not_before.is_none_or(|nb| now_s >= nb)
+                && release.not_after.is_none_or(|na| now_s <= na);
+            assert_eq!(admit(&loaded, &env, &first).is_ok(), in_window);
+            let running = Admission {
+                newest: Some((release.serial, &loaded.fingerprint)),
+                ..first
+            };
+            admit(&loaded, &env, &running).expect("the config the proxy runs loads again");
+            let rolled_back = Admission {
+                newest: Some((release.serial.saturating_add(1), &loaded.fingerprint)),
+                ..first
+            };
+            let refusal = admit(&loaded, &env, &rolled_back).expect_err("an older serial");
+            assert!(
+                matches!(
+                    refusal.result_label(),
+                    "rollback" | "expired" | "not_yet_valid"
+                ),
+                "{refusal}"
+            );
         }
         _ => {
             // A source-of-truth answer: read, never believed unless signed.
