@@ -14,7 +14,7 @@ help:
 	@echo "make oci    package dist/*.wasm as Istio Wasm OCI images (layouts in dist/oci/)"
 	@echo "make fuzz   every cargo-fuzz target for FUZZ_SECONDS (default 20) each (docs/fuzzing.md)"
 	@echo "make soak   fixed-rate mixed load through all filters, reloads under load (docs/soak.md)"
-	@echo "make wasm-unit  the core's unit tests compiled to wasm32-wasip1, run under wasmtime"
+	@echo "make wasm-unit  the core's tests compiled to wasm32-wasip1, run under wasmtime"
 
 tools:
 	@scripts/install-tools.sh
