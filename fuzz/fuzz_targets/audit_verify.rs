@@ -1,6 +1,6 @@
 //! Audit record parsing and chain verification.
 //! - Any text: `verify_records` never panics and accounts for every marked
-//!   line (a record, or a foreign line).
+//!   line (a record, a foreign line, or an unreadable one, which fails).
 //! - Records sealed from arbitrary request fields verify as one unbroken
 //!   chain; dropping a middle record or editing one breaks it.
 #![no_main]
@@ -14,13 +14,15 @@ fuzz_target!(|data: &[u8]| {
     if sel & 1 == 0 {
         let text = String::from_utf8_lossy(rest);
         let report = verify_records(&text, &key);
-        // Every line holding the marker is a record or reported as foreign
-        // (bare JSON record lines count as records too).
+        // Every line holding the marker is a record, reported as foreign, or
+        // reported as unreadable (bare JSON record lines count as records
+        // too); an unreadable line fails the check.
         let prefixed = text.lines().filter(|l| l.contains(RECORD_PREFIX)).count();
         assert!(
-            report.record_count() + report.foreign.len() >= prefixed,
+            report.record_count() + report.foreign.len() + report.unreadable.len() >= prefixed,
             "{report}"
         );
+        assert!(report.unreadable.is_empty() || !report.is_ok(), "{report}");
         return;
     }
     let [chain_id, method, path, host, peer, command] = meshguard_fuzz::fields::<6>(rest);

@@ -9,6 +9,7 @@
     clippy::indexing_slicing
 )]
 
+use meshguard_core::audit::{verify_records, AnyKid};
 use meshguard_core::identity::RequestInfo;
 use meshguard_core::masking::{BodyKind, Detector, Direction, MaskingPolicy};
 use meshguard_core::path::{canonicalize, PathNormalization, PathOptions, PathRejection};
@@ -143,4 +144,18 @@ fn an_already_masked_form_value_masks_to_itself() {
     .expect("the policy compiles");
     let body = "passwLL\u{fffd}0/users/1z&=&card_number=*";
     assert_eq!(mask(&policy, BodyKind::Form, body), body);
+}
+
+/// fuzz target `audit_verify`: a marked line whose JSON repeats a key and
+/// names no chain is neither a record nor a foreign line; it is reported as
+/// unreadable and fails the check. (The target's accounting of marked lines
+/// had left that category out: the property was wrong, not the verifier.)
+#[test]
+fn a_marked_line_with_a_repeated_key_is_unreadable_and_fails_the_check() {
+    let text = "meshguard-audit-record: {\"c`ain\":\"c]\u{fffd}\",\"seq\":\"c\u{fffd}\",\"seq\":0}\nn tjsn tjson";
+    let report = verify_records(text, &AnyKid(b"fuzz-audit-key-0123456789abcdef"));
+    assert_eq!(report.unreadable.len(), 1, "{report}");
+    assert_eq!(report.record_count(), 0, "{report}");
+    assert!(report.foreign.is_empty(), "{report}");
+    assert!(!report.is_ok(), "{report}");
 }
