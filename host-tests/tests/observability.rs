@@ -487,6 +487,7 @@ fn the_dashboard_is_importable_and_covers_every_meshguard_metric() {
         MASKING_DRY_RUN_FIELDS,
         MASKING_SKIPPED,
         MASKING_REFUSED,
+        VM_MEMORY,
     ] {
         assert!(all.contains(metric), "no panel shows {metric}");
     }
@@ -510,4 +511,46 @@ fn the_dashboard_is_importable_and_covers_every_meshguard_metric() {
             );
         }
     }
+}
+
+/// Envoy reports no Wasm VM memory, so each filter reports the linear memory
+/// of its largest VM (`meshguard_vm_memory_bytes`): whole 64 KiB pages,
+/// reported at load, and grown when a large body was buffered and masked
+/// (seen from the next request on: the size is read once per request).
+#[tokio::test]
+async fn each_filter_reports_the_linear_memory_of_its_vms() {
+    let masking = json!({"rules": [{"name": "credentials", "json_keys": ["password"],
+                                    "strategy": "remove"}]});
+    let mesh = Mesh::builder()
+        .filter(Filter::named("masking", masking.to_string()))
+        .start()
+        .await
+        .expect("mesh starts");
+    let sample = r#"meshguard_vm_memory_bytes{filter="masking"}"#;
+    assert_eq!(get(&mesh, "frontend", "/api/orders").await, 200);
+    let at_start = mesh.server.metric(sample).await.unwrap().unwrap_or(0);
+    assert!(at_start > 0, "no VM memory reported");
+    assert_eq!(at_start % 65_536, 0, "{at_start} is not whole pages");
+
+    let items: Vec<Value> = (0..15_000)
+        .map(|i| json!({"id": i, "password": "hunter2", "note": "x".repeat(20)}))
+        .collect();
+    let body = json!({"items": items}).to_string();
+    assert!(
+        body.len() > 900_000 && body.len() < 1_048_576,
+        "{}",
+        body.len()
+    );
+    assert_eq!(post_json(&mesh, &body).await, 200);
+    assert_eq!(get(&mesh, "frontend", "/api/orders").await, 200);
+    let after_body = mesh.server.metric(sample).await.unwrap().unwrap_or(0);
+    eprintln!(
+        "masking VM memory: {at_start} bytes at start, {after_body} after a {} byte body",
+        body.len()
+    );
+    assert!(
+        after_body > at_start,
+        "a buffered {} byte body left the VM memory at {after_body} bytes",
+        body.len()
+    );
 }

@@ -190,8 +190,27 @@ fn cause(resp: &Response) -> String {
     format!("{} {flags} {}", resp.status, body.replace('\n', " "))
 }
 
-/// Envoy's RSS (from /proc, found by its config file) and its heap (admin /memory).
-async fn memory(mesh: &Mesh) -> (u64, u64) {
+/// The server sidecar's memory at one point of the run, in KiB.
+#[derive(Debug, Clone, Copy)]
+struct MemorySample {
+    /// Requests answered so far.
+    at: u64,
+    /// Envoy's RSS (from /proc, found by its config file).
+    rss: u64,
+    /// Envoy's heap (admin `/memory`).
+    heap: u64,
+    /// The largest Wasm VM's linear memory, per filter
+    /// (`meshguard_vm_memory_bytes`), in the order of [`FILTERS`].
+    vm: [u64; 3],
+    /// Live Wasm VMs (Envoy's `wasm.envoy.wasm.runtime.v8.active`), every
+    /// plugin's.
+    vms: u64,
+}
+
+/// The chain, in order.
+const FILTERS: [&str; 3] = ["identity", "masking", "audit"];
+
+async fn memory(mesh: &Mesh, at: u64) -> MemorySample {
     let config = mesh.dir().join("server");
     let mut rss = 0;
     if let Ok(entries) = std::fs::read_dir("/proc") {
@@ -217,7 +236,30 @@ async fn memory(mesh: &Mesh) -> (u64, u64) {
         .and_then(|r| r.json().ok())
         .and_then(|v| v["allocated"].as_str().and_then(|s| s.parse::<u64>().ok()))
         .unwrap_or(0);
-    (rss, heap / 1024)
+    let mut vm = [0; 3];
+    for (slot, filter) in vm.iter_mut().zip(FILTERS) {
+        let sample = format!("meshguard_vm_memory_bytes{{filter=\"{filter}\"}}");
+        *slot = mesh
+            .server
+            .metric(&sample)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+            / 1024;
+    }
+    let vms = mesh
+        .server
+        .stat("wasm.envoy.wasm.runtime.v8.active")
+        .await
+        .unwrap_or(0);
+    MemorySample {
+        at,
+        rss,
+        heap: heap / 1024,
+        vm,
+        vms,
+    }
 }
 
 #[derive(Default)]
@@ -385,10 +427,10 @@ async fn soak() {
     let period = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(u32::MAX);
     let done = Arc::new(AtomicU64::new(0));
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let samples: RefCell<Vec<(u64, u64, u64)>> = RefCell::new(Vec::new());
+    let samples: RefCell<Vec<MemorySample>> = RefCell::new(Vec::new());
     let pushes = Cell::new((0u32, 0u32));
-    let (rss, heap) = memory(&mesh).await;
-    samples.borrow_mut().push((0, rss, heap));
+    let sample = memory(&mesh, 0).await;
+    samples.borrow_mut().push(sample);
     let start = Instant::now() + Duration::from_millis(200);
 
     let shared = Load {
@@ -424,10 +466,8 @@ async fn soak() {
             mesh.upstream().take(); // the recording upstream keeps requests: drop them
             if !middle_taken && done.load(Ordering::Relaxed) >= total / 2 {
                 middle_taken = true;
-                let (rss, heap) = memory(&mesh).await;
-                samples
-                    .borrow_mut()
-                    .push((done.load(Ordering::Relaxed), rss, heap));
+                let sample = memory(&mesh, done.load(Ordering::Relaxed)).await;
+                samples.borrow_mut().push(sample);
             }
             if reload_every > 0 && Instant::now() >= next_push {
                 deny_toggle = !deny_toggle;
@@ -445,10 +485,8 @@ async fn soak() {
     };
     futures_util::future::join(load, monitor).await;
     let elapsed = start.elapsed();
-    let (rss, heap) = memory(&mesh).await;
-    samples
-        .borrow_mut()
-        .push((done.load(Ordering::Relaxed), rss, heap));
+    let sample = memory(&mesh, done.load(Ordering::Relaxed)).await;
+    samples.borrow_mut().push(sample);
 
     // Every audited request's record reaches the collector; verify them all.
     let tally = std::mem::take(&mut *tally.lock().expect("tally"));
@@ -530,9 +568,16 @@ async fn soak() {
             percentile(&list, 99.0)
         );
     }
-    println!("- server Envoy memory (after requests: RSS KiB / heap KiB):");
-    for (at, rss, heap) in samples.borrow().iter() {
-        println!("  - {at}: {rss} / {heap}");
+    println!(
+        "- server Envoy memory (after requests: RSS KiB / heap KiB / largest Wasm VM's linear memory KiB, {} / live Wasm VMs):",
+        FILTERS.join(" + ")
+    );
+    for m in samples.borrow().iter() {
+        let [identity, masking, audit] = m.vm;
+        println!(
+            "  - {}: {} / {} / {identity} + {masking} + {audit} / {}",
+            m.at, m.rss, m.heap, m.vms
+        );
     }
     println!(
         "- audit: {} requests past identity (each is recorded), {} records at the collector; `meshguard audit verify`: exit {:?}: {verify_summary}",
@@ -562,6 +607,12 @@ async fn soak() {
         "every audited request has its record"
     );
     assert_eq!(rejected_pushes, 0, "every push was accepted");
+    for m in samples.borrow().iter() {
+        assert!(
+            m.vm.iter().all(|kib| *kib > 0),
+            "a filter reported no Wasm VM memory: {m:?}"
+        );
+    }
     if !ecds && ok_pushes > 1 {
         // A listener push leaves keep-alive connections on the replaced
         // listener: the drain grace must have judged some of their requests

@@ -16,6 +16,10 @@ pub const TAG_NAMES: [&str; 7] = [
     "direction",
 ];
 
+/// Gauge of the linear memory of the largest of a filter's Wasm VMs in the
+/// proxy, by `filter`.
+pub const VM_MEMORY: &str = "meshguard_vm_memory_bytes";
+
 /// Counter of identity-filter decisions, by `decision` and `reason`.
 pub const IDENTITY_REQUESTS: &str = "meshguard_identity_requests_total";
 /// Counter of the shadow policy's decisions, by `decision` and `reason`.

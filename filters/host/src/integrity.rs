@@ -20,6 +20,7 @@ use meshguard_core::scope::RequestView;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
+use crate::vm_memory::VmMemory;
 use crate::{env_var, now_ms, plugin_configuration, Counter, Gauge};
 
 /// Ticks arriving this much early still count as due.
@@ -665,6 +666,7 @@ pub struct Root<F> {
     context_id: u32,
     state: Option<F>,
     guard: Option<Guard>,
+    memory: Option<VmMemory>,
 }
 
 impl<F: FilterRoot> Root<F> {
@@ -676,6 +678,7 @@ impl<F: FilterRoot> Root<F> {
                 context_id,
                 state: None,
                 guard: None,
+                memory: None,
             })
         });
     }
@@ -718,6 +721,9 @@ impl<F: FilterRoot> proxy_wasm::traits::RootContext for Root<F> {
         crate::set_tick(&[guard.tick_period(), state.tick_period()]);
         self.state = Some(state);
         self.guard = Some(guard);
+        if self.memory.is_none() {
+            self.memory = Some(VmMemory::define(F::NAME));
+        }
         true
     }
 
@@ -740,6 +746,9 @@ impl<F: FilterRoot> proxy_wasm::traits::RootContext for Root<F> {
         &self,
         _context_id: u32,
     ) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {
+        if let Some(memory) = &self.memory {
+            memory.observe();
+        }
         // Returning None would make the SDK panic: F::http_context fails closed instead.
         Some(F::http_context(self.state.as_ref()))
     }

@@ -14,6 +14,7 @@
 mod ffi;
 pub mod integrity;
 pub mod surface;
+pub mod vm_memory;
 
 use std::time::UNIX_EPOCH;
 
@@ -370,6 +371,15 @@ impl Gauge {
     pub fn set(self, value: u64) {
         if let Some(id) = self.0 {
             let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
+    /// Sets the gauge to `value` if it is lower (two host calls).
+    pub fn raise_to(self, value: u64) {
+        if let Some(id) = self.0 {
+            if hostcalls::get_metric(id).is_ok_and(|current| current < value) {
+                let _ = hostcalls::record_metric(id, value);
+            }
         }
     }
 }

@@ -843,6 +843,56 @@ fn overlapping_matches_merge_earliest_first_then_longest() {
 }
 
 #[test]
+fn a_replacement_never_uncovers_a_match_next_to_it() {
+    let p = policy(
+        r#"{"rules": [
+        {"name": "tickets", "patterns": [{"name": "ticket", "regex": "tkt_[A-Za-z0-9]{24}"}]},
+        {"name": "pii", "detectors": ["email", "us_ssn", "aws_access_key"]},
+        {"name": "tokens", "patterns": [{"name": "redacted", "regex": "REDACTED"}], "strategy": "partial", "keep_last": 0}
+    ]}"#,
+    );
+    let ticket = "tkt_AAAAAAAAAAAAAAAAAAAAAAAA";
+    let long_local = "john.doe.with.a.rather.long.local.part.indeed";
+    let cases = [
+        // The run before the number touched a letter; the replacement does not.
+        (
+            format!("{ticket}123-45-6789 x"),
+            "[REDACTED][REDACTED] x",
+            vec![(0, 1), (1, 1)],
+        ),
+        // The run before `@` was longer than an address's 64 characters.
+        (
+            format!("{ticket}{long_local}@example.com x"),
+            "[REDACTED][REDACTED] x",
+            vec![(0, 1), (1, 1)],
+        ),
+        // The domain ran into the key, whose last label is not a top-level domain.
+        (
+            "john@example.com.AKIAIOSFODNN7EXAMPLE x".to_string(),
+            "[REDACTED].[REDACTED] x",
+            vec![(1, 2)],
+        ),
+        // A replacement is never masked again, even when a pattern matches it.
+        (
+            "REDACTED john@example.com".to_string(),
+            "******** [REDACTED]",
+            vec![(1, 1), (2, 1)],
+        ),
+        // Nothing next to the replacement: one pass.
+        (
+            format!("{ticket} 123-45-6789"),
+            "[REDACTED] [REDACTED]",
+            vec![(0, 1), (1, 1)],
+        ),
+    ];
+    for (body, want, want_hits) in cases {
+        let (got, hits) = mask(&p, BodyKind::Text, &body);
+        assert_eq!(got.as_deref(), Some(want), "{body}");
+        assert_eq!(hits, want_hits, "{body}");
+    }
+}
+
+#[test]
 fn user_patterns_mask_their_matches() {
     let p = one_rule(
         r#""patterns": [{"name": "order", "regex": "ORD-[0-9]{6}"}, {"name": "phone", "regex": "\\+1-[0-9]{3}-[0-9]{4}"}], "strategy": "partial", "keep_last": 2"#,

@@ -13,16 +13,54 @@ pub(crate) struct Span {
     rule: u16,
 }
 
+/// Passes over a text at most (see [`mask_text`]).
+const MAX_PASSES: usize = 4;
+
 /// Masks every detector and pattern match of the plan in `text`. Overlapping
 /// matches are merged: the earliest start wins, then the longest, then the
 /// earliest rule. Returns `None` (and copies nothing) when there is no match.
 /// `spans` is scratch space reused between calls.
+///
+/// Detectors judge a match by what surrounds it (an address is at most 64
+/// characters before its `@`, a number must not touch a letter), so a
+/// replacement can turn its neighbour into a match: `tkt_…` masked leaves
+/// `[REDACTED]john@example.com` where the run before `@` was too long to be an
+/// address (found by fuzzing). So the masked text is scanned again, and what
+/// matches outside the replacements is masked too, until nothing does (at
+/// most [`MAX_PASSES`] passes; each masks more of the text). Matches inside a
+/// replacement (a hash that happens to spell a key, a pattern that matches
+/// the redaction token) are not masked again.
 pub(crate) fn mask_text(
     plan: &Plan<'_>,
     text: &str,
     spans: &mut Vec<Span>,
     hits: &mut [u32],
 ) -> Option<String> {
+    let mut masked: Option<Masked> = None;
+    for _ in 0..MAX_PASSES {
+        let (input, replaced) = match &masked {
+            Some(m) => (m.text.as_str(), m.replaced.as_slice()),
+            None => (text, &[][..]),
+        };
+        find_spans(plan, input, spans);
+        outside(spans, replaced);
+        if spans.is_empty() {
+            break;
+        }
+        masked = Some(replace(plan, input, spans, replaced, hits));
+    }
+    masked.map(|m| m.text)
+}
+
+/// A masked text and the byte ranges the masker wrote into it, in order.
+struct Masked {
+    text: String,
+    replaced: Vec<(usize, usize)>,
+}
+
+/// Every detector and pattern match of the plan in `text`, into `spans`,
+/// sorted by start, then longest first, then rule.
+fn find_spans(plan: &Plan<'_>, text: &str, spans: &mut Vec<Span>) {
     spans.clear();
     if !plan.detectors.is_empty() {
         let stats = TextStats::of(text);
@@ -59,38 +97,101 @@ pub(crate) fn mask_text(
             }
         }
     }
-    if spans.is_empty() {
-        return None;
-    }
     spans.sort_unstable_by(|a, b| {
         a.start
             .cmp(&b.start)
             .then(b.end.cmp(&a.end))
             .then(a.rule.cmp(&b.rule))
     });
-    let mut out = String::with_capacity(text.len());
-    let mut cursor = 0;
+}
+
+/// Keeps only the parts of `spans` outside `replaced` (sorted, disjoint):
+/// a match that runs into a replacement is masked up to it. Keeps the order.
+fn outside(spans: &mut Vec<Span>, replaced: &[(usize, usize)]) {
+    if replaced.is_empty() {
+        return;
+    }
+    let mut kept = Vec::with_capacity(spans.len());
     for span in spans.iter() {
+        let mut start = span.start;
+        // The replacements that end after this span starts, in order.
+        let first = replaced.partition_point(|&(_, end)| end <= span.start);
+        for &(r_start, r_end) in replaced.get(first..).unwrap_or_default() {
+            if r_start >= span.end {
+                break;
+            }
+            if r_start > start {
+                kept.push(Span {
+                    start,
+                    end: r_start,
+                    rule: span.rule,
+                });
+            }
+            start = start.max(r_end);
+        }
+        if start < span.end {
+            kept.push(Span { start, ..*span });
+        }
+    }
+    kept.sort_unstable_by(|a, b| {
+        a.start
+            .cmp(&b.start)
+            .then(b.end.cmp(&a.end))
+            .then(a.rule.cmp(&b.rule))
+    });
+    *spans = kept;
+}
+
+/// Writes `input` with `spans` (sorted, outside `replaced`) masked; the
+/// earlier replacements move with the text around them.
+fn replace(
+    plan: &Plan<'_>,
+    input: &str,
+    spans: &[Span],
+    replaced: &[(usize, usize)],
+    hits: &mut [u32],
+) -> Masked {
+    let mut out = String::with_capacity(input.len());
+    let mut written = Vec::with_capacity(replaced.len().saturating_add(spans.len()));
+    let mut earlier = replaced.iter().peekable();
+    // Copies input[from..to] and moves the earlier replacements inside it.
+    let mut copy = |out: &mut String, written: &mut Vec<(usize, usize)>, from: usize, to: usize| {
+        let at = out.len();
+        out.push_str(input.get(from..to).unwrap_or_default());
+        while let Some(&&(r_start, r_end)) = earlier.peek() {
+            if r_start >= to {
+                break;
+            }
+            written.push((
+                r_start.saturating_sub(from).saturating_add(at),
+                r_end.saturating_sub(from).saturating_add(at),
+            ));
+            earlier.next();
+        }
+    };
+    let mut cursor = 0;
+    for span in spans {
         if span.end <= cursor {
             continue; // inside a match already masked
         }
         // A match that overlaps the previous one masks the part past it:
         // skipping it would leave its tail in clear (found by fuzzing).
         let start = span.start.max(cursor);
-        let (Some(before), Some(matched)) = (text.get(cursor..start), text.get(start..span.end))
-        else {
+        let Some(matched) = input.get(start..span.end) else {
             continue; // not on char boundaries: cannot happen, never slice there
         };
-        out.push_str(before);
+        copy(&mut out, &mut written, cursor, start);
+        let at = out.len();
         plan.write_masked(span.rule, matched, &mut out);
+        written.push((at, out.len()));
         count_hit(hits, span.rule);
         cursor = span.end;
     }
-    if cursor == 0 && out.is_empty() {
-        return None;
+    copy(&mut out, &mut written, cursor, input.len());
+    Masked {
+        text: out,
+        replaced: written,
     }
-    out.push_str(text.get(cursor..).unwrap_or(""));
-    Some(out)
 }
 
 /// Masks bytes that are not all UTF-8: each maximal valid UTF-8 run is masked
