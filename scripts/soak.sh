@@ -13,5 +13,7 @@ export SOAK_RELOAD_SECONDS=${SOAK_RELOAD_SECONDS:-5}
 mkdir -p target/soak
 cargo test --locked -p meshguard-host-tests --test soak -- --ignored --nocapture --test-threads 1 \
   | tee target/soak/output.txt
-sed -n '/^## Soak result/,/^- audit:/p' target/soak/output.txt >target/soak/last.md
+# libtest may print `test soak ... ` on the report's first line.
+sed -n '/## Soak result/,/^- audit:/p' target/soak/output.txt | sed 's/^test .* \.\.\. ##/##/' \
+  >target/soak/last.md
 echo "report: target/soak/last.md"

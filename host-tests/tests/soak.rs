@@ -16,7 +16,8 @@
 //!
 //! Every response is checked (status and, where masked, content); it prints
 //! the report docs/soak.md records: outcomes, 5xx by cause (none may be
-//! unexplained), Envoy RSS and heap at start / middle / end, audit chain
+//! unexplained), Envoy RSS and heap and each filter's largest Wasm VM
+//! (`meshguard_vm_memory_bytes`) at start / middle / end, audit chain
 //! verification of every record with `meshguard audit verify`, latency
 //! percentiles.
 
