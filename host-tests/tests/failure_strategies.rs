@@ -259,11 +259,13 @@ async fn fail_reload_refuses_while_failed_and_recreates_the_vm() {
 /// request may pass unfiltered meanwhile.
 #[tokio::test]
 async fn a_vm_recreated_after_its_release_window_closed_loads_the_same_config() {
+    // Built first (the first build takes a while): the window starts now.
+    let module = meshguard_host_tests::faulty_module();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs();
-    let not_after = now + 10;
+    let not_after = now + 15;
     let release = Release {
         filter: "faulty".into(),
         workloads: vec![WORKLOAD.into()],
@@ -279,12 +281,12 @@ async fn a_vm_recreated_after_its_release_window_closed_loads_the_same_config() 
             &trusted_key_entry(KEY_ID, &release_key()),
         )
         .env("MESHGUARD_REQUIRE_SIGNATURE", "true");
-    filter.module = meshguard_host_tests::faulty_module();
+    filter.module = module;
     let mesh = Mesh::builder()
         .filter(filter)
         .start()
         .await
-        .expect("mesh starts");
+        .expect("mesh starts (with the signed config accepted inside its window)");
     let (status, first_vm) = send(&mesh, 0, None).await;
     assert_eq!(status, 200, "the signed config was accepted in its window");
 
