@@ -47,6 +47,7 @@ pub(crate) fn mask_text(
         if spans.is_empty() {
             break;
         }
+        sort_spans(spans);
         masked = Some(replace(plan, input, spans, replaced, hits));
     }
     masked.map(|m| m.text)
@@ -58,8 +59,7 @@ struct Masked {
     replaced: Vec<(usize, usize)>,
 }
 
-/// Every detector and pattern match of the plan in `text`, into `spans`,
-/// sorted by start, then longest first, then rule.
+/// Every detector and pattern match of the plan in `text`, into `spans`.
 fn find_spans(plan: &Plan<'_>, text: &str, spans: &mut Vec<Span>) {
     spans.clear();
     if !plan.detectors.is_empty() {
@@ -97,16 +97,10 @@ fn find_spans(plan: &Plan<'_>, text: &str, spans: &mut Vec<Span>) {
             }
         }
     }
-    spans.sort_unstable_by(|a, b| {
-        a.start
-            .cmp(&b.start)
-            .then(b.end.cmp(&a.end))
-            .then(a.rule.cmp(&b.rule))
-    });
 }
 
 /// Keeps only the parts of `spans` outside `replaced` (sorted, disjoint):
-/// a match that runs into a replacement is masked up to it. Keeps the order.
+/// a match that runs into a replacement is masked up to it.
 fn outside(spans: &mut Vec<Span>, replaced: &[(usize, usize)]) {
     if replaced.is_empty() {
         return;
@@ -133,13 +127,18 @@ fn outside(spans: &mut Vec<Span>, replaced: &[(usize, usize)]) {
             kept.push(Span { start, ..*span });
         }
     }
-    kept.sort_unstable_by(|a, b| {
+    *spans = kept;
+}
+
+/// Sorts matches by start, then longest first, then rule: the order in which
+/// [`replace`] merges overlaps.
+fn sort_spans(spans: &mut [Span]) {
+    spans.sort_unstable_by(|a, b| {
         a.start
             .cmp(&b.start)
             .then(b.end.cmp(&a.end))
             .then(a.rule.cmp(&b.rule))
     });
-    *spans = kept;
 }
 
 /// Writes `input` with `spans` (sorted, outside `replaced`) masked; the
