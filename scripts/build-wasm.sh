@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Builds (or lints) every filter for wasm32-wasip1 with Debian's rustc-web
-# (scripts/wasm-env.sh), then shrinks each module with wasm-opt -Oz.
-#   scripts/build-wasm.sh          build into dist/<crate>.wasm
+# Builds (or lints) the meshguard module for wasm32-wasip1 with Debian's
+# rustc-web (scripts/wasm-env.sh), then shrinks it with wasm-opt -Oz.
+#   scripts/build-wasm.sh          build into dist/meshguard.wasm
 #   scripts/build-wasm.sh clippy   clippy -D warnings for the wasm target
 # std is built from source once per target dir (target/wasm), kept apart from
 # the native target dir so the two compilers never rebuild each other's work.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-filters=(meshguard-identity meshguard-masking meshguard-audit)
+# package:module (the cdylib's file name). One module serves the combined
+# plugin and the three single-section plugins (by root id).
+modules=(meshguard-wasm:meshguard)
 mode=${1:-build}
 packages=()
-for f in "${filters[@]}"; do packages+=(-p "$f"); done
+for m in "${modules[@]}"; do packages+=(-p "${m%%:*}"); done
 # shellcheck source=scripts/wasm-env.sh
 . scripts/wasm-env.sh "$root/target/wasm"
 wasm_env+=(RUSTFLAGS="$wasm_link $wasm_release")
@@ -24,8 +26,8 @@ case "$mode" in
   build)
     "${wasm_env[@]}" /usr/bin/cargo build "${common[@]}"
     mkdir -p dist
-    for f in "${filters[@]}"; do
-      crate=${f//-/_}
+    for m in "${modules[@]}"; do
+      crate=${m##*:}
       # -ocimfs 0: no inlining of functions with one caller. With it the
       # module is 2% smaller but each VM holds ~12 MiB more (measured with
       # make bench's memory rows: 43-47 MiB against 31 MiB added per filter).

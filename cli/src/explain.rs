@@ -66,18 +66,23 @@ pub struct Args {
     /// filter state (`io.istio.peer_principal`); the transport is mTLS, TLS 1.3.
     #[arg(long, conflicts_with_all = ["plaintext", "no_client_cert", "tls_version"])]
     waypoint: bool,
-    /// The `x-forwarded-client-cert` header as the filter sees it (read only when
-    /// the peer is one of `identity.trusted_gateways`).
+    /// The `x-forwarded-client-cert` header as the filter sees it, the
+    /// element this proxy appended included. Without it, an mTLS peer is
+    /// seen as Istio's sidecars show it: one element, `By=<local
+    /// identity>;URI=<peer>` (the certificate has exactly one URI SAN).
     #[arg(long, value_name = "HEADER")]
     xfcc: Option<String>,
-    /// This proxy's own certificate URI SAN (`connection.uri_san_local_certificate`),
-    /// used to skip the XFCC element the local Envoy appended.
-    #[arg(long, value_name = "ID", requires = "xfcc")]
-    local_identity: Option<String>,
+    /// This proxy's own certificate URI SAN (`connection.uri_san_local_certificate`):
+    /// its XFCC element establishes how many URI SANs the peer certificate has.
+    #[arg(long, value_name = "ID", default_value = DEFAULT_LOCAL_IDENTITY)]
+    local_identity: String,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
+
+/// The proxy identity `explain` assumes when none is given.
+const DEFAULT_LOCAL_IDENTITY: &str = "cluster.local/ns/default/sa/this-proxy";
 
 pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     let file = PolicyFile::read(&args.config)?;
@@ -119,14 +124,16 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
         method: &args.method,
         host: &args.host,
     };
-    let read_xfcc = || {
-        (
-            args.xfcc.clone(),
-            args.local_identity
-                .as_deref()
-                .map(|id| normalize_principal_text(id).into_owned()),
-        )
-    };
+    let local = normalize_principal_text(&args.local_identity).into_owned();
+    // What the filter reads: the header given, or the element Istio's
+    // sidecar appends about an mTLS peer (APPEND_FORWARD).
+    let xfcc = args.xfcc.clone().or_else(|| {
+        transport
+            .certificate_identity()
+            .filter(|_| transport.is_mtls() && !args.waypoint)
+            .map(|peer| format!("By={local};URI={peer}"))
+    });
+    let read_xfcc = || (xfcc.clone(), Some(local.clone()));
     let shadow = policy.shadow().map(|shadow| {
         (
             shadow,

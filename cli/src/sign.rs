@@ -88,6 +88,7 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
         serial: args.serial,
         not_before: args.not_before,
         not_after: args.not_after,
+        services: None,
     };
     let key = read_signing_key(&args.key)?;
     let mut signed = integrity::sign_release(&file.bytes, &release, &args.key_id, &key)
@@ -117,6 +118,7 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
         workload: sample.as_deref(),
         now_s: args.not_before.or(args.not_after).unwrap_or(0),
         newest: None,
+        admitted_here: false,
     };
     integrity::admit(&loaded, &env, &at).with_context(|| {
         "the signed configuration is not admitted in its own scope (this is a bug)"

@@ -385,6 +385,7 @@ fn validate_one(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         newest: args.newest_serial.map(|n| (n, newest_fp.as_str())),
+        admitted_here: false,
     });
     let loaded = env.and_then(|env| {
         // As the filter: the trust checks and the scope, then its own compile.

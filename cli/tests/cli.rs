@@ -339,37 +339,26 @@ fn explain_shows_the_decision_and_why() {
             stdout: &[],
             stderr: &["cannot be used with"],
         },
-        Case {
-            name: "--local-identity needs --xfcc",
-            config: POLICY,
-            args: &[
-                "explain",
-                "CONFIG",
-                "--peer",
-                FRONTEND,
-                "--local-identity",
-                LOCAL,
-                "--path",
-                "/",
-            ],
-            code: 1,
-            stdout: &[],
-            stderr: &["--xfcc <HEADER>"],
-        },
     ]);
 }
 
 #[test]
 fn explain_follows_the_xfcc_trust_model() {
     let vouched = format!("By={GATEWAY};URI=spiffe://{FRONTEND},By={LOCAL};URI={GATEWAY}");
+    let gateway_only = format!("By={LOCAL};URI={GATEWAY}");
+    let other_then_ours = format!(
+        "By=spiffe://x/y;URI=spiffe://cluster.local/ns/a/sa/b,By={LOCAL};URI=spiffe://{FRONTEND}"
+    );
     let cases = [
         // The gateway's element names the caller; the local element is skipped.
         (GATEWAY, vouched.as_str(), 0, "peer: spiffe://cluster.local/ns/default/sa/frontend (source: gateway spiffe://cluster.local/ns/istio-system/sa/ingress)\n", ""),
         // A gateway request without an element it appended has no usable
         // caller: refused with its own reason, never anonymous.
-        (GATEWAY, "", 2, "reason: gateway_identity_unusable", "note: the peer is a trusted gateway"),
+        (GATEWAY, gateway_only.as_str(), 2, "reason: gateway_identity_unusable", "note: the peer is a trusted gateway"),
         // Any other peer's XFCC never names the caller.
-        (FRONTEND, "By=spiffe://x/y;URI=spiffe://cluster.local/ns/a/sa/b", 0, "peer: spiffe://cluster.local/ns/default/sa/frontend (source: certificate)\n", "note: --xfcc did not name the caller"),
+        (FRONTEND, other_then_ours.as_str(), 0, "peer: spiffe://cluster.local/ns/default/sa/frontend (source: certificate)\n", "note: --xfcc did not name the caller"),
+        // No element of this proxy's: nothing establishes a single URI SAN.
+        (FRONTEND, "By=spiffe://x/y;URI=spiffe://cluster.local/ns/a/sa/b", 2, "reason: peer_identity_unusable", "note: --xfcc did not name the caller"),
         // Our own element lists two URI SANs for the peer certificate: unusable.
         (FRONTEND, "By=spiffe://cluster.local/ns/default/sa/backend;URI=spiffe://cluster.local/ns/default/sa/frontend;URI=spiffe://cluster.local/ns/a/sa/b", 2, "reason: peer_identity_unusable", "note: --xfcc did not name the caller"),
     ];

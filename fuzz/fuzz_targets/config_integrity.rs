@@ -58,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
                 serial: u64::from(sel >> 6),
                 not_before: (sel & 8 != 0).then_some(100),
                 not_after: (sel & 16 != 0).then_some(200),
+                services: None,
             };
             let now_s = if sel & 32 != 0 {
                 u64::MAX

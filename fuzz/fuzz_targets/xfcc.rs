@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use meshguard_core::identity::xfcc::{identity_from_gateway, peer_certificate_has_several_uris};
+use meshguard_core::identity::xfcc::{identity_from_gateway, peer_certificate_uris};
 use meshguard_core::spiffe::SpiffeId;
 
 fn gateway() -> &'static SpiffeId {
@@ -22,5 +22,5 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(id) = identity_from_gateway(Some(&header), gateway(), local) {
         assert_eq!(SpiffeId::parse_uri(id.as_str()).as_ref(), Ok(&id));
     }
-    let _ = peer_certificate_has_several_uris(Some(&header), gateway().as_str(), local);
+    let _ = peer_certificate_uris(Some(&header), gateway().as_str(), local);
 });

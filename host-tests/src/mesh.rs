@@ -160,7 +160,7 @@ pub fn default_profiles() -> Vec<ClientProfile> {
 /// A meshguard filter in the server sidecar's chain.
 #[derive(Debug, Clone)]
 pub struct Filter {
-    /// Module name in `dist/`, e.g. `meshguard_identity`.
+    /// Module name in `dist/` (`meshguard`), or an absolute path without `.wasm`.
     pub module: String,
     /// Envoy root id (Istio: `pluginName`).
     pub root_id: String,
@@ -189,10 +189,11 @@ impl Filter {
         Self::named("audit", config).env("MESHGUARD_AUDIT_KEY", AUDIT_KEY)
     }
 
-    /// `meshguard_<name>.wasm` with root id `meshguard-<name>`.
+    /// The single-section plugin `name` (`identity`, `masking`, `audit`):
+    /// `dist/meshguard.wasm` with root id `meshguard-<name>`.
     pub fn named(name: &str, config: impl Into<String>) -> Self {
         Self {
-            module: format!("meshguard_{name}"),
+            module: "meshguard".into(),
             root_id: format!("meshguard-{name}"),
             config: config.into(),
             env: Vec::new(),

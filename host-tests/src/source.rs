@@ -58,6 +58,7 @@ pub fn signed(filter: &str, serial: u64, config: &str) -> String {
         serial,
         not_before: None,
         not_after: None,
+        services: None,
     };
     signed_with(config, &release, KEY_ID, &release_key())
 }

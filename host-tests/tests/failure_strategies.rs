@@ -24,8 +24,12 @@ use meshguard_host_tests::source::{release_key, signed_with, trusted_key_entry, 
 const FAULT_HEADER: &str = "x-meshguard-fault";
 const SEEN_HEADER: &str = "x-meshguard-faulty-vm";
 
+/// The faulty module runs the shipped pipeline: an identity section that
+/// allows everything, so that only the faults refuse.
+const ALLOW_ALL: &str = r#"{"default_action": "allow", "transport": {"require_mtls": false}}"#;
+
 fn faulty(policy: FailurePolicy) -> Filter {
-    let mut filter = Filter::named("faulty", "{}").failure_policy(policy);
+    let mut filter = Filter::named("identity", ALLOW_ALL).failure_policy(policy);
     filter.module = meshguard_host_tests::faulty_module();
     filter
 }
@@ -267,14 +271,15 @@ async fn a_vm_recreated_after_its_release_window_closed_loads_the_same_config() 
         .as_secs();
     let not_after = now + 15;
     let release = Release {
-        filter: "faulty".into(),
+        filter: "identity".into(),
         workloads: vec![WORKLOAD.into()],
         serial: 1,
         not_before: None,
         not_after: Some(not_after),
+        services: None,
     };
-    let config = signed_with("{}", &release, KEY_ID, &release_key());
-    let mut filter = Filter::named("faulty", config)
+    let config = signed_with(ALLOW_ALL, &release, KEY_ID, &release_key());
+    let mut filter = Filter::named("identity", config)
         .failure_policy(FailurePolicy::FailReload)
         .env(
             "MESHGUARD_TRUSTED_KEYS",

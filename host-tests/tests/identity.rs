@@ -413,13 +413,28 @@ async fn a_plaintext_caller_never_names_an_identity_even_when_envoy_forwards_xfc
                 "{what}"
             );
             mesh.upstream().assert_nothing_arrived(&what);
-            // The same header from the real frontend: allowed, and the
-            // forged element did reach the upstream (the filter judged the
-            // certificate, not the header).
+            // The same header from the real frontend: this sidecar, told to
+            // forward XFCC without appending its own element, cannot
+            // establish that the certificate has a single URI SAN, so the
+            // identity is unusable: refused, whatever the header says.
+            // (Break used: PeerUris::Unknown treated as One in resolve_peer;
+            // then this answered 200.)
+            // A forged copy of this proxy's own element cannot be told from
+            // the real one when the proxy appends none: the deployment
+            // requirement docs/identity.md states (Istio always appends).
             let resp = mesh.send_as("frontend", request).await.unwrap();
-            assert_eq!(resp.status, 200, "{what}");
-            let got = mesh.upstream().take_one().await.unwrap();
-            assert_eq!(got.header("x-forwarded-client-cert"), Some(xfcc.as_str()));
+            if xfcc.starts_with(&format!("By={}", meshguard_host_tests::mesh::SERVER_ID)) {
+                assert_eq!(resp.status, 200, "{what}");
+                mesh.upstream().take_one().await.unwrap();
+                continue;
+            }
+            assert_eq!(resp.status, 403, "{what}");
+            assert_eq!(
+                resp.header("x-meshguard-deny-reason"),
+                Some("peer_identity_unusable"),
+                "{what}"
+            );
+            mesh.upstream().assert_nothing_arrived(&what);
         }
     }
 }

@@ -273,6 +273,7 @@ async fn config_edits_cannot_widen_redirect_replay_or_escape_scope() {
             serial,
             not_before: nb,
             not_after: na,
+            services: None,
         };
     let key = release_key();
     let attacks: Vec<(&str, String, &str)> = vec![

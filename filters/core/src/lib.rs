@@ -16,6 +16,7 @@ pub mod masking;
 pub mod metrics;
 pub mod path;
 pub mod pattern;
+pub mod plugin;
 pub mod request;
 pub mod scope;
 pub mod spiffe;

@@ -34,10 +34,36 @@ pub fn escape(text: &str) -> String {
             c => out.push(c),
         }
     }
+    defuse_marker(out)
+}
+
+/// Text meshguard already formatted for a log line (a config error, a rule's
+/// description, a drift message), whose quotes are its own and whose quoted
+/// parts came from `{:?}`: line breaks and control characters are escaped
+/// and the record marker is defused as in [`escape`], quotes and backslashes
+/// are left as they are. Config text reaches a log line only through this
+/// or [`escape`].
+pub fn defang(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    defuse_marker(out)
+}
+
+fn defuse_marker(out: String) -> String {
     let marker = RECORD_PREFIX.trim_end_matches(' ');
     if out.contains(marker) {
         let name = marker.trim_end_matches(':');
-        out = out.replace(marker, &format!("{name}\\u{{3a}}"));
+        return out.replace(marker, &format!("{name}\\u{{3a}}"));
     }
     out
 }
@@ -55,6 +81,23 @@ pub fn quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatted_text_keeps_its_quotes_but_never_splits_or_looks_like_a_record() {
+        for (input, want) in [
+            (
+                r#"rules[0].principals[0]: "spiffe://x" is not valid"#,
+                r#"rules[0].principals[0]: "spiffe://x" is not valid"#,
+            ),
+            (
+                "unknown variant `\n meshguard-audit-record: {}`",
+                "unknown variant `\\n meshguard-audit-record\\u{3a} {}`",
+            ),
+            ("a\u{2028}b\u{7}", "a\\u{2028}b\\u{7}"),
+        ] {
+            assert_eq!(defang(input), want, "{input:?}");
+        }
+    }
 
     #[test]
     fn hostile_text_stays_on_one_line_and_never_looks_like_a_record() {

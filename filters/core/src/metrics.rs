@@ -56,6 +56,17 @@ pub const CONFIG_SUPERSEDED_DENIED: &str = "meshguard_config_superseded_denied_t
 pub const CONFIG_SUPERSEDED_DRAINED: &str = "meshguard_config_superseded_drained_total";
 /// Counter of requests refused by quarantine.
 pub const QUARANTINE_DENIED: &str = "meshguard_quarantine_denied_total";
+/// Counter of requests refused by a VM that could not admit the config this
+/// proxy admitted (it refuses rather than run without the check), by
+/// `filter` and `reason` (the load result it would have given).
+pub const CONFIG_NOT_ADMITTED_DENIED: &str = "meshguard_config_not_admitted_denied_total";
+/// Counter of requests refused because their filter chain is not a Service
+/// the config's release names (`release.services`, on waypoints).
+pub const CONFIG_OUT_OF_SCOPE_DENIED: &str = "meshguard_config_out_of_scope_denied_total";
+/// Gauge, seconds since the newest believed intended document was issued:
+/// a source re-serving an old (still valid) document shows here, while the
+/// check age stays low.
+pub const INTENDED_DOCUMENT_AGE: &str = "meshguard_intended_document_age_seconds";
 
 /// Counter of audit records, by `result`: emitted, delivered (to the
 /// collector), dropped (queue full, retries exhausted, not sealable).

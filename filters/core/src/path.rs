@@ -82,12 +82,26 @@ pub enum PathRejection {
     EscapedSlash,
     #[error("the path escapes a `%` before hex digits (double encoding), which some upstreams decode twice")]
     DoubleEscape,
+    #[error("the path's escapes of non-ASCII bytes are not UTF-8 (overlong, truncated or invalid sequences), which upstreams decode differently")]
+    BadUtf8Escape,
+    /// The authority, not the path: userinfo, an empty, repeated or
+    /// out-of-range port, a malformed IPv6 literal, or characters no host
+    /// name has ([`crate::request::canonical_authority`]).
+    #[error("the request's host (:authority) is malformed or ambiguous")]
+    InvalidHost,
+    /// An earlier meshguard plugin of the proxy judged another canonical
+    /// target (plugins with different `path_normalization`): forwarding
+    /// either would send a path one of them did not judge.
+    #[error("an earlier meshguard plugin of this proxy read the path another way (set MESHGUARD_PATH_NORMALIZATION on the proxy)")]
+    Disagreement,
 }
 
 impl PathRejection {
-    /// Every rejection is either a malformed path or an ambiguous one.
+    /// A malformed path, an ambiguous one, or a malformed host.
     pub fn code(self) -> &'static str {
-        if self.is_ambiguous() {
+        if self == Self::InvalidHost {
+            "invalid_host"
+        } else if self.is_ambiguous() {
             "ambiguous_path"
         } else {
             "invalid_path"
@@ -97,12 +111,14 @@ impl PathRejection {
     /// Well-formed, but upstream frameworks disagree on what it names.
     pub fn is_ambiguous(self) -> bool {
         match self {
-            Self::EscapedSlash | Self::DoubleEscape => true,
+            Self::EscapedSlash | Self::DoubleEscape | Self::Disagreement => true,
             Self::NotOriginForm
             | Self::ControlByte
             | Self::BadEscape
             | Self::Fragment
-            | Self::NotUtf8 => false,
+            | Self::NotUtf8
+            | Self::BadUtf8Escape
+            | Self::InvalidHost => false,
         }
     }
 }
@@ -186,6 +202,25 @@ pub fn match_path<'a>(target: &'a str, normalization: PathNormalization) -> Cow<
     Cow::Owned(out)
 }
 
+/// A configured path (pattern) with every non-ASCII character written as the
+/// escapes of its UTF-8 bytes: the form canonical request paths take, so a
+/// rule on `/reports/été/*` catches both spellings of that path. Under
+/// `NONE` the raw path is matched and the text is kept as written.
+pub fn escape_non_ascii(text: &str, normalization: PathNormalization) -> Cow<'_, str> {
+    if normalization == PathNormalization::None || text.is_ascii() {
+        return Cow::Borrowed(text);
+    }
+    let mut out = Vec::with_capacity(text.len().saturating_mul(3));
+    for &b in text.as_bytes() {
+        if b >= 0x80 {
+            push_escaped(&mut out, b);
+        } else {
+            out.push(b);
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// Checks that a configured path pattern can ever match: it must already be in
 /// the canonical form requests are matched in. Returns the canonical spelling
 /// when it is not.
@@ -238,12 +273,26 @@ fn is_unreserved(b: u8) -> bool {
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 /// One spelling per character: escaped unreserved characters decoded, other
-/// escapes in upper-case hex, `\` as `/`; refuses what would be a guess.
+/// escapes in upper-case hex, `\` as `/`, and every non-ASCII character as
+/// the percent-encoded bytes of its UTF-8 (so `/été` and `/%C3%A9t%C3%A9`
+/// are one path); refuses what would be a guess, escapes of non-ASCII bytes
+/// that are not UTF-8 (`%C0%AE`, an overlong `.`) included.
 fn decode_escapes(path: &str, mode: PathNormalization) -> Result<String, PathRejection> {
     let bytes = path.as_bytes();
     let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    // The escaped non-ASCII bytes of the current run, checked as UTF-8 when
+    // the run ends.
+    let mut escaped_run: Vec<u8> = Vec::new();
     let mut i = 0usize;
     while let Some(&b) = bytes.get(i) {
+        let escaped_high = b == b'%'
+            && matches!(
+                (hex_value(bytes.get(i.saturating_add(1))), hex_value(bytes.get(i.saturating_add(2)))),
+                (Some(hi), Some(_)) if hi >= 8
+            );
+        if !escaped_high {
+            end_escaped_run(&mut escaped_run, &mut out)?;
+        }
         match b {
             b'%' => {
                 let (Some(hi), Some(lo)) = (
@@ -265,20 +314,20 @@ fn decode_escapes(path: &str, mode: PathNormalization) -> Result<String, PathRej
                         return Err(PathRejection::DoubleEscape);
                     }
                     c if c < 0x20 || c == 0x7f => return Err(PathRejection::ControlByte),
+                    c if c >= 0x80 => escaped_run.push(c),
                     c if is_unreserved(c) => out.push(c),
-                    c => {
-                        out.push(b'%');
-                        out.extend(
-                            [c >> 4, c & 0x0f]
-                                .iter()
-                                .filter_map(|n| HEX_UPPER.get(usize::from(*n)).copied()),
-                        );
-                    }
+                    c => push_escaped(&mut out, c),
                 }
                 i = i.saturating_add(3);
             }
             b'\\' => {
                 out.push(b'/');
+                i = i.saturating_add(1);
+            }
+            // The input is a `str`: raw non-ASCII bytes are whole UTF-8
+            // characters, written as their escapes.
+            b if b >= 0x80 => {
+                push_escaped(&mut out, b);
                 i = i.saturating_add(1);
             }
             b => {
@@ -287,9 +336,35 @@ fn decode_escapes(path: &str, mode: PathNormalization) -> Result<String, PathRej
             }
         }
     }
-    // Only ASCII was decoded and `%XX` of non-ASCII bytes stays escaped, so
-    // the bytes are still the input's UTF-8.
+    end_escaped_run(&mut escaped_run, &mut out)?;
+    // Everything non-ASCII was escaped: the bytes are ASCII.
     String::from_utf8(out).map_err(|_| PathRejection::NotUtf8)
+}
+
+fn push_escaped(out: &mut Vec<u8>, c: u8) {
+    out.push(b'%');
+    out.extend(
+        [c >> 4, c & 0x0f]
+            .iter()
+            .filter_map(|n| HEX_UPPER.get(usize::from(*n)).copied()),
+    );
+}
+
+/// Ends a run of escaped non-ASCII bytes: they must be whole UTF-8
+/// characters (no overlong form, surrogate or truncated sequence), written
+/// back escaped.
+fn end_escaped_run(run: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), PathRejection> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    if std::str::from_utf8(run).is_err() {
+        return Err(PathRejection::BadUtf8Escape);
+    }
+    for &c in run.iter() {
+        push_escaped(out, c);
+    }
+    run.clear();
+    Ok(())
 }
 
 /// Removes dot segments (a segment whose part before `;` is `.` or `..`, as
@@ -362,7 +437,10 @@ mod tests {
             ("/x/../admin?q=1", "/admin?q=1"),
             ("/a%20b", "/a%20b"),
             ("/a%c3%a9", "/a%C3%A9"),
-            ("/caf\u{e9}", "/caf\u{e9}"),
+            ("/caf\u{e9}", "/caf%C3%A9"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/r\u{e9}ports/%C3%A9t\u{e9}", "/r%C3%A9ports/%C3%A9t%C3%A9"),
+            ("/\u{1F600}", "/%F0%9F%98%80"),
             ("/admin;jsessionid=1", "/admin;jsessionid=1"),
             ("/", "/"),
         ] {
@@ -398,6 +476,21 @@ mod tests {
                 PathRejection::DoubleEscape,
             ),
             ("/a\u{FFFD}b", MergeSlashes, PathRejection::NotUtf8),
+            (
+                "/%C0%AE%C0%AE/admin",
+                MergeSlashes,
+                PathRejection::BadUtf8Escape,
+            ),
+            ("/%E0%80%AE", MergeSlashes, PathRejection::BadUtf8Escape),
+            ("/%ED%A0%80", Base, PathRejection::BadUtf8Escape),
+            ("/%C3", MergeSlashes, PathRejection::BadUtf8Escape),
+            ("/%C3/%A9", MergeSlashes, PathRejection::BadUtf8Escape),
+            ("/%A9", MergeSlashes, PathRejection::BadUtf8Escape),
+            (
+                "/%F4%90%80%80",
+                DecodeAndMergeSlashes,
+                PathRejection::BadUtf8Escape,
+            ),
         ] {
             assert_eq!(
                 forwarded(target, mode),

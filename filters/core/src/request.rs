@@ -1,5 +1,7 @@
 //! The request attributes policies scope on, as the host reports them.
 
+use crate::path::PathRejection;
+
 /// The request attributes rules can scope on.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestInfo<'a> {
@@ -30,6 +32,61 @@ impl<'a> RequestInfo<'a> {
             _ => host,
         }
     }
+}
+
+/// The canonical `:authority` every section matches and the upstream
+/// receives: the host in lower case without a trailing dot, an IPv6 literal
+/// in its RFC 5952 form, and the port when one is given. `None` when the
+/// text already is canonical. What cannot be read one way is refused:
+/// userinfo (`user@host`), an empty, repeated (`:80:80`), non-numeric or
+/// out-of-range port, a malformed IPv6 literal, empty labels, and characters
+/// no host name carries.
+pub fn canonical_authority(authority: &str) -> Result<Option<String>, PathRejection> {
+    if authority.is_empty() {
+        return Ok(None); // HTTP/1.0 without Host: nothing to match
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (literal, after) = rest.split_once(']').ok_or(PathRejection::InvalidHost)?;
+        let ip: std::net::Ipv6Addr = literal.parse().map_err(|_| PathRejection::InvalidHost)?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or(PathRejection::InvalidHost)?),
+        };
+        (format!("[{ip}]"), port)
+    } else {
+        let (host, port) = match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let valid = !host.is_empty()
+            && host.split('.').all(|label| !label.is_empty())
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !valid {
+            return Err(PathRejection::InvalidHost);
+        }
+        (host.to_ascii_lowercase(), port)
+    };
+    let canonical = match port {
+        None => host,
+        Some(port) => {
+            let valid = !port.is_empty()
+                && port.len() <= 5
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok_and(|p| p > 0);
+            if !valid {
+                return Err(PathRejection::InvalidHost);
+            }
+            // Leading zeros are one more spelling of the same port.
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| PathRejection::InvalidHost)?;
+            format!("{host}:{port}")
+        }
+    };
+    Ok((canonical != authority).then_some(canonical))
 }
 
 /// Parses the proxy-wasm serialization of a header map (a little-endian u32
@@ -107,6 +164,56 @@ mod tests {
         let mut huge = bytes;
         huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(parse_header_map(&huge), None);
+    }
+
+    #[test]
+    fn every_spelling_of_a_host_has_one_canonical_form_or_is_refused() {
+        for (authority, want) in [
+            ("api.example.com", None),
+            ("API.Example.COM", Some("api.example.com")),
+            ("api.example.com.", Some("api.example.com")),
+            ("api.example.com.:8080", Some("api.example.com:8080")),
+            ("api.example.com:08080", Some("api.example.com:8080")),
+            ("svc:80", None),
+            ("[::1]", None),
+            ("[::1]:443", None),
+            ("[0:0:0:0:0:0:0:1]:443", Some("[::1]:443")),
+            ("[2001:DB8::1]", Some("[2001:db8::1]")),
+            ("10.0.0.1:80", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                canonical_authority(authority),
+                Ok(want.map(String::from)),
+                "{authority:?}"
+            );
+        }
+        for refused in [
+            "user@api.example.com",
+            "user:pw@api",
+            "api:80:80",
+            "api:",
+            "api:0",
+            "api:65536",
+            "api:8o",
+            "api..example",
+            ".",
+            "..",
+            "api example",
+            "api%2eexample",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "[not-ipv6]",
+            "[::1]:80:80",
+            "caf\u{e9}.example",
+        ] {
+            assert_eq!(
+                canonical_authority(refused),
+                Err(PathRejection::InvalidHost),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use crate::config::{check_len, is_token_char, ConfigError};
-use crate::path::{match_path, non_canonical_pattern, PathOptions};
+use crate::path::{escape_non_ascii, match_path, non_canonical_pattern, PathOptions};
 use crate::pattern::{PathPattern, PatternError, StringPattern};
 use crate::request::RequestInfo;
 use crate::spiffe::{check_prefix, normalize_principal_text, parse_trust_domain, SpiffeId};
@@ -300,6 +300,8 @@ pub fn compile_scope_with(
     options: &PathOptions,
 ) -> Result<RequestScope, ConfigError> {
     let paths = |at: &str, text: &str| {
+        let escaped = escape_non_ascii(text, options.normalization);
+        let text = escaped.as_ref();
         if let Some(canonical) = non_canonical_pattern(text, options) {
             return Err(ConfigError::invalid(
                 at,

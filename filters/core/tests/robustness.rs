@@ -54,7 +54,7 @@ use meshguard_core::integrity::{
 use meshguard_core::masking::{
     body_kind, BodyKind, Detector, Direction, HeaderEdit, MaskError, MaskingPolicy,
 };
-use meshguard_core::path::{match_path, PathNormalization};
+use meshguard_core::path::{escape_non_ascii, match_path, PathNormalization};
 use meshguard_core::pattern::{
     GlobSegment, PathPattern, PatternError, StringPattern, MAX_PATTERN_LEN,
 };
@@ -1502,7 +1502,11 @@ fn reference_rule_matches(
             rule,
             "paths",
             Some(&*match_path(request.path, PathNormalization::default())),
-            |p, v| PathPattern::parse(p).unwrap().matches(v),
+            |p, v| {
+                PathPattern::parse(&escape_non_ascii(p, PathNormalization::default()))
+                    .unwrap()
+                    .matches(v)
+            },
         )
         && condition(rule, "methods", Some(request.method), |p, v| {
             p.eq_ignore_ascii_case(v)
@@ -1544,6 +1548,9 @@ fn identity_decisions_match_a_reference_evaluator_without_the_index() {
         compiled += 1;
         for _ in 0..12 {
             let (path, method, host) = request_parts(&mut case.rng);
+            // The filter hands `evaluate` the canonical path, where every
+            // non-ASCII character is escaped, as in every pattern.
+            let path = escape_non_ascii(&path, PathNormalization::default()).into_owned();
             let request = RequestInfo {
                 path: &path,
                 method: &method,
@@ -2635,6 +2642,7 @@ fn integrity_loads_of_mutated_configs_never_panic() {
         serial: 1,
         not_before: None,
         not_after: None,
+        services: None,
     };
     let signed = meshguard_core::integrity::sign_release(
         INTEGRITY_CONFIG.as_bytes(),

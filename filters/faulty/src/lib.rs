@@ -1,114 +1,145 @@
-//! TEST ONLY. A filter that fails on purpose, so that the real-Envoy test
-//! `host-tests/tests/failure_strategies.rs` can show what each failure policy
-//! (Istio `failStrategy`) does when a VM dies. It is never shipped:
-//! `scripts/build-faulty-wasm.sh` writes it to `target/test-wasm/`, and the
-//! dist, OCI and manifest scripts name only the real filters.
+//! TEST ONLY. The meshguard module with faults on request, so that the
+//! real-Envoy test `host-tests/tests/failure_strategies.rs` can show what
+//! each failure policy (Istio `failStrategy`) does when a VM dies. It is
+//! never shipped: `scripts/build-faulty-wasm.sh` writes it to
+//! `target/test-wasm/`, and the dist, OCI and manifest scripts name only the
+//! real module.
 //!
-//! Per request, by the value of [`FAULT_HEADER`]:
+//! It is the shipped pipeline (config loading with every integrity check,
+//! every section), exporting the same ABI, except that at the request
+//! headers, by the value of [`FAULT_HEADER`]:
 //! - `panic`: panics (a trap: the VM is marked failed);
 //! - `oom`: allocates until the VM's memory is exhausted (the module is linked
 //!   with a small `--max-memory`, so this takes milliseconds and bounded RSS);
-//! - anything else or absent: passes the request on with [`SEEN_HEADER`] set to
-//!   this VM's id, so the test can prove every request that reached the
-//!   upstream went through a live filter, and which VM it was.
-//!
-//! Its config goes through the shipped filters' loader (signature, release
-//! scope, anti-rollback), as filter `faulty`: the test also shows what a VM
-//! Envoy recreates does with the config it was configured with.
+//! - anything else or absent: the request goes through the pipeline, and a
+//!   request it passes on carries [`SEEN_HEADER`] set to this VM's id (the
+//!   host time when its config was accepted), so the test can prove every
+//!   request that reached the upstream went through a live VM, and which.
 
 // Crashing is this crate's purpose: the workspace's panic denials exist to
-// keep exactly this out of the real filters. For the same reason it does not
+// keep exactly this out of the real module. For the same reason it does not
 // carry the shipped crates' `clippy::arithmetic_side_effects` denial
 // (docs/fuzzing.md, "Arithmetic"): it is never built into dist/.
 #![allow(clippy::panic)]
 
-use meshguard_core::config::ConfigError;
-use meshguard_host::integrity::{FilterRoot, Guard, Root};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
-
 /// The request header that picks a fault.
 pub const FAULT_HEADER: &str = "x-meshguard-fault";
-/// The header added to every request the filter passes on: the VM's id.
+/// The header added to every request the module passes on: the VM's id.
 pub const SEEN_HEADER: &str = "x-meshguard-faulty-vm";
 
-proxy_wasm::main! {{
-    Root::<FaultyRoot>::register();
-}}
+#[cfg(target_family = "wasm")]
+mod exports {
+    #![allow(unsafe_code)] // the ABI's exports: the host calls them by name
 
-/// The shipped filters' root (config loading with every integrity check), so
-/// that a VM Envoy recreates goes through the same `on_configure` as theirs.
-/// A new VM gets a new id: the host time when its config was accepted.
-struct FaultyRoot {
-    vm: u64,
-}
+    use std::cell::Cell;
 
-impl FilterRoot for FaultyRoot {
-    const NAME: &'static str = "faulty";
-    /// Any JSON object: this filter has no settings of its own.
-    type Compiled = ();
+    use meshguard_host::wasm::{self, abi};
 
-    fn compile(_: &[u8]) -> Result<(), ConfigError> {
-        Ok(())
+    use super::{FAULT_HEADER, SEEN_HEADER};
+
+    thread_local! {
+        /// This VM's id: the host time (ns) its config was accepted.
+        static VM: Cell<Option<u64>> = const { Cell::new(None) };
     }
 
-    fn start(_context_id: u32, (): (), _guard: &Guard) -> Self {
-        let vm = hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        Self {
-            vm: u64::try_from(vm).unwrap_or(u64::MAX),
+    #[no_mangle]
+    pub extern "C" fn _initialize() {
+        wasm::initialize()
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_abi_version_0_2_1() {}
+    #[no_mangle]
+    pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+        wasm::on_memory_allocate(size)
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
+        wasm::on_context_create(context_id, parent_id)
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_on_vm_start(context_id: u32, size: usize) -> bool {
+        wasm::on_vm_start(context_id, size)
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_on_configure(context_id: u32, size: usize) -> bool {
+        let accepted = wasm::on_configure(context_id, size);
+        if accepted {
+            VM.with(|vm| vm.set(abi::now_ns()));
         }
+        accepted
     }
-
-    fn http_context(state: Option<&Self>) -> Box<dyn HttpContext> {
-        Box::new(Faulty {
-            vm: state.map(|s| s.vm),
-        })
+    #[no_mangle]
+    pub extern "C" fn proxy_on_tick(context_id: u32) {
+        wasm::on_tick(context_id)
     }
-}
-
-/// `vm` is `None` when no config was accepted: every request is refused.
-struct Faulty {
-    vm: Option<u64>,
-}
-
-impl Context for Faulty {}
-
-impl HttpContext for Faulty {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        let Some(vm) = self.vm else {
-            if !meshguard_host::send_json_reply(503, Some("not_configured"), b"{}") {
-                meshguard_host::reset_request();
-            }
-            return Action::Pause;
-        };
-        let fault = hostcalls::get_map_value(MapType::HttpRequestHeaders, FAULT_HEADER)
-            .ok()
-            .flatten();
+    #[no_mangle]
+    pub extern "C" fn proxy_on_queue_ready(context_id: u32, queue_id: u32) {
+        wasm::on_queue_ready(context_id, queue_id)
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_on_http_call_response(
+        context_id: u32,
+        token: u32,
+        headers: usize,
+        body: usize,
+        trailers: usize,
+    ) {
+        wasm::on_http_call_response(context_id, token, headers, body, trailers)
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_on_request_headers(context_id: u32, n: usize, end: bool) -> u32 {
+        let fault = abi::header_value(abi::MapKind::RequestHeaders, FAULT_HEADER);
         match fault.as_deref() {
-            Some("panic") => panic!("meshguard-faulty: panic requested"),
-            Some("oom") => exhaust_memory(),
-            _ => {
-                let _ = hostcalls::set_map_value(
-                    MapType::HttpRequestHeaders,
-                    SEEN_HEADER,
-                    Some(&vm.to_string()),
-                );
-                Action::Continue
-            }
+            Some(b"panic") => panic!("meshguard-faulty: panic requested"),
+            Some(b"oom") => exhaust_memory(),
+            _ => {}
         }
+        let action = wasm::on_request_headers(context_id, n, end);
+        if let Some(vm) = VM.with(Cell::get) {
+            abi::replace_header(abi::MapKind::RequestHeaders, SEEN_HEADER, &vm.to_string());
+        }
+        action
     }
-}
+    #[no_mangle]
+    pub extern "C" fn proxy_on_request_body(context_id: u32, size: usize, end: bool) -> u32 {
+        wasm::on_request_body(context_id, size, end)
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_on_request_trailers(context_id: u32, n: usize) -> u32 {
+        wasm::on_request_trailers(context_id, n)
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_on_response_headers(context_id: u32, n: usize, end: bool) -> u32 {
+        wasm::on_response_headers(context_id, n, end)
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_on_response_body(context_id: u32, size: usize, end: bool) -> u32 {
+        wasm::on_response_body(context_id, size, end)
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_on_response_trailers(context_id: u32, n: usize) -> u32 {
+        wasm::on_response_trailers(context_id, n)
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_on_log(context_id: u32) {
+        wasm::on_log(context_id)
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_on_done(context_id: u32) -> bool {
+        wasm::on_done(context_id)
+    }
+    #[no_mangle]
+    pub extern "C" fn proxy_on_delete(context_id: u32) {
+        wasm::on_delete(context_id)
+    }
 
-/// Allocates and touches 1 MiB blocks until an allocation fails, which aborts
-/// (a trap) as any out-of-memory does in a wasm VM.
-fn exhaust_memory() -> ! {
-    let mut held: Vec<Vec<u8>> = Vec::new();
-    loop {
-        held.push(vec![0xA5; 1 << 20]);
-        std::hint::black_box(&held);
+    /// Allocates and touches 1 MiB blocks until an allocation fails, which
+    /// aborts (a trap) as any out-of-memory does in a wasm VM.
+    fn exhaust_memory() -> ! {
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        loop {
+            held.push(vec![0xA5; 1 << 20]);
+            std::hint::black_box(&held);
+        }
     }
 }

@@ -1,222 +1,402 @@
-//! Config integrity and drift on the host side, the same for every filter:
-//! loading a config through the core's checks (signature, fingerprint,
-//! intended version), exporting the drift metrics, polling the source of
-//! truth from the root context's timer, and enforcing quarantine.
+//! Config integrity and drift for one plugin instance, over [`PluginHost`]:
+//! loading a config through the core's checks (signature, scope, release
+//! order), keeping the proxy-wide state in the host's store, polling the
+//! source of truth, and enforcing quarantine and supersession per request
+//! from a state the root refreshes on its timer (no store read per request).
+//!
+//! # A check never disappears
+//! Envoy configures a config first on its main thread (a refusal there is a
+//! NACK: the previous config keeps running) and then once in every worker VM,
+//! and again in every VM it creates later. A worker VM that refused a config
+//! the main thread accepted would run its streams without the filter. So a
+//! config is judged on time and release order once, when it is first
+//! admitted on this proxy, and the admission is recorded in the store per
+//! plugin instance and fingerprint. Every later VM loading that config skips
+//! those two checks; if a newer serial was accepted since, the instance is
+//! superseded and refuses its requests with a stable reason
+//! (`config_superseded`). Every other check depends only on the config and
+//! the proxy's environment, so every VM decides it alike. Should a VM still
+//! refuse a config this proxy admitted, it installs a refuse-everything state
+//! (`meshguard_config_not_admitted_denied_total{reason}`) instead of failing
+//! `on_configure`.
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use meshguard_core::config::ConfigError;
 use meshguard_core::integrity::{
-    admit, load, load_results, read_answer, succession, Admission, AnswerContext, AnswerRefusal,
-    DriftMonitor, DriftState, IntegrityEnv, IntegritySettings, LoadError, Loaded, NewestSerial,
-    OnDrift, Succession, SuccessionRequest, Transition,
+    admit, load, load_results, quoted, read_answer, succession, Admission, AnswerContext,
+    AnswerRefusal, DriftMonitor, DriftState, IntegrityEnv, IntegritySettings, LoadError, Loaded,
+    NewestSerial, OnDrift, Release, Succession, SuccessionRequest, Transition,
 };
+use meshguard_core::logsafe;
 use meshguard_core::metrics::{self, tagged};
-use meshguard_core::path::PathOptions;
-use meshguard_core::request::RequestInfo;
-use meshguard_core::scope::RequestView;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, BufferType, MapType};
+use meshguard_core::plugin::{Plugin, Secrets, Shape};
 
-use crate::vm_memory::VmMemory;
-use crate::{env_var, now_ms, plugin_configuration, Counter, Gauge};
+use crate::host::{Attribute, Counter, Gauge, PluginHost, StoreError, StreamHost};
+use crate::reply::{json_reply, Flow};
 
 /// Ticks arriving this much early still count as due.
 const TICK_JITTER_MS: u64 = 100;
 
+/// How often the root refreshes the proxy-wide integrity state its streams
+/// enforce (a drift found by another VM, a newer serial): streams read a
+/// cached copy, never the store.
+pub const REFRESH_PERIOD: Duration = Duration::from_millis(500);
+
 /// Largest source-of-truth answer read.
 const MAX_INTENDED_BYTES: usize = 64 * 1024;
-
-/// Loads this filter's plugin config: integrity checks first, then the
-/// filter's own `compile`. Logs and counts the outcome; `None` means refuse
-/// (return false from `on_configure`).
-pub fn load_config<T>(
-    filter: &'static str,
-    compile: impl FnOnce(&[u8]) -> Result<T, ConfigError>,
-) -> Option<(T, Guard)> {
-    // Every result is defined (at 0) on every load, so that a first refusal
-    // is an increase Prometheus can see rather than a new series at 1.
-    let counters: Vec<(&str, Counter)> = load_results()
-        .map(|result| {
-            (
-                result,
-                Counter::define(&tagged(
-                    metrics::CONFIG_LOADS,
-                    &[("filter", filter), ("result", result)],
-                )),
-            )
-        })
-        .collect();
-    let count = |result: &str| {
-        if let Some((_, counter)) = counters.iter().find(|(r, _)| *r == result) {
-            counter.increment();
-        }
-    };
-    let workload = workload();
-    let newest = SharedState::newest_serial(filter);
-    let loaded = IntegrityEnv::from_vars(env_var)
-        .map_err(LoadError::from)
-        .and_then(|env| {
-            let loaded = load(&plugin_configuration(), &env)?;
-            let at = Admission {
-                filter,
-                workload: workload.as_deref(),
-                now_s: now_ms() / 1000,
-                newest: newest.as_ref().map(|n| (n.serial, n.fingerprint.as_str())),
-            };
-            admit(&loaded, &env, &at)?;
-            Ok((loaded, env))
-        });
-    let compiled =
-        loaded.and_then(|(loaded, env)| Ok((compile(&loaded.filter_config)?, loaded, env)));
-    match compiled {
-        Ok((filter_state, loaded, env)) => {
-            count("accepted");
-            if let Some(release) = &loaded.release {
-                SharedState::record_serial(filter, release.serial, &loaded.fingerprint);
-            }
-            let o = loaded.settings.origin;
-            log::info!(
-                "meshguard {filter}: configuration accepted: version={} fingerprint={} signature={} serial={} workload={} on_drift={} (from {}) health_paths from {} source_of_truth from {}",
-                loaded.config_version.as_deref().map_or_else(|| "unset".into(), meshguard_core::integrity::quoted),
-                loaded.fingerprint,
-                loaded.signature,
-                loaded.release.as_ref().map_or_else(|| "none".into(), |r| r.serial.to_string()),
-                workload.as_deref().map_or_else(|| "unknown".into(), meshguard_core::integrity::quoted),
-                loaded.settings.on_drift.as_str(),
-                o.on_drift.as_str(),
-                o.health_paths.as_str(),
-                o.source_of_truth.as_str(),
-            );
-            Some((filter_state, Guard::start(filter, &loaded, env, workload)))
-        }
-        Err(error) => {
-            count(error.result_label());
-            log::error!("meshguard {filter}: configuration refused: {error}");
-            None
-        }
-    }
-}
-
-/// `NAMESPACE/WORKLOAD_NAME` from the proxy's node metadata (Istio sets both
-/// on every sidecar): what the proxy knows about itself, never the config.
-fn workload() -> Option<String> {
-    let ns = crate::property_string(&["xds", "node", "metadata", "NAMESPACE"])?;
-    let name = crate::property_string(&["xds", "node", "metadata", "WORKLOAD_NAME"])?;
-    (!ns.is_empty() && !name.is_empty()).then(|| format!("{ns}/{name}"))
-}
-
-/// The integrity state kept in Envoy's shared data: it outlives a VM and a
-/// config push on the same proxy, so neither resets a drift or rolls the
-/// serial back. Keys are per filter (shared data is per `vm_id`).
-struct SharedState;
 
 /// Attempts at a compare-and-swap before giving up (another VM raced us).
 const CAS_ATTEMPTS: usize = 4;
 
-impl SharedState {
-    /// The last trusted verdict on this proxy, whatever config it was about:
-    /// what a newly loaded config starts from (a push cannot reset it).
-    fn drift_key(filter: &str) -> String {
-        format!("meshguard.integrity.{filter}.drift")
-    }
+/// One plugin instance on this proxy: its name in logs and metrics, and
+/// where its state lives in the store. Keyed by the plugin's own identity
+/// (Envoy's `plugin_name`, which Istio sets to the resource's
+/// `NAMESPACE.NAME`, and its root id), never by the filter kind: two
+/// policies on one waypoint never share a serial or a drift verdict.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub filter: &'static str,
+    pub shape: Shape,
+    key: String,
+    /// `NAMESPACE/WORKLOAD_NAME` from the proxy's node metadata.
+    pub workload: Option<String>,
+}
 
-    /// The verdict on one config: what every VM running that config enforces.
-    /// Per fingerprint, so that an older instance still draining (and judged
-    /// drifted) never quarantines the config that replaced it.
-    fn config_drift_key(filter: &str, fingerprint: &str) -> String {
-        format!("meshguard.integrity.{filter}.drift.{fingerprint}")
-    }
-
-    fn serial_key(filter: &str) -> String {
-        format!("meshguard.integrity.{filter}.serial")
-    }
-
-    fn get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        hostcalls::get_shared_data(key).unwrap_or((None, None))
-    }
-
-    /// Whether a drift was found on this proxy and not cleared by a trusted check.
-    fn drifted(filter: &str) -> Option<bool> {
-        match Self::get(&Self::drift_key(filter)).0.as_deref() {
-            Some(b"1") => Some(true),
-            Some(b"0") => Some(false),
+impl Instance {
+    /// Reads the plugin's identity and the proxy's workload from the host.
+    pub fn read<H: PluginHost>(host: &H) -> Self {
+        let root_id = host.property(&["plugin_root_id"]).unwrap_or_default();
+        let name = host.property(&["plugin_name"]).unwrap_or_default();
+        let shape = Shape::from_root_id(&root_id);
+        let ns = host.property(&["xds", "node", "metadata", "NAMESPACE"]);
+        let workload_name = host.property(&["xds", "node", "metadata", "WORKLOAD_NAME"]);
+        let workload = match (ns, workload_name) {
+            (Some(ns), Some(n)) if !ns.is_empty() && !n.is_empty() => Some(format!("{ns}/{n}")),
             _ => None,
-        }
+        };
+        Self::new(shape, &name, &root_id, workload)
     }
 
-    fn set_drifted(filter: &str, fingerprint: &str, drifted: bool) {
-        let value: &[u8] = if drifted { b"1" } else { b"0" };
-        for key in [
-            Self::drift_key(filter),
-            Self::config_drift_key(filter, fingerprint),
-        ] {
-            if hostcalls::set_shared_data(&key, Some(value), None).is_err() {
-                log::error!(
-                    "meshguard {filter}: the host refused shared data; drift state is per VM"
-                );
-            }
-        }
-    }
-
-    fn issued_key(filter: &str) -> String {
-        format!("meshguard.integrity.{filter}.issued")
-    }
-
-    /// `issued` of the newest intended document believed here.
-    fn newest_issued(filter: &str) -> Option<u64> {
-        let bytes = Self::get(&Self::issued_key(filter)).0?;
-        std::str::from_utf8(&bytes).ok()?.parse().ok()
-    }
-
-    fn record_issued(filter: &str, issued: u64) {
-        let key = Self::issued_key(filter);
-        for _ in 0..CAS_ATTEMPTS {
-            let (current, cas) = Self::get(&key);
-            let newer = current
-                .as_deref()
-                .and_then(|c| std::str::from_utf8(c).ok())
-                .and_then(|c| c.parse::<u64>().ok())
-                .is_none_or(|c| issued > c);
-            if !newer
-                || hostcalls::set_shared_data(&key, Some(issued.to_string().as_bytes()), cas)
-                    .is_ok()
+    pub fn new(shape: Shape, plugin_name: &str, root_id: &str, workload: Option<String>) -> Self {
+        // Store keys carry no separator a name could forge: both parts are
+        // hex-encoded when they hold anything but [A-Za-z0-9._-].
+        let part = |text: &str| {
+            if text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
             {
-                return;
+                text.to_owned()
+            } else {
+                format!("x{}", meshguard_core::canonical::hex(text.as_bytes()))
+            }
+        };
+        Self {
+            filter: shape.filter(),
+            shape,
+            key: format!(
+                "meshguard.integrity.{}.{}",
+                part(plugin_name),
+                part(root_id)
+            ),
+            workload,
+        }
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{}.{what}", self.key)
+    }
+
+    /// The last trusted verdict on this instance, whatever config it was
+    /// about: what a newly loaded config starts from.
+    fn drift_key(&self) -> String {
+        self.key("drift")
+    }
+
+    /// The verdict on one config: what every VM running it enforces.
+    fn config_drift_key(&self, fingerprint: &str) -> String {
+        self.key(&format!("drift.{fingerprint}"))
+    }
+
+    fn serial_key(&self) -> String {
+        self.key("serial")
+    }
+
+    fn issued_key(&self) -> String {
+        self.key("issued")
+    }
+
+    fn admitted_key(&self, fingerprint: &str) -> String {
+        self.key(&format!("admitted.{fingerprint}"))
+    }
+}
+
+/// What a VM does with the plugin config Envoy handed it.
+#[derive(Debug)]
+pub enum Configured {
+    /// The config runs.
+    Accepted(Box<Plugin>, Guard),
+    /// Refused on this proxy's first admission of it (or for a reason every
+    /// VM shares): `on_configure` answers false, Envoy NACKs.
+    Refused,
+    /// A config this proxy admitted that this VM cannot run: it refuses
+    /// every request with this reason instead of vanishing.
+    RefuseEverything(Refusing),
+}
+
+/// A VM that refuses every request: what a check does when it cannot run.
+#[derive(Debug, Clone)]
+pub struct Refusing {
+    pub filter: &'static str,
+    pub reason: &'static str,
+    denied: Counter,
+}
+
+impl Refusing {
+    pub fn refuse<H: StreamHost>(&self, host: &mut H) -> Flow {
+        host.add(self.denied, 1);
+        log::debug!(
+            "meshguard {}: refused: this VM could not admit the config this proxy runs ({})",
+            self.filter,
+            self.reason
+        );
+        let body = format!(
+            r#"{{"error":"config_not_admitted","reason":"{}","filter":"{}"}}"#,
+            self.reason, self.filter
+        );
+        json_reply(host, 503, Some(self.reason), body.as_bytes())
+    }
+}
+
+/// Loads the plugin config: the environment, signature, scope and release
+/// order (integrity), then the plugin's sections. Logs and counts the outcome.
+pub fn configure<H: PluginHost>(host: &H, instance: &Instance) -> Configured {
+    let filter = instance.filter;
+    // Every result is defined (at 0) on every load, so that a first refusal
+    // is an increase Prometheus can see rather than a new series at 1.
+    let counters: Vec<(&str, Counter)> = load_results()
+        .map(|result| {
+            let name = tagged(
+                metrics::CONFIG_LOADS,
+                &[("filter", filter), ("result", result)],
+            );
+            (result, host.define_counter(&name))
+        })
+        .collect();
+    let count = |result: &str| {
+        if let Some((_, counter)) = counters.iter().find(|(r, _)| *r == result) {
+            host.add(*counter, 1);
+        }
+    };
+    let env_var = |name: &str| host.env(name);
+    let loaded = IntegrityEnv::from_vars(env_var)
+        .map_err(LoadError::from)
+        .and_then(|env| Ok((load(&host.configuration(), &env)?, env)));
+    let (loaded, env) = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            count(error.result_label());
+            log::error!(
+                "meshguard {filter}: configuration refused: {}",
+                logsafe::defang(&error.to_string())
+            );
+            return Configured::Refused;
+        }
+    };
+    let plugin = match Plugin::compile(
+        &loaded.filter_config,
+        instance.shape,
+        &env_var,
+        Secrets::Require,
+    ) {
+        Ok(plugin) => plugin,
+        Err(error) => {
+            count("refused");
+            log::error!(
+                "meshguard {filter}: configuration refused: {}",
+                logsafe::defang(&error.to_string())
+            );
+            return Configured::Refused;
+        }
+    };
+    let store = Store { host, instance };
+    let admitted_here = store.admitted(&loaded.fingerprint);
+    let newest = store.newest_serial();
+    let at = Admission {
+        filter,
+        workload: instance.workload.as_deref(),
+        now_s: host.now_ms() / 1000,
+        newest: newest.as_ref().map(|n| (n.serial, n.fingerprint.as_str())),
+        admitted_here,
+    };
+    if let Err(error) = admit(&loaded, &env, &at) {
+        count(error.result_label());
+        let error_text = logsafe::defang(&error.to_string());
+        if admitted_here {
+            log::error!(
+                "meshguard {filter}: this VM cannot admit the configuration this proxy runs ({error_text}); refusing every request"
+            );
+            let reason = error.result_label();
+            let denied = host.define_counter(&tagged(
+                metrics::CONFIG_NOT_ADMITTED_DENIED,
+                &[("filter", filter), ("reason", reason)],
+            ));
+            return Configured::RefuseEverything(Refusing {
+                filter,
+                reason,
+                denied,
+            });
+        }
+        log::error!("meshguard {filter}: configuration refused: {error_text}");
+        return Configured::Refused;
+    }
+    count("accepted");
+    store.record_admitted(&loaded.fingerprint);
+    if let Some(release) = &loaded.release {
+        store.record_serial(release.serial, &loaded.fingerprint);
+    }
+    let o = loaded.settings.origin;
+    let sections: Vec<String> = plugin
+        .section_fingerprints
+        .iter()
+        .map(|(s, fp)| format!("{}={}", s.as_str(), meshguard_core::integrity::short(fp)))
+        .collect();
+    log::info!(
+        "meshguard {filter}: configuration accepted: version={} fingerprint={} sections={} signature={} serial={} workload={} on_drift={} (from {}) health_paths from {} source_of_truth from {} path_normalization={}",
+        loaded.config_version.as_deref().map_or_else(|| "unset".into(), quoted),
+        loaded.fingerprint,
+        sections.join(","),
+        logsafe::defang(&loaded.signature.to_string()),
+        loaded.release.as_ref().map_or_else(|| "none".into(), |r| r.serial.to_string()),
+        instance.workload.as_deref().map_or_else(|| "unknown".into(), quoted),
+        loaded.settings.on_drift.as_str(),
+        o.on_drift.as_str(),
+        o.health_paths.as_str(),
+        o.source_of_truth.as_str(),
+        plugin.path_normalization.as_str(),
+    );
+    let guard = Guard::start(host, instance.clone(), &loaded, env);
+    Configured::Accepted(Box::new(plugin), guard)
+}
+
+/// The instance's state in the host's proxy-wide store: it outlives a VM and
+/// a config push on the same proxy, so neither resets a drift or rolls the
+/// serial back.
+struct Store<'a, H> {
+    host: &'a H,
+    instance: &'a Instance,
+}
+
+impl<H: PluginHost> Store<'_, H> {
+    fn read(&self, key: &str) -> Option<Vec<u8>> {
+        self.host.store_get(key).map(|(v, _)| v)
+    }
+
+    fn write(&self, key: &str, value: &[u8]) {
+        if self.host.store_set(key, value, None).is_err() {
+            log::error!(
+                "meshguard {}: the host refused its store; integrity state is per VM",
+                self.instance.filter
+            );
+        }
+    }
+
+    /// Whether a drift was found and not cleared by a trusted check.
+    fn drifted(&self) -> Option<bool> {
+        flag(self.read(&self.instance.drift_key()).as_deref())
+    }
+
+    fn set_drifted(&self, fingerprint: &str, drifted: bool) {
+        let value: &[u8] = if drifted { b"1" } else { b"0" };
+        self.write(&self.instance.drift_key(), value);
+        self.write(&self.instance.config_drift_key(fingerprint), value);
+    }
+
+    fn admitted(&self, fingerprint: &str) -> bool {
+        self.read(&self.instance.admitted_key(fingerprint))
+            .is_some_and(|v| v == b"1")
+    }
+
+    fn record_admitted(&self, fingerprint: &str) {
+        let key = self.instance.admitted_key(fingerprint);
+        if self.read(&key).is_none() {
+            self.write(&key, b"1");
+        }
+    }
+
+    fn newest_serial(&self) -> Option<NewestSerial> {
+        NewestSerial::decode(&self.read(&self.instance.serial_key())?)
+    }
+
+    fn newest_issued(&self) -> Option<u64> {
+        std::str::from_utf8(&self.read(&self.instance.issued_key())?)
+            .ok()?
+            .parse()
+            .ok()
+    }
+
+    /// Raises a stored number-like value with a compare-and-swap.
+    fn raise(&self, key: &str, value: &[u8], newer: impl Fn(&[u8]) -> bool) -> bool {
+        for _ in 0..CAS_ATTEMPTS {
+            let (current, version) = match self.host.store_get(key) {
+                Some((v, version)) => (Some(v), Some(version)),
+                None => (None, None),
+            };
+            if !current.as_deref().is_none_or(&newer) {
+                return true;
+            }
+            match self.host.store_set(key, value, version) {
+                Ok(()) => return true,
+                Err(StoreError::Raced) => continue,
+                Err(StoreError::Refused) => return false,
             }
         }
-        log::error!("meshguard {filter}: could not record intended document time in shared data");
+        false
     }
 
-    /// The newest signed config accepted here.
-    fn newest_serial(filter: &str) -> Option<NewestSerial> {
-        NewestSerial::decode(&Self::get(&Self::serial_key(filter)).0?)
+    fn record_issued(&self, issued: u64) {
+        let older = |current: &[u8]| {
+            std::str::from_utf8(current)
+                .ok()
+                .and_then(|c| c.parse::<u64>().ok())
+                .is_none_or(|c| issued > c)
+        };
+        if !self.raise(
+            &self.instance.issued_key(),
+            issued.to_string().as_bytes(),
+            older,
+        ) {
+            log::error!(
+                "meshguard {}: could not record the intended document's time",
+                self.instance.filter
+            );
+        }
     }
 
-    fn record_serial(filter: &str, serial: u64, fingerprint: &str) {
-        let key = Self::serial_key(filter);
+    fn record_serial(&self, serial: u64, fingerprint: &str) {
         let value = NewestSerial {
             serial,
             fingerprint: fingerprint.to_owned(),
-            accepted_ms: Some(now_ms()),
+            accepted_ms: Some(self.host.now_ms()),
         }
         .encode();
-        for _ in 0..CAS_ATTEMPTS {
-            let (current, cas) = Self::get(&key);
-            let newer = current
-                .as_deref()
-                .and_then(NewestSerial::decode)
-                .is_none_or(|c| serial > c.serial);
-            if !newer {
-                return;
-            }
-            if hostcalls::set_shared_data(&key, Some(value.as_bytes()), cas).is_ok() {
-                return;
-            }
+        let older =
+            |current: &[u8]| NewestSerial::decode(current).is_none_or(|c| serial > c.serial);
+        if !self.raise(&self.instance.serial_key(), value.as_bytes(), older) {
+            log::error!(
+                "meshguard {}: could not record serial {serial}",
+                self.instance.filter
+            );
         }
-        log::error!("meshguard {filter}: could not record serial {serial} in shared data");
+    }
+}
+
+fn flag(value: Option<&[u8]>) -> Option<bool> {
+    match value {
+        Some(b"1") => Some(true),
+        Some(b"0") => Some(false),
+        _ => None,
     }
 }
 
@@ -227,97 +407,125 @@ struct DriftMetrics {
     quarantined: Gauge,
     info: Gauge,
     check_age: Gauge,
+    document_age: Gauge,
     source_errors: Counter,
     answers_refused: Vec<(AnswerRefusal, Counter)>,
+}
+
+/// What streams enforce, refreshed by the root on its timer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Cached {
+    /// The proxy-wide verdict on this config (another VM may have found it).
+    quarantined: bool,
+    /// The newest serial accepted on this proxy, when newer than this one's.
+    superseded_by: Option<(u64, Option<u64>)>,
 }
 
 /// The integrity state of one loaded config (one root context).
 #[derive(Debug)]
 pub struct Guard {
-    filter: &'static str,
+    instance: Instance,
     monitor: DriftMonitor,
     settings: IntegritySettings,
     env: IntegrityEnv,
-    workload: Option<String>,
-    quarantined: Rc<Cell<bool>>,
     metrics: DriftMetrics,
-    quarantine_denied: Counter,
-    superseded_denied: Counter,
-    superseded_drained: Counter,
-    serial: Option<u64>,
-    /// The highest downstream connection id this instance served while current.
-    served_up_to: Rc<Cell<Option<u64>>>,
+    enforcement: Enforcement,
     config_version: Option<String>,
     fingerprint: String,
     pending_call: Option<u32>,
-    last_poll_ms: u64,
+    /// `None` until the first poll, which the first tick makes.
+    last_poll_ms: Option<u64>,
+    /// `issued` of the newest intended document this VM believed.
+    believed_issued: Option<u64>,
 }
 
 impl Guard {
-    fn start(
-        filter: &'static str,
+    fn start<H: PluginHost>(
+        host: &H,
+        instance: Instance,
         loaded: &Loaded,
         env: IntegrityEnv,
-        workload: Option<String>,
     ) -> Self {
+        let filter = instance.filter;
         let f = [("filter", filter)];
         let version = metrics::version_label(loaded.config_version.as_deref());
+        let gauge = |name: &str| host.define_gauge(&tagged(name, &f));
+        let counter = |name: &str| host.define_counter(&tagged(name, &f));
         let metrics = DriftMetrics {
-            drift: Gauge::define(&tagged(metrics::CONFIG_DRIFT, &f)),
-            unknown: Gauge::define(&tagged(metrics::CONFIG_UNKNOWN, &f)),
-            quarantined: Gauge::define(&tagged(metrics::CONFIG_QUARANTINED, &f)),
-            info: Gauge::define(&tagged(
+            drift: gauge(metrics::CONFIG_DRIFT),
+            unknown: gauge(metrics::CONFIG_UNKNOWN),
+            quarantined: gauge(metrics::CONFIG_QUARANTINED),
+            info: host.define_gauge(&tagged(
                 metrics::CONFIG_INFO,
                 &[("filter", filter), ("version", &version)],
             )),
-            check_age: Gauge::define(&tagged(metrics::CONFIG_CHECK_AGE, &f)),
-            source_errors: Counter::define(&tagged(metrics::INTENDED_SOURCE_ERRORS, &f)),
+            check_age: gauge(metrics::CONFIG_CHECK_AGE),
+            document_age: gauge(metrics::INTENDED_DOCUMENT_AGE),
+            source_errors: counter(metrics::INTENDED_SOURCE_ERRORS),
             answers_refused: AnswerRefusal::ALL
                 .iter()
                 .map(|r| {
-                    (
-                        *r,
-                        Counter::define(&tagged(
-                            metrics::INTENDED_ANSWERS_REFUSED,
-                            &[("filter", filter), ("reason", r.as_str())],
-                        )),
-                    )
+                    let name = tagged(
+                        metrics::INTENDED_ANSWERS_REFUSED,
+                        &[("filter", filter), ("reason", r.as_str())],
+                    );
+                    (*r, host.define_counter(&name))
                 })
                 .collect(),
         };
-        let carried = SharedState::drifted(filter).unwrap_or(false);
-        let (monitor, transition) = DriftMonitor::new(loaded, now_ms(), carried);
-        let guard = Self {
+        let store = Store {
+            host,
+            instance: &instance,
+        };
+        let carried = store.drifted().unwrap_or(false);
+        let believed_issued = store.newest_issued();
+        let now = host.now_ms();
+        let (monitor, transition) = DriftMonitor::new(loaded, now, carried);
+        let enforcement = Enforcement {
             filter,
+            on_drift: loaded.settings.on_drift,
+            settings: Rc::new(loaded.settings.clone()),
+            quarantine_status: loaded.settings.quarantine_status,
+            cached: Rc::new(Cell::new(Cached::default())),
+            quarantine_denied: counter(metrics::QUARANTINE_DENIED),
+            release: loaded.release.as_ref().map(|release| ReleaseScope {
+                release: Rc::new(release.clone()),
+                served_up_to: Rc::new(Cell::new(None)),
+                grace_ms: env.drain_grace_ms(),
+                denied: counter(metrics::CONFIG_SUPERSEDED_DENIED),
+                drained: counter(metrics::CONFIG_SUPERSEDED_DRAINED),
+                out_of_scope: counter(metrics::CONFIG_OUT_OF_SCOPE_DENIED),
+            }),
+        };
+        let guard = Self {
+            instance,
             monitor,
             settings: loaded.settings.clone(),
             env,
-            workload,
-            quarantined: Rc::new(Cell::new(false)),
             metrics,
-            quarantine_denied: Counter::define(&tagged(metrics::QUARANTINE_DENIED, &f)),
-            superseded_denied: Counter::define(&tagged(metrics::CONFIG_SUPERSEDED_DENIED, &f)),
-            superseded_drained: Counter::define(&tagged(metrics::CONFIG_SUPERSEDED_DRAINED, &f)),
-            serial: loaded.release.as_ref().map(|r| r.serial),
-            served_up_to: Rc::new(Cell::new(None)),
+            enforcement,
             config_version: loaded.config_version.clone(),
             fingerprint: loaded.fingerprint.clone(),
             pending_call: None,
-            last_poll_ms: now_ms(),
+            last_poll_ms: None,
+            believed_issued,
         };
-        guard.metrics.info.set(1);
-        guard.metrics.check_age.set(0);
-        guard.apply(transition);
+        host.set(guard.metrics.info, 1);
+        host.set(guard.metrics.check_age, 0);
+        guard.apply(host, transition);
+        guard.refresh(host);
         guard
     }
 
-    /// The timer period this guard needs (the filter sets the root context's
-    /// tick to the shortest period any of its parts needs).
-    pub fn tick_period(&self) -> Option<Duration> {
+    /// The root's timer: the shortest of the state refresh and the source of
+    /// truth's poll interval.
+    pub fn tick_period(&self) -> Duration {
         self.settings
             .source_of_truth
             .as_ref()
-            .map(|s| Duration::from_millis(s.poll_interval_ms))
+            .map_or(REFRESH_PERIOD, |s| {
+                REFRESH_PERIOD.min(Duration::from_millis(s.poll_interval_ms))
+            })
     }
 
     /// The fingerprint of the loaded config (hex SHA-256).
@@ -325,144 +533,189 @@ impl Guard {
         &self.fingerprint
     }
 
-    /// A handle for HTTP contexts to enforce quarantine.
-    pub fn quarantine(&self) -> Quarantine {
-        Quarantine {
-            filter: self.filter,
-            drift_key: SharedState::config_drift_key(self.filter, &self.fingerprint),
-            quarantined: Rc::clone(&self.quarantined),
-            settings: self.settings.clone(),
-            denied: self.quarantine_denied,
-            serial: self.serial.map(|serial| Superseded {
-                serial,
-                key: SharedState::serial_key(self.filter),
-                denied: self.superseded_denied,
-                drained: self.superseded_drained,
-                grace_ms: self.env.drain_grace_ms(),
-                served_up_to: Rc::clone(&self.served_up_to),
-            }),
-        }
+    pub fn filter(&self) -> &'static str {
+        self.instance.filter
     }
 
-    fn apply(&self, transition: Option<Transition>) {
-        let drifted = self.monitor.state() == DriftState::Drifted;
-        self.metrics.drift.set(u64::from(drifted));
-        self.metrics
-            .unknown
-            .set(u64::from(self.monitor.state() == DriftState::Unknown));
+    /// A handle for HTTP streams to enforce quarantine and supersession.
+    pub fn enforcement(&self) -> Enforcement {
+        self.enforcement.clone()
+    }
+
+    fn apply<H: PluginHost>(&self, host: &H, transition: Option<Transition>) {
+        let state = self.monitor.state();
+        host.set(self.metrics.drift, u64::from(state == DriftState::Drifted));
+        host.set(
+            self.metrics.unknown,
+            u64::from(state == DriftState::Unknown),
+        );
         // Only trusted checks move the shared state: a drift to 1, a
         // confirmation to 0; "unknown" leaves it as it was.
         if let Some(t) = &transition {
+            let store = Store {
+                host,
+                instance: &self.instance,
+            };
             match t.to {
-                DriftState::Drifted => {
-                    SharedState::set_drifted(self.filter, &self.fingerprint, true)
-                }
-                DriftState::InSync => {
-                    SharedState::set_drifted(self.filter, &self.fingerprint, false)
-                }
+                DriftState::Drifted => store.set_drifted(&self.fingerprint, true),
+                DriftState::InSync => store.set_drifted(&self.fingerprint, false),
                 DriftState::Unknown => {}
             }
         }
-        self.quarantined.set(self.monitor.quarantined());
-        self.metrics
-            .quarantined
-            .set(u64::from(self.monitor.quarantined()));
+        host.set(
+            self.metrics.quarantined,
+            u64::from(self.monitor.quarantined()),
+        );
+        let mut cached = self.enforcement.cached.get();
+        cached.quarantined = self.monitor.quarantined();
+        self.enforcement.cached.set(cached);
         if let Some(t) = transition {
+            let line = logsafe::defang(&t.message);
             match t.to {
-                DriftState::Drifted => log::warn!("meshguard {}: {}", self.filter, t.message),
+                DriftState::Drifted => log::warn!("meshguard {}: {line}", self.instance.filter),
                 DriftState::InSync | DriftState::Unknown => {
-                    log::info!("meshguard {}: {}", self.filter, t.message)
+                    log::info!("meshguard {}: {line}", self.instance.filter)
                 }
             }
         }
     }
 
-    /// Call from `RootContext::on_tick`: asks the source of truth again.
-    pub fn on_tick(&mut self) {
-        let Some(source) = &self.settings.source_of_truth else {
-            return; // the tick belongs to another part of the filter
+    /// Reads the proxy-wide state streams enforce (two store reads per tick,
+    /// none per request).
+    fn refresh<H: PluginHost>(&self, host: &H) {
+        let store = Store {
+            host,
+            instance: &self.instance,
         };
-        self.metrics
-            .check_age
-            .set(self.monitor.check_age_seconds(now_ms()));
+        let quarantined = self.settings.on_drift == OnDrift::Quarantine
+            && flag(
+                store
+                    .read(&self.instance.config_drift_key(&self.fingerprint))
+                    .as_deref(),
+            )
+            .unwrap_or_else(|| self.monitor.quarantined());
+        let superseded_by = self.enforcement.release.as_ref().and_then(|scope| {
+            let newest = store.newest_serial()?;
+            (newest.serial > scope.release.serial).then_some((newest.serial, newest.accepted_ms))
+        });
+        self.enforcement.cached.set(Cached {
+            quarantined,
+            superseded_by,
+        });
+    }
+
+    /// The root's timer: refreshes the enforced state and asks the source of
+    /// truth when its poll is due (the first tick after a load polls at once).
+    pub fn on_tick<H: PluginHost>(&mut self, host: &H) {
+        self.refresh(host);
+        let now = host.now_ms();
+        host.set(self.metrics.check_age, self.monitor.check_age_seconds(now));
+        if let Some(issued) = self.believed_issued {
+            host.set(
+                self.metrics.document_age,
+                (now / 1000).saturating_sub(issued),
+            );
+        }
+        let Some(source) = &self.settings.source_of_truth else {
+            return;
+        };
         if self.pending_call.is_some() {
             return; // the previous call has not answered or timed out yet
         }
-        // The tick may be shorter than the poll interval (another part of the
-        // filter needs it); allow a little jitter so a poll is never skipped.
-        let now = now_ms();
-        if now.saturating_add(TICK_JITTER_MS)
-            < self.last_poll_ms.saturating_add(source.poll_interval_ms)
-        {
-            return;
+        if let Some(last) = self.last_poll_ms {
+            if now.saturating_add(TICK_JITTER_MS) < last.saturating_add(source.poll_interval_ms) {
+                return;
+            }
         }
-        self.last_poll_ms = now;
-        // One MESHGUARD_SOURCE_OF_TRUTH serves every filter of the proxy.
-        let path = source.path.replace("{filter}", self.filter);
+        self.last_poll_ms = Some(now);
+        // One MESHGUARD_SOURCE_OF_TRUTH serves every plugin of the proxy.
+        let path = source.path.replace("{filter}", self.instance.filter);
         let mut headers = vec![
             (":method", "GET"),
             (":path", path.as_str()),
             (":authority", source.authority.as_str()),
-            ("x-meshguard-filter", self.filter),
+            ("x-meshguard-filter", self.instance.filter),
             ("x-meshguard-config-fingerprint", self.fingerprint.as_str()),
         ];
         if let Some(version) = &self.config_version {
             headers.push(("x-meshguard-config-version", version.as_str()));
         }
-        match hostcalls::dispatch_http_call(
+        match host.dispatch(
             &source.cluster,
-            headers,
+            &headers,
             None,
-            vec![],
             Duration::from_millis(source.timeout_ms),
         ) {
             Ok(token) => self.pending_call = Some(token),
-            Err(status) => self.failure(&format!(
-                "cannot call cluster {:?}: {status:?}",
-                source.cluster
-            )),
+            Err(status) => {
+                let reason = format!("cannot call cluster {}: {status}", quoted(&source.cluster));
+                self.failure(host, &reason);
+            }
         }
     }
 
-    /// Call from `Context::on_http_call_response` of the root context.
-    pub fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
+    /// A callout answered; false when it was not this guard's. Whatever the
+    /// source did (no headers, a reset or a stall mid-body, a huge or
+    /// malformed body, a redirect), the answer is read through total host
+    /// calls and judged: a failure is counted, never a trap, and never
+    /// touches traffic.
+    pub fn on_callout_response<H: PluginHost>(
+        &mut self,
+        host: &H,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) -> bool {
         if self.pending_call != Some(token) {
-            return;
+            return false;
         }
         self.pending_call = None;
-        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if num_headers == 0 || status != b"200" {
-            let status = String::from_utf8_lossy(&status).into_owned();
-            return self.failure(&format!(
-                "no 200 answer (status {status:?}, or timeout/reset)"
-            ));
+        let status = if num_headers == 0 {
+            None
+        } else {
+            host.callout_status()
+        };
+        if status.as_deref() != Some("200") {
+            let reason = format!(
+                "no 200 answer (status {}, or timeout/reset)",
+                quoted(status.as_deref().unwrap_or("none"))
+            );
+            self.failure(host, &reason);
+            return true;
         }
-        let body = hostcalls::get_buffer(
-            BufferType::HttpCallResponseBody,
-            0,
-            body_size.min(MAX_INTENDED_BYTES),
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-        let now = now_ms();
+        if body_size > MAX_INTENDED_BYTES {
+            self.failure(
+                host,
+                &format!("the answer is {body_size} bytes, over {MAX_INTENDED_BYTES}"),
+            );
+            return true;
+        }
+        let body = host.callout_body(body_size, MAX_INTENDED_BYTES);
+        let now = host.now_ms();
+        let store = Store {
+            host,
+            instance: &self.instance,
+        };
         let at = AnswerContext {
-            filter: self.filter,
-            workload: self.workload.as_deref(),
+            filter: self.instance.filter,
+            workload: self.instance.workload.as_deref(),
             now_s: now / 1000,
-            newest_issued: SharedState::newest_issued(self.filter),
+            newest_issued: store.newest_issued(),
         };
         match read_answer(&body, &self.env, &at) {
             Ok(answer) => {
-                SharedState::record_issued(self.filter, answer.issued);
+                store.record_issued(answer.issued);
+                self.believed_issued = Some(
+                    self.believed_issued
+                        .map_or(answer.issued, |b| b.max(answer.issued)),
+                );
                 let transition = self.monitor.observe(&answer.intended, now);
-                self.metrics
-                    .check_age
-                    .set(self.monitor.check_age_seconds(now));
-                self.apply(transition);
+                host.set(self.metrics.check_age, self.monitor.check_age_seconds(now));
+                host.set(
+                    self.metrics.document_age,
+                    (now / 1000).saturating_sub(answer.issued),
+                );
+                self.apply(host, transition);
             }
             Err(e) => {
                 if let Some((_, counter)) = self
@@ -471,289 +724,193 @@ impl Guard {
                     .iter()
                     .find(|(r, _)| *r == e.reason)
                 {
-                    counter.increment();
+                    host.add(*counter, 1);
                 }
                 if let Some((_, line)) = self.monitor.observe_untrusted(&e.to_string()) {
-                    log::warn!("meshguard {}: {line}", self.filter);
+                    log::warn!(
+                        "meshguard {}: {}",
+                        self.instance.filter,
+                        logsafe::defang(&line)
+                    );
                 }
-                self.apply(None);
+                self.apply(host, None);
             }
         }
+        true
     }
 
-    fn failure(&mut self, reason: &str) {
-        self.metrics.source_errors.increment();
+    fn failure<H: PluginHost>(&mut self, host: &H, reason: &str) {
+        host.add(self.metrics.source_errors, 1);
         if let Some(line) = self.monitor.observe_failure(reason) {
-            log::warn!("meshguard {}: {line}", self.filter);
+            log::warn!(
+                "meshguard {}: {}",
+                self.instance.filter,
+                logsafe::defang(&line)
+            );
         }
     }
 
-    /// Call from the root context's `on_done`: this config no longer runs.
-    pub fn retire(&self) {
-        self.metrics.info.set(0);
+    /// The root is done: this config no longer runs.
+    pub fn retire<H: PluginHost>(&self, host: &H) {
+        host.set(self.metrics.info, 0);
     }
 }
 
-/// Quarantine enforcement for HTTP contexts.
+/// Quarantine, supersession and the release's Service scope, for streams.
 #[derive(Debug, Clone)]
-pub struct Quarantine {
+pub struct Enforcement {
     filter: &'static str,
-    /// Set for a config signed with a serial.
-    serial: Option<Superseded>,
-    drift_key: String,
-    quarantined: Rc<Cell<bool>>,
-    settings: IntegritySettings,
-    denied: Counter,
+    on_drift: OnDrift,
+    settings: Rc<IntegritySettings>,
+    quarantine_status: u16,
+    cached: Rc<Cell<Cached>>,
+    quarantine_denied: Counter,
+    /// Set for a config signed with a release.
+    release: Option<ReleaseScope>,
 }
 
-/// The serial of this config instance, to refuse traffic once a newer one
-/// was accepted on this proxy.
 #[derive(Debug, Clone)]
-struct Superseded {
-    serial: u64,
-    key: String,
+struct ReleaseScope {
+    release: Rc<Release>,
+    /// The highest downstream connection id this instance served while current.
+    served_up_to: Rc<Cell<Option<u64>>>,
+    grace_ms: u64,
     denied: Counter,
     drained: Counter,
-    grace_ms: u64,
-    served_up_to: Rc<Cell<Option<u64>>>,
+    out_of_scope: Counter,
 }
 
-impl Quarantine {
-    /// Refuses the request when this config instance was superseded by a
-    /// newer signed serial, or while quarantined (health paths excepted, on
-    /// the request's canonical view under `paths`, computed only then);
-    /// returns the action to stop the chain.
-    pub fn enforce(&self, request: &RequestInfo<'_>, paths: &PathOptions) -> Option<Action> {
-        self.superseded()
-            .or_else(|| self.quarantined(request, paths))
+impl Enforcement {
+    /// Refuses the request when this config instance is out of its release's
+    /// Service scope, was superseded by a newer signed serial, or while
+    /// quarantined (health paths excepted, matched on `path`, the request's
+    /// canonical path without query; `None` when it has none).
+    pub fn enforce<H: StreamHost>(&self, host: &mut H, path: Option<&str>) -> Option<Flow> {
+        self.out_of_scope(host)
+            .or_else(|| self.superseded(host))
+            .or_else(|| self.quarantined(host, path))
+    }
+
+    fn out_of_scope<H: StreamHost>(&self, host: &mut H) -> Option<Flow> {
+        let scope = self.release.as_ref()?;
+        scope.release.services.as_ref()?;
+        let chain = host
+            .attribute(Attribute::FilterChainName)
+            .map(|c| String::from_utf8_lossy(&c).into_owned());
+        if scope.release.covers_chain(chain.as_deref()) {
+            return None;
+        }
+        host.add(scope.out_of_scope, 1);
+        log::debug!(
+            "meshguard {}: refused: the filter chain {} is not a Service this release is for",
+            self.filter,
+            quoted(chain.as_deref().unwrap_or("unknown"))
+        );
+        let body = format!(
+            r#"{{"error":"config_out_of_scope","reason":"config_out_of_scope","filter":"{}"}}"#,
+            self.filter
+        );
+        Some(json_reply(
+            host,
+            503,
+            Some("config_out_of_scope"),
+            body.as_bytes(),
+        ))
     }
 
     /// Envoy serves a byte-identical plugin config from the instance it still
-    /// holds, without `on_configure`: a replayed older config cannot be
-    /// refused at load then, so the stale instance refuses its traffic, except
-    /// the connections it served while current, for the drain grace
+    /// holds, without `on_configure`, and a VM it creates later loads a
+    /// config admitted before: a superseded instance refuses its traffic,
+    /// except the connections it served while current, for the drain grace
     /// (`meshguard_core::integrity::succession`).
-    fn superseded(&self) -> Option<Action> {
-        let s = self.serial.as_ref()?;
-        let newest = hostcalls::get_shared_data(&s.key)
-            .ok()
-            .and_then(|(v, _)| NewestSerial::decode(&v?));
-        let connection = crate::property_u64(&["connection", "id"]);
+    fn superseded<H: StreamHost>(&self, host: &mut H) -> Option<Flow> {
+        let scope = self.release.as_ref()?;
+        let cached = self.cached.get();
+        let connection = || {
+            host.attribute(Attribute::ConnectionId)
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(u64::from_le_bytes)
+        };
+        let Some((newest, accepted_ms)) = cached.superseded_by else {
+            // Current: remember the connections served (one attribute read
+            // per request, only for signed releases).
+            let connection = connection();
+            if connection > scope.served_up_to.get() {
+                scope.served_up_to.set(connection);
+            }
+            return None;
+        };
+        let newest_serial = NewestSerial {
+            serial: newest,
+            fingerprint: String::new(),
+            accepted_ms,
+        };
         let request = SuccessionRequest {
-            connection,
-            served_up_to: s.served_up_to.get(),
-            now_ms: now_ms(),
+            connection: connection(),
+            served_up_to: scope.served_up_to.get(),
+            now_ms: host.now_ms(),
         };
-        let newest = match succession(s.serial, newest.as_ref(), request, s.grace_ms) {
-            Succession::Current => {
-                if connection > s.served_up_to.get() {
-                    s.served_up_to.set(connection);
-                }
-                return None;
-            }
+        match succession(
+            scope.release.serial,
+            Some(&newest_serial),
+            request,
+            scope.grace_ms,
+        ) {
+            Succession::Current => None,
             Succession::Draining => {
-                s.drained.increment();
-                return None;
+                host.add(scope.drained, 1);
+                None
             }
-            Succession::Superseded => newest.map_or(0, |n| n.serial),
-        };
-        s.denied.increment();
-        log::debug!(
-            "meshguard {}: refused: this config (serial {}) was superseded by serial {newest}",
-            self.filter,
-            s.serial
-        );
-        // A 503 before anything reached the upstream: a retriable refusal
-        // (Istio's default retry policy retries 503), and on a listener Envoy
-        // drains (Istio starts Envoy with `--drain-strategy immediate`) the
-        // answer closes the HTTP/1 connection or sends the HTTP/2 GOAWAY, so
-        // the retry reaches the listener that runs the current config. Only
-        // if the host refuses the answer is the stream reset.
-        let body = format!(
-            r#"{{"error":"config_superseded","reason":"config_superseded","filter":"{}"}}"#,
-            self.filter
-        );
-        if !crate::send_json_reply(503, Some("config_superseded"), body.as_bytes()) {
-            crate::reset_request();
+            Succession::Superseded => {
+                host.add(scope.denied, 1);
+                log::debug!(
+                    "meshguard {}: refused: this config (serial {}) was superseded by serial {newest}",
+                    self.filter,
+                    scope.release.serial
+                );
+                // A 503 before anything reached the upstream: retriable
+                // (Istio's default retry policy retries 503), and on a
+                // draining listener the answer closes the HTTP/1 connection
+                // or sends the HTTP/2 GOAWAY, so the retry reaches the
+                // listener that runs the current config.
+                let body = format!(
+                    r#"{{"error":"config_superseded","reason":"config_superseded","filter":"{}"}}"#,
+                    self.filter
+                );
+                Some(json_reply(
+                    host,
+                    503,
+                    Some("config_superseded"),
+                    body.as_bytes(),
+                ))
+            }
         }
-        Some(Action::Pause)
     }
 
-    fn quarantined(&self, request: &RequestInfo<'_>, paths: &PathOptions) -> Option<Action> {
-        if self.settings.on_drift != OnDrift::Quarantine {
+    fn quarantined<H: StreamHost>(&self, host: &mut H, path: Option<&str>) -> Option<Flow> {
+        if self.on_drift != OnDrift::Quarantine || !self.cached.get().quarantined {
             return None;
         }
-        // The proxy-wide state (shared data) decides, so every worker VM acts
-        // on a drift the moment any VM found it; this VM's own view is the
-        // fallback if the host will not answer.
-        let quarantined = match hostcalls::get_shared_data(&self.drift_key) {
-            Ok((Some(v), _)) => v.as_slice() == b"1",
-            Ok((None, _)) | Err(_) => self.quarantined.get(),
-        };
-        if !quarantined {
+        if path.is_some_and(|p| self.settings.is_health_path(p)) {
             return None;
         }
-        let view = RequestView::with(request, paths);
-        let path = view.path.split(['?', '#']).next().unwrap_or(&view.path);
-        if self.settings.is_health_path(path) {
-            return None;
-        }
-        self.denied.increment();
+        host.add(self.quarantine_denied, 1);
         // Debug: a quarantined workload refuses every request; the transition
         // was logged at warn once, and the counter carries the volume.
         log::debug!(
-            "meshguard {}: quarantined: refused {path:?} until the config matches the intended one",
-            self.filter
+            "meshguard {}: quarantined: refused {} until the config matches the intended one",
+            self.filter,
+            quoted(path.unwrap_or("(unreadable path)"))
         );
         let body = format!(
             r#"{{"error":"quarantined","reason":"config_drift","filter":"{}"}}"#,
             self.filter
         );
-        if !crate::send_json_reply(
-            self.settings.quarantine_status,
+        Some(json_reply(
+            host,
+            self.quarantine_status,
             Some("config_drift"),
             body.as_bytes(),
-        ) {
-            crate::reset_request();
-        }
-        Some(Action::Pause)
-    }
-}
-
-/// What a meshguard filter adds to the root context every filter shares
-/// (config loading with integrity checks, drift polling, timers, retirement).
-pub trait FilterRoot: Sized + 'static {
-    /// The filter's name in logs and the `filter` metric label.
-    const NAME: &'static str;
-    /// The compiled configuration.
-    type Compiled;
-
-    /// Compiles the filter's own keys (integrity and signature already split off).
-    fn compile(bytes: &[u8]) -> Result<Self::Compiled, ConfigError>;
-
-    /// Builds the filter's state once its config was accepted.
-    fn start(context_id: u32, compiled: Self::Compiled, guard: &Guard) -> Self;
-
-    /// The timer this filter needs besides the guard's.
-    fn tick_period(&self) -> Option<Duration> {
-        None
-    }
-
-    fn on_tick(&mut self) {}
-
-    /// A shared queue this filter registered has data (an HTTP context asking
-    /// the root to act now: only the root's callouts outlive a request).
-    fn on_queue_ready(&mut self, _queue_id: u32) {}
-
-    /// An answer to a callout; false when the callout was not this filter's.
-    fn on_http_call_response(
-        &mut self,
-        _token: u32,
-        _num_headers: usize,
-        _body_size: usize,
-    ) -> bool {
-        false
-    }
-
-    /// A context for one HTTP stream; `state` is `None` when no configuration
-    /// was accepted (the context must then fail closed).
-    fn http_context(state: Option<&Self>) -> Box<dyn proxy_wasm::traits::HttpContext>;
-}
-
-/// The root context of every meshguard filter.
-#[derive(Debug)]
-pub struct Root<F> {
-    context_id: u32,
-    state: Option<F>,
-    guard: Option<Guard>,
-    memory: Option<VmMemory>,
-}
-
-impl<F: FilterRoot> Root<F> {
-    /// Registers this root context with the SDK: the body of `proxy_wasm::main!`.
-    pub fn register() {
-        crate::init_logging();
-        proxy_wasm::set_root_context(|context_id| {
-            Box::new(Root::<F> {
-                context_id,
-                state: None,
-                guard: None,
-                memory: None,
-            })
-        });
-    }
-}
-
-impl<F: FilterRoot> proxy_wasm::traits::Context for Root<F> {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        let handled = self
-            .state
-            .as_mut()
-            .is_some_and(|s| s.on_http_call_response(token_id, num_headers, body_size));
-        if !handled {
-            if let Some(guard) = &mut self.guard {
-                guard.on_http_call_response(token_id, num_headers, body_size);
-            }
-        }
-    }
-
-    fn on_done(&mut self) -> bool {
-        if let Some(guard) = &self.guard {
-            guard.retire();
-        }
-        true
-    }
-}
-
-impl<F: FilterRoot> proxy_wasm::traits::RootContext for Root<F> {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        crate::follow_host_log_level();
-        let Some((compiled, guard)) = load_config(F::NAME, F::compile) else {
-            return false;
-        };
-        let state = F::start(self.context_id, compiled, &guard);
-        crate::set_tick(&[guard.tick_period(), state.tick_period()]);
-        self.state = Some(state);
-        self.guard = Some(guard);
-        if self.memory.is_none() {
-            self.memory = Some(VmMemory::define(F::NAME));
-        }
-        true
-    }
-
-    fn on_tick(&mut self) {
-        if let Some(guard) = &mut self.guard {
-            guard.on_tick();
-        }
-        if let Some(state) = &mut self.state {
-            state.on_tick();
-        }
-    }
-
-    fn on_queue_ready(&mut self, queue_id: u32) {
-        if let Some(state) = &mut self.state {
-            state.on_queue_ready(queue_id);
-        }
-    }
-
-    fn create_http_context(
-        &self,
-        _context_id: u32,
-    ) -> Option<Box<dyn proxy_wasm::traits::HttpContext>> {
-        if let Some(memory) = &self.memory {
-            memory.observe();
-        }
-        // Returning None would make the SDK panic: F::http_context fails closed instead.
-        Some(F::http_context(self.state.as_ref()))
-    }
-
-    fn get_type(&self) -> Option<proxy_wasm::types::ContextType> {
-        Some(proxy_wasm::types::ContextType::HttpContext)
+        ))
     }
 }

@@ -1,10 +1,10 @@
 //! `meshguard_vm_memory_bytes{filter}`: the linear memory of the largest of a
-//! filter's Wasm VMs in this Envoy process (Envoy reports no VM memory).
+//! plugin's Wasm VMs in this Envoy process (Envoy reports no VM memory).
 //!
 //! A VM's linear memory only grows, and Envoy creates and drops VMs without
 //! telling the module (a VM made for a config push is destroyed without its
 //! root context ending), so a sum over VMs would count the dropped ones
-//! forever. The largest VM is what bounds the filter's footprint: each VM
+//! forever. The largest VM is what bounds the plugin's footprint: each VM
 //! raises the gauge to its own size when it grows. Reading the size is one
 //! wasm instruction: a request costs no host call unless the memory grew.
 
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use meshguard_core::metrics::{tagged, VM_MEMORY};
 
-use crate::Gauge;
+use crate::host::{Gauge, PluginHost};
 
 /// Bytes in a wasm page.
 const PAGE: u64 = 64 * 1024;
@@ -29,23 +29,29 @@ pub struct VmMemory {
 
 impl VmMemory {
     /// Defines the gauge for `filter` and reports this VM's size.
-    pub fn define(filter: &str) -> Self {
+    pub fn define<H: PluginHost>(host: &H, filter: &str) -> Self {
         let memory = Self {
-            gauge: Gauge::define(&tagged(VM_MEMORY, &[("filter", filter)])),
+            gauge: host.define_gauge(&tagged(VM_MEMORY, &[("filter", filter)])),
         };
         // A new root in a VM that already reported: the gauge may be new.
         REPORTED_PAGES.store(0, Ordering::Relaxed);
-        memory.observe();
+        memory.observe(host);
         memory
     }
 
     /// Raises the gauge to this VM's size when the VM grew since it last
     /// reported.
-    pub fn observe(&self) {
+    pub fn observe<H: PluginHost>(&self, host: &H) {
         let now = pages();
         if now > REPORTED_PAGES.load(Ordering::Relaxed) {
             REPORTED_PAGES.store(now, Ordering::Relaxed);
-            self.gauge.raise_to(u64::from(now).saturating_mul(PAGE));
+            let bytes = u64::from(now).saturating_mul(PAGE);
+            if host
+                .gauge_value(self.gauge)
+                .is_some_and(|current| current < bytes)
+            {
+                host.set(self.gauge, bytes);
+            }
         }
     }
 }

@@ -62,7 +62,7 @@ pub struct AuditConfig {
     /// How request paths are canonicalized before commands are matched (as
     /// in the identity filter: docs/identity.md).
     #[serde(default)]
-    pub path_normalization: crate::path::PathNormalization,
+    pub path_normalization: Option<crate::path::PathNormalization>,
     /// Command paths compare ASCII case-insensitively.
     #[serde(default)]
     pub path_case_insensitive: bool,

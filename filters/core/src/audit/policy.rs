@@ -140,7 +140,7 @@ impl AuditPolicy {
     pub fn compile(config: AuditConfig) -> Result<Self, ConfigError> {
         let mut warnings = Vec::new();
         let paths = PathOptions {
-            normalization: config.path_normalization,
+            normalization: config.path_normalization.unwrap_or_default(),
             case_insensitive: config.path_case_insensitive,
         };
         check_config_version(config.config_version.as_deref())?;

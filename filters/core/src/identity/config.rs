@@ -18,7 +18,7 @@ pub struct IdentityConfig {
     pub mode: Mode,
     /// How request paths are canonicalized before rules see them.
     #[serde(default)]
-    pub path_normalization: PathNormalization,
+    pub path_normalization: Option<PathNormalization>,
     /// Paths and path patterns compare ASCII case-insensitively.
     #[serde(default)]
     pub path_case_insensitive: bool,

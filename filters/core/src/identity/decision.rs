@@ -19,12 +19,13 @@ pub enum Reason {
     NoMatchingRule,
     InvalidPath,
     AmbiguousPath,
+    InvalidHost,
     PeerIdentityUnusable,
     GatewayIdentityUnusable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::AllowedByRule,
         Reason::DefaultAllow,
         Reason::MtlsRequired,
@@ -33,6 +34,7 @@ impl Reason {
         Reason::NoMatchingRule,
         Reason::InvalidPath,
         Reason::AmbiguousPath,
+        Reason::InvalidHost,
         Reason::PeerIdentityUnusable,
         Reason::GatewayIdentityUnusable,
     ];
@@ -47,6 +49,7 @@ impl Reason {
             Self::NoMatchingRule => "no_matching_rule",
             Self::InvalidPath => "invalid_path",
             Self::AmbiguousPath => "ambiguous_path",
+            Self::InvalidHost => "invalid_host",
             Self::PeerIdentityUnusable => "peer_identity_unusable",
             Self::GatewayIdentityUnusable => "gateway_identity_unusable",
         }
@@ -61,6 +64,7 @@ impl Reason {
             | Self::NoMatchingRule
             | Self::InvalidPath
             | Self::AmbiguousPath
+            | Self::InvalidHost
             | Self::PeerIdentityUnusable
             | Self::GatewayIdentityUnusable => Verdict::Deny,
         }
@@ -79,8 +83,9 @@ impl Reason {
             Self::AmbiguousPath => {
                 "the request path is spelled so that upstream servers could resolve it differently"
             }
+            Self::InvalidHost => "the request's host is malformed or ambiguous",
             Self::PeerIdentityUnusable => {
-                "the client certificate carries no single valid SPIFFE ID"
+                "the proxy cannot establish that the client certificate carries exactly one valid SPIFFE ID"
             }
             Self::GatewayIdentityUnusable => {
                 "the trusted gateway's x-forwarded-client-cert names no usable caller"
@@ -100,7 +105,7 @@ pub enum DecidedBy {
     Transport,
     /// `default_action`.
     Default,
-    /// The request path, before any rule (`path_normalization`).
+    /// The request path or host, before any rule (`path_normalization`).
     Path,
     /// The caller's identity could not be established (`identity.on_unusable_identity`).
     IdentitySource,

@@ -11,7 +11,7 @@ pub mod xfcc;
 pub use config::{DetailLevel, Mode};
 pub use decision::{DecidedBy, Decision, Reason, Verdict};
 pub use facts::{IdentitySource, Peer, RequestInfo, TlsVersion, Transport, UnusableIdentity};
-pub use policy::{IdentityPolicy, Judgement};
+pub use policy::{resolve_peer, IdentityPolicy, Judgement};
 
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,60 @@ pub struct Judgement {
     pub forwarded_path: Option<String>,
 }
 
+/// Decides who the caller is. `read_xfcc` is called for a direct mTLS peer;
+/// it returns the XFCC header and this proxy's own URI SAN. The header's last
+/// element, which this proxy appended about the peer, must establish that the
+/// peer certificate carries exactly one URI SAN (the host reports only the
+/// first): when it cannot ([`xfcc::PeerUris`]), the identity is unusable.
+/// The header names the caller only when `is_trusted_gateway` says the
+/// direct peer is a trusted gateway. A plaintext caller can never name an
+/// identity this way; on a waypoint the HBONE peer's identity comes from
+/// filter state, which carries every URI SAN itself.
+pub fn resolve_peer<F>(
+    transport: Transport,
+    read_xfcc: F,
+    is_trusted_gateway: impl Fn(&SpiffeId) -> bool,
+) -> Peer
+where
+    F: FnOnce() -> (Option<String>, Option<String>),
+{
+    let direct = match &transport {
+        Transport::Mtls {
+            identity: Some(id), ..
+        } => id.clone(),
+        Transport::Plaintext
+        | Transport::Tls { .. }
+        | Transport::Mtls { identity: None, .. }
+        | Transport::Hbone { .. } => return Peer::from_certificate(transport),
+    };
+    let (header, local) = read_xfcc();
+    match xfcc::peer_certificate_uris(header.as_deref(), direct.as_str(), local.as_deref()) {
+        xfcc::PeerUris::One => {}
+        xfcc::PeerUris::Several | xfcc::PeerUris::Unknown => {
+            return Peer {
+                transport,
+                identity: None,
+                source: IdentitySource::Certificate,
+                unusable: Some(UnusableIdentity::PeerCertificate),
+            }
+        }
+    }
+    if !is_trusted_gateway(&direct) {
+        return Peer::from_certificate(transport);
+    }
+    let (identity, unusable) =
+        match xfcc::identity_from_gateway(header.as_deref(), &direct, local.as_deref()) {
+            Ok(id) => (Some(id), None),
+            Err(e) => (None, Some(UnusableIdentity::Gateway(e))),
+        };
+    Peer {
+        transport,
+        identity,
+        source: IdentitySource::Gateway(direct),
+        unusable,
+    }
+}
+
 /// A validated, indexed identity policy.
 #[derive(Debug)]
 pub struct IdentityPolicy {
@@ -121,14 +175,32 @@ impl IdentityPolicy {
                     "a shadow policy cannot have a shadow of its own",
                 ))
             }
-            Some(candidate) => Some(Box::new(
-                Self::compile(*candidate).map_err(|e| e.within("shadow"))?,
-            )),
+            Some(mut candidate) => {
+                // One reading of every request: the shadow judges the path the
+                // enforced policy canonicalized, so it cannot canonicalize another way.
+                let enforced = config.path_normalization.unwrap_or_default();
+                match candidate.path_normalization {
+                    Some(shadow) if shadow != enforced => {
+                        return Err(ConfigError::invalid(
+                            "shadow.path_normalization",
+                            format!(
+                                "{} differs from the enforced policy's {}: both judge one canonical path",
+                                shadow.as_str(),
+                                enforced.as_str()
+                            ),
+                        ))
+                    }
+                    _ => candidate.path_normalization = Some(enforced),
+                }
+                Some(Box::new(
+                    Self::compile(*candidate).map_err(|e| e.within("shadow"))?,
+                ))
+            }
         };
         let mut warnings = Vec::new();
         check_config_version(config.config_version.as_deref())?;
         let paths = PathOptions {
-            normalization: config.path_normalization,
+            normalization: config.path_normalization.unwrap_or_default(),
             case_insensitive: config.path_case_insensitive,
         };
         let transport = TransportRequirement {
@@ -299,7 +371,9 @@ impl IdentityPolicy {
     /// The decision for a request whose path could not be canonicalized.
     pub fn refuse_path(&self, rejection: PathRejection) -> Decision {
         Decision {
-            reason: if rejection.is_ambiguous() {
+            reason: if rejection == PathRejection::InvalidHost {
+                Reason::InvalidHost
+            } else if rejection.is_ambiguous() {
                 Reason::AmbiguousPath
             } else {
                 Reason::InvalidPath
@@ -340,46 +414,15 @@ impl IdentityPolicy {
         !self.trusted_gateways.is_empty()
     }
 
-    /// Decides who the caller is. `read_xfcc` is called for mTLS peers; it
-    /// returns the XFCC header and this proxy's own URI SAN. The header names
-    /// the caller only when the direct peer is a trusted gateway; otherwise it
-    /// is read only to see whether this proxy's own element lists several URI
-    /// SANs for the peer certificate. A plaintext caller can never name an
-    /// identity this way.
+    /// Decides who the caller is ([`resolve_peer`]) with this policy's
+    /// trusted gateways.
     pub fn resolve_peer<F>(&self, transport: Transport, read_xfcc: F) -> Peer
     where
         F: FnOnce() -> (Option<String>, Option<String>),
     {
-        let Some(direct) = transport.certificate_identity().cloned() else {
-            return Peer::from_certificate(transport);
-        };
-        let (header, local) = read_xfcc();
-        if xfcc::peer_certificate_has_several_uris(
-            header.as_deref(),
-            direct.as_str(),
-            local.as_deref(),
-        ) {
-            return Peer {
-                transport,
-                identity: None,
-                source: IdentitySource::Certificate,
-                unusable: Some(UnusableIdentity::PeerCertificate),
-            };
-        }
-        if !self.is_trusted_gateway(&direct) {
-            return Peer::from_certificate(transport);
-        }
-        let (identity, unusable) =
-            match xfcc::identity_from_gateway(header.as_deref(), &direct, local.as_deref()) {
-                Ok(id) => (Some(id), None),
-                Err(e) => (None, Some(UnusableIdentity::Gateway(e))),
-            };
-        Peer {
-            transport,
-            identity,
-            source: IdentitySource::Gateway(direct),
-            unusable,
-        }
+        resolve_peer(transport, read_xfcc, |direct| {
+            self.is_trusted_gateway(direct)
+        })
     }
 
     /// The whole decision for one request as received: its path canonicalized
@@ -415,6 +458,16 @@ impl IdentityPolicy {
                 decision: self.refuse_path(rejection),
                 forwarded_path: None,
             },
+        }
+    }
+
+    /// The decision on a request whose path was already canonicalized (or
+    /// refused) under this policy's path options: what a pipeline that reads
+    /// the request once hands over.
+    pub fn decide(&self, peer: &Peer, request: Result<RequestInfo<'_>, PathRejection>) -> Decision {
+        match request {
+            Ok(request) => self.evaluate(peer, &request),
+            Err(rejection) => self.refuse_path(rejection),
         }
     }
 

@@ -38,6 +38,13 @@ fn policy() -> IdentityPolicy {
     IdentityPolicy::from_json(POLICY.as_bytes()).unwrap()
 }
 
+/// The XFCC this proxy appends about a peer whose certificate has exactly
+/// the one URI SAN `id` (Istio's APPEND_FORWARD), and this proxy's own SAN.
+fn own(id: &str) -> impl FnOnce() -> (Option<String>, Option<String>) {
+    let header = format!("By={LOCAL};URI={id}");
+    move || (Some(header), Some(LOCAL.to_string()))
+}
+
 fn mtls(id: &str, version: &str) -> Transport {
     Transport::from_host(Some(true), Some(version), Some(id))
 }
@@ -265,7 +272,7 @@ fn a_trusted_gateway_vouches_for_the_caller_through_xfcc() {
 
     // A gateway request without a caller element is not anonymous and not the
     // gateway: it is refused, with its own reason.
-    let peer = p.resolve_peer(mtls(GATEWAY, "TLSv1.3"), || (None, Some(LOCAL.into())));
+    let peer = p.resolve_peer(mtls(GATEWAY, "TLSv1.3"), own(GATEWAY));
     assert_eq!(peer.identity, None);
     assert_eq!(
         p.evaluate(&peer, &request("/api/x")).reason,
@@ -286,7 +293,9 @@ fn xfcc_never_names_the_caller_of_a_peer_that_is_not_a_trusted_gateway() {
     let p = policy();
     let forged = || {
         (
-            Some(format!("By={LOCAL};URI={FRONTEND}")),
+            Some(format!(
+                "By={GATEWAY};URI={FRONTEND},By={LOCAL};URI={BATCH}"
+            )),
             Some(LOCAL.to_string()),
         )
     };
@@ -315,8 +324,23 @@ fn unusable_identities_are_refused_unless_the_policy_treats_them_as_anonymous() 
             Some(LOCAL.to_string()),
         )
     };
+    // A caller can make the header unreadable (an unterminated quote): then
+    // nothing establishes that its certificate has a single URI SAN.
+    let unreadable = || {
+        (
+            Some(format!("By=\"x,By={LOCAL};URI={BATCH}")),
+            Some(LOCAL.to_string()),
+        )
+    };
     type Xfcc<'a> = &'a dyn Fn() -> (Option<String>, Option<String>);
-    let cases: [(&str, Transport, Xfcc<'_>, Reason, Reason); 3] = [
+    let cases: [(&str, Transport, Xfcc<'_>, Reason, Reason); 4] = [
+        (
+            "the proxy's own element cannot be read",
+            mtls(BATCH, "TLSv1.3"),
+            &unreadable,
+            Reason::PeerIdentityUnusable,
+            Reason::AllowedByRule,
+        ),
         (
             "several URI SANs",
             mtls(BATCH, "TLSv1.3"),
@@ -562,7 +586,7 @@ fn config_errors_are_typed() {
 }
 
 fn judge(p: &IdentityPolicy, path: &str) -> Reason {
-    p.judge(mtls(FRONTEND, "TLSv1.3"), || (None, None), &request(path))
+    p.judge(mtls(FRONTEND, "TLSv1.3"), own(FRONTEND), &request(path))
         .decision
         .reason
 }
@@ -608,6 +632,30 @@ fn a_deny_rule_catches_every_spelling_of_its_path() {
     }
     assert_eq!(judge(&p, "/public/admin/users"), Reason::DefaultAllow);
     assert_eq!(judge(&p, "/administrator"), Reason::DefaultAllow);
+}
+
+#[test]
+fn non_ascii_paths_have_one_reading_whatever_their_spelling() {
+    let p = IdentityPolicy::from_json(
+        "{\"default_action\": \"allow\",
+          \"rules\": [{\"name\": \"no-reports\", \"action\": \"deny\", \"paths\": [\"/reports/\u{e9}t\u{e9}/*\"]}]}"
+            .as_bytes(),
+    )
+    .unwrap();
+    for spelling in [
+        "/reports/\u{e9}t\u{e9}/q3",
+        "/reports/%C3%A9t%C3%A9/q3",
+        "/reports/%c3%a9t%c3%a9/q3",
+        "/reports/\u{e9}t%C3%A9/q3",
+    ] {
+        assert_eq!(judge(&p, spelling), Reason::DeniedByRule, "{spelling:?}");
+    }
+    // An overlong escape of `.` is no spelling of anything: refused.
+    assert_eq!(
+        judge(&p, "/x/%C0%AE%C0%AE/reports/q3").verdict(),
+        Verdict::Deny
+    );
+    assert_eq!(judge(&p, "/reports/other/q3"), Reason::DefaultAllow);
 }
 
 #[test]
@@ -675,7 +723,7 @@ fn paths_can_be_matched_case_insensitively() {
 fn the_canonical_path_is_what_gets_forwarded() {
     let p = IdentityPolicy::from_json(br#"{"default_action": "allow"}"#).unwrap();
     let forwarded = |path| {
-        p.judge(mtls(FRONTEND, "TLSv1.3"), || (None, None), &request(path))
+        p.judge(mtls(FRONTEND, "TLSv1.3"), own(FRONTEND), &request(path))
             .forwarded_path
     };
     assert_eq!(
@@ -713,9 +761,9 @@ fn a_shadow_policy_is_compiled_beside_the_enforced_one_and_never_nested() {
     .unwrap();
     let shadow = p.shadow().expect("a shadow policy");
     assert_eq!(shadow.rule_names().collect::<Vec<_>>(), ["frontend-only"]);
-    let batch = shadow.judge(mtls(BATCH, "TLSv1.3"), || (None, None), &request("/x"));
+    let batch = shadow.judge(mtls(BATCH, "TLSv1.3"), own(BATCH), &request("/x"));
     assert_eq!(batch.decision.reason, Reason::NoMatchingRule);
-    let enforced = p.judge(mtls(BATCH, "TLSv1.3"), || (None, None), &request("/x"));
+    let enforced = p.judge(mtls(BATCH, "TLSv1.3"), own(BATCH), &request("/x"));
     assert_eq!(enforced.decision.reason, Reason::DefaultAllow);
 
     for (config, at) in [

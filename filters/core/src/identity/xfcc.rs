@@ -76,27 +76,47 @@ pub fn identity_from_gateway(
     candidate.identity()
 }
 
-/// Whether the element this proxy appended about its direct peer (Istio's
-/// sidecars append one with every URI SAN of the peer certificate) names more
-/// than one URI: then the certificate has no usable SPIFFE identity. `peer` is
-/// the first URI SAN the host reports; an element that does not start with it
-/// was not written by this proxy and proves nothing.
-pub fn peer_certificate_has_several_uris(
-    header: Option<&str>,
-    peer: &str,
-    local: Option<&str>,
-) -> bool {
+/// What this proxy's own XFCC element says about the number of URI SANs in
+/// the direct peer's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerUris {
+    /// The element names exactly the peer's (first) URI SAN.
+    One,
+    /// The element names several: no usable SPIFFE identity.
+    Several,
+    /// The proxy wrote no element this filter can read (no header, no local
+    /// URI SAN, an unreadable header, a last element that is not this proxy's
+    /// about this peer): the count cannot be established.
+    Unknown,
+}
+
+/// Reads the element this proxy appended about its direct peer (Istio's
+/// sidecars append one with every URI SAN of the peer certificate: the host
+/// reports only the first). `peer` is that first URI SAN; `local` this
+/// proxy's own. An X509-SVID has exactly one URI SAN, and an identity is
+/// usable only when the proxy establishes that: whatever a caller put in the
+/// header, only the last element, written by this proxy about this peer,
+/// counts.
+pub fn peer_certificate_uris(header: Option<&str>, peer: &str, local: Option<&str>) -> PeerUris {
     let (Some(header), Some(local)) = (header, local) else {
-        return false;
+        return PeerUris::Unknown;
     };
     let Some(elements) = parse(header) else {
-        return false;
+        return PeerUris::Unknown;
     };
-    elements.last().is_some_and(|e| {
-        e.by.as_deref() == Some(local)
-            && e.uris.first().map(String::as_str) == Some(peer)
-            && (e.uris.len() > 1 || e.too_many_uris)
-    })
+    match elements.last() {
+        Some(e)
+            if e.by.as_deref() == Some(local)
+                && e.uris.first().map(String::as_str) == Some(peer) =>
+        {
+            if e.uris.len() > 1 || e.too_many_uris {
+                PeerUris::Several
+            } else {
+                PeerUris::One
+            }
+        }
+        _ => PeerUris::Unknown,
+    }
 }
 
 fn appended_locally(e: &Element, local: Option<&str>, peer: &str) -> bool {
@@ -235,22 +255,53 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_certificate_with_several_uris_is_seen_in_our_own_element() {
+    fn only_our_own_last_element_establishes_how_many_uris_the_peer_certificate_has() {
+        use PeerUris::*;
         let two = format!("By={LOCAL};URI={CALLER};URI=spiffe://cluster.local/ns/a/sa/b");
         let one = format!("By={LOCAL};URI={CALLER}");
         let forged_other_peer = format!("By={LOCAL};URI=spiffe://x/y;URI=spiffe://x/z");
+        let junk = "x,".repeat(MAX_XFCC_ELEMENTS) + &one;
         let cases = [
-            (Some(two.as_str()), Some(LOCAL), true),
-            (Some(one.as_str()), Some(LOCAL), false),
-            (Some(forged_other_peer.as_str()), Some(LOCAL), false),
-            (Some(two.as_str()), None, false),
-            (None, Some(LOCAL), false),
-            // Not the last element: not ours.
-            (Some(&*format!("{two},{one}")), Some(LOCAL), false),
+            (Some(two.clone()), Some(LOCAL), Several),
+            (Some(one.clone()), Some(LOCAL), One),
+            (
+                Some(format!("By=spiffe://a/b;URI=spiffe://x/y,{one}")),
+                Some(LOCAL),
+                One,
+            ),
+            // A caller's own elements before ours change nothing; after ours
+            // they cannot be (the proxy appends last), so ours is not last.
+            (Some(forged_other_peer), Some(LOCAL), Unknown),
+            (Some(two.clone()), None, Unknown),
+            (None, Some(LOCAL), Unknown),
+            (Some(format!("{two},{one}")), Some(LOCAL), One),
+            (Some(format!("{one},{two}")), Some(LOCAL), Several),
+            (Some(format!("{one},By=x;URI=y")), Some(LOCAL), Unknown),
+            // What a caller can force: the header cannot be read at all.
+            (
+                Some(format!("By=\"unterminated;{one}")),
+                Some(LOCAL),
+                Unknown,
+            ),
+            (Some(format!("By=a;By=b;URI=c,{one}")), Some(LOCAL), Unknown),
+            (Some(junk), Some(LOCAL), Unknown),
+            (
+                Some("a".repeat(MAX_XFCC_BYTES) + "," + &one),
+                Some(LOCAL),
+                Unknown,
+            ),
+            // Envoy's own element for a local certificate with two URI SANs.
+            (
+                Some(format!(
+                    "By={LOCAL};By=spiffe://cluster.local/ns/default/sa/other;URI={CALLER}"
+                )),
+                Some(LOCAL),
+                Unknown,
+            ),
         ];
         for (header, local, want) in cases {
             assert_eq!(
-                peer_certificate_has_several_uris(header, CALLER, local),
+                peer_certificate_uris(header.as_deref(), CALLER, local),
                 want,
                 "{header:?}"
             );

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::VerifyingKey;
 
-use super::load::OnDrift;
+use super::load::{quoted, OnDrift};
 use crate::config::ConfigError;
 
 /// `key_id=BASE64_PUBLIC_KEY[,key_id=...]`: the ed25519 keys configs may be signed with.
@@ -80,18 +80,28 @@ impl IntegrityEnv {
         };
         let mut env = Self::default();
         if let Some(keys) = non_empty(TRUSTED_KEYS_ENV) {
-            for (i, entry) in keys
-                .split(',')
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .enumerate()
-            {
+            for (i, entry) in keys.split(',').map(str::trim).enumerate() {
                 let at = format!("env {TRUSTED_KEYS_ENV}[{i}]");
                 let (id, key) = entry.split_once('=').ok_or_else(|| {
                     ConfigError::invalid(&at, "expected KEY_ID=BASE64_PUBLIC_KEY")
                 })?;
+                let id = key_id(&at, id.trim())?;
+                if let Some((other, _)) = env
+                    .trusted_keys
+                    .iter()
+                    .find(|(other, _)| other.eq_ignore_ascii_case(&id))
+                {
+                    return Err(ConfigError::invalid(
+                        &at,
+                        format!(
+                            "key id {} is already trusted as {}: one key per id (key ids differ by more than case)",
+                            quoted(&id),
+                            quoted(other)
+                        ),
+                    ));
+                }
                 env.trusted_keys
-                    .push((id.trim().to_string(), parse_public_key(&at, key.trim())?));
+                    .push((id, parse_public_key(&at, key.trim())?));
             }
         }
         env.require_signature = match non_empty(REQUIRE_SIGNATURE_ENV).as_deref() {
@@ -141,15 +151,37 @@ impl IntegrityEnv {
                 .collect()
         });
         env.source_of_truth = non_empty(SOURCE_OF_TRUTH_ENV);
-        env.revoked_keys = non_empty(REVOKED_KEYS_ENV)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        if let Some(list) = non_empty(REVOKED_KEYS_ENV) {
+            for (i, entry) in list.split(',').map(str::trim).enumerate() {
+                let at = format!("env {REVOKED_KEYS_ENV}[{i}]");
+                if parse_public_key(&at, entry).is_ok() {
+                    return Err(ConfigError::invalid(
+                        &at,
+                        "is a public key: list the key ids to revoke (the part before `=` in MESHGUARD_TRUSTED_KEYS)",
+                    ));
+                }
+                let id = key_id(&at, entry)?;
+                // A revocation that differs from a trusted id only by case
+                // would revoke nothing: refuse it rather than trust the key.
+                if let Some((trusted, _)) = env
+                    .trusted_keys
+                    .iter()
+                    .find(|(t, _)| t != &id && t.eq_ignore_ascii_case(&id))
+                {
+                    return Err(ConfigError::invalid(
+                        &at,
+                        format!(
+                            "{} revokes nothing: the trusted key id is {} (key ids are case-sensitive)",
+                            quoted(&id),
+                            quoted(trusted)
+                        ),
+                    ));
+                }
+                if !env.revoked_keys.contains(&id) {
+                    env.revoked_keys.push(id);
+                }
+            }
+        }
         env.min_serial = match non_empty(MIN_SERIAL_ENV) {
             None => None,
             Some(v) => Some(v.parse().map_err(|_| {
@@ -202,6 +234,30 @@ impl IntegrityEnv {
     /// Whether `key_id` is in the revocation list.
     pub fn is_revoked(&self, key_id: &str) -> bool {
         self.revoked_keys.iter().any(|k| k == key_id)
+    }
+}
+
+/// Longest key id.
+pub const MAX_KEY_ID_LEN: usize = 64;
+
+/// A key id: 1 to 64 of `A-Z a-z 0-9 . _ -` (what `meshguard keygen` names).
+/// Anything else in a key list is a mistake that must not pass silently.
+fn key_id(at: &str, id: &str) -> Result<String, ConfigError> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_KEY_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(id.to_owned())
+    } else {
+        Err(ConfigError::invalid(
+            at,
+            format!(
+                "{} is not a key id (1 to {MAX_KEY_ID_LEN} of A-Z a-z 0-9 . _ -)",
+                quoted(id)
+            ),
+        ))
     }
 }
 
@@ -268,6 +324,38 @@ mod tests {
             (
                 &[(TRUSTED_KEYS_ENV, "r=AAAA")],
                 "env MESHGUARD_TRUSTED_KEYS[0]: an ed25519 public key is 32 bytes",
+            ),
+            (
+                &[(TRUSTED_KEYS_ENV, &format!("release={key},, backup={key}"))],
+                "env MESHGUARD_TRUSTED_KEYS[1]: expected KEY_ID=BASE64_PUBLIC_KEY",
+            ),
+            (
+                &[(TRUSTED_KEYS_ENV, &format!("release={key},release={key}"))],
+                "env MESHGUARD_TRUSTED_KEYS[1]: key id \"release\" is already trusted",
+            ),
+            (
+                &[(TRUSTED_KEYS_ENV, &format!("release={key},Release={key}"))],
+                "env MESHGUARD_TRUSTED_KEYS[1]: key id \"Release\" is already trusted as \"release\"",
+            ),
+            (
+                &[(TRUSTED_KEYS_ENV, &format!("re lease={key}"))],
+                "env MESHGUARD_TRUSTED_KEYS[0]: \"re lease\" is not a key id",
+            ),
+            (
+                &[(TRUSTED_KEYS_ENV, &format!("release={key}")), (REVOKED_KEYS_ENV, &format!("old={key}"))],
+                "env MESHGUARD_REVOKED_KEYS[0]: \"old=",
+            ),
+            (
+                &[(TRUSTED_KEYS_ENV, &format!("release={key}")), (REVOKED_KEYS_ENV, &key)],
+                "env MESHGUARD_REVOKED_KEYS[0]: is a public key",
+            ),
+            (
+                &[(TRUSTED_KEYS_ENV, &format!("release={key}")), (REVOKED_KEYS_ENV, "RELEASE")],
+                "env MESHGUARD_REVOKED_KEYS[0]: \"RELEASE\" revokes nothing: the trusted key id is \"release\"",
+            ),
+            (
+                &[(REVOKED_KEYS_ENV, "old,,older")],
+                "env MESHGUARD_REVOKED_KEYS[1]: \"\" is not a key id",
             ),
             (
                 &[(REQUIRE_SIGNATURE_ENV, "yes")],

@@ -114,6 +114,12 @@ pub struct Release {
     /// Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<u64>,
+    /// On an Istio waypoint, the Services (`NAME.NAMESPACE.svc.DOMAIN`) the
+    /// release is for: the plugin refuses every request of another Service's
+    /// filter chain, so a policy attached to one Service never judges
+    /// another's traffic (`targetRefs` edited, or the plugin moved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<String>>,
 }
 
 impl Release {
@@ -126,6 +132,36 @@ impl Release {
                     ns.ends_with('/') && workload.starts_with(ns) && workload.len() > ns.len()
                 })
         })
+    }
+}
+
+/// The Service host of an Istio waypoint's filter chain
+/// (`inbound-vip|PORT|PROTOCOL|HOST`); `None` for any other chain name.
+pub fn waypoint_service(filter_chain: &str) -> Option<&str> {
+    let mut parts = filter_chain.split('|');
+    let (Some("inbound-vip"), Some(_port), Some(_protocol), Some(host), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+impl Release {
+    /// Whether a request on `filter_chain` is in the release's Service scope
+    /// (always, for a release that names no Service; never, when the chain
+    /// names no Service it covers).
+    pub fn covers_chain(&self, filter_chain: Option<&str>) -> bool {
+        let Some(services) = &self.services else {
+            return true;
+        };
+        filter_chain
+            .and_then(waypoint_service)
+            .is_some_and(|host| services.iter().any(|s| s.eq_ignore_ascii_case(host)))
     }
 }
 
@@ -270,10 +306,12 @@ pub enum Refusal {
     BelowMinimum,
     /// Serial below the newest this proxy accepted (or the same serial, other config).
     Rollback,
+    /// Serial above [`MAX_SERIAL`], or more than [`MAX_SERIAL_STEP`] past the newest.
+    SerialOutOfRange,
 }
 
 impl Refusal {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::UnsignedIntegrity,
         Self::Revoked,
         Self::Unscoped,
@@ -283,6 +321,7 @@ impl Refusal {
         Self::Expired,
         Self::BelowMinimum,
         Self::Rollback,
+        Self::SerialOutOfRange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -296,6 +335,7 @@ impl Refusal {
             Self::Expired => "expired",
             Self::BelowMinimum => "below_minimum",
             Self::Rollback => "rollback",
+            Self::SerialOutOfRange => "serial_out_of_range",
         }
     }
 }
@@ -338,7 +378,22 @@ pub struct Admission<'a> {
     pub now_s: u64,
     /// The newest `(serial, fingerprint)` this proxy accepted for this filter.
     pub newest: Option<(u64, &'a str)>,
+    /// This config (fingerprint) was already admitted on this proxy: a VM
+    /// Envoy creates later (a worker, a VM recreated under FAIL_RELOAD) loads
+    /// it again, possibly after its window closed or a newer serial arrived.
+    /// Its time and serial were judged when it was first admitted; a newer
+    /// serial since then supersedes it at request time (503
+    /// `config_superseded`), never by failing that VM's `on_configure`.
+    pub admitted_here: bool,
 }
+
+/// The highest serial a release may carry: the largest integer every JSON
+/// implementation reads exactly (2^53 - 1), so no verifier reads another one.
+pub const MAX_SERIAL: u64 = (1 << 53) - 1;
+
+/// How far a new serial may jump past the newest one this proxy accepted: a
+/// serial far ahead would lock out every later release until a restart.
+pub const MAX_SERIAL_STEP: u64 = 1_000_000;
 
 /// The scope checks of a loaded config against what the proxy knows: filter,
 /// workload, validity window, serial floor and anti-rollback. Each refusal
@@ -376,16 +431,26 @@ pub fn admit(loaded: &Loaded, env: &IntegrityEnv, at: &Admission<'_>) -> Result<
             ))
         }
     }
-    // The validity window is judged when a config is first accepted on this
-    // proxy. Envoy configures the same config again in every VM it creates
-    // later (a recreated VM under FAIL_RELOAD, a new worker), possibly after
-    // the window closed: refusing it there would fail that worker alone, for
-    // a config every other VM runs. The environment's checks (revocation,
-    // the serial floor) still apply: an operator's change brings new VMs.
+    if release.serial > MAX_SERIAL {
+        return Err(LoadError::refused(
+            Refusal::SerialOutOfRange,
+            format!(
+                "serial {} is above the highest serial, {MAX_SERIAL} (2^53 - 1)",
+                release.serial
+            ),
+        ));
+    }
+    // The validity window and the release order are judged when a config is
+    // first admitted on this proxy. Envoy configures the same config again
+    // in every VM it creates later (a worker, a VM recreated under
+    // FAIL_RELOAD), possibly after the window closed or a newer serial was
+    // accepted: refusing it there would leave that worker without the filter.
+    // The environment's checks (revocation, the serial floor) still apply.
     let running_here = at.newest.is_some_and(|(serial, fingerprint)| {
         serial == release.serial && fingerprint == loaded.fingerprint
     });
-    if !running_here {
+    let admitted = at.admitted_here || running_here;
+    if !admitted {
         check_window(release, at.now_s)?;
     }
     if let Some(min) = env.min_serial.filter(|min| release.serial < *min) {
@@ -397,7 +462,16 @@ pub fn admit(loaded: &Loaded, env: &IntegrityEnv, at: &Admission<'_>) -> Result<
             ),
         ));
     }
-    if let Some((newest, fingerprint)) = at.newest {
+    if let Some((newest, fingerprint)) = at.newest.filter(|_| !admitted) {
+        if release.serial > newest.saturating_add(MAX_SERIAL_STEP) {
+            return Err(LoadError::refused(
+                Refusal::SerialOutOfRange,
+                format!(
+                    "serial {} jumps more than {MAX_SERIAL_STEP} past serial {newest}, the newest accepted here",
+                    release.serial
+                ),
+            ));
+        }
         if release.serial < newest
             || (release.serial == newest && fingerprint != loaded.fingerprint)
         {
@@ -822,6 +896,7 @@ mod tests {
             serial,
             not_before: Some(100),
             not_after: Some(200),
+            services: None,
         }
     }
 
@@ -970,6 +1045,7 @@ mod tests {
             workload: Some("default/backend"),
             now_s: 150,
             newest: None,
+            admitted_here: false,
         };
         admit(&loaded, &env_with_key(true), &at).unwrap();
         let newest_same = Admission {
@@ -992,6 +1068,20 @@ mod tests {
             .unwrap();
         }
         let other = "0".repeat(64);
+        // Admitted here before: a later VM loads it whatever the time and
+        // whatever serial arrived since (the superseded check refuses its
+        // traffic then, with a stable reason).
+        admit(
+            &loaded,
+            &env_with_key(true),
+            &Admission {
+                now_s: 201,
+                newest: Some((9, &other)),
+                admitted_here: true,
+                ..at
+            },
+        )
+        .unwrap();
         let min = IntegrityEnv {
             min_serial: Some(6),
             ..env_with_key(true)
@@ -1088,6 +1178,31 @@ mod tests {
         for (what, at, env, want) in cases {
             let err = admit(&loaded, env, &at).unwrap_err();
             assert_eq!(err.result_label(), want, "{what}: {err}");
+        }
+        // Serials stay in range: a release far ahead would lock out every
+        // later one until a restart.
+        for (serial, newest, want) in [
+            (MAX_SERIAL + 1, None, Some("serial_out_of_range")),
+            (u64::MAX, None, Some("serial_out_of_range")),
+            (MAX_SERIAL, None, None),
+            (
+                5 + MAX_SERIAL_STEP + 1,
+                Some(5),
+                Some("serial_out_of_range"),
+            ),
+            (5 + MAX_SERIAL_STEP, Some(5), None),
+        ] {
+            let signed = sign_release(CONFIG, &release(serial), "release", &key()).unwrap();
+            let loaded = load(&signed, &env_with_key(true)).unwrap();
+            let got = admit(
+                &loaded,
+                &env_with_key(true),
+                &Admission {
+                    newest: newest.map(|n| (n, other.as_str())),
+                    ..at
+                },
+            );
+            assert_eq!(got.err().map(|e| e.result_label()), want, "serial {serial}");
         }
         // Unscoped signed configs and revoked keys are refused at load.
         let unscoped = sign_config(CONFIG, "release", &key()).unwrap();

@@ -22,8 +22,8 @@ pub use answer::{
 pub use drift::{DriftMonitor, DriftState, IntendedSource, Transition};
 pub use env::{IntegrityEnv, ALL_ENV, DEFAULT_DRAIN_GRACE_SECONDS, TRUSTED_KEYS_ENV};
 pub use load::{
-    admit, fingerprint, load, load_results, quoted, sign_config, sign_release, Admission,
-    IntegritySettings, Intended, LoadError, Loaded, OnDrift, Origin, Refusal, Release,
-    SettingsOrigin, SignatureStatus, SourceOfTruth,
+    admit, fingerprint, load, load_results, quoted, short, sign_config, sign_release,
+    waypoint_service, Admission, IntegritySettings, Intended, LoadError, Loaded, OnDrift, Origin,
+    Refusal, Release, SettingsOrigin, SignatureStatus, SourceOfTruth, MAX_SERIAL, MAX_SERIAL_STEP,
 };
 pub use succession::{succession, NewestSerial, Request as SuccessionRequest, Succession};

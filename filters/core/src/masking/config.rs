@@ -39,7 +39,7 @@ pub struct MaskingConfig {
     /// How request paths are canonicalized before rule scopes match (as in
     /// the identity filter: docs/identity.md).
     #[serde(default)]
-    pub path_normalization: crate::path::PathNormalization,
+    pub path_normalization: Option<crate::path::PathNormalization>,
     /// Rule paths compare ASCII case-insensitively.
     #[serde(default)]
     pub path_case_insensitive: bool,

@@ -312,7 +312,7 @@ impl MaskingPolicy {
         check_len("rules", &config.rules, MAX_RULES)?;
         let mut compiler = Compiler {
             path_options: PathOptions {
-                normalization: config.path_normalization,
+                normalization: config.path_normalization.unwrap_or_default(),
                 case_insensitive: config.path_case_insensitive,
             },
             ..Compiler::default()

@@ -1,0 +1,184 @@
+//! The host-independent glue between a host's callbacks and the pipeline:
+//! one [`PluginRoot`] per plugin config (Envoy's root context) and one
+//! [`StreamContext`] per HTTP stream.
+
+use std::rc::Rc;
+
+use crate::host::{Direction, PluginHost, StreamHost};
+use crate::integrity::{self, Configured, Guard, Instance, Refusing};
+use crate::pipeline::{Exchange, Pipeline};
+use crate::reply::{json_reply, Flow};
+use crate::vm_memory::VmMemory;
+
+/// What a root context runs.
+#[derive(Debug)]
+enum State {
+    /// No config was accepted: every stream is refused.
+    Unconfigured,
+    Active(Rc<Pipeline>, Guard),
+    /// A config this proxy admitted that this VM could not: every stream is
+    /// refused with a stable reason.
+    Refusing(Refusing),
+}
+
+/// A plugin config's root context.
+#[derive(Debug)]
+pub struct PluginRoot {
+    context_id: u32,
+    state: State,
+    memory: Option<VmMemory>,
+}
+
+impl PluginRoot {
+    pub fn new(context_id: u32) -> Self {
+        Self {
+            context_id,
+            state: State::Unconfigured,
+            memory: None,
+        }
+    }
+
+    /// Loads the plugin config; false refuses it (Envoy NACKs).
+    pub fn configure<H: PluginHost>(&mut self, host: &mut H) -> bool {
+        let instance = Instance::read(&*host);
+        let filter = instance.filter;
+        let accepted = match integrity::configure(&*host, &instance) {
+            Configured::Accepted(plugin, guard) => {
+                let pipeline = Pipeline::start(&*host, *plugin, &guard, self.context_id);
+                let tick = pipeline
+                    .tick_period()
+                    .map_or(guard.tick_period(), |p| p.min(guard.tick_period()));
+                if !host.set_tick(tick) {
+                    log::error!("meshguard {filter}: the host refused a timer of {tick:?}");
+                }
+                self.state = State::Active(Rc::new(pipeline), guard);
+                true
+            }
+            Configured::RefuseEverything(refusing) => {
+                self.state = State::Refusing(refusing);
+                true
+            }
+            Configured::Refused => false,
+        };
+        if accepted && self.memory.is_none() {
+            self.memory = Some(VmMemory::define(&*host, filter));
+        }
+        accepted
+    }
+
+    pub fn tick<H: PluginHost>(&mut self, host: &mut H) {
+        if let State::Active(pipeline, guard) = &mut self.state {
+            guard.on_tick(&*host);
+            pipeline.on_tick(&*host);
+        }
+    }
+
+    pub fn queue_ready<H: PluginHost>(&mut self, host: &mut H, wakeup: u32) {
+        if let State::Active(pipeline, _) = &self.state {
+            pipeline.on_wakeup(&*host, wakeup);
+        }
+    }
+
+    pub fn callout_response<H: PluginHost>(
+        &mut self,
+        host: &mut H,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        if let State::Active(pipeline, guard) = &mut self.state {
+            if !pipeline.on_callout_response(&*host, token, num_headers) {
+                guard.on_callout_response(&*host, token, num_headers, body_size);
+            }
+        }
+    }
+
+    /// This config no longer runs.
+    pub fn done<H: PluginHost>(&mut self, host: &mut H) {
+        if let State::Active(_, guard) = &self.state {
+            guard.retire(&*host);
+        }
+    }
+
+    /// A new HTTP stream of this plugin.
+    pub fn stream<H: PluginHost>(&self, host: &H) -> StreamContext {
+        if let Some(memory) = &self.memory {
+            memory.observe(host);
+        }
+        match &self.state {
+            State::Unconfigured => StreamContext::unconfigured(),
+            State::Active(pipeline, _) => StreamContext::Active(Exchange::new(Rc::clone(pipeline))),
+            State::Refusing(refusing) => StreamContext::Refusing(refusing.clone()),
+        }
+    }
+}
+
+/// One HTTP stream's context.
+#[derive(Debug)]
+pub enum StreamContext {
+    Active(Exchange),
+    /// The plugin has no config it can run: the request is refused.
+    Unconfigured,
+    Refusing(Refusing),
+}
+
+impl StreamContext {
+    pub fn unconfigured() -> Self {
+        Self::Unconfigured
+    }
+
+    pub fn request_headers<H: StreamHost>(&mut self, host: &mut H, end_of_stream: bool) -> Flow {
+        match self {
+            Self::Active(exchange) => exchange.request_headers(host, end_of_stream),
+            Self::Unconfigured => {
+                log::error!("meshguard: no accepted configuration; refusing the request");
+                json_reply(
+                    host,
+                    503,
+                    Some("meshguard_not_configured"),
+                    br#"{"error":"meshguard_not_configured"}"#,
+                )
+            }
+            Self::Refusing(refusing) => refusing.refuse(host),
+        }
+    }
+
+    pub fn body<H: StreamHost>(
+        &mut self,
+        host: &mut H,
+        direction: Direction,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
+        match self {
+            Self::Active(exchange) => exchange.body(host, direction, size, end_of_stream),
+            Self::Unconfigured | Self::Refusing(_) => Flow::Continue,
+        }
+    }
+
+    pub fn trailers<H: StreamHost>(&mut self, host: &mut H, direction: Direction) -> Flow {
+        match self {
+            Self::Active(exchange) => exchange.trailers(host, direction),
+            Self::Unconfigured | Self::Refusing(_) => Flow::Continue,
+        }
+    }
+
+    pub fn response_headers<H: StreamHost>(&mut self, host: &mut H, end_of_stream: bool) -> Flow {
+        match self {
+            Self::Active(exchange) => exchange.response_headers(host, end_of_stream),
+            Self::Unconfigured | Self::Refusing(_) => Flow::Continue,
+        }
+    }
+
+    pub fn log<H: StreamHost>(&mut self, host: &mut H) {
+        if let Self::Active(exchange) = self {
+            exchange.log(host);
+        }
+    }
+
+    pub fn finish<H: StreamHost>(&mut self, host: &mut H) {
+        if let Self::Active(exchange) = self {
+            exchange.finish(host);
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! The audit section: a SHA-256 of the command each request executes, bound
+//! to the caller's identity and the host time in a signed header toward the
+//! upstream, and a tamper-evident record per request (Envoy's log and,
+//! optionally, an audit collector). All formats live in `meshguard_core::audit`.
+
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+use meshguard_core::audit::outbox::Outcome;
+use meshguard_core::audit::{
+    audit_id, AuditPolicy, AuditStamp, Chain, CommandRef, Outbox, RecordFields, Refusal,
+    RequestGate, Reservation, Step,
+};
+use meshguard_core::canonical::{hex, sha256_hex};
+use meshguard_core::logsafe;
+use meshguard_core::metrics::{tagged, AUDIT_HASH_FAILURES, AUDIT_RECORDS, AUDIT_REFUSED};
+use meshguard_core::plugin::AuditSection;
+
+use crate::host::{Counter, Map, Metrics, PluginHost, StreamHost};
+use crate::reply::{json_reply, Flow};
+use crate::view::View;
+
+/// How often partial batches are sent (full ones go at once) and a failing
+/// collector is retried.
+pub const FLUSH_PERIOD: Duration = Duration::from_millis(200);
+/// The decisions of the other sections copied into each record.
+const OTHER_SECTIONS: [&str; 2] = ["identity", "masking"];
+
+#[derive(Debug)]
+struct AuditMetrics {
+    emitted: Counter,
+    delivered: Counter,
+    dropped: Counter,
+    hash_failures: Counter,
+    refused_collector: Counter,
+    refused_queue_full: Counter,
+    refused_hash: Counter,
+    refused_path: Counter,
+}
+
+impl AuditMetrics {
+    fn count<M: Metrics + ?Sized>(&self, host: &M, outcome: Outcome) {
+        host.add(self.delivered, outcome.delivered as u64);
+        host.add(self.dropped, outcome.dropped as u64);
+        match outcome.health_changed {
+            Some(true) => log::info!("meshguard audit: collector reachable again"),
+            Some(false) => {
+                log::warn!("meshguard audit: collector unavailable; records kept for retry")
+            }
+            None => {}
+        }
+    }
+}
+
+/// The section's per-VM state: this VM's chain, outbox and counters.
+#[derive(Debug)]
+pub struct Audit {
+    fingerprint: String,
+    /// This VM's chain id (also the prefix of every audit id).
+    chain_id: String,
+    chain: RefCell<Chain>,
+    next_request: Cell<u64>,
+    /// Records waiting for the collector (None without a collector).
+    outbox: Option<RefCell<Outbox>>,
+    /// This VM's wakeup for asking the root to flush now, and whether a
+    /// request is already waiting on it.
+    wakeup: Option<u32>,
+    flush_requested: Cell<bool>,
+    metrics: AuditMetrics,
+}
+
+impl Audit {
+    pub fn define<H: PluginHost>(
+        host: &H,
+        section: &AuditSection,
+        fingerprint: &str,
+        context_id: u32,
+    ) -> Self {
+        let policy = &section.policy;
+        for warning in policy.warnings() {
+            log::warn!(
+                "meshguard audit: configuration warning: {}",
+                logsafe::defang(warning)
+            );
+        }
+        // Unique per VM and load: VMs of one Envoy can start within the same
+        // millisecond with the same root context id, so the host's randomness
+        // (std's hash seed, from WASI `random_get`) is mixed in with the time.
+        let entropy = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            context_id,
+        );
+        let now = host.now_ms();
+        let chain_id = sha256_hex(format!("{now}/{context_id}/{entropy}/{fingerprint}").as_bytes());
+        let chain_id = chain_id.get(..16).unwrap_or(&chain_id).to_string();
+        let outbox = policy.outbox_limits().map(|l| RefCell::new(Outbox::new(l)));
+        let wakeup = outbox
+            .as_ref()
+            .and_then(|_| host.register_wakeup(&format!("meshguard-audit-flush-{chain_id}")));
+        log::info!(
+            "meshguard audit: chain {chain_id} started: commands={} collector={} fail_closed={}",
+            policy.command_count(),
+            policy
+                .collector()
+                .map_or("none".into(), |c| logsafe::quote(&c.cluster)),
+            policy.fail_closed(),
+        );
+        let records = |result| host.define_counter(&tagged(AUDIT_RECORDS, &[("result", result)]));
+        let refused = |reason| host.define_counter(&tagged(AUDIT_REFUSED, &[("reason", reason)]));
+        Self {
+            fingerprint: fingerprint.to_owned(),
+            chain: RefCell::new(Chain::new(chain_id.clone())),
+            chain_id,
+            next_request: Cell::new(0),
+            outbox,
+            wakeup,
+            flush_requested: Cell::new(false),
+            metrics: AuditMetrics {
+                emitted: records("emitted"),
+                delivered: records("delivered"),
+                dropped: records("dropped"),
+                hash_failures: host.define_counter(AUDIT_HASH_FAILURES),
+                refused_collector: refused("collector_unavailable"),
+                refused_queue_full: refused("queue_full"),
+                refused_hash: refused("hash_failed"),
+                refused_path: refused("path"),
+            },
+        }
+    }
+
+    /// The timer this section needs (partial batches, retries).
+    pub fn tick_period(policy: &AuditPolicy) -> Option<Duration> {
+        policy.collector().map(|_| FLUSH_PERIOD)
+    }
+
+    /// The root's timer.
+    pub fn on_tick<H: PluginHost>(&self, host: &H, policy: &AuditPolicy) {
+        // A wake-up that never arrived must not silence later ones.
+        self.flush_requested.set(false);
+        self.flush(host, policy, true);
+    }
+
+    /// A stream woke the root; false when the wakeup is not this section's.
+    pub fn on_wakeup<H: PluginHost>(&self, host: &H, policy: &AuditPolicy, wakeup: u32) -> bool {
+        if Some(wakeup) != self.wakeup {
+            return false;
+        }
+        self.flush_requested.set(false);
+        self.flush(host, policy, false);
+        true
+    }
+
+    /// From a stream: when a full batch waits, wake the root, which sends it.
+    fn request_flush<H: StreamHost>(&self, host: &mut H) {
+        let Some(wakeup) = self.wakeup else {
+            return;
+        };
+        let wants = self
+            .outbox
+            .as_ref()
+            .and_then(|o| o.try_borrow().ok())
+            .is_some_and(|o| o.wants_flush());
+        if wants && !self.flush_requested.replace(true) && !host.wake(wakeup) {
+            self.flush_requested.set(false);
+        }
+    }
+
+    /// From the root: sends what should be sent.
+    fn flush<H: PluginHost>(&self, host: &H, policy: &AuditPolicy, tick: bool) {
+        let (Some(outbox), Some(collector)) = (&self.outbox, policy.collector()) else {
+            return;
+        };
+        let Ok(mut outbox) = outbox.try_borrow_mut() else {
+            return;
+        };
+        let timeout = Duration::from_millis(u64::from(collector.timeout_ms));
+        let outcome = outbox.flush(host.now_ms(), tick, |body| {
+            let headers = [
+                (":method", "POST"),
+                (":path", collector.path.as_str()),
+                (":authority", collector.authority.as_str()),
+                ("content-type", "application/x-ndjson"),
+            ];
+            match host.dispatch(&collector.cluster, &headers, Some(body), timeout) {
+                Ok(token) => Some(token),
+                Err(status) => {
+                    log::warn!(
+                        "meshguard audit: cannot call collector cluster {}: {status}",
+                        logsafe::quote(&collector.cluster)
+                    );
+                    None
+                }
+            }
+        });
+        self.metrics.count(host, outcome);
+    }
+
+    /// The collector answered (or not: a timeout, a reset, a stall
+    /// mid-answer all arrive here without headers); false when the callout
+    /// was not this section's.
+    pub fn on_callout_response<H: PluginHost>(
+        &self,
+        host: &H,
+        policy: &AuditPolicy,
+        token: u32,
+        num_headers: usize,
+    ) -> bool {
+        let Some(outbox) = &self.outbox else {
+            return false;
+        };
+        let status = if num_headers == 0 {
+            None
+        } else {
+            host.callout_status()
+        };
+        let ok = status
+            .as_deref()
+            .is_some_and(|s| s.len() == 3 && s.starts_with('2'));
+        let Some(outcome) = outbox
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut o| o.answered(host.now_ms(), token, ok))
+        else {
+            return false;
+        };
+        if !ok {
+            log::warn!(
+                "meshguard audit: collector refused or did not answer (status {})",
+                logsafe::quote(status.as_deref().unwrap_or("none"))
+            );
+        }
+        self.metrics.count(host, outcome);
+        self.flush(host, policy, false);
+        true
+    }
+}
+
+/// Per-request state once the request headers were seen.
+#[derive(Debug)]
+pub struct InFlight {
+    id: String,
+    start_ms: u64,
+    peer: Option<String>,
+    method: String,
+    target: String,
+    authority: String,
+    command: CommandRef,
+    gate: RequestGate,
+    command_sha256: Option<[u8; 32]>,
+    status: Option<u16>,
+    /// Room held in the outbox for this request's record (`fail_closed`).
+    reservation: Option<Reservation>,
+}
+
+impl InFlight {
+    /// At the request headers: strips spoofed audit headers, refuses what
+    /// cannot be audited under `fail_closed`, and starts the command hash on
+    /// the view every section judged (masking's rewrites included).
+    pub fn start<H: StreamHost>(
+        host: &mut H,
+        section: &AuditSection,
+        audit: &Audit,
+        view: &mut View,
+        end_of_stream: bool,
+    ) -> Result<(Self, Flow), Flow> {
+        let policy = &section.policy;
+        // A spoofed audit header must never reach the upstream: every copy
+        // is removed (one host call per name present).
+        for name in [
+            policy.command_header(),
+            policy.audit_header(),
+            policy.id_header(),
+        ] {
+            if view.has_header(name) && !host.set_header(Map::RequestHeaders, name, None) {
+                return Err(refuse(host, 500, "audit_header_strip_failed"));
+            }
+        }
+        if view.info().is_err() && policy.fail_closed() {
+            host.add(audit.metrics.refused_path, 1);
+            let code = view.info().err().map_or("invalid_path", |r| r.code());
+            return Err(refuse(host, 400, code));
+        }
+        // Under fail_closed a request starts only with room for its record.
+        let reservation = match audit.outbox.as_ref().map(|o| o.try_borrow_mut()) {
+            Some(Ok(mut outbox)) => outbox.reserve(),
+            _ => Ok(None),
+        };
+        let reservation = match reservation {
+            Ok(r) => r,
+            Err(refusal) => {
+                let counter = match refusal {
+                    Refusal::CollectorUnavailable => audit.metrics.refused_collector,
+                    Refusal::QueueFull => audit.metrics.refused_queue_full,
+                };
+                host.add(counter, 1);
+                return Err(refuse(host, 503, refusal.code()));
+            }
+        };
+        let peer = view
+            .peer(host, None)
+            .identity
+            .as_ref()
+            .map(|id| id.to_string());
+        // Audited as received when the request cannot be read one way (and
+        // fail_closed is off): the record and hash use the raw target.
+        let request = view.info().unwrap_or_else(|_| view.raw_info());
+        let command = policy.command_for(&request);
+        let (gate, step) = RequestGate::start(
+            policy.hasher(command, &request),
+            policy.needs_body(command),
+            end_of_stream,
+        );
+        let seq = audit.next_request.get();
+        audit.next_request.set(seq.wrapping_add(1));
+        let mut flight = Self {
+            id: audit_id(&audit.chain_id, seq),
+            start_ms: host.now_ms(),
+            peer,
+            method: request.method.to_owned(),
+            target: request.path.to_owned(),
+            authority: request.host.to_owned(),
+            command,
+            gate,
+            command_sha256: None,
+            status: None,
+            reservation,
+        };
+        let flow = flight.apply(host, section, audit, step);
+        Ok((flight, flow))
+    }
+
+    /// A body callback: the host holds `buffered` bytes (everything since
+    /// the headers, while they are held); only the bytes not hashed yet are
+    /// read, so the body is never held twice in the VM.
+    pub fn body<H: StreamHost>(
+        &mut self,
+        host: &mut H,
+        section: &AuditSection,
+        audit: &Audit,
+        buffered: usize,
+        end_of_stream: bool,
+    ) -> Flow {
+        let step = {
+            let host = &*host;
+            self.gate.body(buffered, end_of_stream, |start, len| {
+                host.body(crate::host::Direction::Request, start, len)
+            })
+        };
+        self.apply(host, section, audit, step)
+    }
+
+    /// Trailers end a body that never had `end_of_stream`: what the host
+    /// holds is hashed, then the headers, still held, are stamped.
+    pub fn trailers<H: StreamHost>(
+        &mut self,
+        host: &mut H,
+        section: &AuditSection,
+        audit: &Audit,
+        buffered: usize,
+    ) -> Flow {
+        if self.gate.is_holding() && buffered > 0 {
+            let step = {
+                let host = &*host;
+                self.gate.body(buffered, false, |start, len| {
+                    host.body(crate::host::Direction::Request, start, len)
+                })
+            };
+            if step != Step::Hold {
+                return self.apply(host, section, audit, step);
+            }
+        }
+        let step = self.gate.trailers();
+        self.apply(host, section, audit, step)
+    }
+
+    /// The caller gets the id and hash (an upstream's own copies are replaced).
+    pub fn response_headers<H: StreamHost>(&mut self, host: &mut H, section: &AuditSection) {
+        self.status = host
+            .headers(Map::ResponseHeaders)
+            .and_then(|h| h.into_iter().find(|(n, _)| n == ":status"))
+            .and_then(|(_, s)| s.parse().ok());
+        let policy = &section.policy;
+        host.set_header(Map::ResponseHeaders, policy.id_header(), Some(&self.id));
+        let hash = self.command_sha256.map(|h| hex(&h));
+        host.set_header(
+            Map::ResponseHeaders,
+            policy.command_header(),
+            hash.as_deref(),
+        );
+    }
+
+    /// Translates the gate's step into the host action.
+    fn apply<H: StreamHost>(
+        &mut self,
+        host: &mut H,
+        section: &AuditSection,
+        audit: &Audit,
+        step: Step,
+    ) -> Flow {
+        match step {
+            Step::Hold => Flow::Stop,
+            Step::Pass => Flow::Continue,
+            Step::Stamp(hash) => self.stamp(host, section, audit, hash),
+            Step::Failed(e) => self.hash_failed(host, section, audit, &e.to_string()),
+        }
+    }
+
+    /// Signs the stamp and adds the headers toward the upstream.
+    fn stamp<H: StreamHost>(
+        &mut self,
+        host: &mut H,
+        section: &AuditSection,
+        audit: &Audit,
+        hash: [u8; 32],
+    ) -> Flow {
+        self.command_sha256 = Some(hash);
+        let policy = &section.policy;
+        let stamp = AuditStamp {
+            key_id: policy.key_id().to_string(),
+            id: self.id.clone(),
+            ts_ms: self.start_ms,
+            peer: self.peer.clone(),
+            config_fingerprint: Some(audit.fingerprint.clone()),
+            command_sha256: hash,
+        };
+        match stamp.sign(&section.key) {
+            Ok(header) => {
+                let all_set =
+                    host.set_header(
+                        Map::RequestHeaders,
+                        policy.command_header(),
+                        Some(&hex(&hash)),
+                    ) & host.set_header(Map::RequestHeaders, policy.audit_header(), Some(&header))
+                        & host.set_header(Map::RequestHeaders, policy.id_header(), Some(&self.id));
+                if all_set {
+                    Flow::Continue
+                } else {
+                    self.command_sha256 = None;
+                    self.hash_failed(host, section, audit, "the host refused the audit headers")
+                }
+            }
+            Err(e) => {
+                self.command_sha256 = None;
+                self.hash_failed(host, section, audit, &e.to_string())
+            }
+        }
+    }
+
+    /// The request could not be audited: refused under `fail_closed`, else
+    /// forwarded without audit headers (the upstream sees it unaudited).
+    fn hash_failed<H: StreamHost>(
+        &mut self,
+        host: &mut H,
+        section: &AuditSection,
+        audit: &Audit,
+        reason: &str,
+    ) -> Flow {
+        host.add(audit.metrics.hash_failures, 1);
+        log::warn!(
+            "meshguard audit: command hash failed: {}",
+            logsafe::escape(reason)
+        );
+        if section.policy.fail_closed() {
+            host.add(audit.metrics.refused_hash, 1);
+            return refuse(host, 400, "audit_hash_failed");
+        }
+        Flow::Continue
+    }
+
+    /// The exchange ended: seals and emits the record.
+    pub fn finish<H: StreamHost>(self, host: &mut H, section: &AuditSection, audit: &Audit) {
+        let policy = &section.policy;
+        let request_info = meshguard_core::request::RequestInfo {
+            path: &self.target,
+            method: &self.method,
+            host: &self.authority,
+        };
+        let mut fields = RecordFields::new(
+            self.id.clone(),
+            self.start_ms,
+            &request_info,
+            policy.command_name(self.command),
+            self.command_sha256.unwrap_or([0; 32]),
+        );
+        fields.peer = self.peer;
+        fields.status = self.status;
+        fields.duration_ms = Some(host.now_ms().saturating_sub(self.start_ms));
+        fields.config_fingerprint = Some(audit.fingerprint.clone());
+        for other in OTHER_SECTIONS {
+            if let Some(decision) = host.published(&format!("meshguard_{other}")) {
+                fields.decisions.insert(other.into(), decision.into());
+            }
+        }
+        if self.command_sha256.is_none() {
+            fields
+                .decisions
+                .insert("audit".into(), "hash_failed".into());
+        }
+        let fields = fields.cap(policy.max_record_path_bytes());
+        let sealed = match audit.chain.try_borrow_mut() {
+            Ok(mut chain) => chain
+                .seal(fields, &section.key, policy.key_id())
+                .map_err(|e| e.to_string()),
+            Err(_) => Err("the chain is busy".into()),
+        };
+        let record = match sealed {
+            Ok(record) => record,
+            Err(e) => {
+                log::error!(
+                    "meshguard audit: record for {} not sealed: {}",
+                    logsafe::quote(&self.id),
+                    logsafe::defang(&e)
+                );
+                host.add(audit.metrics.dropped, 1);
+                release(audit, self.reservation);
+                return;
+            }
+        };
+        host.add(audit.metrics.emitted, 1);
+        let line = record.to_line();
+        if policy.log_records() {
+            // Canonical JSON escapes every control character: one line, and
+            // the prefix starts it (request text inside is a JSON string).
+            log::info!("{line}");
+        }
+        if let Some(outbox) = &audit.outbox {
+            let json = line
+                .strip_prefix(meshguard_core::audit::RECORD_PREFIX)
+                .unwrap_or(&line)
+                .to_string();
+            match outbox.try_borrow_mut() {
+                Ok(mut o) => {
+                    let outcome = o.push(json, self.reservation);
+                    audit.metrics.count(host, outcome);
+                }
+                Err(_) => host.add(audit.metrics.dropped, 1),
+            }
+        }
+        audit.request_flush(host);
+    }
+
+    /// A stream that ends without its log callback leaves no record: its
+    /// outbox room is given back (else the outbox would shrink for good) and
+    /// it is counted.
+    pub fn abandon<M: Metrics + ?Sized>(self, host: &M, audit: &Audit) {
+        host.add(audit.metrics.dropped, 1);
+        log::warn!(
+            "meshguard audit: request {} ended without a record",
+            logsafe::quote(&self.id)
+        );
+        release(audit, self.reservation);
+    }
+}
+
+fn release(audit: &Audit, reservation: Option<Reservation>) {
+    if let (Some(r), Some(outbox)) = (reservation, &audit.outbox) {
+        if let Ok(mut o) = outbox.try_borrow_mut() {
+            o.release(r);
+        }
+    }
+}
+
+fn refuse<H: StreamHost>(host: &mut H, status: u16, reason: &str) -> Flow {
+    let body = format!(r#"{{"error":"{reason}"}}"#);
+    json_reply(host, status, Some(reason), body.as_bytes())
+}
