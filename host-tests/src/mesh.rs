@@ -220,6 +220,110 @@ impl Filter {
     }
 }
 
+/// How the meshguard sections are deployed in the server sidecar:
+/// `MESHGUARD_TEST_DEPLOYMENT=separate` (the default: one plugin per section,
+/// as the filters were always deployed) or `combined` (the sections a test
+/// gives merged into one `meshguard` plugin, as docs/deploy.md recommends).
+/// The suites run in both (`make test`), so every test that runs the three
+/// filters proves the combined plugin does the same on the upstream side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployment {
+    Separate,
+    Combined,
+}
+
+impl Deployment {
+    pub fn current() -> Self {
+        match std::env::var("MESHGUARD_TEST_DEPLOYMENT").as_deref() {
+            Ok("combined") => Self::Combined,
+            _ => Self::Separate,
+        }
+    }
+
+    /// The filters as deployed: in combined mode, the single-section
+    /// plugins of the chain become one `meshguard` plugin whose config holds
+    /// their sections, in chain order. Plugins whose configs carry integrity
+    /// (`signature`, `release`, `integrity`: a signature covers one plugin's
+    /// bytes) or that disagree on environment stay as they are.
+    pub fn apply(self, filters: &[Filter]) -> Vec<Filter> {
+        if self == Self::Separate {
+            return filters.to_vec();
+        }
+        let section = |f: &Filter| -> Option<(String, serde_json::Map<String, Value>)> {
+            let name = f.root_id.strip_prefix("meshguard-")?;
+            if !["identity", "masking", "audit"].contains(&name) || f.module != "meshguard" {
+                return None;
+            }
+            let config: serde_json::Map<String, Value> = serde_json::from_str(&f.config).ok()?;
+            if ["signature", "release", "integrity"]
+                .iter()
+                .any(|k| config.contains_key(*k))
+            {
+                return None;
+            }
+            Some((name.to_owned(), config))
+        };
+        let sections: Vec<_> = filters.iter().filter_map(section).collect();
+        let merged: Vec<&Filter> = filters.iter().filter(|f| section(f).is_some()).collect();
+        let Some(first) = merged.first() else {
+            return filters.to_vec();
+        };
+        let mut env: Vec<(String, String)> = Vec::new();
+        for f in &merged {
+            for (k, v) in &f.env {
+                match env.iter().find(|(ek, _)| ek == k) {
+                    Some((_, ev)) if ev != v => return filters.to_vec(),
+                    Some(_) => {}
+                    None => env.push((k.clone(), v.clone())),
+                }
+            }
+        }
+        let mut config = serde_json::Map::new();
+        for (name, section) in sections {
+            config.insert(name, Value::Object(section));
+        }
+        let combined = Filter {
+            module: "meshguard".into(),
+            root_id: "meshguard".into(),
+            config: Value::Object(config).to_string(),
+            env,
+            // The strictest: one crashed section must not pass the others' traffic.
+            failure_policy: if merged.iter().all(|f| f.failure_policy == FailurePolicy::FailReload) {
+                FailurePolicy::FailReload
+            } else if merged.iter().any(|f| f.failure_policy == FailurePolicy::FailOpen)
+                && merged.iter().all(|f| f.failure_policy == FailurePolicy::FailOpen)
+            {
+                FailurePolicy::FailOpen
+            } else {
+                FailurePolicy::FailClosed
+            },
+            envoyfilter_variant: merged.iter().any(|f| f.envoyfilter_variant),
+        };
+        let first = first.root_id.clone();
+        filters
+            .iter()
+            .filter_map(|f| {
+                if f.root_id == first {
+                    Some(combined.clone())
+                } else if section(f).is_some() {
+                    None
+                } else {
+                    Some(f.clone())
+                }
+            })
+            .collect()
+    }
+
+    /// The `filter` label a test's plugin has for the integrity metrics:
+    /// `meshguard` once combined, else the section's own name.
+    pub fn filter_label(self, section: &str) -> String {
+        match self {
+            Self::Combined => "meshguard".into(),
+            Self::Separate => section.into(),
+        }
+    }
+}
+
 /// Describes a mesh before it starts.
 #[derive(Debug, Clone)]
 pub struct MeshBuilder {
@@ -314,6 +418,7 @@ impl Mesh {
     /// Pushes a new filter chain to the running server sidecar, as Istio does
     /// over xDS, and waits until Envoy accepted or rejected it.
     pub async fn push_filters(&self, filters: &[Filter]) -> anyhow::Result<PushOutcome> {
+        let filters = &Deployment::current().apply(filters);
         if self.shape.ecds {
             return self.push_ecds(filters).await;
         }
@@ -540,7 +645,8 @@ impl MeshBuilder {
         self
     }
 
-    pub async fn start(self) -> anyhow::Result<Mesh> {
+    pub async fn start(mut self) -> anyhow::Result<Mesh> {
+        self.filters = Deployment::current().apply(&self.filters);
         let dir = tempfile::Builder::new()
             .prefix("meshguard-mesh-")
             .tempdir()?;
@@ -594,7 +700,8 @@ impl MeshBuilder {
 
     /// Starts only the server sidecar, expecting Envoy to refuse its config;
     /// returns Envoy's log.
-    pub async fn start_refused(self) -> anyhow::Result<String> {
+    pub async fn start_refused(mut self) -> anyhow::Result<String> {
+        self.filters = Deployment::current().apply(&self.filters);
         let dir = tempfile::Builder::new()
             .prefix("meshguard-mesh-")
             .tempdir()?;

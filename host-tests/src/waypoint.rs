@@ -59,7 +59,11 @@ impl Waypoint {
         let waypoint = Envoy::start(
             "waypoint",
             dir.path(),
-            waypoint_bootstrap(filters, &pki, upstream.addr())?,
+            waypoint_bootstrap(
+                &crate::mesh::Deployment::current().apply(filters),
+                &pki,
+                upstream.addr(),
+            )?,
         )
         .await?;
         let hbone = waypoint.listener("connect_terminate").await?;

@@ -28,38 +28,49 @@ async fn mesh(policy: &str) -> Mesh {
         .expect("mesh starts")
 }
 
-/// What the evil client can make an APPEND_FORWARD gateway send.
-fn unusable_headers() -> Vec<(&'static str, String)> {
+/// What the evil client can make an APPEND_FORWARD gateway send, and the
+/// reason of the refusal. A header that cannot be read at all hides this
+/// sidecar's own element too: nothing establishes that the gateway's
+/// certificate has a single URI SAN, so the peer itself is unusable.
+fn unusable_headers() -> Vec<(&'static str, String, &'static str)> {
+    const PEER: &str = "peer_identity_unusable";
+    const GATEWAY_ELEMENT: &str = "gateway_identity_unusable";
     vec![
-        ("no header at all", String::new()),
-        ("unterminated quote", format!("By=\"{GATEWAY};URI={EVIL}")),
-        ("key without value", format!("By={GATEWAY};URI")),
+        ("no header at all", String::new(), GATEWAY_ELEMENT),
+        ("unterminated quote", format!("By=\"{GATEWAY};URI={EVIL}"), PEER),
+        ("key without value", format!("By={GATEWAY};URI"), PEER),
         (
             "over the size limit",
             format!(
                 "By={GATEWAY};URI={EVIL};Subject=\"{}\"",
                 "x".repeat(17 * 1024)
             ),
+            PEER,
         ),
         (
             "over the element limit",
             vec![format!("By={GATEWAY};URI={EVIL}"); 33].join(","),
+            PEER,
         ),
         (
             "only a forged element",
             format!("By=spiffe://x/y;URI={PARTNER}"),
+            GATEWAY_ELEMENT,
         ),
         (
             "gateway element without URI",
             format!("By={GATEWAY};Hash=abc"),
+            GATEWAY_ELEMENT,
         ),
         (
             "gateway element with two URIs",
             format!("By={GATEWAY};URI={PARTNER};URI={EVIL}"),
+            GATEWAY_ELEMENT,
         ),
         (
             "gateway element with a non-SPIFFE URI",
             format!("By={GATEWAY};URI=https://evil"),
+            GATEWAY_ELEMENT,
         ),
     ]
 }
@@ -77,18 +88,14 @@ fn through_gateway(xfcc: &str, protocol: Protocol) -> Request {
 async fn a_gateway_request_without_a_usable_caller_is_refused_not_anonymous() {
     let mesh = mesh(&policy("")).await;
     for protocol in Protocol::ALL {
-        for (what, xfcc) in unusable_headers() {
+        for (what, xfcc, reason) in unusable_headers() {
             let what = format!("{what} over {protocol:?}");
             let resp = mesh
                 .send_as("gateway", through_gateway(&xfcc, protocol))
                 .await
                 .unwrap();
             assert_eq!(resp.status, 403, "{what}: {resp:?}");
-            assert_eq!(
-                resp.header("x-meshguard-deny-reason"),
-                Some("gateway_identity_unusable"),
-                "{what}"
-            );
+            assert_eq!(resp.header("x-meshguard-deny-reason"), Some(reason), "{what}");
             mesh.upstream().assert_nothing_arrived(&what);
         }
         // The gateway's own element names the caller: judged as that caller.
@@ -111,12 +118,17 @@ async fn a_gateway_request_without_a_usable_caller_is_refused_not_anonymous() {
         mesh.upstream()
             .assert_nothing_arrived("evil vouched by the gateway");
     }
-    let refused = mesh
-        .server
-        .metric(r#"meshguard_identity_requests_total{decision="denied",reason="gateway_identity_unusable"}"#)
-        .await
-        .unwrap();
-    assert_eq!(refused, Some(2 * unusable_headers().len() as u64));
+    for reason in ["gateway_identity_unusable", "peer_identity_unusable"] {
+        let refused = mesh
+            .server
+            .metric(&format!(
+                r#"meshguard_identity_requests_total{{decision="denied",reason="{reason}"}}"#
+            ))
+            .await
+            .unwrap();
+        let rows = unusable_headers().iter().filter(|(_, _, r)| *r == reason).count();
+        assert_eq!(refused, Some(2 * rows as u64), "{reason}");
+    }
 }
 
 #[tokio::test]

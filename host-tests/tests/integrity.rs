@@ -303,8 +303,8 @@ async fn config_edits_cannot_widen_redirect_replay_or_escape_scope() {
             "unauthorized",
         ),
         (
-            "replayed older signed config (respaced)",
-            v1.replace('\n', "\n  "),
+            "an older serial this proxy never ran",
+            signed("identity", 1, &policy("v1-other")),
             "rollback",
         ),
         (
@@ -395,6 +395,41 @@ async fn config_edits_cannot_widen_redirect_replay_or_escape_scope() {
         .wait_for_log("config refused (unsigned_integrity)")
         .await
         .unwrap();
+
+    // A replay of v1 in other bytes (same fingerprint): this proxy admitted
+    // it before, so every VM loads it (a worker must never fail a config the
+    // main thread accepted), and it refuses every request as superseded.
+    // (Break used: admitted_here ignored in admit; then the push was NACKed
+    // and this assertion failed.)
+    let superseded_before = metric(
+        &mesh,
+        r#"meshguard_config_superseded_denied_total{filter="identity"}"#,
+    )
+    .await;
+    assert_eq!(
+        mesh.push_filters(&[with_env(&v1.replace('\n', "\n  "), &env())])
+            .await
+            .unwrap(),
+        PushOutcome::Accepted
+    );
+    let body = wait_status(&mesh, "/api/orders", 503).await;
+    let until = Instant::now() + POLL;
+    let mut superseded_answers = usize::from(body.contains("config_superseded"));
+    while Instant::now() < until {
+        let (code, body) = status(&mesh, "frontend", "/api/orders").await;
+        assert_eq!(code, 503, "the replayed config served: {body}");
+        superseded_answers += usize::from(body.contains("config_superseded"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(superseded_answers > 0, "the replay refused nothing as superseded");
+    assert!(
+        metric(
+            &mesh,
+            r#"meshguard_config_superseded_denied_total{filter="identity"}"#
+        )
+        .await
+            > superseded_before
+    );
 
     // A byte-identical replay of v1: Envoy serves it from the plugin instance
     // it still holds (the draining listener's), without asking the filter, so

@@ -291,12 +291,12 @@ fn wasm_filter(policy: &str) -> Value {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
                 "name": "masking",
-                "root_id": "masking",
+                "root_id": "meshguard-masking",
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy},
                 "vm_config": {
                     "vm_id": "masking",
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": meshguard_host_tests::wasm_module("meshguard_masking").unwrap()}}
+                    "code": {"local": {"filename": meshguard_host_tests::wasm_module("meshguard").unwrap()}}
                 }
             }
         }

@@ -16,6 +16,8 @@ use crate::host::{
 pub struct Fake {
     pub maps: HashMap<Map, Vec<(String, String)>>,
     pub bodies: HashMap<Direction, Vec<u8>>,
+    /// What a test recorded as released downstream or upstream, in order.
+    pub released: Vec<(Direction, Vec<u8>)>,
     pub attributes: HashMap<Attribute, Vec<u8>>,
     pub published: HashMap<String, String>,
     /// (status, reason header) of each local reply.

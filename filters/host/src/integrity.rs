@@ -783,12 +783,17 @@ struct ReleaseScope {
 impl Enforcement {
     /// Refuses the request when this config instance is out of its release's
     /// Service scope, was superseded by a newer signed serial, or while
-    /// quarantined (health paths excepted, matched on `path`, the request's
-    /// canonical path without query; `None` when it has none).
-    pub fn enforce<H: StreamHost>(&self, host: &mut H, path: Option<&str>) -> Option<Flow> {
+    /// quarantined (health paths excepted, matched on `path()`, the request's
+    /// canonical path as rules match it, read only then; `None` when the
+    /// request has none).
+    pub fn enforce<'v, H: StreamHost>(
+        &self,
+        host: &mut H,
+        path: impl FnOnce() -> Option<std::borrow::Cow<'v, str>>,
+    ) -> Option<Flow> {
         self.out_of_scope(host)
             .or_else(|| self.superseded(host))
-            .or_else(|| self.quarantined(host, path))
+            .or_else(|| self.quarantined(host, path().as_deref()))
     }
 
     fn out_of_scope<H: StreamHost>(&self, host: &mut H) -> Option<Flow> {

@@ -30,3 +30,6 @@ pub mod fake;
 
 #[cfg(target_family = "wasm")]
 pub mod wasm;
+
+#[cfg(test)]
+mod tests;

@@ -134,10 +134,7 @@ impl Exchange {
         if let Err(rejection) = view.adopt_published(host) {
             view.canonical = Err(rejection);
         }
-        if let Some(flow) = pipeline
-            .enforcement
-            .enforce(host, view.path_without_query())
-        {
+        if let Some(flow) = pipeline.enforcement.enforce(host, || view.match_path()) {
             return self.stop(flow);
         }
         if let (Some(policy), Some(section)) = (&plugin.identity, &pipeline.identity) {

@@ -44,6 +44,7 @@ pub struct View {
     /// The target and authority differ from the received ones.
     rewrite: (bool, bool),
     pub transport: Transport,
+    normalization: PathNormalization,
     peer: Option<Peer>,
     /// The caller an earlier plugin's identity section resolved.
     published_peer: Option<Option<SpiffeId>>,
@@ -84,6 +85,7 @@ impl View {
             raw_authority,
             canonical,
             rewrite,
+            normalization,
             peer: None,
             published_peer: None,
         }
@@ -111,9 +113,11 @@ impl View {
         }
     }
 
-    /// The canonical path without query (health paths), when readable.
-    pub fn path_without_query(&self) -> Option<&str> {
-        self.info().ok().map(|i| i.path_without_query())
+    /// The canonical path as rules match it (query and `;` parameters
+    /// removed: health paths), when readable.
+    pub fn match_path(&self) -> Option<std::borrow::Cow<'_, str>> {
+        let (target, _) = self.canonical.as_ref().ok()?;
+        Some(path::match_path(target, self.normalization))
     }
 
     /// A request header's value; repeats joined with `,` as HTTP defines for

@@ -350,7 +350,9 @@ impl InFlight {
     }
 
     /// Trailers end a body that never had `end_of_stream`: what the host
-    /// holds is hashed, then the headers, still held, are stamped.
+    /// holds is hashed, then the headers, still held, are stamped. A caller's
+    /// trailers named like the audit headers never reach the upstream beside
+    /// the real headers.
     pub fn trailers<H: StreamHost>(
         &mut self,
         host: &mut H,
@@ -358,6 +360,14 @@ impl InFlight {
         audit: &Audit,
         buffered: usize,
     ) -> Flow {
+        let policy = &section.policy;
+        let trailers = host.headers(Map::RequestTrailers).unwrap_or_default();
+        for name in [policy.command_header(), policy.audit_header(), policy.id_header()] {
+            let present = trailers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+            if present && !host.set_header(Map::RequestTrailers, name, None) {
+                return refuse(host, 500, "audit_header_strip_failed");
+            }
+        }
         if self.gate.is_holding() && buffered > 0 {
             let step = {
                 let host = &*host;

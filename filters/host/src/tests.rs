@@ -1,0 +1,354 @@
+//! The pipeline's callback sequences over a recording host: what it
+//! releases, replaces, replies and resets, in table-driven sentences. The
+//! sections' decisions are tested in the core; the real-Envoy tests are the
+//! proof.
+
+use meshguard_core::audit::verify_header;
+use meshguard_core::plugin::Shape;
+
+use crate::fake::Fake;
+use crate::host::{Attribute, Direction, Map, StreamHost};
+use crate::reply::Flow;
+use crate::root::{PluginRoot, StreamContext};
+
+const AUDIT_KEY: &str = "bWVzaGd1YXJkLXRlc3QtYXVkaXQta2V5LTMyYnl0ZXM=";
+const FRONTEND: &str = "spiffe://cluster.local/ns/default/sa/frontend";
+const LOCAL: &str = "spiffe://cluster.local/ns/default/sa/backend";
+
+const MASKING: &str = r#"{"rules": [{"name": "pii", "json_keys": ["password"], "detectors": ["email"],
+                          "except_principals": ["cluster.local/ns/default/sa/auditor"]},
+                         {"name": "auth", "headers": ["authorization"]}]}"#;
+
+/// A host whose plugin config is `config` under `root_id`, with an mTLS
+/// peer whose certificate this proxy's XFCC element shows with one URI SAN.
+fn host(root_id: &str, config: &str) -> Fake {
+    let mut host = Fake::default();
+    host.config = config.as_bytes().to_vec();
+    host.env
+        .insert("MESHGUARD_AUDIT_KEY".into(), AUDIT_KEY.into());
+    host.properties
+        .insert("plugin_root_id".into(), root_id.into());
+    host.properties
+        .insert("plugin_name".into(), "default.test".into());
+    host.now_ms = 1_700_000_000_000;
+    peer(&mut host, FRONTEND, &format!("By={LOCAL};URI={FRONTEND}"));
+    host
+}
+
+fn peer(host: &mut Fake, id: &str, xfcc: &str) {
+    host.attributes.insert(Attribute::ConnectionMtls, vec![1]);
+    host.attributes
+        .insert(Attribute::TlsVersion, b"TLSv1.3".to_vec());
+    host.attributes
+        .insert(Attribute::PeerUriSan, id.as_bytes().to_vec());
+    host.attributes
+        .insert(Attribute::LocalUriSan, LOCAL.as_bytes().to_vec());
+    host.maps.entry(Map::RequestHeaders).or_default().retain(|(n, _)| n != "x-forwarded-client-cert");
+    host.maps
+        .entry(Map::RequestHeaders)
+        .or_default()
+        .push(("x-forwarded-client-cert".into(), xfcc.into()));
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+struct Exchange {
+    host: Fake,
+    stream: StreamContext,
+}
+
+impl Exchange {
+    /// Configures the plugin, then sends the request headers.
+    fn start(mut host: Fake, method: &str, path: &str, headers: &[(&str, &str)], end: bool) -> (Self, Flow) {
+        let mut root = PluginRoot::new(1);
+        assert!(root.configure(&mut host), "the config loads");
+        let mut stream = root.stream(&host);
+        let request = host.maps.entry(Map::RequestHeaders).or_default();
+        request.extend(pairs(&[(":method", method), (":path", path), (":authority", "svc")]));
+        request.extend(pairs(headers));
+        let flow = stream.request_headers(&mut host, end);
+        (Self { host, stream }, flow)
+    }
+
+    fn chunk(&mut self, direction: Direction, data: &[u8], end: bool) -> Flow {
+        self.host.push_body(direction, data);
+        let size = self.host.body(direction, 0, usize::MAX).len();
+        let flow = self.stream.body(&mut self.host, direction, size, end);
+        if flow == Flow::Continue {
+            // The host releases what was held.
+            let released = self.host.take_body(direction);
+            self.host.released.push((direction, released));
+        }
+        flow
+    }
+
+    fn trailers(&mut self, direction: Direction, trailers: &[(&str, &str)]) -> Flow {
+        self.host.maps.insert(Map::trailers(direction), pairs(trailers));
+        let flow = self.stream.trailers(&mut self.host, direction);
+        if flow == Flow::Continue {
+            let released = self.host.take_body(direction);
+            self.host.released.push((direction, released));
+        }
+        flow
+    }
+
+    fn response(&mut self, headers: &[(&str, &str)], end: bool) -> Flow {
+        self.host.maps.insert(Map::ResponseHeaders, pairs(headers));
+        self.stream.response_headers(&mut self.host, end)
+    }
+
+    fn released(&self, direction: Direction) -> Vec<u8> {
+        self.host
+            .released
+            .iter()
+            .filter(|(d, _)| *d == direction)
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.host.entry(Map::RequestHeaders, name)
+    }
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+#[test]
+fn a_request_body_ended_by_trailers_is_held_then_replaced_masked() {
+    let (mut x, flow) = Exchange::start(
+        host("meshguard-masking", MASKING),
+        "POST",
+        "/a?password=x",
+        &[JSON, ("content-length", "30")],
+        false,
+    );
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(x.header("content-length"), None);
+    assert_eq!(x.header(":path"), Some("/a?password=%5BREDACTED%5D"));
+    assert_eq!(x.chunk(Direction::Request, br#"{"password""#, false), Flow::Stop);
+    assert_eq!(x.chunk(Direction::Request, br#": "x"}"#, false), Flow::Stop);
+    let flow = x.trailers(Direction::Request, &[("authorization", "Basic x")]);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(x.released(Direction::Request), br#"{"password": "[REDACTED]"}"#);
+    assert_eq!(
+        x.host.entry(Map::RequestTrailers, "authorization"),
+        Some("[REDACTED]")
+    );
+    assert!(x.host.replies.is_empty() && x.host.resets.is_empty());
+    assert_eq!(
+        x.host.published.get("meshguard_masking").map(String::as_str),
+        Some("masked:3")
+    );
+}
+
+#[test]
+fn a_response_that_cannot_be_masked_at_its_trailers_is_reset() {
+    let (mut x, _) = Exchange::start(host("meshguard-masking", MASKING), "GET", "/a", &[], true);
+    assert_eq!(x.response(&[JSON], false), Flow::Continue);
+    assert_eq!(x.chunk(Direction::Response, br#"{"password": "#, false), Flow::Stop);
+    assert_eq!(x.trailers(Direction::Response, &[]), Flow::Stop);
+    assert_eq!(x.host.resets, [Direction::Response]);
+    assert!(x.released(Direction::Response).is_empty(), "no byte left unmasked");
+    assert_eq!(
+        x.host.counter("meshguard_masking_bodies_refused_total.direction=.=response;.;reason=.=malformed_json;.;"),
+        1
+    );
+}
+
+#[test]
+fn a_grpc_request_is_answered_locally_and_never_held() {
+    let (x, flow) = Exchange::start(
+        host("meshguard-masking", MASKING),
+        "POST",
+        "/svc.Users/Get",
+        &[("content-type", "application/grpc")],
+        false,
+    );
+    assert_eq!(flow, Flow::Stop);
+    assert_eq!(x.host.replies, [(415, Some("grpc".to_owned()))]);
+}
+
+#[test]
+fn a_masked_body_the_host_refuses_resets_the_stream() {
+    let (mut x, _) = Exchange::start(host("meshguard-masking", MASKING), "POST", "/a", &[JSON], false);
+    x.host.refuse_bodies = true;
+    let flow = x.chunk(Direction::Request, br#"{"password": "x"}"#, true);
+    assert_eq!(flow, Flow::Stop);
+    assert_eq!(x.host.resets, [Direction::Request]);
+    assert_eq!(
+        x.host.counter("meshguard_masking_bodies_refused_total.direction=.=request;.;reason=.=host_error;.;"),
+        1
+    );
+}
+
+#[test]
+fn a_body_without_anything_to_mask_is_released_unchanged() {
+    let (mut x, _) = Exchange::start(host("meshguard-masking", MASKING), "POST", "/a", &[JSON], false);
+    assert_eq!(x.chunk(Direction::Request, br#"{"a": 1}"#, false), Flow::Stop);
+    assert_eq!(x.chunk(Direction::Request, b"", true), Flow::Continue);
+    assert_eq!(x.released(Direction::Request), br#"{"a": 1}"#);
+    assert!(!x.host.published.contains_key("meshguard_masking"));
+}
+
+/// The combined plugin: every section in one stream context.
+fn combined(audit_body: bool) -> String {
+    let parts = if audit_body {
+        r#"["method", "path", "body"]"#
+    } else {
+        r#"["method", "path"]"#
+    };
+    format!(
+        r#"{{"identity": {{"default_action": "allow",
+                          "rules": [{{"name": "no-admin", "action": "deny", "paths": ["/admin/*"]}}]}},
+             "masking": {MASKING},
+             "audit": {{"key_id": "k", "commands": [{{"name": "all", "parts": {parts}}}]}}}}"#
+    )
+}
+
+#[test]
+fn a_section_that_refuses_stops_the_rest() {
+    let (x, flow) = Exchange::start(host("meshguard", &combined(false)), "GET", "//x/../admin/users", &[], true);
+    assert_eq!(flow, Flow::Stop);
+    assert_eq!(x.host.replies, [(403, Some("denied_by_rule".to_owned()))]);
+    // Neither masking nor audit saw it: no audit header, no record started.
+    assert_eq!(x.header("x-meshguard-audit"), None);
+    assert!(!x.host.published.contains_key("meshguard_request"));
+}
+
+#[test]
+fn audit_hashes_and_records_what_masking_left() {
+    let (mut x, flow) = Exchange::start(
+        host("meshguard", &combined(true)),
+        "POST",
+        "/api/orders?password=x",
+        &[JSON],
+        false,
+    );
+    // The body command holds the headers (the EnvoyFilter shape).
+    assert_eq!(flow, Flow::Stop);
+    assert_eq!(x.chunk(Direction::Request, br#"{"password": "hunter2"}"#, true), Flow::Continue);
+    let body = x.released(Direction::Request);
+    assert_eq!(body, br#"{"password": "[REDACTED]"}"#);
+    let stamp = verify_header(x.header("x-meshguard-audit").unwrap(), &base64_key()).unwrap();
+    let section = meshguard_core::plugin::Plugin::compile(
+        combined(true).as_bytes(),
+        Shape::Combined,
+        &|n| (n == "MESHGUARD_AUDIT_KEY").then(|| AUDIT_KEY.to_owned()),
+        meshguard_core::plugin::Secrets::Require,
+    )
+    .unwrap();
+    let policy = &section.audit.unwrap().policy;
+    let want = policy
+        .hash_request("POST", "/api/orders?password=%5BREDACTED%5D", "svc", &body)
+        .unwrap();
+    assert_eq!(stamp.command_sha256, want, "the hash covers the masked body and query");
+    assert_eq!(stamp.peer.as_deref(), Some(FRONTEND));
+}
+
+fn base64_key() -> Vec<u8> {
+    meshguard_core::audit::decode_key(AUDIT_KEY).unwrap()
+}
+
+#[test]
+fn every_section_reads_the_caller_the_proxy_could_establish() {
+    let auditor = "spiffe://cluster.local/ns/default/sa/auditor";
+    for (xfcc, masked) in [
+        // One URI SAN: the auditor is exempt from masking.
+        (format!("By={LOCAL};URI={auditor}"), false),
+        // Two URI SANs: no usable identity, for masking as for identity.
+        (format!("By={LOCAL};URI={auditor};URI={FRONTEND}"), true),
+        // No element of this proxy's: nothing establishes a single SAN.
+        (format!("By=spiffe://x/y;URI={auditor}"), true),
+    ] {
+        let mut h = host("meshguard-masking", MASKING);
+        peer(&mut h, auditor, &xfcc);
+        let (mut x, _) = Exchange::start(h, "POST", "/a", &[JSON], false);
+        x.chunk(Direction::Request, br#"{"password": "x"}"#, true);
+        let body = String::from_utf8(x.released(Direction::Request)).unwrap();
+        assert_eq!(body.contains("[REDACTED]"), masked, "{xfcc}: {body}");
+    }
+}
+
+#[test]
+fn a_later_plugin_refuses_a_path_an_earlier_one_read_another_way() {
+    let mut h = host("meshguard-masking", MASKING);
+    // An earlier plugin judged `//admin/x` (BASE keeps `//`); this one reads
+    // it as `/admin/x` (MERGE_SLASHES).
+    h.published
+        .insert("meshguard_request".into(), "v1\t//admin/x\t~".into());
+    let (x, flow) = Exchange::start(h, "GET", "//admin/x", &[], true);
+    assert_eq!(flow, Flow::Stop);
+    assert_eq!(x.host.replies, [(400, Some("ambiguous_path".to_owned()))]);
+}
+
+#[test]
+fn the_canonical_target_and_host_are_what_the_upstream_receives() {
+    let mut h = host("meshguard-identity", r#"{"default_action": "allow"}"#);
+    h.maps.entry(Map::RequestHeaders).or_default();
+    let mut root = PluginRoot::new(1);
+    assert!(root.configure(&mut h));
+    let mut stream = root.stream(&h);
+    h.maps.get_mut(&Map::RequestHeaders).unwrap().extend(pairs(&[
+        (":method", "GET"),
+        (":path", "/a/./b/../%63%C3%A9"),
+        (":authority", "API.Example.com.:8080"),
+    ]));
+    assert_eq!(stream.request_headers(&mut h, true), Flow::Continue);
+    assert_eq!(h.entry(Map::RequestHeaders, ":path"), Some("/a/c%C3%A9"));
+    assert_eq!(h.entry(Map::RequestHeaders, ":authority"), Some("api.example.com:8080"));
+    for refused in ["api:80:80", "user@api", "[::1"] {
+        let mut h = host("meshguard-identity", r#"{"default_action": "allow"}"#);
+        let (x, flow) = Exchange::start_with_authority(h_take(&mut h), refused);
+        assert_eq!(flow, Flow::Stop, "{refused}");
+        assert_eq!(x.host.replies, [(403, Some("invalid_host".to_owned()))], "{refused}");
+    }
+}
+
+fn h_take(h: &mut Fake) -> Fake {
+    std::mem::take(h)
+}
+
+impl Exchange {
+    fn start_with_authority(mut host: Fake, authority: &str) -> (Self, Flow) {
+        let mut root = PluginRoot::new(1);
+        assert!(root.configure(&mut host));
+        let mut stream = root.stream(&host);
+        host.maps.entry(Map::RequestHeaders).or_default().extend(pairs(&[
+            (":method", "GET"),
+            (":path", "/"),
+            (":authority", authority),
+        ]));
+        let flow = stream.request_headers(&mut host, true);
+        (Self { host, stream }, flow)
+    }
+}
+
+#[test]
+fn an_unconfigured_plugin_refuses_every_request() {
+    let mut h = host("meshguard", "{}");
+    let mut root = PluginRoot::new(1);
+    assert!(!root.configure(&mut h), "a config with no section is refused");
+    let mut stream = root.stream(&h);
+    assert_eq!(stream.request_headers(&mut h, true), Flow::Stop);
+    assert_eq!(
+        h.replies,
+        [(503, Some("meshguard_not_configured".to_owned()))]
+    );
+}
+
+#[test]
+fn caller_trailers_named_like_the_audit_headers_never_reach_the_upstream() {
+    let (mut x, flow) = Exchange::start(host("meshguard", &combined(false)), "POST", "/api/x", &[JSON], false);
+    assert_eq!(flow, Flow::Continue);
+    let flow = x.trailers(
+        Direction::Request,
+        &[("X-Meshguard-Audit", "forged"), ("x-meshguard-command-sha256", "00"), ("x-other", "kept")],
+    );
+    assert_eq!(flow, Flow::Continue);
+    let trailers = x.host.maps.get(&Map::RequestTrailers).cloned().unwrap_or_default();
+    assert_eq!(trailers, pairs(&[("x-other", "kept")]));
+}
