@@ -244,7 +244,8 @@ impl Deployment {
     /// plugins of the chain become one `meshguard` plugin whose config holds
     /// their sections, in chain order. Plugins whose configs carry integrity
     /// (`signature`, `release`, `integrity`: a signature covers one plugin's
-    /// bytes) or that disagree on environment stay as they are.
+    /// bytes), whose environment sets trust variables, or that disagree on
+    /// environment stay as they are.
     pub fn apply(self, filters: &[Filter]) -> Vec<Filter> {
         if self == Self::Separate {
             return filters.to_vec();
@@ -255,9 +256,17 @@ impl Deployment {
                 return None;
             }
             let config: serde_json::Map<String, Value> = serde_json::from_str(&f.config).ok()?;
+            // A signature covers one plugin's bytes, and the integrity
+            // suites judge one plugin's trust settings under its own label:
+            // those plugins stay as they are (the combined plugin's
+            // integrity has rows of its own).
             if ["signature", "release", "integrity"]
                 .iter()
                 .any(|k| config.contains_key(*k))
+                || f.env.iter().any(|(k, _)| {
+                    k.starts_with("MESHGUARD_")
+                        && !["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"].contains(&k.as_str())
+                })
             {
                 return None;
             }
@@ -279,6 +288,14 @@ impl Deployment {
             }
         }
         let mut config = serde_json::Map::new();
+        // The plugin's version names every section's.
+        let versions: Vec<&str> = sections
+            .iter()
+            .filter_map(|(_, s)| s.get("config_version")?.as_str())
+            .collect();
+        if !versions.is_empty() {
+            config.insert("config_version".into(), Value::String(versions.join("+")));
+        }
         for (name, section) in sections {
             config.insert(name, Value::Object(section));
         }
@@ -312,6 +329,15 @@ impl Deployment {
                 }
             })
             .collect()
+    }
+
+    /// Where a section's config key is reported in errors: `identity.rules[0]`
+    /// once combined, `rules[0]` in the section's own plugin.
+    pub fn config_path(self, section: &str, at: &str) -> String {
+        match self {
+            Self::Combined => format!("{section}.{at}"),
+            Self::Separate => at.into(),
+        }
     }
 
     /// The `filter` label a test's plugin has for the integrity metrics:

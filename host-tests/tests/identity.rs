@@ -6,7 +6,7 @@
 
 use meshguard_host_tests::envoy::vm_crashes;
 use meshguard_host_tests::http::{Protocol, Request};
-use meshguard_host_tests::mesh::{Filter, Mesh};
+use meshguard_host_tests::mesh::{Deployment, Filter, Mesh};
 use serde_json::Value;
 
 const POLICY: &str = r#"{
@@ -534,7 +534,10 @@ async fn decisions_and_config_loads_are_exported_to_prometheus_with_labels() {
     );
     let loads = mesh
         .server
-        .metric(r#"meshguard_config_loads_total{filter="identity",result="accepted"}"#)
+        .metric(&format!(
+            r#"meshguard_config_loads_total{{filter="{}",result="accepted"}}"#,
+            Deployment::current().filter_label("identity")
+        ))
         .await
         .unwrap();
     assert!(loads.is_some_and(|n| n >= 1), "{loads:?}");
@@ -554,24 +557,36 @@ async fn decisions_and_config_loads_are_exported_to_prometheus_with_labels() {
 
 #[tokio::test]
 async fn an_invalid_config_is_refused_at_start_with_the_precise_error() {
-    let cases = [
+    let d = Deployment::current();
+    let mut cases = vec![
         (
             r#"{"rules": [{"name": "a", "action": "allow", "principles": ["x"]}]}"#,
-            "meshguard identity: configuration refused: rules[0].principles: unknown field `principles`",
+            format!(
+                "meshguard {}: configuration refused: {}: unknown field `principles`",
+                d.filter_label("identity"),
+                d.config_path("identity", "rules[0].principles")
+            ),
         ),
         (
             r#"{"rules": [{"name": "a", "action": "allow", "principals": ["spiffe://cluster.local/ns//sa/x"]}]}"#,
-            "configuration refused: rules[0].principals[0]: \"spiffe://cluster.local/ns//sa/x\" is not a valid SPIFFE ID: it has an empty path segment",
+            format!(
+                "configuration refused: {}: \"spiffe://cluster.local/ns//sa/x\" is not a valid SPIFFE ID: it has an empty path segment",
+                d.config_path("identity", "rules[0].principals[0]")
+            ),
         ),
-        ("not json", "configuration refused: config: expected a JSON object"),
     ];
+    // Not JSON at all cannot be merged into a combined config: the section's
+    // own plugin refuses it as a whole.
+    if d == Deployment::Separate {
+        cases.push(("not json", "configuration refused: config: expected a JSON object".into()));
+    }
     for (config, want) in cases {
         let log = Mesh::builder()
             .filter(Filter::identity(config))
             .start_refused()
             .await
             .unwrap();
-        assert!(log.contains(want), "want {want:?} in:\n{log}");
+        assert!(log.contains(&want), "want {want:?} in:\n{log}");
     }
 }
 

@@ -526,7 +526,11 @@ async fn each_filter_reports_the_linear_memory_of_its_vms() {
         .start()
         .await
         .expect("mesh starts");
-    let sample = r#"meshguard_vm_memory_bytes{filter="masking"}"#;
+    let sample = format!(
+        r#"meshguard_vm_memory_bytes{{filter="{}"}}"#,
+        meshguard_host_tests::mesh::Deployment::current().filter_label("masking")
+    );
+    let sample = sample.as_str();
     assert_eq!(get(&mesh, "frontend", "/api/orders").await, 200);
     let at_start = mesh.server.metric(sample).await.unwrap().unwrap_or(0);
     assert!(at_start > 0, "no VM memory reported");

@@ -12,7 +12,7 @@
 pub mod abi;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::time::Duration;
 
 use meshguard_core::request::parse_header_map;
