@@ -66,6 +66,7 @@ pub mod certs;
 pub mod collector;
 pub mod echo;
 pub mod envoy;
+pub mod hostile_peer;
 pub mod http;
 pub mod manifests;
 pub mod mesh;

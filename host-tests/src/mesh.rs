@@ -305,10 +305,17 @@ impl Deployment {
             config: Value::Object(config).to_string(),
             env,
             // The strictest: one crashed section must not pass the others' traffic.
-            failure_policy: if merged.iter().all(|f| f.failure_policy == FailurePolicy::FailReload) {
+            failure_policy: if merged
+                .iter()
+                .all(|f| f.failure_policy == FailurePolicy::FailReload)
+            {
                 FailurePolicy::FailReload
-            } else if merged.iter().any(|f| f.failure_policy == FailurePolicy::FailOpen)
-                && merged.iter().all(|f| f.failure_policy == FailurePolicy::FailOpen)
+            } else if merged
+                .iter()
+                .any(|f| f.failure_policy == FailurePolicy::FailOpen)
+                && merged
+                    .iter()
+                    .all(|f| f.failure_policy == FailurePolicy::FailOpen)
             {
                 FailurePolicy::FailOpen
             } else {
@@ -682,7 +689,10 @@ impl MeshBuilder {
         let server = self
             .start_server(dir.path(), &pki, &server_cert, upstream.addr())
             .await?;
-        let server_addr = server.listener("inbound").await?;
+        let server_addr = match server.listener("inbound").await {
+            Ok(addr) => addr,
+            Err(e) => anyhow::bail!("{e}; the server sidecar's log:\n{}", server.log()),
+        };
         let client_bootstrap = self.client_bootstrap(&pki, server_addr)?;
         let client = Envoy::start("client-sidecar", dir.path(), client_bootstrap).await?;
         let client_addr = client.listener("outbound").await?;

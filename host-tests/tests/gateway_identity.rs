@@ -37,7 +37,11 @@ fn unusable_headers() -> Vec<(&'static str, String, &'static str)> {
     const GATEWAY_ELEMENT: &str = "gateway_identity_unusable";
     vec![
         ("no header at all", String::new(), GATEWAY_ELEMENT),
-        ("unterminated quote", format!("By=\"{GATEWAY};URI={EVIL}"), PEER),
+        (
+            "unterminated quote",
+            format!("By=\"{GATEWAY};URI={EVIL}"),
+            PEER,
+        ),
         ("key without value", format!("By={GATEWAY};URI"), PEER),
         (
             "over the size limit",
@@ -95,7 +99,11 @@ async fn a_gateway_request_without_a_usable_caller_is_refused_not_anonymous() {
                 .await
                 .unwrap();
             assert_eq!(resp.status, 403, "{what}: {resp:?}");
-            assert_eq!(resp.header("x-meshguard-deny-reason"), Some(reason), "{what}");
+            assert_eq!(
+                resp.header("x-meshguard-deny-reason"),
+                Some(reason),
+                "{what}"
+            );
             mesh.upstream().assert_nothing_arrived(&what);
         }
         // The gateway's own element names the caller: judged as that caller.
@@ -126,7 +134,10 @@ async fn a_gateway_request_without_a_usable_caller_is_refused_not_anonymous() {
             ))
             .await
             .unwrap();
-        let rows = unusable_headers().iter().filter(|(_, _, r)| *r == reason).count();
+        let rows = unusable_headers()
+            .iter()
+            .filter(|(_, _, r)| *r == reason)
+            .count();
         assert_eq!(refused, Some(2 * rows as u64), "{reason}");
     }
 }

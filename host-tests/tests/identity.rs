@@ -578,7 +578,10 @@ async fn an_invalid_config_is_refused_at_start_with_the_precise_error() {
     // Not JSON at all cannot be merged into a combined config: the section's
     // own plugin refuses it as a whole.
     if d == Deployment::Separate {
-        cases.push(("not json", "configuration refused: config: expected a JSON object".into()));
+        cases.push((
+            "not json",
+            "configuration refused: config: expected a JSON object".into(),
+        ));
     }
     for (config, want) in cases {
         let log = Mesh::builder()

@@ -421,7 +421,10 @@ async fn config_edits_cannot_widen_redirect_replay_or_escape_scope() {
         superseded_answers += usize::from(body.contains("config_superseded"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(superseded_answers > 0, "the replay refused nothing as superseded");
+    assert!(
+        superseded_answers > 0,
+        "the replay refused nothing as superseded"
+    );
     assert!(
         metric(
             &mesh,

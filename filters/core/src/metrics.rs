@@ -45,7 +45,8 @@ pub const CONFIG_QUARANTINED: &str = "meshguard_config_quarantined";
 pub const CONFIG_INFO: &str = "meshguard_config_info";
 /// Gauge, seconds since the intended version was last obtained.
 pub const CONFIG_CHECK_AGE: &str = "meshguard_config_check_age_seconds";
-/// Counter of failed calls to the source of truth.
+/// Counter of failed calls to the source of truth, by `filter` and `reason`
+/// (`dispatch_failed`, `no_answer`, `bad_status`, `too_large`).
 pub const INTENDED_SOURCE_ERRORS: &str = "meshguard_intended_source_errors_total";
 /// Counter of requests refused because their config instance was superseded
 /// by a newer signed serial (a replayed config Envoy served from its cache).
@@ -77,6 +78,11 @@ pub const AUDIT_HASH_FAILURES: &str = "meshguard_audit_hash_failures_total";
 /// `reason`: collector_unavailable, queue_full (no room for the record in the
 /// outbox), hash_failed.
 pub const AUDIT_REFUSED: &str = "meshguard_audit_refused_total";
+
+/// Counter of failed calls to the audit collector, by `reason`
+/// (`dispatch_failed`, `no_answer`, `bad_status`); the records stay in the
+/// outbox for retry (`meshguard_audit_records_total{result}` counts their fate).
+pub const AUDIT_COLLECTOR_FAILURES: &str = "meshguard_audit_collector_failures_total";
 
 /// Longest `version` label value; longer versions are cut (bounded label size).
 pub const MAX_VERSION_LABEL: usize = 64;

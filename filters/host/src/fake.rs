@@ -12,6 +12,9 @@ use crate::host::{
     Attribute, Counter, Direction, Gauge, Map, Metrics, PluginHost, StoreError, StreamHost,
 };
 
+/// A recorded callout: cluster, headers, body.
+pub type Callout = (String, Vec<(String, String)>, Vec<u8>);
+
 #[derive(Debug, Default)]
 pub struct Fake {
     pub maps: HashMap<Map, Vec<(String, String)>>,
@@ -37,7 +40,7 @@ pub struct Fake {
     pub store: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     pub now_ms: u64,
     /// (cluster, headers, body) of each callout.
-    pub callouts: RefCell<Vec<(String, Vec<(String, String)>, Vec<u8>)>>,
+    pub callouts: RefCell<Vec<Callout>>,
     /// The answer a callout callback reads: status and body.
     pub callout_answer: Option<(String, Vec<u8>)>,
     pub wakeups: Vec<u32>,

@@ -154,3 +154,37 @@ pub trait PluginHost: Metrics {
     /// root's wakeup callback receives its id. Unique per VM and `name`.
     fn register_wakeup(&self, name: &str) -> Option<u32>;
 }
+
+/// Why an HTTP callout (source of truth, audit collector) failed: the
+/// `reason` label of the callout failure counters. A failure is counted,
+/// logged once per change, and never touches traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalloutFailure {
+    /// The host refused to start the call (unknown cluster...).
+    DispatchFailed,
+    /// No answer: a timeout, a reset, a peer that stalled after its headers
+    /// or died mid-body (the host reports no headers then).
+    NoAnswer,
+    /// An answer whose status is not the one expected (redirects included).
+    BadStatus,
+    /// An answer larger than the caller reads.
+    TooLarge,
+}
+
+impl CalloutFailure {
+    pub const ALL: [Self; 4] = [
+        Self::DispatchFailed,
+        Self::NoAnswer,
+        Self::BadStatus,
+        Self::TooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DispatchFailed => "dispatch_failed",
+            Self::NoAnswer => "no_answer",
+            Self::BadStatus => "bad_status",
+            Self::TooLarge => "too_large",
+        }
+    }
+}

@@ -33,7 +33,7 @@ use meshguard_core::logsafe;
 use meshguard_core::metrics::{self, tagged};
 use meshguard_core::plugin::{Plugin, Secrets, Shape};
 
-use crate::host::{Attribute, Counter, Gauge, PluginHost, StoreError, StreamHost};
+use crate::host::{Attribute, CalloutFailure, Counter, Gauge, PluginHost, StoreError, StreamHost};
 use crate::reply::{json_reply, Flow};
 
 /// Ticks arriving this much early still count as due.
@@ -136,7 +136,7 @@ impl Instance {
 #[derive(Debug)]
 pub enum Configured {
     /// The config runs.
-    Accepted(Box<Plugin>, Guard),
+    Accepted(Box<Plugin>, Box<Guard>),
     /// Refused on this proxy's first admission of it (or for a reason every
     /// VM shares): `on_configure` answers false, Envoy NACKs.
     Refused,
@@ -277,7 +277,7 @@ pub fn configure<H: PluginHost>(host: &H, instance: &Instance) -> Configured {
         plugin.path_normalization.as_str(),
     );
     let guard = Guard::start(host, instance.clone(), &loaded, env);
-    Configured::Accepted(Box::new(plugin), guard)
+    Configured::Accepted(Box::new(plugin), Box::new(guard))
 }
 
 /// The instance's state in the host's proxy-wide store: it outlives a VM and
@@ -408,7 +408,7 @@ struct DriftMetrics {
     info: Gauge,
     check_age: Gauge,
     document_age: Gauge,
-    source_errors: Counter,
+    source_errors: [Counter; CalloutFailure::ALL.len()],
     answers_refused: Vec<(AnswerRefusal, Counter)>,
 }
 
@@ -461,7 +461,12 @@ impl Guard {
             )),
             check_age: gauge(metrics::CONFIG_CHECK_AGE),
             document_age: gauge(metrics::INTENDED_DOCUMENT_AGE),
-            source_errors: counter(metrics::INTENDED_SOURCE_ERRORS),
+            source_errors: CalloutFailure::ALL.map(|r| {
+                host.define_counter(&tagged(
+                    metrics::INTENDED_SOURCE_ERRORS,
+                    &[("filter", filter), ("reason", r.as_str())],
+                ))
+            }),
             answers_refused: AnswerRefusal::ALL
                 .iter()
                 .map(|r| {
@@ -649,7 +654,7 @@ impl Guard {
             Ok(token) => self.pending_call = Some(token),
             Err(status) => {
                 let reason = format!("cannot call cluster {}: {status}", quoted(&source.cluster));
-                self.failure(host, &reason);
+                self.failure(host, CalloutFailure::DispatchFailed, &reason);
             }
         }
     }
@@ -675,17 +680,26 @@ impl Guard {
         } else {
             host.callout_status()
         };
-        if status.as_deref() != Some("200") {
-            let reason = format!(
-                "no 200 answer (status {}, or timeout/reset)",
-                quoted(status.as_deref().unwrap_or("none"))
-            );
-            self.failure(host, &reason);
-            return true;
+        match status.as_deref() {
+            Some("200") => {}
+            None => {
+                self.failure(
+                    host,
+                    CalloutFailure::NoAnswer,
+                    "no answer (timeout or reset)",
+                );
+                return true;
+            }
+            Some(other) => {
+                let reason = format!("status {}, not 200", quoted(other));
+                self.failure(host, CalloutFailure::BadStatus, &reason);
+                return true;
+            }
         }
         if body_size > MAX_INTENDED_BYTES {
             self.failure(
                 host,
+                CalloutFailure::TooLarge,
                 &format!("the answer is {body_size} bytes, over {MAX_INTENDED_BYTES}"),
             );
             return true;
@@ -739,8 +753,11 @@ impl Guard {
         true
     }
 
-    fn failure<H: PluginHost>(&mut self, host: &H, reason: &str) {
-        host.add(self.metrics.source_errors, 1);
+    fn failure<H: PluginHost>(&mut self, host: &H, kind: CalloutFailure, reason: &str) {
+        let slot = CalloutFailure::ALL.iter().position(|k| *k == kind);
+        if let Some(counter) = slot.and_then(|i| self.metrics.source_errors.get(i)) {
+            host.add(*counter, 1);
+        }
         if let Some(line) = self.monitor.observe_failure(reason) {
             log::warn!(
                 "meshguard {}: {}",

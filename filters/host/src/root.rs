@@ -15,7 +15,7 @@ use crate::vm_memory::VmMemory;
 enum State {
     /// No config was accepted: every stream is refused.
     Unconfigured,
-    Active(Rc<Pipeline>, Guard),
+    Active(Rc<Pipeline>, Box<Guard>),
     /// A config this proxy admitted that this VM could not: every stream is
     /// refused with a stable reason.
     Refusing(Refusing),
@@ -107,7 +107,9 @@ impl PluginRoot {
         }
         match &self.state {
             State::Unconfigured => StreamContext::unconfigured(),
-            State::Active(pipeline, _) => StreamContext::Active(Exchange::new(Rc::clone(pipeline))),
+            State::Active(pipeline, _) => {
+                StreamContext::Active(Box::new(Exchange::new(Rc::clone(pipeline))))
+            }
             State::Refusing(refusing) => StreamContext::Refusing(refusing.clone()),
         }
     }
@@ -116,7 +118,7 @@ impl PluginRoot {
 /// One HTTP stream's context.
 #[derive(Debug)]
 pub enum StreamContext {
-    Active(Exchange),
+    Active(Box<Exchange>),
     /// The plugin has no config it can run: the request is refused.
     Unconfigured,
     Refusing(Refusing),

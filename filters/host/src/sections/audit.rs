@@ -13,10 +13,12 @@ use meshguard_core::audit::{
 };
 use meshguard_core::canonical::{hex, sha256_hex};
 use meshguard_core::logsafe;
-use meshguard_core::metrics::{tagged, AUDIT_HASH_FAILURES, AUDIT_RECORDS, AUDIT_REFUSED};
+use meshguard_core::metrics::{
+    tagged, AUDIT_COLLECTOR_FAILURES, AUDIT_HASH_FAILURES, AUDIT_RECORDS, AUDIT_REFUSED,
+};
 use meshguard_core::plugin::AuditSection;
 
-use crate::host::{Counter, Map, Metrics, PluginHost, StreamHost};
+use crate::host::{CalloutFailure, Counter, Map, Metrics, PluginHost, StreamHost};
 use crate::reply::{json_reply, Flow};
 use crate::view::View;
 
@@ -36,9 +38,24 @@ struct AuditMetrics {
     refused_queue_full: Counter,
     refused_hash: Counter,
     refused_path: Counter,
+    /// `[dispatch_failed, no_answer, bad_status]` (see [`CalloutFailure`]).
+    collector_failures: [Counter; 3],
 }
 
+const COLLECTOR_FAILURES: [CalloutFailure; 3] = [
+    CalloutFailure::DispatchFailed,
+    CalloutFailure::NoAnswer,
+    CalloutFailure::BadStatus,
+];
+
 impl AuditMetrics {
+    fn collector_failed<M: Metrics + ?Sized>(&self, host: &M, failure: CalloutFailure) {
+        let slot = COLLECTOR_FAILURES.iter().position(|f| *f == failure);
+        if let Some(counter) = slot.and_then(|i| self.collector_failures.get(i)) {
+            host.add(*counter, 1);
+        }
+    }
+
     fn count<M: Metrics + ?Sized>(&self, host: &M, outcome: Outcome) {
         host.add(self.delivered, outcome.delivered as u64);
         host.add(self.dropped, outcome.dropped as u64);
@@ -124,6 +141,12 @@ impl Audit {
                 refused_queue_full: refused("queue_full"),
                 refused_hash: refused("hash_failed"),
                 refused_path: refused("path"),
+                collector_failures: COLLECTOR_FAILURES.map(|f| {
+                    host.define_counter(&tagged(
+                        AUDIT_COLLECTOR_FAILURES,
+                        &[("reason", f.as_str())],
+                    ))
+                }),
             },
         }
     }
@@ -184,6 +207,8 @@ impl Audit {
             match host.dispatch(&collector.cluster, &headers, Some(body), timeout) {
                 Ok(token) => Some(token),
                 Err(status) => {
+                    self.metrics
+                        .collector_failed(host, CalloutFailure::DispatchFailed);
                     log::warn!(
                         "meshguard audit: cannot call collector cluster {}: {status}",
                         logsafe::quote(&collector.cluster)
@@ -224,6 +249,11 @@ impl Audit {
             return false;
         };
         if !ok {
+            let failure = match status {
+                None => CalloutFailure::NoAnswer,
+                Some(_) => CalloutFailure::BadStatus,
+            };
+            self.metrics.collector_failed(host, failure);
             log::warn!(
                 "meshguard audit: collector refused or did not answer (status {})",
                 logsafe::quote(status.as_deref().unwrap_or("none"))
@@ -362,7 +392,11 @@ impl InFlight {
     ) -> Flow {
         let policy = &section.policy;
         let trailers = host.headers(Map::RequestTrailers).unwrap_or_default();
-        for name in [policy.command_header(), policy.audit_header(), policy.id_header()] {
+        for name in [
+            policy.command_header(),
+            policy.audit_header(),
+            policy.id_header(),
+        ] {
             let present = trailers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
             if present && !host.set_header(Map::RequestTrailers, name, None) {
                 return refuse(host, 500, "audit_header_strip_failed");
