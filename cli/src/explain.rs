@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use meshguard_core::identity::{
-    Decision, IdentityPolicy, IdentitySource, Judgement, Mode, Peer, RequestInfo, TlsVersion,
+    xfcc, Decision, IdentityPolicy, IdentitySource, Judgement, Mode, Peer, RequestInfo, TlsVersion,
     Transport,
 };
 use meshguard_core::integrity::IntegrityEnv;
@@ -66,10 +66,12 @@ pub struct Args {
     /// filter state (`io.istio.peer_principal`); the transport is mTLS, TLS 1.3.
     #[arg(long, conflicts_with_all = ["plaintext", "no_client_cert", "tls_version"])]
     waypoint: bool,
-    /// The `x-forwarded-client-cert` header as the filter sees it, the
-    /// element this proxy appended included. Without it, an mTLS peer is
-    /// seen as Istio's sidecars show it: one element, `By=<local
-    /// identity>;URI=<peer>` (the certificate has exactly one URI SAN).
+    /// The `x-forwarded-client-cert` header as the caller sent it (read only
+    /// when the peer is one of `identity.trusted_gateways`). The sidecar's
+    /// own element about an mTLS peer, `By=<local identity>;URI=<peer>`
+    /// (a certificate with exactly one URI SAN), is appended as Istio's
+    /// inbound sidecar appends it, unless the header already ends with an
+    /// element `By=<local identity>` (to simulate other certificates).
     #[arg(long, value_name = "HEADER")]
     xfcc: Option<String>,
     /// This proxy's own certificate URI SAN (`connection.uri_san_local_certificate`):
@@ -125,14 +127,19 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
         host: &args.host,
     };
     let local = normalize_principal_text(&args.local_identity).into_owned();
-    // What the filter reads: the header given, or the element Istio's
-    // sidecar appends about an mTLS peer (APPEND_FORWARD).
-    let xfcc = args.xfcc.clone().or_else(|| {
-        transport
-            .certificate_identity()
-            .filter(|_| transport.is_mtls() && !args.waypoint)
-            .map(|peer| format!("By={local};URI={peer}"))
-    });
+    // What the filter reads: the header as the caller sent it, with the
+    // element Istio's sidecar appends about an mTLS peer (APPEND_FORWARD),
+    // unless the header given already ends with this proxy's element.
+    let own = transport
+        .certificate_identity()
+        .filter(|_| transport.is_mtls() && !args.waypoint)
+        .map(|peer| format!("By={local};URI={peer}"));
+    let xfcc = match (args.xfcc.clone(), own) {
+        (Some(header), Some(_)) if xfcc::ends_with_element_by(&header, &local) => Some(header),
+        (Some(header), Some(own)) if !header.is_empty() => Some(format!("{header},{own}")),
+        (Some(_) | None, Some(own)) => Some(own),
+        (header, None) => header,
+    };
     let read_xfcc = || (xfcc.clone(), Some(local.clone()));
     let shadow = policy.shadow().map(|shadow| {
         (

@@ -357,8 +357,8 @@ fn explain_follows_the_xfcc_trust_model() {
         (GATEWAY, gateway_only.as_str(), 2, "reason: gateway_identity_unusable", "note: the peer is a trusted gateway"),
         // Any other peer's XFCC never names the caller.
         (FRONTEND, other_then_ours.as_str(), 0, "peer: spiffe://cluster.local/ns/default/sa/frontend (source: certificate)\n", "note: --xfcc did not name the caller"),
-        // No element of this proxy's: nothing establishes a single URI SAN.
-        (FRONTEND, "By=spiffe://x/y;URI=spiffe://cluster.local/ns/a/sa/b", 2, "reason: peer_identity_unusable", "note: --xfcc did not name the caller"),
+        // The caller's own elements: the sidecar appends its element after them.
+        (FRONTEND, "By=spiffe://x/y;URI=spiffe://cluster.local/ns/a/sa/b", 0, "peer: spiffe://cluster.local/ns/default/sa/frontend (source: certificate)\n", "note: --xfcc did not name the caller"),
         // Our own element lists two URI SANs for the peer certificate: unusable.
         (FRONTEND, "By=spiffe://cluster.local/ns/default/sa/backend;URI=spiffe://cluster.local/ns/default/sa/frontend;URI=spiffe://cluster.local/ns/a/sa/b", 2, "reason: peer_identity_unusable", "note: --xfcc did not name the caller"),
     ];

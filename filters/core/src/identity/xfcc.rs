@@ -119,6 +119,17 @@ pub fn peer_certificate_uris(header: Option<&str>, peer: &str, local: Option<&st
     }
 }
 
+/// Whether the header's last element was written by the proxy whose URI SAN
+/// is `local` (`By=<local>`): `meshguard explain` appends that element itself
+/// only when the header given to it does not end with one.
+pub fn ends_with_element_by(header: &str, local: &str) -> bool {
+    parse(header).is_some_and(|elements| {
+        elements
+            .last()
+            .is_some_and(|e| e.by.as_deref() == Some(local))
+    })
+}
+
 fn appended_locally(e: &Element, local: Option<&str>, peer: &str) -> bool {
     local.is_some_and(|l| e.by.as_deref() == Some(l))
         && e.uris.first().map(String::as_str) == Some(peer)
