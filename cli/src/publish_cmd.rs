@@ -81,6 +81,7 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
         config_version,
         expires: now.saturating_add(args.expires_in),
         issued,
+        sections: None,
     };
     let key = read_signing_key(&args.key)?;
     let path = write_document(&args.out_dir, &document, &args.key_id, &key)?;

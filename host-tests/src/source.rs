@@ -81,6 +81,7 @@ pub fn intended(filter: &str, config: &str) -> IntendedDocument {
         config_version: None,
         expires: now.as_secs() + 3600,
         issued: u64::try_from(now.as_millis()).expect("ms fit"),
+        sections: None,
     }
 }
 

@@ -6,7 +6,7 @@
 //! come only from fixed enums here: cardinality is bounded by construction.
 
 /// Every tag meshguard emits. Istio users list these in `extraStatTags`.
-pub const TAG_NAMES: [&str; 7] = [
+pub const TAG_NAMES: [&str; 8] = [
     "decision",
     "reason",
     "filter",
@@ -14,6 +14,7 @@ pub const TAG_NAMES: [&str; 7] = [
     "version",
     "rule",
     "direction",
+    "section",
 ];
 
 /// Gauge of the linear memory of the largest of a filter's Wasm VMs in the
@@ -43,6 +44,10 @@ pub const INTENDED_ANSWERS_REFUSED: &str = "meshguard_intended_answers_refused_t
 pub const CONFIG_QUARANTINED: &str = "meshguard_config_quarantined";
 /// Gauge, 1 for the active `config_version` (label `version`).
 pub const CONFIG_INFO: &str = "meshguard_config_info";
+/// Gauge, 1 while a combined plugin's section differs from the one the
+/// believed intended document names, by `filter` and `section` (the
+/// document's `sections`; the whole fingerprint decides drift).
+pub const CONFIG_SECTION_DRIFT: &str = "meshguard_config_section_drift";
 /// Gauge, seconds since the intended version was last obtained.
 pub const CONFIG_CHECK_AGE: &str = "meshguard_config_check_age_seconds";
 /// Counter of failed calls to the source of truth, by `filter` and `reason`

@@ -171,6 +171,7 @@ impl Plugin {
                 .map(|c| sha256_hex(&c))
                 .map_err(|e| at(ConfigError::invalid("config", e.to_string())))?;
             plugin.section_fingerprints.push((section, fingerprint));
+            // The section compiles from its own value below.
             match section {
                 Section::Identity => {
                     let mut config: IdentityConfig = from_value(value).map_err(at)?;
@@ -208,6 +209,32 @@ impl Plugin {
     /// The sections this plugin runs, in request order.
     pub fn sections(&self) -> impl Iterator<Item = Section> + '_ {
         self.section_fingerprints.iter().map(|(s, _)| *s)
+    }
+}
+
+/// Each section's fingerprint (hex SHA-256 of its canonical JSON) in the
+/// config `integrity::load` handed over, without compiling anything: what
+/// `meshguard publish` puts in an intended document so that drift says
+/// which section differs.
+pub fn section_fingerprints(
+    filter_config: &[u8],
+    shape: Shape,
+) -> Result<Vec<(Section, String)>, ConfigError> {
+    split(filter_config, shape)?
+        .sections
+        .into_iter()
+        .map(|(section, value)| {
+            let canonical = to_canonical_bytes(&value)
+                .map_err(|e| ConfigError::invalid(section.as_str(), e.to_string()))?;
+            Ok((section, sha256_hex(&canonical)))
+        })
+        .collect()
+}
+
+impl Section {
+    /// The section named `name` (`identity`, `masking`, `audit`).
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
 }
 

@@ -82,6 +82,14 @@ impl Fake {
         ids.iter().filter_map(|id| counters.get(id)).sum()
     }
 
+    /// The value of the gauge named `name` (its full tagged name).
+    pub fn gauge(&self, name: &str) -> Option<u64> {
+        let names = self.metric_names.borrow();
+        let id = names.iter().rposition(|n| n == name)?;
+        let id = u32::try_from(id).ok()?;
+        Some(self.gauges.borrow().get(&id).copied().unwrap_or(0))
+    }
+
     /// Every counter addition, summed.
     pub fn counted(&self) -> u64 {
         self.counters.borrow().values().sum()

@@ -31,7 +31,7 @@ use meshguard_core::integrity::{
 };
 use meshguard_core::logsafe;
 use meshguard_core::metrics::{self, tagged};
-use meshguard_core::plugin::{Plugin, Secrets, Shape};
+use meshguard_core::plugin::{Plugin, Secrets, Section, Shape};
 
 use crate::host::{Attribute, CalloutFailure, Counter, Gauge, PluginHost, StoreError, StreamHost};
 use crate::reply::{json_reply, Flow};
@@ -276,7 +276,13 @@ pub fn configure<H: PluginHost>(host: &H, instance: &Instance) -> Configured {
         o.source_of_truth.as_str(),
         plugin.path_normalization.as_str(),
     );
-    let guard = Guard::start(host, instance.clone(), &loaded, env);
+    let guard = Guard::start(
+        host,
+        instance.clone(),
+        &loaded,
+        env,
+        &plugin.section_fingerprints,
+    );
     Configured::Accepted(Box::new(plugin), Box::new(guard))
 }
 
@@ -408,6 +414,8 @@ struct DriftMetrics {
     info: Gauge,
     check_age: Gauge,
     document_age: Gauge,
+    /// A combined plugin's sections: (section, running fingerprint, gauge).
+    section_drift: Vec<(Section, String, Gauge)>,
     source_errors: [Counter; CalloutFailure::ALL.len()],
     answers_refused: Vec<(AnswerRefusal, Counter)>,
 }
@@ -445,6 +453,7 @@ impl Guard {
         instance: Instance,
         loaded: &Loaded,
         env: IntegrityEnv,
+        sections: &[(Section, String)],
     ) -> Self {
         let filter = instance.filter;
         let f = [("filter", filter)];
@@ -461,6 +470,19 @@ impl Guard {
             )),
             check_age: gauge(metrics::CONFIG_CHECK_AGE),
             document_age: gauge(metrics::INTENDED_DOCUMENT_AGE),
+            section_drift: match instance.shape {
+                Shape::Combined => sections
+                    .iter()
+                    .map(|(section, fp)| {
+                        let gauge = host.define_gauge(&tagged(
+                            metrics::CONFIG_SECTION_DRIFT,
+                            &[("filter", filter), ("section", section.as_str())],
+                        ));
+                        (*section, fp.clone(), gauge)
+                    })
+                    .collect(),
+                Shape::Single(_) => Vec::new(),
+            },
             source_errors: CalloutFailure::ALL.map(|r| {
                 host.define_counter(&tagged(
                     metrics::INTENDED_SOURCE_ERRORS,
@@ -723,6 +745,7 @@ impl Guard {
                     self.believed_issued
                         .map_or(answer.issued, |b| b.max(answer.issued)),
                 );
+                self.judge_sections(host, answer.sections.as_ref());
                 let transition = self.monitor.observe(&answer.intended, now);
                 host.set(self.metrics.check_age, self.monitor.check_age_seconds(now));
                 host.set(
@@ -751,6 +774,34 @@ impl Guard {
             }
         }
         true
+    }
+
+    /// Which sections differ from the ones a believed document names (a
+    /// combined plugin; informational, the whole fingerprint decides drift).
+    fn judge_sections<H: PluginHost>(
+        &self,
+        host: &H,
+        intended: Option<&std::collections::BTreeMap<String, String>>,
+    ) {
+        let mut differing = Vec::new();
+        for (section, running, gauge) in &self.metrics.section_drift {
+            let differs = intended.is_some_and(|intended| {
+                intended
+                    .get(section.as_str())
+                    .is_none_or(|fp| fp != running)
+            });
+            host.set(*gauge, u64::from(differs));
+            if differs {
+                differing.push(section.as_str());
+            }
+        }
+        if !differing.is_empty() {
+            log::info!(
+                "meshguard {}: sections differing from the intended config: {}",
+                self.instance.filter,
+                differing.join(",")
+            );
+        }
     }
 
     fn failure<H: PluginHost>(&mut self, host: &H, kind: CalloutFailure, reason: &str) {

@@ -3,6 +3,7 @@
 //! sections' decisions are tested in the core; the real-Envoy tests are the
 //! proof.
 
+use base64::Engine as _;
 use meshguard_core::audit::verify_header;
 use meshguard_core::plugin::Shape;
 
@@ -443,4 +444,54 @@ fn caller_trailers_named_like_the_audit_headers_never_reach_the_upstream() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(trailers, pairs(&[("x-other", "kept")]));
+}
+
+#[test]
+fn a_believed_intended_document_names_the_sections_that_differ() {
+    use meshguard_core::integrity::{fingerprint, sign_answer, IntendedDocument};
+    use meshguard_core::plugin::{section_fingerprints, Section};
+
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let running = combined(false);
+    let mut h = host("meshguard", &running);
+    h.env.insert("MESHGUARD_TRUSTED_KEYS".into(), format!("release={public}"));
+    h.env.insert(
+        "MESHGUARD_SOURCE_OF_TRUTH".into(),
+        r#"{"cluster": "truth", "path": "/v1/intended/{filter}"}"#.into(),
+    );
+    h.properties.insert("xds.node.metadata.NAMESPACE".into(), "default".into());
+    h.properties.insert("xds.node.metadata.WORKLOAD_NAME".into(), "backend".into());
+    let mut root = PluginRoot::new(1);
+    assert!(root.configure(&mut h));
+    root.tick(&mut h);
+    assert_eq!(h.callouts.borrow().len(), 1, "the first tick polls at once");
+    // The intended config differs from the running one in its masking section only.
+    let intended = running.replace("auth", "authz");
+    let mut sections = std::collections::BTreeMap::new();
+    for (section, fp) in section_fingerprints(intended.as_bytes(), Shape::Combined).unwrap() {
+        sections.insert(section.as_str().to_owned(), fp);
+    }
+    let document = IntendedDocument {
+        filter: "meshguard".into(),
+        workload: "default/backend".into(),
+        fingerprint: fingerprint(intended.as_bytes()).unwrap(),
+        config_version: None,
+        expires: h.now_ms / 1000 + 60,
+        issued: h.now_ms,
+        sections: Some(sections),
+    };
+    let body = sign_answer(&document, "release", &key).unwrap();
+    h.callout_answer = Some(("200".into(), body.clone()));
+    root.callout_response(&mut h, 1, 3, body.len());
+    let gauge = |section: Section| {
+        h.gauge(&format!(
+            "meshguard_config_section_drift.filter=.=meshguard;.;section=.={};.;",
+            section.as_str()
+        ))
+    };
+    assert_eq!(gauge(Section::Masking), Some(1));
+    assert_eq!(gauge(Section::Identity), Some(0));
+    assert_eq!(gauge(Section::Audit), Some(0));
+    assert_eq!(h.gauge("meshguard_config_drift.filter=.=meshguard;.;"), Some(1));
 }

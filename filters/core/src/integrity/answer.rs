@@ -29,6 +29,11 @@ pub struct IntendedDocument {
     /// Unix milliseconds when it was published: a sidecar refuses a document
     /// older than the newest it believed (an old answer replayed).
     pub issued: u64,
+    /// For a combined plugin: each section's intended fingerprint, so that a
+    /// drift names the sections that differ. Informational: `fingerprint`
+    /// alone decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sections: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A believed answer: what is intended, and when that was published.
@@ -36,6 +41,8 @@ pub struct IntendedDocument {
 pub struct Answer {
     pub intended: Intended,
     pub issued: u64,
+    /// The intended fingerprint of each section, when the document names them.
+    pub sections: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Why an answer was not believed; each is a `reason` label of
@@ -140,6 +147,17 @@ pub fn read_answer(
             "fingerprint is not a lowercase hex SHA-256",
         ));
     }
+    if let Some(sections) = &document.sections {
+        let valid = sections
+            .iter()
+            .all(|(name, fp)| crate::plugin::Section::named(name).is_some() && is_fingerprint(fp));
+        if !valid {
+            return Err(refused(
+                AnswerRefusal::Unreadable,
+                "sections must map identity, masking or audit to a lowercase hex SHA-256",
+            ));
+        }
+    }
     let Some(signature) = signature else {
         return Err(refused(AnswerRefusal::Unsigned, "the answer is not signed"));
     };
@@ -198,6 +216,7 @@ pub fn read_answer(
             fingerprint: Some(document.fingerprint),
         },
         issued: document.issued,
+        sections: document.sections,
     })
 }
 
@@ -242,6 +261,7 @@ mod tests {
             config_version: Some("v1".into()),
             expires,
             issued: 500_000,
+            sections: None,
         }
     }
 
