@@ -13,8 +13,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use meshguard_core::audit::{
-    audit_id, decode_key, AuditPolicy, AuditStamp, Chain, CommandRef, Outbox, RecordFields,
-    Refusal, RequestGate, Reservation, Step,
+    audit_id, AuditPolicy, AuditStamp, Chain, CommandRef, Outbox, RecordFields, Refusal,
+    RequestGate, Reservation, Step,
 };
 use meshguard_core::canonical::sha256_hex;
 use meshguard_core::config::ConfigError;
@@ -274,11 +274,7 @@ impl FilterRoot for Audit {
 /// The policy and its HMAC key, read from the env var the policy names.
 fn compile(bytes: &[u8]) -> Result<(AuditPolicy, Vec<u8>), ConfigError> {
     let policy = AuditPolicy::from_json(bytes)?;
-    let at = format!("env {}", policy.key_env());
-    let text = host::env_var(policy.key_env()).unwrap_or_default();
-    let key = decode_key(&text).map_err(|e| {
-        ConfigError::invalid(at, format!("{e} (set it in the WasmPlugin's vmConfig.env)"))
-    })?;
+    let key = policy.hmac_key_from_env(host::env_var)?;
     Ok((policy, key))
 }
 
