@@ -5,8 +5,10 @@
 //! WasmPlugin, meshguard's own structural schema for TrafficExtension) plus what
 //! those schemas miss, negative cases the validator must catch, the chain order,
 //! failure policies and attachments the manifests promise, the audit
-//! EnvoyFilter's Wasm config running body commands in a real Envoy, and the OCI
-//! images pushed to and pulled from a real registry with skopeo.
+//! EnvoyFilter's Wasm config running body commands in a real Envoy, the OCI
+//! images pushed to and pulled from a real registry with skopeo, and every
+//! overlay piped from `kubectl kustomize` into `meshguard validate -` as a
+//! platform team's CI would.
 //!
 //! Needs `make tools` (node packages in .tools/node, docker-registry, skopeo),
 //! kubectl (for `kubectl kustomize`) and `make wasm`; a missing tool fails the
