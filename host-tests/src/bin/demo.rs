@@ -360,28 +360,24 @@ impl Demo {
             "\n$ meshguard audit verify-header \"$X_MESHGUARD_AUDIT\" --key demo=<key> \\\n    \
              --config examples/demo/audit.json --method POST --path /api/query --body-file {LOG_DIR}/query-body.json"
         );
-        let out = meshguard(&[
-            "audit",
-            "verify-header",
-            stamp,
-            "--key",
-            &format!("demo={AUDIT_KEY}"),
-            "--config",
-            "examples/demo/audit.json",
-            "--method",
-            "POST",
-            "--path",
-            "/api/query",
-            "--body-file",
-            &body_file.display().to_string(),
-        ])?;
-        print!("{}", out.stdout);
-        ensure!(
-            out.code == Some(0) && out.stdout.contains("command hash: matches"),
-            "meshguard audit verify-header exited {:?}: {}",
-            out.code,
-            one_line(&format!("{}{}", out.stdout, out.stderr))
-        );
+        run_meshguard(
+            &[
+                "audit",
+                "verify-header",
+                stamp,
+                "--key",
+                &format!("demo={AUDIT_KEY}"),
+                "--config",
+                "examples/demo/audit.json",
+                "--method",
+                "POST",
+                "--path",
+                "/api/query",
+                "--body-file",
+                &body_file.display().to_string(),
+            ],
+            "command hash: matches",
+        )?;
 
         // The records the sidecar logged: one chain, verified.
         let records = wait_for(|| {
@@ -405,19 +401,31 @@ impl Demo {
         let record_file = self.logs.join("audit-records.log");
         std::fs::write(&record_file, records.join("\n") + "\n")?;
         println!("\n$ meshguard audit verify {LOG_DIR}/audit-records.log --key demo=<key>");
-        let out = meshguard(&[
-            "audit",
-            "verify",
-            &record_file.display().to_string(),
-            "--key",
-            &format!("demo={AUDIT_KEY}"),
-        ])?;
-        print!("{}", out.stdout);
+        run_meshguard(
+            &[
+                "audit",
+                "verify",
+                &record_file.display().to_string(),
+                "--key",
+                &format!("demo={AUDIT_KEY}"),
+            ],
+            " 0 broken",
+        )?;
         ensure!(
-            out.code == Some(0) && out.stdout.contains(" 0 broken"),
-            "meshguard audit verify exited {:?}: {}",
-            out.code,
-            one_line(&format!("{}{}", out.stdout, out.stderr))
+            records
+                .last()
+                .is_some_and(|r| r.contains(r#""command":"sql""#)),
+            "the last audit record is not the sql command's"
+        );
+        ensure!(
+            records.len() as u64 == self.allowed.get(),
+            "{} records for {} requests the identity filter let through",
+            records.len(),
+            self.allowed.get()
+        );
+        println!(
+            "(a record for each of the {} requests the identity filter let through, the sql command's last)",
+            records.len()
         );
         // The same records reach the collector (as bare NDJSON lines).
         let logged: Vec<&str> = records
@@ -469,34 +477,30 @@ impl Demo {
                     .replace("\"demo-1\"", "\"demo-2\""),
             ),
         )?;
-        println!("publishing intended version demo-2 (the sidecar still runs demo-1)...");
-        server
-            .wait_for_metric(&drift, Duration::from_secs(5), |v| v == Some(1))
-            .await
-            .context("the drift was not detected")?;
-        server
-            .wait_for_log("config drift detected")
-            .await
-            .context("the drift was not logged")?;
         println!(
-            "  drift = 1    log: {}",
-            self.last_line("config drift detected")
+            "publishing the demo-2 config as the intended one (the sidecar still runs demo-1)..."
         );
+        self.show_drift(&drift, 1, "config drift detected").await?;
         self.truth
             .publish_config(DRIFT_FILTER, &self.configs.identity)?;
-        println!("publishing demo-1 again...");
-        server
-            .wait_for_metric(&drift, Duration::from_secs(5), |v| v == Some(0))
+        println!("publishing the demo-1 config as the intended one again...");
+        self.show_drift(&drift, 0, "config drift cleared").await
+    }
+
+    /// Waits until the drift gauge reads `value` and the sidecar logged
+    /// `event`, and shows both.
+    async fn show_drift(&self, drift: &str, value: u64, event: &str) -> anyhow::Result<()> {
+        self.mesh
+            .server
+            .wait_for_metric(drift, Duration::from_secs(5), |v| v == Some(value))
             .await
-            .context("the drift was not cleared")?;
-        server
-            .wait_for_log("config drift cleared")
+            .with_context(|| format!("the drift gauge never read {value}"))?;
+        self.mesh
+            .server
+            .wait_for_log(event)
             .await
-            .context("the cleared drift was not logged")?;
-        println!(
-            "  drift = 0    log: {}",
-            self.last_line("config drift cleared")
-        );
+            .with_context(|| format!("{event:?} was never logged"))?;
+        println!("  drift = {value}    log: {}", self.last_line(event));
         Ok(())
     }
 
@@ -670,15 +674,9 @@ impl Sample {
     }
 }
 
-/// What a `meshguard` command printed and how it ended.
-struct CliOutput {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the workspace's `meshguard` CLI (what users run) from the repository.
-fn meshguard(args: &[&str]) -> anyhow::Result<CliOutput> {
+/// Runs the workspace's `meshguard` CLI (what users run) from the
+/// repository and shows its output, which must say `verdict`, with exit 0.
+fn run_meshguard(args: &[&str], verdict: &str) -> anyhow::Result<()> {
     let cli = meshguard_host_tests::meshguard_cli();
     let out = std::process::Command::new(&cli)
         .args(args)
@@ -687,11 +685,16 @@ fn meshguard(args: &[&str]) -> anyhow::Result<CliOutput> {
         .env_remove("MESHGUARD_AUDIT_KEY")
         .output()
         .with_context(|| format!("running {}", cli.display()))?;
-    Ok(CliOutput {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    ensure!(
+        out.status.success() && stdout.contains(verdict),
+        "meshguard {} exited {:?}: {}",
+        args.iter().take(2).copied().collect::<Vec<_>>().join(" "),
+        out.status.code(),
+        one_line(&format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    );
+    Ok(())
 }
 
 /// The first line of a message, for the one-line failure report (the full
