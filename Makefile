@@ -35,9 +35,13 @@ test: wasm lint
 	cargo test --workspace --locked
 	BENCH_SMOKE=1 BENCH_OUT=target/bench-smoke.md scripts/bench.sh
 
-demo: wasm
-	cargo build --quiet --locked -p meshguard-cli
-	cargo run --quiet --locked -p meshguard-host-tests --bin demo
+# Quiet builds, then the demo: it checks every claim it prints, exits 1 with
+# one line naming the failed step, and keeps its services' logs in target/demo/.
+demo: tools
+	@echo "make demo: building dist/*.wasm, the meshguard CLI and the demo (quiet; minutes on a fresh clone)"
+	@MESHGUARD_QUIET=1 scripts/build-wasm.sh
+	@cargo build --quiet --locked -p meshguard-cli
+	@cargo run --quiet --locked -p meshguard-host-tests --bin demo
 
 manifests: wasm
 	scripts/render-manifests.sh

@@ -3,6 +3,7 @@
 # rustc-web (scripts/wasm-env.sh), then shrinks it with wasm-opt -Oz.
 #   scripts/build-wasm.sh          build into dist/meshguard.wasm
 #   scripts/build-wasm.sh clippy   clippy -D warnings for the wasm target
+#   MESHGUARD_QUIET=1 scripts/build-wasm.sh   build, printing errors only (make demo)
 # std is built from source once per target dir (target/wasm), kept apart from
 # the native target dir so the two compilers never rebuild each other's work.
 set -euo pipefail
@@ -22,9 +23,10 @@ wasm_env+=(RUSTFLAGS="$wasm_link $wasm_release")
 wasm_opt_features=(--enable-bulk-memory --enable-sign-ext --enable-mutable-globals
   --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue)
 common=(--release --locked -Zbuild-std=std,panic_abort --target wasm32-wasip1 "${packages[@]}")
+quiet=${MESHGUARD_QUIET:-}
 case "$mode" in
   build)
-    "${wasm_env[@]}" /usr/bin/cargo build "${common[@]}"
+    "${wasm_env[@]}" /usr/bin/cargo build ${quiet:+--quiet} "${common[@]}"
     mkdir -p dist
     for m in "${modules[@]}"; do
       crate=${m##*:}
@@ -33,8 +35,8 @@ case "$mode" in
       # make bench's memory rows: 43-47 MiB against 31 MiB added per filter).
       wasm-opt -Oz -ocimfs 0 --strip-debug --strip-producers "${wasm_opt_features[@]}" \
         "target/wasm/wasm32-wasip1/release/$crate.wasm" -o "dist/$crate.wasm"
-      printf '%s  %s bytes  sha256 %s\n' "dist/$crate.wasm" "$(stat -c %s "dist/$crate.wasm")" \
-        "$(sha256sum "dist/$crate.wasm" | cut -d' ' -f1)"
+      [ -n "$quiet" ] || printf '%s  %s bytes  sha256 %s\n' "dist/$crate.wasm" \
+        "$(stat -c %s "dist/$crate.wasm")" "$(sha256sum "dist/$crate.wasm" | cut -d' ' -f1)"
     done
     ;;
   clippy)

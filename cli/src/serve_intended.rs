@@ -8,7 +8,8 @@
 //! so any static web server can serve the same directory.
 //!
 //! Deliberately small: `std::net` only, one thread per connection,
-//! `Connection: close`, bounded request heads and read time.
+//! `Connection: close`, bounded request heads and read time. One log line per
+//! request, to standard error or to a file ([`Log`]).
 
 use std::fmt;
 use std::fs::File;
@@ -16,7 +17,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -38,9 +39,48 @@ const MAX_LOGGED_TARGET: usize = 256;
 /// Connections handled at once; more are answered 503 at once.
 pub const MAX_CONNECTIONS: usize = 256;
 
-/// Accepts connections on `listener` forever, one thread per connection.
-/// Errors accepting one connection are logged and do not stop the loop.
+/// Where the server writes its log lines: one per request, and its errors.
+#[derive(Debug, Clone)]
+pub enum Log {
+    /// Standard error (`meshguard serve-intended`).
+    Stderr,
+    /// Appended to a file (a program that keeps its terminal for itself, such
+    /// as `make demo`).
+    File(Arc<Mutex<File>>),
+}
+
+impl Log {
+    /// Appends to `path`, creating it.
+    pub fn to_file(path: &Path) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self::File(Arc::new(Mutex::new(file))))
+    }
+
+    fn line(&self, text: &str) {
+        match self {
+            Self::Stderr => eprintln!("meshguard serve-intended: {text}"),
+            Self::File(file) => {
+                if let Ok(mut file) = file.lock() {
+                    // A log that cannot be written must not stop the answers.
+                    let _ = writeln!(file, "meshguard serve-intended: {text}");
+                }
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` forever, one thread per connection,
+/// logging to standard error. Errors accepting one connection are logged and
+/// do not stop the loop.
 pub fn serve(listener: TcpListener, dir: PathBuf) -> io::Result<()> {
+    serve_with_log(listener, dir, &Log::Stderr)
+}
+
+/// [`serve`], logging to `log`.
+pub fn serve_with_log(listener: TcpListener, dir: PathBuf, log: &Log) -> io::Result<()> {
     // Fails early on a listener that is not usable.
     listener.local_addr()?;
     let dir = Arc::new(dir);
@@ -49,7 +89,7 @@ pub fn serve(listener: TcpListener, dir: PathBuf) -> io::Result<()> {
         let stream = match stream {
             Ok(stream) => stream,
             Err(e) => {
-                eprintln!("meshguard serve-intended: accept failed: {e}");
+                log.line(&format!("accept failed: {e}"));
                 // Typically out of file descriptors: let connections finish.
                 thread::sleep(Duration::from_millis(50));
                 continue;
@@ -59,20 +99,21 @@ pub fn serve(listener: TcpListener, dir: PathBuf) -> io::Result<()> {
         if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             active.fetch_sub(1, Ordering::SeqCst);
             let response = Response::error(Status::Unavailable, "too many connections");
-            finish(stream, peer, None, &response, false);
+            finish(stream, peer, None, &response, false, log);
             continue;
         }
         let slot = Slot(Arc::clone(&active));
         let dir = Arc::clone(&dir);
+        let conn_log = log.clone();
         let spawned = thread::Builder::new()
             .name("meshguard-intended-conn".into())
             .spawn(move || {
                 let _slot = slot;
-                handle(stream, peer, &dir);
+                handle(stream, peer, &dir, &conn_log);
             });
         if let Err(e) = spawned {
             // The closure (and with it the connection and its slot) was dropped.
-            eprintln!("meshguard serve-intended: cannot start a connection thread: {e}");
+            log.line(&format!("cannot start a connection thread: {e}"));
         }
     }
     Ok(())
@@ -81,9 +122,14 @@ pub fn serve(listener: TcpListener, dir: PathBuf) -> io::Result<()> {
 /// Runs [`serve`] on a new thread (for tests: bind `127.0.0.1:0` and read the
 /// port from the listener before handing it over).
 pub fn spawn(listener: TcpListener, dir: PathBuf) -> JoinHandle<()> {
+    spawn_with_log(listener, dir, Log::Stderr)
+}
+
+/// [`spawn`], logging to `log`.
+pub fn spawn_with_log(listener: TcpListener, dir: PathBuf, log: Log) -> JoinHandle<()> {
     thread::spawn(move || {
-        if let Err(e) = serve(listener, dir) {
-            eprintln!("meshguard serve-intended: stopped: {e}");
+        if let Err(e) = serve_with_log(listener, dir, &log) {
+            log.line(&format!("stopped: {e}"));
         }
     })
 }
@@ -207,7 +253,7 @@ struct RequestSummary {
     version_header: Option<String>,
 }
 
-fn handle(mut stream: TcpStream, peer: Option<SocketAddr>, dir: &Path) {
+fn handle(mut stream: TcpStream, peer: Option<SocketAddr>, dir: &Path, log: &Log) {
     let (summary, response) = match read_head(&mut stream) {
         Ok(head) => match parse_head(&head) {
             Ok(summary) => {
@@ -218,7 +264,7 @@ fn handle(mut stream: TcpStream, peer: Option<SocketAddr>, dir: &Path) {
         },
         Err(response) => (None, response),
     };
-    finish(stream, peer, summary.as_ref(), &response, true);
+    finish(stream, peer, summary.as_ref(), &response, true, log);
 }
 
 /// Writes `response`, closes the connection (draining what the client still
@@ -229,6 +275,7 @@ fn finish(
     summary: Option<&RequestSummary>,
     response: &Response,
     drain: bool,
+    log: &Log,
 ) {
     let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
     let written = stream
@@ -267,10 +314,10 @@ fn finish(
         Ok(()) => String::new(),
         Err(e) => format!(" (response not delivered: {e})"),
     };
-    eprintln!(
-        "meshguard serve-intended: {peer} {request} -> {} {}{write_note}",
+    log.line(&format!(
+        "{peer} {request} -> {} {}{write_note}",
         response.status, response.note
-    );
+    ));
 }
 
 /// Reads up to the end of the request head (`\r\n\r\n`), within

@@ -21,19 +21,20 @@ use crate::resources;
 
 /// Check a filter configuration exactly as the filter's `on_configure` does.
 ///
-/// The integrity environment is read from this process's environment, as the
-/// filter reads it from `vmConfig.env`: MESHGUARD_TRUSTED_KEYS,
-/// MESHGUARD_REQUIRE_SIGNATURE, MESHGUARD_INTENDED_VERSION,
-/// MESHGUARD_INTENDED_FINGERPRINT, MESHGUARD_ON_DRIFT.
+/// Plain plugin JSON: the integrity environment is read from this process's
+/// environment (or --env), as the filter reads it from `vmConfig.env`:
+/// MESHGUARD_TRUSTED_KEYS, MESHGUARD_REQUIRE_SIGNATURE, MESHGUARD_ON_DRIFT,
+/// ... For `--filter masking`, the key of the `hash` strategy is read from the
+/// variable named by `hash_key_env` (default MESHGUARD_MASK_HASH_KEY): a
+/// policy with a `hash` rule is invalid without it, as it is in Envoy. For
+/// `--filter audit`, the HMAC key (the variable named by `key_env`) is
+/// checked only with --env.
 ///
-/// For `--filter audit`, the HMAC key (the variable named by `key_env`) is not
-/// read: the filter reads it at load time, `meshguard validate` checks the
-/// configuration only.
-///
-/// For `--filter masking`, the key of the `hash` strategy is read from the
-/// variable named by `hash_key_env` (default MESHGUARD_MASK_HASH_KEY), as the
-/// filter reads it from `vmConfig.env`: a policy with a `hash` rule is invalid
-/// without it, as it is in Envoy.
+/// WasmPlugin / TrafficExtension resources: the filter sees exactly the
+/// resource's `vmConfig.env`. Inline values are checked as written. Variables
+/// taken from the proxy (`valueFrom: HOST`) are reported as provided by the
+/// proxy and the rest is checked without them (a `hash` rule with a stand-in
+/// key); with --env they are read from it and checked as that proxy would.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Exit status: 0 when the configuration is valid (warnings included), \
@@ -52,11 +53,14 @@ pub struct Args {
     /// omitted; a resource names its filter itself).
     #[arg(long, value_enum)]
     filter: Option<Filter>,
-    /// Read the sidecar's environment from FILE (`NAME=VALUE` lines, `#`
-    /// comments) instead of this process's environment, and show what a
-    /// sidecar with it accepts or refuses, and why.
-    #[arg(long, value_name = "FILE")]
-    env: Option<std::path::PathBuf>,
+    /// The proxy's environment: a FILE of `NAME=VALUE` lines (`#` comments),
+    /// or one NAME=VALUE; repeatable, the last value of a name wins. The
+    /// variables a resource takes from the proxy (`valueFrom: HOST`) and
+    /// plain plugin JSON's are then read from it (not from this process) and
+    /// checked as that proxy would, and the output shows what it accepts or
+    /// refuses, and why.
+    #[arg(long, value_name = "FILE|NAME=VALUE")]
+    env: Vec<String>,
     /// The sidecar's workload (Istio node metadata NAMESPACE/WORKLOAD_NAME):
     /// checks the release scope as that sidecar would.
     #[arg(long, value_name = "NS/NAME")]
@@ -90,6 +94,63 @@ fn read_env_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>
         vars.push((name.trim().to_string(), value.to_string()));
     }
     Ok(vars)
+}
+
+/// A proxy's environment, as `--env` gives it.
+#[derive(Debug)]
+struct ProxyEnv {
+    /// The `--env` arguments, for the notes (variables by name only: a value
+    /// may be a secret key).
+    label: String,
+    vars: Vec<(String, String)>,
+}
+
+impl ProxyEnv {
+    /// `None` without `--env`. An argument is a file when one exists at that
+    /// path, else `NAME=VALUE` when it has that shape, else an unreadable file.
+    fn read(args: &[String]) -> anyhow::Result<Option<Self>> {
+        if args.is_empty() {
+            return Ok(None);
+        }
+        let mut vars = Vec::new();
+        let mut sources = Vec::new();
+        for arg in args {
+            let path = std::path::Path::new(arg);
+            match assignment(arg).filter(|_| !path.exists()) {
+                Some((name, value)) => {
+                    vars.push((name.to_string(), value.to_string()));
+                    sources.push(name.to_string());
+                }
+                None => {
+                    vars.extend(read_env_file(path)?);
+                    sources.push(arg.clone());
+                }
+            }
+        }
+        Ok(Some(Self {
+            label: sources.join(" + "),
+            vars,
+        }))
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// `NAME=VALUE` with NAME an environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
+fn assignment(arg: &str) -> Option<(&str, &str)> {
+    let (name, value) = arg.split_once('=')?;
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic() || first == '_')
+        .then_some(())
+        .filter(|()| chars.all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(|()| (name, value))
 }
 
 impl Filter {
@@ -160,7 +221,7 @@ pub enum Filter {
 }
 
 pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
-    let env_file = args.env.as_deref().map(read_env_file).transpose()?;
+    let proxy_env = ProxyEnv::read(&args.env)?;
     let mut results = Vec::new();
     for path in &args.config {
         let file = match PolicyFile::read(path) {
@@ -191,7 +252,7 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
                     ));
                 }
                 for target in targets {
-                    results.push(validate_one(args, env_file.as_deref(), &target)?);
+                    results.push(validate_one(args, proxy_env.as_ref(), &target)?);
                 }
             }
             Err(e) => results.push(Outcome::failed(
@@ -231,6 +292,8 @@ struct Outcome {
     signature: Option<String>,
     /// What `--env` / `--workload` explain (text output).
     notes: Vec<String>,
+    /// The resource's `valueFrom: HOST` variables, not checked (no `--env`).
+    provided_by_proxy: Vec<String>,
     warnings: Vec<String>,
     error: Option<(Code, String)>,
 }
@@ -249,6 +312,7 @@ impl Outcome {
             fingerprint: None,
             signature: None,
             notes: Vec::new(),
+            provided_by_proxy: Vec::new(),
             warnings: Vec::new(),
             error: Some((code, message)),
         }
@@ -298,6 +362,12 @@ impl Outcome {
             }
             (None, None) => {}
         }
+        if !self.provided_by_proxy.is_empty() {
+            println!(
+                "  provided by the proxy (valueFrom: HOST; --env checks them): {}",
+                self.provided_by_proxy.join(", ")
+            );
+        }
         for warning in &self.warnings {
             eprintln!("warning: {warning}");
         }
@@ -314,6 +384,7 @@ impl Outcome {
             "details": self.summary.as_ref().map(|s| s.details.clone()),
             "fingerprint": self.fingerprint,
             "signature": self.signature,
+            "provided_by_proxy": self.provided_by_proxy,
             "warnings": self.warnings,
             "error": self.error.as_ref().map(|(code, message)| json!({"code": code.as_str(), "message": message})),
         })
@@ -322,11 +393,12 @@ impl Outcome {
 
 /// Validates one configuration as the filter's `on_configure` would, with the
 /// environment the filter would see: for a resource, exactly its
-/// `vmConfig.env` (INLINE values as written, HOST values from `--env` or this
-/// process), for plain JSON this process's environment or `--env`.
+/// `vmConfig.env` (INLINE values as written, HOST values from `--env`, or
+/// reported as provided by the proxy without it), for plain JSON this
+/// process's environment or `--env`.
 fn validate_one(
     args: &Args,
-    env_file: Option<&[(String, String)]>,
+    proxy: Option<&ProxyEnv>,
     target: &resources::Target,
 ) -> anyhow::Result<Outcome> {
     let file = PolicyFile {
@@ -334,27 +406,32 @@ fn validate_one(
         bytes: target.plugin_config.clone(),
     };
     let filter = Some((target.filter, target.filter_from));
-    let host_var = |name: &str| match env_file {
-        Some(vars) => vars
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone()),
-        None => process_var(name),
-    };
     let is_resource = !target.env.is_empty()
         || target.filter_from != "--filter" && target.filter_from != "its keys";
+    // What the proxy provides is unknown without --env: listed, not checked.
+    let mut provided_by_proxy: Vec<String> = Vec::new();
+    if is_resource && proxy.is_none() {
+        for entry in target.env.iter().filter(|e| e.from_host) {
+            if !provided_by_proxy.contains(&entry.name) {
+                provided_by_proxy.push(entry.name.clone());
+            }
+        }
+    }
+    let from_proxy = |name: &str| provided_by_proxy.iter().any(|p| p == name);
     let var = |name: &str| {
         if !is_resource {
-            return host_var(name);
+            return proxy.map_or_else(|| process_var(name), |p| p.get(name));
         }
         let entry = target.env.iter().rev().find(|e| e.name == name)?;
         if entry.from_host {
-            host_var(name)
+            proxy.and_then(|p| p.get(name))
         } else {
             entry.value.clone()
         }
     };
+    // A `hash` rule compiles with a stand-in for a key the proxy provides.
+    let masking_var =
+        |name: &str| var(name).or_else(|| from_proxy(name).then(|| STAND_IN_HASH_KEY.to_owned()));
     if is_resource {
         if let Some(inline) = target
             .env
@@ -374,8 +451,8 @@ fn validate_one(
     }
     let env = IntegrityEnv::from_vars(var).map_err(LoadError::from);
     let mut notes = Vec::new();
-    if let (Some(path), Ok(env)) = (&args.env, &env) {
-        notes.push(describe_env(path, env, &var));
+    if let (Some(proxy), Ok(env)) = (proxy, &env) {
+        notes.push(describe_env(&proxy.label, env, &var));
     }
     let newest_fp = "0".repeat(64);
     let at = args.workload.as_deref().map(|workload| Admission {
@@ -396,12 +473,19 @@ fn validate_one(
             Filter::Identity => file
                 .load_identity(&env)
                 .map(|(loaded, policy)| (loaded, Summary::identity(&policy), None)),
-            Filter::Audit => file.load_audit(&env).map(|(loaded, policy)| {
+            Filter::Audit => file.load_audit(&env).and_then(|(loaded, policy)| {
                 let key = policy.key_env().to_string();
-                (loaded, Summary::audit(&policy), Some(key))
+                // The key as the filter reads it, when its value is known: an
+                // inline value, or the proxy's from --env (a key the resource
+                // does not pass is reported below).
+                let passed = !is_resource || target.env.iter().any(|e| e.name == key);
+                if passed && !from_proxy(&key) && (is_resource || proxy.is_some()) {
+                    policy.hmac_key_from_env(var)?;
+                }
+                Ok((loaded, Summary::audit(&policy), Some(key)))
             }),
             Filter::Masking => file
-                .load_masking(&env, var)
+                .load_masking(&env, masking_var)
                 .map(|(loaded, policy)| (loaded, Summary::masking(&policy), None)),
         }?;
         Ok((loaded, summary, key_env))
@@ -411,6 +495,7 @@ fn validate_one(
         Err(error) => {
             return Ok(Outcome {
                 notes,
+                provided_by_proxy,
                 ..Outcome::failed(&target.source, filter, Code::of(&error), error.to_string())
             })
         }
@@ -425,7 +510,7 @@ fn validate_one(
             ));
         }
     }
-    if args.env.is_some() || args.workload.is_some() {
+    if proxy.is_some() || args.workload.is_some() {
         notes.push(explain_accepted(&loaded, at.as_ref()));
     }
     let mut warnings = summary.warnings.clone();
@@ -437,23 +522,19 @@ fn validate_one(
         signature: Some(loaded.signature.to_string()),
         summary: Some(summary),
         notes,
+        provided_by_proxy,
         warnings,
         error: None,
     })
 }
 
 /// What the sidecar's environment asks for (printed with `--env`).
-fn describe_env(
-    path: &std::path::Path,
-    env: &IntegrityEnv,
-    var: &impl Fn(&str) -> Option<String>,
-) -> String {
+fn describe_env(label: &str, env: &IntegrityEnv, var: &impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::new();
     let keys: Vec<&str> = env.trusted_keys.iter().map(|(id, _)| id.as_str()).collect();
     let _ = writeln!(
         out,
-        "{}: trusted keys [{}], revoked [{}], signatures {}, integrity {}",
-        path.display(),
+        "{label}: trusted keys [{}], revoked [{}], signatures {}, integrity {}",
         keys.join(", "),
         env.revoked_keys.join(", "),
         if env.require_signature {
@@ -584,10 +665,11 @@ fn drift_warning(loaded: &Loaded) -> Option<String> {
         .map(|t| t.message)
 }
 
-/// Stands in for the masking `hash` key when `sign` checks a policy: the key
-/// is a secret of the deployment (`vmConfig.env`), not part of the signed
-/// configuration, and need not be present where policies are signed.
-const SIGN_PLACEHOLDER_HASH_KEY: &str = "meshguard-sign-placeholder-hash-key";
+/// Stands in for the masking `hash` key where the key is not at hand: when
+/// `sign` checks a policy (the key is a secret of the deployment, not part of
+/// the signed configuration), and when `validate` checks a resource whose
+/// proxy provides it (`valueFrom: HOST`, no `--env`).
+const STAND_IN_HASH_KEY: &str = "meshguard-stand-in-hash-key";
 
 /// The load the filter runs with no integrity environment, plus its compile:
 /// what `sign` requires before signing. A masking policy is compiled with a
@@ -598,7 +680,7 @@ pub fn check_default(file: &PolicyFile, filter: Filter) -> Result<(), LoadError>
         Filter::Identity => file.load_identity(&env).map(|_| ()),
         Filter::Audit => file.load_audit(&env).map(|_| ()),
         Filter::Masking => file
-            .load_masking(&env, |_| Some(SIGN_PLACEHOLDER_HASH_KEY.to_owned()))
+            .load_masking(&env, |_| Some(STAND_IN_HASH_KEY.to_owned()))
             .map(|_| ()),
     }
 }

@@ -125,6 +125,172 @@ fn plugin_config_and_vm_env_are_checked_together_with_stable_codes() {
     }
 }
 
+const MASKING_WITH_HASH: &str = r#"
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: meshguard-masking, namespace: shop}
+spec:
+  pluginName: meshguard-masking
+  pluginConfig:
+    rules:
+    - {name: ssn, json_keys: [ssn], strategy: hash}
+  vmConfig:
+    env:
+    - {name: MESHGUARD_REQUIRE_SIGNATURE, valueFrom: HOST}
+    - {name: MESHGUARD_TRUSTED_KEYS, valueFrom: HOST}
+    - {name: MESHGUARD_MASK_HASH_KEY, valueFrom: HOST}
+"#;
+
+/// A variable a resource takes from the proxy (`valueFrom: HOST`) is the
+/// proxy's: without `--env` it is listed as provided by the proxy and the
+/// rest is checked (exit 0), whatever this process's environment holds; with
+/// `--env FILE` or `--env NAME=VALUE` it is read from there and checked as
+/// that proxy would. (Broken by hand: reading HOST variables from this
+/// process again fails the "process environment" row.)
+#[test]
+fn host_variables_are_the_proxys_and_env_checks_them_as_that_proxy_would() {
+    let dir = TempDir::new();
+    let masking = dir.write("masking.yaml", MASKING_WITH_HASH);
+    let audit = dir.write("audit.yaml", TRAFFIC_EXTENSION);
+    let no_keys = dir.write("no-keys.env", "# a proxy without the secret keys\n");
+    let good_audit_key = format!("MESHGUARD_AUDIT_KEY={}", "A".repeat(44));
+    let release_pub = format!("MESHGUARD_TRUSTED_KEYS=release={}", "A".repeat(43) + "=");
+    /// (what, file, args, process env, exit code, stdout has, error code)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<&'a str>,
+        &'a [(&'a str, &'a str)],
+        i32,
+        &'a str,
+        Option<&'a str>,
+    );
+    let listed_masking = "  provided by the proxy (valueFrom: HOST; --env checks them): MESHGUARD_REQUIRE_SIGNATURE, MESHGUARD_TRUSTED_KEYS, MESHGUARD_MASK_HASH_KEY\n";
+    let cases: Vec<Case> =
+        vec![
+        (
+            "without --env a hash rule's key is the proxy's: listed, the rest checked",
+            &masking,
+            vec![],
+            &[],
+            0,
+            listed_masking,
+            None,
+        ),
+        (
+            "the process environment is not the proxy's",
+            &masking,
+            vec![],
+            &[("MESHGUARD_REQUIRE_SIGNATURE", "true"), ("MESHGUARD_TRUSTED_KEYS", "bad")],
+            0,
+            listed_masking,
+            None,
+        ),
+        (
+            "--env FILE: a proxy without the key refuses the hash rule",
+            &masking,
+            vec!["--env", &no_keys],
+            &[],
+            1,
+            "",
+            Some("MG0101"),
+        ),
+        (
+            "--env NAME=VALUE: a proxy with a key accepts it",
+            &masking,
+            vec!["--env", "MESHGUARD_MASK_HASH_KEY=sixteen-bytes-or-more"],
+            &[],
+            0,
+            "valid masking policy",
+            None,
+        ),
+        (
+            "--env: a proxy requiring signatures refuses the unsigned config",
+            &masking,
+            vec![
+                "--env",
+                "MESHGUARD_MASK_HASH_KEY=sixteen-bytes-or-more",
+                "--env",
+                "MESHGUARD_REQUIRE_SIGNATURE=true",
+                "--env",
+                &release_pub,
+            ],
+            &[],
+            1,
+            "signatures required",
+            Some("MG0102"),
+        ),
+        (
+            "without --env the audit key is the proxy's",
+            &audit,
+            vec![],
+            &[],
+            0,
+            "  provided by the proxy (valueFrom: HOST; --env checks them): MESHGUARD_AUDIT_KEY\n",
+            None,
+        ),
+        (
+            "--env: a proxy without the audit key refuses the audit filter",
+            &audit,
+            vec!["--env", &no_keys],
+            &[],
+            1,
+            "",
+            Some("MG0101"),
+        ),
+        (
+            "--env: an audit key that is too short is refused",
+            &audit,
+            vec!["--env", "MESHGUARD_AUDIT_KEY=c2hvcnQ="],
+            &[],
+            1,
+            "",
+            Some("MG0101"),
+        ),
+        (
+            "--env: a proxy with a valid audit key accepts it",
+            &audit,
+            vec!["--env", &good_audit_key],
+            &[],
+            0,
+            "valid audit policy",
+            None,
+        ),
+    ];
+    for (what, file, args, process_env, code, stdout, error) in cases {
+        let mut text_args = vec!["validate", file];
+        text_args.extend(args.iter().copied());
+        let out = meshguard(&text_args, process_env, None);
+        assert_eq!(out.code, Some(code), "{what}: {}", out.context());
+        assert!(out.stdout.contains(stdout), "{what}: {}", out.context());
+        let mut json_args = text_args.clone();
+        json_args.extend(["--output", "json"]);
+        let out = meshguard(&json_args, process_env, None);
+        let result = &json_results(&out)[0];
+        assert_eq!(
+            result["error"]["code"].as_str(),
+            error,
+            "{what}: {}",
+            out.context()
+        );
+        let listed = result["provided_by_proxy"].as_array().unwrap();
+        assert_eq!(
+            listed.is_empty(),
+            !args.is_empty(),
+            "{what}: {}",
+            out.context()
+        );
+    }
+    // What the audit key check says, as the filter says it in Envoy's log.
+    let out = meshguard(&["validate", &audit, "--env", &no_keys], &[], None);
+    assert!(
+        out.stderr
+            .contains("invalid: env MESHGUARD_AUDIT_KEY: the key is empty"),
+        "{}",
+        out.context()
+    );
+}
+
 #[test]
 fn plain_plugin_json_is_recognised_by_its_keys_and_a_contradicting_filter_is_an_error() {
     let dir = TempDir::new();

@@ -1,5 +1,6 @@
 //! A test audit collector: accepts `POST`ed NDJSON batches on 127.0.0.1 and
-//! keeps every record line it received. Stops when dropped.
+//! keeps every record line it received (and, if asked, appends them to a
+//! file, as a collector stores them). Stops when dropped.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,9 +25,27 @@ impl Collector {
         Self::start_with_delay(std::time::Duration::ZERO).await
     }
 
+    /// A collector that also appends every record line to `store` (NDJSON,
+    /// what `meshguard audit verify` reads).
+    pub async fn start_storing_to(store: &std::path::Path) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(store)?;
+        Self::start_with(std::time::Duration::ZERO, Some(file)).await
+    }
+
     /// A collector that takes `delay` to answer each batch (a slow or
     /// overloaded collector, for back-pressure tests).
     pub async fn start_with_delay(delay: std::time::Duration) -> anyhow::Result<Self> {
+        Self::start_with(delay, None).await
+    }
+
+    async fn start_with(
+        delay: std::time::Duration,
+        store: Option<std::fs::File>,
+    ) -> anyhow::Result<Self> {
+        let store_file = Arc::new(Mutex::new(store));
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -34,9 +53,11 @@ impl Collector {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let store = Arc::clone(&store);
+                let store_file = Arc::clone(&store_file);
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let store = Arc::clone(&store);
+                        let store_file = Arc::clone(&store_file);
                         async move {
                             let body = req
                                 .into_body()
@@ -46,6 +67,11 @@ impl Collector {
                                 .unwrap_or_default();
                             tokio::time::sleep(delay).await;
                             let text = String::from_utf8_lossy(&body).into_owned();
+                            if let Ok(mut file) = store_file.lock() {
+                                if let Some(file) = file.as_mut() {
+                                    let _ = write_lines(file, &text);
+                                }
+                            }
                             if let Ok(mut lines) = store.lock() {
                                 lines.extend(
                                     text.lines().filter(|l| !l.is_empty()).map(String::from),
@@ -73,6 +99,15 @@ impl Collector {
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().map(|l| l.clone()).unwrap_or_default()
     }
+}
+
+/// Appends the non-empty lines of a batch, each ending in a newline.
+fn write_lines(file: &mut std::fs::File, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        writeln!(file, "{line}")?;
+    }
+    file.flush()
 }
 
 impl Drop for Collector {

@@ -365,6 +365,8 @@ pub struct MeshBuilder {
     extra_clusters: Vec<(String, SocketAddr)>,
     shape: ServerShape,
     istio_retries: bool,
+    /// [`MeshBuilder::keep_files_in`].
+    files: Option<PathBuf>,
 }
 
 /// Server-sidecar settings that survive filter pushes.
@@ -396,7 +398,25 @@ pub struct Mesh {
     server_cert: CertFiles,
     lds_version: std::cell::Cell<u32>,
     markers: std::cell::Cell<u32>,
-    dir: tempfile::TempDir,
+    dir: MeshDir,
+}
+
+/// Where a mesh keeps its files (configs, certificates, Envoy logs).
+#[derive(Debug)]
+enum MeshDir {
+    /// A temporary directory, removed with the mesh.
+    Temporary(tempfile::TempDir),
+    /// A directory the caller chose, left in place ([`MeshBuilder::keep_files_in`]).
+    Kept(PathBuf),
+}
+
+impl MeshDir {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Temporary(dir) => dir.path(),
+            Self::Kept(dir) => dir,
+        }
+    }
 }
 
 impl Mesh {
@@ -407,6 +427,7 @@ impl Mesh {
             extra_clusters: Vec::new(),
             shape: ServerShape::default(),
             istio_retries: false,
+            files: None,
         }
     }
 
@@ -678,11 +699,27 @@ impl MeshBuilder {
         self
     }
 
+    /// Writes the mesh's files (Envoy configs and logs, certificates) into
+    /// `dir`, created if needed, and leaves them there when the mesh stops
+    /// (by default they go to a temporary directory, removed with the mesh).
+    pub fn keep_files_in(mut self, dir: &Path) -> Self {
+        self.files = Some(dir.to_path_buf());
+        self
+    }
+
     pub async fn start(mut self) -> anyhow::Result<Mesh> {
         self.filters = Deployment::current().apply(&self.filters);
-        let dir = tempfile::Builder::new()
-            .prefix("meshguard-mesh-")
-            .tempdir()?;
+        let dir = match &self.files {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                MeshDir::Kept(dir.clone())
+            }
+            None => MeshDir::Temporary(
+                tempfile::Builder::new()
+                    .prefix("meshguard-mesh-")
+                    .tempdir()?,
+            ),
+        };
         let pki = Pki::new(dir.path())?;
         let upstream = Upstream::start().await?;
         let server_cert = pki.issue("server", SERVER_ID)?;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
+use meshguard_cli::serve_intended::{self, Log};
 use meshguard_core::integrity::{fingerprint, sign_release, IntendedDocument, Release};
 
 /// The workload the test meshes' server sidecar is (its node metadata).
@@ -94,13 +95,23 @@ pub struct SourceOfTruth {
 }
 
 impl SourceOfTruth {
+    /// Logs one line per request to standard error (the test's output).
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with_log(Log::Stderr)
+    }
+
+    /// Logs one line per request to `log_file` (appended).
+    pub fn start_logging_to(log_file: &std::path::Path) -> anyhow::Result<Self> {
+        Self::start_with_log(Log::to_file(log_file)?)
+    }
+
+    fn start_with_log(log: Log) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("meshguard-intended-")
             .tempdir()?;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
-        meshguard_cli::serve_intended::spawn(listener, dir.path().to_path_buf());
+        serve_intended::spawn_with_log(listener, dir.path().to_path_buf(), log);
         Ok(Self { addr, dir })
     }
 

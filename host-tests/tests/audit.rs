@@ -607,3 +607,34 @@ async fn records_carry_the_masking_filters_count_as_filter_state() {
         assert_eq!(decisions["masking"].as_str(), want, "{body}: {decisions}");
     }
 }
+
+/// The HMAC key is read from the variable `key_env` names when the config
+/// loads (`AuditPolicy::hmac_key_from_env`, shared with `meshguard validate
+/// --env`): without it, or with a key too short, Envoy refuses the config
+/// with the same message the CLI prints. (Broken by hand: returning an empty
+/// key instead of the error lets Envoy start, and the test fails.)
+#[tokio::test]
+async fn a_missing_or_short_hmac_key_refuses_the_config_as_validate_says() {
+    let cases = [
+        (
+            None,
+            "configuration refused: env MESHGUARD_AUDIT_KEY: the key is empty",
+        ),
+        (
+            Some("c2hvcnQ="),
+            "configuration refused: env MESHGUARD_AUDIT_KEY: the key decodes to 5 bytes; at least 32 are needed",
+        ),
+    ];
+    for (key, want) in cases {
+        let mut filter = Filter::named("audit", audit_config(false, false));
+        if let Some(key) = key {
+            filter = filter.env("MESHGUARD_AUDIT_KEY", key);
+        }
+        let log = Mesh::builder()
+            .filter(filter)
+            .start_refused()
+            .await
+            .unwrap();
+        assert!(log.contains(want), "want {want:?} in:\n{log}");
+    }
+}

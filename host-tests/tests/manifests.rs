@@ -5,8 +5,10 @@
 //! WasmPlugin, meshguard's own structural schema for TrafficExtension) plus what
 //! those schemas miss, negative cases the validator must catch, the chain order,
 //! failure policies and attachments the manifests promise, the audit
-//! EnvoyFilter's Wasm config running body commands in a real Envoy, and the OCI
-//! images pushed to and pulled from a real registry with skopeo.
+//! EnvoyFilter's Wasm config running body commands in a real Envoy, the OCI
+//! images pushed to and pulled from a real registry with skopeo, and every
+//! overlay piped from `kubectl kustomize` into `meshguard validate -` as a
+//! platform team's CI would.
 //!
 //! Needs `make tools` (node packages in .tools/node, docker-registry, skopeo),
 //! kubectl (for `kubectl kustomize`) and `make wasm`; a missing tool fails the
@@ -510,6 +512,168 @@ fn the_body_command_overlay_swaps_the_audit_extension_for_the_envoyfilter() {
             ["allow_on_headers_stop_iteration"],
         true
     );
+}
+
+/// `kubectl kustomize DIR | meshguard validate - ARGS`, as a platform team's
+/// CI pipes it (pipefail: a kustomize failure fails it too).
+fn kustomize_into_validate(dir: &Path, args: &[&str]) -> Outcome {
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"set -o pipefail; "$KUBECTL" kustomize "$DIR" | "$MESHGUARD" validate - "$@""#)
+        .arg("bash")
+        .args(args)
+        .env(
+            "KUBECTL",
+            meshguard_host_tests::registry::tool("kubectl").unwrap(),
+        )
+        .env("DIR", dir)
+        .env("MESHGUARD", meshguard_host_tests::meshguard_cli())
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The shipped manifests pass the project's own validator as a platform
+/// team's CI runs it: `kubectl kustomize DIR | meshguard validate -` exits 0
+/// for the base of both APIs and every overlay, each meshguard extension
+/// valid, and every variable it takes from the proxy (`valueFrom: HOST`:
+/// trust anchors, MESHGUARD_MASK_HASH_KEY, MESHGUARD_AUDIT_KEY) listed as
+/// provided by the proxy. With `--env`, the same pipe checks them as that
+/// proxy would: a proxy without the secret keys refuses masking's `hash`
+/// rules and the audit filter, one with them accepts everything. (Broken by
+/// hand: `validate` compiling masking without the stand-in hash key, as
+/// before, makes the plain pipe exit 1 on every masking extension.)
+#[test]
+fn every_overlay_piped_from_kustomize_into_meshguard_validate_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    // No trust anchor: the example configs are unsigned, and a proxy that
+    // asks for integrity refuses the audit example's `integrity` section
+    // (unsigned_integrity), as it should.
+    let trust = "# a proxy without trust anchors\nMESHGUARD_DRAIN_GRACE_SECONDS=45\n";
+    let without_keys = write("proxy-without-keys.env", trust);
+    let with_keys = write(
+        "proxy.env",
+        &format!(
+            "{trust}MESHGUARD_MASK_HASH_KEY=a-mask-hash-key-of-32-bytes-long\nMESHGUARD_AUDIT_KEY={AUDIT_KEY}\n"
+        ),
+    );
+    let targets = ["base/wasmplugin", "base/trafficextension"]
+        .into_iter()
+        .map(String::from)
+        .chain(
+            OVERLAYS
+                .into_iter()
+                .chain([("sidecar", "wasmplugin-body-commands")])
+                .map(|(mode, api)| format!("overlays/{mode}/{api}")),
+        );
+    for target in targets {
+        let dir = repo_root().join("istio-manifests").join(&target);
+        // Which extensions the overlay holds, and what each takes from the proxy.
+        let rendered = kustomize(&dir).unwrap();
+        assert!(rendered.success(), "{target}: {}", rendered.output());
+        let yaml = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(yaml.path(), &rendered.stdout).unwrap();
+        let extensions: Vec<(String, Vec<String>)> = yaml_to_json(yaml.path())
+            .unwrap()
+            .iter()
+            .filter(|d| KINDS.contains(&d["kind"].as_str().unwrap_or("")))
+            .map(|d| {
+                let filter = d["metadata"]["labels"]["meshguard.io/filter"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let host: Vec<String> = wasm(d)["vmConfig"]["env"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e["valueFrom"] == "HOST")
+                    .map(|e| e["name"].as_str().unwrap().to_string())
+                    .collect();
+                (filter, host)
+            })
+            .collect();
+        let wanted: &[&str] = if target.ends_with("body-commands") {
+            &["identity", "masking"] // audit is the EnvoyFilter (skipped, said so)
+        } else {
+            &FILTERS
+        };
+        let mut filters: Vec<&str> = extensions.iter().map(|(f, _)| f.as_str()).collect();
+        filters.sort_unstable();
+        let mut sorted = wanted.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(filters, sorted, "{target}");
+
+        // As a user pipes it: exit 0, each extension valid, HOST variables listed.
+        let text = kustomize_into_validate(&dir, &[]);
+        assert_eq!(text.code, 0, "{target}: {}", text.output());
+        for (filter, host) in &extensions {
+            let valid = text
+                .stdout
+                .lines()
+                .position(|l| {
+                    l.contains(&format!(
+                        "({filter} filter, from its pluginName): valid {filter} policy"
+                    ))
+                })
+                .unwrap_or_else(|| panic!("{target}: {filter} not valid: {}", text.output()));
+            assert_eq!(
+                text.stdout.lines().nth(valid + 1),
+                Some(
+                    format!(
+                        "  provided by the proxy (valueFrom: HOST; --env checks them): {}",
+                        host.join(", ")
+                    )
+                    .as_str()
+                ),
+                "{target}: {filter}: {}",
+                text.output()
+            );
+        }
+        for secret in ["MESHGUARD_MASK_HASH_KEY", "MESHGUARD_AUDIT_KEY"] {
+            let hosts = extensions
+                .iter()
+                .any(|(_, h)| h.iter().any(|n| n == secret));
+            assert!(
+                hosts || target.ends_with("body-commands") && secret == "MESHGUARD_AUDIT_KEY",
+                "{target}: nothing takes {secret} from the proxy"
+            );
+        }
+
+        // With --env, as that proxy would.
+        let json = kustomize_into_validate(&dir, &["--output", "json", "--env", &without_keys]);
+        assert_eq!(json.code, 1, "{target}: {}", json.output());
+        let results: Value = serde_json::from_str(&json.stdout).unwrap();
+        for r in results.as_array().unwrap() {
+            let filter = r["filter"].as_str().unwrap();
+            assert_eq!(r["provided_by_proxy"], json!([]), "{target}: {r}");
+            let message = r["error"]["message"].as_str().unwrap_or("");
+            match filter {
+                "identity" => assert_eq!(r["valid"], true, "{target}: {r}"),
+                "masking" => assert!(message.contains("MESHGUARD_MASK_HASH_KEY"), "{target}: {r}"),
+                _ => assert!(
+                    message.contains("env MESHGUARD_AUDIT_KEY: the key is empty"),
+                    "{target}: {r}"
+                ),
+            }
+        }
+        let full = kustomize_into_validate(&dir, &["--env", &with_keys]);
+        assert_eq!(full.code, 0, "{target}: {}", full.output());
+        assert!(
+            !full.stdout.contains("provided by the proxy"),
+            "{target}: {}",
+            full.output()
+        );
+    }
 }
 
 /// The meshguard variables a Deployment patch gives the istio-proxy container,

@@ -16,7 +16,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::audit::{decode_key, AuditConfig, AuditPolicy};
+use crate::audit::{AuditConfig, AuditPolicy};
 use crate::canonical::{sha256_hex, to_canonical_bytes};
 use crate::config::{check_config_version, parse_json, ConfigError, StrictObject};
 use crate::identity::config::IdentityConfig;
@@ -243,13 +243,7 @@ fn audit_key(
     policy: &AuditPolicy,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<u8>, ConfigError> {
-    let text = env(policy.key_env()).unwrap_or_default();
-    decode_key(&text).map_err(|e| {
-        ConfigError::invalid(
-            format!("env {}", policy.key_env()),
-            format!("{e} (set it in the plugin's vmConfig.env, from the proxy: valueFrom: HOST)"),
-        )
-    })
+    policy.hmac_key_from_env(env)
 }
 
 fn from_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ConfigError> {

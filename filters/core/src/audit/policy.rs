@@ -348,6 +348,22 @@ impl AuditPolicy {
         &self.key_env
     }
 
+    /// The HMAC key, read through `env` from the variable [`Self::key_env`]
+    /// names: what the filter does with its VM's environment, and
+    /// `meshguard validate --env` with a proxy's.
+    pub fn hmac_key_from_env(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<u8>, ConfigError> {
+        let text = env(&self.key_env).unwrap_or_default();
+        super::decode_key(&text).map_err(|e| {
+            ConfigError::invalid(
+                format!("env {}", self.key_env),
+                format!("{e} (set it in the WasmPlugin's vmConfig.env)"),
+            )
+        })
+    }
+
     pub fn key_id(&self) -> &str {
         &self.key_id
     }
