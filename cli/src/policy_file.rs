@@ -7,9 +7,12 @@ use std::io::Read;
 
 use anyhow::Context;
 use meshguard_core::audit::AuditPolicy;
+use meshguard_core::config::ConfigError;
 use meshguard_core::identity::IdentityPolicy;
 use meshguard_core::integrity::{self, IntegrityEnv, LoadError, Loaded};
 use meshguard_core::masking::MaskingPolicy;
+use meshguard_core::plugin::{KeyCheck, Plugin, Secrets, Section, Shape};
+use serde_json::{Map, Value};
 
 /// Plugin JSON and the name to report it under.
 #[derive(Debug)]
@@ -38,36 +41,69 @@ impl PolicyFile {
         })
     }
 
-    /// What the identity filter's `on_configure` runs (`meshguard_host::integrity::load_config`):
-    /// signature, fingerprint and integrity section under `env`, then
-    /// `IdentityPolicy::from_json` on the filter's own keys.
+    /// The config shape: a combined `meshguard` config (sections under
+    /// `identity`, `masking`, `audit`) when its keys say so, else the single
+    /// section `single` names.
+    pub fn shape(&self, single: Section) -> Shape {
+        let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(&self.bytes) else {
+            return Shape::Single(single);
+        };
+        if is_combined(&object) {
+            Shape::Combined
+        } else {
+            Shape::Single(single)
+        }
+    }
+
+    /// What a meshguard plugin's `on_configure` runs: signature, fingerprint
+    /// and integrity section under `env`, then the sections of `shape`,
+    /// reading variables through `vars` and secrets as `secrets` says.
+    pub fn load_plugin(
+        &self,
+        env: &IntegrityEnv,
+        shape: Shape,
+        vars: &dyn Fn(&str) -> Option<String>,
+        secrets: Secrets,
+    ) -> Result<(Loaded, Plugin), LoadError> {
+        let loaded = integrity::load(&self.bytes, env)?;
+        let plugin = Plugin::compile(&loaded.filter_config, shape, vars, secrets)?;
+        Ok((loaded, plugin))
+    }
+
+    /// The identity section (the whole config of an identity plugin, or the
+    /// `identity` section of a combined one), loaded as the plugin loads it.
     pub fn load_identity(&self, env: &IntegrityEnv) -> Result<(Loaded, IdentityPolicy), LoadError> {
-        let loaded = integrity::load(&self.bytes, env)?;
-        let policy = IdentityPolicy::from_json(&loaded.filter_config)?;
+        let shape = self.shape(Section::Identity);
+        let (loaded, plugin) =
+            self.load_plugin(env, shape, &process_var, Secrets::PROVIDED_BY_PROXY)?;
+        let policy = plugin.identity.ok_or_else(|| missing(Section::Identity))?;
         Ok((loaded, policy))
     }
 
-    /// What the audit filter's `on_configure` runs, minus reading its HMAC key:
-    /// signature, fingerprint and integrity section under `env`, then
-    /// `AuditPolicy::from_json` on the filter's own keys.
+    /// The audit section, minus reading its HMAC key.
     pub fn load_audit(&self, env: &IntegrityEnv) -> Result<(Loaded, AuditPolicy), LoadError> {
-        let loaded = integrity::load(&self.bytes, env)?;
-        let policy = AuditPolicy::from_json(&loaded.filter_config)?;
-        Ok((loaded, policy))
+        let shape = self.shape(Section::Audit);
+        let (loaded, plugin) =
+            self.load_plugin(env, shape, &process_var, Secrets::PROVIDED_BY_PROXY)?;
+        let section = plugin.audit.ok_or_else(|| missing(Section::Audit))?;
+        Ok((loaded, section.policy))
     }
 
-    /// What the masking filter's `on_configure` runs: signature, fingerprint
-    /// and integrity section under `env`, then
-    /// `MaskingPolicy::from_json_with_env` on the filter's own keys, the hash
-    /// key being read through `vars` from the variable named by `hash_key_env`
-    /// (the filter reads the VM's environment).
+    /// The masking section, its `hash` key read through `vars` from the
+    /// variable named by `hash_key_env` (the plugin reads the VM's
+    /// environment).
     pub fn load_masking(
         &self,
         env: &IntegrityEnv,
         vars: impl Fn(&str) -> Option<String>,
     ) -> Result<(Loaded, MaskingPolicy), LoadError> {
-        let loaded = integrity::load(&self.bytes, env)?;
-        let policy = MaskingPolicy::from_json_with_env(&loaded.filter_config, vars)?;
+        let shape = self.shape(Section::Masking);
+        let secrets = Secrets {
+            hash_key: KeyCheck::Require,
+            audit_key: KeyCheck::ProvidedByProxy,
+        };
+        let (loaded, plugin) = self.load_plugin(env, shape, &vars, secrets)?;
+        let policy = plugin.masking.ok_or_else(|| missing(Section::Masking))?;
         Ok((loaded, policy))
     }
 
@@ -82,4 +118,39 @@ impl PolicyFile {
 /// `vmConfig.env` (unset and non-UTF-8 values are absent).
 pub fn process_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
+}
+
+/// A combined config: only the combined plugin's keys, and at least one
+/// section that is not an identity policy's own `identity` key (whose keys
+/// are `trusted_gateways` and `on_unusable_identity`).
+pub fn is_combined(object: &Map<String, Value>) -> bool {
+    const KEYS: [&str; 8] = [
+        "identity",
+        "masking",
+        "audit",
+        "config_version",
+        "path_normalization",
+        "integrity",
+        "release",
+        "signature",
+    ];
+    let identity_section = object
+        .get("identity")
+        .and_then(Value::as_object)
+        .is_some_and(|i| {
+            i.keys()
+                .any(|k| k != "trusted_gateways" && k != "on_unusable_identity")
+        });
+    object.keys().all(|k| KEYS.contains(&k.as_str()))
+        && (object.contains_key("masking") || object.contains_key("audit") || identity_section)
+}
+
+fn missing(section: Section) -> LoadError {
+    LoadError::Invalid(ConfigError::invalid(
+        "config",
+        format!(
+            "the meshguard plugin config has no {} section",
+            section.as_str()
+        ),
+    ))
 }

@@ -81,7 +81,16 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
         config_version,
         expires: now.saturating_add(args.expires_in),
         issued,
-        sections: None,
+        // A combined plugin's document names each section's fingerprint, so
+        // that a drift says which section differs.
+        sections: match crate::fingerprint::sections(&file) {
+            s if s.is_empty() => None,
+            s => Some(
+                s.into_iter()
+                    .map(|(section, fp)| (section.as_str().to_owned(), fp))
+                    .collect(),
+            ),
+        },
     };
     let key = read_signing_key(&args.key)?;
     let path = write_document(&args.out_dir, &document, &args.key_id, &key)?;

@@ -143,6 +143,20 @@ fn detect_from_resource(resource: &Value, spec: &Value) -> Option<(Filter, &'sta
     for (text, from) in candidates {
         let Some(text) = text else { continue };
         let lower = text.to_ascii_lowercase();
+        // The combined plugin's root id, or its module's name in a URL.
+        let combined = match from {
+            "its pluginName" => lower == "meshguard",
+            "its module url" => {
+                lower.ends_with("/meshguard")
+                    || lower.contains("/meshguard:")
+                    || lower.contains("/meshguard@")
+                    || lower.ends_with("/meshguard.wasm")
+            }
+            _ => false,
+        };
+        if combined {
+            return Some((Filter::Meshguard, from));
+        }
         for filter in [Filter::Identity, Filter::Masking, Filter::Audit] {
             let name = filter.name();
             if lower.contains(&format!("meshguard-{name}"))
@@ -158,8 +172,15 @@ fn detect_from_resource(resource: &Value, spec: &Value) -> Option<(Filter, &'sta
     None
 }
 
-/// Plain plugin JSON: each filter's keys are its own.
+/// Plain plugin JSON: each filter's keys are its own; the combined
+/// plugin's are its sections.
 fn detect_from_keys(value: &Value) -> Filter {
+    if value
+        .as_object()
+        .is_some_and(crate::policy_file::is_combined)
+    {
+        return Filter::Meshguard;
+    }
     let has = |key: &str| value.get(key).is_some();
     let rules = at(value, "/rules").as_array().into_iter().flatten();
     let masking_rule = |r: &Value| {

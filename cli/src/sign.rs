@@ -60,6 +60,12 @@ pub struct Args {
     /// Not valid after this time (Unix seconds).
     #[arg(long, value_name = "UNIX_SECONDS")]
     not_after: Option<u64>,
+    /// On an Istio waypoint, a Service the configuration is released for
+    /// (`NAME.NAMESPACE.svc.cluster.local`, as in the waypoint's filter chain
+    /// names). The plugin refuses requests of any other Service's filter
+    /// chain (`config_out_of_scope`). Repeat for several.
+    #[arg(long, value_name = "HOST")]
+    service: Vec<String>,
 }
 
 pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
@@ -88,7 +94,7 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
         serial: args.serial,
         not_before: args.not_before,
         not_after: args.not_after,
-        services: None,
+        services: (!args.service.is_empty()).then(|| args.service.clone()),
     };
     let key = read_signing_key(&args.key)?;
     let mut signed = integrity::sign_release(&file.bytes, &release, &args.key_id, &key)

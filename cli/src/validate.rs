@@ -12,6 +12,7 @@ use meshguard_core::integrity::{
     self, Admission, DriftMonitor, DriftState, IntegrityEnv, LoadError, Loaded, ALL_ENV,
 };
 use meshguard_core::masking::MaskingPolicy;
+use meshguard_core::plugin::{KeyCheck, Plugin, Secrets, Section, Shape, PATH_NORMALIZATION_ENV};
 
 use serde_json::{json, Value};
 
@@ -157,6 +158,7 @@ impl Filter {
     /// The filter's name, as in metric labels and release scopes.
     pub fn name(self) -> &'static str {
         match self {
+            Self::Meshguard => "meshguard",
             Self::Identity => "identity",
             Self::Audit => "audit",
             Self::Masking => "masking",
@@ -212,6 +214,9 @@ impl Code {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Filter {
+    /// The combined plugin: any of the identity, masking and audit sections
+    /// in one config (root id `meshguard`, docs/deploy.md).
+    Meshguard,
     /// The identity and mTLS policy filter.
     Identity,
     /// The command-hash audit filter (docs/audit.md).
@@ -430,8 +435,14 @@ fn validate_one(
         }
     };
     // A `hash` rule compiles with a stand-in for a key the proxy provides.
-    let masking_var =
-        |name: &str| var(name).or_else(|| from_proxy(name).then(|| STAND_IN_HASH_KEY.to_owned()));
+    // (Only for a secret: the proxy's path normalization, unknown without
+    // --env, is taken as unset.)
+    let masking_var = |name: &str| {
+        var(name).or_else(|| {
+            (from_proxy(name) && name != PATH_NORMALIZATION_ENV)
+                .then(|| STAND_IN_HASH_KEY.to_owned())
+        })
+    };
     if is_resource {
         if let Some(inline) = target
             .env
@@ -487,6 +498,28 @@ fn validate_one(
             Filter::Masking => file
                 .load_masking(&env, masking_var)
                 .map(|(loaded, policy)| (loaded, Summary::masking(&policy), None)),
+            Filter::Meshguard => {
+                let secrets = Secrets {
+                    hash_key: KeyCheck::Require,
+                    audit_key: KeyCheck::ProvidedByProxy,
+                };
+                file.load_plugin(&env, Shape::Combined, &masking_var, secrets)
+                    .and_then(|(loaded, plugin)| {
+                        let key = plugin
+                            .audit
+                            .as_ref()
+                            .map(|a| a.policy.key_env().to_string());
+                        if let (Some(audit), Some(key)) = (&plugin.audit, &key) {
+                            let passed = !is_resource || target.env.iter().any(|e| &e.name == key);
+                            if passed && !from_proxy(key) && (is_resource || proxy.is_some()) {
+                                audit.policy.hmac_key_from_env(var)?;
+                            }
+                        }
+                        let mut summary = Summary::plugin(&plugin);
+                        summary.version.clone_from(&loaded.config_version);
+                        Ok((loaded, summary, key))
+                    })
+            }
         }?;
         Ok((loaded, summary, key_env))
     });
@@ -636,6 +669,42 @@ impl Summary {
         }
     }
 
+    /// A combined plugin: its sections, each with its own summary.
+    fn plugin(plugin: &Plugin) -> Self {
+        let mut parts = Vec::new();
+        let mut warnings = Vec::new();
+        if let Some(p) = &plugin.identity {
+            parts.push(format!(
+                "identity: {}",
+                mode_and_rules(p.mode(), p.rule_count())
+            ));
+            warnings.extend(p.warnings().iter().map(|w| format!("identity: {w}")));
+        }
+        if let Some(p) = &plugin.masking {
+            parts.push(format!(
+                "masking: {}",
+                mode_and_rules(p.mode(), p.rule_count())
+            ));
+        }
+        if let Some(a) = &plugin.audit {
+            parts.push(format!(
+                "audit: {}",
+                count(a.policy.command_count(), "command", "commands")
+            ));
+            warnings.extend(a.policy.warnings().iter().map(|w| format!("audit: {w}")));
+        }
+        parts.push(format!(
+            "path_normalization={}",
+            plugin.path_normalization.as_str()
+        ));
+        Self {
+            filter: "meshguard",
+            version: None,
+            details: parts.join("; "),
+            warnings,
+        }
+    }
+
     fn masking(policy: &MaskingPolicy) -> Self {
         Self {
             filter: "masking",
@@ -676,11 +745,13 @@ const STAND_IN_HASH_KEY: &str = "meshguard-stand-in-hash-key";
 /// placeholder hash key (`validate` checks the real one).
 pub fn check_default(file: &PolicyFile, filter: Filter) -> Result<(), LoadError> {
     let env = IntegrityEnv::default();
-    match filter {
-        Filter::Identity => file.load_identity(&env).map(|_| ()),
-        Filter::Audit => file.load_audit(&env).map(|_| ()),
-        Filter::Masking => file
-            .load_masking(&env, |_| Some(STAND_IN_HASH_KEY.to_owned()))
-            .map(|_| ()),
-    }
+    let single = match filter {
+        Filter::Meshguard => None,
+        Filter::Identity => Some(Section::Identity),
+        Filter::Audit => Some(Section::Audit),
+        Filter::Masking => Some(Section::Masking),
+    };
+    let shape = single.map_or(Shape::Combined, |s| file.shape(s));
+    file.load_plugin(&env, shape, &|_| None, Secrets::PROVIDED_BY_PROXY)
+        .map(|_| ())
 }

@@ -121,6 +121,17 @@ impl ConfigError {
     }
 }
 
+/// Deserializes an optional key that, when present, must hold a value:
+/// `null` is refused rather than read as absent (`#[serde(default,
+/// deserialize_with = "present")]`).
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// Parses plugin JSON into a filter's config type, reporting the JSON path of
 /// the first problem (unknown keys included: every config type refuses them).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {

@@ -118,17 +118,37 @@ pub struct Plugin {
     pub section_fingerprints: Vec<(Section, String)>,
 }
 
-/// How [`Plugin::compile`] obtains secrets the config names by variable
+/// How [`Plugin::compile`] treats a secret the config names by variable
 /// (`masking.hash_key_env`, `audit.key_env`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Secrets {
-    /// Read them, and refuse a config whose secret is missing or malformed:
+pub enum KeyCheck {
+    /// Read it, and refuse a config whose secret is missing or malformed:
     /// what the proxy does.
     Require,
-    /// Take them as provided by the proxy (`valueFrom: HOST`) and check
-    /// nothing about them: what `meshguard validate` does for resources
-    /// whose variables come from the proxy.
+    /// Take it as provided by the proxy (`valueFrom: HOST`) and check
+    /// nothing about it: what `meshguard validate` does for a variable the
+    /// proxy provides.
     ProvidedByProxy,
+}
+
+/// How [`Plugin::compile`] obtains each secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secrets {
+    pub hash_key: KeyCheck,
+    pub audit_key: KeyCheck,
+}
+
+impl Secrets {
+    /// Every secret read and checked: the proxy.
+    pub const REQUIRE: Self = Self {
+        hash_key: KeyCheck::Require,
+        audit_key: KeyCheck::Require,
+    };
+    /// Every secret taken as the proxy's.
+    pub const PROVIDED_BY_PROXY: Self = Self {
+        hash_key: KeyCheck::ProvidedByProxy,
+        audit_key: KeyCheck::ProvidedByProxy,
+    };
 }
 
 /// The keys a combined config may carry besides its sections (the integrity
@@ -181,10 +201,10 @@ impl Plugin {
                 Section::Masking => {
                     let mut config: MaskingConfig = from_value(value).map_err(at)?;
                     config.path_normalization = Some(path_normalization);
-                    let key = match secrets {
-                        Secrets::Require => env(&config.hash_key_env).filter(|k| !k.is_empty()),
+                    let key = match secrets.hash_key {
+                        KeyCheck::Require => env(&config.hash_key_env).filter(|k| !k.is_empty()),
                         // Any non-empty key stands for the proxy's.
-                        Secrets::ProvidedByProxy => Some("provided-by-the-proxy".to_owned()),
+                        KeyCheck::ProvidedByProxy => Some("provided-by-the-proxy".to_owned()),
                     };
                     plugin.masking = Some(
                         MaskingPolicy::compile(config, key.as_deref().map(str::as_bytes))
@@ -195,9 +215,9 @@ impl Plugin {
                     let mut config: AuditConfig = from_value(value).map_err(at)?;
                     config.path_normalization = Some(path_normalization);
                     let policy = AuditPolicy::compile(config).map_err(at)?;
-                    let key = match secrets {
-                        Secrets::Require => audit_key(&policy, env).map_err(at)?,
-                        Secrets::ProvidedByProxy => Vec::new(),
+                    let key = match secrets.audit_key {
+                        KeyCheck::Require => audit_key(&policy, env).map_err(at)?,
+                        KeyCheck::ProvidedByProxy => Vec::new(),
                     };
                     plugin.audit = Some(AuditSection { policy, key });
                 }
@@ -288,7 +308,7 @@ fn split_combined(mut object: Map<String, Value>) -> Result<RawPlugin, ConfigErr
         Some(_) => return Err(ConfigError::invalid("config_version", "expected a string")),
     }
     let path_normalization = match object.remove("path_normalization") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(v) => Some(
             serde_json::from_value::<PathNormalization>(v)
                 .map_err(|e| ConfigError::invalid("path_normalization", e.to_string()))?,
@@ -429,7 +449,7 @@ mod tests {
         shape: Shape,
         vars: &'static [(&'static str, &'static str)],
     ) -> Result<Plugin, String> {
-        Plugin::compile(json.as_bytes(), shape, &env(vars), Secrets::Require)
+        Plugin::compile(json.as_bytes(), shape, &env(vars), Secrets::REQUIRE)
             .map_err(|e| e.to_string())
     }
 
@@ -574,7 +594,7 @@ mod tests {
             json.as_bytes(),
             Shape::Combined,
             &env(&[]),
-            Secrets::ProvidedByProxy
+            Secrets::PROVIDED_BY_PROXY
         )
         .is_ok());
     }

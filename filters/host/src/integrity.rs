@@ -208,7 +208,7 @@ pub fn configure<H: PluginHost>(host: &H, instance: &Instance) -> Configured {
         &loaded.filter_config,
         instance.shape,
         &env_var,
-        Secrets::Require,
+        Secrets::REQUIRE,
     ) {
         Ok(plugin) => plugin,
         Err(error) => {

@@ -297,7 +297,7 @@ fn audit_hashes_and_records_what_masking_left() {
         combined(true).as_bytes(),
         Shape::Combined,
         &|n| (n == "MESHGUARD_AUDIT_KEY").then(|| AUDIT_KEY.to_owned()),
-        meshguard_core::plugin::Secrets::Require,
+        meshguard_core::plugin::Secrets::REQUIRE,
     )
     .unwrap();
     let policy = &section.audit.unwrap().policy;
@@ -455,13 +455,16 @@ fn a_believed_intended_document_names_the_sections_that_differ() {
     let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
     let running = combined(false);
     let mut h = host("meshguard", &running);
-    h.env.insert("MESHGUARD_TRUSTED_KEYS".into(), format!("release={public}"));
+    h.env
+        .insert("MESHGUARD_TRUSTED_KEYS".into(), format!("release={public}"));
     h.env.insert(
         "MESHGUARD_SOURCE_OF_TRUTH".into(),
         r#"{"cluster": "truth", "path": "/v1/intended/{filter}"}"#.into(),
     );
-    h.properties.insert("xds.node.metadata.NAMESPACE".into(), "default".into());
-    h.properties.insert("xds.node.metadata.WORKLOAD_NAME".into(), "backend".into());
+    h.properties
+        .insert("xds.node.metadata.NAMESPACE".into(), "default".into());
+    h.properties
+        .insert("xds.node.metadata.WORKLOAD_NAME".into(), "backend".into());
     let mut root = PluginRoot::new(1);
     assert!(root.configure(&mut h));
     root.tick(&mut h);
@@ -493,5 +496,8 @@ fn a_believed_intended_document_names_the_sections_that_differ() {
     assert_eq!(gauge(Section::Masking), Some(1));
     assert_eq!(gauge(Section::Identity), Some(0));
     assert_eq!(gauge(Section::Audit), Some(0));
-    assert_eq!(h.gauge("meshguard_config_drift.filter=.=meshguard;.;"), Some(1));
+    assert_eq!(
+        h.gauge("meshguard_config_drift.filter=.=meshguard;.;"),
+        Some(1)
+    );
 }

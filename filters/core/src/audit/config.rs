@@ -61,7 +61,7 @@ pub struct AuditConfig {
     pub max_record_path_bytes: u64,
     /// How request paths are canonicalized before commands are matched (as
     /// in the identity filter: docs/identity.md).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::present")]
     pub path_normalization: Option<crate::path::PathNormalization>,
     /// Command paths compare ASCII case-insensitively.
     #[serde(default)]

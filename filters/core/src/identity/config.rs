@@ -17,7 +17,7 @@ pub struct IdentityConfig {
     #[serde(default)]
     pub mode: Mode,
     /// How request paths are canonicalized before rules see them.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::present")]
     pub path_normalization: Option<PathNormalization>,
     /// Paths and path patterns compare ASCII case-insensitively.
     #[serde(default)]

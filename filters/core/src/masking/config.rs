@@ -38,7 +38,7 @@ pub struct MaskingConfig {
     pub mode: Mode,
     /// How request paths are canonicalized before rule scopes match (as in
     /// the identity filter: docs/identity.md).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::present")]
     pub path_normalization: Option<crate::path::PathNormalization>,
     /// Rule paths compare ASCII case-insensitively.
     #[serde(default)]
