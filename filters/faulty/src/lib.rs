@@ -15,6 +15,10 @@
 //!   request it passes on carries [`SEEN_HEADER`] set to this VM's id (the
 //!   host time when its config was accepted), so the test can prove every
 //!   request that reached the upstream went through a live VM, and which.
+//!
+//! With [`FLOOR_ENV`] set in the VM's environment it is the benchmark's floor
+//! for any wasm filter instead: each request only reads one header and sets
+//! one (no pipeline, no per-stream state).
 
 // Crashing is this crate's purpose: the workspace's panic denials exist to
 // keep exactly this out of the real module. For the same reason it does not
@@ -26,6 +30,8 @@
 pub const FAULT_HEADER: &str = "x-meshguard-fault";
 /// The header added to every request the module passes on: the VM's id.
 pub const SEEN_HEADER: &str = "x-meshguard-faulty-vm";
+/// Set (to anything) in `vmConfig.env`: the module is the wasm floor.
+pub const FLOOR_ENV: &str = "MESHGUARD_TEST_FLOOR";
 
 #[cfg(target_family = "wasm")]
 mod exports {
@@ -35,11 +41,17 @@ mod exports {
 
     use meshguard_host::wasm::{self, abi};
 
-    use super::{FAULT_HEADER, SEEN_HEADER};
+    use super::{FAULT_HEADER, FLOOR_ENV, SEEN_HEADER};
 
     thread_local! {
         /// This VM's id: the host time (ns) its config was accepted.
         static VM: Cell<Option<u64>> = const { Cell::new(None) };
+        /// The VM is the benchmark's floor ([`FLOOR_ENV`]).
+        static FLOOR: Cell<bool> = const { Cell::new(false) };
+    }
+
+    fn floor() -> bool {
+        FLOOR.with(Cell::get)
     }
 
     #[no_mangle]
@@ -54,6 +66,9 @@ mod exports {
     }
     #[no_mangle]
     pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
+        if parent_id != 0 && floor() {
+            return;
+        }
         wasm::on_context_create(context_id, parent_id)
     }
     #[no_mangle]
@@ -62,6 +77,10 @@ mod exports {
     }
     #[no_mangle]
     pub extern "C" fn proxy_on_configure(context_id: u32, size: usize) -> bool {
+        if std::env::var_os(FLOOR_ENV).is_some() {
+            FLOOR.with(|f| f.set(true));
+            return true;
+        }
         let accepted = wasm::on_configure(context_id, size);
         if accepted {
             VM.with(|vm| vm.set(abi::now_ns()));
@@ -89,6 +108,11 @@ mod exports {
     #[no_mangle]
     pub extern "C" fn proxy_on_request_headers(context_id: u32, n: usize, end: bool) -> u32 {
         let fault = abi::header_value(abi::MapKind::RequestHeaders, FAULT_HEADER);
+        if floor() {
+            // One header read (above), one header set: nothing else.
+            abi::replace_header(abi::MapKind::RequestHeaders, SEEN_HEADER, "floor");
+            return 0;
+        }
         match fault.as_deref() {
             Some(b"panic") => panic!("meshguard-faulty: panic requested"),
             Some(b"oom") => exhaust_memory(),

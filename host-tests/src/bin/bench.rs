@@ -32,7 +32,7 @@ use meshguard_host_tests::certs::Pki;
 use meshguard_host_tests::envoy::{stats_config, Envoy};
 use meshguard_host_tests::http::Protocol;
 use meshguard_host_tests::mesh::{
-    certificate, loopback, router, static_cluster, wasm_filter, with_protocol, Filter,
+    certificate, loopback, router, static_cluster, wasm_filter, with_protocol, Deployment, Filter,
 };
 use serde_json::{json, Value};
 
@@ -146,6 +146,7 @@ async fn run() -> anyhow::Result<()> {
             ("masking", vec!["masking-1k"]),
             ("audit", vec!["audit-get-log"]),
             ("chain", vec!["chain"]),
+            ("combined", vec!["combined-get"]),
             ("identity-10000", vec!["identity-10000"]),
             ("rbac-10000", vec!["rbac-10000"]),
         ]
@@ -205,7 +206,7 @@ fn variants() -> anyhow::Result<Vec<Variant>> {
     let mut out = vec![plain("none", vec![])];
     // The floor any wasm filter pays: the test-only faulty module passing a
     // request (one header read, one header set, nothing else).
-    let mut floor = Filter::named("faulty", "{}");
+    let mut floor = Filter::named("identity", "{}").env("MESHGUARD_TEST_FLOOR", "1");
     floor.module = meshguard_host_tests::faulty_module();
     out.push(plain("wasm-floor", vec![wasm(floor)?]));
     for rules in [10, 1000, 10_000] {
@@ -286,6 +287,43 @@ fn variants() -> anyhow::Result<Vec<Variant>> {
     c2.response = Response::Json(1024);
     c2.leg = Protocol::Http2;
     out.push(c2);
+    // One plugin against the three-plugin chain, cell by cell: the same
+    // sections, the same configs, one stream context (issue 20).
+    let sections = |audit: &str, body: bool| -> anyhow::Result<(Vec<Value>, Vec<Value>)> {
+        let mut audit_filter = Filter::audit(audit);
+        if body {
+            audit_filter = audit_filter.envoyfilter_variant();
+        }
+        let separate = vec![
+            Filter::identity(identity_policy(10)),
+            Filter::named("masking", MASKING_POLICY),
+            audit_filter,
+        ];
+        let combined = Deployment::Combined.apply(&separate);
+        Ok((
+            separate.iter().map(wasm_filter).collect::<anyhow::Result<_>>()?,
+            combined.iter().map(wasm_filter).collect::<anyhow::Result<_>>()?,
+        ))
+    };
+    let cells: [(&str, &str, Response, Option<usize>, Protocol, bool, u32); 4] = [
+        ("get", r#"{"log_records": true}"#, Response::Small, None, Protocol::Http1, false, 200),
+        ("get-h2", r#"{"log_records": true}"#, Response::Small, None, Protocol::Http2, false, 200),
+        ("16k", r#"{"log_records": true}"#, Response::Json(16 * 1024), None, Protocol::Http1, false, 100),
+        ("post-1k", upload, Response::Small, Some(1024), Protocol::Http1, true, 100),
+    ];
+    for (cell, audit, response, body, leg, body_command, rate) in cells {
+        let (separate, combined) = sections(audit, body_command)?;
+        for (kind, filters) in [("chain", separate), ("combined", combined)] {
+            out.push(Variant {
+                name: format!("{kind}-{cell}"),
+                http_filters: filters,
+                response,
+                request_body: body,
+                leg,
+                rate,
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -658,10 +696,10 @@ fn added(cpu: &BTreeMap<String, Vec<f64>>, name: &str, baseline: &str) -> (f64, 
 
 fn baseline_of(v: &Variant) -> String {
     match (v.response, v.request_body, v.leg) {
-        (Response::Json(1024), _, _) if v.name.starts_with("chain") && v.leg == Protocol::Http2 => {
-            "none-h2".into()
-        }
-        (Response::Json(1024), _, _) if v.name.starts_with("chain") => "none".into(),
+        (Response::Small, None, Protocol::Http2) if v.name.ends_with("-get-h2") => "none-h2".into(),
+        (Response::Small, None, _) if v.name.ends_with("-get") => "none".into(),
+        (Response::Json(1024), _, _) if v.name == "chain-h2" => "none-h2".into(),
+        (Response::Json(1024), _, _) if v.name == "chain" => "none".into(),
         (Response::Json(size), _, _) => format!("none-json-{}", size_label(size)),
         (_, Some(size), _) => format!("none-body-{}", size_label(size)),
         (_, _, Protocol::Http2) => "none-h2".into(),
@@ -822,23 +860,43 @@ fn report(
     let chain_rss = added_rss("chain");
     let r = chain_rss / single;
     writeln!(out, "| full-chain RSS ≤ 1.5× a single filter's (added over a bare Envoy) | {:.1} MiB vs {:.1} MiB = {r:.2}× | {} |", chain_rss / 1024.0, single / 1024.0, at_most(r, 1.5))?;
-    let mut sizes = Vec::new();
-    let mut small = true;
-    for module in ["meshguard_identity", "meshguard_masking", "meshguard_audit"] {
-        let size = std::fs::metadata(meshguard_host_tests::wasm_module(module)?)?.len();
-        small &= size <= 256 * 1024;
-        sizes.push(format!("{module} {} KiB", size / 1024));
-    }
+    let size = std::fs::metadata(meshguard_host_tests::wasm_module("meshguard")?)?.len();
     writeln!(
         out,
-        "| every module ≤ 256 KiB | {} | {} |",
-        sizes.join(", "),
-        met(small)
+        "| every module ≤ 256 KiB | meshguard {} KiB (one module for every plugin) | {} |",
+        size / 1024,
+        met(size <= 256 * 1024)
     )?;
     let none_start = start_ms.get("none").copied().unwrap_or(f64::NAN);
     let id_start = start_ms.get("identity-10000").copied().unwrap_or(f64::NAN) - none_start;
     let rbac_start = start_ms.get("rbac-10000").copied().unwrap_or(f64::NAN) - none_start;
     writeln!(out, "| configure time at 10,000 rules ≤ RBAC's (start to ready, over a bare Envoy) | {id_start:.0} ms vs {rbac_start:.0} ms | {} |", at_most(id_start / rbac_start, 1.0))?;
+
+    writeln!(out, "\n## One plugin (issue 20)\n")?;
+    writeln!(out, "The combined `meshguard` plugin (identity, masking and audit sections in one config, one stream context) against the three-plugin chain with the same configs, cell by cell in the same run.\n")?;
+    writeln!(out, "| cell | three plugins (added µs) | combined (added µs) | combined / chain |")?;
+    writeln!(out, "|---|---|---|---|")?;
+    for cell in ["get", "get-h2", "16k", "post-1k"] {
+        let chain = a(&format!("chain-{cell}"));
+        let one = a(&format!("combined-{cell}"));
+        writeln!(out, "| {cell} | {chain:.1} | {one:.1} | {:.2}× |", one / chain)?;
+    }
+    writeln!(out, "\n| target | measured | result |")?;
+    writeln!(out, "|---|---|---|")?;
+    let combined_get = a("combined-get");
+    let chain_get = a("chain-get");
+    let r = combined_get / chain_get;
+    writeln!(out, "| combined plugin, small GET: added CPU ≤ 0.5× the three-plugin chain | {combined_get:.1} µs vs {chain_get:.1} µs = {r:.2}× | {} |", at_most(r, 0.5))?;
+    let r = combined_get / id10;
+    writeln!(out, "| combined plugin, small GET: added CPU ≤ 1.5× identity alone | {combined_get:.1} µs vs {id10:.1} µs = {r:.2}× | {} |", at_most(r, 1.5))?;
+    let combined_rss = added_rss("combined");
+    let r = combined_rss / single;
+    writeln!(out, "| combined plugin RSS ≤ 1.2× one single-section plugin's (added over a bare Envoy, `--concurrency 1`) | {:.1} MiB vs {:.1} MiB = {r:.2}× | {} |", combined_rss / 1024.0, single / 1024.0, at_most(r, 1.2))?;
+    let module = std::fs::metadata(meshguard_host_tests::wasm_module("meshguard")?)?.len();
+    // The largest module before one plugin: meshguard_masking.wasm at 08ffe26.
+    let largest_before = 583_029.0;
+    let r = module as f64 / largest_before;
+    writeln!(out, "| module ≤ 1.25× the largest single-filter module before (583,029 bytes) | {module} bytes = {r:.3}× | {} |", at_most(r, 1.25))?;
 
     writeln!(out, "\n## Why the missed targets are missed\n")?;
     writeln!(out, "- **Per-request CPU (identity vs RBAC, audit vs identity, masking at 1 KiB vs Lua)**: a wasm filter pays a floor before it does anything: Envoy creates a context and calls into the VM for every stream event (context creation, request headers, response headers, log, done, delete), whatever the module exports. The `wasm-floor` row, a module that reads one header and sets one, costs {floor:.1} µs here, {:.1}× RBAC's whole 10-rule evaluation; no wasm filter can reach 1.5× RBAC. Host calls themselves are cheap (about 1 µs each: ten extra property reads, header-map reads or metric increments per request each added under 15 µs in a probe run). A `perf` profile of the server Envoy under the identity load splits the identity filter's {:.1} µs over the floor into about half module code in the JIT (the engine takes 0.4 µs natively; the rest is header decoding, allocation and formatting compiled to wasm) and half Envoy-side work for its host calls. Closing the gap needs Envoy's native path: a dynamic module (Envoy ≥ 1.34 `dynamic_modules`, a shared library over the same `meshguard-core`), which Istio cannot deploy yet.", floor / rbac10, id10 - floor)?;
