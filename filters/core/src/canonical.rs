@@ -71,12 +71,33 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
+    // A table, not `format!`: hex is on every audited request (hashes, ids).
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len().saturating_mul(2));
     for b in bytes {
-        let _ = write!(s, "{b:02x}"); // writing to a String cannot fail
+        for nibble in [b >> 4, b & 0x0f] {
+            if let Some(&d) = DIGITS.get(usize::from(nibble)) {
+                s.push(char::from(d));
+            }
+        }
     }
     s
+}
+
+/// Writes `text` as a canonical JSON string (serde_json's escapes).
+pub fn write_str(text: &str, out: &mut Vec<u8>) {
+    // Serializing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, text);
+}
+
+/// Writes the canonical form of `value`, nested `depth` levels deep in the
+/// document being written, into `out`.
+pub fn write_canonical(
+    value: &Value,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), CanonicalError> {
+    write(value, out, depth)
 }
 
 #[cfg(test)]

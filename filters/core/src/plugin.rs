@@ -16,7 +16,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::audit::{AuditConfig, AuditPolicy};
+use crate::audit::{AuditConfig, AuditPolicy, MacKey};
 use crate::canonical::{sha256_hex, to_canonical_bytes};
 use crate::config::{check_config_version, parse_json, ConfigError, StrictObject};
 use crate::identity::config::IdentityConfig;
@@ -96,11 +96,12 @@ impl Shape {
     }
 }
 
-/// The audit section with the HMAC key its `key_env` names.
+/// The audit section with the HMAC key its `key_env` names, its key
+/// schedule done once.
 #[derive(Debug)]
 pub struct AuditSection {
     pub policy: AuditPolicy,
-    pub key: Vec<u8>,
+    pub key: MacKey,
 }
 
 /// A plugin config, compiled: the sections it runs and the one path
@@ -219,6 +220,12 @@ impl Plugin {
                         KeyCheck::Require => audit_key(&policy, env).map_err(at)?,
                         KeyCheck::ProvidedByProxy => Vec::new(),
                     };
+                    let key = MacKey::new(&key).ok_or_else(|| {
+                        at(ConfigError::invalid(
+                            format!("env {}", policy.key_env()),
+                            "the HMAC refused the key",
+                        ))
+                    })?;
                     plugin.audit = Some(AuditSection { policy, key });
                 }
             }
@@ -485,7 +492,12 @@ mod tests {
             [Section::Identity, Section::Audit]
         );
         assert!(plugin.identity.is_some() && plugin.masking.is_none() && plugin.audit.is_some());
-        assert_eq!(plugin.audit.unwrap().key.len(), 32);
+        assert_eq!(
+            plugin.audit.unwrap().key.tag(b"x"),
+            crate::audit::MacKey::new(&crate::audit::decode_key(KEY).unwrap())
+                .unwrap()
+                .tag(b"x")
+        );
     }
 
     #[test]

@@ -123,6 +123,10 @@ impl StreamHost for Fake {
         Some(self.maps.get(&map).cloned().unwrap_or_default())
     }
 
+    fn header(&self, map: Map, name: &str) -> Option<String> {
+        self.entry(map, name).map(str::to_owned)
+    }
+
     fn set_header(&mut self, map: Map, name: &str, value: Option<&str>) -> bool {
         let entries = self.maps.entry(map).or_default();
         let at = entries

@@ -80,6 +80,8 @@ pub trait StreamHost: Metrics {
     /// Every entry of a header map, values decoded lossily (obs-text becomes
     /// U+FFFD); `None` when the host gave no map.
     fn headers(&self, map: Map) -> Option<Vec<(String, String)>>;
+    /// One entry of a header map (the first, when repeated), decoded lossily.
+    fn header(&self, map: Map, name: &str) -> Option<String>;
     /// Sets (`Some`) or removes (`None`) every entry named `name`; false if
     /// the host refused.
     fn set_header(&mut self, map: Map, name: &str, value: Option<&str>) -> bool;

@@ -94,6 +94,8 @@ pub struct Exchange {
     pipeline: Rc<Pipeline>,
     masking: masking::Exchange,
     audit: Option<InFlight>,
+    /// What the identity section decided (audit records it).
+    identity_decision: Option<String>,
     /// A section answered the stream itself (or reset it): the rest of the
     /// pipeline stays out of it, as later filters would.
     answered: bool,
@@ -111,10 +113,14 @@ fn index(direction: Direction) -> usize {
 
 impl Exchange {
     pub fn new(pipeline: Rc<Pipeline>) -> Self {
+        // With audit in this plugin, the other sections' outcomes reach it
+        // in process; without, they are published for another plugin's.
+        let publish = pipeline.plugin.audit.is_none();
         Self {
             pipeline,
-            masking: masking::Exchange::default(),
+            masking: masking::Exchange::new(publish),
             audit: None,
+            identity_decision: None,
             answered: false,
             held: [0, 0],
         }
@@ -138,7 +144,9 @@ impl Exchange {
             return self.stop(flow);
         }
         if let (Some(policy), Some(section)) = (&plugin.identity, &pipeline.identity) {
-            if section.request(host, policy, &mut view) == Flow::Stop {
+            let publish = plugin.audit.is_none();
+            let decision = &mut self.identity_decision;
+            if section.request(host, policy, &mut view, publish, decision) == Flow::Stop {
                 return self.stop(Flow::Stop);
             }
         }
@@ -280,7 +288,14 @@ impl Exchange {
         if let (Some(flight), Some(section), Some(audit)) =
             (self.audit.take(), &pipeline.plugin.audit, &pipeline.audit)
         {
-            flight.finish(host, section, audit);
+            let mut decisions = Vec::new();
+            if pipeline.plugin.identity.is_some() {
+                decisions.push(("identity", self.identity_decision.take()));
+            }
+            if pipeline.plugin.masking.is_some() {
+                decisions.push(("masking", self.masking.decision()));
+            }
+            flight.finish(host, section, audit, &decisions);
         }
     }
 

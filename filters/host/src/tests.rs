@@ -65,6 +65,7 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 struct Exchange {
     host: Fake,
     stream: StreamContext,
+    root: PluginRoot,
 }
 
 impl Exchange {
@@ -87,7 +88,7 @@ impl Exchange {
         ]));
         request.extend(pairs(headers));
         let flow = stream.request_headers(&mut host, end);
-        (Self { host, stream }, flow)
+        (Self { host, stream, root }, flow)
     }
 
     fn chunk(&mut self, direction: Direction, data: &[u8], end: bool) -> Flow {
@@ -398,7 +399,7 @@ impl Exchange {
                 (":authority", authority),
             ]));
         let flow = stream.request_headers(&mut host, true);
-        (Self { host, stream }, flow)
+        (Self { host, stream, root }, flow)
     }
 }
 
@@ -499,5 +500,33 @@ fn a_believed_intended_document_names_the_sections_that_differ() {
     assert_eq!(
         h.gauge("meshguard_config_drift.filter=.=meshguard;.;"),
         Some(1)
+    );
+}
+
+#[test]
+fn a_combined_plugin_records_its_own_sections_decisions_without_filter_state() {
+    let config = combined(false).replace(
+        r#""audit": {"#,
+        r#""audit": {"collector": {"cluster": "collector", "path": "/records"}, "#,
+    );
+    let (mut x, flow) = Exchange::start(host("meshguard", &config), "POST", "/api/x", &[JSON], false);
+    assert_eq!(flow, Flow::Continue);
+    x.chunk(Direction::Request, br#"{"password": "x"}"#, true);
+    x.response(&[(":status", "200")], true);
+    x.stream.log(&mut x.host);
+    // Nothing was published for another plugin: audit is in this one.
+    assert!(!x.host.published.contains_key("meshguard_identity"));
+    assert!(!x.host.published.contains_key("meshguard_masking"));
+    // The record, flushed to the collector on the root's timer, carries both.
+    x.root.tick(&mut x.host);
+    let callouts = x.host.callouts.borrow();
+    let body = callouts
+        .iter()
+        .find(|(cluster, _, _)| cluster == "collector")
+        .map(|(_, _, body)| String::from_utf8_lossy(body).into_owned())
+        .expect("a batch to the collector");
+    assert!(
+        body.contains(r#""decisions":{"identity":"allowed:default_allow","masking":"masked:1"}"#),
+        "{body}"
     );
 }

@@ -301,15 +301,53 @@ fn variants() -> anyhow::Result<Vec<Variant>> {
         ];
         let combined = Deployment::Combined.apply(&separate);
         Ok((
-            separate.iter().map(wasm_filter).collect::<anyhow::Result<_>>()?,
-            combined.iter().map(wasm_filter).collect::<anyhow::Result<_>>()?,
+            separate
+                .iter()
+                .map(wasm_filter)
+                .collect::<anyhow::Result<_>>()?,
+            combined
+                .iter()
+                .map(wasm_filter)
+                .collect::<anyhow::Result<_>>()?,
         ))
     };
     let cells: [(&str, &str, Response, Option<usize>, Protocol, bool, u32); 4] = [
-        ("get", r#"{"log_records": true}"#, Response::Small, None, Protocol::Http1, false, 200),
-        ("get-h2", r#"{"log_records": true}"#, Response::Small, None, Protocol::Http2, false, 200),
-        ("16k", r#"{"log_records": true}"#, Response::Json(16 * 1024), None, Protocol::Http1, false, 100),
-        ("post-1k", upload, Response::Small, Some(1024), Protocol::Http1, true, 100),
+        (
+            "get",
+            r#"{"log_records": true}"#,
+            Response::Small,
+            None,
+            Protocol::Http1,
+            false,
+            200,
+        ),
+        (
+            "get-h2",
+            r#"{"log_records": true}"#,
+            Response::Small,
+            None,
+            Protocol::Http2,
+            false,
+            200,
+        ),
+        (
+            "16k",
+            r#"{"log_records": true}"#,
+            Response::Json(16 * 1024),
+            None,
+            Protocol::Http1,
+            false,
+            100,
+        ),
+        (
+            "post-1k",
+            upload,
+            Response::Small,
+            Some(1024),
+            Protocol::Http1,
+            true,
+            100,
+        ),
     ];
     for (cell, audit, response, body, leg, body_command, rate) in cells {
         let (separate, combined) = sections(audit, body_command)?;
@@ -874,12 +912,19 @@ fn report(
 
     writeln!(out, "\n## One plugin (issue 20)\n")?;
     writeln!(out, "The combined `meshguard` plugin (identity, masking and audit sections in one config, one stream context) against the three-plugin chain with the same configs, cell by cell in the same run.\n")?;
-    writeln!(out, "| cell | three plugins (added µs) | combined (added µs) | combined / chain |")?;
+    writeln!(
+        out,
+        "| cell | three plugins (added µs) | combined (added µs) | combined / chain |"
+    )?;
     writeln!(out, "|---|---|---|---|")?;
     for cell in ["get", "get-h2", "16k", "post-1k"] {
         let chain = a(&format!("chain-{cell}"));
         let one = a(&format!("combined-{cell}"));
-        writeln!(out, "| {cell} | {chain:.1} | {one:.1} | {:.2}× |", one / chain)?;
+        writeln!(
+            out,
+            "| {cell} | {chain:.1} | {one:.1} | {:.2}× |",
+            one / chain
+        )?;
     }
     writeln!(out, "\n| target | measured | result |")?;
     writeln!(out, "|---|---|---|")?;

@@ -93,12 +93,29 @@ impl KeyLookup for AnyKid<'_> {
     }
 }
 
-/// HMAC-SHA256 of `data`. `None` only if the MAC refused the key, which HMAC
-/// never does (any key length is valid); kept so no code path can panic.
-pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> Option<[u8; 32]> {
-    let mut mac = HmacSha256::new_from_slice(key).ok()?;
-    mac.update(data);
-    Some(mac.finalize().into_bytes().into())
+/// An HMAC-SHA256 key with its key schedule done once (the inner and outer
+/// pads hashed): each tag then costs only the data's blocks.
+#[derive(Clone)]
+pub struct MacKey(HmacSha256);
+
+impl std::fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MacKey(..)")
+    }
+}
+
+impl MacKey {
+    /// `None` only if the MAC refused the key, which HMAC never does.
+    pub fn new(key: &[u8]) -> Option<Self> {
+        HmacSha256::new_from_slice(key).ok().map(Self)
+    }
+
+    /// HMAC-SHA256 of `data`.
+    pub fn tag(&self, data: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// Constant-time check of a tag over `data`.

@@ -31,7 +31,7 @@ pub mod verify;
 pub use config::AuditConfig;
 pub use gate::{RequestGate, Step};
 pub use hash::{CommandHasher, HashError, Part};
-pub use keys::{decode_key, AnyKid, KeyError, KeyLookup};
+pub use keys::{decode_key, AnyKid, KeyError, KeyLookup, MacKey};
 pub use outbox::{Outbox, OutboxLimits, Refusal, Reservation};
 pub use policy::{AuditPolicy, Collector, CommandRef};
 pub use record::{Chain, Record, RecordError, RecordFields, RECORD_PREFIX, TRUNCATED};

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::canon::canonical_path;
-use super::keys::{b64url, hmac_sha256};
-use crate::canonical::{hex, sha256_hex, to_canonical_bytes};
+use super::keys::{b64url, MacKey};
+use crate::canonical::{hex, sha256_hex, write_canonical, write_str};
 use crate::request::RequestInfo;
 
 /// Marks a record in a log line; everything after its first occurrence is the
@@ -210,9 +210,69 @@ impl Record {
         Value::Object(m)
     }
 
-    /// Canonical JSON of the record, `mac` included or not.
+    /// Canonical JSON of the record, `mac` included or not: the same bytes
+    /// as the canonical form of [`Record::to_value`], written field by field
+    /// (a record's keys are fixed: they are written in sorted order here).
     pub fn canonical_bytes(&self, with_mac: bool) -> Result<Vec<u8>, RecordError> {
-        to_canonical_bytes(&self.to_value(with_mac)).map_err(|_| RecordError::TooDeep)
+        let mut out = Vec::with_capacity(512);
+        let key = |name: &str, out: &mut Vec<u8>| {
+            out.push(if name == "chain" { b'{' } else { b',' });
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        };
+        let opt_str = |v: &Option<String>, out: &mut Vec<u8>| match v {
+            Some(v) => write_str(v, out),
+            None => out.extend_from_slice(b"null"),
+        };
+        let num = |n: u64, out: &mut Vec<u8>| out.extend_from_slice(n.to_string().as_bytes());
+        let opt_num = |n: Option<u64>, out: &mut Vec<u8>| match n {
+            Some(n) => num(n, out),
+            None => out.extend_from_slice(b"null"),
+        };
+        // Sorted by the keys' bytes, as the canonical form sorts them.
+        key("chain", &mut out);
+        write_str(&self.chain, &mut out);
+        key("command", &mut out);
+        write_str(&self.command, &mut out);
+        key("command_sha256", &mut out);
+        write_str(&self.command_sha256, &mut out);
+        key("config_fingerprint", &mut out);
+        opt_str(&self.config_fingerprint, &mut out);
+        key("decisions", &mut out);
+        // One level below the record, as in the record's canonical form.
+        write_canonical(&Value::Object(self.decisions.clone()), &mut out, 1)
+            .map_err(|_| RecordError::TooDeep)?;
+        key("duration_ms", &mut out);
+        opt_num(self.duration_ms, &mut out);
+        key("host", &mut out);
+        write_str(&self.host, &mut out);
+        key("id", &mut out);
+        write_str(&self.id, &mut out);
+        key("kid", &mut out);
+        write_str(&self.kid, &mut out);
+        if with_mac {
+            key("mac", &mut out);
+            write_str(&self.mac, &mut out);
+        }
+        key("method", &mut out);
+        write_str(&self.method, &mut out);
+        key("path", &mut out);
+        write_str(&self.path, &mut out);
+        key("peer", &mut out);
+        opt_str(&self.peer, &mut out);
+        key("prev", &mut out);
+        write_str(&self.prev, &mut out);
+        key("seq", &mut out);
+        num(self.seq, &mut out);
+        key("status", &mut out);
+        opt_num(self.status.map(u64::from), &mut out);
+        key("ts_ms", &mut out);
+        num(self.ts_ms, &mut out);
+        key("v", &mut out);
+        num(u64::from(self.v), &mut out);
+        out.push(b'}');
+        Ok(out)
     }
 
     /// What the next record's `prev` must be.
@@ -272,6 +332,19 @@ impl Chain {
         key: &[u8],
         kid: &str,
     ) -> Result<Record, RecordError> {
+        let key = MacKey::new(key).ok_or(RecordError::BadKey)?;
+        self.seal_line(fields, &key, kid).map(|(record, _)| record)
+    }
+
+    /// As [`Chain::seal`], with a key whose schedule is done, and also
+    /// returns the record's log line (its canonical JSON is computed once,
+    /// for the chain and the line).
+    pub fn seal_line(
+        &mut self,
+        fields: RecordFields,
+        key: &MacKey,
+        kid: &str,
+    ) -> Result<(Record, String), RecordError> {
         let next_seq = self
             .next_seq
             .checked_add(1)
@@ -297,11 +370,14 @@ impl Chain {
             mac: String::new(),
         };
         let unsigned = record.canonical_bytes(false)?;
-        let tag = hmac_sha256(key, &unsigned).ok_or(RecordError::BadKey)?;
-        record.mac = b64url(&tag);
-        self.prev_hash = record.chain_hash()?;
+        record.mac = b64url(&key.tag(&unsigned));
+        let signed = record.canonical_bytes(true)?;
+        self.prev_hash = sha256_hex(&signed);
         self.next_seq = next_seq;
-        Ok(record)
+        let mut line = String::with_capacity(RECORD_PREFIX.len().saturating_add(signed.len()));
+        line.push_str(RECORD_PREFIX);
+        line.push_str(&String::from_utf8_lossy(&signed));
+        Ok((record, line))
     }
 }
 

@@ -9,7 +9,7 @@
 //! See `docs/audit.md` for a worked example.
 
 use super::canon::parse_digest_hex;
-use super::keys::{b64url, b64url_tag, hmac_sha256, hmac_verify, AnyKid, KeyLookup};
+use super::keys::{b64url, b64url_tag, hmac_verify, AnyKid, KeyLookup, MacKey};
 use super::policy::{is_valid_key_id, MAX_KEY_ID_LEN};
 use crate::canonical::hex;
 
@@ -182,8 +182,13 @@ impl AuditStamp {
 
     /// The header value, signed with `key`.
     pub fn sign(&self, key: &[u8]) -> Result<String, StampError> {
+        self.sign_with(&MacKey::new(key).ok_or(StampError::BadKey)?)
+    }
+
+    /// The header value, signed with a key whose schedule is done.
+    pub fn sign_with(&self, key: &MacKey) -> Result<String, StampError> {
         self.check()?;
-        let tag = hmac_sha256(key, self.mac_input().as_bytes()).ok_or(StampError::BadKey)?;
+        let tag = key.tag(self.mac_input().as_bytes());
         let mut out = String::with_capacity(256);
         for (name, value) in FIELDS.iter().zip(self.values()) {
             out.push_str(name);

@@ -420,9 +420,8 @@ impl InFlight {
     /// The caller gets the id and hash (an upstream's own copies are replaced).
     pub fn response_headers<H: StreamHost>(&mut self, host: &mut H, section: &AuditSection) {
         self.status = host
-            .headers(Map::ResponseHeaders)
-            .and_then(|h| h.into_iter().find(|(n, _)| n == ":status"))
-            .and_then(|(_, s)| s.parse().ok());
+            .header(Map::ResponseHeaders, ":status")
+            .and_then(|s| s.parse().ok());
         let policy = &section.policy;
         host.set_header(Map::ResponseHeaders, policy.id_header(), Some(&self.id));
         let hash = self.command_sha256.map(|h| hex(&h));
@@ -467,7 +466,7 @@ impl InFlight {
             config_fingerprint: Some(audit.fingerprint.clone()),
             command_sha256: hash,
         };
-        match stamp.sign(&section.key) {
+        match stamp.sign_with(&section.key) {
             Ok(header) => {
                 let all_set =
                     host.set_header(
@@ -511,8 +510,16 @@ impl InFlight {
         Flow::Continue
     }
 
-    /// The exchange ended: seals and emits the record.
-    pub fn finish<H: StreamHost>(self, host: &mut H, section: &AuditSection, audit: &Audit) {
+    /// The exchange ended: seals and emits the record. `decisions` are the
+    /// outcomes of this plugin's own sections; another plugin's are read from
+    /// the filter state it published.
+    pub fn finish<H: StreamHost>(
+        self,
+        host: &mut H,
+        section: &AuditSection,
+        audit: &Audit,
+        decisions: &[(&'static str, Option<String>)],
+    ) {
         let policy = &section.policy;
         let request_info = meshguard_core::request::RequestInfo {
             path: &self.target,
@@ -531,7 +538,11 @@ impl InFlight {
         fields.duration_ms = Some(host.now_ms().saturating_sub(self.start_ms));
         fields.config_fingerprint = Some(audit.fingerprint.clone());
         for other in OTHER_SECTIONS {
-            if let Some(decision) = host.published(&format!("meshguard_{other}")) {
+            let decision = match decisions.iter().find(|(name, _)| *name == other) {
+                Some((_, local)) => local.clone(),
+                None => host.published(&format!("meshguard_{other}")),
+            };
+            if let Some(decision) = decision {
                 fields.decisions.insert(other.into(), decision.into());
             }
         }
@@ -543,12 +554,12 @@ impl InFlight {
         let fields = fields.cap(policy.max_record_path_bytes());
         let sealed = match audit.chain.try_borrow_mut() {
             Ok(mut chain) => chain
-                .seal(fields, &section.key, policy.key_id())
+                .seal_line(fields, &section.key, policy.key_id())
                 .map_err(|e| e.to_string()),
             Err(_) => Err("the chain is busy".into()),
         };
-        let record = match sealed {
-            Ok(record) => record,
+        let line = match sealed {
+            Ok((_, line)) => line,
             Err(e) => {
                 log::error!(
                     "meshguard audit: record for {} not sealed: {}",
@@ -561,7 +572,6 @@ impl InFlight {
             }
         };
         host.add(audit.metrics.emitted, 1);
-        let line = record.to_line();
         if policy.log_records() {
             // Canonical JSON escapes every control character: one line, and
             // the prefix starts it (request text inside is a JSON string).

@@ -146,11 +146,16 @@ impl Identity {
     }
 
     /// Judges the request; `Flow::Stop` when it was refused (answered).
+    /// `decision_out` receives the outcome audit records
+    /// (`allowed:<reason>`); it is also published in filter state when
+    /// `publish` (another plugin's audit may record it).
     pub fn request<H: StreamHost>(
         &self,
         host: &mut H,
         policy: &IdentityPolicy,
         view: &mut View,
+        publish: bool,
+        decision_out: &mut Option<String>,
     ) -> Flow {
         let trusted = |id: &meshguard_core::spiffe::SpiffeId| policy.is_trusted_gateway(id);
         let peer = view.peer(host, Some(&trusted)).clone();
@@ -193,10 +198,11 @@ impl Identity {
             (true, Mode::DryRun) => Outcome::DryRunDenied,
             (true, Mode::Enforce) => Outcome::Denied,
         };
-        host.publish(
-            "meshguard_identity",
-            &format!("{}:{}", outcome.as_str(), decision.reason.code()),
-        );
+        let outcome_text = format!("{}:{}", outcome.as_str(), decision.reason.code());
+        if publish {
+            host.publish("meshguard_identity", &outcome_text);
+        }
+        *decision_out = Some(outcome_text);
         let counter = match outcome {
             Outcome::Allowed => slot(&self.allowed, decision.reason),
             Outcome::Denied => slot(&self.denied, decision.reason),

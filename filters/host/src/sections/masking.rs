@@ -149,7 +149,7 @@ impl Masking {
 }
 
 /// One exchange's masking: the two directions' gates and what was masked.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Exchange {
     request: Option<Gate>,
     /// The response's rules, selected with the request's route and caller,
@@ -157,6 +157,9 @@ pub struct Exchange {
     response: Option<ResponseGate>,
     /// Values masked (or, in dry-run, found) in this exchange.
     hits: u32,
+    /// Publish the running count in filter state (another plugin's audit
+    /// may record it).
+    publish: bool,
 }
 
 #[derive(Debug)]
@@ -176,6 +179,21 @@ pub struct BodyStep {
 }
 
 impl Exchange {
+    /// An exchange; `publish` when no audit section of this plugin records it.
+    pub fn new(publish: bool) -> Self {
+        Self {
+            request: None,
+            response: None,
+            hits: 0,
+            publish,
+        }
+    }
+
+    /// What audit records: `masked:N` once something was masked.
+    pub fn decision(&self) -> Option<String> {
+        (self.hits > 0).then(|| format!("masked:{}", self.hits))
+    }
+
     /// The request headers: selects both directions' rules on the view,
     /// masks the headers and query, and decides how the body is handled.
     pub fn request_headers<H: StreamHost>(
@@ -401,7 +419,7 @@ impl Exchange {
         section.report(host, policy.mode(), direction, report);
         let n: u32 = report.hits.iter().map(|h: &RuleHits| h.count).sum();
         self.hits = self.hits.saturating_add(n);
-        if n > 0 {
+        if n > 0 && self.publish {
             host.publish("meshguard_masking", &format!("masked:{}", self.hits));
         }
     }

@@ -87,6 +87,10 @@ impl StreamHost for Wasm {
         pairs(map_kind(map))
     }
 
+    fn header(&self, map: Map, name: &str) -> Option<String> {
+        abi::header_value(map_kind(map), name).map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
     fn set_header(&mut self, map: Map, name: &str, value: Option<&str>) -> bool {
         match value {
             Some(v) => abi::replace_header(map_kind(map), name, v),

@@ -259,7 +259,7 @@ fn a_re_signed_edit_is_caught_by_the_next_record() {
     forged.path = "/v1/innocent".into();
     let unsigned = forged.canonical_bytes(false).unwrap();
     forged.mac =
-        crate::audit::keys::b64url(&crate::audit::keys::hmac_sha256(KEY, &unsigned).unwrap());
+        crate::audit::keys::b64url(&crate::audit::keys::MacKey::new(KEY).unwrap().tag(&unsigned));
     rs[5] = forged;
     let report = verify_records(&log(&rs), &keys());
     let b = report.chains[0].first_break.as_ref().unwrap();
@@ -297,7 +297,7 @@ fn deleted_reordered_and_duplicated_records_break_the_chain() {
     forged_genesis[0].prev = "1".repeat(64);
     let unsigned = forged_genesis[0].canonical_bytes(false).unwrap();
     forged_genesis[0].mac =
-        crate::audit::keys::b64url(&crate::audit::keys::hmac_sha256(KEY, &unsigned).unwrap());
+        crate::audit::keys::b64url(&crate::audit::keys::MacKey::new(KEY).unwrap().tag(&unsigned));
     // (records, break line index, kind, message)
     let cases: Vec<(Vec<Record>, usize, BreakKind, &str)> = vec![
         (
@@ -642,4 +642,40 @@ fn a_record_whose_chain_is_repeated_never_verifies_nor_passes_as_foreign() {
     assert!(!report.is_ok(), "{report}");
     assert_eq!(report.unreadable.len(), 1);
     assert!(report.foreign.is_empty());
+}
+
+#[test]
+fn the_record_writer_gives_the_canonical_form_of_the_record() {
+    use crate::canonical::to_canonical_bytes;
+    let mut c = Chain::new("vm-a");
+    let hostile = [
+        "",
+        "\"",
+        "\\",
+        "\u{0}\u{1f}\u{7f}",
+        "é✓😀",
+        "</script>",
+        "a\nb",
+    ];
+    for (i, text) in hostile.iter().enumerate() {
+        let mut f = fields("vm-a", i as u64);
+        f.path = format!("/{text}");
+        f.host = (*text).to_owned();
+        f.method = (*text).to_owned();
+        f.peer = (i % 2 == 0).then(|| (*text).to_owned());
+        f.status = (i % 3 == 0).then_some(200);
+        f.duration_ms = (i % 2 == 1).then_some(u64::MAX);
+        f.config_fingerprint = (i % 2 == 1).then(|| (*text).to_owned());
+        f.decisions.insert((*text).to_owned(), Value::from(*text));
+        f.decisions
+            .insert("identity".into(), Value::from("allowed:x"));
+        let record = c.seal(f, KEY, "k1").unwrap();
+        for with_mac in [false, true] {
+            assert_eq!(
+                record.canonical_bytes(with_mac).unwrap(),
+                to_canonical_bytes(&record.to_value(with_mac)).unwrap(),
+                "{text:?}"
+            );
+        }
+    }
 }
