@@ -144,9 +144,8 @@ impl Exchange {
             return self.stop(flow);
         }
         if let (Some(policy), Some(section)) = (&plugin.identity, &pipeline.identity) {
-            let publish = plugin.audit.is_none();
             let decision = &mut self.identity_decision;
-            if section.request(host, policy, &mut view, publish, decision) == Flow::Stop {
+            if section.request(host, policy, &mut view, decision) == Flow::Stop {
                 return self.stop(Flow::Stop);
             }
         }
@@ -178,7 +177,7 @@ impl Exchange {
             }
             _ => Flow::Continue,
         };
-        view.publish(host, plugin.identity.is_some());
+        view.publish(host, self.identity_decision.as_deref());
         flow
     }
 

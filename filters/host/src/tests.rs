@@ -342,7 +342,7 @@ fn a_later_plugin_refuses_a_path_an_earlier_one_read_another_way() {
     // An earlier plugin judged `//admin/x` (BASE keeps `//`); this one reads
     // it as `/admin/x` (MERGE_SLASHES).
     h.published
-        .insert("meshguard_request".into(), "v1\t//admin/x\t~".into());
+        .insert("meshguard_request".into(), "v1\t//admin/x\t~\t~".into());
     let (x, flow) = Exchange::start(h, "GET", "//admin/x", &[], true);
     assert_eq!(flow, Flow::Stop);
     assert_eq!(x.host.replies, [(400, Some("ambiguous_path".to_owned()))]);
@@ -509,7 +509,8 @@ fn a_combined_plugin_records_its_own_sections_decisions_without_filter_state() {
         r#""audit": {"#,
         r#""audit": {"collector": {"cluster": "collector", "path": "/records"}, "#,
     );
-    let (mut x, flow) = Exchange::start(host("meshguard", &config), "POST", "/api/x", &[JSON], false);
+    let (mut x, flow) =
+        Exchange::start(host("meshguard", &config), "POST", "/api/x", &[JSON], false);
     assert_eq!(flow, Flow::Continue);
     x.chunk(Direction::Request, br#"{"password": "x"}"#, true);
     x.response(&[(":status", "200")], true);

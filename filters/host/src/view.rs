@@ -26,7 +26,9 @@ use crate::host::{Attribute, Map, StreamHost};
 
 /// The filter-state key (`wasm.meshguard_request`) under which a plugin
 /// publishes the target it judged and, when it has an identity section, the
-/// caller it resolved: `v1 TAB target TAB caller` (`-` for none).
+/// caller it resolved and its decision:
+/// `v1 TAB target TAB caller TAB identity-decision` (`-` for no caller, `~`
+/// for a field the plugin has no section for).
 pub const PUBLISHED: &str = "meshguard_request";
 
 /// The request as every section judges it.
@@ -48,6 +50,8 @@ pub struct View {
     peer: Option<Peer>,
     /// The caller an earlier plugin's identity section resolved.
     published_peer: Option<Option<SpiffeId>>,
+    /// The decision an earlier plugin's identity section published.
+    published_identity: Option<String>,
 }
 
 impl View {
@@ -88,6 +92,7 @@ impl View {
             normalization,
             peer: None,
             published_peer: None,
+            published_identity: None,
         }
     }
 
@@ -219,7 +224,8 @@ impl View {
             return Ok(());
         };
         let mut parts = published.split('\t');
-        let (Some("v1"), Some(target), Some(caller)) = (parts.next(), parts.next(), parts.next())
+        let (Some("v1"), Some(target), Some(caller), Some(identity)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(PathRejection::Disagreement);
         };
@@ -231,12 +237,22 @@ impl View {
         if caller != "~" {
             self.published_peer = Some(SpiffeId::parse_uri(caller).ok());
         }
+        if identity != "~" {
+            self.published_identity = Some(identity.to_owned());
+        }
         Ok(())
     }
 
-    /// Publishes this view for later meshguard plugins of the chain; the
-    /// caller only when an identity section resolved it (`~` otherwise).
-    pub fn publish<H: StreamHost>(&self, host: &mut H, with_caller: bool) {
+    /// The identity decision an earlier plugin published (audit records it).
+    pub fn published_identity(&self) -> Option<&str> {
+        self.published_identity.as_deref()
+    }
+
+    /// Publishes this view for later meshguard plugins of the chain, in one
+    /// host call: the caller and the decision when an identity section
+    /// resolved and judged them (`~` otherwise).
+    pub fn publish<H: StreamHost>(&self, host: &mut H, identity_decision: Option<&str>) {
+        let with_caller = identity_decision.is_some();
         let Ok((target, _)) = &self.canonical else {
             return;
         };
@@ -247,7 +263,8 @@ impl View {
                 .map_or_else(|| "-".to_owned(), |id| id.as_str().to_owned()),
             _ => "~".to_owned(),
         };
-        if !host.publish(PUBLISHED, &format!("v1\t{target}\t{caller}")) {
+        let decision = identity_decision.unwrap_or("~");
+        if !host.publish(PUBLISHED, &format!("v1\t{target}\t{caller}\t{decision}")) {
             log::debug!("meshguard: the host refused to publish the request view");
         }
     }

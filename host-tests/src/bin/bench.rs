@@ -311,45 +311,58 @@ fn variants() -> anyhow::Result<Vec<Variant>> {
                 .collect::<anyhow::Result<_>>()?,
         ))
     };
-    let cells: [(&str, &str, Response, Option<usize>, Protocol, bool, u32); 4] = [
-        (
-            "get",
-            r#"{"log_records": true}"#,
-            Response::Small,
-            None,
-            Protocol::Http1,
-            false,
-            200,
-        ),
-        (
-            "get-h2",
-            r#"{"log_records": true}"#,
-            Response::Small,
-            None,
-            Protocol::Http2,
-            false,
-            200,
-        ),
-        (
-            "16k",
-            r#"{"log_records": true}"#,
-            Response::Json(16 * 1024),
-            None,
-            Protocol::Http1,
-            false,
-            100,
-        ),
-        (
-            "post-1k",
-            upload,
-            Response::Small,
-            Some(1024),
-            Protocol::Http1,
-            true,
-            100,
-        ),
+    /// One cell: its name, the audit section, the exchange, the load.
+    #[derive(Clone, Copy)]
+    struct Cell<'a> {
+        name: &'a str,
+        audit: &'a str,
+        response: Response,
+        body: Option<usize>,
+        leg: Protocol,
+        body_command: bool,
+        rate: u32,
+    }
+    let get = Cell {
+        name: "get",
+        audit: r#"{"log_records": true}"#,
+        response: Response::Small,
+        body: None,
+        leg: Protocol::Http1,
+        body_command: false,
+        rate: 200,
+    };
+    let cells = [
+        get,
+        Cell {
+            name: "get-h2",
+            leg: Protocol::Http2,
+            ..get
+        },
+        Cell {
+            name: "16k",
+            response: Response::Json(16 * 1024),
+            rate: 100,
+            ..get
+        },
+        Cell {
+            name: "post-1k",
+            audit: upload,
+            body: Some(1024),
+            body_command: true,
+            rate: 100,
+            ..get
+        },
     ];
-    for (cell, audit, response, body, leg, body_command, rate) in cells {
+    for Cell {
+        name: cell,
+        audit,
+        response,
+        body,
+        leg,
+        body_command,
+        rate,
+    } in cells
+    {
         let (separate, combined) = sections(audit, body_command)?;
         for (kind, filters) in [("chain", separate), ("combined", combined)] {
             out.push(Variant {

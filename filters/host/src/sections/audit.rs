@@ -280,6 +280,9 @@ pub struct InFlight {
     status: Option<u16>,
     /// Room held in the outbox for this request's record (`fail_closed`).
     reservation: Option<Reservation>,
+    /// The decision an earlier plugin's identity section published with the
+    /// request view.
+    published_identity: Option<String>,
 }
 
 impl InFlight {
@@ -354,6 +357,7 @@ impl InFlight {
             command_sha256: None,
             status: None,
             reservation,
+            published_identity: view.published_identity().map(str::to_owned),
         };
         let flow = flight.apply(host, section, audit, step);
         Ok((flight, flow))
@@ -540,6 +544,9 @@ impl InFlight {
         for other in OTHER_SECTIONS {
             let decision = match decisions.iter().find(|(name, _)| *name == other) {
                 Some((_, local)) => local.clone(),
+                // Another plugin's identity decision came with the view it
+                // published; its masking count is published as it grows.
+                None if other == "identity" => self.published_identity.clone(),
                 None => host.published(&format!("meshguard_{other}")),
             };
             if let Some(decision) = decision {

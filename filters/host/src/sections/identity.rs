@@ -147,14 +147,13 @@ impl Identity {
 
     /// Judges the request; `Flow::Stop` when it was refused (answered).
     /// `decision_out` receives the outcome audit records
-    /// (`allowed:<reason>`); it is also published in filter state when
-    /// `publish` (another plugin's audit may record it).
+    /// (`allowed:<reason>`; the pipeline publishes it with the view for
+    /// another plugin's audit).
     pub fn request<H: StreamHost>(
         &self,
         host: &mut H,
         policy: &IdentityPolicy,
         view: &mut View,
-        publish: bool,
         decision_out: &mut Option<String>,
     ) -> Flow {
         let trusted = |id: &meshguard_core::spiffe::SpiffeId| policy.is_trusted_gateway(id);
@@ -198,11 +197,7 @@ impl Identity {
             (true, Mode::DryRun) => Outcome::DryRunDenied,
             (true, Mode::Enforce) => Outcome::Denied,
         };
-        let outcome_text = format!("{}:{}", outcome.as_str(), decision.reason.code());
-        if publish {
-            host.publish("meshguard_identity", &outcome_text);
-        }
-        *decision_out = Some(outcome_text);
+        *decision_out = Some(format!("{}:{}", outcome.as_str(), decision.reason.code()));
         let counter = match outcome {
             Outcome::Allowed => slot(&self.allowed, decision.reason),
             Outcome::Denied => slot(&self.denied, decision.reason),
