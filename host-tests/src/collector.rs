@@ -27,7 +27,16 @@ impl Collector {
     /// A collector that takes `delay` to answer each batch (a slow or
     /// overloaded collector, for back-pressure tests).
     pub async fn start_with_delay(delay: std::time::Duration) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(TcpListener::bind("127.0.0.1:0").await?, delay)
+    }
+
+    /// A collector on `addr`: one that was down (see [`unused_addr`]) and
+    /// comes back.
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::serve(TcpListener::bind(addr).await?, std::time::Duration::ZERO)
+    }
+
+    fn serve(listener: TcpListener, delay: std::time::Duration) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let store = Arc::clone(&lines);
@@ -73,6 +82,12 @@ impl Collector {
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().map(|l| l.clone()).unwrap_or_default()
     }
+}
+
+/// A loopback address nothing listens on (bound once, then released), for a
+/// collector that is down until [`Collector::start_on`] brings it up.
+pub fn unused_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 impl Drop for Collector {

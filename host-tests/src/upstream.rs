@@ -276,6 +276,24 @@ impl Upstream {
         std::mem::take(&mut self.lock().requests)
     }
 
+    /// Removes and returns the first `n` requests recorded (fewer if fewer
+    /// arrived): a consumer that judges arrivals in batches while more arrive.
+    pub fn take_first(&self, n: usize) -> Vec<Recorded> {
+        let mut state = self.lock();
+        let n = n.min(state.requests.len());
+        state.requests.drain(..n).collect()
+    }
+
+    /// Removes and returns the requests whose target starts with `prefix`.
+    pub fn remove_target_prefix(&self, prefix: &str) -> Vec<Recorded> {
+        let mut state = self.lock();
+        let (matching, rest) = std::mem::take(&mut state.requests)
+            .into_iter()
+            .partition(|r| r.target.starts_with(prefix));
+        state.requests = rest;
+        matching
+    }
+
     pub fn last(&self) -> Option<Recorded> {
         self.lock().requests.last().cloned()
     }
