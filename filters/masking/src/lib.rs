@@ -12,6 +12,7 @@
 use std::rc::Rc;
 
 use meshguard_core::config::{ConfigError, Mode};
+use meshguard_core::identity::xfcc;
 use meshguard_core::masking::{
     wants_identity_response, Answer, Direction, Gate, HeaderEdit, HeadersStep, MaskingPolicy,
     Reason, Report, RuleHits, Selection, Verdict,
@@ -238,7 +239,8 @@ impl HttpContext for MaskingHttp {
         };
         let (policy, metrics) = (&active.policy, &active.metrics);
         // One canonical path for the rule scopes and the upstream.
-        let mut line = host::RequestLine::read();
+        let head = host::RequestHead::read();
+        let mut line = host::RequestLine::from_head(&head);
         match line.canonicalize(policy.path_options()) {
             Ok(true) if policy.mode() == Mode::Enforce && !line.forward_path() => {
                 metrics.host_error(&mut Envoy, Direction::Request);
@@ -260,7 +262,20 @@ impl HttpContext for MaskingHttp {
             return action;
         }
         let transport = host::peer_transport();
-        let caller = transport.certificate_identity();
+        // As the identity filter reads the caller: a certificate whose XFCC
+        // element (appended by this proxy) names several URI SANs is no
+        // X509-SVID, so it has no identity and no rule exempts it.
+        let caller = transport.certificate_identity().filter(|peer| {
+            let xfcc = head.get("x-forwarded-client-cert");
+            let local = xfcc
+                .as_ref()
+                .and_then(|_| host::property_string(&["connection", "uri_san_local_certificate"]));
+            !xfcc::peer_certificate_has_several_uris(
+                xfcc.as_deref(),
+                peer.as_str(),
+                local.as_deref(),
+            )
+        });
         let request = policy.select(Direction::Request, caller, &line.info());
         let response = policy.select(Direction::Response, caller, &line.info());
         self.streams.request_headers(
