@@ -130,7 +130,7 @@ async fn a_response_reset_after_its_headers_is_an_outcome_not_an_error() {
 #[tokio::test]
 async fn nothing_arrived_is_observable() {
     let mesh = bare_mesh().await;
-    mesh.upstream().assert_nothing_arrived("a fresh mesh");
+    mesh.assert_nothing_reached_upstream("a fresh mesh").await;
     mesh.send_as("frontend", Request::new("GET", "/x"))
         .await
         .unwrap();
@@ -228,6 +228,6 @@ async fn raw_requests_carry_bytes_hyper_would_refuse() {
     bytes.extend_from_slice(format!("{ROUTE_HEADER}: frontend\r\n\r\n").as_bytes());
     let resp = send_raw(mesh.client_addr(), &bytes, b"").await.unwrap();
     assert_eq!(resp.status(), 400, "{}", resp.text());
-    mesh.upstream()
-        .assert_nothing_arrived("a raw 0xff byte in the target");
+    mesh.assert_nothing_reached_upstream("a raw 0xff byte in the target")
+        .await;
 }
