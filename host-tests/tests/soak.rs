@@ -39,7 +39,7 @@ use meshguard_host_tests::http::{self, Connection, Protocol, Request, Response};
 use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome, AUDIT_KEY, ROUTE_HEADER};
 use meshguard_host_tests::meshguard_cli;
 use meshguard_host_tests::source::{signed, trust_env, SourceOfTruth};
-use meshguard_host_tests::upstream::{Recorded, Script, SCRIPT_HEADER};
+use meshguard_host_tests::upstream::{BodyState, Recorded, Script, SCRIPT_HEADER};
 
 const COLLECTOR_CLUSTER: &str = "audit-collector";
 const SOURCE_CLUSTER: &str = "meshguard-intended";
@@ -227,6 +227,13 @@ fn judge(kind: Kind, resp: &Response, pushes: bool) -> Result<(), String> {
 /// left unmasked (`on_http_request_body` returning `Continue`): every
 /// MaskedJsonRequest failed here, while every client answer was still "ok".
 fn judge_upstream(rec: &Recorded, pushes: bool, key: &[u8]) -> Result<(), String> {
+    if rec.state != BodyState::Complete {
+        return Err(format!(
+            "incomplete: {:?}, {} body bytes",
+            rec.state,
+            rec.body.len()
+        ));
+    }
     let xfcc = rec.header("x-forwarded-client-cert").unwrap_or("");
     if !xfcc.contains(&format!("URI={FRONTEND}")) {
         return Err(format!("from another caller: {xfcc:?}"));
@@ -579,17 +586,8 @@ async fn soak() {
         while done.load(Ordering::Relaxed) < total {
             tokio::time::sleep(Duration::from_millis(500)).await;
             // Judge what arrived so far (the recording keeps it all otherwise).
-            let settled: Vec<Recorded> = mesh
-                .upstream()
-                .requests()
-                .into_iter()
-                .take_while(|r| r.state != meshguard_host_tests::upstream::BodyState::Streaming)
-                .collect();
-            let n = settled.len();
-            if n > 0 {
-                let taken: Vec<Recorded> = mesh.upstream().take_first(n);
-                arrivals.borrow_mut().judge(taken, flips, &key);
-            }
+            let settled = mesh.upstream().take_settled();
+            arrivals.borrow_mut().judge(settled, flips, &key);
             if !middle_taken && done.load(Ordering::Relaxed) >= total / 2 {
                 middle_taken = true;
                 let sample = memory(&mesh, done.load(Ordering::Relaxed)).await;
@@ -616,9 +614,11 @@ async fn soak() {
 
     // Every audited request's record reaches the collector; verify them all.
     let tally = std::mem::take(&mut *tally.lock().expect("tally"));
-    let rest = mesh.upstream().settled().await.expect("upstream settles");
-    let taken = mesh.upstream().take_first(rest.len());
-    arrivals.borrow_mut().judge(taken, flips, &key);
+    // A body still streaming after the settle timeout is judged as it is
+    // (an incomplete arrival is wrong).
+    let _ = mesh.upstream().settled().await;
+    let rest = mesh.upstream().take();
+    arrivals.borrow_mut().judge(rest, flips, &key);
     let arrivals = arrivals.into_inner();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut lines = collector.lines();
