@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help tools wasm lint unit test demo bench manifests clean
-.PHONY: oci fuzz soak wasm-unit
+.PHONY: oci fuzz soak wasm-unit mutants
 
 help:
 	@echo "make test   install tools, build the wasm filters, lint, unit + real-Envoy + manifest tests"
@@ -15,6 +15,7 @@ help:
 	@echo "make fuzz   every cargo-fuzz target for FUZZ_SECONDS (default 20) each (docs/fuzzing.md)"
 	@echo "make soak   fixed-rate mixed load through all filters, reloads under load (docs/soak.md)"
 	@echo "make wasm-unit  the core's tests compiled to wasm32-wasip1, run under wasmtime"
+	@echo "make mutants    rerun docs/testing.md's cargo mutants runs, regenerate its table (MUTANTS=\"xfcc-scope ...\" for some)"
 
 tools:
 	@scripts/install-tools.sh
@@ -58,6 +59,11 @@ fuzz:
 # Not part of `make test`. Short CI variant: SOAK_REQUESTS=6000 SOAK_RATE=200 make soak
 soak: wasm
 	scripts/soak.sh
+
+# The mutation runs of docs/testing.md, one job at a time; rewrites their table
+# rows. Hours for all (detect.rs ~1 h); MUTANTS="xfcc-scope spiffe" for some.
+mutants: tools
+	scripts/mutants.sh $(MUTANTS)
 
 # 32-bit usize: the core's unit tests on the filters' own target (docs/fuzzing.md).
 wasm-unit: tools

@@ -733,6 +733,18 @@ async fn under_fail_closed_a_revived_collector_gets_every_admitted_record() {
         !admitted.is_empty(),
         "the first request precedes any delivery"
     );
+    // Kept across more failed deliveries than `max_retries` (1) allows
+    // without fail_closed (each logs this line).
+    let failed = "meshguard audit: collector refused or did not answer";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mesh.server.log().matches(failed).count() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no retries:\n{}",
+            mesh.server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The collector is back: the held records arrive, every one of them.
     let collector = Collector::start_on(down).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);

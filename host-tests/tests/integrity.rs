@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use meshguard_core::integrity::{fingerprint, sign_answer, Release};
+use meshguard_core::integrity::{fingerprint, sign_answer, sign_config, Release};
 use meshguard_host_tests::http::{Protocol, Request};
 use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome};
 use meshguard_host_tests::prometheus::{sample_value, Prometheus};
@@ -989,4 +989,83 @@ async fn a_request_on_a_superseded_instance_gets_a_retriable_503_and_the_retry_i
     // ...and only the retry reached the upstream.
     let got = mesh.upstream().take_one().await.unwrap();
     assert_eq!(got.target, "/api/after");
+}
+
+/// The serial floor and the release scope in Envoy: a config signed without
+/// a release scope (`unscoped`), a serial below `MESHGUARD_MIN_SERIAL` and
+/// an unsigned config while a floor is set (`below_minimum`) are refused,
+/// counted under their own reason, and the running config keeps serving; a
+/// sidecar whose first config is below the floor does not start.
+///
+/// Broken by hand: `MESHGUARD_MIN_SERIAL` left out of the environment: the
+/// sidecar whose first config has serial 2 started, and the first row failed.
+#[tokio::test]
+async fn unscoped_and_below_minimum_configs_are_refused_in_envoy() {
+    // Trusted keys and a floor of 3; signatures optional, so that an
+    // unsigned config meets the floor check itself.
+    let env: Vec<(String, String)> = vec![
+        (
+            "MESHGUARD_TRUSTED_KEYS".into(),
+            trusted_key_entry(KEY_ID, &release_key()),
+        ),
+        ("MESHGUARD_MIN_SERIAL".into(), "3".into()),
+    ];
+    let refused_at_start = Mesh::builder()
+        .filter(with_env(&signed("identity", 2, &policy("v2")), &env))
+        .start_refused()
+        .await
+        .unwrap();
+    assert!(
+        refused_at_start
+            .contains("config refused (below_minimum): serial 2 is below MESHGUARD_MIN_SERIAL 3"),
+        "{refused_at_start}"
+    );
+
+    let v3 = signed("identity", 3, &policy("v3"));
+    let mesh = mesh_with(with_env(&v3, &env), None).await;
+    assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+    let unscoped =
+        String::from_utf8(sign_config(policy("v4").as_bytes(), KEY_ID, &release_key()).unwrap())
+            .unwrap();
+    for (what, config, reason) in [
+        ("signed without a release scope", unscoped, "unscoped"),
+        (
+            "a serial below the floor (and the running one)",
+            signed("identity", 2, &policy("v2")),
+            "below_minimum",
+        ),
+        (
+            "unsigned while a floor is set",
+            policy("v9"),
+            "below_minimum",
+        ),
+    ] {
+        let before = metric(&mesh, &loads(reason)).await;
+        assert_eq!(
+            mesh.push_filters(&[with_env(&config, &env)]).await.unwrap(),
+            PushOutcome::Rejected,
+            "{what}"
+        );
+        assert_eq!(metric(&mesh, &loads(reason)).await, before + 1, "{what}");
+        // The running config still judges: frontend allowed, others not.
+        assert_eq!(
+            status(&mesh, "frontend", "/api/orders").await.0,
+            200,
+            "{what}"
+        );
+        assert_eq!(
+            status(&mesh, "unknown", "/api/orders").await.0,
+            403,
+            "{what}"
+        );
+        mesh.upstream().take();
+    }
+    mesh.server
+        .wait_for_log("config refused (unscoped)")
+        .await
+        .unwrap();
+    mesh.server
+        .wait_for_log("the config carries no signed serial and MESHGUARD_MIN_SERIAL is 3")
+        .await
+        .unwrap();
 }

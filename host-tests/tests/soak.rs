@@ -168,11 +168,12 @@ const UPSTREAM_OK: &str = "ok";
 /// requests are denied unless pushes flip the policy (then either config
 /// may judge them).
 ///
-/// Broken by hand (SOAK_REQUESTS=900): the masking filter's response body
-/// replaced by an empty one (`on_http_response_body` replacing the buffer
-/// with nothing): every masked response failed "expected the whole masked
-/// body"; with pushes off, the `no-admin` rule dropped from the toggle
-/// config: Toggle failed "expected 403".
+/// Broken by hand (SOAK_REQUESTS=900, SOAK_RATE=300): the masking filter
+/// replacing every masked response body with nothing (`Verdict::Replace` in
+/// `Streams::apply`): all 200 masked responses failed "expected the whole
+/// masked body", where the old check (no secret in the body) passed; with
+/// pushes off, the toggle rule dropped from `identity_config`: every toggle
+/// failed "expected 403" (the old check accepted 200 or 403).
 fn judge(kind: Kind, resp: &Response, pushes: bool) -> Result<(), String> {
     let body = resp.text();
     let want = |status: u16| {
@@ -223,9 +224,11 @@ fn judge(kind: Kind, resp: &Response, pushes: bool) -> Result<(), String> {
 /// as it must arrive: from the allowed caller (the server sidecar's XFCC
 /// element), with one signed audit header that verifies, a masked body.
 ///
-/// Broken by hand (SOAK_REQUESTS=900): the masking filter's request body
-/// left unmasked (`on_http_request_body` returning `Continue`): every
-/// MaskedJsonRequest failed here, while every client answer was still "ok".
+/// Broken by hand (SOAK_REQUESTS=900, SOAK_RATE=300): the masking filter
+/// forwarding request bodies unmasked (`Verdict::Replace` ignored for
+/// requests): every MaskedJsonRequest failed "request body not masked as it
+/// should" while every client answer was still "ok"; the toggle rule
+/// dropped: "a denied toggle arrived" for each.
 fn judge_upstream(rec: &Recorded, pushes: bool, key: &[u8]) -> Result<(), String> {
     if rec.state != BodyState::Complete {
         return Err(format!(
