@@ -402,6 +402,11 @@ async fn load(mesh: &Mesh, total: usize, rps: u64, parallel: usize) -> Vec<u16> 
     statuses
 }
 
+/// Broken by hand: the stamp signed over a zero hash
+/// (filters/audit/src/lib.rs `stamp`): both load rows failed at the
+/// upstream's hash check, while the collector and chain checks (all the old
+/// rows had) passed.
+///
 /// After a load: every emitted record reached the collector (and the log),
 /// the chains verify, and every refusal was counted; at the upstream,
 /// exactly the admitted requests arrived, each once, with a signed header

@@ -764,9 +764,8 @@ async fn trailers_never_carry_an_unmasked_body_on_any_protocol_combination() {
 /// trailers never reach the other side); under `pass_unmasked` it is
 /// forwarded as sent, trailers included, and counted.
 ///
-/// Broken by hand: the policy's `max_body_bytes` raised to 65536 (the body
-/// fits): the request was forwarded masked and the 413 rows failed; and
-/// `on_oversize: pass_unmasked` on the refusing mesh: the body arrived.
+/// Broken by hand: the refusing mesh's `max_body_bytes` left at 65536 (the
+/// body fits): the request was forwarded, masked, and the 413 row failed.
 #[tokio::test]
 async fn an_oversize_body_followed_by_trailers_is_refused_or_passed_as_configured() {
     let small = POLICY.replace(r#""max_body_bytes": 65536"#, r#""max_body_bytes": 1024"#);
@@ -867,7 +866,7 @@ async fn an_oversize_body_followed_by_trailers_is_refused_or_passed_as_configure
 /// too large); UTF-8 text of kind *other* is still sniffed and masked.
 ///
 /// Broken by hand: `reject` replaced by `pass` in the policy: the binary
-/// request arrived at the upstream and the binary response reached the client.
+/// request got 200 (it was forwarded) and the 415 row failed.
 #[tokio::test]
 async fn on_unsupported_content_type_reject_refuses_what_it_cannot_mask() {
     let policy = r#"{"max_body_bytes": 1024, "on_unsupported_content_type": "reject",

@@ -124,6 +124,9 @@ fn refused_by_the_filter(
     );
 }
 
+/// Broken by hand: the policy's `deny_response.status` set to 400: every row
+/// failed "must be refused by the filter" (the old check, any 4xx with an
+/// optional reason, passed).
 #[tokio::test]
 async fn a_deny_rule_catches_every_spelling_of_its_path_on_both_protocols() {
     let mut sent = 0;
@@ -263,6 +266,9 @@ async fn mesh_with_mode(mode: &str) -> Mesh {
     mesh(&policy, PathNormalization::None).await
 }
 
+/// Broken by hand: the masking filter's path refusal answered 403 instead of
+/// the documented 400 (filters/masking/src/lib.rs): the refusal rows failed
+/// (the old check accepted any 4xx).
 #[tokio::test]
 async fn a_masking_scope_catches_every_spelling_of_its_path() {
     let policy = r#"{"rules": [{"name": "admin-secrets", "directions": ["response"],

@@ -16,11 +16,10 @@ const POLICY: &str = r#"{
   }
 }"#;
 
-/// Broken by hand: the shadow verdict replaced by the enforced one in the
-/// identity filter's `on_http_request_headers` (so it never disagrees): the
-/// disagreement counts stay at 0 and no "shadow disagrees" line is logged.
-/// And the shadow enforced instead (its decision used for the answer):
-/// `unknown` got 403 and `batch /jobs/run` 200.
+/// Broken by hand: the disagreement flag forced to false in the identity
+/// filter's `on_http_request_headers`: the disagreement counts stayed at 0
+/// (the old test's only disagreement check, `decision="allowed"` at 0,
+/// passed that way).
 #[tokio::test]
 async fn the_shadow_policy_is_counted_and_logged_both_ways_but_never_enforced() {
     let mesh = Mesh::builder()

@@ -90,10 +90,8 @@ async fn a_client_cannot_inject_an_identity_on_a_waypoint() {
 }
 
 /// Broken by hand: the masking filter placed after the audit filter: the
-/// command hash covered the unmasked body and the hash rows failed; and the
-/// waypoint's `connect_authority` filter state for the peer principal set
-/// to a constant frontend identity: the auditor row was masked and its
-/// record named frontend.
+/// signed hash covered the unmasked body and the hash assertion failed (the
+/// old test, two absent strings and a 64-character header, passed).
 #[tokio::test]
 async fn masking_and_audit_work_on_a_waypoint() {
     let masking = r#"{"rules": [

@@ -49,11 +49,10 @@ fn policy(version: &str) -> String {
     )
 }
 
-/// Broken by hand: `load_config` (filters/host/src/integrity.rs) gave
-/// `admit` the newest serial with another fingerprint, so a worker loading
-/// the serial the main thread had just recorded refused it as a rollback:
-/// Envoy then runs those workers without the filter, the `/admin` rows got
-/// 200 from the upstream and `accepted` stayed at 1.
+/// Broken by hand: `load_config` (filters/host/src/integrity.rs) refusing
+/// every load after the main thread's two (a load count kept in shared
+/// data), so that only the workers refuse: Envoy runs those workers without
+/// the filter (docs/testing.md, "Not covered"), and `/admin/users` got 200.
 #[tokio::test]
 async fn every_worker_vm_admits_the_signed_config_the_main_thread_accepted_and_judges_with_it() {
     let config = signed("identity", 1, &policy("v1"));
@@ -134,10 +133,10 @@ async fn every_worker_refuses(mesh: &Mesh, what: &str) {
     mesh.assert_nothing_reached_upstream(what).await;
 }
 
-/// Broken by hand: `Guard::start` (filters/host/src/integrity.rs) ignored
-/// the drift recorded in shared data (every new VM started as if in sync):
-/// after the push, the new listener's workers served 200 until their own
-/// first poll (10 s later), and "drift carried over" was logged by none.
+/// Broken by hand: `Guard::start` (filters/host/src/integrity.rs) ignoring
+/// the drift recorded in shared data (`carried` always false): no VM of the
+/// push logged the drift as carried over, and the row failed there (its
+/// workers would serve until their own first poll, 10 s later).
 #[tokio::test]
 async fn a_quarantine_holds_on_every_worker_and_on_each_worker_vm_a_push_creates() {
     // A long poll interval: the VMs a push creates are judged before any of
@@ -226,13 +225,13 @@ async fn a_quarantine_holds_on_every_worker_and_on_each_worker_vm_a_push_creates
 }
 
 /// Broken by hand, each once, in filters/audit/src/lib.rs:
-/// - the chain id the same for every VM (`Chain::new("shared")`): both
-///   workers' records then share one chain whose sequence numbers repeat,
-///   and `meshguard audit verify` fails;
+/// - one chain id for every VM (`Chain::new("shared")`): the collector held
+///   one chain whose sequence numbers repeat (`[0, 1, 2, 3, 0, 1, 2, 3]`),
+///   and the two-chain assertion failed;
 /// - the flush wake-up queue registered under one name for every VM
 ///   (`meshguard-audit-flush`) and the periodic flush off: a worker's full
-///   batch woke the other worker's root, which had nothing to send, and the
-///   first worker's records were never delivered.
+///   batch woke another VM's root, which had nothing to send: "2 of 8
+///   records delivered".
 #[tokio::test]
 async fn each_worker_vm_keeps_its_own_audit_chain_and_delivers_it_from_its_own_outbox() {
     let collector = Collector::start().await.unwrap();
