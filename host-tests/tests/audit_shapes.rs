@@ -402,10 +402,12 @@ async fn load(mesh: &Mesh, total: usize, rps: u64, parallel: usize) -> Vec<u16> 
     statuses
 }
 
-/// Broken by hand: the stamp signed over a zero hash
-/// (filters/audit/src/lib.rs `stamp`): both load rows failed at the
-/// upstream's hash check, while the collector and chain checks (all the old
-/// rows had) passed.
+/// Broken by hand, in filters/audit/src/lib.rs: the stamp signed over a
+/// zero hash (`stamp`): both load rows failed at the upstream's hash check,
+/// while the collector and chain checks (all the old rows had) passed; a
+/// `queue_full` refusal turned into `Action::Continue` (counted, forwarded):
+/// the slow-collector row failed, a refused request having reached the
+/// upstream without an audit header.
 ///
 /// After a load: every emitted record reached the collector (and the log),
 /// the chains verify, and every refusal was counted; at the upstream,

@@ -765,7 +765,10 @@ fn pii_masked(got: &Recorded) -> bool {
 /// The two-SAN row found a bug: the masking filter took the certificate's
 /// first URI SAN (`connection.uri_san_peer_certificate`) as the caller, so
 /// the auditor-first certificate was exempted; fixed in the masking filter.
-/// Broken by hand: that fix reverted: the two-SAN row fails (unmasked).
+/// Broken by hand: before that fix, the two-SAN row failed (unmasked). And
+/// the filter taking the caller from the first `URI` of the request's XFCC
+/// when there is one: the gateway row failed, then (the rows before it
+/// removed) the two-SAN row, then (those removed too) the plaintext row.
 #[tokio::test]
 async fn except_principals_exempt_only_a_usable_authenticated_identity() {
     let two_sans = ClientProfile {

@@ -223,6 +223,8 @@ async fn response_bodies_followed_by_trailers_are_masked_before_the_client_sees_
     }
 }
 
+/// Broken by hand: `"on_grpc": "pass_unmasked"` in the policy: the request
+/// row failed (no refusal; the request reached the upstream).
 #[tokio::test]
 async fn grpc_bodies_are_refused_by_default_before_a_byte_leaves() {
     let mesh = mesh_with(POLICY).await;

@@ -147,7 +147,7 @@ async fn masking_and_audit_work_on_a_waypoint() {
                 .hash_request(
                     "POST",
                     "/api/records",
-                    &got.header("host").unwrap_or(""),
+                    got.header("host").unwrap_or(""),
                     &got.body,
                 )
                 .unwrap();
