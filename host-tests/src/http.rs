@@ -27,6 +27,26 @@ pub enum Protocol {
     Http2,
 }
 
+/// Every combination of client, sidecar-to-sidecar leg and upstream protocol,
+/// with a label for assertion messages (`client h1 leg h2 upstream h1`).
+pub fn every_leg() -> Vec<(Protocol, Protocol, Protocol, String)> {
+    let mut all = Vec::new();
+    for client in Protocol::ALL {
+        for leg in Protocol::ALL {
+            for upstream in Protocol::ALL {
+                let what = format!(
+                    "client {} leg {} upstream {}",
+                    client.short(),
+                    leg.short(),
+                    upstream.short()
+                );
+                all.push((client, leg, upstream, what));
+            }
+        }
+    }
+    all
+}
+
 impl Protocol {
     /// Both, for table-driven tests: `for p in Protocol::ALL { ... }`.
     pub const ALL: [Protocol; 2] = [Protocol::Http1, Protocol::Http2];

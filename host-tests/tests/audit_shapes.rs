@@ -13,7 +13,7 @@ use base64::Engine as _;
 use meshguard_core::audit::{verify_header, AuditPolicy, RECORD_PREFIX};
 use meshguard_core::canonical::hex;
 use meshguard_host_tests::collector::Collector;
-use meshguard_host_tests::http::{Protocol, Request, Response};
+use meshguard_host_tests::http::{every_leg, Protocol, Request, Response};
 use meshguard_host_tests::mesh::{Filter, Mesh, AUDIT_KEY};
 use meshguard_host_tests::meshguard_cli;
 use serde_json::Value;
@@ -126,47 +126,37 @@ async fn without_the_envoyfilter_variant_a_body_with_trailers_is_held_never_rele
 async fn trailers_case(filter: Filter) {
     let collector = Collector::start().await.unwrap();
     let mesh = mesh_with(vec![filter], collector.addr()).await;
-    for client in Protocol::ALL {
-        for leg in Protocol::ALL {
-            for upstream in Protocol::ALL {
-                let what = format!(
-                    "client {} leg {} upstream {}",
-                    client.short(),
-                    leg.short(),
-                    upstream.short()
-                );
-                let chunks = vec![b"rm -rf ".to_vec(), b"/tmp/x".to_vec()];
-                let request = Request::new("POST", "/exec/run?x=1")
-                    .protocol(client)
-                    .leg(leg)
-                    .upstream_protocol(upstream)
-                    .header("te", "trailers")
-                    .chunked(chunks)
-                    .trailer("x-checksum", "abc");
-                let resp = mesh.send_as("frontend", request).await.unwrap();
-                assert_eq!(resp.status, 200, "{what}: {resp:?}");
-                let got = mesh.upstream().take_one().await.unwrap();
-                assert_eq!(got.body, b"rm -rf /tmp/x", "{what}");
-                assert_eq!(got.trailer("x-checksum"), Some("abc"), "{what}");
-                let want = expected_hash("/exec/run?x=1", b"rm -rf /tmp/x");
-                assert_eq!(
-                    got.header("x-meshguard-command-sha256"),
-                    Some(want.as_str()),
-                    "{what}: {got:?}"
-                );
-                let stamp = verify_header(
-                    got.header("x-meshguard-audit").expect("signed header"),
-                    &key(),
-                )
-                .expect("valid signature");
-                assert_eq!(hex(&stamp.command_sha256), want, "{what}");
-                assert_eq!(
-                    resp.header("x-meshguard-command-sha256"),
-                    Some(want.as_str()),
-                    "{what}"
-                );
-            }
-        }
+    for (client, leg, upstream, what) in every_leg() {
+        let chunks = vec![b"rm -rf ".to_vec(), b"/tmp/x".to_vec()];
+        let request = Request::new("POST", "/exec/run?x=1")
+            .protocol(client)
+            .leg(leg)
+            .upstream_protocol(upstream)
+            .header("te", "trailers")
+            .chunked(chunks)
+            .trailer("x-checksum", "abc");
+        let resp = mesh.send_as("frontend", request).await.unwrap();
+        assert_eq!(resp.status, 200, "{what}: {resp:?}");
+        let got = mesh.upstream().take_one().await.unwrap();
+        assert_eq!(got.body, b"rm -rf /tmp/x", "{what}");
+        assert_eq!(got.trailer("x-checksum"), Some("abc"), "{what}");
+        let want = expected_hash("/exec/run?x=1", b"rm -rf /tmp/x");
+        assert_eq!(
+            got.header("x-meshguard-command-sha256"),
+            Some(want.as_str()),
+            "{what}: {got:?}"
+        );
+        let stamp = verify_header(
+            got.header("x-meshguard-audit").expect("signed header"),
+            &key(),
+        )
+        .expect("valid signature");
+        assert_eq!(hex(&stamp.command_sha256), want, "{what}");
+        assert_eq!(
+            resp.header("x-meshguard-command-sha256"),
+            Some(want.as_str()),
+            "{what}"
+        );
     }
     // A JSON command ending in trailers too; a body the command cannot hash is
     // refused under fail_closed, never released unaudited.

@@ -15,7 +15,7 @@
 //! absence is asserted after [`Mesh::assert_nothing_reached_upstream`]'s
 //! barrier.
 
-use meshguard_host_tests::http::{Protocol, Request, Response};
+use meshguard_host_tests::http::{every_leg, Protocol, Request, Response};
 use meshguard_host_tests::mesh::{Filter, Mesh};
 use meshguard_host_tests::upstream::{BodyState, Recorded, Script};
 use serde_json::{json, Value};
@@ -90,6 +90,16 @@ async fn counter(mesh: &Mesh, name: &str, labels: &[(&str, &str)]) -> u64 {
         })
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
         .sum()
+}
+
+/// The filter refused with `status` and `reason`.
+fn refused(resp: &Response, status: u16, reason: &str, what: &str) {
+    assert_eq!(resp.status, status, "{what}: {resp:?}");
+    assert_eq!(
+        resp.header("x-meshguard-deny-reason"),
+        Some(reason),
+        "{what}: {resp:?}"
+    );
 }
 
 fn json_of(text: &str) -> Value {
@@ -371,40 +381,23 @@ async fn json_in_json_queries_headers_and_unicode_variants_are_masked_without_fa
             "{what}"
         );
 
-        // The query string: names like JSON keys (brackets included), values
-        // scanned; the path before `?` is untouched.
-        let resp = send(
-            &mesh,
-            protocol,
-            Request::new(
-                "GET",
+        // The query string: names like JSON keys (brackets included), dotted
+        // names, JSON held in a parameter; values scanned; the path before
+        // `?` untouched.
+        for (target, want) in [
+            (
                 "/api/users/ann?user[password]=x&to=ann%40example.com&page=2",
+                "/api/users/ann?user[password]=%5BREDACTED%5D&to=%5BREDACTED%5D&page=2",
             ),
-        )
-        .await;
-        assert_eq!(resp.status, 200, "{what}");
-        assert_eq!(
-            forwarded(&mesh, &what).await.target,
-            "/api/users/ann?user[password]=%5BREDACTED%5D&to=%5BREDACTED%5D&page=2",
-            "{what}"
-        );
-
-        // Dotted names and JSON held in a query parameter.
-        let resp = send(
-            &mesh,
-            protocol,
-            Request::new(
-                "GET",
+            (
                 "/api/q?user.password=x&filter=%7B%22password%22%3A%22x%22%7D",
+                "/api/q?user.password=%5BREDACTED%5D&filter=%7B%22password%22%3A%22%5BREDACTED%5D%22%7D",
             ),
-        )
-        .await;
-        assert_eq!(resp.status, 200, "{what}");
-        assert_eq!(
-            forwarded(&mesh, &what).await.target,
-            "/api/q?user.password=%5BREDACTED%5D&filter=%7B%22password%22%3A%22%5BREDACTED%5D%22%7D",
-            "{what}"
-        );
+        ] {
+            let resp = send(&mesh, protocol, Request::new("GET", target)).await;
+            assert_eq!(resp.status, 200, "{what} {target}");
+            assert_eq!(forwarded(&mesh, &what).await.target, want, "{what}");
+        }
 
         // No content type: text is sniffed and masked; binary passes, counted.
         let resp = send(
@@ -687,78 +680,68 @@ async fn trailers_never_carry_an_unmasked_body_on_any_protocol_combination() {
             .chunks(vec![br#"{"password": "hunter2""#.to_vec()])
             .trailer("x-done", "1"),
     );
-    for client in Protocol::ALL {
-        for leg in Protocol::ALL {
-            for upstream in Protocol::ALL {
-                let what = format!(
-                    "client {} leg {} upstream {}",
-                    client.short(),
-                    leg.short(),
-                    upstream.short()
-                );
-                let base = |method: &str, path: &str| {
-                    Request::new(method, path)
-                        .protocol(client)
-                        .leg(leg)
-                        .upstream_protocol(upstream)
-                        .header("te", "trailers")
-                };
-                // A request body ended by trailers.
-                let resp = mesh
-                    .send_as(
-                        "frontend",
-                        base("POST", "/api/in?user[password]=x")
-                            .header("content-type", "application/json")
-                            .chunked(vec![
-                                br#"{"password": "#.to_vec(),
-                                br#""hunter2", "n": 4111111111111111}"#.to_vec(),
-                            ])
-                            .trailer("x-secret", "s3cr3t"),
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status, 200, "{what}: {resp:?}");
-                let got = mesh.upstream().take_one().await.unwrap();
-                assert_eq!(got.state, BodyState::Complete, "{what}");
-                assert_eq!(
-                    got.json(),
-                    json!({"password": "[REDACTED]", "n": "[REDACTED]"}),
-                    "{what}"
-                );
-                assert_eq!(got.trailer("x-secret"), Some("[REDACTED]"), "{what}");
-                assert_eq!(
-                    got.target, "/api/in?user[password]=%5BREDACTED%5D",
-                    "{what}"
-                );
+    for (client, leg, upstream, what) in every_leg() {
+        let base = |method: &str, path: &str| {
+            Request::new(method, path)
+                .protocol(client)
+                .leg(leg)
+                .upstream_protocol(upstream)
+                .header("te", "trailers")
+        };
+        // A request body ended by trailers.
+        let resp = mesh
+            .send_as(
+                "frontend",
+                base("POST", "/api/in?user[password]=x")
+                    .header("content-type", "application/json")
+                    .chunked(vec![
+                        br#"{"password": "#.to_vec(),
+                        br#""hunter2", "n": 4111111111111111}"#.to_vec(),
+                    ])
+                    .trailer("x-secret", "s3cr3t"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{what}: {resp:?}");
+        let got = mesh.upstream().take_one().await.unwrap();
+        assert_eq!(got.state, BodyState::Complete, "{what}");
+        assert_eq!(
+            got.json(),
+            json!({"password": "[REDACTED]", "n": "[REDACTED]"}),
+            "{what}"
+        );
+        assert_eq!(got.trailer("x-secret"), Some("[REDACTED]"), "{what}");
+        assert_eq!(
+            got.target, "/api/in?user[password]=%5BREDACTED%5D",
+            "{what}"
+        );
 
-                // A response body ended by trailers.
-                let resp = mesh
-                    .send_as("frontend", base("GET", "/api/out").script("json-trailers"))
-                    .await
-                    .unwrap();
-                mesh.upstream().take();
-                assert_eq!(resp.status, 200, "{what}: {resp:?}");
-                assert!(!resp.is_reset(), "{what}");
-                assert_eq!(
-                    resp.json().unwrap(),
-                    json!({"password": "[REDACTED]", "mail": "[REDACTED]"}),
-                    "{what}"
-                );
-                assert_eq!(resp.trailer("x-secret"), Some("[REDACTED]"), "{what}");
+        // A response body ended by trailers.
+        let resp = mesh
+            .send_as("frontend", base("GET", "/api/out").script("json-trailers"))
+            .await
+            .unwrap();
+        mesh.upstream().take();
+        assert_eq!(resp.status, 200, "{what}: {resp:?}");
+        assert!(!resp.is_reset(), "{what}");
+        assert_eq!(
+            resp.json().unwrap(),
+            json!({"password": "[REDACTED]", "mail": "[REDACTED]"}),
+            "{what}"
+        );
+        assert_eq!(resp.trailer("x-secret"), Some("[REDACTED]"), "{what}");
 
-                // Malformed JSON ended by trailers: reset, nothing leaks.
-                let resp = mesh
-                    .send_as(
-                        "frontend",
-                        base("GET", "/api/bad").script("bad-json-trailers"),
-                    )
-                    .await
-                    .unwrap();
-                mesh.upstream().take();
-                assert!(resp.is_reset() || resp.status >= 500, "{what}: {resp:?}");
-                assert!(!resp.text().contains("hunter2"), "{what}: {resp:?}");
-            }
-        }
+        // Malformed JSON ended by trailers: reset, nothing leaks.
+        let resp = mesh
+            .send_as(
+                "frontend",
+                base("GET", "/api/bad").script("bad-json-trailers"),
+            )
+            .await
+            .unwrap();
+        mesh.upstream().take();
+        assert!(resp.is_reset() || resp.status >= 500, "{what}: {resp:?}");
+        assert!(!resp.text().contains("hunter2"), "{what}: {resp:?}");
     }
 }
 /// A body that grows past `max_body_bytes` and then ends in trailers is
@@ -797,12 +780,7 @@ async fn an_oversize_body_followed_by_trailers_is_refused_or_passed_as_configure
             oversize(Request::new("POST", "/api/big")),
         )
         .await;
-        assert_eq!(resp.status, 413, "{what}: {resp:?}");
-        assert_eq!(
-            resp.header("x-meshguard-deny-reason"),
-            Some("oversize"),
-            "{what}"
-        );
+        refused(&resp, 413, "oversize", &what);
         let arrived = refusing.upstream().settled().await.unwrap();
         for rec in &arrived {
             assert!(rec.trailers.is_empty(), "{what}: {rec:?}");
@@ -902,12 +880,7 @@ async fn on_unsupported_content_type_reject_refuses_what_it_cannot_mask() {
             post("/api/img", Some("image/png"), &[png], &[]),
         )
         .await;
-        assert_eq!(resp.status, 415, "{what}: {resp:?}");
-        assert_eq!(
-            resp.header("x-meshguard-deny-reason"),
-            Some("unsupported_content_type"),
-            "{what}"
-        );
+        refused(&resp, 415, "unsupported_content_type", &what);
         mesh.upstream().assert_no_body_arrived(&what).await;
         // Announced too large: refused at the headers, nothing forwarded.
         let resp = send(
@@ -918,12 +891,7 @@ async fn on_unsupported_content_type_reject_refuses_what_it_cannot_mask() {
                 .body(big_text.clone()),
         )
         .await;
-        assert_eq!(resp.status, 413, "{what}: {resp:?}");
-        assert_eq!(
-            resp.header("x-meshguard-deny-reason"),
-            Some("unsupported_content_type"),
-            "{what}"
-        );
+        refused(&resp, 413, "unsupported_content_type", &what);
         mesh.assert_nothing_reached_upstream(&what).await;
         // Binary response: reset, no byte of it.
         let resp = send(&mesh, protocol, Request::new("GET", "/r").script("png")).await;
