@@ -119,9 +119,17 @@ async fn wait_status(mesh: &Mesh, path: &str, want: u16) -> String {
 /// connection to a superseded instance is reset: the client sidecar answers
 /// that one with its own 503.)
 async fn stays_quarantined(mesh: &Mesh, status_code: u16, what: &str) {
+    // Two poll intervals, and at least two polls of the source seen by the
+    // proxy (its requests on the source cluster) after the attack.
+    let polls_before = source_polls(mesh).await;
     let until = Instant::now() + 2 * POLL;
+    let deadline = Instant::now() + 6 * POLL;
     let mut quarantine_answers = 0;
-    while Instant::now() < until {
+    while Instant::now() < until || source_polls(mesh).await < polls_before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the source was not polled"
+        );
         let (code, body) = status(mesh, "frontend", "/api/orders").await;
         assert_eq!(code, status_code, "{what}: quarantine lifted: {body}");
         if body.contains(r#""reason":"config_drift""#) {
@@ -140,6 +148,17 @@ async fn stays_quarantined(mesh: &Mesh, status_code: u16, what: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(health, 200, "{what}: health paths stay up");
+}
+
+/// Requests the proxy made to the source-of-truth cluster (answered or not).
+async fn source_polls(mesh: &Mesh) -> u64 {
+    let stat = |name: &'static str| async move {
+        mesh.server
+            .stat(&format!("cluster.{SOURCE_CLUSTER}.{name}"))
+            .await
+            .unwrap()
+    };
+    stat("upstream_rq_total").await + stat("upstream_cx_connect_fail").await
 }
 
 async fn metric(mesh: &Mesh, name: &str) -> u64 {
