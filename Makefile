@@ -4,17 +4,19 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help tools wasm lint unit test demo bench manifests clean
-.PHONY: oci fuzz soak wasm-unit
+.PHONY: oci fuzz soak wasm-unit mutants test-combined
 
 help:
 	@echo "make test   install tools, build the wasm filters, lint, unit + real-Envoy + manifest tests"
 	@echo "make demo   install tools, build, run two sidecars with all filters: decisions, masking, audit verify, drift, metrics"
+	@echo "make test-combined  the real-Envoy suites again, the module deployed once with the combined config"
 	@echo "make wasm   build dist/*.wasm only;  make lint   fmt + clippy (native and wasm32)"
 	@echo "make bench  every filter in the real Envoy vs native RBAC/Lua (docs/benchmarks.md);  make manifests  render istio-manifests/ into dist/istio/"
 	@echo "make oci    package dist/*.wasm as Istio Wasm OCI images (layouts in dist/oci/)"
 	@echo "make fuzz   every cargo-fuzz target for FUZZ_SECONDS (default 20) each (docs/fuzzing.md)"
 	@echo "make soak   fixed-rate mixed load through all filters, reloads under load (docs/soak.md)"
 	@echo "make wasm-unit  the core's tests compiled to wasm32-wasip1, run under wasmtime"
+	@echo "make mutants    rerun docs/testing.md's cargo mutants runs, regenerate its table (MUTANTS=\"xfcc-scope ...\" for some)"
 
 tools:
 	@scripts/install-tools.sh
@@ -34,6 +36,11 @@ unit:
 test: wasm lint
 	cargo test --workspace --locked
 	BENCH_SMOKE=1 BENCH_OUT=target/bench-smoke.md scripts/bench.sh
+
+# The same real-Envoy suites with one plugin instance and the combined config
+# (host-tests/src/mesh.rs, Deployment; docs/testing.md).
+test-combined: wasm
+	MESHGUARD_TEST_DEPLOYMENT=combined cargo test --locked -p meshguard-host-tests
 
 # Quiet builds, then the demo: it checks every claim it prints, exits 1 with
 # one line naming the failed step, and keeps its services' logs in target/demo/.
@@ -62,6 +69,11 @@ fuzz:
 # Not part of `make test`. Short CI variant: SOAK_REQUESTS=6000 SOAK_RATE=200 make soak
 soak: wasm
 	scripts/soak.sh
+
+# The mutation runs of docs/testing.md, one job at a time; rewrites their table
+# rows. Hours for all (detect.rs ~1 h); MUTANTS="xfcc-scope spiffe" for some.
+mutants: tools
+	scripts/mutants.sh $(MUTANTS)
 
 # 32-bit usize: the core's unit tests on the filters' own target (docs/fuzzing.md).
 wasm-unit: tools

@@ -41,12 +41,29 @@ impl Collector {
         Self::start_with(delay, None).await
     }
 
+    /// A collector on `addr`: one that was down (see [`unused_addr`]) and
+    /// comes back.
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::serve(
+            TcpListener::bind(addr).await?,
+            std::time::Duration::ZERO,
+            None,
+        )
+    }
+
     async fn start_with(
         delay: std::time::Duration,
         store: Option<std::fs::File>,
     ) -> anyhow::Result<Self> {
+        Self::serve(TcpListener::bind("127.0.0.1:0").await?, delay, store)
+    }
+
+    fn serve(
+        listener: TcpListener,
+        delay: std::time::Duration,
+        store: Option<std::fs::File>,
+    ) -> anyhow::Result<Self> {
         let store_file = Arc::new(Mutex::new(store));
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let store = Arc::clone(&lines);
@@ -108,6 +125,12 @@ fn write_lines(file: &mut std::fs::File, text: &str) -> std::io::Result<()> {
         writeln!(file, "{line}")?;
     }
     file.flush()
+}
+
+/// A loopback address nothing listens on (bound once, then released), for a
+/// collector that is down until [`Collector::start_on`] brings it up.
+pub fn unused_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 impl Drop for Collector {

@@ -50,8 +50,21 @@ fn log_levels() -> Vec<&'static str> {
 }
 
 impl Envoy {
-    /// Writes `bootstrap` (admin is added here) to `dir` and starts Envoy on it.
-    pub async fn start(name: &str, dir: &Path, mut bootstrap: Value) -> anyhow::Result<Self> {
+    /// Writes `bootstrap` (admin is added here) to `dir` and starts Envoy on
+    /// it with one worker thread.
+    pub async fn start(name: &str, dir: &Path, bootstrap: Value) -> anyhow::Result<Self> {
+        Self::start_with_workers(name, dir, bootstrap, 1).await
+    }
+
+    /// As [`Envoy::start`], with `workers` worker threads (`--concurrency`;
+    /// Istio's sidecar default is 2). Envoy balances connections, not
+    /// requests, across workers: see [`Envoy::worker_connections`].
+    pub async fn start_with_workers(
+        name: &str,
+        dir: &Path,
+        mut bootstrap: Value,
+        workers: u32,
+    ) -> anyhow::Result<Self> {
         let admin_path = dir.join(format!("{name}.admin"));
         let log_file = dir.join(format!("{name}.log"));
         let config_file = dir.join(format!("{name}.json"));
@@ -63,7 +76,8 @@ impl Envoy {
         let child = Command::new(crate::envoy_binary()?)
             .arg("-c")
             .arg(&config_file)
-            .args(["--disable-hot-restart", "--concurrency", "1"])
+            .args(["--disable-hot-restart", "--concurrency"])
+            .arg(workers.max(1).to_string())
             // As Istio's pilot-agent starts every sidecar: a listener that is
             // replaced drains its connections at once (HTTP/1 `connection:
             // close` on the next response, HTTP/2 GOAWAY), within 45 s.
@@ -234,6 +248,37 @@ impl Envoy {
                     .flatten()
             })
             .sum())
+    }
+
+    /// Connections each worker thread accepted on the listener whose
+    /// `stat_prefix` is `listener` (Envoy's per-worker
+    /// `listener.<stat_prefix>.worker_<n>.downstream_cx_total`), indexed by
+    /// worker: the proof that a worker served, since Envoy hands each
+    /// connection to one worker.
+    pub async fn worker_connections(&self, listener: &str) -> anyhow::Result<Vec<u64>> {
+        let prefix = format!("listener.{listener}.worker_");
+        let text = self
+            .admin_get(&format!("/stats?filter=^{}", prefix.replace('.', "\\.")))
+            .await?
+            .text();
+        let mut counts = Vec::new();
+        for line in text.lines() {
+            let Some((name, value)) = line.split_once(": ") else {
+                continue;
+            };
+            let Some(worker) = name
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(".downstream_cx_total"))
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if counts.len() <= worker {
+                counts.resize(worker + 1, 0);
+            }
+            counts[worker] = value.trim().parse().unwrap_or(0);
+        }
+        Ok(counts)
     }
 
     /// The log so far. Lossy: hostile request bytes end up in debug lines,

@@ -27,6 +27,26 @@ pub enum Protocol {
     Http2,
 }
 
+/// Every combination of client, sidecar-to-sidecar leg and upstream protocol,
+/// with a label for assertion messages (`client h1 leg h2 upstream h1`).
+pub fn every_leg() -> Vec<(Protocol, Protocol, Protocol, String)> {
+    let mut all = Vec::new();
+    for client in Protocol::ALL {
+        for leg in Protocol::ALL {
+            for upstream in Protocol::ALL {
+                let what = format!(
+                    "client {} leg {} upstream {}",
+                    client.short(),
+                    leg.short(),
+                    upstream.short()
+                );
+                all.push((client, leg, upstream, what));
+            }
+        }
+    }
+    all
+}
+
 impl Protocol {
     /// Both, for table-driven tests: `for p in Protocol::ALL { ... }`.
     pub const ALL: [Protocol; 2] = [Protocol::Http1, Protocol::Http2];
@@ -415,5 +435,17 @@ impl RawResponse {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// The first value of a header of the first response (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.bytes);
+        let head = text.split("\r\n\r\n").next().unwrap_or("");
+        head.split("\r\n").skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
     }
 }

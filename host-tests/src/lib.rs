@@ -29,15 +29,17 @@
 //!
 //! let got = mesh.upstream().take_one().await?;           // exactly one request arrived
 //! got.target; got.header_all("x-dup"); got.body; got.trailers; got.protocol; got.state;
-//! mesh.upstream().assert_nothing_arrived("refused");      // refusals: nothing reached it
+//! mesh.assert_nothing_reached_upstream("refused").await; // refusals: after a barrier, nothing reached it
 //! mesh.upstream().assert_no_body_arrived("refused").await; // ...or headers only, then a reset
 //! let log = mesh.flushed_server_log().await?;              // before asserting an absence
 //! ```
 //!
 //! Also: `Script::abort()` (reset after the chunks), `Script::gzip()`,
 //! `MeshBuilder::forward_client_cert("ALWAYS_FORWARD_ONLY")`,
-//! `Filter::failure_policy(FailurePolicy::FailReload)`, `Protocol::ALL` and
-//! `PathNormalization::ALL` for table-driven tests. docs/testing.md has more.
+//! `Filter::failure_policy(FailurePolicy::FailReload)`, `Protocol::ALL`,
+//! `http::every_leg()` and `PathNormalization::ALL` for table-driven tests;
+//! `MeshBuilder::workers(2)` with `Mesh::send_direct_on_every_worker` for the
+//! multi-worker guarantees. docs/testing.md has more.
 //!
 //! - [`upstream`]: the recording upstream (HTTP/1.1 and h2c on one port). It
 //!   records each request as its headers arrive ([`upstream::BodyState`] says

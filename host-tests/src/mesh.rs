@@ -47,6 +47,10 @@ pub const UPSTREAM_HEADER: &str = "x-meshguard-test-upstream";
 /// Requests under this path are answered by the server sidecar itself.
 pub const MARKER_PATH: &str = "/meshguard-test-marker/";
 
+/// Requests under this path go to the server sidecar's filterless barrier
+/// listener, which forwards them to the upstream (see [`Mesh::upstream_barrier`]).
+pub const BARRIER_PATH: &str = "/meshguard-test-barrier/";
+
 /// Istio's `meshConfig.pathNormalization`, applied to the server sidecar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PathNormalization {
@@ -367,6 +371,8 @@ pub struct MeshBuilder {
     istio_retries: bool,
     /// [`MeshBuilder::keep_files_in`].
     files: Option<PathBuf>,
+    /// The server sidecar's worker threads (`--concurrency`).
+    workers: u32,
 }
 
 /// Server-sidecar settings that survive filter pushes.
@@ -396,6 +402,8 @@ pub struct Mesh {
     shape: ServerShape,
     pki: Pki,
     server_cert: CertFiles,
+    barrier_addr: SocketAddr,
+    workers: u32,
     lds_version: std::cell::Cell<u32>,
     markers: std::cell::Cell<u32>,
     dir: MeshDir,
@@ -428,6 +436,7 @@ impl Mesh {
             shape: ServerShape::default(),
             istio_retries: false,
             files: None,
+            workers: 1,
         }
     }
 
@@ -463,6 +472,80 @@ impl Mesh {
     /// The client sidecar's address, for tests that manage connections.
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// The server sidecar's inbound listener (mTLS and plaintext).
+    pub fn server_addr(&self) -> SocketAddr {
+        self.server_addr
+    }
+
+    /// Connections each server-sidecar worker accepted on the inbound
+    /// listener, by worker ([`MeshBuilder::workers`]): a worker with none
+    /// served no request. Marker requests ([`Mesh::flushed_server_log`])
+    /// count too.
+    pub async fn inbound_worker_connections(&self) -> anyhow::Result<Vec<u64>> {
+        self.server.worker_connections("inbound").await
+    }
+
+    /// Sends `request(i)` straight to the server sidecar (plaintext), each on
+    /// a fresh connection, `per_round` at once, round after round until every
+    /// server-sidecar worker accepted at least one of these connections (so
+    /// every worker served a request sent by this call), or fails after 20
+    /// rounds. Returns each response with its `i`, in sending order.
+    pub async fn send_direct_on_every_worker(
+        &self,
+        per_round: usize,
+        request: impl Fn(usize) -> Request,
+    ) -> anyhow::Result<Vec<(usize, Response)>> {
+        let before = self.inbound_worker_connections().await?;
+        let mut answers = Vec::new();
+        let mut next = 0;
+        for _ in 0..20 {
+            let round: Vec<(usize, Request)> =
+                (next..next + per_round).map(|i| (i, request(i))).collect();
+            next += per_round;
+            let sent = round
+                .iter()
+                .map(|(i, r)| async move { (*i, http::send(self.server_addr, r).await) });
+            for (i, resp) in futures_util::future::join_all(sent).await {
+                answers.push((i, resp?));
+            }
+            let now = self.inbound_worker_connections().await?;
+            let served = now
+                .iter()
+                .enumerate()
+                .filter(|(w, n)| **n > before.get(*w).copied().unwrap_or(0))
+                .count();
+            if now.len() >= self.workers as usize && served == now.len() {
+                return Ok(answers);
+            }
+        }
+        anyhow::bail!(
+            "not every worker accepted a connection in 20 rounds of {per_round}: {:?} -> {:?}",
+            before,
+            self.inbound_worker_connections().await?
+        )
+    }
+
+    /// Waits until everything the server sidecar forwarded before this call
+    /// reached the upstream: a request sent after it through a listener
+    /// without filters (same Envoy, same upstream cluster) is waited for at
+    /// the upstream, then every body is left to settle. The barrier request
+    /// is removed from the recording. Use before asserting that nothing
+    /// arrived: it proves a forwarded request would have been seen.
+    pub async fn upstream_barrier(&self) -> anyhow::Result<()> {
+        let n = self.markers.get() + 1;
+        self.markers.set(n);
+        upstream_barrier(self.barrier_addr, &self.upstream, n).await
+    }
+
+    /// After [`Mesh::upstream_barrier`], fails if any request reached the
+    /// upstream: the proof of "nothing was forwarded" for a refusal.
+    pub async fn assert_nothing_reached_upstream(&self, what: &str) {
+        if let Err(e) = self.upstream_barrier().await {
+            panic!("{what}: {e}");
+        }
+        self.upstream.assert_nothing_arrived(what);
     }
 
     pub fn dir(&self) -> PathBuf {
@@ -693,6 +776,22 @@ impl MeshBuilder {
         self
     }
 
+    /// Runs the server sidecar with `workers` worker threads (Envoy's
+    /// `--concurrency`; Istio's sidecar default is 2; the harness default
+    /// is 1 so that per-request counts are deterministic). A second worker
+    /// only serves connections the kernel hands it: send over several
+    /// connections and check [`Mesh::inbound_worker_connections`].
+    pub fn workers(mut self, workers: u32) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Adds a client profile (its route selects it, see [`ROUTE_HEADER`]).
+    pub fn profile(mut self, profile: ClientProfile) -> Self {
+        self.profiles.push(profile);
+        self
+    }
+
     /// Adds a plain-HTTP cluster to the server sidecar (e.g. a source of truth).
     pub fn server_cluster(mut self, name: &str, addr: SocketAddr) -> Self {
         self.extra_clusters.push((name.into(), addr));
@@ -730,6 +829,7 @@ impl MeshBuilder {
             Ok(addr) => addr,
             Err(e) => anyhow::bail!("{e}; the server sidecar's log:\n{}", server.log()),
         };
+        let barrier_addr = server.listener("barrier").await?;
         let client_bootstrap = self.client_bootstrap(&pki, server_addr)?;
         let client = Envoy::start("client-sidecar", dir.path(), client_bootstrap).await?;
         let client_addr = client.listener("outbound").await?;
@@ -742,6 +842,8 @@ impl MeshBuilder {
             shape: self.shape,
             pki,
             server_cert,
+            barrier_addr,
+            workers: self.workers,
             lds_version: std::cell::Cell::new(1),
             markers: std::cell::Cell::new(0),
             dir,
@@ -763,10 +865,11 @@ impl MeshBuilder {
             }
         }
         write_lds(&lds_dir, 1, self.server_listener(pki, cert, dir)?)?;
-        Envoy::start(
+        Envoy::start_with_workers(
             "server-sidecar",
             dir,
             self.server_bootstrap(&lds_dir, upstream),
+            self.workers,
         )
         .await
     }
@@ -833,7 +936,7 @@ impl MeshBuilder {
                     "watched_directory": {"path": lds_dir}
                 }
             }},
-            "static_resources": {"clusters": clusters}
+            "static_resources": {"clusters": clusters, "listeners": [barrier_listener()]}
         })
     }
 
@@ -980,6 +1083,7 @@ fn server_listener(
     });
     Ok(json!({
                 "name": "inbound",
+                "stat_prefix": "inbound",
                 "address": loopback(0),
                 "listener_filters": [{
                     "name": "envoy.filters.listener.tls_inspector",
@@ -992,6 +1096,46 @@ fn server_listener(
                      "filters": [hcm]}
                 ]
     }))
+}
+
+/// Sends the `n`-th barrier request to `barrier` (a [`barrier_listener`]),
+/// waits for it at `upstream`, removes it there and lets every body settle.
+pub async fn upstream_barrier(
+    barrier: SocketAddr,
+    upstream: &Upstream,
+    n: u32,
+) -> anyhow::Result<()> {
+    let target = format!("{BARRIER_PATH}{n}-{}", std::process::id());
+    let resp = http::send(barrier, &Request::new("GET", &target)).await?;
+    anyhow::ensure!(resp.status != 0, "the barrier request was reset: {resp:?}");
+    anyhow::ensure!(
+        !upstream.remove_target_prefix(&target).is_empty(),
+        "the barrier request never reached the upstream: {resp:?}"
+    );
+    upstream.settled().await?;
+    Ok(())
+}
+
+/// A filterless listener for [`upstream_barrier`]: plaintext HTTP/1.1 to the
+/// Envoy's `upstream` cluster.
+pub fn barrier_listener() -> Value {
+    json!({
+        "name": "barrier",
+        "stat_prefix": "barrier",
+        "address": loopback(0),
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "barrier",
+                "route_config": {"virtual_hosts": [{
+                    "name": "barrier", "domains": ["*"],
+                    "routes": [{"match": {"prefix": BARRIER_PATH}, "route": {"cluster": "upstream", "timeout": "10s"}}]
+                }]},
+                "http_filters": [router()]
+            }
+        }]}]
+    })
 }
 
 pub fn loopback(port: u16) -> Value {

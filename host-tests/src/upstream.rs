@@ -47,6 +47,8 @@ pub enum BodyState {
 /// One request as it reached the upstream.
 #[derive(Clone)]
 pub struct Recorded {
+    /// Arrival number (from 0), stable while earlier records are taken.
+    pub arrival: u64,
     pub protocol: Protocol,
     pub method: String,
     /// The request target exactly as received (`:path` on HTTP/2).
@@ -84,6 +86,7 @@ fn show(pairs: &[(String, Vec<u8>)]) -> Vec<String> {
 impl std::fmt::Debug for Recorded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recorded")
+            .field("arrival", &self.arrival)
             .field("protocol", &self.protocol)
             .field("method", &self.method)
             .field("target", &self.target)
@@ -210,6 +213,8 @@ impl Script {
 #[derive(Debug, Default)]
 struct State {
     requests: Vec<Recorded>,
+    /// The next arrival number.
+    arrivals: u64,
     scripts: HashMap<String, Script>,
     default: Option<Script>,
 }
@@ -274,6 +279,27 @@ impl Upstream {
     /// Removes and returns every request recorded so far.
     pub fn take(&self) -> Vec<Recorded> {
         std::mem::take(&mut self.lock().requests)
+    }
+
+    /// Removes and returns every request whose body no longer streams (a
+    /// consumer that judges arrivals in batches while more arrive).
+    pub fn take_settled(&self) -> Vec<Recorded> {
+        let mut state = self.lock();
+        let (settled, streaming) = std::mem::take(&mut state.requests)
+            .into_iter()
+            .partition(|r| r.state != BodyState::Streaming);
+        state.requests = streaming;
+        settled
+    }
+
+    /// Removes and returns the requests whose target starts with `prefix`.
+    pub fn remove_target_prefix(&self, prefix: &str) -> Vec<Recorded> {
+        let mut state = self.lock();
+        let (matching, rest) = std::mem::take(&mut state.requests)
+            .into_iter()
+            .partition(|r| r.target.starts_with(prefix));
+        state.requests = rest;
+        matching
     }
 
     pub fn last(&self) -> Option<Recorded> {
@@ -369,9 +395,14 @@ async fn serve(state: Arc<Mutex<State>>, req: hyper::Request<hyper::body::Incomi
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().to_string(), |pq| pq.as_str().to_string());
-    let index = {
+    // Found again by arrival number: a test may take earlier records while
+    // this body streams (an index into the list would then point elsewhere).
+    let arrival = {
         let mut s = lock(&state);
+        let arrival = s.arrivals;
+        s.arrivals += 1;
         s.requests.push(Recorded {
+            arrival,
             protocol,
             method: req.method().to_string(),
             target,
@@ -380,7 +411,7 @@ async fn serve(state: Arc<Mutex<State>>, req: hyper::Request<hyper::body::Incomi
             trailers: Vec::new(),
             state: BodyState::Streaming,
         });
-        s.requests.len() - 1
+        arrival
     };
     let script_name = req
         .headers()
@@ -393,7 +424,7 @@ async fn serve(state: Arc<Mutex<State>>, req: hyper::Request<hyper::body::Incomi
         match frame {
             Ok(frame) => {
                 let mut s = lock(&state);
-                let Some(rec) = s.requests.get_mut(index) else {
+                let Some(rec) = s.requests.iter_mut().find(|r| r.arrival == arrival) else {
                     break;
                 };
                 match frame.into_data() {
@@ -413,7 +444,7 @@ async fn serve(state: Arc<Mutex<State>>, req: hyper::Request<hyper::body::Incomi
     }
     let recorded = {
         let mut s = lock(&state);
-        match s.requests.get_mut(index) {
+        match s.requests.iter_mut().find(|r| r.arrival == arrival) {
             Some(rec) => {
                 rec.state = outcome;
                 Some(rec.clone())

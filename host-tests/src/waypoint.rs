@@ -27,8 +27,8 @@ use crate::certs::Pki;
 use crate::envoy::{stats_config, Envoy};
 use crate::http::{self, Protocol, Request, Response};
 use crate::mesh::{
-    certificate, default_profiles, loopback, router, static_cluster, wasm_filter, with_protocol,
-    Filter,
+    barrier_listener, certificate, default_profiles, loopback, router, static_cluster,
+    upstream_barrier, wasm_filter, with_protocol, Filter,
 };
 use crate::upstream::Upstream;
 
@@ -45,6 +45,8 @@ pub struct Waypoint {
     upstream: Upstream,
     /// Profile route → the ztunnel listener that tunnels with its certificate.
     entries: HashMap<&'static str, SocketAddr>,
+    barrier: SocketAddr,
+    barriers: std::cell::Cell<u32>,
     _dir: tempfile::TempDir,
 }
 
@@ -67,6 +69,7 @@ impl Waypoint {
         )
         .await?;
         let hbone = waypoint.listener("connect_terminate").await?;
+        let barrier = waypoint.listener("barrier").await?;
         let profiles: Vec<_> = default_profiles()
             .into_iter()
             .filter(|p| p.identity.is_some())
@@ -133,12 +136,25 @@ impl Waypoint {
             ztunnel,
             upstream,
             entries,
+            barrier,
+            barriers: std::cell::Cell::new(0),
             _dir: dir,
         })
     }
 
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// After a barrier (see [`crate::mesh::Mesh::upstream_barrier`]) through
+    /// the waypoint's Envoy, fails if any request reached the upstream.
+    pub async fn assert_nothing_reached_upstream(&self, what: &str) {
+        let n = self.barriers.get() + 1;
+        self.barriers.set(n);
+        if let Err(e) = upstream_barrier(self.barrier, &self.upstream, n).await {
+            panic!("{what}: {e}");
+        }
+        self.upstream.assert_nothing_arrived(what);
     }
 
     /// Sends `request` from the workload whose certificate is `profile`'s,
@@ -282,7 +298,7 @@ fn waypoint_bootstrap(
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"}
         }],
         "static_resources": {
-            "listeners": [connect_terminate, main_internal],
+            "listeners": [connect_terminate, main_internal, barrier_listener()],
             "clusters": [
                 internal_cluster,
                 with_protocol(static_cluster("upstream", upstream, None), Some(Protocol::Http1))

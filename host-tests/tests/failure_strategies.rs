@@ -22,6 +22,10 @@ use meshguard_host_tests::mesh::{FailurePolicy, Filter, Mesh, PushOutcome};
 use meshguard_host_tests::source::{release_key, signed_with, trusted_key_entry, KEY_ID, WORKLOAD};
 
 const FAULT_HEADER: &str = "x-meshguard-fault";
+/// Envoy's count of Wasm VMs created (every plugin, every thread).
+const VMS_CREATED: &str = "wasm.envoy.wasm.runtime.v8.created";
+/// Envoy's count of listeners replaced by an LDS update.
+const LISTENERS_MODIFIED: &str = "listener_manager.listener_modified";
 const SEEN_HEADER: &str = "x-meshguard-faulty-vm";
 
 /// The faulty module runs the shipped pipeline: an identity section that
@@ -141,6 +145,10 @@ fn summary(statuses: &[u16]) -> String {
     )
 }
 
+/// Broken by hand: the "identical" push made a changed one (the resource
+/// version in the VM environment bumped): the listener-modified and
+/// VM-created counters moved, and the requests after it got 200 from the
+/// new VM: the test fails on each.
 #[tokio::test]
 async fn fail_close_refuses_everything_after_a_crash_until_the_listener_is_pushed() {
     let mesh = mesh(FailurePolicy::FailClosed).await;
@@ -164,13 +172,27 @@ async fn fail_close_refuses_everything_after_a_crash_until_the_listener_is_pushe
         );
         assert!(after.iter().all(|s| *s == 503), "{fault}: {after:?}");
 
-        // The same listener pushed again keeps the failed VM: Envoy reuses a
-        // VM whose code, config and environment did not change.
+        // The same listener pushed again keeps the failed VM: Envoy does not
+        // even replace the listener, so no VM is created (the counters below
+        // move on the changed push, which proves they would have here), and
+        // the failed filter keeps refusing.
+        let vms = mesh.server.stat(VMS_CREATED).await.unwrap();
+        let modified = mesh.server.stat(LISTENERS_MODIFIED).await.unwrap();
         assert_eq!(
             mesh.push_filters(std::slice::from_ref(&current))
                 .await
                 .expect("push"),
             PushOutcome::Accepted
+        );
+        assert_eq!(
+            mesh.server.stat(LISTENERS_MODIFIED).await.unwrap(),
+            modified,
+            "{fault}: an identical push replaced the listener"
+        );
+        assert_eq!(
+            mesh.server.stat(VMS_CREATED).await.unwrap(),
+            vms,
+            "{fault}: an identical push created a VM"
         );
         for n in 50..55 {
             assert_eq!(
@@ -178,7 +200,6 @@ async fn fail_close_refuses_everything_after_a_crash_until_the_listener_is_pushe
                 503,
                 "{fault}: after an identical push"
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // A WasmPlugin change (Istio bumps the resource version it passes in
         // the VM environment) brings a new VM.
@@ -194,6 +215,14 @@ async fn fail_close_refuses_everything_after_a_crash_until_the_listener_is_pushe
             PushOutcome::Accepted
         );
         current = changed;
+        assert!(
+            mesh.server.stat(LISTENERS_MODIFIED).await.unwrap() > modified,
+            "{fault}: the changed push replaced no listener"
+        );
+        assert!(
+            mesh.server.stat(VMS_CREATED).await.unwrap() > vms,
+            "{fault}: the changed push created no VM"
+        );
         // Connections accepted by the old listener keep its failed filter
         // until they drain; new connections get the new VM. Recovered means:
         // four requests in a row (HTTP/1.1 and HTTP/2) passed.

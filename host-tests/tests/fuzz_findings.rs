@@ -40,7 +40,7 @@ async fn double_escapes_with_escaped_hex_digits_are_refused_as_ambiguous() {
                     Some("ambiguous_path"),
                     "{target} {sidecar:?} {protocol:?}"
                 );
-                mesh.upstream().assert_nothing_arrived(target);
+                mesh.assert_nothing_reached_upstream(target).await;
             }
         }
     }

@@ -104,7 +104,7 @@ async fn a_gateway_request_without_a_usable_caller_is_refused_not_anonymous() {
                 Some(reason),
                 "{what}"
             );
-            mesh.upstream().assert_nothing_arrived(&what);
+            mesh.assert_nothing_reached_upstream(&what).await;
         }
         // The gateway's own element names the caller: judged as that caller.
         let vouched = format!("By={GATEWAY};URI={PARTNER}");
@@ -123,8 +123,8 @@ async fn a_gateway_request_without_a_usable_caller_is_refused_not_anonymous() {
             resp.header("x-meshguard-deny-reason"),
             Some("denied_by_rule")
         );
-        mesh.upstream()
-            .assert_nothing_arrived("evil vouched by the gateway");
+        mesh.assert_nothing_reached_upstream("evil vouched by the gateway")
+            .await;
     }
     for reason in ["gateway_identity_unusable", "peer_identity_unusable"] {
         let refused = mesh
@@ -173,7 +173,7 @@ async fn a_client_certificate_with_two_spiffe_ids_has_no_usable_identity() {
             resp.header("x-meshguard-deny-reason"),
             Some("peer_identity_unusable")
         );
-        mesh.upstream().assert_nothing_arrived("two URI SANs");
+        mesh.assert_nothing_reached_upstream("two URI SANs").await;
         // The genuine single-ID certificate of the same workload passes.
         let resp = mesh
             .send_as("frontend", Request::new("GET", "/").protocol(protocol))

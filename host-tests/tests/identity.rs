@@ -102,7 +102,7 @@ async fn check_over(mesh: &Mesh, cases: &[Case], protocol: Protocol) {
                     Some(reason),
                     "{what}"
                 );
-                mesh.upstream().assert_nothing_arrived(&what);
+                mesh.assert_nothing_reached_upstream(&what).await;
             }
             None => {
                 // The request really reached the upstream, once, as sent
@@ -219,7 +219,8 @@ async fn probes_pass_in_plaintext_only_where_an_override_allows_it() {
             resp.header("x-meshguard-deny-reason"),
             Some("mtls_required")
         );
-        mesh.upstream().assert_nothing_arrived("plaintext, direct");
+        mesh.assert_nothing_reached_upstream("plaintext, direct")
+            .await;
     }
 }
 
@@ -279,7 +280,7 @@ async fn deny_replies_follow_the_configured_status_and_detail() {
                 reason_header.then_some("denied_by_rule"),
                 "{what}"
             );
-            mesh.upstream().assert_nothing_arrived(&what);
+            mesh.assert_nothing_reached_upstream(&what).await;
         }
     }
 }
@@ -338,7 +339,7 @@ async fn xfcc_names_the_caller_only_when_a_trusted_gateway_appended_it() {
             assert_eq!(resp.status, status, "{what}: {}", resp.text());
             assert_eq!(resp.header("x-meshguard-deny-reason"), *reason, "{what}");
             if reason.is_some() {
-                mesh.upstream().assert_nothing_arrived(&what);
+                mesh.assert_nothing_reached_upstream(&what).await;
             } else {
                 let got = mesh.upstream().take_one().await.unwrap();
                 // The server sidecar appended the direct peer's element.
@@ -372,8 +373,8 @@ async fn xfcc_names_the_caller_only_when_a_trusted_gateway_appended_it() {
         resp.header("x-meshguard-deny-reason"),
         Some("no_matching_rule")
     );
-    mesh.upstream()
-        .assert_nothing_arrived("plaintext with a forged XFCC");
+    mesh.assert_nothing_reached_upstream("plaintext with a forged XFCC")
+        .await;
     let log = mesh
         .server
         .wait_for_log("via_gateway=spiffe://cluster.local/ns/istio-system/sa/ingress")
@@ -412,7 +413,7 @@ async fn a_plaintext_caller_never_names_an_identity_even_when_envoy_forwards_xfc
                 Some("no_matching_rule"),
                 "{what}"
             );
-            mesh.upstream().assert_nothing_arrived(&what);
+            mesh.assert_nothing_reached_upstream(&what).await;
             // The same header from the real frontend: this sidecar, told to
             // forward XFCC without appending its own element, cannot
             // establish that the certificate has a single URI SAN, so the
@@ -434,7 +435,7 @@ async fn a_plaintext_caller_never_names_an_identity_even_when_envoy_forwards_xfc
                 Some("peer_identity_unusable"),
                 "{what}"
             );
-            mesh.upstream().assert_nothing_arrived(&what);
+            mesh.assert_nothing_reached_upstream(&what).await;
         }
     }
 }
@@ -741,7 +742,7 @@ async fn what_meshguard_explain_says_is_what_envoy_does() {
                 explained["reason"].as_str(),
                 "{what}"
             );
-            mesh.upstream().assert_nothing_arrived(&what);
+            mesh.assert_nothing_reached_upstream(&what).await;
         }
     }
 }

@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use meshguard_core::integrity::{fingerprint, sign_answer, Release};
-use meshguard_host_tests::http::Request;
+use meshguard_core::integrity::{fingerprint, sign_answer, sign_config, Release};
+use meshguard_host_tests::http::{Protocol, Request};
 use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome};
 use meshguard_host_tests::prometheus::{sample_value, Prometheus};
 use meshguard_host_tests::source::{
@@ -119,9 +119,17 @@ async fn wait_status(mesh: &Mesh, path: &str, want: u16) -> String {
 /// connection to a superseded instance is reset: the client sidecar answers
 /// that one with its own 503.)
 async fn stays_quarantined(mesh: &Mesh, status_code: u16, what: &str) {
+    // Two poll intervals, and at least two polls of the source seen by the
+    // proxy (its requests on the source cluster) after the attack.
+    let polls_before = source_polls(mesh).await;
     let until = Instant::now() + 2 * POLL;
+    let deadline = Instant::now() + 6 * POLL;
     let mut quarantine_answers = 0;
-    while Instant::now() < until {
+    while Instant::now() < until || source_polls(mesh).await < polls_before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the source was not polled"
+        );
         let (code, body) = status(mesh, "frontend", "/api/orders").await;
         assert_eq!(code, status_code, "{what}: quarantine lifted: {body}");
         if body.contains(r#""reason":"config_drift""#) {
@@ -140,6 +148,17 @@ async fn stays_quarantined(mesh: &Mesh, status_code: u16, what: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(health, 200, "{what}: health paths stay up");
+}
+
+/// Requests the proxy made to the source-of-truth cluster (answered or not).
+async fn source_polls(mesh: &Mesh) -> u64 {
+    let stat = |name: &'static str| async move {
+        mesh.server
+            .stat(&format!("cluster.{SOURCE_CLUSTER}.{name}"))
+            .await
+            .unwrap()
+    };
+    stat("upstream_rq_total").await + stat("upstream_cx_connect_fail").await
 }
 
 async fn metric(mesh: &Mesh, name: &str) -> u64 {
@@ -182,6 +201,72 @@ async fn push_refused(mesh: &Mesh, config: &str, reason: &str, what: &str) {
     );
     let after = metric(mesh, &loads(reason)).await;
     assert!(after > before, "{what}: {reason} count {before} -> {after}");
+}
+
+const SUPERSEDED: &str = r#"meshguard_config_superseded_denied_total{filter="identity"}"#;
+
+/// Pushes `replayed`, a byte-identical copy of a config this proxy ran
+/// before a newer serial: either Envoy asks the filter (refused, counted as
+/// a rollback) or it serves the old instance, which must then refuse every
+/// request with `config_superseded`. `other_status` is what the workload
+/// answers otherwise (503 while quarantined, 200 in sync), never 200 after
+/// the replay's refusal was seen.
+///
+/// Broken by hand: `Quarantine::superseded` (filters/host/src/integrity.rs)
+/// returning `None`: in sync, the replayed v1 served 200; quarantined, no
+/// `config_superseded` answer ever came (only `config_drift`): both fail.
+async fn replay_serves_nothing(mesh: &Mesh, replayed: &str, other_status: u16) {
+    mesh.upstream_barrier().await.unwrap();
+    mesh.upstream().take();
+    let superseded_before = metric(mesh, SUPERSEDED).await;
+    let rollbacks_before = metric(mesh, &loads("rollback")).await;
+    let outcome = mesh
+        .push_filters(&[with_env(replayed, &env())])
+        .await
+        .unwrap();
+    eprintln!("byte-identical replay: Envoy {outcome:?} it");
+    if outcome == PushOutcome::Rejected {
+        assert!(metric(mesh, &loads("rollback")).await > rollbacks_before);
+        return;
+    }
+    // Requests still on the previous listener's connections may get the
+    // previous answer; new connections reach the replayed instance.
+    let deadline = Instant::now() + 5 * POLL;
+    loop {
+        let resp = mesh
+            .send_as("frontend", Request::new("GET", "/api/orders"))
+            .await
+            .unwrap();
+        assert_ne!(
+            resp.status,
+            200,
+            "the replayed config served: {resp:?}\n{}",
+            mesh.server
+                .log()
+                .lines()
+                .filter(|l| l.contains("meshguard"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        if resp.header("x-meshguard-deny-reason") == Some("config_superseded") {
+            assert_eq!(resp.status, 503, "{resp:?}");
+            break;
+        }
+        assert_eq!(resp.status, other_status, "{resp:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the replayed instance never refused: {resp:?}\n{}",
+            mesh.server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in 0..5 {
+        let (code, body) = status(mesh, "frontend", "/api/orders").await;
+        assert_eq!(code, 503, "request {n} after the replay: {body}");
+        assert!(body.contains("config_superseded"), "{body}");
+    }
+    assert!(metric(mesh, SUPERSEDED).await >= superseded_before + 6);
+    mesh.assert_nothing_reached_upstream("replayed").await;
 }
 
 #[tokio::test]
@@ -436,22 +521,12 @@ async fn config_edits_cannot_widen_redirect_replay_or_escape_scope() {
 
     // A byte-identical replay of v1: Envoy serves it from the plugin instance
     // it still holds (the draining listener's), without asking the filter, so
-    // no NACK is possible. That superseded instance serves nothing: it resets
-    // every stream and counts it. (If Envoy did ask, the load is refused.)
-    // Requests may also still reach the previous (quarantined) instance over
-    // pooled connections; none may ever be served.
-    let superseded = r#"meshguard_config_superseded_denied_total{filter="identity"}"#;
-    mesh.push_filters(&[with_env(&v1, &env())]).await.unwrap();
-    let until = Instant::now() + 3 * POLL;
-    while Instant::now() < until {
-        let (code, body) = status(&mesh, "frontend", "/api/orders").await;
-        assert_eq!(code, 503, "the replayed config served: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!(
-        "byte-identical replay: superseded resets so far: {}",
-        metric(&mesh, superseded).await
-    );
+    // no NACK is possible. That superseded instance serves nothing: it
+    // refuses every request on the new listener with its own reason (while
+    // quarantined, the quarantine's 503 would hide a replay that served, so
+    // the test waits for the replay's refusal itself). If Envoy did ask, the
+    // load is refused and counted as a rollback.
+    replay_serves_nothing(&mesh, &v1, 503).await;
 
     // Re-pushing the accepted config (other whitespace, same fingerprint) is
     // accepted but does not reset the quarantine.
@@ -719,11 +794,24 @@ async fn a_version_label_counts_only_when_signed() {
 async fn an_unreachable_source_keeps_traffic_and_shows_the_unknown_state() {
     let v1 = signed("identity", 1, &policy("v1"));
     let mesh = mesh_with(with_env(&v1, &env()), None).await;
-    let errors = r#"meshguard_intended_source_errors_total{filter="identity"}"#;
-    mesh.server
-        .wait_for_metric(errors, 3 * POLL, |v| v.is_some_and(|n| n >= 2))
-        .await
-        .unwrap();
+    // Counted by reason; an unreachable cluster answers with Envoy's own 503.
+    let deadline = Instant::now() + 3 * POLL;
+    loop {
+        let text = mesh.server.prometheus().await.unwrap();
+        let errors: u64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("meshguard_intended_source_errors_total{")
+                    && l.contains(r#"filter="identity""#)
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum();
+        if errors >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{errors} source errors:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let age = r#"meshguard_config_check_age_seconds{filter="identity"}"#;
     mesh.server
         .wait_for_metric(age, 4 * POLL, |v| v.is_some_and(|n| n >= 2))
@@ -789,8 +877,44 @@ async fn a_real_prometheus_scrapes_drift_and_unknown() {
     let mut values: Vec<f64> = unknown.iter().filter_map(sample_value).collect();
     values.sort_by(f64::total_cmp);
     assert_eq!(values, [0.0, 1.0], "{unknown:?}");
-    // Report mode never quarantines.
-    assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+    report_mode_keeps_serving(&mesh).await;
+}
+
+/// Report mode never quarantines. The drift line is logged after the shared
+/// drift state is written (`Guard::apply`), and quarantine mode refuses the
+/// next request once that state is set (the legitimate flow's test): so
+/// every request sent after the line, across two more polls (every VM
+/// polled again), would have been refused had report mode quarantined.
+///
+/// Broken by hand: `Quarantine::quarantined` enforcing under `report` too
+/// (its `on_drift != Quarantine` guard removed): the first request after the
+/// line got 503.
+async fn report_mode_keeps_serving(mesh: &Mesh) {
+    mesh.server
+        .wait_for_log("config drift detected (source_of_truth)")
+        .await
+        .unwrap();
+    let until = Instant::now() + 2 * POLL;
+    let mut sent = 0;
+    while Instant::now() < until || sent < 3 {
+        let (code, body) = status(mesh, "frontend", "/api/orders").await;
+        assert_eq!(code, 200, "report mode refused a request: {body}");
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metric(mesh, r#"meshguard_config_drift{filter="identity"}"#).await,
+        1,
+        "still drifted"
+    );
+    assert_eq!(
+        metric(
+            mesh,
+            r#"meshguard_quarantine_denied_total{filter="identity"}"#
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -832,6 +956,11 @@ async fn a_stock_nginx_serving_the_published_documents_is_a_source_of_truth() {
 }
 
 #[tokio::test]
+/// Broken by hand: the quarantine read from the filter-wide drift key
+/// instead of the config's own (`Guard::quarantine`,
+/// filters/host/src/integrity.rs): v2 answered 503 once v1 judged itself
+/// drifted. The old row could not fail that way: it never waited for v1's
+/// verdict.
 async fn an_older_instance_judged_drifted_never_quarantines_the_config_that_replaced_it() {
     let v1 = signed("identity", 1, &policy("v1"));
     let v2 = signed("identity", 2, &policy("v2"));
@@ -850,15 +979,179 @@ async fn an_older_instance_judged_drifted_never_quarantines_the_config_that_repl
     );
     source.publish_config("identity", &v2).unwrap();
     wait_status(&mesh, "/api/orders", 200).await;
-    // The v1 instance now finds itself drifted; v2 keeps serving.
-    let until = Instant::now() + 3 * POLL;
+    // The v1 instance (the draining listener's) now polls and finds itself
+    // drifted: wait for its verdict, then v2 keeps serving across its own
+    // next polls.
+    mesh.server
+        .wait_for_log("config drift detected (source_of_truth): active version=\"v1\"")
+        .await
+        .unwrap();
+    let until = Instant::now() + 2 * POLL;
     while Instant::now() < until {
         let (code, body) = status(&mesh, "frontend", "/api/orders").await;
-        assert!(
-            !body.contains("config_drift"),
-            "v2 quarantined by v1's verdict: {code} {body}"
-        );
+        assert_eq!(code, 200, "v2 quarantined by v1's verdict: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_byte_identical_replay_of_an_older_config_serves_nothing_while_in_sync() {
+    // In sync, so a 503 can only be the replay's own refusal.
+    let v1 = signed("identity", 1, &policy("v1"));
+    let v2 = signed("identity", 2, &policy("v2"));
+    let source = SourceOfTruth::start().unwrap();
+    source.publish_config("identity", &v1).unwrap();
+    let mesh = mesh_with(with_env(&v1, &env()), Some(source.addr())).await;
     assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+    source.publish_config("identity", &v2).unwrap();
+    assert_eq!(
+        mesh.push_filters(&[with_env(&v2, &env())]).await.unwrap(),
+        PushOutcome::Accepted
+    );
+    wait_status(&mesh, "/api/orders", 200).await;
+    replay_serves_nothing(&mesh, &v1, 200).await;
+}
+
+/// A request that reaches a superseded config instance over a connection it
+/// did not serve while current (here: the drain grace is 0) is refused with a
+/// 503 Istio's default retry policy retries, and the retry reaches the
+/// current config: the caller gets 200, the refused attempt reached nothing.
+///
+/// Broken by hand: the superseded refusal answered 403 instead of 503
+/// (filters/host/src/integrity.rs `Quarantine::superseded`): the client
+/// sidecar did not retry and the caller got the 403.
+#[tokio::test]
+async fn a_request_on_a_superseded_instance_gets_a_retriable_503_and_the_retry_is_served() {
+    let mut no_grace = env();
+    no_grace.push(("MESHGUARD_DRAIN_GRACE_SECONDS".into(), "0".into()));
+    let filter = |config: &str| with_env(config, &no_grace);
+    let v1 = signed("identity", 1, &policy("v1"));
+    let v2 = signed("identity", 2, &policy("v2"));
+    let source = SourceOfTruth::start().unwrap();
+    source.publish_config("identity", &v1).unwrap();
+    let mesh = Mesh::builder()
+        .filter(filter(&v1))
+        .server_cluster(SOURCE_CLUSTER, source.addr())
+        .istio_retries()
+        .start()
+        .await
+        .expect("mesh starts");
+    // The client sidecar keeps this HTTP/1.1 connection to the v1 listener.
+    let first = mesh
+        .send_as(
+            "frontend",
+            Request::new("GET", "/api/before").leg(Protocol::Http1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200, "{first:?}");
+    mesh.upstream().take_one().await.unwrap();
+    source.publish_config("identity", &v2).unwrap();
+    assert_eq!(
+        mesh.push_filters(&[filter(&v2)]).await.unwrap(),
+        PushOutcome::Accepted
+    );
+    let superseded = metric(&mesh, SUPERSEDED).await;
+    let retries = mesh.client.stat_sum("upstream_rq_retry").await.unwrap();
+    let resp = mesh
+        .send_as(
+            "frontend",
+            Request::new("GET", "/api/after").leg(Protocol::Http1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{resp:?}");
+    // The first attempt met the superseded v1 instance and was refused...
+    assert_eq!(metric(&mesh, SUPERSEDED).await, superseded + 1);
+    mesh.server
+        .wait_for_log("refused: this config (serial 1) was superseded by serial 2")
+        .await
+        .unwrap();
+    // ...with an answer the client sidecar retried, once...
+    assert_eq!(
+        mesh.client.stat_sum("upstream_rq_retry").await.unwrap(),
+        retries + 1
+    );
+    // ...and only the retry reached the upstream.
+    let got = mesh.upstream().take_one().await.unwrap();
+    assert_eq!(got.target, "/api/after");
+}
+
+/// The serial floor and the release scope in Envoy: a config signed without
+/// a release scope (`unscoped`), a serial below `MESHGUARD_MIN_SERIAL` and
+/// an unsigned config while a floor is set (`below_minimum`) are refused,
+/// counted under their own reason, and the running config keeps serving; a
+/// sidecar whose first config is below the floor does not start.
+///
+/// Broken by hand: `MESHGUARD_MIN_SERIAL` left out of the environment: the
+/// sidecar whose first config has serial 2 started, and the first row failed.
+#[tokio::test]
+async fn unscoped_and_below_minimum_configs_are_refused_in_envoy() {
+    // Trusted keys and a floor of 3; signatures optional, so that an
+    // unsigned config meets the floor check itself.
+    let env: Vec<(String, String)> = vec![
+        (
+            "MESHGUARD_TRUSTED_KEYS".into(),
+            trusted_key_entry(KEY_ID, &release_key()),
+        ),
+        ("MESHGUARD_MIN_SERIAL".into(), "3".into()),
+    ];
+    let refused_at_start = Mesh::builder()
+        .filter(with_env(&signed("identity", 2, &policy("v2")), &env))
+        .start_refused()
+        .await
+        .unwrap();
+    assert!(
+        refused_at_start
+            .contains("config refused (below_minimum): serial 2 is below MESHGUARD_MIN_SERIAL 3"),
+        "{refused_at_start}"
+    );
+
+    let v3 = signed("identity", 3, &policy("v3"));
+    let mesh = mesh_with(with_env(&v3, &env), None).await;
+    assert_eq!(status(&mesh, "frontend", "/api/orders").await.0, 200);
+    let unscoped =
+        String::from_utf8(sign_config(policy("v4").as_bytes(), KEY_ID, &release_key()).unwrap())
+            .unwrap();
+    for (what, config, reason) in [
+        ("signed without a release scope", unscoped, "unscoped"),
+        (
+            "a serial below the floor (and the running one)",
+            signed("identity", 2, &policy("v2")),
+            "below_minimum",
+        ),
+        (
+            "unsigned while a floor is set",
+            policy("v9"),
+            "below_minimum",
+        ),
+    ] {
+        let before = metric(&mesh, &loads(reason)).await;
+        assert_eq!(
+            mesh.push_filters(&[with_env(&config, &env)]).await.unwrap(),
+            PushOutcome::Rejected,
+            "{what}"
+        );
+        assert_eq!(metric(&mesh, &loads(reason)).await, before + 1, "{what}");
+        // The running config still judges: frontend allowed, others not.
+        assert_eq!(
+            status(&mesh, "frontend", "/api/orders").await.0,
+            200,
+            "{what}"
+        );
+        assert_eq!(
+            status(&mesh, "unknown", "/api/orders").await.0,
+            403,
+            "{what}"
+        );
+        mesh.upstream().take();
+    }
+    mesh.server
+        .wait_for_log("config refused (unscoped)")
+        .await
+        .unwrap();
+    mesh.server
+        .wait_for_log("the config carries no signed serial and MESHGUARD_MIN_SERIAL is 3")
+        .await
+        .unwrap();
 }

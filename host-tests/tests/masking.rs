@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use meshguard_host_tests::http::{Connection, Protocol, Request};
-use meshguard_host_tests::mesh::{Filter, Mesh, ROUTE_HEADER};
+use meshguard_host_tests::mesh::{ClientProfile, Filter, Mesh, ROUTE_HEADER};
 use meshguard_host_tests::upstream::{Recorded, Script};
 use serde_json::{json, Value};
 
@@ -367,7 +367,7 @@ async fn bodies_that_cannot_be_masked_are_refused_by_default() {
             if *status == 400 {
                 mesh.upstream().assert_no_body_arrived(&what).await;
             } else {
-                mesh.upstream().assert_nothing_arrived(&what);
+                mesh.assert_nothing_reached_upstream(&what).await;
             }
         }
         // A refused response: the request did reach the upstream; the client
@@ -741,5 +741,102 @@ async fn what_meshguard_mask_prints_is_byte_for_byte_what_envoy_forwards() {
             }
             other => panic!("{what} (response): meshguard mask exited {other:?}: {stderr}"),
         }
+    }
+}
+
+const AUDITOR: &str = "spiffe://cluster.local/ns/default/sa/auditor";
+
+/// Whether the `pii` rule (which excepts the auditor) was applied to what
+/// reached the upstream.
+fn pii_masked(got: &Recorded) -> bool {
+    match got.json()["users"][0]["ssn"].as_str() {
+        Some("078-05-1120") => false,
+        Some("[REDACTED]") => true,
+        other => panic!("unexpected ssn {other:?}: {got:?}"),
+    }
+}
+
+/// `except_principals` exempts the identity the mesh authenticated, and only
+/// a usable one: a plaintext caller naming the auditor in XFCC, a gateway
+/// forwarding an auditor's XFCC element, and a certificate naming the
+/// auditor beside another SPIFFE ID (no valid X509-SVID: the identity filter
+/// refuses it as `peer_identity_unusable`) all get masked data.
+///
+/// The two-SAN row found a bug: the masking filter took the certificate's
+/// first URI SAN (`connection.uri_san_peer_certificate`) as the caller, so
+/// the auditor-first certificate was exempted; fixed in the masking filter.
+/// Broken by hand: before that fix, the two-SAN row failed (unmasked). And
+/// the filter taking the caller from the first `URI` of the request's XFCC
+/// when there is one: the gateway row failed, then (the rows before it
+/// removed) the two-SAN row, then (those removed too) the plaintext row.
+#[tokio::test]
+async fn except_principals_exempt_only_a_usable_authenticated_identity() {
+    let two_sans = ClientProfile {
+        route: "auditor-two-uris",
+        identity: Some(AUDITOR),
+        max_tls: "TLSv1_3",
+        extra_uris: &["spiffe://cluster.local/ns/default/sa/frontend"],
+    };
+    let mesh = Mesh::builder()
+        .filter(Filter::named("masking", POLICY).env("MESHGUARD_MASK_HASH_KEY", HASH_KEY))
+        .profile(two_sans)
+        .start()
+        .await
+        .expect("mesh starts");
+    let forged_element = format!("By={};URI={AUDITOR}", meshguard_host_tests::mesh::SERVER_ID);
+    for protocol in Protocol::ALL {
+        // (profile, XFCC sent by the caller, masked?)
+        for (profile, xfcc, masked) in [
+            ("auditor", None, false),
+            ("frontend", None, true),
+            ("gateway", Some(forged_element.as_str()), true),
+            ("frontend", Some(forged_element.as_str()), true),
+            ("auditor-two-uris", None, true),
+        ] {
+            let what = format!("{profile} (XFCC {xfcc:?}) over {protocol:?}");
+            let mut request = post_json(&record()).protocol(protocol);
+            if let Some(x) = xfcc {
+                request = request.header("x-forwarded-client-cert", x);
+            }
+            let resp = mesh.send_as(profile, request).await.unwrap();
+            assert_eq!(resp.status, 200, "{what}: {resp:?}");
+            assert_eq!(pii_masked(&arrived(&mesh).await), masked, "{what}");
+        }
+    }
+    // A plaintext caller's XFCC reaches the filter only when the sidecar
+    // forwards it (Istio's APPEND_FORWARD drops it): even then, no exemption.
+    let mesh = Mesh::builder()
+        .filter(Filter::named("masking", POLICY).env("MESHGUARD_MASK_HASH_KEY", HASH_KEY))
+        .forward_client_cert("ALWAYS_FORWARD_ONLY")
+        .start()
+        .await
+        .expect("mesh starts");
+    for protocol in Protocol::ALL {
+        let what = format!("plaintext naming the auditor over {protocol:?}");
+        let request = post_json(&record())
+            .protocol(protocol)
+            .header("x-forwarded-client-cert", format!("URI={AUDITOR}"));
+        let resp = mesh.send_as("plaintext", request).await.unwrap();
+        assert_eq!(resp.status, 200, "{what}: {resp:?}");
+        let got = arrived(&mesh).await;
+        assert_eq!(
+            got.header("x-forwarded-client-cert"),
+            Some(format!("URI={AUDITOR}").as_str()),
+            "{what}: the XFCC did reach the filter"
+        );
+        assert!(pii_masked(&got), "{what}");
+        // This sidecar appends no XFCC element of its own, so not even the
+        // auditor over mTLS has a usable identity here (docs/identity.md,
+        // deployment requirement): masked too. The first mesh above is the
+        // control where the same auditor is exempt.
+        let resp = mesh
+            .send_as("auditor", post_json(&record()).protocol(protocol))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert!(
+            pii_masked(&arrived(&mesh).await),
+            "auditor over {protocol:?} behind ALWAYS_FORWARD_ONLY"
+        );
     }
 }

@@ -277,10 +277,16 @@ async fn every_dashboard_query_and_alert_expression_has_data_from_real_sidecars(
         )
         .await
         .unwrap();
-    // The gauge is the root context's; a worker VM may apply the drift up
-    // to one poll later. Report mode must keep serving across that window
-    // (two polls), not only right after the gauge flipped.
-    let window = Instant::now() + Duration::from_millis(2500);
+    // The drift line is logged once the shared drift state is written (the
+    // state quarantine mode refuses on, below for masking): from then on,
+    // across two more polls (every VM polled again), report mode must keep
+    // serving. Broken by hand: `Quarantine::quarantined` enforcing under
+    // report too: the first request after the line got 503.
+    mesh.server
+        .wait_for_log("meshguard identity: config drift detected (source_of_truth)")
+        .await
+        .unwrap();
+    let window = Instant::now() + Duration::from_millis(2 * 1000);
     while Instant::now() < window {
         assert_eq!(
             get(&mesh, "frontend", "/api/orders").await,
@@ -289,6 +295,14 @@ async fn every_dashboard_query_and_alert_expression_has_data_from_real_sidecars(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(
+        mesh.server
+            .metric(r#"meshguard_quarantine_denied_total{filter="identity"}"#)
+            .await
+            .unwrap()
+            .unwrap_or(0),
+        0
+    );
 
     // Masking's intended config moves on: drift under on_drift: quarantine.
     publish(&source, "masking", 2, &masking("obs-masking-v2"));

@@ -14,7 +14,11 @@
 //!   (each push is a new filter config on the same listener, as Istio
 //!   delivers a WasmPlugin).
 //!
-//! Every response is checked (status and, where masked, content); it prints
+//! Every response is checked on the side where its effect happens: the client
+//! gets exactly the status and body the policy says (a masked response is
+//! the whole masked body, never reset, truncated or empty); the upstream gets
+//! every forwarded request once, masked, with a signed audit header that
+//! verifies, from the allowed caller only, and nothing a policy denied. It prints
 //! the report docs/soak.md records: outcomes, 5xx by cause (none may be
 //! unexplained), Envoy RSS and heap and each filter's largest Wasm VM
 //! (`meshguard_vm_memory_bytes`) at start / middle / end, audit chain
@@ -28,18 +32,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use meshguard_core::audit::verify_header;
 use meshguard_host_tests::collector::Collector;
 use meshguard_host_tests::http::{self, Connection, Protocol, Request, Response};
 use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome, AUDIT_KEY, ROUTE_HEADER};
 use meshguard_host_tests::meshguard_cli;
 use meshguard_host_tests::source::{signed, trust_env, SourceOfTruth};
-use meshguard_host_tests::upstream::{Script, SCRIPT_HEADER};
+use meshguard_host_tests::upstream::{BodyState, Recorded, Script, SCRIPT_HEADER};
 
 const COLLECTOR_CLUSTER: &str = "audit-collector";
 const SOURCE_CLUSTER: &str = "meshguard-intended";
 const DRIFT: &str = r#"meshguard_config_drift{filter="identity"}"#;
 const SECRET_EMAIL: &str = "jane.doe@example.com";
 const SECRET_PASSWORD: &str = "hunter2-soak";
+const FRONTEND: &str = "spiffe://cluster.local/ns/default/sa/frontend";
 
 fn identity_config(deny_toggle: bool) -> String {
     let toggle = if deny_toggle {
@@ -151,30 +158,116 @@ fn request(i: u64, kind: Kind) -> Request {
     }
 }
 
-/// `Ok` when the response is what the policy says; else why not.
-fn judge(kind: Kind, resp: &Response) -> Result<(), String> {
+/// The masked answers, byte for byte.
+const MASKED_PROFILE: &str = r#"{"email":"[REDACTED]","name":"Jane","password":"[REDACTED]"}"#;
+const MASKED_NOTE: &str = "call Jane at [REDACTED] today";
+/// What the upstream answers a request that names no script.
+const UPSTREAM_OK: &str = "ok";
+
+/// `Ok` when the response is what the policy says; else why not. Toggle
+/// requests are denied unless pushes flip the policy (then either config
+/// may judge them).
+///
+/// Broken by hand (SOAK_REQUESTS=900, SOAK_RATE=300): the masking filter
+/// replacing every masked response body with nothing (`Verdict::Replace` in
+/// `Streams::apply`): all 200 masked responses failed "expected the whole
+/// masked body", where the old check (no secret in the body) passed; with
+/// pushes off, the toggle rule dropped from `identity_config`: every toggle
+/// failed "expected 403" (the old check accepted 200 or 403).
+fn judge(kind: Kind, resp: &Response, pushes: bool) -> Result<(), String> {
     let body = resp.text();
     let want = |status: u16| {
-        if resp.status == status {
+        if resp.status == status && !resp.is_reset() {
             Ok(())
         } else {
             Err(format!("expected {status}"))
         }
     };
+    let exactly = |expected: &str| {
+        if body == expected {
+            Ok(())
+        } else if body.contains(SECRET_EMAIL) || body.contains(SECRET_PASSWORD) {
+            Err("a secret passed unmasked".into())
+        } else {
+            Err("expected the whole masked body".into())
+        }
+    };
     match kind {
-        Kind::Allowed | Kind::AuditedBody | Kind::AuditedJson => want(200),
-        Kind::DeniedPath | Kind::DeniedPeer => want(403),
-        Kind::Toggle if resp.status == 200 || resp.status == 403 => Ok(()),
-        Kind::Toggle => Err("judged by neither policy".into()),
-        Kind::MaskedJsonResponse | Kind::MaskedTextResponse | Kind::MaskedJsonRequest => {
+        Kind::Allowed | Kind::AuditedBody | Kind::AuditedJson | Kind::MaskedJsonRequest => {
             want(200)?;
-            if body.contains(SECRET_EMAIL) || body.contains(SECRET_PASSWORD) {
-                Err("a secret passed unmasked".into())
-            } else {
+            exactly(UPSTREAM_OK)
+        }
+        Kind::DeniedPath | Kind::DeniedPeer => want(403),
+        Kind::Toggle if !pushes => want(403),
+        Kind::Toggle if resp.status == 403 => Ok(()),
+        Kind::Toggle => {
+            want(200)?;
+            exactly(UPSTREAM_OK)
+        }
+        Kind::MaskedJsonResponse => {
+            want(200)?;
+            let parsed: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+            if parsed == serde_json::from_str(MASKED_PROFILE).ok() {
                 Ok(())
+            } else {
+                exactly(MASKED_PROFILE)
             }
         }
+        Kind::MaskedTextResponse => {
+            want(200)?;
+            exactly(MASKED_NOTE)
+        }
     }
+}
+
+/// `Ok` when a request that reached the upstream is one the policy forwards,
+/// as it must arrive: from the allowed caller (the server sidecar's XFCC
+/// element), with one signed audit header that verifies, a masked body.
+///
+/// Broken by hand (SOAK_REQUESTS=900, SOAK_RATE=300): the masking filter
+/// forwarding request bodies unmasked (`Verdict::Replace` ignored for
+/// requests): every MaskedJsonRequest failed "request body not masked as it
+/// should" while every client answer was still "ok"; the toggle rule
+/// dropped: "a denied toggle arrived" for each.
+fn judge_upstream(rec: &Recorded, pushes: bool, key: &[u8]) -> Result<(), String> {
+    if rec.state != BodyState::Complete {
+        return Err(format!(
+            "incomplete: {:?}, {} body bytes",
+            rec.state,
+            rec.body.len()
+        ));
+    }
+    let xfcc = rec.header("x-forwarded-client-cert").unwrap_or("");
+    if !xfcc.contains(&format!("URI={FRONTEND}")) {
+        return Err(format!("from another caller: {xfcc:?}"));
+    }
+    let audit = rec.header_all("x-meshguard-audit");
+    let [header] = audit.as_slice() else {
+        return Err(format!("{} audit headers", audit.len()));
+    };
+    let header = std::str::from_utf8(header).map_err(|_| "audit header not UTF-8")?;
+    verify_header(header, key).map_err(|e| format!("audit header: {e}"))?;
+    let path = rec.target.split('?').next().unwrap_or("");
+    if path.starts_with("/admin") {
+        return Err("a denied path arrived".into());
+    }
+    if path == "/api/toggle" && !pushes {
+        return Err("a denied toggle arrived".into());
+    }
+    if path == "/api/users" {
+        let body: serde_json::Value =
+            serde_json::from_slice(&rec.body).map_err(|e| format!("body not JSON: {e}"))?;
+        if body["password"] != "[REDACTED]" || !body["user"].is_u64() {
+            return Err(format!(
+                "request body not masked as it should: {}",
+                rec.text()
+            ));
+        }
+    }
+    if rec.text().contains(SECRET_PASSWORD) || rec.text().contains(SECRET_EMAIL) {
+        return Err("a secret reached the upstream".into());
+    }
+    Ok(())
 }
 
 /// The cause a refused or failed request is counted under.
@@ -272,6 +365,27 @@ struct Tally {
     /// Per (kind, protocol), to see where a slow tail comes from.
     latencies_by_kind: BTreeMap<(Kind, &'static str), Vec<u32>>,
     audited: u64,
+    /// 200 answers: each was forwarded to the upstream exactly once.
+    forwarded: u64,
+}
+
+/// What reached the upstream, judged as it arrives.
+#[derive(Default)]
+struct Arrivals {
+    count: u64,
+    wrong: BTreeMap<String, u64>,
+}
+
+impl Arrivals {
+    fn judge(&mut self, recorded: Vec<Recorded>, pushes: bool, key: &[u8]) {
+        for rec in recorded {
+            self.count += 1;
+            if let Err(why) = judge_upstream(&rec, pushes, key) {
+                let path = rec.target.split('?').next().unwrap_or("").to_string();
+                *self.wrong.entry(format!("{path}: {why}")).or_default() += 1;
+            }
+        }
+    }
 }
 
 /// What every load worker shares.
@@ -284,6 +398,8 @@ struct Load {
     start: Instant,
     done: Arc<AtomicU64>,
     tally: Arc<Mutex<Tally>>,
+    /// Pushes flip the toggle policy (else toggles are denied).
+    pushes: bool,
 }
 
 /// Sends requests `index`, `index + workers`, ... each at its scheduled time.
@@ -296,6 +412,7 @@ async fn worker(load: Load, protocol: Protocol, index: u64) {
         start,
         done,
         tally,
+        pushes,
     } = load;
     let mut conn: Option<Connection> = None;
     let mut i = index;
@@ -323,15 +440,16 @@ async fn worker(load: Load, protocol: Protocol, index: u64) {
                 if resp.status >= 500 || resp.status == 0 {
                     *t.server_errors.entry(cause(&resp)).or_default() += 1;
                 }
-                if let Err(why) = judge(kind, &resp) {
+                if let Err(why) = judge(kind, &resp, pushes) {
                     *t.wrong
                         .entry(format!("{kind:?}: {why} ({})", cause(&resp)))
                         .or_default() += 1;
                 }
                 if resp.status == 200 {
                     // Past identity: the audit filter records it (a command
-                    // or the default one).
+                    // or the default one), and it was forwarded.
                     t.audited += 1;
+                    t.forwarded += 1;
                 }
             }
             Err(e) => {
@@ -422,7 +540,12 @@ async fn soak() {
         Script::typed("text/plain", format!("call Jane at {SECRET_EMAIL} today")),
     );
     mesh.upstream()
-        .set_default(Some(Script::new(200).body("ok")));
+        .set_default(Some(Script::new(200).body(UPSTREAM_OK)));
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(AUDIT_KEY)
+        .expect("the test key is base64");
+    let flips = reload_every > 0;
+    let arrivals = RefCell::new(Arrivals::default());
 
     let client = mesh.client_addr();
     let period = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(u32::MAX);
@@ -442,6 +565,7 @@ async fn soak() {
         start,
         done: Arc::clone(&done),
         tally: Arc::clone(&tally),
+        pushes: flips,
     };
     let handles: Vec<_> = (0..workers)
         .map(|w| {
@@ -464,7 +588,9 @@ async fn soak() {
         let mut middle_taken = false;
         while done.load(Ordering::Relaxed) < total {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            mesh.upstream().take(); // the recording upstream keeps requests: drop them
+            // Judge what arrived so far (the recording keeps it all otherwise).
+            let settled = mesh.upstream().take_settled();
+            arrivals.borrow_mut().judge(settled, flips, &key);
             if !middle_taken && done.load(Ordering::Relaxed) >= total / 2 {
                 middle_taken = true;
                 let sample = memory(&mesh, done.load(Ordering::Relaxed)).await;
@@ -491,6 +617,12 @@ async fn soak() {
 
     // Every audited request's record reaches the collector; verify them all.
     let tally = std::mem::take(&mut *tally.lock().expect("tally"));
+    // A body still streaming after the settle timeout is judged as it is
+    // (an incomplete arrival is wrong).
+    let _ = mesh.upstream().settled().await;
+    let rest = mesh.upstream().take();
+    arrivals.borrow_mut().judge(rest, flips, &key);
+    let arrivals = arrivals.into_inner();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut lines = collector.lines();
     while (lines.len() as u64) < tally.audited && Instant::now() < deadline {
@@ -552,6 +684,10 @@ async fn soak() {
     println!("- config drift (identity vs the source of truth) at the end: {drift_value:?}");
     println!("- unexpected responses: {:?}", tally.wrong);
     println!(
+        "- upstream: {} requests arrived for {} answered 200; wrong arrivals: {:?}",
+        arrivals.count, tally.forwarded, arrivals.wrong
+    );
+    println!(
         "- latency ms: p50 {:.2}, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
         percentile(&latencies, 50.0),
         percentile(&latencies, 90.0),
@@ -595,6 +731,15 @@ async fn soak() {
         tally.wrong.is_empty(),
         "unexpected responses: {:?}",
         tally.wrong
+    );
+    assert!(
+        arrivals.wrong.is_empty(),
+        "wrong arrivals at the upstream: {:?}",
+        arrivals.wrong
+    );
+    assert_eq!(
+        arrivals.count, tally.forwarded,
+        "every 200 was forwarded once, nothing else"
     );
     assert!(
         tally.server_errors.is_empty(),

@@ -217,7 +217,8 @@ impl Plugin {
                     config.path_normalization = Some(path_normalization);
                     let policy = AuditPolicy::compile(config).map_err(at)?;
                     let key = match secrets.audit_key {
-                        KeyCheck::Require => audit_key(&policy, env).map_err(at)?,
+                        // An environment variable, not a config key: no section prefix.
+                        KeyCheck::Require => audit_key(&policy, env)?,
                         KeyCheck::ProvidedByProxy => Vec::new(),
                     };
                     let key = MacKey::new(&key).ok_or_else(|| {

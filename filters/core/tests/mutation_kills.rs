@@ -9,12 +9,14 @@
     clippy::indexing_slicing
 )]
 
-use meshguard_core::identity::xfcc::{identity_from_gateway, MAX_XFCC_BYTES};
+use meshguard_core::identity::xfcc::{
+    identity_from_gateway, GatewayIdentityError, MAX_XFCC_BYTES, MAX_XFCC_ELEMENTS,
+};
 use meshguard_core::identity::{IdentityPolicy, Mode, Peer, Reason, Transport};
 use meshguard_core::masking::Detector;
 use meshguard_core::path::{PathNormalization, PathOptions};
 use meshguard_core::request::RequestInfo;
-use meshguard_core::scope::namespace_pattern;
+use meshguard_core::scope::{compile_scope, namespace_pattern, RequestView, ScopeLists};
 use meshguard_core::spiffe::{SpiffeId, MAX_SPIFFE_ID_LEN};
 
 /// The caller the gateway vouches for, if any (why not is beside the point here).
@@ -131,6 +133,82 @@ fn a_header_of_exactly_the_byte_limit_is_read() {
     assert_eq!(got.as_ref().map(SpiffeId::as_str), Some(FRONTEND));
     let over = format!("{exact};");
     assert_eq!(resolve(&over, &gateway, None), None);
+}
+
+#[test]
+fn a_scope_compiled_with_the_default_options_restricts_to_its_lists() {
+    let paths = Some(vec!["/admin/*".to_string()]);
+    let methods = Some(vec!["post".to_string()]);
+    let hosts = Some(vec!["*.internal".to_string()]);
+    let none = None;
+    let lists = |paths| ScopeLists {
+        paths,
+        not_paths: &none,
+        methods: &methods,
+        not_methods: &none,
+        hosts: &hosts,
+        not_hosts: &none,
+    };
+    let scope = compile_scope("rules[0]", lists(&paths)).unwrap();
+    let view = |method, path, host| RequestView::of(&RequestInfo { path, method, host });
+    for (method, path, host, within) in [
+        ("POST", "/admin/users?x=1", "db.internal:8080", true),
+        ("post", "/admin/users", "db.internal", true),
+        ("POST", "/public", "db.internal", false),
+        ("GET", "/admin/users", "db.internal", false),
+        ("POST", "/admin/users", "db.example", false),
+    ] {
+        assert_eq!(
+            scope.matches(&view(method, path, host)),
+            within,
+            "{method} {path} {host}"
+        );
+    }
+    // A pattern no canonical path can match is refused, not compiled away.
+    let dotted = Some(vec!["/a/../admin/*".to_string()]);
+    assert!(compile_scope("rules[0]", lists(&dotted)).is_err());
+}
+
+#[test]
+fn xfcc_bounds_hold_exactly_at_their_limits() {
+    let gateway = SpiffeId::parse_uri(GATEWAY).unwrap();
+    let element = format!("By={GATEWAY};URI={FRONTEND}");
+    // One byte over the limit is not read, however well formed.
+    let over = format!(
+        "{element}{}",
+        ";".repeat(MAX_XFCC_BYTES + 1 - element.len())
+    );
+    assert_eq!(over.len(), MAX_XFCC_BYTES + 1);
+    assert_eq!(resolve(&over, &gateway, None), None);
+    // Exactly MAX_XFCC_ELEMENTS elements are read; one more is not.
+    let other = "By=spiffe://cluster.local/ns/a/sa/b;URI=spiffe://cluster.local/ns/a/sa/c";
+    let with_elements = |n: usize| {
+        let mut parts = vec![other; n - 1];
+        parts.push(&element);
+        parts.join(",")
+    };
+    let at_limit = with_elements(MAX_XFCC_ELEMENTS);
+    let got = resolve(&at_limit, &gateway, None);
+    assert_eq!(got.as_ref().map(SpiffeId::as_str), Some(FRONTEND));
+    assert_eq!(
+        resolve(&with_elements(MAX_XFCC_ELEMENTS + 1), &gateway, None),
+        None
+    );
+    // URIs per element: any count above one names no usable identity, up to
+    // the kept maximum and past it.
+    for uris in [2, 4, 5, 6] {
+        let header = format!(
+            "By={GATEWAY}{}",
+            (0..uris)
+                .map(|i| format!(";URI=spiffe://cluster.local/ns/default/sa/u{i}"))
+                .collect::<String>()
+        );
+        assert_eq!(
+            identity_from_gateway(Some(&header), &gateway, None).err(),
+            Some(GatewayIdentityError::SeveralUris),
+            "{uris} URIs"
+        );
+    }
 }
 
 #[test]

@@ -20,7 +20,7 @@
 //! (`meshguard_config_not_admitted_denied_total{reason}`) instead of failing
 //! `on_configure`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -43,6 +43,34 @@ const TICK_JITTER_MS: u64 = 100;
 /// enforce (a drift found by another VM, a newer serial): streams read a
 /// cached copy, never the store.
 pub const REFRESH_PERIOD: Duration = Duration::from_millis(500);
+
+/// The newest serial this VM knows per plugin instance: (serial, accepted
+/// at). Every root of a VM (one per loaded config of an instance) shares one
+/// cell, so a push accepted on this VM supersedes the older config at its
+/// next request, not at its next refresh; another VM's push arrives with the
+/// refresh.
+type NewestCell = Rc<Cell<Option<(u64, Option<u64>)>>>;
+
+/// Plugin instances a VM tracks; past it an instance gets an unshared cell
+/// (refresh only).
+const MAX_INSTANCES_PER_VM: usize = 64;
+
+thread_local! {
+    static VM_NEWEST: RefCell<Vec<(String, NewestCell)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn vm_newest(instance_key: &str) -> NewestCell {
+    VM_NEWEST.with_borrow_mut(|cells| {
+        if let Some((_, cell)) = cells.iter().find(|(key, _)| key == instance_key) {
+            return cell.clone();
+        }
+        let cell = NewestCell::default();
+        if cells.len() < MAX_INSTANCES_PER_VM {
+            cells.push((instance_key.to_owned(), cell.clone()));
+        }
+        cell
+    })
+}
 
 /// Largest source-of-truth answer read.
 const MAX_INTENDED_BYTES: usize = 64 * 1024;
@@ -425,8 +453,6 @@ struct DriftMetrics {
 struct Cached {
     /// The proxy-wide verdict on this config (another VM may have found it).
     quarantined: bool,
-    /// The newest serial accepted on this proxy, when newer than this one's.
-    superseded_by: Option<(u64, Option<u64>)>,
 }
 
 /// The integrity state of one loaded config (one root context).
@@ -517,6 +543,7 @@ impl Guard {
             quarantine_denied: counter(metrics::QUARANTINE_DENIED),
             release: loaded.release.as_ref().map(|release| ReleaseScope {
                 release: Rc::new(release.clone()),
+                newest: vm_newest(&instance.serial_key()),
                 served_up_to: Rc::new(Cell::new(None)),
                 grace_ms: env.drain_grace_ms(),
                 denied: counter(metrics::CONFIG_SUPERSEDED_DENIED),
@@ -621,14 +648,18 @@ impl Guard {
                     .as_deref(),
             )
             .unwrap_or_else(|| self.monitor.quarantined());
-        let superseded_by = self.enforcement.release.as_ref().and_then(|scope| {
-            let newest = store.newest_serial()?;
-            (newest.serial > scope.release.serial).then_some((newest.serial, newest.accepted_ms))
-        });
-        self.enforcement.cached.set(Cached {
-            quarantined,
-            superseded_by,
-        });
+        if let Some(scope) = &self.enforcement.release {
+            if let Some(newest) = store.newest_serial() {
+                if scope
+                    .newest
+                    .get()
+                    .is_none_or(|(known, _)| newest.serial > known)
+                {
+                    scope.newest.set(Some((newest.serial, newest.accepted_ms)));
+                }
+            }
+        }
+        self.enforcement.cached.set(Cached { quarantined });
     }
 
     /// The root's timer: refreshes the enforced state and asks the source of
@@ -840,6 +871,8 @@ pub struct Enforcement {
 #[derive(Debug, Clone)]
 struct ReleaseScope {
     release: Rc<Release>,
+    /// The newest serial this VM knows for the instance (shared by its roots).
+    newest: NewestCell,
     /// The highest downstream connection id this instance served while current.
     served_up_to: Rc<Cell<Option<u64>>>,
     grace_ms: u64,
@@ -898,13 +931,16 @@ impl Enforcement {
     /// (`meshguard_core::integrity::succession`).
     fn superseded<H: StreamHost>(&self, host: &mut H) -> Option<Flow> {
         let scope = self.release.as_ref()?;
-        let cached = self.cached.get();
+        let superseded_by = scope
+            .newest
+            .get()
+            .filter(|(newest, _)| *newest > scope.release.serial);
         let connection = || {
             host.attribute(Attribute::ConnectionId)
                 .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
                 .map(u64::from_le_bytes)
         };
-        let Some((newest, accepted_ms)) = cached.superseded_by else {
+        let Some((newest, accepted_ms)) = superseded_by else {
             // Current: remember the connections served (one attribute read
             // per request, only for signed releases).
             let connection = connection();

@@ -531,3 +531,70 @@ fn a_combined_plugin_records_its_own_sections_decisions_without_filter_state() {
         "{body}"
     );
 }
+
+/// Broken by hand: `vm_newest` returning a fresh cell for every root (no
+/// sharing within the VM): the older root served the request until its next
+/// refresh, and the first assertion failed.
+#[test]
+fn a_release_accepted_on_this_vm_supersedes_the_older_root_at_its_next_request() {
+    use meshguard_core::integrity::{sign_release, Release};
+
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let signed = |serial: u64| {
+        let release = Release {
+            filter: "identity".into(),
+            workloads: vec!["default/backend".into()],
+            serial,
+            not_before: None,
+            not_after: None,
+            services: None,
+        };
+        let config = r#"{"default_action": "allow", "rules": []}"#;
+        sign_release(config.as_bytes(), &release, "release", &key).unwrap()
+    };
+    let mut h = host("meshguard-identity", "");
+    h.properties
+        .insert("plugin_name".into(), "default.superseded-test".into());
+    h.env
+        .insert("MESHGUARD_TRUSTED_KEYS".into(), format!("release={public}"));
+    h.env
+        .insert("MESHGUARD_REQUIRE_SIGNATURE".into(), "true".into());
+    h.properties
+        .insert("xds.node.metadata.NAMESPACE".into(), "default".into());
+    h.properties
+        .insert("xds.node.metadata.WORKLOAD_NAME".into(), "backend".into());
+    let request = |h: &mut Fake, root: &mut PluginRoot| {
+        let headers = h.maps.entry(Map::RequestHeaders).or_default();
+        headers.retain(|(n, _)| !n.starts_with(':'));
+        headers.extend(pairs(&[
+            (":method", "GET"),
+            (":path", "/"),
+            (":authority", "svc"),
+        ]));
+        root.stream(h).request_headers(h, true)
+    };
+    h.config = signed(1);
+    let mut older = PluginRoot::new(1);
+    assert!(older.configure(&mut h));
+    assert_eq!(
+        request(&mut h, &mut older),
+        Flow::Continue,
+        "serial 1 serves while newest"
+    );
+    h.config = signed(2);
+    let mut newer = PluginRoot::new(2);
+    assert!(newer.configure(&mut h));
+    // No tick in between: the shared cell, not the refresh, carries serial 2.
+    assert_eq!(
+        request(&mut h, &mut older),
+        Flow::Stop,
+        "serial 1 after serial 2"
+    );
+    assert_eq!(h.replies, [(503, Some("config_superseded".to_owned()))]);
+    assert_eq!(
+        request(&mut h, &mut newer),
+        Flow::Continue,
+        "serial 2 serves"
+    );
+}
