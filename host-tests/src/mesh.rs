@@ -359,6 +359,21 @@ impl Deployment {
             Self::Separate => section.into(),
         }
     }
+
+    /// The `filter` label `filter` is deployed under: `meshguard` when
+    /// [`Deployment::apply`] merges it, else its own section (a plugin with
+    /// trust settings of its own stays as it is).
+    pub fn label_of(self, filter: &Filter) -> String {
+        let deployed = self.apply(std::slice::from_ref(filter));
+        match deployed.first() {
+            Some(f) if f.root_id == "meshguard" => "meshguard".into(),
+            _ => filter
+                .root_id
+                .strip_prefix("meshguard-")
+                .unwrap_or(&filter.root_id)
+                .to_owned(),
+        }
+    }
 }
 
 /// Describes a mesh before it starts.
