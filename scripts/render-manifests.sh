@@ -10,12 +10,14 @@
 #   dist/istio/body-commands/                        the combined plugin as an EnvoyFilter, for audit body commands (rendered)
 #   dist/istio/audit/                                the audit plugin alone as an EnvoyFilter, likewise (rendered)
 #   dist/istio/stats/, workload/, observability/     copied as they are
+#   dist/istio/admission/                            the ValidatingAdmissionPolicy pinning the trust settings
 #
 # Every example config is validated first by the filters' own validator
 # (`meshguard validate --filter F`, F = meshguard for the combined plugin), the
 # OCI image of dist/meshguard.wasm is built (scripts/build-oci.sh) so each
 # `sha256` is the real digest Istio will check, and the result is checked
-# by scripts/validate-manifests.mjs (Istio's schema + what the schema misses).
+# by scripts/validate-manifests.mjs (Istio's schema + what the schema misses)
+# and scripts/admission-check.mjs (the admission policy admits every overlay).
 #
 # Environment:
 #   MESHGUARD_OCI_REPOSITORY  image repository in the urls (default registry.example.com/meshguard)
@@ -120,7 +122,7 @@ for k in "$out"/overlays/*/*/kustomization.yaml; do
   kubectl kustomize "$dir" > "$out/rendered/$mode-$api.yaml"
   echo "$out/rendered/$mode-$api.yaml  (kubectl kustomize ${dir#"$out"/})" >&2
 done
-for d in stats workload observability; do
+for d in stats workload observability admission; do
   cp -r "istio-manifests/$d" "$out/$d"
 done
 rm -rf "$out/observability/tests"
@@ -153,4 +155,7 @@ if [ "$validate_manifests" = 1 ]; then
     [ "$p" = "$out/base" ] || targets+=("$p")
   done
   node scripts/validate-manifests.mjs "${targets[@]}"
+  # The shipped admission policy admits every shipped overlay (a real CEL
+  # implementation; docs/deploy.md, "Pin the trust settings at admission").
+  node scripts/admission-check.mjs "$out"/rendered/*.yaml
 fi
