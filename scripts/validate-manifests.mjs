@@ -502,7 +502,7 @@ function checkChainOrder() {
     const sections = order.map((o) => o.section);
     const wanted = FILTERS.filter((f) => sections.includes(f));
     if (sections.join() !== wanted.join())
-      problems.push(`chain order on ${where} is ${sections.join(" -> ")} (${sorted.map(described).join(", ")}); meshguard needs ${wanted.join(" -> ")} (refused callers must not reach masking/audit; audit hashes what masking left)`);
+      problems.push(`chain order on ${where} is ${sections.join(" -> ")} (${sorted.map((p) => described(p.plugin)).join(", ")}); meshguard needs ${wanted.join(" -> ")} (refused callers must not reach masking/audit; audit hashes what masking left)`);
     for (let n = 1; n < sorted.length; n++) {
       const [x, y] = [rank(sorted[n - 1]), rank(sorted[n])];
       if (x[0] === y[0] && x[1] === y[1]) problems.push(`${sorted[n - 1].plugin.name} and ${sorted[n].plugin.name} share phase and priority: their order is undefined`);
