@@ -1779,6 +1779,14 @@ fn env_mut(doc: &mut Value) -> &mut Vec<Value> {
     wasm_mut(doc)["vmConfig"]["env"].as_array_mut().unwrap()
 }
 
+/// The `vmConfig.env` entry named `name`.
+fn env_entry<'a>(doc: &'a mut Value, name: &str) -> &'a mut Value {
+    env_mut(doc)
+        .iter_mut()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
 fn drop_env(doc: &mut Value, name: &str) {
     env_mut(doc).retain(|e| e["name"] != name);
 }
@@ -1969,11 +1977,7 @@ fn the_admission_policy_refuses_hostile_edits() {
             what: "valueFrom INLINE said out loud",
             overlay: WP,
             edit: |d| {
-                for e in env_mut(extension_mut(d, COMBINED)) {
-                    if e["name"] == "MESHGUARD_MIN_SERIAL" {
-                        *e = json!({"name": "MESHGUARD_MIN_SERIAL", "valueFrom": "INLINE", "value": "0"});
-                    }
-                }
+                *env_entry(extension_mut(d, COMBINED), "MESHGUARD_MIN_SERIAL") = json!({"name": "MESHGUARD_MIN_SERIAL", "valueFrom": "INLINE", "value": "0"});
             },
             expect: "vmConfig.env MESHGUARD_MIN_SERIAL must come from the proxy",
         },
@@ -1981,11 +1985,7 @@ fn the_admission_policy_refuses_hostile_edits() {
             what: "valueFrom in other case",
             overlay: TE,
             edit: |d| {
-                for e in env_mut(extension_mut(d, COMBINED)) {
-                    if e["name"] == "MESHGUARD_MIN_SERIAL" {
-                        e["valueFrom"] = json!("host");
-                    }
-                }
+                env_entry(extension_mut(d, COMBINED), "MESHGUARD_MIN_SERIAL")["valueFrom"] = json!("host");
             },
             expect: "vmConfig.env MESHGUARD_MIN_SERIAL must come from the proxy",
         },
@@ -1993,11 +1993,7 @@ fn the_admission_policy_refuses_hostile_edits() {
             what: "HOST with a value beside it",
             overlay: WP,
             edit: |d| {
-                for e in env_mut(extension_mut(d, COMBINED)) {
-                    if e["name"] == "MESHGUARD_ON_DRIFT" {
-                        e["value"] = json!("report");
-                    }
-                }
+                env_entry(extension_mut(d, COMBINED), "MESHGUARD_ON_DRIFT")["value"] = json!("report");
             },
             expect: "vmConfig.env MESHGUARD_ON_DRIFT must come from the proxy",
         },
