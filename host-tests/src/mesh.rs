@@ -206,6 +206,15 @@ impl Filter {
         }
     }
 
+    /// The combined plugin: root id `meshguard`, `config` holding the
+    /// sections (docs/deploy.md).
+    pub fn combined(config: impl Into<String>) -> Self {
+        Self {
+            root_id: "meshguard".into(),
+            ..Self::named("combined", config)
+        }
+    }
+
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
         self.failure_policy = policy;
         self

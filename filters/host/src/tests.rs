@@ -482,7 +482,8 @@ fn a_believed_intended_document_names_the_sections_that_differ() {
         fingerprint: fingerprint(intended.as_bytes()).unwrap(),
         config_version: None,
         expires: h.now_ms / 1000 + 60,
-        issued: h.now_ms,
+        // Published two minutes ago (Unix milliseconds).
+        issued: h.now_ms - 120_000,
         sections: Some(sections),
     };
     let body = sign_answer(&document, "release", &key).unwrap();
@@ -501,6 +502,13 @@ fn a_believed_intended_document_names_the_sections_that_differ() {
         h.gauge("meshguard_config_drift.filter=.=meshguard;.;"),
         Some(1)
     );
+    // Its age in seconds, then again on a later tick (broken by hand: the
+    // age computed as seconds minus milliseconds read 0 at both).
+    let age = "meshguard_intended_document_age_seconds.filter=.=meshguard;.;";
+    assert_eq!(h.gauge(age), Some(120));
+    h.now_ms += 30_000;
+    root.tick(&mut h);
+    assert_eq!(h.gauge(age), Some(150));
 }
 
 #[test]
