@@ -4,14 +4,17 @@
 use hashbrown::HashMap;
 use regex_lite::{Regex, RegexBuilder};
 
+use super::charset;
 use super::config::{
-    CompressedAction, GrpcAction, MalformedJsonAction, MaskRuleConfig, MaskingConfig, Mode,
-    NotUtf8Action, OversizeAction, StrategyKind, UnsupportedAction, DEFAULT_KEEP_LAST,
-    DEFAULT_REDACT_TOKEN, MAX_KEEP_LAST, MAX_MAX_BODY_BYTES, MAX_MAX_JSON_DEPTH,
+    BinaryPartAction, CompressedAction, GrpcAction, MalformedJsonAction, MaskRuleConfig,
+    MaskingConfig, Mode, NotUtf8Action, OversizeAction, StrategyKind, UnsupportedAction,
+    UpgradeAction, DEFAULT_KEEP_LAST, DEFAULT_REDACT_TOKEN, MAX_KEEP_LAST, MAX_MAX_BODY_BYTES,
+    MAX_MAX_JSON_DEPTH,
 };
 use super::detect::Detector;
 use super::paths::{PathPattern, State};
 use super::strategy::{HashKey, Strategy, MIN_HASH_KEY_LEN};
+use super::stream::{Fed, StreamError, Streamer};
 use super::{
     form, json, text, BodyKind, Direction, HeaderEdit, HeaderEdits, MaskError, Masked, RuleHits,
     Selection,
@@ -56,12 +59,15 @@ pub struct MaskingPolicy {
     path_options: PathOptions,
     max_body_bytes: usize,
     max_json_depth: usize,
+    max_record_bytes: usize,
     on_oversize: OversizeAction,
     on_malformed_json: MalformedJsonAction,
     on_compressed_request: CompressedAction,
     on_unsupported_content_type: UnsupportedAction,
     on_not_utf8: NotUtf8Action,
     on_grpc: GrpcAction,
+    on_binary_part: BinaryPartAction,
+    on_upgrade: UpgradeAction,
     scan_all_headers: bool,
     hash_key_env: String,
     rules: Vec<Rule>,
@@ -195,6 +201,16 @@ impl<'p> Plan<'p> {
         self.policy.max_json_depth
     }
 
+    /// `on_malformed_json: mask_as_text`.
+    pub(crate) fn json_falls_back_to_text(&self) -> bool {
+        self.policy.on_malformed_json == MalformedJsonAction::MaskAsText
+    }
+
+    /// `on_binary_part: pass`.
+    pub(crate) fn passes_binary_parts(&self) -> bool {
+        self.policy.on_binary_part == BinaryPartAction::Pass
+    }
+
     pub(crate) fn paths(&self) -> &'p [PathPattern] {
         &self.policy.paths
     }
@@ -301,6 +317,18 @@ impl MaskingPolicy {
             ));
         }
         let max_json_depth = usize::try_from(config.max_json_depth).unwrap_or(64);
+        if !(1..=MAX_MAX_BODY_BYTES).contains(&config.max_record_bytes) {
+            return Err(ConfigError::invalid(
+                "max_record_bytes",
+                format!(
+                    "{} is out of range: between 1 and {MAX_MAX_BODY_BYTES} (64 MiB)",
+                    config.max_record_bytes
+                ),
+            ));
+        }
+        let max_record_bytes = usize::try_from(config.max_record_bytes).map_err(|_| {
+            ConfigError::invalid("max_record_bytes", "does not fit this platform's memory")
+        })?;
         check_env_name("hash_key_env", &config.hash_key_env, MAX_NAME_LEN)?;
 
         if config.rules.is_empty() {
@@ -342,12 +370,15 @@ impl MaskingPolicy {
             path_options: compiler.path_options,
             max_body_bytes,
             max_json_depth,
+            max_record_bytes,
             on_oversize: config.on_oversize,
             on_malformed_json: config.on_malformed_json,
             on_compressed_request: config.on_compressed_request,
             on_unsupported_content_type: config.on_unsupported_content_type,
             on_not_utf8: config.on_not_utf8,
             on_grpc: config.on_grpc,
+            on_binary_part: config.on_binary_part,
+            on_upgrade: config.on_upgrade,
             scan_all_headers: config.scan_all_headers,
             hash_key_env: config.hash_key_env,
             rules,
@@ -403,6 +434,18 @@ impl MaskingPolicy {
         self.on_grpc
     }
 
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
+    pub fn on_binary_part(&self) -> BinaryPartAction {
+        self.on_binary_part
+    }
+
+    pub fn on_upgrade(&self) -> UpgradeAction {
+        self.on_upgrade
+    }
+
     pub fn scan_all_headers(&self) -> bool {
         self.scan_all_headers
     }
@@ -445,47 +488,78 @@ impl MaskingPolicy {
         selection
     }
 
-    /// Masks a whole (buffered) body. `Ok` with `body: None` means "forward the
-    /// original bytes". Bodies of kind [`BodyKind::Other`] are never changed.
+    /// Masks a whole (buffered) UTF-8 body. `Ok` with `body: None` means
+    /// "forward the original bytes". Bodies of kind [`BodyKind::Other`] are
+    /// never changed.
     pub fn mask_body(
         &self,
         selection: &Selection,
         kind: BodyKind,
         body: &[u8],
     ) -> Result<Masked, MaskError> {
-        if !selection.needs_body() || matches!(kind, BodyKind::Other | BodyKind::Grpc) {
+        self.mask_body_in(selection, kind, None, body)
+    }
+
+    /// [`Self::mask_body`] for a body in `charset` (the content type's
+    /// parameter): a BOM, the charset or NUL-interleaved bytes say how it is
+    /// encoded; text in another encoding than UTF-8 is transcoded to be
+    /// masked and written back in its own.
+    pub fn mask_body_in(
+        &self,
+        selection: &Selection,
+        kind: BodyKind,
+        charset: Option<&str>,
+        body: &[u8],
+    ) -> Result<Masked, MaskError> {
+        if !selection.needs_body()
+            || !matches!(kind, BodyKind::Json | BodyKind::Text | BodyKind::Form)
+        {
             return Ok(Masked::default());
         }
         let plan = Plan::new(self, selection);
         let mut hits = vec![0u32; self.rules.len()];
+        let decoded = charset::decode(body, charset).map_err(|_| MaskError::Charset)?;
         let masked = match kind {
-            BodyKind::Json => json::mask_json(&plan, body, self.max_json_depth, &mut hits)?,
-            BodyKind::Text => match std::str::from_utf8(body) {
-                // JSON sent as text still gets its keys and paths masked.
-                Ok(text) => match json::mask_embedded(
-                    &plan,
-                    text,
-                    plan.roots.clone(),
-                    self.max_json_depth,
-                    &mut hits,
-                )? {
-                    Some(masked) => masked,
-                    None => text::mask_text(&plan, text, &mut Vec::new(), &mut hits)
-                        .map(String::into_bytes),
-                },
-                Err(_) if plan.masks_bytes() => {
-                    text::mask_bytes(&plan, body, &mut Vec::new(), &mut hits)
-                }
-                Err(_) => return Err(MaskError::NotUtf8),
-            },
-            BodyKind::Form => form::mask_form(&plan, body, &mut hits)?,
-            BodyKind::Other | BodyKind::Grpc => None,
+            BodyKind::Json => {
+                json::mask_json(&plan, &decoded.bytes, self.max_json_depth, &mut hits)?
+            }
+            BodyKind::Text => {
+                // A UTF-8 BOM must not hide JSON sent as text.
+                let bytes: &[u8] = &decoded.bytes;
+                let (bom, text) = match bytes.strip_prefix(charset::UTF8_BOM) {
+                    Some(rest) => (bytes.get(..3).unwrap_or_default(), rest),
+                    None => (&b""[..], bytes),
+                };
+                crate::masking::stream::mask_text_bytes(&plan, text, plan.roots.clone(), &mut hits)?
+                    .map(|m| [bom, m.as_slice()].concat())
+            }
+            BodyKind::Form => form::mask_form(&plan, &decoded.bytes, &mut hits)?,
+            _ => None,
+        };
+        let masked = match masked {
+            Some(m) => Some(decoded.encode(&m).map_err(|_| MaskError::Charset)?),
+            None => None,
         };
         Ok(Masked {
             body: masked,
             hits: collect_hits(&hits),
             scanned_bytes: plan.scanned_bytes.get(),
         })
+    }
+
+    /// Feeds received bytes of a streamed body to its cutter: the records
+    /// they complete, masked, with their hits.
+    pub(crate) fn feed_stream(
+        &self,
+        selection: &Selection,
+        streamer: &mut Streamer,
+        input: &[u8],
+        end: bool,
+    ) -> Result<(Fed, Vec<RuleHits>, bool), StreamError> {
+        let plan = Plan::new(self, selection);
+        let mut hits = vec![0u32; self.rules.len()];
+        let fed = streamer.feed(&plan, input, end, &mut hits)?;
+        Ok((fed, collect_hits(&hits), plan.scanned_bytes.get()))
     }
 
     /// Masks the query string of a request's `:path` as a form (parameter
