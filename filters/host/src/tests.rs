@@ -43,10 +43,7 @@ fn peer(host: &mut Fake, id: &str, xfcc: &str) {
         .insert(Attribute::PeerUriSan, id.as_bytes().to_vec());
     host.attributes
         .insert(Attribute::LocalUriSan, LOCAL.as_bytes().to_vec());
-    host.maps
-        .entry(Map::RequestHeaders)
-        .or_default()
-        .retain(|(n, _)| n != "x-forwarded-client-cert");
+    host.maps.entry(Map::RequestHeaders).or_default().retain(|(n, _)| n != "x-forwarded-client-cert");
     host.maps
         .entry(Map::RequestHeaders)
         .or_default()
@@ -66,22 +63,12 @@ struct Exchange {
 
 impl Exchange {
     /// Configures the plugin, then sends the request headers.
-    fn start(
-        mut host: Fake,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        end: bool,
-    ) -> (Self, Flow) {
+    fn start(mut host: Fake, method: &str, path: &str, headers: &[(&str, &str)], end: bool) -> (Self, Flow) {
         let mut root = PluginRoot::new(1);
         assert!(root.configure(&mut host), "the config loads");
         let mut stream = root.stream(&host);
         let request = host.maps.entry(Map::RequestHeaders).or_default();
-        request.extend(pairs(&[
-            (":method", method),
-            (":path", path),
-            (":authority", "svc"),
-        ]));
+        request.extend(pairs(&[(":method", method), (":path", path), (":authority", "svc")]));
         request.extend(pairs(headers));
         let flow = stream.request_headers(&mut host, end);
         (Self { host, stream }, flow)
@@ -100,9 +87,7 @@ impl Exchange {
     }
 
     fn trailers(&mut self, direction: Direction, trailers: &[(&str, &str)]) -> Flow {
-        self.host
-            .maps
-            .insert(Map::trailers(direction), pairs(trailers));
+        self.host.maps.insert(Map::trailers(direction), pairs(trailers));
         let flow = self.stream.trailers(&mut self.host, direction);
         if flow == Flow::Continue {
             let released = self.host.take_body(direction);
@@ -144,27 +129,18 @@ fn a_request_body_ended_by_trailers_is_held_then_replaced_masked() {
     assert_eq!(flow, Flow::Continue);
     assert_eq!(x.header("content-length"), None);
     assert_eq!(x.header(":path"), Some("/a?password=%5BREDACTED%5D"));
-    assert_eq!(
-        x.chunk(Direction::Request, br#"{"password""#, false),
-        Flow::Stop
-    );
+    assert_eq!(x.chunk(Direction::Request, br#"{"password""#, false), Flow::Stop);
     assert_eq!(x.chunk(Direction::Request, br#": "x"}"#, false), Flow::Stop);
     let flow = x.trailers(Direction::Request, &[("authorization", "Basic x")]);
     assert_eq!(flow, Flow::Continue);
-    assert_eq!(
-        x.released(Direction::Request),
-        br#"{"password": "[REDACTED]"}"#
-    );
+    assert_eq!(x.released(Direction::Request), br#"{"password": "[REDACTED]"}"#);
     assert_eq!(
         x.host.entry(Map::RequestTrailers, "authorization"),
         Some("[REDACTED]")
     );
     assert!(x.host.replies.is_empty() && x.host.resets.is_empty());
     assert_eq!(
-        x.host
-            .published
-            .get("meshguard_masking")
-            .map(String::as_str),
+        x.host.published.get("meshguard_masking").map(String::as_str),
         Some("masked:3")
     );
 }
@@ -173,16 +149,10 @@ fn a_request_body_ended_by_trailers_is_held_then_replaced_masked() {
 fn a_response_that_cannot_be_masked_at_its_trailers_is_reset() {
     let (mut x, _) = Exchange::start(host("meshguard-masking", MASKING), "GET", "/a", &[], true);
     assert_eq!(x.response(&[JSON], false), Flow::Continue);
-    assert_eq!(
-        x.chunk(Direction::Response, br#"{"password": "#, false),
-        Flow::Stop
-    );
+    assert_eq!(x.chunk(Direction::Response, br#"{"password": "#, false), Flow::Stop);
     assert_eq!(x.trailers(Direction::Response, &[]), Flow::Stop);
     assert_eq!(x.host.resets, [Direction::Response]);
-    assert!(
-        x.released(Direction::Response).is_empty(),
-        "no byte left unmasked"
-    );
+    assert!(x.released(Direction::Response).is_empty(), "no byte left unmasked");
     assert_eq!(
         x.host.counter("meshguard_masking_bodies_refused_total.direction=.=response;.;reason=.=malformed_json;.;"),
         1
@@ -204,38 +174,21 @@ fn a_grpc_request_is_answered_locally_and_never_held() {
 
 #[test]
 fn a_masked_body_the_host_refuses_resets_the_stream() {
-    let (mut x, _) = Exchange::start(
-        host("meshguard-masking", MASKING),
-        "POST",
-        "/a",
-        &[JSON],
-        false,
-    );
+    let (mut x, _) = Exchange::start(host("meshguard-masking", MASKING), "POST", "/a", &[JSON], false);
     x.host.refuse_bodies = true;
     let flow = x.chunk(Direction::Request, br#"{"password": "x"}"#, true);
     assert_eq!(flow, Flow::Stop);
     assert_eq!(x.host.resets, [Direction::Request]);
     assert_eq!(
-        x.host.counter(
-            "meshguard_masking_bodies_refused_total.direction=.=request;.;reason=.=host_error;.;"
-        ),
+        x.host.counter("meshguard_masking_bodies_refused_total.direction=.=request;.;reason=.=host_error;.;"),
         1
     );
 }
 
 #[test]
 fn a_body_without_anything_to_mask_is_released_unchanged() {
-    let (mut x, _) = Exchange::start(
-        host("meshguard-masking", MASKING),
-        "POST",
-        "/a",
-        &[JSON],
-        false,
-    );
-    assert_eq!(
-        x.chunk(Direction::Request, br#"{"a": 1}"#, false),
-        Flow::Stop
-    );
+    let (mut x, _) = Exchange::start(host("meshguard-masking", MASKING), "POST", "/a", &[JSON], false);
+    assert_eq!(x.chunk(Direction::Request, br#"{"a": 1}"#, false), Flow::Stop);
     assert_eq!(x.chunk(Direction::Request, b"", true), Flow::Continue);
     assert_eq!(x.released(Direction::Request), br#"{"a": 1}"#);
     assert!(!x.host.published.contains_key("meshguard_masking"));
@@ -258,13 +211,7 @@ fn combined(audit_body: bool) -> String {
 
 #[test]
 fn a_section_that_refuses_stops_the_rest() {
-    let (x, flow) = Exchange::start(
-        host("meshguard", &combined(false)),
-        "GET",
-        "//x/../admin/users",
-        &[],
-        true,
-    );
+    let (x, flow) = Exchange::start(host("meshguard", &combined(false)), "GET", "//x/../admin/users", &[], true);
     assert_eq!(flow, Flow::Stop);
     assert_eq!(x.host.replies, [(403, Some("denied_by_rule".to_owned()))]);
     // Neither masking nor audit saw it: no audit header, no record started.
@@ -283,10 +230,7 @@ fn audit_hashes_and_records_what_masking_left() {
     );
     // The body command holds the headers (the EnvoyFilter shape).
     assert_eq!(flow, Flow::Stop);
-    assert_eq!(
-        x.chunk(Direction::Request, br#"{"password": "hunter2"}"#, true),
-        Flow::Continue
-    );
+    assert_eq!(x.chunk(Direction::Request, br#"{"password": "hunter2"}"#, true), Flow::Continue);
     let body = x.released(Direction::Request);
     assert_eq!(body, br#"{"password": "[REDACTED]"}"#);
     let stamp = verify_header(x.header("x-meshguard-audit").unwrap(), &base64_key()).unwrap();
@@ -301,10 +245,7 @@ fn audit_hashes_and_records_what_masking_left() {
     let want = policy
         .hash_request("POST", "/api/orders?password=%5BREDACTED%5D", "svc", &body)
         .unwrap();
-    assert_eq!(
-        stamp.command_sha256, want,
-        "the hash covers the masked body and query"
-    );
+    assert_eq!(stamp.command_sha256, want, "the hash covers the masked body and query");
     assert_eq!(stamp.peer.as_deref(), Some(FRONTEND));
 }
 
@@ -351,29 +292,19 @@ fn the_canonical_target_and_host_are_what_the_upstream_receives() {
     let mut root = PluginRoot::new(1);
     assert!(root.configure(&mut h));
     let mut stream = root.stream(&h);
-    h.maps
-        .get_mut(&Map::RequestHeaders)
-        .unwrap()
-        .extend(pairs(&[
-            (":method", "GET"),
-            (":path", "/a/./b/../%63%C3%A9"),
-            (":authority", "API.Example.com.:8080"),
-        ]));
+    h.maps.get_mut(&Map::RequestHeaders).unwrap().extend(pairs(&[
+        (":method", "GET"),
+        (":path", "/a/./b/../%63%C3%A9"),
+        (":authority", "API.Example.com.:8080"),
+    ]));
     assert_eq!(stream.request_headers(&mut h, true), Flow::Continue);
     assert_eq!(h.entry(Map::RequestHeaders, ":path"), Some("/a/c%C3%A9"));
-    assert_eq!(
-        h.entry(Map::RequestHeaders, ":authority"),
-        Some("api.example.com:8080")
-    );
+    assert_eq!(h.entry(Map::RequestHeaders, ":authority"), Some("api.example.com:8080"));
     for refused in ["api:80:80", "user@api", "[::1"] {
         let mut h = host("meshguard-identity", r#"{"default_action": "allow"}"#);
         let (x, flow) = Exchange::start_with_authority(h_take(&mut h), refused);
         assert_eq!(flow, Flow::Stop, "{refused}");
-        assert_eq!(
-            x.host.replies,
-            [(403, Some("invalid_host".to_owned()))],
-            "{refused}"
-        );
+        assert_eq!(x.host.replies, [(403, Some("invalid_host".to_owned()))], "{refused}");
     }
 }
 
@@ -386,14 +317,11 @@ impl Exchange {
         let mut root = PluginRoot::new(1);
         assert!(root.configure(&mut host));
         let mut stream = root.stream(&host);
-        host.maps
-            .entry(Map::RequestHeaders)
-            .or_default()
-            .extend(pairs(&[
-                (":method", "GET"),
-                (":path", "/"),
-                (":authority", authority),
-            ]));
+        host.maps.entry(Map::RequestHeaders).or_default().extend(pairs(&[
+            (":method", "GET"),
+            (":path", "/"),
+            (":authority", authority),
+        ]));
         let flow = stream.request_headers(&mut host, true);
         (Self { host, stream }, flow)
     }
@@ -403,10 +331,7 @@ impl Exchange {
 fn an_unconfigured_plugin_refuses_every_request() {
     let mut h = host("meshguard", "{}");
     let mut root = PluginRoot::new(1);
-    assert!(
-        !root.configure(&mut h),
-        "a config with no section is refused"
-    );
+    assert!(!root.configure(&mut h), "a config with no section is refused");
     let mut stream = root.stream(&h);
     assert_eq!(stream.request_headers(&mut h, true), Flow::Stop);
     assert_eq!(
@@ -417,29 +342,14 @@ fn an_unconfigured_plugin_refuses_every_request() {
 
 #[test]
 fn caller_trailers_named_like_the_audit_headers_never_reach_the_upstream() {
-    let (mut x, flow) = Exchange::start(
-        host("meshguard", &combined(false)),
-        "POST",
-        "/api/x",
-        &[JSON],
-        false,
-    );
+    let (mut x, flow) = Exchange::start(host("meshguard", &combined(false)), "POST", "/api/x", &[JSON], false);
     assert_eq!(flow, Flow::Continue);
     let flow = x.trailers(
         Direction::Request,
-        &[
-            ("X-Meshguard-Audit", "forged"),
-            ("x-meshguard-command-sha256", "00"),
-            ("x-other", "kept"),
-        ],
+        &[("X-Meshguard-Audit", "forged"), ("x-meshguard-command-sha256", "00"), ("x-other", "kept")],
     );
     assert_eq!(flow, Flow::Continue);
-    let trailers = x
-        .host
-        .maps
-        .get(&Map::RequestTrailers)
-        .cloned()
-        .unwrap_or_default();
+    let trailers = x.host.maps.get(&Map::RequestTrailers).cloned().unwrap_or_default();
     assert_eq!(trailers, pairs(&[("x-other", "kept")]));
 }
 

@@ -294,7 +294,7 @@ fn mask_record(
             mask_json_record(plan, content, hits, fed)?
                 .map(|m| [head, m.as_slice(), terminator].concat())
         }
-        Framing::Events => mask_event(plan, record, hits)?,
+        Framing::Events => mask_events(plan, record, hits)?,
     };
     match masked {
         Some(bytes) => {
@@ -361,6 +361,44 @@ pub(crate) fn mask_text_bytes(
         }
         Err(_) => Err(MaskError::NotUtf8),
     }
+}
+
+/// Every event of a record (one, unless the stream ended in the middle of
+/// a blank-line-less run): nothing after the first blank line is left
+/// unscanned.
+fn mask_events(
+    plan: &Plan<'_>,
+    record: &[u8],
+    hits: &mut [u32],
+) -> Result<Option<Vec<u8>>, StreamError> {
+    let mut out = Vec::with_capacity(record.len());
+    let mut changed = false;
+    let mut rest = record;
+    while !rest.is_empty() {
+        let end = event_end(rest);
+        let (event, after) = rest.split_at(end);
+        match mask_event(plan, event, hits)? {
+            Some(masked) => {
+                changed = true;
+                out.extend_from_slice(&masked);
+            }
+            None => out.extend_from_slice(event),
+        }
+        rest = after;
+    }
+    Ok(changed.then_some(out))
+}
+
+/// The end of the first event of `b`: just past its blank line, or `b`'s end.
+fn event_end(b: &[u8]) -> usize {
+    let mut pos = 0;
+    while let Some(nl) = newline_after(b, pos) {
+        if matches!(b.get(pos..nl), Some(b"\n" | b"\r\n")) {
+            return nl;
+        }
+        pos = nl;
+    }
+    b.len()
 }
 
 /// One server-sent event: its `data` lines joined (as the client joins

@@ -362,11 +362,7 @@ impl InFlight {
     ) -> Flow {
         let policy = &section.policy;
         let trailers = host.headers(Map::RequestTrailers).unwrap_or_default();
-        for name in [
-            policy.command_header(),
-            policy.audit_header(),
-            policy.id_header(),
-        ] {
+        for name in [policy.command_header(), policy.audit_header(), policy.id_header()] {
             let present = trailers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
             if present && !host.set_header(Map::RequestTrailers, name, None) {
                 return refuse(host, 500, "audit_header_strip_failed");

@@ -11,8 +11,8 @@
 
 pub mod abi;
 
-use hashbrown::HashMap;
 use std::cell::RefCell;
+use hashbrown::HashMap;
 use std::time::Duration;
 
 use meshguard_core::request::parse_header_map;
