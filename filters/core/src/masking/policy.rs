@@ -47,7 +47,7 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_REGEX_LEN: usize = 1024;
 /// Compiled size limit of one regex (bounds its per-byte matching cost).
 const REGEX_SIZE_LIMIT: usize = 256 * 1024;
-/// Most entries in a rule's `detectors` list (there are eight detectors).
+/// Most entries in a rule's `detectors` list (there are twelve detectors).
 const MAX_DETECTOR_ENTRIES: usize = 64;
 
 /// A validated, compiled masking policy.
@@ -90,7 +90,7 @@ struct Rule {
     has_paths: bool,
     has_keys: bool,
     /// Bits of [`Detector::bit`].
-    detectors: u8,
+    detectors: u16,
     patterns: Box<[Regex]>,
     has_headers: bool,
     strategy: Strategy,
@@ -147,7 +147,7 @@ pub(crate) struct Plan<'p> {
 impl<'p> Plan<'p> {
     fn new(policy: &'p MaskingPolicy, selection: &Selection) -> Self {
         let mut selected = RuleSet::default();
-        let mut detectors_seen = 0u8;
+        let mut detectors_seen = 0u16;
         let mut detectors = Vec::new();
         let mut patterns = Vec::new();
         let mut keys = false;
@@ -833,7 +833,7 @@ impl Compiler {
         let detectors = non_empty(&detectors_at, &rc.detectors, MAX_DETECTOR_ENTRIES)?
             .unwrap_or_default()
             .iter()
-            .fold(0u8, |bits, d| bits | d.bit());
+            .fold(0u16, |bits, d| bits | d.bit());
 
         let patterns_at = format!("{at}.patterns");
         let mut patterns = Vec::new();
