@@ -836,6 +836,7 @@ mod tests {
                 seen.edits.push(match e {
                     HeaderEdit::Replace { name, value } => format!("{name}={value}"),
                     HeaderEdit::Remove { name } => format!("-{name}"),
+                    HeaderEdit::Values { name, values } => format!("{name}={values:?}"),
                 });
             }
         };

@@ -244,16 +244,19 @@ pub struct HeaderEdits {
 
 /// One header edit. `Replace` sets the header to a single value (all previous
 /// values of that name are replaced); `Remove` removes every value of the name.
+/// `Values` sets the name to these values, one field line each (for
+/// `set-cookie`, whose values cannot be joined).
 #[derive(Clone, PartialEq, Eq)]
 pub enum HeaderEdit {
     Replace { name: String, value: String },
     Remove { name: String },
+    Values { name: String, values: Vec<String> },
 }
 
 impl HeaderEdit {
     pub fn name(&self) -> &str {
         match self {
-            Self::Replace { name, .. } | Self::Remove { name } => name,
+            Self::Replace { name, .. } | Self::Remove { name } | Self::Values { name, .. } => name,
         }
     }
 }
@@ -268,6 +271,11 @@ impl std::fmt::Debug for HeaderEdit {
                 .field("name", name)
                 .finish_non_exhaustive(),
             Self::Remove { name } => f.debug_struct("Remove").field("name", name).finish(),
+            Self::Values { name, values } => f
+                .debug_struct("Values")
+                .field("name", name)
+                .field("count", &values.len())
+                .finish_non_exhaustive(),
         }
     }
 }

@@ -483,7 +483,11 @@ impl MaskingPolicy {
             }
             selection.rules.push(index);
             selection.body |= rule.masks_bodies();
-            selection.headers |= rule.has_headers || (self.scan_all_headers && rule.scans());
+            // Name rules also select `cookie` and `set-cookie` pairs.
+            selection.headers |= rule.has_headers
+                || rule.has_keys
+                || rule.has_paths
+                || (self.scan_all_headers && rule.scans());
         }
         selection
     }
@@ -673,9 +677,12 @@ impl MaskingPolicy {
         }
     }
 
-    /// `scan_all_headers`: detectors and patterns over every header value
-    /// not named by a rule (pseudo-headers excepted). One `Replace` per
-    /// changed name, its values joined as in [`Self::mask_headers`].
+    /// The headers no `headers` rule names, masked where they can be in
+    /// part: `cookie` and `set-cookie` pairs whose name `json_keys` or a
+    /// single-level `json_paths` entry selects (their value masked, or the
+    /// pair removed), then, under `scan_all_headers`, detector and pattern
+    /// matches in every value, and every header whose *name* holds a match
+    /// removed. Pseudo-headers are left alone. One edit per changed name.
     fn scan_headers(
         &self,
         selection: &Selection,
@@ -683,43 +690,140 @@ impl MaskingPolicy {
         named: &[String],
         hits: &mut [u32],
     ) -> Vec<HeaderEdit> {
-        if !self.scan_all_headers {
-            return Vec::new();
-        }
         let plan = Plan::new(self, selection);
-        if !plan.scans() {
+        let names = plan.keys || !plan.roots.is_empty();
+        let scan = self.scan_all_headers && plan.scans();
+        if !names && !scan {
             return Vec::new();
         }
-        let mut groups: Vec<(String, Vec<String>, bool)> = Vec::new();
-        let mut spans = Vec::new();
+        // (lower-case name, value, changed, removed)
+        let mut current: Vec<(String, String, bool, bool)> = Vec::new();
         for (name, value) in headers {
             let lower = name.to_ascii_lowercase();
             if lower.starts_with(':') || named.contains(&lower) {
                 continue;
             }
-            let masked = text::mask_text(&plan, value, &mut spans, hits);
-            let changed = masked.is_some();
-            let value = masked.unwrap_or_else(|| value.clone());
-            match groups.iter_mut().find(|g| g.0 == lower) {
-                Some(g) => {
-                    g.1.push(value);
-                    g.2 |= changed;
+            current.push((lower, value.clone(), false, false));
+        }
+        if names {
+            for entry in &mut current {
+                let cookie = match entry.0.as_str() {
+                    "cookie" => mask_cookie_pairs(&plan, &entry.1, false, hits),
+                    "set-cookie" => mask_cookie_pairs(&plan, &entry.1, true, hits),
+                    _ => None,
+                };
+                match cookie {
+                    Some(Some(value)) => {
+                        entry.1 = value;
+                        entry.2 = true;
+                    }
+                    Some(None) => entry.3 = true,
+                    None => {}
                 }
-                None => groups.push((lower, vec![value], changed)),
             }
         }
-        groups
-            .into_iter()
-            .filter(|g| g.2)
-            .map(|(name, values, _)| {
+        if scan {
+            let mut spans = Vec::new();
+            let mut found_in_name: Vec<String> = Vec::new();
+            for entry in &mut current {
+                if entry.3 {
+                    continue;
+                }
+                if found_in_name.contains(&entry.0)
+                    || text::mask_text(&plan, &entry.0, &mut spans, hits).is_some()
+                {
+                    // A value in a header name: the header cannot be kept.
+                    if !found_in_name.contains(&entry.0) {
+                        found_in_name.push(entry.0.clone());
+                    }
+                    entry.3 = true;
+                    continue;
+                }
+                if let Some(masked) = text::mask_text(&plan, &entry.1, &mut spans, hits) {
+                    entry.1 = masked;
+                    entry.2 = true;
+                }
+            }
+        }
+        let mut edits = Vec::new();
+        let mut done: Vec<&str> = Vec::new();
+        for (name, ..) in &current {
+            if done.contains(&name.as_str()) {
+                continue;
+            }
+            done.push(name);
+            let all: Vec<&(String, String, bool, bool)> =
+                current.iter().filter(|e| &e.0 == name).collect();
+            if !all.iter().any(|e| e.2 || e.3) {
+                continue;
+            }
+            let kept: Vec<String> = all.iter().filter(|e| !e.3).map(|e| e.1.clone()).collect();
+            edits.push(if kept.is_empty() {
+                HeaderEdit::Remove { name: name.clone() }
+            } else if name == "set-cookie" {
+                HeaderEdit::Values {
+                    name: name.clone(),
+                    values: kept,
+                }
+            } else {
                 let separator = if name == "cookie" { "; " } else { ", " };
                 HeaderEdit::Replace {
-                    value: values.join(separator),
-                    name,
+                    name: name.clone(),
+                    value: kept.join(separator),
                 }
-            })
-            .collect()
+            });
+        }
+        edits
     }
+}
+
+/// A `cookie` header (`a=1; password=x`) or a `set-cookie` one (its first
+/// pair; the attributes after it are no cookies) with the pairs whose name
+/// is selected masked (or removed). `None`: unchanged; `Some(None)`: nothing
+/// left (a `set-cookie` whose cookie was removed).
+fn mask_cookie_pairs(
+    plan: &Plan<'_>,
+    value: &str,
+    set_cookie: bool,
+    hits: &mut [u32],
+) -> Option<Option<String>> {
+    let mut states = plan.roots.clone();
+    let root = (0, states.len());
+    let mut lower = String::new();
+    let mut out: Vec<String> = Vec::new();
+    let mut changed = false;
+    for (k, pair) in value.split(';').enumerate() {
+        let attribute = set_cookie && k > 0;
+        let trimmed = pair.trim_start();
+        let selected = match trimmed.split_once('=') {
+            Some((name, _)) if !attribute => {
+                form::select_name(plan, &mut states, root, name.trim(), &mut lower)
+            }
+            _ => None,
+        };
+        let Some(rule) = selected else {
+            out.push(pair.to_owned());
+            continue;
+        };
+        count_hit(hits, rule);
+        changed = true;
+        if plan.is_remove(rule) {
+            if set_cookie {
+                return Some(None);
+            }
+            continue;
+        }
+        let (name, cookie) = trimmed.split_once('=').unwrap_or((trimmed, ""));
+        let mut masked = String::new();
+        plan.write_masked(rule, cookie, &mut masked);
+        let lead = pair.len().saturating_sub(trimmed.len());
+        out.push(format!("{}{name}={masked}", pair.get(..lead).unwrap_or("")));
+    }
+    if !changed {
+        return None;
+    }
+    let joined = out.join(";");
+    Some(Some(joined.trim_start().to_owned()))
 }
 
 fn compile_hash_key(rule: usize, env: &str, key: Option<&[u8]>) -> Result<HashKey, ConfigError> {

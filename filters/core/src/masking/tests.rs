@@ -1190,8 +1190,14 @@ fn headers_are_replaced_or_removed_once_per_name() {
     assert!(debug.contains("x-card") && !debug.contains("1111") && !debug.contains("REDACTED"));
     assert_eq!(edits.edits[5].name(), "x-debug");
 
-    // A selection without header rules edits nothing.
+    // A selection without header rules edits only the cookie pairs its
+    // name rules select.
     let s = policy(r#"{"rules": [{"name": "b", "json_keys": ["a"]}]}"#);
+    assert_eq!(
+        s.mask_headers(&everything(&s), &headers).edits,
+        [replace("cookie", "a=[REDACTED]; b=2")]
+    );
+    let s = policy(r#"{"rules": [{"name": "b", "json_keys": ["zz"]}]}"#);
     assert_eq!(
         s.mask_headers(&everything(&s), &headers),
         HeaderEdits::default()

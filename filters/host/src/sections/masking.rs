@@ -460,12 +460,14 @@ impl Exchange {
 
 /// Applies header (or trailer) edits; false when the host refused one.
 fn apply_edits<H: StreamHost>(host: &mut H, map: Map, edits: &[HeaderEdit]) -> bool {
-    edits.iter().all(|edit| {
-        let (name, value) = match edit {
-            HeaderEdit::Replace { name, value } => (name.as_str(), Some(value.as_str())),
-            HeaderEdit::Remove { name } => (name.as_str(), None),
-        };
-        host.set_header(map, name, value)
+    edits.iter().all(|edit| match edit {
+        HeaderEdit::Replace { name, value } => host.set_header(map, name, Some(value)),
+        HeaderEdit::Remove { name } => host.set_header(map, name, None),
+        HeaderEdit::Values { name, values } => {
+            let mut values = values.iter();
+            host.set_header(map, name, values.next().map(String::as_str))
+                && values.all(|v| host.add_header(map, name, v))
+        }
     })
 }
 
