@@ -405,3 +405,265 @@ async fn every_shape_is_masked_in_both_directions_over_both_protocols() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Cookies and header names.
+
+const HEADER_POLICY: &str = r#"{
+  "scan_all_headers": true,
+  "rules": [{"name": "pii", "json_keys": ["password"], "detectors": ["card", "us_ssn", "email"]}]
+}"#;
+
+/// Broken by hand: `select` no longer let name rules select headers and the
+/// name check of `scan_headers` removed: the upstream received
+/// `password=hunter2` and the header named with an SSN; this failed.
+#[tokio::test]
+async fn cookie_pairs_and_values_in_header_names_are_masked_both_ways() {
+    let mesh = Mesh::builder()
+        .filter(Filter::named("masking", HEADER_POLICY))
+        .start()
+        .await
+        .expect("the mesh starts");
+    mesh.upstream().script(
+        "cookies",
+        Script::typed("text/plain", "ok")
+            .header("set-cookie", "password=s3cret; Path=/; HttpOnly")
+            .header("set-cookie", "theme=dark")
+            .header("x-card-4111111111111111", "1"),
+    );
+    for protocol in Protocol::ALL {
+        let resp = mesh
+            .send_as(
+                "frontend",
+                Request::new("GET", "/me")
+                    .header("cookie", "sid=1; password=hunter2")
+                    .header("x-ssn-078-05-1120", "1")
+                    .header("x-contact", "ann@example.com")
+                    .script("cookies")
+                    .protocol(protocol),
+            )
+            .await
+            .unwrap();
+        let seen = mesh.upstream().take_one().await.unwrap();
+        assert_eq!(
+            seen.header("cookie"),
+            Some("sid=1; password=[REDACTED]"),
+            "{protocol:?}: {seen:?}"
+        );
+        assert!(
+            seen.header("x-ssn-078-05-1120").is_none(),
+            "{protocol:?}: {seen:?}"
+        );
+        assert_eq!(seen.header("x-contact"), Some("[REDACTED]"), "{protocol:?}");
+        let cookies: Vec<String> = resp
+            .header_all("set-cookie")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        assert_eq!(
+            cookies,
+            ["password=[REDACTED]; Path=/; HttpOnly", "theme=dark"],
+            "{protocol:?}"
+        );
+        assert!(
+            resp.header("x-card-4111111111111111").is_none(),
+            "{protocol:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Upgrades: a WebSocket through a sidecar whose route masks bodies.
+
+use meshguard_host_tests::envoy::{stats_config, Envoy};
+use meshguard_host_tests::mesh::{loopback, router, static_cluster, wasm_filter, Deployment};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An upstream that accepts every upgrade (`101`) and echoes the bytes after it.
+async fn echo_upgrades() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n")
+                    .await;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 || socket.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One Envoy: an HTTP/1.1 and HTTP/2 listener (`allow_connect` for RFC 8441
+/// WebSockets) with the masking section and WebSocket upgrades enabled.
+async fn upgrade_rig(policy: &str, upstream: std::net::SocketAddr) -> (Envoy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut filters = Vec::new();
+    for f in Deployment::current().apply(&[Filter::named("masking", policy)]) {
+        filters.push(wasm_filter(&f).unwrap());
+    }
+    filters.push(router());
+    let bootstrap = json!({
+        "stats_config": stats_config(),
+        "static_resources": {
+            "listeners": [{
+                "name": "edge",
+                "address": loopback(0),
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "edge",
+                        "codec_type": "AUTO",
+                        "upgrade_configs": [{"upgrade_type": "websocket"}],
+                        "http2_protocol_options": {"allow_connect": true},
+                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "0s"}}]}]},
+                        "http_filters": filters
+                    }
+                }]}]
+            }],
+            "clusters": [static_cluster("upstream", upstream, None)]
+        }
+    });
+    let envoy = Envoy::start("upgrades", dir.path(), bootstrap)
+        .await
+        .unwrap();
+    (envoy, dir)
+}
+
+/// A WebSocket over HTTP/1.1: the status, then what the echo sent back.
+async fn websocket_h1(addr: std::net::SocketAddr) -> (u16, Vec<u8>) {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nhost: svc\r\nupgrade: websocket\r\nconnection: upgrade\r\n\
+              sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              authorization: Bearer abcdefghijklmnop1234\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let status = String::from_utf8_lossy(&head)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if status != 101 {
+        return (status, Vec::new());
+    }
+    socket
+        .write_all(b"\x81\x14mail ann@example.com")
+        .await
+        .unwrap();
+    let mut echoed = vec![0u8; 22];
+    tokio::time::timeout(Duration::from_secs(5), socket.read_exact(&mut echoed))
+        .await
+        .expect("the upgraded stream never stalls")
+        .unwrap();
+    (status, echoed)
+}
+
+/// A WebSocket over HTTP/2 (RFC 8441 extended CONNECT): status and echo.
+async fn websocket_h2(addr: std::net::SocketAddr) -> (u16, Vec<u8>) {
+    let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method("CONNECT")
+        .uri("http://svc/ws")
+        .header("sec-websocket-version", "13")
+        .header("authorization", "Bearer abcdefghijklmnop1234")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    sender.ready().await.unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return (status, Vec::new());
+    }
+    let upgraded = hyper::upgrade::on(resp).await.unwrap();
+    let mut io = TokioIo::new(upgraded);
+    io.write_all(b"\x81\x14mail ann@example.com").await.unwrap();
+    let mut echoed = vec![0u8; 22];
+    tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut echoed))
+        .await
+        .expect("the upgraded stream never stalls")
+        .unwrap();
+    (status, echoed)
+}
+
+/// Broken by hand: the section asked `tunnel` about no headers (so the
+/// upgrade was treated as a body to hold): the refusal row got 101 and the
+/// pass row stalled (no echo within 5 s); this failed.
+#[tokio::test]
+async fn upgrades_on_a_masked_route_are_refused_or_pass_with_header_masking_only() {
+    let upstream = echo_upgrades().await;
+    let policy = |extra: &str| {
+        format!(
+            r#"{{{extra} "rules": [{{"name": "pii", "json_keys": ["password"], "detectors": ["email"]}},
+                                 {{"name": "auth", "headers": ["authorization"]}}]}}"#
+        )
+    };
+    let (refusing, _dir) = upgrade_rig(&policy(""), upstream).await;
+    let addr = refusing.listener("edge").await.unwrap();
+    assert_eq!(
+        websocket_h1(addr).await.0,
+        501,
+        "HTTP/1.1: refused by default"
+    );
+    assert_eq!(
+        websocket_h2(addr).await.0,
+        501,
+        "HTTP/2: refused by default"
+    );
+
+    let (passing, _dir2) =
+        upgrade_rig(&policy(r#""on_upgrade": "pass_unmasked","#), upstream).await;
+    let addr = passing.listener("edge").await.unwrap();
+    for (proto, (status, echoed)) in [
+        ("HTTP/1.1", websocket_h1(addr).await),
+        ("HTTP/2", websocket_h2(addr).await),
+    ] {
+        assert!(status == 101 || status == 200, "{proto}: {status}");
+        // The frames pass as they are (they are not HTTP bodies), both ways.
+        assert_eq!(echoed, b"\x81\x14mail ann@example.com", "{proto}");
+    }
+    let text = passing.prometheus().await.unwrap();
+    let skipped: u64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("meshguard_masking_bodies_skipped_total{")
+                && l.contains("reason=\"upgrade\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum();
+    assert_eq!(skipped, 2, "each upgrade counted");
+}
