@@ -414,9 +414,9 @@ const HEADER_POLICY: &str = r#"{
   "rules": [{"name": "pii", "json_keys": ["password"], "detectors": ["card", "us_ssn", "email"]}]
 }"#;
 
-/// Broken by hand: `select` no longer let name rules select headers and the
-/// name check of `scan_headers` removed: the upstream received
-/// `password=hunter2` and the header named with an SSN; this failed.
+/// Broken by hand: the name check of `scan_headers` removed (and name rules
+/// no longer selecting headers): the upstream received the header named
+/// with an SSN; this failed.
 #[tokio::test]
 async fn cookie_pairs_and_values_in_header_names_are_masked_both_ways() {
     let mesh = Mesh::builder()
@@ -621,8 +621,8 @@ async fn websocket_h2(addr: std::net::SocketAddr) -> (u16, Vec<u8>) {
 }
 
 /// Broken by hand: the section asked `tunnel` about no headers (so the
-/// upgrade was treated as a body to hold): the refusal row got 101 and the
-/// pass row stalled (no echo within 5 s); this failed.
+/// upgrade's bytes were held as a body): the WebSocket got its 101 and then
+/// stalled, its frame never echoed; this failed.
 #[tokio::test]
 async fn upgrades_on_a_masked_route_are_refused_or_pass_with_header_masking_only() {
     let upstream = echo_upgrades().await;
