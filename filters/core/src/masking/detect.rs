@@ -246,12 +246,35 @@ const CARD_MIN_DIGITS: usize = 13;
 const CARD_MAX_DIGITS: usize = 19;
 /// In a card written with separators, every group has at least this many digits.
 const CARD_MIN_GROUP: usize = 3;
+/// Maestro issues 12-digit cards too: matched only with a card word before.
+const MAESTRO_SHORT: usize = 12;
+/// Card words for the 12-digit Maestro numbers.
+const CARD_WORDS: [&str; 7] = ["card", "cc", "maestro", "credit", "debit", "pan", "payment"];
+
+/// A 12-digit number starting at `at` in a Maestro range (50, 56-69), with
+/// a card word before it.
+fn maestro_short(b: &[u8], at: usize, context: bool) -> bool {
+    context
+        && matches!(
+            b.get(at..at.saturating_add(2)),
+            Some([b'5', b'0' | b'6'..=b'8'] | [b'6', _])
+        )
+}
 
 /// A run is a maximal sequence of digit groups joined by single spaces or
 /// dashes. A card is one or more whole consecutive groups of the run, 13-19
-/// digits, Luhn-valid, not touching a digit on either side.
+/// digits (12 for a Maestro range with a card word before it), Luhn-valid,
+/// not touching a digit on either side, and not inside a valid IBAN.
 fn scan_cards<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
     let b = text.as_bytes();
+    // The digits of a valid IBAN are the IBAN's, not a card.
+    let ibans = Detector::Iban.find_all(text);
+    let mut emit = |start: usize, end: usize| {
+        if !ibans.iter().any(|&(s, e)| s <= start && end <= e) {
+            emit(start, end);
+        }
+    };
+    let emit = &mut emit;
     let mut groups: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
     while let Some(start) = next_pos(b, i, |c| c.is_ascii_digit()) {
@@ -269,7 +292,8 @@ fn scan_cards<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
         // Letters may touch a card (`card4111…`, `…1111exp`); digits may not.
         let left_ok = !prev_char(text, start).is_some_and(char::is_numeric);
         let right_ok = !next_char(text, i).is_some_and(char::is_numeric);
-        card_windows(b, &groups, left_ok, right_ok, emit);
+        let context = context_before(text, start, &CARD_WORDS);
+        card_windows(b, &groups, left_ok, right_ok, context, emit);
     }
 }
 
@@ -280,6 +304,7 @@ fn card_windows<F: FnMut(usize, usize)>(
     groups: &[(usize, usize)],
     left_ok: bool,
     right_ok: bool,
+    context: bool,
     emit: &mut F,
 ) {
     let count = groups.len();
@@ -307,7 +332,10 @@ fn card_windows<F: FnMut(usize, usize)>(
                 break;
             }
             let at_run_end = e == last;
-            if digits >= CARD_MIN_DIGITS && (!at_run_end || right_ok) {
+            let long_enough = digits >= CARD_MIN_DIGITS
+                || (digits == MAESTRO_SHORT
+                    && maestro_short(b, groups.get(s).map_or(0, |g| g.0), context));
+            if long_enough && (!at_run_end || right_ok) {
                 if let (Some(first), Some(last)) = (groups.get(s), groups.get(e)) {
                     if luhn(b, first.0, last.1) {
                         best = Some((first.0, last.1, e));
@@ -357,18 +385,31 @@ fn luhn(b: &[u8], start: usize, end: usize) -> bool {
 const EMAIL_MAX_LOCAL: usize = 64;
 const EMAIL_MAX_DOMAIN: usize = 253;
 
+/// A combining mark (accents written apart, Indic vowel signs and viramas):
+/// part of the letter before it.
+fn is_mark(c: char) -> bool {
+    matches!(u32::from(c),
+        0x0300..=0x036F | 0x0483..=0x0489 | 0x0591..=0x05C7 | 0x0610..=0x061A | 0x064B..=0x065F
+        | 0x0670 | 0x06D6..=0x06ED | 0x0900..=0x0963 | 0x0966..=0x0DFF | 0x0E31..=0x0E4E
+        | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F)
+        && !c.is_alphanumeric()
+}
+
 /// A character of a local part: ASCII `A-Z a-z 0-9 . _ % + -`, or a letter
 /// or digit of any script (internationalized addresses, RFC 6531).
 fn is_email_local(c: char) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(c, '.' | '_' | '%' | '+' | '-')
-        || (!c.is_ascii() && c.is_alphanumeric())
+        || (!c.is_ascii() && (c.is_alphanumeric() || is_mark(c)))
 }
 
 /// A character of a domain: ASCII `A-Z a-z 0-9 - .`, or a letter or digit
 /// of any script (IDN domains such as `bücher.de`).
 fn is_email_domain(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '-' || c == '.' || (!c.is_ascii() && c.is_alphanumeric())
+    c.is_ascii_alphanumeric()
+        || c == '-'
+        || c == '.'
+        || (!c.is_ascii() && (c.is_alphanumeric() || is_mark(c)))
 }
 
 /// `local@domain`: local part of 1-64 characters (see [`is_email_local`]),
@@ -400,7 +441,21 @@ fn scan_emails<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
         if count > EMAIL_MAX_LOCAL {
             continue;
         }
-        let s = run_end(b, s, |c| c == b'.').min(at);
+        let mut s = run_end(b, s, |c| c == b'.').min(at);
+        // A quoted local part (`"john doe"@example.com`): the whole quote.
+        if b.get(at.wrapping_sub(1)) == Some(&b'"') && at >= 2 {
+            let from = at.saturating_sub(EMAIL_MAX_LOCAL.saturating_add(2));
+            let mut k = at.saturating_sub(2);
+            while k > from {
+                if b.get(k) == Some(&b'"') && b.get(k.saturating_sub(1)) != Some(&b'\\') {
+                    break;
+                }
+                k = k.saturating_sub(1);
+            }
+            if b.get(k) == Some(&b'"') && k.saturating_add(1) < at.saturating_sub(1) {
+                s = k;
+            }
+        }
         let Some(local) = b.get(s..at) else { continue };
         if local.is_empty() || local.last() == Some(&b'.') || local.windows(2).any(|w| w == b"..") {
             continue;
@@ -436,7 +491,9 @@ fn valid_domain(d: &str) -> bool {
     let punycode = last
         .get(..4)
         .is_some_and(|p| p.eq_ignore_ascii_case("xn--"));
-    labels >= 2 && last.chars().count() >= 2 && (last.chars().all(char::is_alphabetic) || punycode)
+    labels >= 2
+        && last.chars().count() >= 2
+        && (last.chars().all(|c| c.is_alphabetic() || is_mark(c)) || punycode)
 }
 
 // ---------------------------------------------------------------------------
@@ -655,8 +712,9 @@ fn is_iban_separator(c: u8) -> bool {
 
 /// Two letters, two digits, then letters or digits, 15-34 in all (the exact
 /// length of the country when it is in the SWIFT registry), compact or in
-/// groups of any size separated by one kind of single separator (space,
-/// `-` or `.`); mod-97 of the rearranged number is 1. Letters may be lower
+/// groups of any size separated by single separators (space, `-` or `.`,
+/// mixed; the country code may stand apart: `NO 02 1503 7577 003`); mod-97
+/// of the rearranged number is 1. Letters may be lower
 /// case. Not touching a letter or digit on either side. When grouped text
 /// continues with another word (`... 0130 00 EUR`), the longest qualifying
 /// sequence of whole groups is taken.
@@ -668,32 +726,39 @@ fn scan_ibans<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
         let run = count_while(b, start, |c| c.is_ascii_alphanumeric());
         // Whatever happens, the next candidate starts after this alphanumeric run.
         i = start.saturating_add(run.max(1));
-        let shaped = bytes_at(b, start, 4).is_some_and(|h| {
-            h.iter().take(2).all(u8::is_ascii_alphabetic)
-                && h.iter().skip(2).all(u8::is_ascii_digit)
-        });
-        if !shaped || run < 4 || !alnum_boundary_before(text, start) {
+        if !alnum_boundary_before(text, start) || !(run == 2 || run >= 4) {
             continue;
         }
         let country = b.get(start..start.saturating_add(2)).unwrap_or_default();
-        // The groups: the first run, then runs after one kind of separator.
+        // The groups: the first run, then runs after single separators
+        // (`GB82 WEST…`, `NO 02 1503…`, `ES72 2013-0692-81-…`).
         groups.clear();
         let mut e = start.saturating_add(run);
         groups.push((start, e));
         let mut total = run;
-        let separator = b.get(e).copied().filter(|&c| is_iban_separator(c));
-        if let Some(sep) = separator {
-            while b.get(e) == Some(&sep) {
-                let group_start = e.saturating_add(1);
-                let group_end = run_end(b, group_start, |c| c.is_ascii_alphanumeric());
-                let len = span_len((group_start, group_end));
-                total = total.saturating_add(len);
-                if len == 0 || total > IBAN_MAX {
-                    break;
-                }
-                groups.push((group_start, group_end));
-                e = group_end;
+        while b.get(e).copied().is_some_and(is_iban_separator) {
+            let group_start = e.saturating_add(1);
+            let group_end = run_end(b, group_start, |c| c.is_ascii_alphanumeric());
+            let len = span_len((group_start, group_end));
+            total = total.saturating_add(len);
+            if len == 0 || total > IBAN_MAX {
+                break;
             }
+            groups.push((group_start, group_end));
+            e = group_end;
+        }
+        let head: Vec<u8> = groups
+            .iter()
+            .filter_map(|&(s, e)| b.get(s..e))
+            .flatten()
+            .take(4)
+            .copied()
+            .collect();
+        let shaped = head.len() == 4
+            && head.iter().take(2).all(u8::is_ascii_alphabetic)
+            && head.iter().skip(2).all(u8::is_ascii_digit);
+        if !shaped {
+            continue;
         }
         // The longest qualifying prefix of whole groups.
         for k in (0..groups.len()).rev() {
@@ -936,17 +1001,18 @@ fn scan_private_keys<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
 const PHONE_MIN_DIGITS: usize = 7;
 /// Fewest and most digits of an international number (country code
 /// included, ITU-T E.164: at most 15).
-const PHONE_INTL_DIGITS: (usize, usize) = (8, 15);
+const PHONE_INTL_DIGITS: (usize, usize) = (7, 15);
 /// Most digits of a national number.
 const PHONE_MAX_NATIONAL: usize = 12;
 
 /// Words that make a national-format number a phone number when one of
 /// them ends at most [`CONTEXT_WINDOW`] bytes before it.
-const PHONE_WORDS: [&str; 16] = [
+const PHONE_WORDS: [&str; 18] = [
     "phone",
     "tel",
     "mobile",
     "mobil",
+    "mob",
     "cell",
     "fax",
     "call",
@@ -959,7 +1025,42 @@ const PHONE_WORDS: [&str; 16] = [
     "teléfono",
     "telefone",
     "ring",
+    "desk",
 ];
+
+/// Words that make a national-format number a phone number when one of
+/// them starts at most 16 bytes after it (`555 1234 office`).
+const PHONE_WORDS_AFTER: [&str; 6] = ["office", "mobile", "home", "cell", "fax", "work"];
+
+/// Whether one of `words` starts in the 16 bytes after `end`.
+fn context_after(text: &str, end: usize, words: &[&str]) -> bool {
+    let window = text
+        .as_bytes()
+        .get(end..end.saturating_add(16).min(text.len()))
+        .unwrap_or_default();
+    words.iter().any(|w| {
+        let w = w.as_bytes();
+        window.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w))
+    })
+}
+
+/// The end of an extension after a number (`x123`, `ext. 123`), if any.
+fn extension_end(b: &[u8], end: usize) -> Option<usize> {
+    let rest = b.get(end..)?;
+    let skip = [&b"x"[..], b" x", b"ext", b" ext", b" ext.", b"ext."]
+        .iter()
+        .filter(|p| {
+            rest.get(..p.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(p))
+        })
+        .map(|p| p.len())
+        .max()?;
+    let from = run_end(b, end.saturating_add(skip), |c| c == b' ');
+    let digits = count_up_to(b, from, 7, |c| c.is_ascii_digit());
+    (1..=6)
+        .contains(&digits)
+        .then(|| from.saturating_add(digits))
+}
 
 /// One number: the run of digit groups, and how it was written.
 struct PhoneRun {
@@ -1014,7 +1115,9 @@ fn phone_run(b: &[u8], mut i: usize) -> PhoneRun {
 /// `415-555-2671` or `415.555.2671`. With a phone word (`phone`, `tel`,
 /// `call`, `mobile`…) in the 48 bytes before it: any national format of 7
 /// to 12 digits (`020 7946 0958`, `06 12 34 56 78`, `0151 12345678`) and
-/// `00`-prefixed international numbers. Never: a number touching a letter,
+/// `00`-prefixed international numbers; also with `office`, `mobile`,
+/// `home`… just after it. An extension (`x123`, `ext. 123`) is part of the
+/// number. Never: a number touching a letter,
 /// a digit or a `.`/`-` continued by a digit; dotted quads (IPv4); dates
 /// written `2024-01-31`.
 fn scan_phones<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
@@ -1039,12 +1142,12 @@ fn scan_phones<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
         if run.groups.is_empty() {
             continue;
         }
-        i = run.end.max(i);
-        let after = next_char(text, run.end);
+        let end = extension_end(b, run.end).unwrap_or(run.end);
+        i = end.max(i);
+        let after = next_char(text, end);
         let continued = after.is_some_and(|c| c.is_alphanumeric() || c == '_')
-            || (matches!(b.get(run.end), Some(b'.' | b'-' | b'/'))
-                && b.get(run.end.saturating_add(1))
-                    .is_some_and(u8::is_ascii_digit));
+            || (matches!(b.get(end), Some(b'.' | b'-' | b'/'))
+                && b.get(end.saturating_add(1)).is_some_and(u8::is_ascii_digit));
         if continued {
             continue;
         }
@@ -1075,10 +1178,12 @@ fn scan_phones<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
         } else {
             let national = (PHONE_MIN_DIGITS..=PHONE_MAX_NATIONAL).contains(&run.digits)
                 || (b.get(start..start.saturating_add(2)) == Some(b"00") && intl_digits);
-            national && context_before(text, start, &PHONE_WORDS)
+            national
+                && (context_before(text, start, &PHONE_WORDS)
+                    || context_after(text, end, &PHONE_WORDS_AFTER))
         };
         if found {
-            emit(start, run.end);
+            emit(start, end);
         }
     }
 }
@@ -1182,15 +1287,15 @@ fn ipv6_valid(s: &[u8]) -> bool {
         }
     }
     if compressed {
-        count < 8 && explicit >= 2
+        count < 8 && explicit >= 1
     } else {
         count == 8
     }
 }
 
 /// IPv6 addresses in RFC 4291 text form (`2001:db8::8a2e:370:7334`,
-/// `fe80::1ff:fe23:4567:890a`, `::ffff:192.0.2.128`): at least two groups
-/// written (so `::1` and `::` are not matched), not touching a letter,
+/// `fe80::1ff:fe23:4567:890a`, `::ffff:192.0.2.128`, `::1`): at least one
+/// group written (`::` alone is not matched), not touching a letter,
 /// digit or `:`. A zone (`%eth0`) or prefix length (`/64`) is not part of
 /// the match. MAC addresses and times (`12:30:45`) are not addresses.
 fn scan_ipv6<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
@@ -1469,7 +1574,13 @@ mod tests {
                 "GB82 WEST 123456 98765432",
                 &["GB82 WEST 123456 98765432"],
             ),
-            (Iban, "DE89-3704 0044-0532 0130 00", &[]),
+            (
+                Iban,
+                "NO 02 1503 7577 003 and DE89-3704 0044.0532 0130 00",
+                &["NO 02 1503 7577 003", "DE89-3704 0044.0532 0130 00"],
+            ),
+            // Not the country's length.
+            (Iban, "DE89 3704 0044 0532 0130 0", &[]),
         ]);
     }
 
@@ -1662,9 +1773,10 @@ mod tests {
                 &["2001:0db8:85a3:0000:0000:8a2e:0370:7334"],
             ),
             (Ipv6, "::ffff:192.0.2.128", &["::ffff:192.0.2.128"]),
+            (Ipv6, "loopback ::1", &["::1"]),
             (
                 Ipv6,
-                "at 12:30:45, mac 00:1a:2b:3c:4d:5e, ::1, std::io",
+                "at 12:30:45, mac 00:1a:2b:3c:4d:5e, ::, std::io",
                 &[],
             ),
             (Ipv6, "1::2::3 12345::1 g::1:2", &[]),
