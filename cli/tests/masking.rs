@@ -39,6 +39,7 @@ const STRATEGIES: &str = r#"{
 const POLICY: &str = r#"{
   "config_version": "p1",
   "max_body_bytes": 128,
+  "on_unsupported_content_type": "pass",
   "rules": [
     {"name": "pii", "detectors": ["email", "card", "us_ssn"]},
     {"name": "emails-out", "directions": ["response"], "json_keys": ["email"], "strategy": "partial",

@@ -166,8 +166,11 @@ impl CompressedAction {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnsupportedAction {
-    #[default]
+    /// Forward it unmasked (counted).
     Pass,
+    /// Refuse the message (the default since multipart and streams are
+    /// parsed: what is left is binary, see docs/masking.md).
+    #[default]
     Reject,
 }
 

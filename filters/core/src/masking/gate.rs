@@ -1037,7 +1037,7 @@ mod tests {
             },
             Case {
                 name: "an unknown type too large to sniff follows on_unsupported_content_type",
-                extra: "",
+                extra: r#""on_unsupported_content_type": "pass","#,
                 direction: resp,
                 calls: &[
                     Headers(&[], false),
@@ -1109,10 +1109,28 @@ mod tests {
             },
         );
         let body = b"mail ann@example.com \xff end".to_vec();
-        // Binary without a masked content type: counted, passed (the default).
+        // Binary without a masked content type: refused (the default),
+        // counted and passed under `pass`.
         let (mut gate, _) =
             Gate::headers(&p, Direction::Request, selection.clone(), &[], false, false);
-        let (verdict, report) = gate.body(&p, body.len(), true, || body.clone());
+        let (verdict, _) = gate.body(&p, body.len(), true, || body.clone());
+        assert_eq!(
+            verdict,
+            Verdict::Refuse {
+                reason: Reason::UnsupportedContentType,
+                answer: Answer::Status(415)
+            }
+        );
+        let passing = policy(r#""on_unsupported_content_type": "pass","#);
+        let (mut gate, _) = Gate::headers(
+            &passing,
+            Direction::Request,
+            selection.clone(),
+            &[],
+            false,
+            false,
+        );
+        let (verdict, report) = gate.body(&passing, body.len(), true, || body.clone());
         assert_eq!(verdict, Verdict::Continue);
         assert_eq!(
             report.skipped.map(|s| s.reason),

@@ -265,7 +265,7 @@ fn settings_default_as_documented_and_are_exposed() {
     assert_eq!(p.on_oversize(), OversizeAction::Reject);
     assert_eq!(p.on_malformed_json(), MalformedJsonAction::Reject);
     assert_eq!(p.on_compressed_request(), CompressedAction::Reject);
-    assert_eq!(p.on_unsupported_content_type(), UnsupportedAction::Pass);
+    assert_eq!(p.on_unsupported_content_type(), UnsupportedAction::Reject);
     assert_eq!(p.on_not_utf8(), NotUtf8Action::Reject);
     assert_eq!(p.on_grpc(), GrpcAction::Reject);
     assert!(!p.scan_all_headers());
