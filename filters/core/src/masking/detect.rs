@@ -420,6 +420,9 @@ fn is_email_domain(c: char) -> bool {
 fn scan_emails<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
     let b = text.as_bytes();
     let mut from = 0;
+    // Matches are emitted in order: a quoted local part never reaches back
+    // into the previous match.
+    let mut last_end = 0;
     while let Some(at) = next_pos(b, from, |c| c == b'@') {
         let d0 = at.saturating_add(1);
         from = d0;
@@ -452,7 +455,10 @@ fn scan_emails<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
                 }
                 k = k.saturating_sub(1);
             }
-            if b.get(k) == Some(&b'"') && k.saturating_add(1) < at.saturating_sub(1) {
+            if b.get(k) == Some(&b'"')
+                && k >= last_end
+                && k.saturating_add(1) < at.saturating_sub(1)
+            {
                 s = k;
             }
         }
@@ -470,7 +476,9 @@ fn scan_emails<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
         from = e.max(from);
         let domain = text.get(d0..e).unwrap_or_default().trim_end_matches('.');
         if valid_domain(domain) {
-            emit(s, d0.saturating_add(domain.len()));
+            let end = d0.saturating_add(domain.len());
+            emit(s, end);
+            last_end = end;
         }
     }
 }
