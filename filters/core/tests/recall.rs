@@ -53,11 +53,13 @@ const EXPLAINED: [(&str, &str); 5] = [
     ("card", "060426070011"),
 ];
 
+#[cfg(test)]
 struct Sample {
     text: String,
     entities: Vec<(String, String)>,
 }
 
+#[cfg(test)]
 fn corpus() -> Vec<Sample> {
     CORPUS
         .lines()
@@ -82,6 +84,7 @@ fn corpus() -> Vec<Sample> {
 }
 
 /// Every letter and digit of `text[start..end]` is inside a match.
+#[cfg(test)]
 fn covered(text: &str, start: usize, end: usize, matches: &[(usize, usize)]) -> bool {
     text[start..end]
         .char_indices()

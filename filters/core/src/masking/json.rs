@@ -103,7 +103,7 @@ fn integer_digits(raw: &str) -> Option<String> {
     }
     let point = usize::try_from(point).ok()?;
     let (whole, rest) = if point >= digits.len() {
-        let zeros = usize::try_from(point.checked_sub(usize::try_from(len).ok()?)?).ok()?;
+        let zeros = point.checked_sub(usize::try_from(len).ok()?)?;
         (format!("{digits}{}", "0".repeat(zeros)), String::new())
     } else {
         (
