@@ -667,3 +667,75 @@ async fn upgrades_on_a_masked_route_are_refused_or_pass_with_header_masking_only
         .sum();
     assert_eq!(skipped, 2, "each upgrade counted");
 }
+
+/// The last record of a stream ended by trailers (no line end) cannot be
+/// added to the body at the trailers once the records before it left (Envoy
+/// keeps no body buffer for a filter that released everything): the stream
+/// is reset, and the record never crosses in clear. Over both protocols and
+/// in both directions.
+/// Broken by hand: JSON Lines records left unmasked (`mask_json_record`
+/// returning "unchanged"): `{"password": 1}` reached the upstream and this
+/// failed.
+#[tokio::test]
+async fn the_last_record_before_trailers_is_masked_or_the_stream_reset() {
+    let mesh = mesh().await;
+    mesh.upstream().script(
+        "tail",
+        Script::typed("application/x-ndjson", "")
+            .chunks(vec![
+                b"{\"password\": 1}\n{\"password\":".to_vec(),
+                b" 2}".to_vec(),
+            ])
+            .trailer("x-done", "1"),
+    );
+    for protocol in Protocol::ALL {
+        let resp = mesh
+            .send_as(
+                "frontend",
+                Request::new("POST", "/tail")
+                    .header("content-type", "application/x-ndjson")
+                    .chunked(vec![
+                        b"{\"password\": 1}\n{\"pass".to_vec(),
+                        b"word\": 2}".to_vec(),
+                    ])
+                    .trailer("x-sum", "1")
+                    .protocol(protocol),
+            )
+            .await
+            .unwrap();
+        let seen = mesh.upstream().take_one().await.unwrap();
+        assert_eq!(
+            seen.text(),
+            "{\"password\": \"[REDACTED]\"}\n",
+            "{protocol:?}: {seen:?}"
+        );
+        assert_ne!(resp.status, 200, "{protocol:?}: the request was reset");
+        let resp = mesh
+            .send_as(
+                "frontend",
+                Request::new("GET", "/tail")
+                    .header("te", "trailers")
+                    .script("tail")
+                    .protocol(protocol),
+            )
+            .await
+            .unwrap();
+        mesh.upstream().take_one().await.unwrap();
+        eprintln!(
+            "{protocol:?} response: {} {:?} reset {:?}",
+            resp.status,
+            resp.text(),
+            resp.reset
+        );
+        assert!(
+            !resp.text().contains(": 2"),
+            "{protocol:?}: {}",
+            resp.text()
+        );
+        assert!(
+            resp.text() == "{\"password\": \"[REDACTED]\"}\n{\"password\": \"[REDACTED]\"}"
+                || resp.reset.is_some(),
+            "{protocol:?}: {resp:?}"
+        );
+    }
+}

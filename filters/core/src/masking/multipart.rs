@@ -300,7 +300,13 @@ impl Multipart {
             }
             Part::Epilogue => {
                 self.state = Part::Epilogue;
-                if end {
+                let rest = b.get(*start..).unwrap_or_default();
+                if !end && rest.iter().all(u8::is_ascii_whitespace) {
+                    // The usual epilogue (a line end) leaves at once, so that
+                    // nothing is left to add at the trailers.
+                    fed.out.extend_from_slice(rest);
+                    *start = b.len();
+                } else if end {
                     emit_text(plan, b.get(*start..).unwrap_or_default(), hits, fed)?;
                     *start = b.len();
                 } else if held > max_record {
@@ -345,6 +351,11 @@ impl Multipart {
         let dash_at = block.iter().position(|&c| c == b'-').unwrap_or(0);
         let after = dash_at.saturating_add(self.dash_boundary.len());
         if block.get(after..).is_some_and(|r| r.starts_with(b"--")) {
+            // The close delimiter is structure: it leaves now.
+            let close = after.saturating_add(2);
+            fed.out
+                .extend_from_slice(block.get(..close).unwrap_or_default());
+            *start = start.saturating_add(close);
             self.state = Part::Epilogue;
             return Ok(true);
         }
