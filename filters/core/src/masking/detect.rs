@@ -96,7 +96,7 @@ impl Detector {
     }
 
     /// Calls `emit(start, end)` for every match, in order of `start`.
-    pub(crate) fn scan<F: FnMut(usize, usize)>(self, text: &str, emit: &mut F) {
+    pub(crate) fn scan(self, text: &str, emit: &mut dyn FnMut(usize, usize)) {
         match self {
             Self::Card => scan_cards(text, emit),
             Self::Email => scan_emails(text, emit),
@@ -265,7 +265,7 @@ fn maestro_short(b: &[u8], at: usize, context: bool) -> bool {
 /// dashes. A card is one or more whole consecutive groups of the run, 13-19
 /// digits (12 for a Maestro range with a card word before it), Luhn-valid,
 /// not touching a digit on either side, and not inside a valid IBAN.
-fn scan_cards<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
+fn scan_cards(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     let b = text.as_bytes();
     // The digits of a valid IBAN are the IBAN's, not a card.
     let ibans = Detector::Iban.find_all(text);
@@ -299,13 +299,13 @@ fn scan_cards<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
 
 /// Tries windows of whole groups: the leftmost start, then the longest window
 /// from it. O(groups × 19).
-fn card_windows<F: FnMut(usize, usize)>(
+fn card_windows(
     b: &[u8],
     groups: &[(usize, usize)],
     left_ok: bool,
     right_ok: bool,
     context: bool,
-    emit: &mut F,
+    emit: &mut dyn FnMut(usize, usize),
 ) {
     let count = groups.len();
     let last = count.saturating_sub(1);
@@ -417,7 +417,7 @@ fn is_email_domain(c: char) -> bool {
 /// dot-separated labels of 1-63 characters (no leading or trailing `-`),
 /// the last one at least two letters (any script) or a punycode label
 /// (`xn--…`); a trailing dot (end of a sentence) is not included.
-fn scan_emails<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
+fn scan_emails(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     let b = text.as_bytes();
     let mut from = 0;
     // Matches are emitted in order: a quoted local part never reaches back
@@ -550,7 +550,7 @@ fn ssn_valid(digits: &[u8]) -> bool {
 /// `AAAGG-SSSS` and `AAA-GGSSSS`. SSA rules (area not 000, 666 or 9xx,
 /// group not 00, serial not 0000); not touching a letter or digit, nor a
 /// `-digit` continuation on either side.
-fn scan_ssns<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
+fn scan_ssns(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(start) = next_pos(b, i, |c| c.is_ascii_digit()) {
@@ -726,7 +726,7 @@ fn is_iban_separator(c: u8) -> bool {
 /// case. Not touching a letter or digit on either side. When grouped text
 /// continues with another word (`... 0130 00 EUR`), the longest qualifying
 /// sequence of whole groups is taken.
-fn scan_ibans<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
+fn scan_ibans(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     let b = text.as_bytes();
     let mut groups: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
@@ -823,7 +823,7 @@ fn is_b64url(c: u8) -> bool {
 
 /// `eyJ<b64url>.eyJ<b64url>.<b64url>` (the signature may be empty, as in an
 /// unsecured token), not preceded by a base64url character or a dot.
-fn scan_jwts<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
+fn scan_jwts(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     let b = text.as_bytes();
     let mut from = 0;
     while let Some(k) = text.get(from..).and_then(|t| t.find("eyJ")) {
@@ -860,7 +860,7 @@ fn is_token68(c: u8) -> bool {
 /// `Bearer` (any case, not preceded by a letter or digit), one or more spaces
 /// or tabs, then a token of at least 16 `[A-Za-z0-9-._~+/]` followed by any
 /// `=` padding. Only the token (with its padding) is matched.
-fn scan_bearer_tokens<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
+fn scan_bearer_tokens(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(s) = next_pos(b, i, |c| c == b'b' || c == b'B') {
@@ -895,7 +895,7 @@ const AWS_PREFIXES: [&[u8; 4]; 8] = [
 
 /// One of the prefixes, then exactly 16 `[A-Z0-9]`; no word character
 /// (letter, digit, `_`) on either side.
-fn scan_aws_keys<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
+fn scan_aws_keys(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(s) = next_pos(b, i, |c| c == b'A') {
@@ -951,7 +951,7 @@ fn pem_label(lower: &str, from: usize) -> Option<(&str, usize)> {
 /// a truncated key is still a key. One pass over the markers. A block inside
 /// another (which ends first) is covered by it: only the outer one is a
 /// match, and matches are emitted in order of start, like every detector's.
-fn scan_private_keys<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
+fn scan_private_keys(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     const BEGIN: &str = "-----begin ";
     const END: &str = "-----end ";
     let lower = text.to_ascii_lowercase();
@@ -1128,7 +1128,7 @@ fn phone_run(b: &[u8], mut i: usize) -> PhoneRun {
 /// number. Never: a number touching a letter,
 /// a digit or a `.`/`-` continued by a digit; dotted quads (IPv4); dates
 /// written `2024-01-31`.
-fn scan_phones<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
+fn scan_phones(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(start) = next_pos(b, i, |c| c.is_ascii_digit() || c == b'+' || c == b'(') {
@@ -1229,7 +1229,7 @@ fn dotted_quad(b: &[u8], i: usize) -> Option<usize> {
 /// zeros (`010.1.1.1` is not one), not touching a letter, a digit or a dot
 /// followed by a digit (`1.2.3.4.5` and `v1.2.3.4` are not addresses). A
 /// CIDR suffix (`/24`) is not part of the match.
-fn scan_ipv4<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
+fn scan_ipv4(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(start) = next_pos(b, i, |c| c.is_ascii_digit()) {
@@ -1306,7 +1306,7 @@ fn ipv6_valid(s: &[u8]) -> bool {
 /// group written (`::` alone is not matched), not touching a letter,
 /// digit or `:`. A zone (`%eth0`) or prefix length (`/64`) is not part of
 /// the match. MAC addresses and times (`12:30:45`) are not addresses.
-fn scan_ipv6<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
+fn scan_ipv6(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(start) = next_pos(b, i, |c| is_hex(c) || c == b':') {
@@ -1369,7 +1369,7 @@ fn aws_context(text: &str, start: usize, end: usize) -> bool {
 /// (`aws_secret_access_key`, `SecretAccessKey`, `secret key`…) in the 64
 /// bytes before, or an access key ID within 256 bytes. A lone 40-character
 /// base64 string (a SHA-1 in base64, a random token) is not matched.
-fn scan_aws_secret_keys<F: FnMut(usize, usize)>(text: &str, emit: &mut F) {
+fn scan_aws_secret_keys(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     let b = text.as_bytes();
     let mut i = 0;
     while let Some(start) = next_pos(b, i, is_b64) {
