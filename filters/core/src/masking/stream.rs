@@ -179,9 +179,7 @@ fn next_end(framing: Framing, cut: &mut Cut, b: &[u8], start: usize, scan: usize
         Framing::Lines => {
             let mut pos = from;
             loop {
-                let nl = newline_after(b, pos)?;
-                let line = b.get(cut.line_start.max(start)..nl).unwrap_or_default();
-                cut.line_start = nl;
+                let (line, nl) = next_line(cut, b, start, pos)?;
                 pos = nl;
                 if !cut.armored && opens_armor(line) {
                     cut.armored = true;
@@ -196,9 +194,7 @@ fn next_end(framing: Framing, cut: &mut Cut, b: &[u8], start: usize, scan: usize
         Framing::Events => {
             let mut pos = from;
             loop {
-                let nl = newline_after(b, pos)?;
-                let line = b.get(cut.line_start.max(start)..nl).unwrap_or_default();
-                cut.line_start = nl;
+                let (line, nl) = next_line(cut, b, start, pos)?;
                 pos = nl;
                 if matches!(line, b"\n" | b"\r\n") {
                     return Some(nl);
@@ -237,6 +233,20 @@ fn next_end(framing: Framing, cut: &mut Cut, b: &[u8], start: usize, scan: usize
             None
         }
     }
+}
+
+/// The next whole line of the record starting at `start` (its line end
+/// searched from `pos`), and the offset past it; the cut moves past it.
+fn next_line<'b>(
+    cut: &mut Cut,
+    b: &'b [u8],
+    start: usize,
+    pos: usize,
+) -> Option<(&'b [u8], usize)> {
+    let nl = newline_after(b, pos)?;
+    let line = b.get(cut.line_start.max(start)..nl).unwrap_or_default();
+    cut.line_start = nl;
+    Some((line, nl))
 }
 
 /// The offset just past the next `\n` at or after `from`.
