@@ -14,6 +14,7 @@ with pip as a source distribution (no text here is written by meshguard):
 | paramiko 5.1.0, PyJWT 2.15.1 | LGPL-2.1, MIT| their test private keys (PEM, OpenSSH, encrypted) |
 | PGPy 0.6.0                   | BSD-3-Clause | tests/testdata: PGP private key blocks         |
 | botocore 1.44.18             | Apache-2.0   | the test lines holding an AWS secret access key, and 40-character base64 lines holding none (negatives) |
+| pii-codex 0.6.1              | BSD-3-Clause | tests/.../test_detection_service.py: its SSN sentences (dlptest.com data) and their expectations |
 
 Writes filters/core/tests/recall/corpus.jsonl: one sample per line,
 {"text", "entities": [{"detector", "value"}], "source", "licence"}.
@@ -43,6 +44,7 @@ PACKAGES = {
     "pyjwt": "2.15.1",
     "PGPy": "0.6.0",
     "botocore": "1.44.18",
+    "pii-codex": "0.6.1",
 }
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "filters", "core", "tests", "recall", "corpus.jsonl")
@@ -232,6 +234,23 @@ def aws_secrets(d):
     return out
 
 
+def pii_codex_ssns(d):
+    path = os.path.join(d, "tests", "pii_codex", "services", "test_detection_service.py")
+    tree = ast.parse(open(path).read())
+    out = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef) or fn.name != "test_ssn_detection_with_dlp_data":
+            continue
+        for deco in fn.decorator_list:
+            if isinstance(deco, ast.Call) and len(deco.args) == 2 and isinstance(deco.args[1], ast.List):
+                for elt in deco.args[1].elts:
+                    text, expected = elt.elts[0].value, elt.elts[1].value
+                    m = re.search(r"\d{3}-\d{2}-\d{4}", text)
+                    entities = [("us_ssn", m.group(0))] if expected and m else []
+                    out.append(sample(text, entities, "pii-codex 0.6.1 tests/pii_codex/services/test_detection_service.py", "BSD-3-Clause"))
+    return out
+
+
 def main():
     with tempfile.TemporaryDirectory() as work:
         dirs = fetch(work)
@@ -243,6 +262,7 @@ def main():
         samples += netaddr_ips(dirs["netaddr"])
         samples += private_keys(dirs)
         samples += aws_secrets(dirs["botocore"])
+        samples += pii_codex_ssns(dirs["pii-codex"])
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w", encoding="utf-8") as f:
         for s in samples:
