@@ -373,7 +373,7 @@ impl Outcome {
     /// The body verdict of the gate.
     fn verdict(&mut self, verdict: Verdict) {
         match verdict {
-            Verdict::Continue | Verdict::Hold => {}
+            Verdict::Continue | Verdict::Hold | Verdict::HoldReplaced(_) => {}
             Verdict::Replace(body) => self.body = BodyOutcome::Masked(Some(body)),
             Verdict::Refuse { reason, answer } => {
                 self.body = BodyOutcome::Refused { reason, answer };
@@ -390,6 +390,7 @@ fn release(held: &mut Vec<u8>, released: &mut Vec<u8>, verdict: &Verdict) {
             released.extend_from_slice(bytes);
             held.clear();
         }
+        Verdict::HoldReplaced(bytes) => *held = bytes.clone(),
         Verdict::Hold | Verdict::Refuse { .. } => {}
     }
 }

@@ -90,6 +90,10 @@ pub fn drive(policy: &MaskingPolicy, content_type: &str, chunks: &[&[u8]]) -> Op
         let (verdict, _) = gate.body(policy, held.len(), end, || copy);
         match verdict {
             Verdict::Hold => assert!(!end, "data held after the end of the stream"),
+            Verdict::HoldReplaced(bytes) => {
+                assert!(!end, "data held after the end of the stream");
+                held = bytes;
+            }
             Verdict::Continue => released.append(&mut held),
             Verdict::Replace(bytes) => {
                 released.extend_from_slice(&bytes);

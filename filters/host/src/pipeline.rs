@@ -207,7 +207,9 @@ impl Exchange {
                 return self.stop(step.flow);
             }
             if step.flow == Flow::Stop {
-                return self.hold(direction, size);
+                // Masking holds what the host buffers now (a streamed body's
+                // incomplete record may have replaced the chunk).
+                return self.hold(direction, step.buffered);
             }
             buffered = step.buffered;
         }

@@ -491,3 +491,33 @@ fn an_upgrade_on_a_masked_route_is_refused_or_passed_with_header_masking_only() 
         1
     );
 }
+
+/// Broken by hand: the gate released nothing and kept the incomplete record
+/// itself (no `HoldReplaced`): the trailers found no body to add it to and
+/// the stream was reset; this failed.
+#[test]
+fn an_incomplete_record_stays_with_the_host_so_the_trailers_can_mask_it() {
+    let (mut x, _) = Exchange::start(
+        host("meshguard-masking", MASKING),
+        "POST",
+        "/bulk",
+        &[NDJSON],
+        false,
+    );
+    assert_eq!(
+        x.chunk(Direction::Request, b"{\"password\": 1}\n{\"pass", false),
+        Flow::Continue
+    );
+    // Nothing completes in this chunk: the host holds the record, raw.
+    assert_eq!(x.chunk(Direction::Request, b"word\": 2}", false), Flow::Stop);
+    assert_eq!(
+        x.host.body(Direction::Request, 0, usize::MAX),
+        b"{\"password\": 2}"
+    );
+    assert_eq!(x.trailers(Direction::Request, &[]), Flow::Continue);
+    assert!(x.host.resets.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&x.released(Direction::Request)),
+        "{\"password\": \"[REDACTED]\"}\n{\"password\": \"[REDACTED]\"}"
+    );
+}

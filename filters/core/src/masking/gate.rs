@@ -185,6 +185,10 @@ pub enum Verdict {
     Hold,
     /// Replace the bytes `read` returned with these, then let them through.
     Replace(Vec<u8>),
+    /// Replace the bytes `read` returned with these and keep holding them:
+    /// a streamed body's incomplete record, handed back to the host (so that
+    /// the host holds it, and the trailers can still add to the body).
+    HoldReplaced(Vec<u8>),
     /// Refuse the message.
     Refuse { reason: Reason, answer: Answer },
 }
@@ -564,6 +568,16 @@ impl Gate {
                 if let Some(e) = &fed.fallback {
                     report.text_fallback = Some(Reason::of(e));
                 }
+                if !end && !self.dry_run && fed.out.is_empty() {
+                    // Nothing complete yet: the host keeps the incomplete
+                    // record (the trailers can then still mask it there).
+                    let tail = streamer.take_pending();
+                    return if tail == input {
+                        Verdict::Hold
+                    } else {
+                        Verdict::HoldReplaced(tail)
+                    };
+                }
                 if end {
                     self.state = State::Done;
                 }
@@ -844,6 +858,10 @@ mod tests {
             match verdict {
                 Verdict::Continue => seen.forwarded.push_str(&String::from_utf8_lossy(held)),
                 Verdict::Hold => return true,
+                Verdict::HoldReplaced(tail) => {
+                    *held = tail;
+                    return true;
+                }
                 Verdict::Replace(body) => seen.forwarded.push_str(&String::from_utf8_lossy(&body)),
                 Verdict::Refuse { reason, answer } => {
                     seen.refused = Some((reason, answer));

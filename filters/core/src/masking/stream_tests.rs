@@ -72,6 +72,11 @@ fn send(
                     flow.released.push(String::new());
                     true
                 }
+                Verdict::HoldReplaced(bytes) => {
+                    flow.released.push(String::new());
+                    *host = bytes;
+                    true
+                }
                 Verdict::Continue => {
                     flow.released
                         .push(String::from_utf8_lossy(host).into_owned());

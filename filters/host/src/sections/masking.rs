@@ -404,6 +404,17 @@ impl Exchange {
         let (flow, buffered, refused) = match verdict {
             Verdict::Continue => (Flow::Continue, held, false),
             Verdict::Hold => (Flow::Stop, held, false),
+            Verdict::HoldReplaced(tail) => {
+                let mut all = host.body(direction, 0, settled);
+                all.extend_from_slice(&tail);
+                if host.replace_body(direction, held, &all) {
+                    (Flow::Stop, all.len(), false)
+                } else {
+                    section.refused(host, direction, Reason::HostError);
+                    log::error!("meshguard masking: the host refused a held record; resetting");
+                    (reset(host, direction), held, true)
+                }
+            }
             Verdict::Replace(body) => {
                 let body = if settled > 0 {
                     let mut all = host.body(direction, 0, settled);
