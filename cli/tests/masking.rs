@@ -1202,10 +1202,16 @@ fn streamed_bodies_are_masked_record_by_record_as_the_filter_does() {
         String::from_utf8_lossy(&out.stdout),
         "data: {\"email\": \"***@*******.com\"}\n\ndata: mail bob@exa\n\nx-done: 1\n"
     );
-    let form = b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nann@example.com\r\n--b--";
+    let form =
+        b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nann@example.com\r\n--b--";
     let (out, _) = run_with_config(
         POLICY,
-        &["mask", "CONFIG", "--content-type", "multipart/form-data; boundary=b"],
+        &[
+            "mask",
+            "CONFIG",
+            "--content-type",
+            "multipart/form-data; boundary=b",
+        ],
         &[],
         form,
     );
