@@ -689,7 +689,10 @@ mod streams {
         if resp.status != 200 {
             return Err(format!("expected 200, got {}", resp.status));
         }
-        if body.contains(SECRET_EMAIL) || body.contains(SECRET_PASSWORD) || body.contains("mail jane") {
+        if body.contains(SECRET_EMAIL)
+            || body.contains(SECRET_PASSWORD)
+            || body.contains("mail jane")
+        {
             return Err("a secret passed unmasked".into());
         }
         if !body.contains("[REDACTED]") {
