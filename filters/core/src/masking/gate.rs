@@ -277,10 +277,15 @@ fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
 }
 
 /// Whether request headers open a tunnel: an `Upgrade` (WebSocket, or an
-/// HTTP/2 extended CONNECT, which Envoy shows as one) or a CONNECT.
+/// HTTP/2 extended CONNECT, which Envoy shows as one; `h2c` excepted) or a
+/// CONNECT.
 pub fn is_tunnel(headers: &[(String, String)]) -> bool {
     header(headers, ":method").is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"))
-        || header(headers, "upgrade").is_some_and(|u| !u.trim().is_empty())
+        || header(headers, "upgrade").is_some_and(|u| {
+            // `h2c` asks for HTTP/2 on the same connection: not a tunnel.
+            let u = u.trim();
+            !u.is_empty() && !u.eq_ignore_ascii_case("h2c")
+        })
 }
 
 /// A tunnel (see [`is_tunnel`]) on a route whose rules mask bodies in either

@@ -616,3 +616,20 @@ fn common_traffic_shapes_and_what_the_defaults_do_with_them() {
         assert_eq!(got, want, "{content_type}");
     }
 }
+
+#[test]
+fn only_real_tunnels_are_tunnels() {
+    let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    assert!(super::is_tunnel(&h(&[("upgrade", "websocket")])));
+    assert!(super::is_tunnel(&h(&[(":method", "CONNECT")])));
+    assert!(!super::is_tunnel(&h(&[("upgrade", "h2c")])));
+    assert!(!super::is_tunnel(&h(&[
+        (":method", "GET"),
+        ("connection", "keep-alive")
+    ])));
+}
