@@ -553,19 +553,19 @@ fn ssn_valid(digits: &[u8]) -> bool {
 fn scan_ssns(text: &str, emit: &mut dyn FnMut(usize, usize)) {
     let b = text.as_bytes();
     let mut i = 0;
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut seps: Vec<u8> = Vec::new();
     while let Some(start) = next_pos(b, i, |c| c.is_ascii_digit()) {
         // The run of digit groups joined by single separators.
-        let mut groups: Vec<(usize, usize)> = Vec::new();
-        let mut seps: Vec<u8> = Vec::new();
+        groups.clear();
+        seps.clear();
         let mut e = start;
         loop {
             let g = e;
             e = run_end(b, e, |c| c.is_ascii_digit());
             groups.push((g, e));
             match b.get(e..) {
-                Some([sep @ (b'-' | b' ' | b'.'), d, ..])
-                    if d.is_ascii_digit() && groups.len() < 4 =>
-                {
+                Some([sep @ (b'-' | b' ' | b'.'), d, ..]) if d.is_ascii_digit() => {
                     seps.push(*sep);
                     e = e.saturating_add(1);
                 }
@@ -573,33 +573,54 @@ fn scan_ssns(text: &str, emit: &mut dyn FnMut(usize, usize)) {
             }
         }
         i = e;
-        let lens: Vec<usize> = groups.iter().copied().map(span_len).collect();
-        let digits: Vec<u8> = groups
-            .iter()
-            .filter_map(|&(s, e)| b.get(s..e))
-            .flatten()
-            .copied()
-            .collect();
-        let dashed = lens == [3, 2, 4] && seps == [b'-', b'-'];
-        let spelled = match (lens.as_slice(), seps.as_slice()) {
-            ([3, 2, 4], [a, c]) => a == c,
-            ([9], []) | ([5, 4], [b'-']) | ([3, 6], [b'-']) => true,
-            _ => false,
-        };
-        let dash_digit_before = start
-            .checked_sub(2)
-            .and_then(|p| b.get(p..start))
-            .is_some_and(|w| w.first().is_some_and(u8::is_ascii_digit) && w.get(1) == Some(&b'-'));
-        let dash_digit_after = matches!(b.get(e..), Some([b'-', d, ..]) if d.is_ascii_digit());
-        if spelled
-            && ssn_valid(&digits)
-            && !dash_digit_before
-            && !dash_digit_after
-            && alnum_boundary_before(text, start)
-            && alnum_boundary_after(text, e)
-            && (dashed || context_before(text, start, &SSN_WORDS))
-        {
-            emit(start, e);
+        // Windows of 3, 2 or 1 groups: a neighbour joined by a space is
+        // another number; one joined by `-` or `.` makes it a longer one.
+        let n = groups.len();
+        let mut k = 0;
+        while k < n {
+            let found = [3usize, 2, 1].into_iter().find_map(|m| {
+                let window = groups.get(k..k.saturating_add(m))?;
+                let inner = seps.get(k..k.saturating_add(m).saturating_sub(1))?;
+                let (&(s, _), &(_, end)) = (window.first()?, window.last()?);
+                let lens: Vec<usize> = window.iter().copied().map(span_len).collect();
+                let dashed = lens == [3, 2, 4] && inner == [b'-', b'-'];
+                let spelled = match (lens.as_slice(), inner) {
+                    ([3, 2, 4], [a, c]) => a == c,
+                    ([9], []) | ([5, 4], [b'-']) | ([3, 6], [b'-']) => true,
+                    _ => false,
+                };
+                let joined = |sep: Option<&u8>| matches!(sep, Some(b'-' | b'.'));
+                let before = k.checked_sub(1).and_then(|j| seps.get(j));
+                let after = seps
+                    .get(k.saturating_add(m).saturating_sub(1))
+                    .filter(|_| k.saturating_add(m) < n);
+                let digits: Vec<u8> = window
+                    .iter()
+                    .filter_map(|&(s, e)| b.get(s..e))
+                    .flatten()
+                    .copied()
+                    .collect();
+                let dash_digit_before = k == 0
+                    && s.checked_sub(2).and_then(|p| b.get(p..s)).is_some_and(|w| {
+                        w.first().is_some_and(u8::is_ascii_digit) && w.get(1) == Some(&b'-')
+                    });
+                (spelled
+                    && ssn_valid(&digits)
+                    && !joined(before)
+                    && !joined(after)
+                    && !dash_digit_before
+                    && (k > 0 || alnum_boundary_before(text, s))
+                    && (k.saturating_add(m) < n || alnum_boundary_after(text, end))
+                    && (dashed || context_before(text, s, &SSN_WORDS)))
+                .then_some((s, end, m))
+            });
+            match found {
+                Some((s, end, m)) => {
+                    emit(s, end);
+                    k = k.saturating_add(m);
+                }
+                None => k = k.saturating_add(1),
+            }
         }
     }
 }
