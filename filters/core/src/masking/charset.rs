@@ -84,8 +84,8 @@ fn sniff_utf16(body: &[u8]) -> Option<Encoding> {
         }
     }
     let pairs = head.len() / 2;
-    // A quarter of the characters ASCII, and the zeros on one side only.
-    let enough = |zeros: usize| pairs > 0 && zeros.saturating_mul(4) >= pairs;
+    // Half the characters ASCII (at least two), the zeros on one side only.
+    let enough = |zeros: usize| zeros >= 2 && zeros.saturating_mul(2) >= pairs;
     if enough(odd) && odd > even.saturating_mul(8) {
         Some(Encoding::Utf16Le)
     } else if enough(even) && even > odd.saturating_mul(8) {
