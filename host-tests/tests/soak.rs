@@ -115,9 +115,12 @@ enum Kind {
     AuditedBody,
     AuditedJson,
     Toggle,
+    /// Server-sent events and a multipart upload: see [`streams`].
+    StreamedResponse,
+    MultipartUpload,
 }
 
-const MIX: [Kind; 9] = [
+const MIX: [Kind; 11] = [
     Kind::Allowed,
     Kind::DeniedPath,
     Kind::MaskedJsonResponse,
@@ -127,6 +130,8 @@ const MIX: [Kind; 9] = [
     Kind::MaskedJsonRequest,
     Kind::AuditedJson,
     Kind::Toggle,
+    Kind::StreamedResponse,
+    Kind::MultipartUpload,
 ];
 
 fn request(i: u64, kind: Kind) -> Request {
@@ -155,6 +160,9 @@ fn request(i: u64, kind: Kind) -> Request {
             .header("content-type", "application/json")
             .body(format!(r#"{{"sql": "select {i}"}}"#)),
         Kind::Toggle => route(Request::new("GET", "/api/toggle"), "frontend"),
+        Kind::StreamedResponse | Kind::MultipartUpload => {
+            route(streams::request(i, kind), "frontend")
+        }
     }
 }
 
@@ -197,6 +205,7 @@ fn judge(kind: Kind, resp: &Response, pushes: bool) -> Result<(), String> {
             want(200)?;
             exactly(UPSTREAM_OK)
         }
+        Kind::StreamedResponse | Kind::MultipartUpload => streams::judge(resp),
         Kind::DeniedPath | Kind::DeniedPeer => want(403),
         Kind::Toggle if !pushes => want(403),
         Kind::Toggle if resp.status == 403 => Ok(()),
@@ -539,6 +548,7 @@ async fn soak() {
         "note",
         Script::typed("text/plain", format!("call Jane at {SECRET_EMAIL} today")),
     );
+    streams::script(&mesh);
     mesh.upstream()
         .set_default(Some(Script::new(200).body(UPSTREAM_OK)));
     let key = base64::engine::general_purpose::STANDARD
@@ -769,5 +779,70 @@ async fn soak() {
             "no request judged by a superseded config while its connections drained \
              ({superseded} refused)"
         );
+    }
+}
+
+/// Streamed and multipart traffic (issue 22): a server-sent event stream
+/// whose secrets are split across chunks, and a multipart upload with a
+/// password field and a JSON part. Each must arrive with every secret
+/// masked.
+mod streams {
+    use super::*;
+
+    pub fn script(mesh: &Mesh) {
+        let (head, tail) = SECRET_EMAIL.split_at(6);
+        mesh.upstream().script(
+            "events",
+            Script::typed("text/event-stream", "")
+                .chunks(vec![
+                    format!("data: {{\"password\": \"{SECRET_PASSWORD}\"}}\n\n").into_bytes(),
+                    format!("data: {{\"text\": \"mail {head}").into_bytes(),
+                    format!("{tail}\"}}\n\ndata: [DONE]\n\n").into_bytes(),
+                ])
+                .chunk_delay(Duration::from_millis(2)),
+        );
+        mesh.upstream().script(
+            "form",
+            Script::typed("multipart/form-data; boundary=soak", form(0)),
+        );
+    }
+
+    /// A form with a password field and a JSON part naming an address.
+    fn form(i: u64) -> String {
+        format!(
+            "--soak\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\n{i}\r\n\
+             --soak\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n{SECRET_PASSWORD}\r\n\
+             --soak\r\nContent-Disposition: form-data; name=\"meta\"\r\nContent-Type: application/json\r\n\r\n\
+             {{\"contact\": \"{SECRET_EMAIL}\"}}\r\n--soak--\r\n"
+        )
+    }
+
+    pub fn request(i: u64, kind: Kind) -> Request {
+        if kind == Kind::StreamedResponse {
+            return Request::new("GET", "/api/chat").header(SCRIPT_HEADER, "events");
+        }
+        // Uploaded (masked toward the upstream) and answered with a form
+        // (masked toward the client, which is what is judged).
+        Request::new("POST", "/api/upload")
+            .header("content-type", "multipart/form-data; boundary=soak")
+            .header(SCRIPT_HEADER, "form")
+            .body(form(i))
+    }
+
+    pub fn judge(resp: &Response) -> Result<(), String> {
+        let body = resp.text();
+        if resp.status != 200 {
+            return Err(format!("expected 200, got {}", resp.status));
+        }
+        if body.contains(SECRET_EMAIL)
+            || body.contains(SECRET_PASSWORD)
+            || body.contains("mail jane")
+        {
+            return Err("a secret passed unmasked".into());
+        }
+        if !body.contains("[REDACTED]") {
+            return Err("nothing masked".into());
+        }
+        Ok(())
     }
 }

@@ -140,6 +140,14 @@ impl StreamHost for Fake {
         true
     }
 
+    fn add_header(&mut self, map: Map, name: &str, value: &str) -> bool {
+        self.maps
+            .entry(map)
+            .or_default()
+            .push((name.to_owned(), value.to_owned()));
+        true
+    }
+
     fn body(&self, direction: Direction, start: usize, len: usize) -> Vec<u8> {
         let held = self
             .bodies

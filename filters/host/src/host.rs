@@ -85,6 +85,9 @@ pub trait StreamHost: Metrics {
     /// Sets (`Some`) or removes (`None`) every entry named `name`; false if
     /// the host refused.
     fn set_header(&mut self, map: Map, name: &str, value: Option<&str>) -> bool;
+    /// Adds one more field line `name: value` (for `set-cookie`, whose values
+    /// cannot be joined); false if the host refused.
+    fn add_header(&mut self, map: Map, name: &str, value: &str) -> bool;
     /// `len` bytes of the direction's body buffer from `start` (what the host
     /// holds now: since the last released chunk).
     fn body(&self, direction: Direction, start: usize, len: usize) -> Vec<u8>;

@@ -80,6 +80,13 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
@@ -233,6 +240,20 @@ pub fn replace_header(map: MapKind, name: &str, value: &str) -> bool {
     // SAFETY: live slices with their lengths, read during the call.
     unsafe {
         proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        ) == OK
+    }
+}
+
+/// Adds a field line (a header may then have several).
+pub fn add_header(map: MapKind, name: &str, value: &str) -> bool {
+    // SAFETY: live slices with their lengths, read during the call.
+    unsafe {
+        proxy_add_header_map_value(
             map as u32,
             name.as_ptr(),
             name.len(),

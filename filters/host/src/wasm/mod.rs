@@ -98,6 +98,10 @@ impl StreamHost for Wasm {
         }
     }
 
+    fn add_header(&mut self, map: Map, name: &str, value: &str) -> bool {
+        abi::add_header(map_kind(map), name, value)
+    }
+
     fn body(&self, direction: Direction, start: usize, len: usize) -> Vec<u8> {
         abi::buffer(body_buffer(direction), start, len).unwrap_or_default()
     }
