@@ -44,6 +44,8 @@ pub struct Fake {
     /// The answer a callout callback reads: status and body.
     pub callout_answer: Option<(String, Vec<u8>)>,
     pub wakeups: Vec<u32>,
+    /// How often a root said it is done ([`PluginHost::done`]).
+    pub done_calls: std::cell::Cell<u32>,
 }
 
 impl Fake {
@@ -278,6 +280,11 @@ impl PluginHost for Fake {
     }
 
     fn set_tick(&self, _period: Duration) -> bool {
+        true
+    }
+
+    fn done(&self) -> bool {
+        self.done_calls.set(self.done_calls.get().saturating_add(1));
         true
     }
 

@@ -155,6 +155,9 @@ pub trait PluginHost: Metrics {
     fn callout_body(&self, size: usize, max: usize) -> Vec<u8>;
     /// Asks for the root's timer every `period`.
     fn set_tick(&self, period: Duration) -> bool;
+    /// From a root callback: this root, which answered "not yet" when the
+    /// host retired it ([`crate::root::PluginRoot::done`]), is done now.
+    fn done(&self) -> bool;
     /// A channel streams use to wake this root ([`StreamHost::wake`]); the
     /// root's wakeup callback receives its id. Unique per VM and `name`.
     fn register_wakeup(&self, name: &str) -> Option<u32>;

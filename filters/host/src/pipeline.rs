@@ -68,6 +68,27 @@ impl Pipeline {
         }
     }
 
+    /// The config retired: sends what it still holds. True when nothing is
+    /// left to deliver.
+    pub fn retire<H: PluginHost>(&self, host: &H) -> bool {
+        match (&self.audit, &self.plugin.audit) {
+            (Some(audit), Some(section)) => audit.retire(host, &section.policy),
+            _ => true,
+        }
+    }
+
+    /// Nothing is left to deliver.
+    pub fn drained(&self) -> bool {
+        self.audit.as_ref().is_none_or(Audit::drained)
+    }
+
+    /// Gives up on what is left to deliver (counted, logged).
+    pub fn abandon<H: PluginHost>(&self, host: &H) {
+        if let Some(audit) = &self.audit {
+            audit.abandon(host);
+        }
+    }
+
     /// A callout answered; false when it was none of the sections'.
     pub fn on_callout_response<H: PluginHost>(
         &self,

@@ -778,3 +778,59 @@ fn an_incomplete_record_stays_with_the_host_so_the_trailers_can_mask_it() {
         "{\"password\": \"[REDACTED]\"}\n{\"password\": \"[REDACTED]\"}"
     );
 }
+
+/// A push replaces a plugin whose audit records are still on their way:
+/// the retired root answers "not yet", keeps delivering, and says done
+/// itself once the collector took them, or drops them (counted) when its
+/// grace runs out.
+///
+/// Broken by hand: `PluginRoot::done` returning true at once: the root was
+/// deleted with its record undelivered and the first assertion failed.
+#[test]
+fn a_retired_config_delivers_its_audit_records_before_it_is_done() {
+    let config = combined(false).replace(
+        r#""audit": {"#,
+        r#""audit": {"collector": {"cluster": "collector", "path": "/records"}, "#,
+    );
+    let collector_batches = |x: &Exchange| {
+        x.host
+            .callouts
+            .borrow()
+            .iter()
+            .filter(|(cluster, _, _)| cluster == "collector")
+            .count()
+    };
+    for (answer, delivered) in [(Some("200"), true), (None, false)] {
+        let (mut x, _) = Exchange::start(host("meshguard", &config), "GET", "/api/x", &[], true);
+        x.response(&[(":status", "200")], true);
+        x.stream.log(&mut x.host);
+        // The record waits for the timer's partial batch; the config retires.
+        assert!(
+            !x.root.done(&mut x.host),
+            "not done with a record to deliver"
+        );
+        assert_eq!(
+            collector_batches(&x),
+            1,
+            "retiring sends what waits at once"
+        );
+        assert_eq!(x.host.done_calls.get(), 0);
+        match answer {
+            Some(status) => {
+                x.host.callout_answer = Some((status.into(), Vec::new()));
+                let token = u32::try_from(x.host.callouts.borrow().len()).unwrap();
+                x.root.callout_response(&mut x.host, token, 1, 0);
+            }
+            None => {
+                // The collector never answers: the grace runs out.
+                x.host.now_ms += 31_000;
+                x.root.tick(&mut x.host);
+            }
+        }
+        assert_eq!(x.host.done_calls.get(), 1, "done, delivered={delivered}");
+        let dropped = x
+            .host
+            .counter("meshguard_audit_records_total.result=.=dropped;.;");
+        assert_eq!(dropped, u64::from(!delivered), "delivered={delivered}");
+    }
+}

@@ -47,6 +47,7 @@ extern "C" {
     fn proxy_get_log_level(return_level: *mut u32) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_done() -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -192,6 +193,12 @@ pub fn now_ns() -> Option<u64> {
     let mut now = 0u64;
     // SAFETY: the host writes one u64 through a pointer to a live local.
     (unsafe { proxy_get_current_time_nanoseconds(&mut now) } == OK).then_some(now)
+}
+
+/// The current root context is done (after its `proxy_on_done` said not yet).
+pub fn done() -> bool {
+    // SAFETY: no pointers.
+    unsafe { proxy_done() == OK }
 }
 
 pub fn set_tick_period_ms(period: u32) -> bool {

@@ -224,6 +224,10 @@ impl PluginHost for Wasm {
         abi::set_tick_period_ms(u32::try_from(period.as_millis()).unwrap_or(u32::MAX))
     }
 
+    fn done(&self) -> bool {
+        abi::done()
+    }
+
     fn register_wakeup(&self, name: &str) -> Option<u32> {
         // Shared queues are shared by every VM with the same vm_id: the name
         // carries the VM's chain id, so each VM wakes only itself.
@@ -448,8 +452,9 @@ pub fn on_log(context_id: u32) {
 }
 
 pub fn on_done(context_id: u32) -> bool {
-    with_root(context_id, |root| root.done(&mut Wasm));
-    true
+    // A root with audit records still to deliver answers "not yet" and calls
+    // `proxy_done` once they are delivered (or given up); a stream is done.
+    with_root(context_id, |root| root.done(&mut Wasm)).unwrap_or(true)
 }
 
 pub fn on_delete(context_id: u32) {
