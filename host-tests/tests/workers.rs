@@ -180,6 +180,10 @@ async fn a_quarantine_holds_on_every_worker_and_on_each_worker_vm_a_push_creates
         assert!(Instant::now() < deadline, "never quarantined: {resp:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // What was served before the first refusal reached the upstream (a
+    // slow machine serves a few): only what follows is judged.
+    mesh.upstream_barrier().await.unwrap();
+    mesh.upstream().take();
     // Every VM reads the proxy-wide verdict on its 500 ms refresh
     // (docs/integrity.md): one refresh later, both workers refuse, long
     // before their own first poll could.
