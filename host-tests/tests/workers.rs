@@ -18,9 +18,7 @@ use meshguard_host_tests::collector::Collector;
 use meshguard_host_tests::http::{Protocol, Request};
 use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome, AUDIT_KEY};
 use meshguard_host_tests::meshguard_cli;
-use meshguard_host_tests::source::{
-    release_key, signed, trust_env, trusted_key_entry, SourceOfTruth, KEY_ID,
-};
+use meshguard_host_tests::source::{signed, trust_env, SourceOfTruth, KEY_ID};
 use serde_json::Value;
 
 /// Istio's sidecar default.
@@ -56,12 +54,7 @@ fn policy(version: &str) -> String {
 #[tokio::test]
 async fn every_worker_vm_admits_the_signed_config_the_main_thread_accepted_and_judges_with_it() {
     let config = signed("identity", 1, &policy("v1"));
-    let filter = Filter::identity(config)
-        .env(
-            "MESHGUARD_TRUSTED_KEYS",
-            &trusted_key_entry(KEY_ID, &release_key()),
-        )
-        .env("MESHGUARD_REQUIRE_SIGNATURE", "true");
+    let filter = Filter::identity(config).trusting_release_key();
     let mesh = Mesh::builder()
         .filter(filter)
         .workers(WORKERS)
@@ -132,11 +125,7 @@ async fn every_worker_vm_admits_the_signed_config_the_main_thread_accepted_and_j
 async fn a_worker_vm_that_cannot_admit_what_the_main_thread_accepted_refuses_every_request() {
     let config = signed("identity", 1, &policy("v1"));
     let mut filter = Filter::identity(config)
-        .env(
-            "MESHGUARD_TRUSTED_KEYS",
-            &trusted_key_entry(KEY_ID, &release_key()),
-        )
-        .env("MESHGUARD_REQUIRE_SIGNATURE", "true")
+        .trusting_release_key()
         .env("MESHGUARD_TEST_LATER_VMS_REVOKE", &format!("2:{KEY_ID}"));
     filter.module = meshguard_host_tests::faulty_module();
     let mesh = Mesh::builder()
@@ -253,6 +242,10 @@ async fn a_quarantine_holds_on_every_worker_and_on_each_worker_vm_a_push_creates
         assert!(Instant::now() < deadline, "never quarantined: {resp:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The probes a worker served before the verdict reached it arrived:
+    // only what comes after counts.
+    mesh.upstream_barrier().await.unwrap();
+    mesh.upstream().take();
     // Every VM reads the proxy-wide verdict on its 500 ms refresh
     // (docs/integrity.md): one refresh later, both workers refuse, long
     // before their own first poll could.
