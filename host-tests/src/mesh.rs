@@ -236,6 +236,17 @@ impl Filter {
             .unwrap_or_else(|| format!("default.{}", self.root_id))
     }
 
+    /// Trusts the tests' release key and requires a signature
+    /// (`MESHGUARD_TRUSTED_KEYS`, `MESHGUARD_REQUIRE_SIGNATURE`).
+    pub fn trusting_release_key(self) -> Self {
+        use crate::source::{release_key, trusted_key_entry, KEY_ID};
+        self.env(
+            "MESHGUARD_TRUSTED_KEYS",
+            &trusted_key_entry(KEY_ID, &release_key()),
+        )
+        .env("MESHGUARD_REQUIRE_SIGNATURE", "true")
+    }
+
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
         self.failure_policy = policy;
         self

@@ -20,7 +20,7 @@ use meshguard_core::integrity::Release;
 use meshguard_host_tests::envoy::vm_crashes;
 use meshguard_host_tests::http::{Protocol, Request, Response};
 use meshguard_host_tests::mesh::{FailurePolicy, Filter, Mesh, PushOutcome};
-use meshguard_host_tests::source::{release_key, signed_with, trusted_key_entry, KEY_ID, WORKLOAD};
+use meshguard_host_tests::source::{release_key, signed_with, KEY_ID, WORKLOAD};
 
 const FAULT_HEADER: &str = "x-meshguard-fault";
 /// Envoy's count of Wasm VMs created (every plugin, every thread).
@@ -373,11 +373,7 @@ async fn a_vm_recreated_or_pushed_after_its_release_window_closed_enforces_on_ev
     let config = signed_with(DENY_ADMIN, &release, KEY_ID, &release_key());
     let mut filter = Filter::named("identity", config)
         .failure_policy(FailurePolicy::FailReload)
-        .env(
-            "MESHGUARD_TRUSTED_KEYS",
-            &trusted_key_entry(KEY_ID, &release_key()),
-        )
-        .env("MESHGUARD_REQUIRE_SIGNATURE", "true");
+        .trusting_release_key();
     filter.module = module;
     let mesh = Mesh::builder()
         .filter(filter.clone())

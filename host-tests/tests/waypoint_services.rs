@@ -21,7 +21,7 @@ use std::time::Duration;
 use meshguard_core::integrity::Release;
 use meshguard_host_tests::http::{Protocol, Request};
 use meshguard_host_tests::mesh::{Deployment, Filter, PushOutcome};
-use meshguard_host_tests::source::{release_key, signed_with, trusted_key_entry, KEY_ID};
+use meshguard_host_tests::source::{release_key, signed_with, KEY_ID};
 use meshguard_host_tests::waypoint::{Service, Waypoint, WAYPOINT_WORKLOAD};
 
 const WORKERS: u32 = 2;
@@ -68,11 +68,7 @@ fn attached(service: &str, scope: &str, serial: u64, policy: &str) -> Filter {
     };
     filter
         .resource("default", &format!("{service}-policy"))
-        .env(
-            "MESHGUARD_TRUSTED_KEYS",
-            &trusted_key_entry(KEY_ID, &release_key()),
-        )
-        .env("MESHGUARD_REQUIRE_SIGNATURE", "true")
+        .trusting_release_key()
 }
 
 async fn waypoint(orders: Filter, payments: Filter) -> Waypoint {
@@ -86,83 +82,79 @@ async fn waypoint(orders: Filter, payments: Filter) -> Waypoint {
         .expect("waypoint starts")
 }
 
-/// Sends `paths` round-robin to `service` over `protocol` until every
-/// worker answered some, and checks each answer against `expect(path)`:
-/// the status and deny reason. Only the 200s may reach the upstream.
-async fn judge_on_every_worker(
-    waypoint: &Waypoint,
-    service: &str,
-    protocol: Protocol,
-    rows: &[(&str, u16, Option<&str>)],
-    what: &str,
-) {
-    let answers = waypoint
-        .send_on_every_worker(&host(service), "frontend", PER_ROUND, |i| {
-            let (path, _, _) = rows[i % rows.len()];
-            Request::new("GET", &format!("{path}?n={i}")).protocol(protocol)
-        })
-        .await
-        .unwrap();
-    let mut passed = Vec::new();
-    for (i, resp) in &answers {
-        let (path, status, reason) = rows[i % rows.len()];
-        let row = format!("{what}: {service} {path} over {protocol:?} (request {i})");
-        assert_eq!(resp.status, status, "{row}: {resp:?}");
-        assert_eq!(
-            resp.header("x-meshguard-deny-reason"),
-            reason,
-            "{row}: {}",
-            resp.text()
-        );
-        if status == 200 {
-            passed.push(format!("{path}?n={i}"));
-        }
-    }
-    // Exactly the passed requests reached the upstream.
-    waypoint.upstream_barrier().await.unwrap();
-    let mut arrived: Vec<String> = waypoint
-        .upstream()
-        .take()
-        .into_iter()
-        .map(|r| r.target)
-        .collect();
-    arrived.sort();
-    passed.sort();
-    assert_eq!(arrived, passed, "{what}: {service} over {protocol:?}");
-}
+/// One expected answer: the path, its status and its deny reason.
+type Row = (&'static str, u16, Option<&'static str>);
 
 const DENIED: Option<&str> = Some("denied_by_rule");
 
-/// Orders denies `/admin/*`; payments denies `/internal/*`: each path is
-/// allowed on the other Service.
-async fn both_judge_their_own(waypoint: &Waypoint, what: &str) {
+/// For each `(service, rows)`, over HTTP/1.1 and HTTP/2: sends the rows'
+/// paths round-robin to the Service until every worker answered some, and
+/// checks each answer's status and deny reason; exactly the 200s reach the
+/// upstream.
+async fn judge(waypoint: &Waypoint, what: &str, services: &[(&str, &[Row])]) {
     for protocol in Protocol::ALL {
-        judge_on_every_worker(
-            waypoint,
-            ORDERS,
-            protocol,
-            &[
-                ("/admin/users", 403, DENIED),
-                ("/internal/ledger", 200, None),
-                ("/api/items", 200, None),
-            ],
-            what,
-        )
-        .await;
-        judge_on_every_worker(
-            waypoint,
-            PAYMENTS,
-            protocol,
-            &[
-                ("/internal/ledger", 403, DENIED),
-                ("/admin/users", 200, None),
-                ("/api/items", 200, None),
-            ],
-            what,
-        )
-        .await;
+        for (service, rows) in services {
+            let answers = waypoint
+                .send_on_every_worker(&host(service), "frontend", PER_ROUND, |i| {
+                    let (path, _, _) = rows[i % rows.len()];
+                    Request::new("GET", &format!("{path}?n={i}")).protocol(protocol)
+                })
+                .await
+                .unwrap();
+            let mut passed = Vec::new();
+            for (i, resp) in &answers {
+                let (path, status, reason) = rows[i % rows.len()];
+                let row = format!("{what}: {service} {path} over {protocol:?} (request {i})");
+                assert_eq!(resp.status, status, "{row}: {resp:?}");
+                assert_eq!(
+                    resp.header("x-meshguard-deny-reason"),
+                    reason,
+                    "{row}: {}",
+                    resp.text()
+                );
+                if status == 200 {
+                    passed.push(format!("{path}?n={i}"));
+                }
+            }
+            waypoint.upstream_barrier().await.unwrap();
+            let mut arrived: Vec<String> = waypoint
+                .upstream()
+                .take()
+                .into_iter()
+                .map(|r| r.target)
+                .collect();
+            arrived.sort();
+            passed.sort();
+            assert_eq!(arrived, passed, "{what}: {service} over {protocol:?}");
+        }
     }
 }
+
+/// Pushes `filter` as `service`'s, expecting `outcome`, and gives the
+/// workers time to take it.
+async fn push(waypoint: &Waypoint, service: &str, filter: Filter, outcome: PushOutcome) {
+    assert_eq!(
+        waypoint
+            .push_filters(&host(service), &[filter])
+            .await
+            .unwrap(),
+        outcome
+    );
+    tokio::time::sleep(PROPAGATION).await;
+}
+
+/// Orders denies `/admin/*`; payments denies `/internal/*`: each path is
+/// allowed on the other Service.
+const ORDERS_V1: &[Row] = &[
+    ("/admin/users", 403, DENIED),
+    ("/internal/ledger", 200, None),
+    ("/api/items", 200, None),
+];
+const PAYMENTS_V1: &[Row] = &[
+    ("/internal/ledger", 403, DENIED),
+    ("/admin/users", 200, None),
+    ("/debug/vars", 200, None),
+];
 
 /// Broken by hand: the store key made of the filter kind again
 /// (`Instance::new` in filters/host/src/integrity.rs keying
@@ -183,7 +175,12 @@ async fn each_service_policy_on_one_waypoint_judges_its_own_service_on_every_wor
         ),
     )
     .await;
-    both_judge_their_own(&waypoint, "both policies").await;
+    judge(
+        &waypoint,
+        "both policies",
+        &[(ORDERS, ORDERS_V1), (PAYMENTS, PAYMENTS_V1)],
+    )
+    .await;
     let log = waypoint.waypoint.log();
     assert!(!log.contains("configuration refused"), "{log}");
     assert!(!log.contains("cannot admit"), "{log}");
@@ -208,44 +205,35 @@ async fn one_services_signed_policy_is_not_accepted_for_the_other() {
         ),
     )
     .await;
-    both_judge_their_own(&waypoint, "before the move").await;
+    judge(
+        &waypoint,
+        "before the move",
+        &[(ORDERS, ORDERS_V1), (PAYMENTS, PAYMENTS_V1)],
+    )
+    .await;
     // A WasmPlugin editor puts the release orders runs, byte for byte, into
     // payments' plugin (or points its `targetRefs` at payments).
     let moved = orders_v2().resource("default", "payments-policy");
-    assert_eq!(
-        waypoint
-            .push_filters(&host(PAYMENTS), &[moved])
-            .await
-            .unwrap(),
-        PushOutcome::Accepted
-    );
-    tokio::time::sleep(PROPAGATION).await;
+    push(&waypoint, PAYMENTS, moved, PushOutcome::Accepted).await;
+    // Payments' chain: every request refused, none judged by the orders
+    // policy, nothing reaches the upstream; orders is untouched.
     let refused = Some("config_out_of_scope");
-    for protocol in Protocol::ALL {
-        // Payments' chain: every request refused, nothing judged by the
-        // orders policy, nothing reaches the upstream.
-        judge_on_every_worker(
-            &waypoint,
-            PAYMENTS,
-            protocol,
-            &[
-                ("/internal/ledger", 503, refused),
-                ("/admin/users", 503, refused),
-                ("/api/items", 503, refused),
-            ],
-            "orders' release in payments' plugin",
-        )
-        .await;
-        // Orders is untouched.
-        judge_on_every_worker(
-            &waypoint,
-            ORDERS,
-            protocol,
-            &[("/admin/users", 403, DENIED), ("/api/items", 200, None)],
-            "orders beside it",
-        )
-        .await;
-    }
+    judge(
+        &waypoint,
+        "orders' release in payments' plugin",
+        &[
+            (
+                PAYMENTS,
+                &[
+                    ("/internal/ledger", 503, refused),
+                    ("/admin/users", 503, refused),
+                    ("/api/items", 503, refused),
+                ],
+            ),
+            (ORDERS, ORDERS_V1),
+        ],
+    )
+    .await;
     let label = if Deployment::current() == Deployment::Combined {
         "meshguard"
     } else {
@@ -267,152 +255,126 @@ async fn one_services_signed_policy_is_not_accepted_for_the_other() {
 /// (`rollback`), and payments' chain answered 500 from the first row.
 #[tokio::test]
 async fn canary_and_rollback_of_one_services_policy_leave_the_other_denying() {
-    let payments = attached(
-        PAYMENTS,
-        PAYMENTS,
-        1,
-        &policy("payments-v1", &["/internal/*"]),
-    );
     let waypoint = waypoint(
         attached(ORDERS, ORDERS, 1, &policy("orders-v1", &["/admin/*"])),
-        payments,
+        attached(
+            PAYMENTS,
+            PAYMENTS,
+            1,
+            &policy("payments-v1", &["/internal/*"]),
+        ),
     )
     .await;
-    both_judge_their_own(&waypoint, "v1 everywhere").await;
-    let payments_rows: [(&str, u16, Option<&str>); 3] = [
-        ("/internal/ledger", 403, DENIED),
-        ("/debug/vars", 200, None),
-        ("/admin/users", 200, None),
-    ];
+    judge(
+        &waypoint,
+        "v1 everywhere",
+        &[(ORDERS, ORDERS_V1), (PAYMENTS, PAYMENTS_V1)],
+    )
+    .await;
 
     // Canary: orders v2 (serial 2) also denies /debug/*.
-    let v2 = attached(
+    let v2 = policy("orders-v2", &["/admin/*", "/debug/*"]);
+    push(
+        &waypoint,
         ORDERS,
-        ORDERS,
-        2,
-        &policy("orders-v2", &["/admin/*", "/debug/*"]),
-    );
-    assert_eq!(
-        waypoint.push_filters(&host(ORDERS), &[v2]).await.unwrap(),
-        PushOutcome::Accepted
-    );
-    tokio::time::sleep(PROPAGATION).await;
-    for protocol in Protocol::ALL {
-        judge_on_every_worker(
-            &waypoint,
-            ORDERS,
-            protocol,
-            &[
-                ("/debug/vars", 403, DENIED),
-                ("/admin/users", 403, DENIED),
-                ("/api/items", 200, None),
-            ],
-            "orders canary v2",
-        )
-        .await;
-        judge_on_every_worker(&waypoint, PAYMENTS, protocol, &payments_rows, "beside v2").await;
-    }
+        attached(ORDERS, ORDERS, 2, &v2),
+        PushOutcome::Accepted,
+    )
+    .await;
+    judge(
+        &waypoint,
+        "orders canary v2",
+        &[
+            (
+                ORDERS,
+                &[
+                    ("/debug/vars", 403, DENIED),
+                    ("/admin/users", 403, DENIED),
+                    ("/api/items", 200, None),
+                ],
+            ),
+            (PAYMENTS, PAYMENTS_V1),
+        ],
+    )
+    .await;
 
     // A replay of the v1 release (serial 1, bytes this proxy ran): Envoy
     // takes it, and it refuses every orders request as superseded, never
     // judging with v1 (docs/integrity.md); payments is untouched.
-    let v1_again = attached(ORDERS, ORDERS, 1, &policy("orders-v1", &["/admin/*"]));
-    assert_eq!(
-        waypoint
-            .push_filters(&host(ORDERS), &[v1_again])
-            .await
-            .unwrap(),
-        PushOutcome::Accepted
-    );
-    tokio::time::sleep(PROPAGATION).await;
+    let v1 = policy("orders-v1", &["/admin/*"]);
+    push(
+        &waypoint,
+        ORDERS,
+        attached(ORDERS, ORDERS, 1, &v1),
+        PushOutcome::Accepted,
+    )
+    .await;
     let superseded = Some("config_superseded");
-    for protocol in Protocol::ALL {
-        judge_on_every_worker(
-            &waypoint,
-            ORDERS,
-            protocol,
-            &[
-                ("/debug/vars", 503, superseded),
-                ("/admin/users", 503, superseded),
-                ("/api/items", 503, superseded),
-            ],
-            "orders v1 replayed",
-        )
-        .await;
-        judge_on_every_worker(
-            &waypoint,
-            PAYMENTS,
-            protocol,
-            &payments_rows,
-            "beside the replay",
-        )
-        .await;
-    }
+    judge(
+        &waypoint,
+        "orders v1 replayed",
+        &[
+            (
+                ORDERS,
+                &[
+                    ("/debug/vars", 503, superseded),
+                    ("/admin/users", 503, superseded),
+                    ("/api/items", 503, superseded),
+                ],
+            ),
+            (PAYMENTS, PAYMENTS_V1),
+        ],
+    )
+    .await;
+
     // The signed rollback: v1's policy released again at serial 3.
-    let rollback = attached(ORDERS, ORDERS, 3, &policy("orders-v1", &["/admin/*"]));
-    assert_eq!(
-        waypoint
-            .push_filters(&host(ORDERS), &[rollback])
-            .await
-            .unwrap(),
-        PushOutcome::Accepted
-    );
-    tokio::time::sleep(PROPAGATION).await;
-    for protocol in Protocol::ALL {
-        judge_on_every_worker(
-            &waypoint,
-            ORDERS,
-            protocol,
-            &[("/debug/vars", 200, None), ("/admin/users", 403, DENIED)],
-            "orders rolled back",
-        )
-        .await;
-        judge_on_every_worker(
-            &waypoint,
-            PAYMENTS,
-            protocol,
-            &payments_rows,
-            "beside the rollback",
-        )
-        .await;
-    }
+    push(
+        &waypoint,
+        ORDERS,
+        attached(ORDERS, ORDERS, 3, &v1),
+        PushOutcome::Accepted,
+    )
+    .await;
+    judge(
+        &waypoint,
+        "orders rolled back",
+        &[
+            (
+                ORDERS,
+                &[("/debug/vars", 200, None), ("/admin/users", 403, DENIED)],
+            ),
+            (PAYMENTS, PAYMENTS_V1),
+        ],
+    )
+    .await;
 
     // Payments' own release order is its own: its serial 2, below orders'
     // 3, is accepted.
-    let payments_v2 = attached(
+    let payments_v2 = policy("payments-v2", &["/internal/*", "/debug/*"]);
+    push(
+        &waypoint,
         PAYMENTS,
-        PAYMENTS,
-        2,
-        &policy("payments-v2", &["/internal/*", "/debug/*"]),
-    );
-    assert_eq!(
-        waypoint
-            .push_filters(&host(PAYMENTS), &[payments_v2])
-            .await
-            .unwrap(),
-        PushOutcome::Accepted
-    );
-    tokio::time::sleep(PROPAGATION).await;
-    for protocol in Protocol::ALL {
-        judge_on_every_worker(
-            &waypoint,
-            PAYMENTS,
-            protocol,
-            &[
-                ("/debug/vars", 403, DENIED),
-                ("/internal/ledger", 403, DENIED),
-                ("/admin/users", 200, None),
-            ],
-            "payments v2",
-        )
-        .await;
-        judge_on_every_worker(
-            &waypoint,
-            ORDERS,
-            protocol,
-            &[("/debug/vars", 200, None), ("/admin/users", 403, DENIED)],
-            "orders beside payments v2",
-        )
-        .await;
-    }
+        attached(PAYMENTS, PAYMENTS, 2, &payments_v2),
+        PushOutcome::Accepted,
+    )
+    .await;
+    judge(
+        &waypoint,
+        "payments v2",
+        &[
+            (
+                PAYMENTS,
+                &[
+                    ("/debug/vars", 403, DENIED),
+                    ("/internal/ledger", 403, DENIED),
+                    ("/admin/users", 200, None),
+                ],
+            ),
+            (
+                ORDERS,
+                &[("/debug/vars", 200, None), ("/admin/users", 403, DENIED)],
+            ),
+        ],
+    )
+    .await;
 }

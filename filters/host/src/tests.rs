@@ -540,6 +540,26 @@ fn a_combined_plugin_records_its_own_sections_decisions_without_filter_state() {
     );
 }
 
+/// The release key's signing half, and a host of the identity plugin named
+/// `plugin_name` that trusts and requires it, on the workload
+/// `default/backend`.
+fn signed_identity_host(plugin_name: &str) -> (ed25519_dalek::SigningKey, Fake) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let mut h = host("meshguard-identity", "");
+    h.properties
+        .insert("plugin_name".into(), plugin_name.into());
+    h.env
+        .insert("MESHGUARD_TRUSTED_KEYS".into(), format!("release={public}"));
+    h.env
+        .insert("MESHGUARD_REQUIRE_SIGNATURE".into(), "true".into());
+    h.properties
+        .insert("xds.node.metadata.NAMESPACE".into(), "default".into());
+    h.properties
+        .insert("xds.node.metadata.WORKLOAD_NAME".into(), "backend".into());
+    (key, h)
+}
+
 /// Broken by hand: `vm_newest` returning a fresh cell for every root (no
 /// sharing within the VM): the older root served the request until its next
 /// refresh, and the first assertion failed.
@@ -547,8 +567,7 @@ fn a_combined_plugin_records_its_own_sections_decisions_without_filter_state() {
 fn a_release_accepted_on_this_vm_supersedes_the_older_root_at_its_next_request() {
     use meshguard_core::integrity::{sign_release, Release};
 
-    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let (key, mut h) = signed_identity_host("default.superseded-test");
     let signed = |serial: u64| {
         let release = Release {
             filter: "identity".into(),
@@ -561,17 +580,6 @@ fn a_release_accepted_on_this_vm_supersedes_the_older_root_at_its_next_request()
         let config = r#"{"default_action": "allow", "rules": []}"#;
         sign_release(config.as_bytes(), &release, "release", &key).unwrap()
     };
-    let mut h = host("meshguard-identity", "");
-    h.properties
-        .insert("plugin_name".into(), "default.superseded-test".into());
-    h.env
-        .insert("MESHGUARD_TRUSTED_KEYS".into(), format!("release={public}"));
-    h.env
-        .insert("MESHGUARD_REQUIRE_SIGNATURE".into(), "true".into());
-    h.properties
-        .insert("xds.node.metadata.NAMESPACE".into(), "default".into());
-    h.properties
-        .insert("xds.node.metadata.WORKLOAD_NAME".into(), "backend".into());
     let request = |h: &mut Fake, root: &mut PluginRoot| {
         let headers = h.maps.entry(Map::RequestHeaders).or_default();
         headers.retain(|(n, _)| !n.starts_with(':'));
@@ -618,8 +626,7 @@ fn a_release_accepted_on_this_vm_supersedes_the_older_root_at_its_next_request()
 fn a_vm_that_cannot_load_a_config_this_proxy_admitted_refuses_every_request() {
     use meshguard_core::integrity::{sign_release, Release};
 
-    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let (key, mut h) = signed_identity_host("default.not-admitted-test");
     let release = Release {
         filter: "identity".into(),
         workloads: vec!["default/backend".into()],
@@ -629,17 +636,6 @@ fn a_vm_that_cannot_load_a_config_this_proxy_admitted_refuses_every_request() {
         services: None,
     };
     let signed = |config: &str| sign_release(config.as_bytes(), &release, "release", &key).unwrap();
-    let mut h = host("meshguard-identity", "");
-    h.properties
-        .insert("plugin_name".into(), "default.not-admitted-test".into());
-    h.env
-        .insert("MESHGUARD_TRUSTED_KEYS".into(), format!("release={public}"));
-    h.env
-        .insert("MESHGUARD_REQUIRE_SIGNATURE".into(), "true".into());
-    h.properties
-        .insert("xds.node.metadata.NAMESPACE".into(), "default".into());
-    h.properties
-        .insert("xds.node.metadata.WORKLOAD_NAME".into(), "backend".into());
     h.config = signed(r#"{"default_action": "allow", "rules": []}"#);
     assert!(PluginRoot::new(1).configure(&mut h), "first admission");
     // A later VM whose environment revokes the key (the signature stage).
