@@ -653,7 +653,7 @@ fn a_vm_that_cannot_load_a_config_this_proxy_admitted_refuses_every_request() {
         (":authority", "svc"),
     ]));
     assert_eq!(
-        later.stream(&mut h).request_headers(&mut h, true),
+        later.stream(&h).request_headers(&mut h, true),
         Flow::Stop
     );
     assert_eq!(h.replies, [(503, Some("revoked".to_owned()))]);
