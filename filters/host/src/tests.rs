@@ -652,10 +652,7 @@ fn a_vm_that_cannot_load_a_config_this_proxy_admitted_refuses_every_request() {
         (":path", "/"),
         (":authority", "svc"),
     ]));
-    assert_eq!(
-        later.stream(&h).request_headers(&mut h, true),
-        Flow::Stop
-    );
+    assert_eq!(later.stream(&h).request_headers(&mut h, true), Flow::Stop);
     assert_eq!(h.replies, [(503, Some("revoked".to_owned()))]);
     assert_eq!(
         h.counter(&meshguard_core::metrics::tagged(
