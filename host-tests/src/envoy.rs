@@ -281,6 +281,53 @@ impl Envoy {
         Ok(counts)
     }
 
+    /// Calls `send(i)` for fresh connections to the listener whose
+    /// `stat_prefix` is `listener`, `per_round` at once, round after round
+    /// until each of the `workers` worker threads accepted at least one of
+    /// this call's connections (so every worker served one of its requests),
+    /// or fails after 20 rounds. Returns each response with its `i`, in
+    /// sending order. `send` must open a connection of its own.
+    pub async fn send_on_every_worker<F, Fut>(
+        &self,
+        listener: &str,
+        workers: u32,
+        per_round: usize,
+        send: F,
+    ) -> anyhow::Result<Vec<(usize, http::Response)>>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<http::Response>>,
+    {
+        let before = self.worker_connections(listener).await?;
+        let mut answers = Vec::new();
+        let mut next = 0;
+        for _ in 0..20 {
+            let sent = (next..next + per_round).map(|i| {
+                let response = send(i);
+                async move { (i, response.await) }
+            });
+            next += per_round;
+            for (i, resp) in futures_util::future::join_all(sent).await {
+                answers.push((i, resp?));
+            }
+            let now = self.worker_connections(listener).await?;
+            let served = now
+                .iter()
+                .enumerate()
+                .filter(|(w, n)| **n > before.get(*w).copied().unwrap_or(0))
+                .count();
+            if now.len() >= workers as usize && served == now.len() {
+                return Ok(answers);
+            }
+        }
+        bail!(
+            "{}: not every worker accepted a connection on {listener} in 20 rounds of {per_round}: {:?} -> {:?}",
+            self.name,
+            before,
+            self.worker_connections(listener).await?
+        )
+    }
+
     /// The log so far. Lossy: hostile request bytes end up in debug lines,
     /// and a strict UTF-8 read would turn the whole log into "" (an absence
     /// check on it could then never fail).

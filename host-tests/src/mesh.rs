@@ -168,6 +168,10 @@ pub struct Filter {
     pub module: String,
     /// Envoy root id (Istio: `pluginName`).
     pub root_id: String,
+    /// The Istio resource's `NAMESPACE.NAME`, which Istio makes the Envoy
+    /// filter's and plugin's name (`plugin_name`); `None` is
+    /// `default.<root_id>` ([`Filter::plugin_name`]).
+    pub resource: Option<String>,
     /// Plugin JSON (Istio: `pluginConfig`).
     pub config: String,
     /// `vmConfig.env` as inline values.
@@ -199,6 +203,7 @@ impl Filter {
         Self {
             module: "meshguard".into(),
             root_id: format!("meshguard-{name}"),
+            resource: None,
             config: config.into(),
             env: Vec::new(),
             failure_policy: FailurePolicy::default(),
@@ -213,6 +218,33 @@ impl Filter {
             root_id: "meshguard".into(),
             ..Self::named("combined", config)
         }
+    }
+
+    /// Names the Istio resource (WasmPlugin or TrafficExtension) this filter
+    /// comes from: `namespace.name` becomes its plugin name, as Istio names
+    /// it, so two resources running the same plugin are two instances.
+    pub fn resource(mut self, namespace: &str, name: &str) -> Self {
+        self.resource = Some(format!("{namespace}.{name}"));
+        self
+    }
+
+    /// The Envoy filter and plugin name (`plugin_name`): the resource's
+    /// `NAMESPACE.NAME`, `default.<root_id>` unless [`Filter::resource`] named one.
+    pub fn plugin_name(&self) -> String {
+        self.resource
+            .clone()
+            .unwrap_or_else(|| format!("default.{}", self.root_id))
+    }
+
+    /// Trusts the tests' release key and requires a signature
+    /// (`MESHGUARD_TRUSTED_KEYS`, `MESHGUARD_REQUIRE_SIGNATURE`).
+    pub fn trusting_release_key(self) -> Self {
+        use crate::source::{release_key, trusted_key_entry, KEY_ID};
+        self.env(
+            "MESHGUARD_TRUSTED_KEYS",
+            &trusted_key_entry(KEY_ID, &release_key()),
+        )
+        .env("MESHGUARD_REQUIRE_SIGNATURE", "true")
     }
 
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
@@ -315,6 +347,7 @@ impl Deployment {
         let combined = Filter {
             module: "meshguard".into(),
             root_id: "meshguard".into(),
+            resource: first.resource.clone(),
             config: Value::Object(config).to_string(),
             env,
             // The strictest: one crashed section must not pass the others' traffic.
@@ -428,7 +461,10 @@ pub struct Mesh {
     server_cert: CertFiles,
     barrier_addr: SocketAddr,
     workers: u32,
-    lds_version: std::cell::Cell<u32>,
+    /// The inbound listener's LDS file.
+    lds: LdsFile,
+    /// The version of the next ECDS push.
+    ecds_version: std::cell::Cell<u32>,
     markers: std::cell::Cell<u32>,
     dir: MeshDir,
 }
@@ -521,34 +557,12 @@ impl Mesh {
         per_round: usize,
         request: impl Fn(usize) -> Request,
     ) -> anyhow::Result<Vec<(usize, Response)>> {
-        let before = self.inbound_worker_connections().await?;
-        let mut answers = Vec::new();
-        let mut next = 0;
-        for _ in 0..20 {
-            let round: Vec<(usize, Request)> =
-                (next..next + per_round).map(|i| (i, request(i))).collect();
-            next += per_round;
-            let sent = round
-                .iter()
-                .map(|(i, r)| async move { (*i, http::send(self.server_addr, r).await) });
-            for (i, resp) in futures_util::future::join_all(sent).await {
-                answers.push((i, resp?));
-            }
-            let now = self.inbound_worker_connections().await?;
-            let served = now
-                .iter()
-                .enumerate()
-                .filter(|(w, n)| **n > before.get(*w).copied().unwrap_or(0))
-                .count();
-            if now.len() >= self.workers as usize && served == now.len() {
-                return Ok(answers);
-            }
-        }
-        anyhow::bail!(
-            "not every worker accepted a connection in 20 rounds of {per_round}: {:?} -> {:?}",
-            before,
-            self.inbound_worker_connections().await?
-        )
+        self.server
+            .send_on_every_worker("inbound", self.workers, per_round, |i| {
+                let request = request(i);
+                async move { http::send(self.server_addr, &request).await }
+            })
+            .await
     }
 
     /// Waits until everything the server sidecar forwarded before this call
@@ -590,88 +604,48 @@ impl Mesh {
             &self.server_cert,
             self.dir.path(),
         )?;
-        let pushed = [self
-            .push_counters(
-                "listener_manager.lds.update_success",
-                "listener_manager.lds.update_rejected",
-            )
-            .await?];
-        let version = self.lds_version.get() + 1;
-        self.lds_version.set(version);
-        write_lds(&self.dir.path().join("lds"), version, listener)?;
-        self.push_outcome("the pushed listener", &pushed).await
+        self.lds.push(&self.server, vec![listener]).await
     }
 }
 
 impl Mesh {
-    /// ECDS: writes each changed filter config to its watched file and waits
-    /// until Envoy reloaded or refused it (the listener stays as it is; an
-    /// unchanged config is not sent, as istiod sends none).
     async fn push_ecds(&self, filters: &[Filter]) -> anyhow::Result<PushOutcome> {
-        let version = self.lds_version.get() + 1;
-        self.lds_version.set(version);
-        let mut pushed = Vec::new();
-        for f in filters {
-            let resource = ecds_resource(f)?;
-            let current = std::fs::read(ecds_dir(self.dir.path(), f).join(ECDS_FILE))
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
-            if current.is_some_and(|c| c["resources"][0] == resource) {
-                continue;
-            }
-            let name = &f.root_id;
-            pushed.push(
-                self.push_counters(
-                    &format!("default.{name}.config_reload"),
-                    &format!("default.{name}.config_fail"),
-                )
-                .await?,
-            );
-            write_ecds(self.dir.path(), version, f)?;
-        }
-        self.push_outcome("the pushed filter configs", &pushed)
-            .await
+        let version = self.ecds_version.get() + 1;
+        self.ecds_version.set(version);
+        push_ecds(&self.server, self.dir.path(), version, filters).await
     }
+}
 
-    /// The counters that tell whether Envoy took or refused a pushed
-    /// resource (names matched as suffixes), read before the push.
-    async fn push_counters(&self, accepted: &str, rejected: &str) -> anyhow::Result<PushCounters> {
-        Ok(PushCounters {
-            accepted_before: self.server.stat_sum(accepted).await?,
-            rejected_before: self.server.stat_sum(rejected).await?,
-            accepted: accepted.into(),
-            rejected: rejected.into(),
-        })
-    }
-
-    /// Waits until Envoy took every pushed resource, or refused one.
-    async fn push_outcome(
-        &self,
-        what: &str,
-        pushed: &[PushCounters],
-    ) -> anyhow::Result<PushOutcome> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let mut taken = 0;
-            for p in pushed {
-                if self.server.stat_sum(&p.rejected).await? > p.rejected_before {
-                    return Ok(PushOutcome::Rejected);
-                }
-                if self.server.stat_sum(&p.accepted).await? > p.accepted_before {
-                    taken += 1;
-                }
-            }
-            if taken == pushed.len() {
-                return Ok(PushOutcome::Accepted);
-            }
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "Envoy neither accepted nor rejected {what}:\n{}",
-                self.server.log()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+/// ECDS: writes each changed filter config to its watched file under `dir`
+/// and waits until `envoy` reloaded or refused it (the listener stays as it
+/// is; an unchanged config is not sent, as istiod sends none).
+pub(crate) async fn push_ecds(
+    envoy: &Envoy,
+    dir: &Path,
+    version: u32,
+    filters: &[Filter],
+) -> anyhow::Result<PushOutcome> {
+    let mut pushed = Vec::new();
+    for f in filters {
+        let resource = ecds_resource(f)?;
+        let current = std::fs::read(ecds_dir(dir, f).join(ECDS_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+        if current.is_some_and(|c| c["resources"][0] == resource) {
+            continue;
         }
+        let name = f.plugin_name();
+        pushed.push(
+            PushCounters::read(
+                envoy,
+                &format!("{name}.config_reload"),
+                &format!("{name}.config_fail"),
+            )
+            .await?,
+        );
+        write_ecds(dir, version, f)?;
     }
+    push_outcome(envoy, "the pushed filter configs", &pushed).await
 }
 
 /// A pushed resource's accept and reject counters, with their values before
@@ -683,12 +657,100 @@ struct PushCounters {
     rejected_before: u64,
 }
 
+impl PushCounters {
+    /// Reads `accepted` and `rejected` (names matched as suffixes) before a push.
+    async fn read(envoy: &Envoy, accepted: &str, rejected: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            accepted_before: envoy.stat_sum(accepted).await?,
+            rejected_before: envoy.stat_sum(rejected).await?,
+            accepted: accepted.into(),
+            rejected: rejected.into(),
+        })
+    }
+}
+
+/// Waits until Envoy took every pushed resource, or refused one.
+async fn push_outcome(
+    envoy: &Envoy,
+    what: &str,
+    pushed: &[PushCounters],
+) -> anyhow::Result<PushOutcome> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut taken = 0;
+        for p in pushed {
+            if envoy.stat_sum(&p.rejected).await? > p.rejected_before {
+                return Ok(PushOutcome::Rejected);
+            }
+            if envoy.stat_sum(&p.accepted).await? > p.accepted_before {
+                taken += 1;
+            }
+        }
+        if taken == pushed.len() {
+            return Ok(PushOutcome::Accepted);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "Envoy neither accepted nor rejected {what}:\n{}",
+            envoy.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Listeners served from a watched LDS file, as a control plane pushes them
+/// over xDS: a test rewrites the file (atomically) and waits until Envoy took
+/// or refused the new listeners.
+#[derive(Debug)]
+pub struct LdsFile {
+    dir: PathBuf,
+    version: std::cell::Cell<u32>,
+}
+
+impl LdsFile {
+    /// Writes the first version of `listeners` into `dir` (created if needed).
+    pub fn create(dir: &Path, listeners: Vec<Value>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        write_lds(dir, 1, listeners)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            version: std::cell::Cell::new(1),
+        })
+    }
+
+    /// The bootstrap's `dynamic_resources` that serve the file.
+    pub fn dynamic_resources(&self) -> Value {
+        json!({"lds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": self.dir.join(LDS_FILE),
+                "watched_directory": {"path": self.dir}
+            }
+        }})
+    }
+
+    /// Replaces the listeners `envoy` serves from the file, and waits until
+    /// Envoy accepted or rejected them.
+    pub async fn push(&self, envoy: &Envoy, listeners: Vec<Value>) -> anyhow::Result<PushOutcome> {
+        let pushed = [PushCounters::read(
+            envoy,
+            "listener_manager.lds.update_success",
+            "listener_manager.lds.update_rejected",
+        )
+        .await?];
+        let version = self.version.get() + 1;
+        self.version.set(version);
+        write_lds(&self.dir, version, listeners)?;
+        push_outcome(envoy, "the pushed listeners", &pushed).await
+    }
+}
+
 /// The listener's reference to a filter delivered over ECDS (Istio names
 /// it `<namespace>.<name>` and serves it from istiod; here a watched file).
-fn ecds_reference(dir: &Path, f: &Filter) -> Value {
+pub(crate) fn ecds_reference(dir: &Path, f: &Filter) -> Value {
     let watched = ecds_dir(dir, f);
     json!({
-        "name": format!("default.{}", f.root_id),
+        "name": f.plugin_name(),
         "config_discovery": {
             "config_source": {
                 "resource_api_version": "V3",
@@ -707,7 +769,7 @@ fn ecds_reference(dir: &Path, f: &Filter) -> Value {
 const ECDS_FILE: &str = "ecds.json";
 
 fn ecds_dir(dir: &Path, f: &Filter) -> PathBuf {
-    dir.join("ecds").join(&f.root_id)
+    dir.join("ecds").join(f.plugin_name())
 }
 
 /// A filter's config as an ECDS resource.
@@ -718,7 +780,7 @@ fn ecds_resource(f: &Filter) -> anyhow::Result<Value> {
 }
 
 /// Writes a filter's ECDS response atomically.
-fn write_ecds(dir: &Path, version: u32, f: &Filter) -> anyhow::Result<()> {
+pub(crate) fn write_ecds(dir: &Path, version: u32, f: &Filter) -> anyhow::Result<()> {
     let watched = ecds_dir(dir, f);
     std::fs::create_dir_all(&watched)?;
     let resource = ecds_resource(f)?;
@@ -745,10 +807,15 @@ pub enum PushOutcome {
 }
 
 /// Writes an LDS response atomically (write, then rename into the watched dir).
-fn write_lds(dir: &Path, version: u32, listener: Value) -> anyhow::Result<()> {
-    let mut listener = listener;
-    listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
-    let response = json!({"version_info": version.to_string(), "resources": [listener]});
+fn write_lds(dir: &Path, version: u32, listeners: Vec<Value>) -> anyhow::Result<()> {
+    let resources: Vec<Value> = listeners
+        .into_iter()
+        .map(|mut listener| {
+            listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+            listener
+        })
+        .collect();
+    let response = json!({"version_info": version.to_string(), "resources": resources});
     let tmp = dir.join(format!(".{LDS_FILE}.{version}.tmp"));
     std::fs::write(&tmp, serde_json::to_vec_pretty(&response)?)?;
     std::fs::rename(&tmp, dir.join(LDS_FILE))?;
@@ -846,7 +913,7 @@ impl MeshBuilder {
         let pki = Pki::new(dir.path())?;
         let upstream = Upstream::start().await?;
         let server_cert = pki.issue("server", SERVER_ID)?;
-        let server = self
+        let (server, lds) = self
             .start_server(dir.path(), &pki, &server_cert, upstream.addr())
             .await?;
         let server_addr = match server.listener("inbound").await {
@@ -868,7 +935,8 @@ impl MeshBuilder {
             server_cert,
             barrier_addr,
             workers: self.workers,
-            lds_version: std::cell::Cell::new(1),
+            lds,
+            ecds_version: std::cell::Cell::new(1),
             markers: std::cell::Cell::new(0),
             dir,
         })
@@ -880,22 +948,23 @@ impl MeshBuilder {
         pki: &Pki,
         cert: &CertFiles,
         upstream: SocketAddr,
-    ) -> anyhow::Result<Envoy> {
-        let lds_dir = dir.join("lds");
-        std::fs::create_dir_all(&lds_dir)?;
+    ) -> anyhow::Result<(Envoy, LdsFile)> {
         if self.shape.ecds {
             for f in &self.filters {
                 write_ecds(dir, 1, f)?;
             }
         }
-        write_lds(&lds_dir, 1, self.server_listener(pki, cert, dir)?)?;
-        Envoy::start_with_workers(
-            "server-sidecar",
-            dir,
-            self.server_bootstrap(&lds_dir, upstream),
-            self.workers,
-        )
-        .await
+        let lds = LdsFile::create(
+            &dir.join("lds"),
+            vec![self.server_listener(pki, cert, dir)?],
+        )?;
+        let mut bootstrap = self.server_bootstrap(upstream);
+        // The listener comes from a watched file, so tests can push config
+        // updates to a running sidecar as the control plane would.
+        bootstrap["dynamic_resources"] = lds.dynamic_resources();
+        let envoy =
+            Envoy::start_with_workers("server-sidecar", dir, bootstrap, self.workers).await?;
+        Ok((envoy, lds))
     }
 
     /// Starts only the server sidecar, expecting Envoy to refuse its config;
@@ -909,12 +978,9 @@ impl MeshBuilder {
         let server_cert = pki.issue("server", SERVER_ID)?;
         let upstream = SocketAddr::from(([127, 0, 0, 1], 9));
         // A static listener, as in a bootstrap: a bad filter config stops Envoy.
-        let mut bootstrap = self.server_bootstrap(dir.path(), upstream);
+        let mut bootstrap = self.server_bootstrap(upstream);
         bootstrap["static_resources"]["listeners"] =
             json!([self.server_listener(&pki, &server_cert, dir.path())?]);
-        if let Some(b) = bootstrap.as_object_mut() {
-            b.remove("dynamic_resources");
-        }
         match Envoy::start("server-sidecar", dir.path(), bootstrap).await {
             Ok(envoy) => anyhow::bail!(
                 "Envoy accepted a config it should refuse; log:\n{}",
@@ -930,7 +996,8 @@ impl MeshBuilder {
         server_listener(&self.filters, self.shape, pki, cert, dir)
     }
 
-    fn server_bootstrap(&self, lds_dir: &Path, upstream: SocketAddr) -> Value {
+    /// The server sidecar's bootstrap without its inbound listener.
+    fn server_bootstrap(&self, upstream: SocketAddr) -> Value {
         let default = self.shape.upstream.unwrap_or(Protocol::Http1);
         let mut clusters = vec![
             with_protocol(static_cluster("upstream", upstream, None), Some(default)),
@@ -951,15 +1018,6 @@ impl MeshBuilder {
             "node": {"id": "backend-sidecar", "cluster": "backend.default",
                      "metadata": {"NAMESPACE": "default", "WORKLOAD_NAME": "backend"}},
             "stats_config": stats_config(),
-            // The listener comes from a watched file, so tests can push config
-            // updates to a running sidecar as the control plane would.
-            "dynamic_resources": {"lds_config": {
-                "resource_api_version": "V3",
-                "path_config_source": {
-                    "path": lds_dir.join(LDS_FILE),
-                    "watched_directory": {"path": lds_dir}
-                }
-            }},
             "static_resources": {"clusters": clusters, "listeners": [barrier_listener()]}
         })
     }
@@ -1226,7 +1284,7 @@ pub fn wasm_filter(f: &Filter) -> anyhow::Result<Value> {
     env.entry("ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION")
         .or_insert_with(|| json!("1"));
     let mut config = json!({
-        "name": format!("default.{}", f.root_id),
+        "name": f.plugin_name(),
         "root_id": f.root_id,
         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": f.config},
         "vm_config": {
@@ -1243,7 +1301,7 @@ pub fn wasm_filter(f: &Filter) -> anyhow::Result<Value> {
         config["allow_on_headers_stop_iteration"] = json!(true);
     }
     Ok(json!({
-        "name": format!("default.{}", f.root_id),
+        "name": f.plugin_name(),
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": config

@@ -15,12 +15,10 @@ use std::time::{Duration, Instant};
 
 use meshguard_core::audit::RECORD_PREFIX;
 use meshguard_host_tests::collector::Collector;
-use meshguard_host_tests::http::Request;
+use meshguard_host_tests::http::{Protocol, Request};
 use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome, AUDIT_KEY};
 use meshguard_host_tests::meshguard_cli;
-use meshguard_host_tests::source::{
-    release_key, signed, trust_env, trusted_key_entry, SourceOfTruth, KEY_ID,
-};
+use meshguard_host_tests::source::{signed, trust_env, SourceOfTruth, KEY_ID};
 use serde_json::Value;
 
 /// Istio's sidecar default.
@@ -56,12 +54,7 @@ fn policy(version: &str) -> String {
 #[tokio::test]
 async fn every_worker_vm_admits_the_signed_config_the_main_thread_accepted_and_judges_with_it() {
     let config = signed("identity", 1, &policy("v1"));
-    let filter = Filter::identity(config)
-        .env(
-            "MESHGUARD_TRUSTED_KEYS",
-            &trusted_key_entry(KEY_ID, &release_key()),
-        )
-        .env("MESHGUARD_REQUIRE_SIGNATURE", "true");
+    let filter = Filter::identity(config).trusting_release_key();
     let mesh = Mesh::builder()
         .filter(filter)
         .workers(WORKERS)
@@ -112,6 +105,75 @@ async fn every_worker_vm_admits_the_signed_config_the_main_thread_accepted_and_j
     assert_eq!(metric(&mesh, &accepted).await, 2 + u64::from(WORKERS));
     let log = mesh.flushed_server_log().await.unwrap();
     assert!(!log.contains("configuration refused"), "{log}");
+    assert!(!log.contains("Failed to configure"), "{log}");
+}
+
+/// A worker VM that decides differently from the main thread (here: the
+/// test-only module revokes the release key in every VM configured after
+/// the main thread's two loads, `MESHGUARD_TEST_LATER_VMS_REVOKE`, since the
+/// shipped module's workers decide alike) refuses every request with a
+/// stable reason and a counter, over HTTP/1.1 and HTTP/2; it never fails
+/// `on_configure`, which would leave its worker without the filter.
+///
+/// Found by this test, then fixed: `configure` (filters/host/src/
+/// integrity.rs) installed the refuse-everything state only for a refusal
+/// at the admission stage; a refusal at the signature stage (this revoked
+/// key) failed `on_configure`, Envoy ran both workers without the filter,
+/// and `/api/items` and `/admin/users` got 200 (the first row failed). That
+/// code is the break, seen to fail.
+#[tokio::test]
+async fn a_worker_vm_that_cannot_admit_what_the_main_thread_accepted_refuses_every_request() {
+    let config = signed("identity", 1, &policy("v1"));
+    let mut filter = Filter::identity(config)
+        .trusting_release_key()
+        .env("MESHGUARD_TEST_LATER_VMS_REVOKE", &format!("2:{KEY_ID}"));
+    filter.module = meshguard_host_tests::faulty_module();
+    let mesh = Mesh::builder()
+        .filter(filter)
+        .workers(WORKERS)
+        .start()
+        .await
+        .expect("mesh starts: the main thread accepted the config");
+    let mut refused = 0;
+    for protocol in Protocol::ALL {
+        let answers = mesh
+            .send_direct_on_every_worker(PER_ROUND, |i| {
+                let path = if i % 2 == 0 {
+                    "/api/items"
+                } else {
+                    "/admin/users"
+                };
+                Request::new("GET", &format!("{path}?n={i}")).protocol(protocol)
+            })
+            .await
+            .unwrap();
+        for (i, resp) in &answers {
+            let row = format!("request {i} over {protocol:?}");
+            assert_eq!(resp.status, 503, "{row}: {resp:?}");
+            assert_eq!(
+                resp.header("x-meshguard-deny-reason"),
+                Some("revoked"),
+                "{row}: {resp:?}"
+            );
+            let body = resp.json().unwrap();
+            assert_eq!(body["error"], "config_not_admitted", "{row}: {body}");
+        }
+        refused += answers.len() as u64;
+        mesh.assert_nothing_reached_upstream(&format!("{protocol:?}"))
+            .await;
+    }
+    let denied = metric_name(
+        "meshguard_config_not_admitted_denied_total",
+        r#"reason="revoked",filter="identity""#,
+    );
+    assert_eq!(metric(&mesh, &denied).await, refused);
+    let log = mesh.flushed_server_log().await.unwrap();
+    assert_eq!(
+        log.matches("cannot admit the configuration this proxy runs")
+            .count(),
+        WORKERS as usize,
+        "{log}"
+    );
     assert!(!log.contains("Failed to configure"), "{log}");
 }
 
@@ -180,8 +242,8 @@ async fn a_quarantine_holds_on_every_worker_and_on_each_worker_vm_a_push_creates
         assert!(Instant::now() < deadline, "never quarantined: {resp:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // What was served before the first refusal reached the upstream (a
-    // slow machine serves a few): only what follows is judged.
+    // The probes a worker served before the verdict reached it arrived:
+    // only what comes after counts.
     mesh.upstream_barrier().await.unwrap();
     mesh.upstream().take();
     // Every VM reads the proxy-wide verdict on its 500 ms refresh

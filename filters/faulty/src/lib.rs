@@ -19,6 +19,11 @@
 //! With [`FLOOR_ENV`] set in the VM's environment it is the benchmark's floor
 //! for any wasm filter instead: each request only reads one header and sets
 //! one (no pipeline, no per-stream state).
+//!
+//! With [`LATER_VMS_REVOKE_ENV`] set to `N:KEY_ID`, every VM that loads its
+//! config after the proxy's first `N` loads (counted in shared data) sees
+//! `MESHGUARD_REVOKED_KEYS=KEY_ID` in its environment: a worker that decides
+//! differently from the main thread, which the shipped module never is.
 
 // Crashing is this crate's purpose: the workspace's panic denials exist to
 // keep exactly this out of the real module. For the same reason it does not
@@ -32,6 +37,9 @@ pub const FAULT_HEADER: &str = "x-meshguard-fault";
 pub const SEEN_HEADER: &str = "x-meshguard-faulty-vm";
 /// Set (to anything) in `vmConfig.env`: the module is the wasm floor.
 pub const FLOOR_ENV: &str = "MESHGUARD_TEST_FLOOR";
+/// `N:KEY_ID` in `vmConfig.env`: the VMs configured after the first `N`
+/// loads revoke `KEY_ID`.
+pub const LATER_VMS_REVOKE_ENV: &str = "MESHGUARD_TEST_LATER_VMS_REVOKE";
 
 #[cfg(target_family = "wasm")]
 mod exports {
@@ -41,7 +49,41 @@ mod exports {
 
     use meshguard_host::wasm::{self, abi};
 
-    use super::{FAULT_HEADER, FLOOR_ENV, SEEN_HEADER};
+    use super::{FAULT_HEADER, FLOOR_ENV, LATER_VMS_REVOKE_ENV, SEEN_HEADER};
+
+    /// The proxy's count of config loads ([`LATER_VMS_REVOKE_ENV`]).
+    const LOADS_KEY: &str = "meshguard-faulty.loads";
+
+    /// Counts this load; from the `N+1`th on, revokes the key in this VM's
+    /// environment (what the pipeline reads as `MESHGUARD_REVOKED_KEYS`).
+    fn later_vms_revoke() {
+        let Some(setting) = std::env::var(LATER_VMS_REVOKE_ENV).ok() else {
+            return;
+        };
+        let Some((first, key_id)) = setting.split_once(':') else {
+            return;
+        };
+        let first: u64 = first.parse().unwrap_or(u64::MAX);
+        for _ in 0..8 {
+            let (loads, cas) = match abi::shared_data(LOADS_KEY) {
+                Some((bytes, cas)) => (
+                    std::str::from_utf8(&bytes)
+                        .ok()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0),
+                    cas,
+                ),
+                None => (0, 0),
+            };
+            let this = loads.saturating_add(1);
+            if abi::set_shared_data(LOADS_KEY, this.to_string().as_bytes(), cas).is_ok() {
+                if this > first {
+                    std::env::set_var("MESHGUARD_REVOKED_KEYS", key_id);
+                }
+                return;
+            }
+        }
+    }
 
     thread_local! {
         /// This VM's id: the host time (ns) its config was accepted.
@@ -81,6 +123,7 @@ mod exports {
             FLOOR.with(|f| f.set(true));
             return true;
         }
+        later_vms_revoke();
         let accepted = wasm::on_configure(context_id, size);
         if accepted {
             VM.with(|vm| vm.set(abi::now_ns()));

@@ -218,19 +218,39 @@ pub fn configure<H: PluginHost>(host: &H, instance: &Instance) -> Configured {
         }
     };
     let env_var = |name: &str| host.env(name);
+    let configuration = host.configuration();
+    let store = Store { host, instance };
+    // Whether this proxy admitted these very bytes before (the fingerprint
+    // load computes): then any refusal in this VM, whatever its stage,
+    // refuses traffic instead of failing `on_configure`, which would leave
+    // this worker without the filter.
+    let admitted_here = meshguard_core::integrity::fingerprint(&configuration)
+        .is_ok_and(|fingerprint| store.admitted(&fingerprint));
+    let refuse = |label: &'static str, error_text: String| {
+        count(label);
+        if admitted_here {
+            log::error!(
+                "meshguard {filter}: this VM cannot admit the configuration this proxy runs ({error_text}); refusing every request"
+            );
+            let denied = host.define_counter(&tagged(
+                metrics::CONFIG_NOT_ADMITTED_DENIED,
+                &[("filter", filter), ("reason", label)],
+            ));
+            return Configured::RefuseEverything(Refusing {
+                filter,
+                reason: label,
+                denied,
+            });
+        }
+        log::error!("meshguard {filter}: configuration refused: {error_text}");
+        Configured::Refused
+    };
     let loaded = IntegrityEnv::from_vars(env_var)
         .map_err(LoadError::from)
-        .and_then(|env| Ok((load(&host.configuration(), &env)?, env)));
+        .and_then(|env| Ok((load(&configuration, &env)?, env)));
     let (loaded, env) = match loaded {
         Ok(loaded) => loaded,
-        Err(error) => {
-            count(error.result_label());
-            log::error!(
-                "meshguard {filter}: configuration refused: {}",
-                logsafe::defang(&error.to_string())
-            );
-            return Configured::Refused;
-        }
+        Err(error) => return refuse(error.result_label(), logsafe::defang(&error.to_string())),
     };
     let plugin = match Plugin::compile(
         &loaded.filter_config,
@@ -239,17 +259,8 @@ pub fn configure<H: PluginHost>(host: &H, instance: &Instance) -> Configured {
         Secrets::REQUIRE,
     ) {
         Ok(plugin) => plugin,
-        Err(error) => {
-            count("refused");
-            log::error!(
-                "meshguard {filter}: configuration refused: {}",
-                logsafe::defang(&error.to_string())
-            );
-            return Configured::Refused;
-        }
+        Err(error) => return refuse("refused", logsafe::defang(&error.to_string())),
     };
-    let store = Store { host, instance };
-    let admitted_here = store.admitted(&loaded.fingerprint);
     let newest = store.newest_serial();
     let at = Admission {
         filter,
@@ -259,25 +270,7 @@ pub fn configure<H: PluginHost>(host: &H, instance: &Instance) -> Configured {
         admitted_here,
     };
     if let Err(error) = admit(&loaded, &env, &at) {
-        count(error.result_label());
-        let error_text = logsafe::defang(&error.to_string());
-        if admitted_here {
-            log::error!(
-                "meshguard {filter}: this VM cannot admit the configuration this proxy runs ({error_text}); refusing every request"
-            );
-            let reason = error.result_label();
-            let denied = host.define_counter(&tagged(
-                metrics::CONFIG_NOT_ADMITTED_DENIED,
-                &[("filter", filter), ("reason", reason)],
-            ));
-            return Configured::RefuseEverything(Refusing {
-                filter,
-                reason,
-                denied,
-            });
-        }
-        log::error!("meshguard {filter}: configuration refused: {error_text}");
-        return Configured::Refused;
+        return refuse(error.result_label(), logsafe::defang(&error.to_string()));
     }
     count("accepted");
     store.record_admitted(&loaded.fingerprint);

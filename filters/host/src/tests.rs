@@ -540,6 +540,26 @@ fn a_combined_plugin_records_its_own_sections_decisions_without_filter_state() {
     );
 }
 
+/// The release key's signing half, and a host of the identity plugin named
+/// `plugin_name` that trusts and requires it, on the workload
+/// `default/backend`.
+fn signed_identity_host(plugin_name: &str) -> (ed25519_dalek::SigningKey, Fake) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let mut h = host("meshguard-identity", "");
+    h.properties
+        .insert("plugin_name".into(), plugin_name.into());
+    h.env
+        .insert("MESHGUARD_TRUSTED_KEYS".into(), format!("release={public}"));
+    h.env
+        .insert("MESHGUARD_REQUIRE_SIGNATURE".into(), "true".into());
+    h.properties
+        .insert("xds.node.metadata.NAMESPACE".into(), "default".into());
+    h.properties
+        .insert("xds.node.metadata.WORKLOAD_NAME".into(), "backend".into());
+    (key, h)
+}
+
 /// Broken by hand: `vm_newest` returning a fresh cell for every root (no
 /// sharing within the VM): the older root served the request until its next
 /// refresh, and the first assertion failed.
@@ -547,8 +567,7 @@ fn a_combined_plugin_records_its_own_sections_decisions_without_filter_state() {
 fn a_release_accepted_on_this_vm_supersedes_the_older_root_at_its_next_request() {
     use meshguard_core::integrity::{sign_release, Release};
 
-    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let (key, mut h) = signed_identity_host("default.superseded-test");
     let signed = |serial: u64| {
         let release = Release {
             filter: "identity".into(),
@@ -561,17 +580,6 @@ fn a_release_accepted_on_this_vm_supersedes_the_older_root_at_its_next_request()
         let config = r#"{"default_action": "allow", "rules": []}"#;
         sign_release(config.as_bytes(), &release, "release", &key).unwrap()
     };
-    let mut h = host("meshguard-identity", "");
-    h.properties
-        .insert("plugin_name".into(), "default.superseded-test".into());
-    h.env
-        .insert("MESHGUARD_TRUSTED_KEYS".into(), format!("release={public}"));
-    h.env
-        .insert("MESHGUARD_REQUIRE_SIGNATURE".into(), "true".into());
-    h.properties
-        .insert("xds.node.metadata.NAMESPACE".into(), "default".into());
-    h.properties
-        .insert("xds.node.metadata.WORKLOAD_NAME".into(), "backend".into());
     let request = |h: &mut Fake, root: &mut PluginRoot| {
         let headers = h.maps.entry(Map::RequestHeaders).or_default();
         headers.retain(|(n, _)| !n.starts_with(':'));
@@ -605,6 +613,57 @@ fn a_release_accepted_on_this_vm_supersedes_the_older_root_at_its_next_request()
         Flow::Continue,
         "serial 2 serves"
     );
+}
+
+/// A later VM that refuses, at any stage, a config this proxy admitted
+/// refuses its traffic with that stage's reason instead of failing
+/// `on_configure`; a config never admitted is still refused there.
+///
+/// Broken by hand: the load stage's refusal answering `Configured::Refused`
+/// whatever `admitted_here` (as before issue 21): `configure` returned false
+/// for the admitted config and the second assertion failed.
+#[test]
+fn a_vm_that_cannot_load_a_config_this_proxy_admitted_refuses_every_request() {
+    use meshguard_core::integrity::{sign_release, Release};
+
+    let (key, mut h) = signed_identity_host("default.not-admitted-test");
+    let release = Release {
+        filter: "identity".into(),
+        workloads: vec!["default/backend".into()],
+        serial: 1,
+        not_before: None,
+        not_after: None,
+        services: None,
+    };
+    let signed = |config: &str| sign_release(config.as_bytes(), &release, "release", &key).unwrap();
+    h.config = signed(r#"{"default_action": "allow", "rules": []}"#);
+    assert!(PluginRoot::new(1).configure(&mut h), "first admission");
+    // A later VM whose environment revokes the key (the signature stage).
+    h.env
+        .insert("MESHGUARD_REVOKED_KEYS".into(), "release".into());
+    let mut later = PluginRoot::new(2);
+    assert!(
+        later.configure(&mut h),
+        "a config this proxy admitted never fails on_configure"
+    );
+    let headers = h.maps.entry(Map::RequestHeaders).or_default();
+    headers.extend(pairs(&[
+        (":method", "GET"),
+        (":path", "/"),
+        (":authority", "svc"),
+    ]));
+    assert_eq!(later.stream(&h).request_headers(&mut h, true), Flow::Stop);
+    assert_eq!(h.replies, [(503, Some("revoked".to_owned()))]);
+    assert_eq!(
+        h.counter(&meshguard_core::metrics::tagged(
+            meshguard_core::metrics::CONFIG_NOT_ADMITTED_DENIED,
+            &[("filter", "identity"), ("reason", "revoked")]
+        )),
+        1
+    );
+    // Bytes this proxy never admitted are refused at load, as before.
+    h.config = signed(r#"{"default_action": "deny", "rules": []}"#);
+    assert!(!PluginRoot::new(3).configure(&mut h), "never admitted");
 }
 
 const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
