@@ -237,22 +237,20 @@ async fn replay_serves_nothing(mesh: &Mesh, replayed: &str, other_status: u16) {
             .send_as("frontend", Request::new("GET", "/api/orders"))
             .await
             .unwrap();
-        assert_ne!(
-            resp.status,
-            200,
-            "the replayed config served: {resp:?}\n{}",
-            mesh.server
-                .log()
-                .lines()
-                .filter(|l| l.contains("meshguard"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
         if resp.header("x-meshguard-deny-reason") == Some("config_superseded") {
             assert_eq!(resp.status, 503, "{resp:?}");
             break;
         }
+        // Until the push reaches the worker, the previous config answers
+        // (seen under load: Envoy acknowledges a push before its workers
+        // run it). When that answer is a 200 it cannot be told from the
+        // replay serving, so it only counts as the previous config's while
+        // the replay has never refused: a replay that serves never refuses
+        // and fails at the deadline below.
         assert_eq!(resp.status, other_status, "{resp:?}");
+        if resp.status == 200 {
+            mesh.upstream().take_one().await.unwrap();
+        }
         assert!(
             Instant::now() < deadline,
             "the replayed instance never refused: {resp:?}\n{}",
