@@ -94,8 +94,8 @@ impl Bits {
 
 #[test]
 fn doubles_are_written_as_a_jcs_library_writes_them() {
-    // Broken by hand: with `point <= 21` changed to `point <= 16` in
-    // write_double, 1424953923781206.2-like values fail here.
+    // Broken by hand: with `-6 < point` changed to `-7 < point` in
+    // write_double (1e-7 written 0.0000001), this fails.
     let mut bits = Bits(0x9e37_79b9_7f4a_7c15);
     let mut checked = 0;
     while checked < 50_000 {

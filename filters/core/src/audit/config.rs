@@ -88,17 +88,30 @@ pub struct AuditConfig {
 
 /// The signed headers sent upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum UpstreamSignature {
     /// meshguard's own `x-meshguard-audit` header (HMAC only).
     #[default]
-    #[serde(rename = "v1")]
     V1,
     /// RFC 9421 `Signature-Input` and `Signature` members.
-    #[serde(rename = "rfc9421")]
     Rfc9421,
     /// Both, while upstreams migrate.
-    #[serde(rename = "both")]
     Both,
+}
+
+impl TryFrom<String> for UpstreamSignature {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        [Self::V1, Self::Rfc9421, Self::Both]
+            .into_iter()
+            .find(|v| v.as_str() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown upstream_signature {name:?}: expected \"v1\", \"rfc9421\" or \"both\""
+                )
+            })
+    }
 }
 
 impl UpstreamSignature {
@@ -121,15 +134,28 @@ impl UpstreamSignature {
 
 /// How records are POSTed to the collector.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum CollectorFormat {
     /// One record per line (`application/x-ndjson`).
     #[default]
-    #[serde(rename = "ndjson")]
     Ndjson,
     /// OTLP/HTTP JSON log records (`application/json`), for an OpenTelemetry
     /// Collector's `otlp` receiver.
-    #[serde(rename = "otlp_json")]
     OtlpJson,
+}
+
+impl TryFrom<String> for CollectorFormat {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "ndjson" => Ok(Self::Ndjson),
+            "otlp_json" => Ok(Self::OtlpJson),
+            other => Err(format!(
+                "unknown format {other:?}: expected \"ndjson\" or \"otlp_json\""
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
