@@ -422,7 +422,7 @@ fn examine<K: KeyLookup + ?Sized>(
         entry.problem = Some((
             BreakKind::BadMac,
             format!(
-                "{at}: the {} does not match: the record was modified (or sealed with another key named {:?})",
+                "{at}: the {} does not match: the record was modified (or signed with another key named {:?})",
                 match key.algorithm() {
                     super::keys::Algorithm::HmacSha256 => "MAC",
                     super::keys::Algorithm::Ed25519 => "Ed25519 signature",
