@@ -126,6 +126,14 @@ fn keyring() -> Keyring {
     keys
 }
 
+/// What an upstream or auditor holding only the Ed25519 public key has.
+fn public_only() -> Keyring {
+    let mut keys = Keyring::new();
+    keys.add_public(ED_KID, signing_key().verifying_key())
+        .unwrap();
+    keys
+}
+
 fn now_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -402,10 +410,7 @@ async fn stock_rfc9421_verifiers_in_two_languages_accept_what_the_upstream_recei
     }
 
     // The records of both logs verify; the Ed25519 ones with the public key only.
-    let mut public_only = Keyring::new();
-    public_only
-        .add_public(ED_KID, signing_key().verifying_key())
-        .unwrap();
+    let public_only = public_only();
     let report = verify_records_in(&records_of(&ed_log), &public_only, Order::File);
     assert!(report.is_ok(), "{report}");
     // Eight requests, and the one that flushed the log.
@@ -621,10 +626,7 @@ async fn records_reach_an_otlp_receiver_parse_with_the_official_proto_and_verify
 
     // The proxy's own log holds the same chain, verified with the public key.
     let log = mesh.flushed_server_log().await.unwrap();
-    let mut public_only = Keyring::new();
-    public_only
-        .add_public(ED_KID, signing_key().verifying_key())
-        .unwrap();
+    let public_only = public_only();
     let report = verify_records_in(&records_of(&log), &public_only, Order::File);
     assert!(report.is_ok(), "{report}");
     // (and the record of the request that flushed the log)

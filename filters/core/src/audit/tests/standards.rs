@@ -98,6 +98,17 @@ fn private_keys_are_pkcs8_and_never_double_as_hmac_secrets() {
         );
     }
     assert_eq!(parse_public_key(&pem), Err(KeyError::NotPublicKey));
+    // A pair OpenSSL made (`openssl genpkey -algorithm ed25519`, then
+    // `openssl pkey -pubout`): read as OpenSSL reads it.
+    let openssl_private = "-----BEGIN PRIVATE KEY-----\n\
+        MC4CAQAwBQYDK2VwBCIEII5ho7/IAZshXxCru+9t24gi1YhCMkf+RSqYMhOGEEQr\n\
+        -----END PRIVATE KEY-----\n";
+    let openssl_public = "-----BEGIN PUBLIC KEY-----\n\
+        MCowBQYDK2VwAyEAJlJz+l6xLLIGwxfWwXJqYchfCm5uCTcuEC9Fysq6eOs=\n\
+        -----END PUBLIC KEY-----\n";
+    let key = parse_private_key(openssl_private).unwrap();
+    assert_eq!(public_key_pem(&key.verifying_key()), openssl_public);
+    assert_eq!(private_key_pem(&key), openssl_private);
 }
 
 #[test]
