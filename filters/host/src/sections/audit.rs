@@ -493,10 +493,13 @@ impl InFlight {
         self.command_sha256 = Some(hash);
         let policy = &section.policy;
         let hash_hex = hex(&hash);
-        let mut headers: Vec<(&str, String)> = vec![
-            (policy.command_header(), hash_hex.clone()),
-            (policy.id_header(), self.id.clone()),
-        ];
+        // Set as they are made (no list of copies: this runs on every request).
+        let mut all_set =
+            host.set_header(
+                Map::RequestHeaders,
+                policy.command_header(),
+                Some(&hash_hex),
+            ) & host.set_header(Map::RequestHeaders, policy.id_header(), Some(&self.id));
         if policy.upstream_signature().v1() {
             let stamp = AuditStamp {
                 key_id: policy.key_id().to_string(),
@@ -511,7 +514,10 @@ impl InFlight {
                 None => Err("the v1 header needs an HMAC key".to_owned()),
             };
             match signed {
-                Ok(header) => headers.push((policy.audit_header(), header)),
+                Ok(header) => {
+                    all_set &=
+                        host.set_header(Map::RequestHeaders, policy.audit_header(), Some(&header));
+                }
                 Err(e) => {
                     self.command_sha256 = None;
                     return self.hash_failed(host, section, audit, &e);
@@ -545,8 +551,8 @@ impl InFlight {
                 policy.signature_label(),
                 &section.key,
             );
-            if let Some(digest) = digest {
-                headers.push((CONTENT_DIGEST, digest));
+            if let Some(digest) = &digest {
+                all_set &= host.set_header(Map::RequestHeaders, CONTENT_DIGEST, Some(digest));
             }
             let [input, signature] = &self.client_members;
             for (name, client, ours) in [
@@ -557,12 +563,8 @@ impl InFlight {
                     Some(client) => format!("{client}, {ours}"),
                     None => ours,
                 };
-                headers.push((name, value));
+                all_set &= host.set_header(Map::RequestHeaders, name, Some(&value));
             }
-        }
-        let mut all_set = true;
-        for (name, value) in &headers {
-            all_set &= host.set_header(Map::RequestHeaders, name, Some(value));
         }
         if all_set {
             Flow::Continue
