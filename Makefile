@@ -12,7 +12,7 @@ help:
 	@echo "make test-combined  the real-Envoy suites again, the module deployed once with the combined config"
 	@echo "make wasm   build dist/*.wasm only;  make lint   fmt + clippy (native and wasm32)"
 	@echo "make bench  every filter in the real Envoy vs native RBAC/Lua (docs/benchmarks.md);  make manifests  render istio-manifests/ into dist/istio/"
-	@echo "make oci    package dist/*.wasm as Istio Wasm OCI images (layouts in dist/oci/)"
+	@echo "make oci    package dist/meshguard.wasm as the Istio Wasm OCI image every plugin pulls (layout in dist/oci/meshguard)"
 	@echo "make fuzz   every cargo-fuzz target for FUZZ_SECONDS (default 20) each (docs/fuzzing.md)"
 	@echo "make soak   fixed-rate mixed load through all filters, reloads under load (docs/soak.md)"
 	@echo "make wasm-unit  the core's tests compiled to wasm32-wasip1, run under wasmtime"
@@ -53,7 +53,7 @@ demo: tools
 manifests: wasm
 	scripts/render-manifests.sh
 
-# Istio's "compat" Wasm image per filter, as OCI layouts (push with skopeo, docs/deploy.md).
+# Istio's "compat" Wasm image of dist/meshguard.wasm, one for every plugin, as an OCI layout (push with skopeo, docs/deploy.md).
 oci: wasm
 	scripts/build-oci.sh
 

@@ -1,34 +1,38 @@
 #!/usr/bin/env bash
-# Packages every dist/meshguard_<filter>.wasm as an OCI image in the "compat"
-# variant of the Wasm image specification that Istio's agent pulls
+# Packages dist/meshguard.wasm, the one meshguard module, as an OCI image in
+# the "compat" variant of the Wasm image specification that Istio's agent pulls
 # (pkg/wasm/imagefetcher.go: a single application/vnd.oci.image.layer.v1.tar+gzip
 # layer holding plugin.wasm; manifest annotation module.wasm.image/variant=compat),
 # written as an OCI image layout directory:
 #
-#   dist/oci/<filter>/oci-layout, index.json, blobs/sha256/...   (tag = workspace version)
-#   dist/oci/digests.txt                                          "<filter> sha256:<manifest digest>"
+#   dist/oci/meshguard/oci-layout, index.json, blobs/sha256/...   (tag = workspace version)
+#   dist/oci/digests.txt                                           "meshguard sha256:<manifest digest>"
+#
+# Every meshguard plugin pulls this image: the combined plugin (pluginName
+# meshguard) and the single-section ones (meshguard-identity, -masking,
+# -audit); the pluginName selects what the module runs.
 #
 # The build is reproducible (fixed tar metadata, gzip without timestamp), so the
 # manifest digest only changes when the module does. That digest is what Istio
 # compares a WasmPlugin's `sha256` with for an oci:// url (the module digest is
 # for file:// and https:// urls): scripts/render-manifests.sh puts it there.
 #
-#   scripts/build-oci.sh              all filters
-#   scripts/build-oci.sh identity     one filter
+#   scripts/build-oci.sh
 # Push with skopeo (see docs/deploy.md):
-#   skopeo copy --preserve-digests oci:dist/oci/identity:0.1.0 docker://REGISTRY/meshguard/identity:0.1.0
+#   skopeo copy --preserve-digests oci:dist/oci/meshguard:0.1.0 docker://REGISTRY/platform/meshguard/meshguard:0.1.0
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-filters=("$@")
-[ "${#filters[@]}" -gt 0 ] || filters=(identity masking audit)
+[ "$#" -eq 0 ] || { echo "usage: $0 (no arguments: one image, dist/oci/meshguard)" >&2; exit 2; }
 version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)
 [ -n "$version" ] || { echo "build-oci: no workspace version in Cargo.toml" >&2; exit 1; }
+image=meshguard
+module=dist/meshguard.wasm
+[ -f "$module" ] || { echo "build-oci: $module missing (make wasm)" >&2; exit 1; }
 mkdir -p dist/oci
-for f in "${filters[@]}"; do
-  module="dist/meshguard_$f.wasm"
-  [ -f "$module" ] || { echo "build-oci: $module missing (make wasm)" >&2; exit 1; }
-  python3 - "$module" "dist/oci/$f" "$f" "$version" <<'PY'
+# Layouts of the per-filter images of older builds are not what any manifest pulls.
+for stale in identity masking audit; do rm -rf "dist/oci/$stale"; done
+python3 - "$module" "dist/oci/$image" "$image" "$version" <<'PY'
 import gzip, hashlib, io, json, os, shutil, sys, tarfile
 
 module, layout, name, version = sys.argv[1:5]
@@ -71,7 +75,7 @@ manifest = canonical({
                 "annotations": {"org.opencontainers.image.title": "plugin.wasm"}}],
     "annotations": {
         "module.wasm.image/variant": "compat",
-        "org.opencontainers.image.title": f"meshguard-{name}",
+        "org.opencontainers.image.title": name,
         "org.opencontainers.image.version": version,
         "io.meshguard.module.sha256": module_sha,
     },
@@ -100,10 +104,6 @@ shutil.rmtree(layout, ignore_errors=True)
 os.rename(tmp, layout)
 print(f"{layout}:{version}  manifest {sha(manifest)}  plugin.wasm sha256:{module_sha}")
 PY
-done
-# One line per built layout, for scripts and tests.
-for d in dist/oci/*/; do
-  f=$(basename "$d")
-  [ -f "$d/index.json" ] || continue
-  printf '%s %s\n' "$f" "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' "$d/index.json")"
-done > dist/oci/digests.txt
+# One line per image, for scripts and tests.
+printf '%s %s\n' "$image" "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' "dist/oci/$image/index.json")" \
+  > dist/oci/digests.txt

@@ -3,16 +3,19 @@
 // definition, istio-manifests/definition.yaml:
 //
 //   node scripts/generate-manifests.mjs [--check]
-//       istio-manifests/base/wasmplugin/        WasmPlugin per filter (Istio <= 1.29)
-//       istio-manifests/base/trafficextension/  TrafficExtension per filter (Istio >= 1.30)
+//       istio-manifests/base/wasmplugin/        the combined plugin `meshguard` as a WasmPlugin (Istio <= 1.29)
+//       istio-manifests/base/trafficextension/  ... as a TrafficExtension (Istio >= 1.30)
+//       istio-manifests/base/sections/{wasmplugin,trafficextension}/
+//                                               the single-section plugins meshguard-<section>
 //     --check writes nothing and exits 1 when base/ differs from what the
 //     definition generates (the manifest tests run it).
 //
 //   node scripts/generate-manifests.mjs release DIR --repository REPO --tag TAG
-//       DIR/kustomization.yaml: a kustomize Component that points every filter,
-//       under either API, at REPO/<filter>:TAG pinned by the digest Istio checks
-//       (the image manifest digest of dist/oci/<filter> for oci://), plus the
-//       module's own digest as an annotation. `make manifests` writes it.
+//       DIR/kustomization.yaml: a kustomize Component that points every meshguard
+//       plugin, under either API, at REPO/<image>:TAG (the one module,
+//       dist/meshguard.wasm) pinned by the digest Istio checks (the image
+//       manifest digest of dist/oci/<image> for oci://), plus the module's own
+//       digest as an annotation. `make manifests` writes it.
 //
 // Both APIs get the same phase, priority, failStrategy, match, type, env and
 // pluginConfig: the only differences are where the API puts each field
@@ -20,7 +23,7 @@
 // the unspecified phase (WasmPlugin UNSPECIFIED_PHASE, TrafficExtension UNSPECIFIED).
 // Exit status: 0 done, 1 --check found differences or bad input, 2 tools missing.
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -37,12 +40,20 @@ const fail = (message) => {
   process.exit(1);
 };
 const FILTERS = ["identity", "masking", "audit"];
+const COMBINED = "meshguard";
 const PHASES = ["AUTHN", "AUTHZ", "STATS", "UNSPECIFIED"];
 const FAIL_STRATEGIES = ["FAIL_CLOSE", "FAIL_RELOAD"];
 export const API = {
   wasmplugin: { kind: "WasmPlugin", istio: "Istio 1.24-1.29; 1.30+ still serves it" },
   trafficextension: { kind: "TrafficExtension", istio: "Istio >= 1.30" },
 };
+
+function checkPlugin(at, f) {
+  if (!PHASES.includes(f?.phase)) fail(`definition.yaml: ${at}.phase ${f?.phase} is not one of ${PHASES.join(", ")}`);
+  if (!Number.isInteger(f.priority)) fail(`definition.yaml: ${at}.priority must be an integer`);
+  if (!FAIL_STRATEGIES.includes(f.failStrategy)) fail(`definition.yaml: ${at}.failStrategy must be one of ${FAIL_STRATEGIES.join(", ")} (never FAIL_OPEN)`);
+  if (!existsSync(join(root, f.config ?? ""))) fail(`definition.yaml: ${at}.config ${f.config} does not exist`);
+}
 
 function readDefinition() {
   const path = join(root, "istio-manifests/definition.yaml");
@@ -51,13 +62,21 @@ function readDefinition() {
   const def = doc.toJS();
   const names = Object.keys(def?.filters ?? {});
   if (names.join() !== FILTERS.join()) fail(`definition.yaml: filters must be ${FILTERS.join(", ")} in request order (found ${names.join(", ")})`);
-  for (const [name, f] of Object.entries(def.filters)) {
-    if (!PHASES.includes(f.phase)) fail(`definition.yaml: filters.${name}.phase ${f.phase} is not one of ${PHASES.join(", ")}`);
-    if (!Number.isInteger(f.priority)) fail(`definition.yaml: filters.${name}.priority must be an integer`);
-    if (!FAIL_STRATEGIES.includes(f.failStrategy)) fail(`definition.yaml: filters.${name}.failStrategy must be one of ${FAIL_STRATEGIES.join(", ")} (never FAIL_OPEN)`);
-    if (!existsSync(join(root, f.config ?? ""))) fail(`definition.yaml: filters.${name}.config ${f.config} does not exist`);
-  }
+  if (!/^[a-z0-9][a-z0-9._-]*$/.test(def.image ?? "")) fail("definition.yaml: image must name the one image of dist/meshguard.wasm");
+  checkPlugin("combined", def.combined);
+  for (const [name, f] of Object.entries(def.filters)) checkPlugin(`filters.${name}`, f);
   return def;
+}
+
+// Every plugin the definition describes: the combined one first, then the
+// single-section ones in request order. `name` is the resource name and the
+// pluginName (Envoy root id), `filter` the meshguard.io/filter label (the
+// `filter` metric label and release scope).
+function plugins(def) {
+  return [
+    { name: COMBINED, filter: COMBINED, ...def.combined },
+    ...FILTERS.map((f) => ({ name: `meshguard-${f}`, filter: f, ...def.filters[f] })),
+  ];
 }
 
 function workspaceVersion() {
@@ -67,28 +86,26 @@ function workspaceVersion() {
 }
 
 // The fields both APIs share, in the order they are written.
-function wasmFields(def, name, url) {
-  const f = def.filters[name];
-  const env = [...def.common.hostEnv, ...(f.hostEnv ?? [])].map((n) => ({ name: n, valueFrom: "HOST" }));
+function wasmFields(def, plugin, url) {
+  const env = [...def.common.hostEnv, ...(plugin.hostEnv ?? [])].map((n) => ({ name: n, valueFrom: "HOST" }));
   return {
     url,
     imagePullPolicy: def.common.imagePullPolicy,
-    // Envoy root_id: the filter registers under this name.
-    pluginName: `meshguard-${name}`,
-    failStrategy: f.failStrategy,
+    // Envoy root_id: what the module runs (meshguard: the combined config).
+    pluginName: plugin.name,
+    failStrategy: plugin.failStrategy,
     type: def.common.type,
     vmConfig: { env },
-    pluginConfig: JSON.parse(readFileSync(join(root, f.config), "utf8")),
+    pluginConfig: JSON.parse(readFileSync(join(root, plugin.config), "utf8")),
   };
 }
 
-function resource(def, api, name, url) {
-  const f = def.filters[name];
+function resource(def, api, plugin, url) {
   const metadata = {
-    name: `meshguard-${name}`,
-    labels: { "app.kubernetes.io/part-of": "meshguard", "meshguard.io/filter": name },
+    name: plugin.name,
+    labels: { "app.kubernetes.io/part-of": "meshguard", "meshguard.io/filter": plugin.filter },
   };
-  const wasm = wasmFields(def, name, url);
+  const wasm = wasmFields(def, plugin, url);
   if (api === "wasmplugin") {
     const { url: u, imagePullPolicy, pluginName, failStrategy, type, vmConfig, pluginConfig } = wasm;
     return {
@@ -97,8 +114,8 @@ function resource(def, api, name, url) {
       metadata,
       spec: {
         url: u, imagePullPolicy, pluginName,
-        phase: f.phase === "UNSPECIFIED" ? "UNSPECIFIED_PHASE" : f.phase,
-        priority: f.priority,
+        phase: plugin.phase === "UNSPECIFIED" ? "UNSPECIFIED_PHASE" : plugin.phase,
+        priority: plugin.priority,
         failStrategy, type,
         match: def.common.match,
         vmConfig, pluginConfig,
@@ -109,7 +126,7 @@ function resource(def, api, name, url) {
     apiVersion: "extensions.istio.io/v1alpha1",
     kind: "TrafficExtension",
     metadata,
-    spec: { phase: f.phase, priority: f.priority, match: def.common.match, wasm },
+    spec: { phase: plugin.phase, priority: plugin.priority, match: def.common.match, wasm },
   };
 }
 
@@ -126,23 +143,34 @@ function render(docs, header) {
 
 function baseFiles(def) {
   const version = workspaceVersion();
+  const url = `oci://${def.repository}/${def.image}:${version}`;
   const files = new Map();
+  const [combined, ...sections] = plugins(def);
   for (const [api, { kind, istio }] of Object.entries(API)) {
-    const dir = `istio-manifests/base/${api}`;
-    for (const name of FILTERS) {
-      const doc = resource(def, api, name, `oci://${def.repository}/${name}:${version}`);
-      files.set(`${dir}/${name}.yaml`, render([doc], HEADER(
-        `# meshguard ${name} as a ${kind} (${istio}). No namespace, no selector or\n` +
-        `# targetRefs, no digest: an overlay adds them (istio-manifests/overlays/, docs/deploy.md).`)));
-    }
-    const kustomization = {
+    const kustomization = (resources) => ({
       apiVersion: "kustomize.config.k8s.io/v1beta1",
       kind: "Kustomization",
-      resources: FILTERS.map((n) => `${n}.yaml`),
-    };
-    files.set(`${dir}/kustomization.yaml`, render([kustomization], HEADER(
-      `# The three meshguard filters as ${kind}s (${istio}). Use ONE of the two bases\n` +
-      `# for a workload: both would run every filter twice.`)));
+      resources,
+    });
+    const dir = `istio-manifests/base/${api}`;
+    files.set(`${dir}/meshguard.yaml`, render([resource(def, api, combined, url)], HEADER(
+      `# meshguard, the combined plugin (identity, masking and audit in one VM), as a\n` +
+      `# ${kind} (${istio}). No namespace, no selector or targetRefs, no digest: an\n` +
+      `# overlay adds them (istio-manifests/overlays/, docs/deploy.md).`)));
+    files.set(`${dir}/kustomization.yaml`, render([kustomization(["meshguard.yaml"])], HEADER(
+      `# meshguard as ONE ${kind} running every section (${istio}): the\n` +
+      `# recommended deployment. Never beside ../sections/${api} or the other API for\n` +
+      `# the same workloads: a section would run twice.`)));
+    const sectionsDir = `istio-manifests/base/sections/${api}`;
+    for (const plugin of sections)
+      files.set(`${sectionsDir}/${plugin.filter}.yaml`, render([resource(def, api, plugin, url)], HEADER(
+        `# meshguard ${plugin.filter} alone (the single-section plugin ${plugin.name}, the same\n` +
+        `# module) as a ${kind} (${istio}). No namespace, no selector or targetRefs, no\n` +
+        `# digest: an overlay adds them (istio-manifests/overlays/, docs/deploy.md).`)));
+    files.set(`${sectionsDir}/kustomization.yaml`, render([kustomization(FILTERS.map((n) => `${n}.yaml`))], HEADER(
+      `# The three sections as separate ${kind}s (${istio}), each with its own VM:\n` +
+      `# for sections owned by different teams, with different failure policies, or\n` +
+      `# phased in one at a time (docs/deploy.md). Use ONE base for a workload.`)));
   }
   return files;
 }
@@ -150,36 +178,32 @@ function baseFiles(def) {
 // ---- release component ---------------------------------------------------------
 const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
 function release(def, dir, repository, tag) {
-  const patches = [];
-  for (const name of FILTERS) {
-    const module = join(root, `dist/meshguard_${name}.wasm`);
-    const index = join(root, `dist/oci/${name}/index.json`);
-    if (!existsSync(module)) fail(`${relative(root, module)} is missing (make wasm)`);
-    if (!existsSync(index)) fail(`${relative(root, index)} is missing (make oci)`);
-    const manifestDigest = JSON.parse(readFileSync(index, "utf8")).manifests?.[0]?.digest?.split(":")[1];
-    if (!/^[a-f0-9]{64}$/.test(manifestDigest ?? "")) fail(`${relative(root, index)} names no sha256 manifest digest`);
-    const url = `oci://${repository}/${name}:${tag}`;
-    const metadata = { name: `meshguard-${name}`, annotations: { "meshguard.io/module-sha256": sha256(readFileSync(module)) } };
-    // For oci:// Istio checks `sha256` against the image MANIFEST digest
-    // (pkg/wasm/imagefetcher.go), not the module's.
-    const pin = { url, sha256: manifestDigest };
-    for (const api of Object.keys(API)) {
-      const kind = API[api].kind;
-      const spec = api === "wasmplugin" ? pin : { wasm: pin };
-      patches.push({
-        target: { group: "extensions.istio.io", kind, name: `meshguard-${name}` },
-        patch: YAML.stringify({ apiVersion: "extensions.istio.io/v1alpha1", kind, metadata, spec }, { version: "1.1" }),
-      });
-    }
-  }
+  const module = join(root, "dist/meshguard.wasm");
+  const index = join(root, `dist/oci/${def.image}/index.json`);
+  if (!existsSync(module)) fail(`${relative(root, module)} is missing (make wasm)`);
+  if (!existsSync(index)) fail(`${relative(root, index)} is missing (make oci)`);
+  const manifestDigest = JSON.parse(readFileSync(index, "utf8")).manifests?.[0]?.digest?.split(":")[1];
+  if (!/^[a-f0-9]{64}$/.test(manifestDigest ?? "")) fail(`${relative(root, index)} names no sha256 manifest digest`);
+  const url = `oci://${repository}/${def.image}:${tag}`;
+  const metadata = { name: "meshguard-plugins", annotations: { "meshguard.io/module-sha256": sha256(readFileSync(module)) } };
+  // For oci:// Istio checks `sha256` against the image MANIFEST digest
+  // (pkg/wasm/imagefetcher.go), not the module's.
+  const pin = { url, sha256: manifestDigest };
+  // Every meshguard plugin (the combined one and the single-section ones)
+  // pulls the same image: one patch per API, by label.
+  const patches = Object.values(API).map(({ kind }) => ({
+    target: { group: "extensions.istio.io", kind, labelSelector: "app.kubernetes.io/part-of=meshguard" },
+    patch: YAML.stringify({ apiVersion: "extensions.istio.io/v1alpha1", kind, metadata, spec: kind === "WasmPlugin" ? pin : { wasm: pin } }, { version: "1.1" }),
+  }));
   const component = { apiVersion: "kustomize.config.k8s.io/v1alpha1", kind: "Component", patches };
   mkdirSync(dir, { recursive: true });
   const out = join(dir, "kustomization.yaml");
   writeFileSync(out, render([component],
     `# GENERATED by \`make manifests\` (scripts/generate-manifests.mjs release): the\n` +
-    `# registry (${repository}), tag (${tag}) and digests of the modules just built,\n` +
-    `# for both APIs. Overlays list it under \`components:\`.`));
-  console.log(`${relative(process.cwd(), out)}: ${repository} ${tag}`);
+    `# registry (${repository}), tag (${tag}) and digest of the module just built\n` +
+    `# (dist/meshguard.wasm, image ${def.image}), for every meshguard plugin under both\n` +
+    `# APIs. Overlays list it under \`components:\`.`));
+  console.log(`${relative(process.cwd(), out)}: ${repository}/${def.image}:${tag}`);
 }
 
 // ---- main ----------------------------------------------------------------------
@@ -198,7 +222,27 @@ if (args[0] === "release") {
 } else if (args.length === 0 || (args.length === 1 && args[0] === "--check")) {
   const check = args[0] === "--check";
   let stale = 0;
-  for (const [file, text] of baseFiles(def)) {
+  const files = baseFiles(def);
+  // A generated directory holds only what the definition generates (a file
+  // left from an older layout would still be listed by nothing, or worse, by
+  // a copy of an old overlay).
+  const generatedDirs = new Set([...files.keys()].map((f) => dirname(f)));
+  for (const dir of generatedDirs) {
+    const abs = join(root, dir);
+    if (!existsSync(abs)) continue;
+    for (const entry of readdirSync(abs)) {
+      const file = `${dir}/${entry}`;
+      if (files.has(file) || !/\.ya?ml$/.test(entry)) continue;
+      if (check) {
+        console.log(`stale ${file}: not generated by istio-manifests/definition.yaml (run node scripts/generate-manifests.mjs)`);
+        stale++;
+      } else {
+        rmSync(join(root, file));
+        console.log(`removed ${file}`);
+      }
+    }
+  }
+  for (const [file, text] of files) {
     const path = join(root, file);
     const current = existsSync(path) ? readFileSync(path, "utf8") : null;
     if (current === text) continue;
@@ -212,7 +256,7 @@ if (args[0] === "release") {
     }
   }
   if (check) console.log(stale ? `generate-manifests: ${stale} stale` : "generate-manifests: base/ is up to date");
-  process.exit(stale ? 1 : 0);
+  process.exit(check && stale ? 1 : 0);
 } else {
   fail("usage: generate-manifests.mjs [--check] | release DIR [--repository REPO] [--tag TAG]");
 }

@@ -69,7 +69,7 @@ node_tools="$root/.tools/node"
 if ! cmp -s "$root/scripts/node/package-lock.json" "$node_tools/package-lock.json" ||
   [ ! -f "$node_tools/node_modules/@kubernetes-models/istio/package.json" ] ||
   [ ! -f "$node_tools/node_modules/http-message-signatures/package.json" ]; then
-  echo "install-tools: npm ci (@kubernetes-models/istio, yaml, ajv, http-message-signatures) into $node_tools"
+  echo "install-tools: npm ci (@kubernetes-models/istio, ajv, yaml, @marcbachmann/cel-js, http-message-signatures) into $node_tools"
   rm -rf "$node_tools"
   mkdir -p "$node_tools"
   cp "$root/scripts/node/package.json" "$root/scripts/node/package-lock.json" "$node_tools/"

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Renders istio-manifests/ into dist/istio/ (what `make manifests` runs):
 #
-#   dist/istio/base/{wasmplugin,trafficextension}/   both APIs, generated from
+#   dist/istio/base/{wasmplugin,trafficextension}/   the combined plugin, both APIs, generated from
 #                                                    istio-manifests/definition.yaml (checked up to date)
+#   dist/istio/base/sections/{wasmplugin,trafficextension}/  the single-section plugins, the same way
 #   dist/istio/release/kustomization.yaml            the registry + digest component (generated)
 #   dist/istio/overlays/, components/                copied: every overlay now renders pinned
 #   dist/istio/rendered/<mode>-<api>.yaml            `kubectl kustomize` of every overlay
-#   dist/istio/audit/                                the audit EnvoyFilter for body commands (rendered)
+#   dist/istio/body-commands/                        the combined plugin as an EnvoyFilter, for audit body commands (rendered)
+#   dist/istio/audit/                                the audit plugin alone as an EnvoyFilter, likewise (rendered)
 #   dist/istio/stats/, workload/, observability/     copied as they are
+#   dist/istio/admission/                            the ValidatingAdmissionPolicy pinning the trust settings
 #
 # Every example config is validated first by the filters' own validator
-# (`meshguard validate --filter F`), the OCI images are built (scripts/build-oci.sh)
-# so each `sha256` is the real digest Istio will check, and the result is checked
-# by scripts/validate-manifests.mjs (Istio's schema + what the schema misses).
+# (`meshguard validate --filter F`, F = meshguard for the combined plugin), the
+# OCI image of dist/meshguard.wasm is built (scripts/build-oci.sh) so each
+# `sha256` is the real digest Istio will check, and the result is checked
+# by scripts/validate-manifests.mjs (Istio's schema + what the schema misses)
+# and scripts/admission-check.mjs (the admission policy admits every overlay).
 #
 # Environment:
 #   MESHGUARD_OCI_REPOSITORY  image repository in the urls (default registry.example.com/meshguard)
@@ -42,9 +47,7 @@ else
 fi
 out=dist/istio
 
-for f in identity masking audit; do
-  [ -f "dist/meshguard_$f.wasm" ] || { echo "render-manifests: dist/meshguard_$f.wasm missing (make wasm)" >&2; exit 1; }
-done
+[ -f dist/meshguard.wasm ] || { echo "render-manifests: dist/meshguard.wasm missing (make wasm)" >&2; exit 1; }
 scripts/build-oci.sh >&2
 
 rm -rf "$out"
@@ -56,7 +59,7 @@ render() { # template output filter example-config
   # `hash` masking rules; the proxy's own key is never part of the manifest).
   MESHGUARD_MASK_HASH_KEY=${MESHGUARD_MASK_HASH_KEY:-render-validation-only-not-a-real-key} \
     "${cli[@]}" validate --filter "$filter" "$config" >&2
-  MODULE="dist/meshguard_$filter.wasm" OCI_LAYOUT="dist/oci/$filter" CONFIG="$config" \
+  MODULE=dist/meshguard.wasm OCI_LAYOUT=dist/oci/meshguard CONFIG="$config" \
     python3 - "$template" "$output" <<'PY'
 import hashlib, json, os, re, sys
 template, output = sys.argv[1:3]
@@ -91,15 +94,20 @@ node scripts/generate-manifests.mjs --check >&2 || {
   echo "render-manifests: istio-manifests/base/ is stale: run node scripts/generate-manifests.mjs" >&2
   exit 1
 }
-for f in identity masking audit; do
-  config=$(node -e 'const y=require(process.argv[1]);const d=y.parse(require("fs").readFileSync("istio-manifests/definition.yaml","utf8"));console.log(d.filters[process.argv[2]].config)' \
-    "${MESHGUARD_NODE_TOOLS:-$root/.tools/node/node_modules}/yaml" "$f")
-  MESHGUARD_MASK_HASH_KEY=${MESHGUARD_MASK_HASH_KEY:-render-validation-only-not-a-real-key} \
-    "${cli[@]}" validate --filter "$f" "$config" >&2
-done
+# The example config of every plugin of the definition: "<filter> <file>" lines.
+node -e 'const y=require(process.argv[1]);const d=y.parse(require("fs").readFileSync("istio-manifests/definition.yaml","utf8"));
+console.log(`meshguard ${d.combined.config}`);for (const [f, p] of Object.entries(d.filters)) console.log(`${f} ${p.config}`)' \
+  "${MESHGUARD_NODE_TOOLS:-$root/.tools/node/node_modules}/yaml" |
+  while read -r f config; do
+    MESHGUARD_MASK_HASH_KEY=${MESHGUARD_MASK_HASH_KEY:-render-validation-only-not-a-real-key} \
+      "${cli[@]}" validate --filter "$f" "$config" >&2
+  done
 cp -r istio-manifests/base istio-manifests/components istio-manifests/overlays "$out/"
-mkdir -p "$out/audit"
+mkdir -p "$out/audit" "$out/body-commands"
 cp istio-manifests/audit/kustomization.yaml "$out/audit/"
+cp istio-manifests/body-commands/kustomization.yaml "$out/body-commands/"
+render istio-manifests/body-commands/envoyfilter-meshguard.yaml "$out/body-commands/envoyfilter-meshguard.yaml" \
+  meshguard examples/meshguard/body-commands.json
 render istio-manifests/audit/envoyfilter-body-commands.yaml "$out/audit/envoyfilter-body-commands.yaml" \
   audit examples/audit/body-commands.json
 node scripts/generate-manifests.mjs release "$out/release" --repository "$OCI_REPOSITORY" --tag "$OCI_TAG" >&2
@@ -114,7 +122,7 @@ for k in "$out"/overlays/*/*/kustomization.yaml; do
   kubectl kustomize "$dir" > "$out/rendered/$mode-$api.yaml"
   echo "$out/rendered/$mode-$api.yaml  (kubectl kustomize ${dir#"$out"/})" >&2
 done
-for d in stats workload observability; do
+for d in stats workload observability admission; do
   cp -r "istio-manifests/$d" "$out/$d"
 done
 rm -rf "$out/observability/tests"
@@ -147,4 +155,7 @@ if [ "$validate_manifests" = 1 ]; then
     [ "$p" = "$out/base" ] || targets+=("$p")
   done
   node scripts/validate-manifests.mjs "${targets[@]}"
+  # The shipped admission policy admits every shipped overlay (a real CEL
+  # implementation; docs/deploy.md, "Pin the trust settings at admission").
+  node scripts/admission-check.mjs "$out"/rendered/*.yaml
 fi

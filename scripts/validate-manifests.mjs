@@ -19,29 +19,38 @@
 //       no `value` with valueFrom: HOST;
 //     - targetRefs that Istio can attach: Gateway (group gateway.networking.k8s.io),
 //       GatewayClass, Service (group "" or core), ServiceEntry (networking.istio.io).
-//  3. meshguard's rules for its own filters (WasmPlugins and TrafficExtensions
-//     whose pluginName is meshguard-<filter>, EnvoyFilters carrying a meshguard
-//     Wasm filter):
+//  3. meshguard's rules for its own plugins: WasmPlugins and TrafficExtensions
+//     whose pluginName is `meshguard` (the combined plugin: the sections its
+//     pluginConfig names) or meshguard-<section> (one section), or whose url
+//     names the meshguard image (the module then runs what the pluginName
+//     selects, as the proxy would), and EnvoyFilters carrying a meshguard Wasm
+//     filter (root id meshguard or meshguard-<section>):
 //     - `sha256` is present and is the digest Istio will check: the image
-//       manifest digest of dist/oci/<filter> for oci:// urls (whose plugin.wasm
-//       must be dist/meshguard_<filter>.wasm), the module's digest otherwise;
-//       the meshguard.io/module-sha256 annotation is the module's digest;
-//     - never FAIL_OPEN; inbound only (match mode SERVER); chain order
-//       identity -> masking -> audit for WasmPlugins on the same workloads;
+//       manifest digest of dist/oci/meshguard for oci:// urls (whose plugin.wasm
+//       must be dist/meshguard.wasm), the module's digest otherwise; the
+//       meshguard.io/module-sha256 annotation is the module's digest;
+//     - never FAIL_OPEN; inbound only (match mode SERVER);
 //     - no secret key and no integrity trust anchor inline in vmConfig.env;
-//     - the pluginConfig passes `meshguard validate --filter <filter>` with the
-//       manifest's own env (INLINE values; a throwaway masking hash key for HOST);
+//     - the pluginConfig passes `meshguard validate --filter <meshguard|section>`
+//       with the manifest's own env (INLINE values; a throwaway masking hash key
+//       for HOST);
 //     - audit commands with `body`/`json_pointer` parts only where
 //       allow_on_headers_stop_iteration is set (the EnvoyFilter), never in a
 //       WasmPlugin or TrafficExtension, which cannot set it;
-//     - API parity: a filter's WasmPlugins and TrafficExtensions carry the same
+//     - per deployment, on the same workloads: the sections of every meshguard
+//       plugin, in the order Istio runs the plugins, are identity -> masking ->
+//       audit, each at most once (a combined plugin beside a single-section
+//       plugin of one of its sections, both APIs, or a canary whose selector
+//       overlaps the stable one would run a section twice), no two plugins tie
+//       on phase and priority, and no section both as an extension and as an
+//       EnvoyFilter;
+//     - API parity: a plugin's WasmPlugins and TrafficExtensions carry the same
 //       phase, priority, failStrategy, type, match, pluginName and env (resources
 //       annotated meshguard.io/compat, changed for an older Istio, excepted).
-//     The chain order is checked per deployment: a multi-document file (a
-//     `kubectl kustomize` output) is one; single-document files are grouped by
-//     directory.
-//  4. kustomization.yaml: every resource, component and patch file exists; not
-//     both audit variants.
+//     A deployment is a multi-document file (a `kubectl kustomize` output);
+//     single-document files are grouped by directory.
+//  4. kustomization.yaml: every resource, component and patch file exists; no
+//     section both as an extension and as an EnvoyFilter.
 //
 // Exit status: 0 valid, 1 invalid manifests, 2 tools missing (run `make tools`).
 // Environment: MESHGUARD_NODE_TOOLS (node_modules dir), MESHGUARD_CLI (a built
@@ -82,13 +91,20 @@ const Ajv = (await import(pathToFileURL(join(nodeModules, "ajv/dist/ajv.js")).hr
 const { trafficExtensionSchema, trafficExtensionRules } = await import(pathToFileURL(join(here, "trafficextension-schema.mjs")).href);
 const validateTrafficExtension = new Ajv({ allErrors: true, strict: false }).compile(trafficExtensionSchema);
 
+// The sections, in the order a request meets them (filters/core/src/plugin.rs).
 const FILTERS = ["identity", "masking", "audit"];
+// The combined plugin's pluginName (root id), `filter` label and image.
+const COMBINED = "meshguard";
+const WHAT_FAIL_OPEN_LOSES = { identity: "an authorization bypass", masking: "unmasked data", audit: "unaudited commands" };
 const PHASE_ORDER = { AUTHN: 0, AUTHZ: 1, STATS: 2, UNSPECIFIED: 3 };
 const SECRET_ENV = ["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"];
 // Integrity settings that judge the config (docs/integrity.md): inline values
 // sit in the resource whoever edits the config can edit.
+// (MESHGUARD_PATH_NORMALIZATION: one reading of a path per proxy, which no
+// plugin's editor may choose.)
 const TRUST_ENV = ["MESHGUARD_TRUSTED_KEYS", "MESHGUARD_REVOKED_KEYS", "MESHGUARD_REQUIRE_SIGNATURE", "MESHGUARD_MIN_SERIAL", "MESHGUARD_DRAIN_GRACE_SECONDS",
-  "MESHGUARD_ON_DRIFT", "MESHGUARD_HEALTH_PATHS", "MESHGUARD_SOURCE_OF_TRUTH"];
+  "MESHGUARD_ON_DRIFT", "MESHGUARD_HEALTH_PATHS", "MESHGUARD_SOURCE_OF_TRUTH", "MESHGUARD_INTENDED_VERSION", "MESHGUARD_INTENDED_FINGERPRINT",
+  "MESHGUARD_PATH_NORMALIZATION"];
 const VALIDATION_HASH_KEY = "manifest-validation-only-not-a-real-key";
 const SHA256 = /^[a-f0-9]{64}$/;
 
@@ -224,10 +240,13 @@ async function model(apiVersion, kind) {
 
 // ---- digests -----------------------------------------------------------------
 const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
-const digestCache = new Map();
-function moduleDigest(filter) {
-  const path = join(root, "dist", `meshguard_${filter}.wasm`);
-  if (!existsSync(path)) return { error: `${relative(root, path)} is missing (run \`make wasm\`)` };
+let digestCache = null;
+// The one module every meshguard plugin runs.
+const MODULE = "dist/meshguard.wasm";
+const LAYOUT = `dist/oci/${COMBINED}`;
+function moduleDigest() {
+  const path = join(root, MODULE);
+  if (!existsSync(path)) return { error: `${MODULE} is missing (run \`make wasm\`)` };
   return { digest: sha256(readFileSync(path)) };
 }
 function tarEntries(tar) {
@@ -242,35 +261,33 @@ function tarEntries(tar) {
   }
   return entries;
 }
-// The manifest digest of dist/oci/<filter>, after checking the image is the
+// The manifest digest of dist/oci/meshguard, after checking the image is the
 // compat variant Istio pulls and carries this very module.
-function ociDigest(filter) {
-  if (digestCache.has(filter)) return digestCache.get(filter);
-  const layout = join(root, "dist/oci", filter);
-  const result = (() => {
+function ociDigest() {
+  if (digestCache) return digestCache;
+  const layout = join(root, LAYOUT);
+  digestCache = (() => {
     const blob = (d) => readFileSync(join(layout, "blobs", ...d.split(":")));
-    if (!existsSync(join(layout, "index.json"))) return { error: `no OCI layout ${relative(root, layout)} (run \`make oci\`)` };
+    if (!existsSync(join(layout, "index.json"))) return { error: `no OCI layout ${LAYOUT} (run \`make oci\`)` };
     const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8"));
     const desc = index.manifests?.[0];
-    if (!desc) return { error: `${relative(root, layout)}/index.json lists no manifest` };
+    if (!desc) return { error: `${LAYOUT}/index.json lists no manifest` };
     const manifestBytes = blob(desc.digest);
-    if (`sha256:${sha256(manifestBytes)}` !== desc.digest) return { error: `${relative(root, layout)}: manifest blob does not match its digest` };
+    if (`sha256:${sha256(manifestBytes)}` !== desc.digest) return { error: `${LAYOUT}: manifest blob does not match its digest` };
     const manifest = JSON.parse(manifestBytes.toString("utf8"));
     const layers = manifest.layers ?? [];
     if (layers.length !== 1 || layers[0].mediaType !== "application/vnd.oci.image.layer.v1.tar+gzip")
-      return { error: `${relative(root, layout)}: not a compat Wasm image (one application/vnd.oci.image.layer.v1.tar+gzip layer)` };
+      return { error: `${LAYOUT}: not a compat Wasm image (one application/vnd.oci.image.layer.v1.tar+gzip layer)` };
     const wasm = tarEntries(gunzipSync(blob(layers[0].digest))).get("plugin.wasm");
-    if (!wasm) return { error: `${relative(root, layout)}: the layer has no plugin.wasm` };
-    const module = moduleDigest(filter);
+    if (!wasm) return { error: `${LAYOUT}: the layer has no plugin.wasm` };
+    const module = moduleDigest();
     if (module.error) return module;
-    if (sha256(wasm) !== module.digest)
-      return { error: `${relative(root, layout)}: plugin.wasm is not dist/meshguard_${filter}.wasm (stale image: run \`make oci\`)` };
+    if (sha256(wasm) !== module.digest) return { error: `${LAYOUT}: plugin.wasm is not ${MODULE} (stale image: run \`make oci\`)` };
     return { digest: desc.digest.split(":")[1] };
   })();
-  digestCache.set(filter, result);
-  return result;
+  return digestCache;
 }
-function checkDigest(url, sha, filter, problems) {
+function checkDigest(url, sha, problems) {
   if (sha === undefined || sha === null || sha === "") {
     problems.push("sha256 is missing: a meshguard module must be pinned by digest");
     return;
@@ -280,13 +297,40 @@ function checkDigest(url, sha, filter, problems) {
     return;
   }
   const oci = !/^(file|https?):\/\//.test(url);
-  const expected = oci ? ociDigest(filter) : moduleDigest(filter);
+  const expected = oci ? ociDigest() : moduleDigest();
   if (expected.error) problems.push(expected.error);
   else if (expected.digest !== sha)
     problems.push(oci
-      ? `sha256 ${sha} is not the manifest digest ${expected.digest} of dist/oci/${filter} (for an oci:// url Istio checks the image manifest digest)`
-      : `sha256 ${sha} is not the digest ${expected.digest} of dist/meshguard_${filter}.wasm`);
+      ? `sha256 ${sha} is not the manifest digest ${expected.digest} of ${LAYOUT} (for an oci:// url Istio checks the image manifest digest)`
+      : `sha256 ${sha} is not the digest ${expected.digest} of ${MODULE}`);
 }
+
+// ---- which meshguard plugin ---------------------------------------------------------
+// The module runs the combined config under any root id but a section's
+// (filters/core/src/plugin.rs, Shape::from_root_id): `meshguard-<section>` or
+// `<section>` runs that section alone, anything else (`meshguard`, empty) the
+// combined config.
+function shapeOf(rootId) {
+  const name = (rootId ?? "").replace(/^meshguard-/, "");
+  return FILTERS.includes(name) ? name : COMBINED;
+}
+// Whether a module url names the meshguard image (…/meshguard:TAG,
+// …/meshguard@sha256:…, …/meshguard.wasm).
+const namesMeshguardImage = (url) => typeof url === "string" && /\/meshguard(\.wasm)?([:@][^/]*)?$/i.test(url);
+// The meshguard plugin a WasmPlugin/TrafficExtension (its Wasm fields `view`)
+// or an EnvoyFilter's Wasm config (`rootId`, `url`, `config`) is, or null:
+// { name, filter (what `meshguard validate --filter` takes), sections }.
+function meshguardPlugin(rootId, url, config) {
+  const known = rootId === COMBINED || /^meshguard-(identity|masking|audit)$/.test(rootId ?? "");
+  if (!known && !namesMeshguardImage(url)) return null;
+  const filter = shapeOf(rootId);
+  // A combined config runs the sections it names; one it cannot be read
+  // from (an EnvoyFilter template) is taken to name all three.
+  const sections = filter !== COMBINED ? [filter]
+    : config && typeof config === "object" && !Array.isArray(config) ? FILTERS.filter((f) => f in config) : [...FILTERS];
+  return { name: rootId || "(no pluginName)", filter, sections };
+}
+const described = (p) => (p.filter === COMBINED ? `${p.name} (${p.sections.join(", ") || "no section"})` : p.name);
 
 // ---- meshguard validate --------------------------------------------------------
 function meshguardValidate(filter, configText, env) {
@@ -308,18 +352,21 @@ function bodyCommands(config) {
     .map((c) => c.name);
 }
 function checkPluginConfig(filter, config, env, allowStopIteration, problems) {
+  // `filter`: a section, or meshguard (the combined config).
   if (config === undefined || config === null) {
     problems.push("no plugin configuration");
     return;
   }
   const validationEnv = { ...env };
-  if (filter === "masking" && !validationEnv.MESHGUARD_MASK_HASH_KEY) validationEnv.MESHGUARD_MASK_HASH_KEY = VALIDATION_HASH_KEY;
+  if ((filter === "masking" || filter === COMBINED) && !validationEnv.MESHGUARD_MASK_HASH_KEY) validationEnv.MESHGUARD_MASK_HASH_KEY = VALIDATION_HASH_KEY;
   const error = meshguardValidate(filter, JSON.stringify(config), validationEnv);
   if (error) problems.push(error);
-  if (filter === "audit" && !allowStopIteration) {
-    const body = bodyCommands(config);
+  const audit = filter === "audit" ? config : filter === COMBINED ? config?.audit : undefined;
+  if (audit && !allowStopIteration) {
+    const body = bodyCommands(audit);
+    const variant = filter === COMBINED ? "istio-manifests/body-commands/envoyfilter-meshguard.yaml" : "istio-manifests/audit/envoyfilter-body-commands.yaml";
     if (body.length)
-      problems.push(`audit commands ${JSON.stringify(body)} hash the body, which needs allow_on_headers_stop_iteration: true; a WasmPlugin cannot set it (requests would stall): use istio-manifests/audit/envoyfilter-body-commands.yaml, or header-only parts`);
+      problems.push(`audit commands ${JSON.stringify(body)} hash the body, which needs allow_on_headers_stop_iteration: true; a WasmPlugin cannot set it (requests would stall): use ${variant}, or header-only parts`);
   }
 }
 
@@ -360,14 +407,14 @@ function checkExtension(doc, unit, problems) {
   if (typeof view.url !== "string" || view.url.trim() === "") problems.push("url is required");
   else if (!/^(oci|file|https?):\/\//.test(view.url) && /^[a-z][a-z0-9+.-]*:\/\//.test(view.url)) problems.push(`url scheme of ${view.url} is not oci, file, http or https`);
   if (view.sha256 !== undefined && !SHA256.test(String(view.sha256))) problems.push(`sha256 ${JSON.stringify(view.sha256)} does not match ^[a-f0-9]{64}$`);
-  const filter = /^meshguard-(identity|masking|audit)$/.exec(view.pluginName ?? "")?.[1];
-  if (!filter) return;
-  if (typeof view.url === "string" && view.url) checkDigest(view.url, view.sha256, filter, problems);
+  const plugin = meshguardPlugin(view.pluginName, view.url, view.pluginConfig);
+  if (!plugin) return;
+  if (typeof view.url === "string" && view.url) checkDigest(view.url, view.sha256, problems);
   const annotated = doc.metadata?.annotations?.["meshguard.io/module-sha256"];
-  const module = moduleDigest(filter);
+  const module = moduleDigest();
   if (annotated !== undefined && !module.error && annotated !== module.digest)
-    problems.push(`annotation meshguard.io/module-sha256 ${annotated} is not the digest ${module.digest} of dist/meshguard_${filter}.wasm`);
-  if (view.failStrategy === "FAIL_OPEN") problems.push(`failStrategy FAIL_OPEN skips a crashed meshguard-${filter}: ${{ identity: "an authorization bypass", masking: "unmasked data", audit: "unaudited commands" }[filter]}`);
+    problems.push(`annotation meshguard.io/module-sha256 ${annotated} is not the digest ${module.digest} of ${MODULE}`);
+  if (view.failStrategy === "FAIL_OPEN") problems.push(failOpen(plugin));
   if (view.type !== "HTTP") problems.push("meshguard filters are HTTP filters (type: HTTP)");
   const modes = view.match.map((m) => m.mode ?? "UNDEFINED");
   if (modes.length === 0 || modes.some((m) => m !== "SERVER")) problems.push("meshguard filters act on inbound traffic: match: [{mode: SERVER}]");
@@ -379,8 +426,15 @@ function checkExtension(doc, unit, problems) {
       env[e.name] = e.value ?? "";
     }
   }
-  checkPluginConfig(filter, view.pluginConfig, env, false, problems);
-  extensions.push({ doc, filter, view, unit });
+  checkPluginConfig(plugin.filter, view.pluginConfig, env, false, problems);
+  extensions.push({ doc, plugin, view, unit });
+}
+// What FAIL_OPEN loses: a crashed VM is skipped, with every section it runs.
+function failOpen(plugin) {
+  const lost = plugin.sections.map((s) => (plugin.sections.length > 1 ? `${s}: ` : "") + WHAT_FAIL_OPEN_LOSES[s]).join("; ");
+  return plugin.filter === COMBINED
+    ? `failStrategy FAIL_OPEN skips a crashed meshguard plugin ${plugin.name} and every section it runs (${lost})`
+    : `failStrategy FAIL_OPEN skips a crashed ${plugin.name}: ${lost}`;
 }
 
 // The Wasm filter configs an EnvoyFilter adds, with meshguard root ids.
@@ -390,31 +444,36 @@ function checkEnvoyFilter(doc, unit, problems) {
     const typed = patch.patch?.value?.typed_config;
     if (!typed || typed["@type"] !== "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm") continue;
     const config = typed.config ?? {};
-    const filter = /^meshguard-(identity|masking|audit)$/.exec(config.root_id ?? "")?.[1];
-    if (!filter) continue;
-    const where = `configPatches[${n}]`;
     const remote = config.vm_config?.code?.remote;
     const uri = remote?.http_uri?.uri;
-    if (!uri) problems.push(`${where}: vm_config.code.remote.http_uri.uri is required`);
-    else checkDigest(uri, remote.sha256, filter, problems);
-    if (config.failure_policy === "FAIL_OPEN" || config.fail_open === true) problems.push(`${where}: FAIL_OPEN skips a crashed meshguard-${filter}`);
-    const vars = config.vm_config?.environment_variables ?? {};
-    for (const k of SECRET_ENV) if (vars.key_values && k in vars.key_values) problems.push(`${where}: ${k} is a secret: list it in host_env_keys, never in key_values`);
-    for (const k of TRUST_ENV) if (vars.key_values && k in vars.key_values) problems.push(`${where}: ${k} judges the config: list it in host_env_keys, never in key_values`);
     const text = config.configuration?.value;
     let parsed;
     try {
       parsed = JSON.parse(text);
     } catch (e) {
-      problems.push(`${where}: configuration.value is not JSON: ${e.message}`);
+      parsed = undefined;
+    }
+    const plugin = meshguardPlugin(config.root_id, uri, parsed);
+    if (!plugin) continue;
+    const where = `configPatches[${n}]`;
+    if (!uri) problems.push(`${where}: vm_config.code.remote.http_uri.uri is required`);
+    else checkDigest(uri, remote.sha256, problems);
+    if (config.failure_policy === "FAIL_OPEN" || config.fail_open === true) problems.push(`${where}: ${failOpen(plugin)}`);
+    const vars = config.vm_config?.environment_variables ?? {};
+    for (const k of SECRET_ENV) if (vars.key_values && k in vars.key_values) problems.push(`${where}: ${k} is a secret: list it in host_env_keys, never in key_values`);
+    for (const k of TRUST_ENV) if (vars.key_values && k in vars.key_values) problems.push(`${where}: ${k} judges the config: list it in host_env_keys, never in key_values`);
+    if (parsed === undefined) {
+      problems.push(`${where}: configuration.value is not JSON`);
       continue;
     }
-    checkPluginConfig(filter, parsed, { ...(vars.key_values ?? {}) }, config.allow_on_headers_stop_iteration === true, problems);
-    envoyFilters.push({ unit, namespace: doc.metadata?.namespace ?? "", filter });
+    checkPluginConfig(plugin.filter, parsed, { ...(vars.key_values ?? {}) }, config.allow_on_headers_stop_iteration === true, problems);
+    envoyFilters.push({ unit, namespace: doc.metadata?.namespace ?? "", plugin });
     const inserted = (doc.spec.configPatches ?? []).some((p) => p.applyTo === "HTTP_FILTER" && p.patch?.value?.name === patch.patch.value.name);
     if (!inserted) problems.push(`${where}: no HTTP_FILTER patch references the extension config ${patch.patch.value.name}`);
   }
 }
+const shown = (unit) => relative(process.cwd(), unit) || ".";
+const shared = (a, b) => a.sections.filter((s) => b.sections.includes(s));
 function checkChainOrder() {
   const groups = new Map();
   for (const p of extensions) {
@@ -429,57 +488,67 @@ function checkChainOrder() {
       const [x, y] = [rank(a), rank(b)];
       return x[0] - y[0] || x[1] - y[1];
     });
-    const order = sorted.map((p) => p.filter);
-    const where = `${relative(process.cwd(), plugins[0].unit) || "."}: ${plugins[0].doc.metadata?.namespace ?? "(no namespace)"}/${JSON.stringify(plugins[0].view.targeting ?? "all")}`;
-    const repeated = FILTERS.filter((f) => order.filter((o) => o === f).length > 1);
+    // What the workloads run, section by section, in the order Istio runs the plugins.
+    const order = sorted.flatMap((p) => p.plugin.sections.map((section) => ({ section, by: p })));
+    const where = `${shown(plugins[0].unit)}: ${plugins[0].doc.metadata?.namespace ?? "(no namespace)"}/${JSON.stringify(plugins[0].view.targeting ?? "all")}`;
+    const repeated = FILTERS.filter((f) => order.filter((o) => o.section === f).length > 1);
     if (repeated.length) {
-      problems.push(`${repeated.map((f) => `meshguard-${f}`).join(", ")} selected more than once on ${where}: the workload would run the filter twice (never apply a WasmPlugin and a TrafficExtension of the same filter)`);
+      for (const f of repeated) {
+        const by = order.filter((o) => o.section === f).map((o) => `${o.by.doc.kind} ${o.by.plugin.name}`);
+        problems.push(`the ${f} section is selected more than once on ${where} (${by.join(", ")}): the workload would run it twice (never apply a WasmPlugin and a TrafficExtension of one plugin, nor a combined plugin and a single-section plugin of the same section)`);
+      }
       continue;
     }
-    const wanted = FILTERS.filter((f) => order.includes(f));
-    if (order.join() !== wanted.join()) problems.push(`chain order on ${where} is ${order.join(" -> ")}; meshguard needs ${wanted.join(" -> ")} (refused callers must not reach masking/audit; audit hashes what masking left)`);
+    const sections = order.map((o) => o.section);
+    const wanted = FILTERS.filter((f) => sections.includes(f));
+    if (sections.join() !== wanted.join())
+      problems.push(`chain order on ${where} is ${sections.join(" -> ")} (${sorted.map((p) => described(p.plugin)).join(", ")}); meshguard needs ${wanted.join(" -> ")} (refused callers must not reach masking/audit; audit hashes what masking left)`);
     for (let n = 1; n < sorted.length; n++) {
       const [x, y] = [rank(sorted[n - 1]), rank(sorted[n])];
-      if (x[0] === y[0] && x[1] === y[1]) problems.push(`meshguard-${sorted[n - 1].filter} and meshguard-${sorted[n].filter} share phase and priority: their order is undefined`);
+      if (x[0] === y[0] && x[1] === y[1]) problems.push(`${sorted[n - 1].plugin.name} and ${sorted[n].plugin.name} share phase and priority: their order is undefined`);
     }
   }
-  // Two instances of a filter in one deployment whose selectors overlap:
+  // Two plugins running a section in one deployment whose selectors overlap:
   // matchLabels can only narrow, so a selector whose labels include all of
   // another's picks a subset of its pods (no selector: every pod of the
-  // namespace). Those pods would run the filter twice (stable + canary
+  // namespace). Those pods would run the section twice (stable + canary
   // overlays need disjoint selectors, e.g. track: stable / track: canary).
   const labelsOf = (p) => (p.doc.spec?.targetRefs || p.doc.spec?.targetRef ? null : p.doc.spec?.selector?.matchLabels ?? {});
   for (let i = 0; i < extensions.length; i++)
     for (let j = i + 1; j < extensions.length; j++) {
       const [a, b] = [extensions[i], extensions[j]];
-      if (a.unit !== b.unit || a.filter !== b.filter || (a.doc.metadata?.namespace ?? "") !== (b.doc.metadata?.namespace ?? "")) continue;
+      const both = shared(a.plugin, b.plugin);
+      if (a.unit !== b.unit || !both.length || (a.doc.metadata?.namespace ?? "") !== (b.doc.metadata?.namespace ?? "")) continue;
       const [la, lb] = [labelsOf(a), labelsOf(b)];
       if (!la || !lb || JSON.stringify(a.view.targeting) === JSON.stringify(b.view.targeting)) continue;
       const within = (x, y) => Object.entries(x).every(([k, v]) => y[k] === v);
       if (within(la, lb) || within(lb, la))
-        problems.push(`${relative(process.cwd(), a.unit) || "."}: ${a.doc.metadata?.name} (${JSON.stringify(la)}) and ${b.doc.metadata?.name} (${JSON.stringify(lb)}) select overlapping pods: meshguard-${a.filter} would run twice on them (use disjoint selectors)`);
+        problems.push(`${shown(a.unit)}: ${a.doc.metadata?.name} (${JSON.stringify(la)}) and ${b.doc.metadata?.name} (${JSON.stringify(lb)}) select overlapping pods: the ${both.join(", ")} section${both.length > 1 ? "s" : ""} would run twice on them (use disjoint selectors)`);
     }
-  // The same filter as an extension and as an EnvoyFilter in one deployment.
+  // A section as an extension and as an EnvoyFilter in one deployment.
   for (const e of envoyFilters)
-    if (extensions.some((p) => p.unit === e.unit && p.filter === e.filter && (p.doc.metadata?.namespace ?? "") === e.namespace))
-      problems.push(`${relative(process.cwd(), e.unit) || "."}: meshguard-${e.filter} both as an extension and as an EnvoyFilter: the workloads would run two ${e.filter} filters`);
+    for (const p of extensions.filter((p) => p.unit === e.unit && (p.doc.metadata?.namespace ?? "") === e.namespace)) {
+      const both = shared(e.plugin, p.plugin);
+      if (both.length)
+        problems.push(`${shown(e.unit)}: the ${both.join(", ")} section${both.length > 1 ? "s" : ""} both as an extension (${p.plugin.name}) and as an EnvoyFilter (${e.plugin.name}): the workloads would run ${both.length > 1 ? "them" : "it"} twice`);
+    }
   report("(all meshguard extensions)", "filter chain order", problems);
 }
 // One definition, both APIs: what Istio runs must not depend on the API used.
 const PARITY_FIELDS = ["phase", "priority", "failStrategy", "type", "match", "pluginName", "env"];
 function checkApiParity() {
   const problems = [];
-  for (const filter of FILTERS) {
-    const of = (kind) => extensions.filter((p) => p.filter === filter && p.doc.kind === kind && !p.doc.metadata?.annotations?.["meshguard.io/compat"]);
+  for (const name of new Set(extensions.map((p) => p.plugin.name))) {
+    const of = (kind) => extensions.filter((p) => p.plugin.name === name && p.doc.kind === kind && !p.doc.metadata?.annotations?.["meshguard.io/compat"]);
     const [plugins, traffic] = [of("WasmPlugin"), of("TrafficExtension")];
     if (!plugins.length || !traffic.length) continue;
     for (const field of PARITY_FIELDS) {
       const values = new Map();
       for (const p of [...plugins, ...traffic]) {
         const v = JSON.stringify(p.view[field]);
-        if (!values.has(v)) values.set(v, `${p.doc.kind} in ${relative(process.cwd(), p.unit) || "."}`);
+        if (!values.has(v)) values.set(v, `${p.doc.kind} in ${shown(p.unit)}`);
       }
-      if (values.size > 1) problems.push(`meshguard-${filter}: ${field} differs between the APIs: ${[...values].map(([v, where]) => `${v} (${where})`).join(" vs ")}`);
+      if (values.size > 1) problems.push(`${name}: ${field} differs between the APIs: ${[...values].map(([v, where]) => `${v} (${where})`).join(" vs ")}`);
     }
   }
   report("(WasmPlugin vs TrafficExtension)", "API parity", problems);
@@ -498,9 +567,21 @@ function checkKustomization(file, doc, shown) {
   for (const patch of doc.patches ?? []) if (patch?.path && !existsSync(join(dir, patch.path))) problems.push(`patch ${patch.path} does not exist`);
   for (const gen of doc.configMapGenerator ?? [])
     for (const f of [...(gen.files ?? []), ...(gen.envs ?? [])]) if (!existsSync(join(dir, f.includes("=") ? f.split("=")[1] : f))) problems.push(`configMapGenerator ${gen.name}: file ${f} does not exist`);
-  const auditWasm = listed.some((d) => (d?.kind === "WasmPlugin" && d.spec?.pluginName === "meshguard-audit") || (d?.kind === "TrafficExtension" && d.spec?.wasm?.pluginName === "meshguard-audit"));
-  const auditFilter = listed.some((d) => d?.kind === "EnvoyFilter" && JSON.stringify(d.spec ?? {}).includes('"root_id":"meshguard-audit"'));
-  if (auditWasm && auditFilter) problems.push("lists both the audit WasmPlugin/TrafficExtension and the audit EnvoyFilter: the workload would run two audit filters");
+  // A section both as an extension and as an EnvoyFilter (a template's config
+  // is a placeholder: a combined EnvoyFilter is taken to run every section).
+  const wasmOf = (d) => (d?.kind === "TrafficExtension" ? d.spec?.wasm : d?.kind === "WasmPlugin" ? d.spec : null);
+  const asExtensions = listed.map((d) => wasmOf(d) && meshguardPlugin(wasmOf(d).pluginName, wasmOf(d).url, wasmOf(d).pluginConfig)).filter(Boolean);
+  const asFilters = listed
+    .filter((d) => d?.kind === "EnvoyFilter")
+    .flatMap((d) => (d.spec?.configPatches ?? []).map((p) => p.patch?.value?.typed_config?.config))
+    .filter((c) => c?.root_id !== undefined)
+    .map((c) => meshguardPlugin(c.root_id, c.vm_config?.code?.remote?.http_uri?.uri, undefined))
+    .filter(Boolean);
+  for (const e of asFilters)
+    for (const p of asExtensions) {
+      const both = shared(e, p);
+      if (both.length) problems.push(`lists ${p.name} as an extension and ${e.name} as an EnvoyFilter: the workload would run the ${both.join(", ")} section${both.length > 1 ? "s" : ""} twice`);
+    }
   report(shown, "Kustomization", problems);
 }
 

@@ -1,7 +1,9 @@
 //! The Istio manifest tooling, driven from tests: the render script
 //! (`scripts/render-manifests.sh`), the offline validator
 //! (`scripts/validate-manifests.mjs`, node with the pinned packages `make tools`
-//! installs into `.tools/node`) and YAML read as JSON through the same packages.
+//! installs into `.tools/node`), the admission policy run with a real CEL
+//! implementation (`scripts/admission-check.mjs`) and YAML read as JSON
+//! through the same packages.
 //! A missing tool is an error that says to run `make tools`, never a skip.
 
 use std::path::{Path, PathBuf};
@@ -55,7 +57,12 @@ pub fn node() -> anyhow::Result<PathBuf> {
         Some(dir) => PathBuf::from(dir),
         None => repo_root().join(".tools/node/node_modules"),
     };
-    for package in ["@kubernetes-models/istio", "yaml"] {
+    for package in [
+        "@kubernetes-models/istio",
+        "yaml",
+        "ajv",
+        "@marcbachmann/cel-js",
+    ] {
         if !modules.join(package).join("package.json").is_file() {
             bail!(
                 "the node package {package} is missing from {} (run `make tools`)",
@@ -86,6 +93,15 @@ pub fn validate(paths: &[&Path], env: &[(&str, &str)]) -> anyhow::Result<Outcome
     run(&mut command)
 }
 
+/// Runs `scripts/admission-check.mjs` (the shipped ValidatingAdmissionPolicy,
+/// evaluated as the API server would on CREATE) on `paths`.
+pub fn admission_check(paths: &[&Path]) -> anyhow::Result<Outcome> {
+    let mut command = Command::new(node()?);
+    command.arg(repo_root().join("scripts/admission-check.mjs"));
+    command.args(paths);
+    run(&mut command)
+}
+
 /// The YAML documents of `path`, as a JSON array.
 pub fn yaml_to_json(path: &Path) -> anyhow::Result<Vec<Value>> {
     let outcome = run(Command::new(node()?)
@@ -105,9 +121,9 @@ pub fn rendered_dir() -> PathBuf {
     repo_root().join("dist/istio")
 }
 
-/// The overlays `make manifests` renders (`dist/istio/rendered/<mode>-<api>.yaml`),
-/// as (mode, api): every attachment for both extension APIs, plus the
-/// WasmPlugin overlay for Istio 1.24-1.26.
+/// The overlays of the combined plugin `make manifests` renders
+/// (`dist/istio/rendered/<mode>-<api>.yaml`), as (mode, api): every attachment
+/// for both extension APIs, plus the WasmPlugin overlay for Istio 1.24-1.26.
 pub const OVERLAYS: [(&str, &str); 7] = [
     ("sidecar", "wasmplugin"),
     ("sidecar", "trafficextension"),
@@ -116,6 +132,20 @@ pub const OVERLAYS: [(&str, &str); 7] = [
     ("waypoint", "trafficextension"),
     ("service", "wasmplugin"),
     ("service", "trafficextension"),
+];
+
+/// The overlays of the single-section plugins (meshguard-identity, -masking,
+/// -audit), both APIs.
+pub const SECTION_OVERLAYS: [(&str, &str); 2] = [
+    ("sidecar", "wasmplugin-sections"),
+    ("sidecar", "trafficextension-sections"),
+];
+
+/// The overlays whose audit commands hash the body: the combined plugin as an
+/// EnvoyFilter, and the single-section plugins with the audit EnvoyFilter.
+pub const BODY_COMMAND_OVERLAYS: [(&str, &str); 2] = [
+    ("sidecar", "body-commands"),
+    ("sidecar", "wasmplugin-sections-body-commands"),
 ];
 
 /// `kubectl kustomize DIR`.

@@ -206,6 +206,15 @@ impl Filter {
         }
     }
 
+    /// The combined plugin: root id `meshguard`, `config` holding the
+    /// sections (docs/deploy.md).
+    pub fn combined(config: impl Into<String>) -> Self {
+        Self {
+            root_id: "meshguard".into(),
+            ..Self::named("combined", config)
+        }
+    }
+
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
         self.failure_policy = policy;
         self
@@ -357,6 +366,21 @@ impl Deployment {
         match self {
             Self::Combined => "meshguard".into(),
             Self::Separate => section.into(),
+        }
+    }
+
+    /// The `filter` label `filter` is deployed under: `meshguard` when
+    /// [`Deployment::apply`] merges it, else its own section (a plugin with
+    /// trust settings of its own stays as it is).
+    pub fn label_of(self, filter: &Filter) -> String {
+        let deployed = self.apply(std::slice::from_ref(filter));
+        match deployed.first() {
+            Some(f) if f.root_id == "meshguard" => "meshguard".into(),
+            _ => filter
+                .root_id
+                .strip_prefix("meshguard-")
+                .unwrap_or(&filter.root_id)
+                .to_owned(),
         }
     }
 }

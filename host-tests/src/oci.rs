@@ -191,7 +191,7 @@ pub fn read_wasm_image(layout: &Path) -> anyhow::Result<WasmImage> {
     })
 }
 
-/// `dist/oci/<filter>`.
-pub fn layout_dir(filter: &str) -> PathBuf {
-    crate::repo_root().join("dist/oci").join(filter)
+/// `dist/oci/<image>` (`make oci` builds one: `meshguard`).
+pub fn layout_dir(image: &str) -> PathBuf {
+    crate::repo_root().join("dist/oci").join(image)
 }

@@ -75,14 +75,35 @@ pub fn intended(filter: &str, config: &str) -> IntendedDocument {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_str(config).unwrap_or_default();
+    // As `meshguard publish` writes it: the version, and for the combined
+    // plugin each section's fingerprint.
+    let sections = (filter == "meshguard").then(|| {
+        let loaded = meshguard_core::integrity::load(
+            config.as_bytes(),
+            &meshguard_core::integrity::IntegrityEnv::default(),
+        )
+        .expect("a loadable config");
+        meshguard_core::plugin::section_fingerprints(
+            &loaded.filter_config,
+            meshguard_core::plugin::Shape::Combined,
+        )
+        .expect("a combined config")
+        .into_iter()
+        .map(|(section, fp)| (section.as_str().to_owned(), fp))
+        .collect()
+    });
     IntendedDocument {
         filter: filter.into(),
         workload: WORKLOAD.into(),
         fingerprint: fingerprint(config.as_bytes()).expect("a JSON object"),
-        config_version: None,
+        config_version: value
+            .get("config_version")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
         expires: now.as_secs() + 3600,
         issued: u64::try_from(now.as_millis()).expect("ms fit"),
-        sections: None,
+        sections,
     }
 }
 

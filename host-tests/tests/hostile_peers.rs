@@ -122,13 +122,14 @@ async fn no_vm_crashed(mesh: &Mesh, what: &str) {
 
 #[tokio::test]
 async fn a_source_of_truth_that_misbehaves_is_counted_and_never_touches_traffic() {
-    let filter = Deployment::current().filter_label("identity");
+    let source = r#"{"cluster": "meshguard-intended", "path": "/v1/intended/{filter}", "poll_interval_ms": 1000, "timeout_ms": 800}"#;
+    let plugin = Filter::identity(ALLOW).env("MESHGUARD_SOURCE_OF_TRUTH", source);
+    let filter = Deployment::current().label_of(&plugin);
     for how in Misbehaviour::ALL {
         let what = format!("source of truth: {how:?}");
         let peer = HostilePeer::start(how).await.unwrap();
-        let source = r#"{"cluster": "meshguard-intended", "path": "/v1/intended/{filter}", "poll_interval_ms": 1000, "timeout_ms": 800}"#;
         let mesh = Mesh::builder()
-            .filter(Filter::identity(ALLOW).env("MESHGUARD_SOURCE_OF_TRUTH", source))
+            .filter(plugin.clone())
             .server_cluster("meshguard-intended", peer.addr())
             .start()
             .await

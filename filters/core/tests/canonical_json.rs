@@ -20,12 +20,12 @@ use serde_json::{json, Number, Value};
 
 /// Fingerprints computed by the canonical form this project used before
 /// RFC 8785 (sorted UTF-8 keys, serde_json's numbers): every config a filter
-/// accepts kept its fingerprint (docs/identity.md and docs/masking.md quote
-/// two of them).
+/// accepts kept its fingerprint (docs/masking.md quotes one; the combined
+/// examples' were computed by the previous `meshguard fingerprint`).
 const PINNED: [(&str, &str); 10] = [
     (
-        "examples/identity/demo.json",
-        "364aea5d285bb7eae0a8a6bd6e34687f99cb23a499078c994b0daa07ac1911b5",
+        "examples/demo/meshguard.json",
+        "1827df8a22e3bad2ce700438f604b8e4ebbd7ee908b753e68179e665341acb41",
     ),
     (
         "examples/identity/strict.json",
@@ -56,12 +56,12 @@ const PINNED: [(&str, &str); 10] = [
         "c26cb649516de59f96687ff275c15c945d039c48495c5c4bcfdedc03be0341fe",
     ),
     (
-        "examples/demo/masking.json",
-        "1ce31239adeab0a7c2a3ca77e87f1f4d6ed086721ee7dfa36087565d174e0556",
+        "examples/meshguard/body-commands.json",
+        "fd5fc118ebdf3fa7a5c08d5985a5f7b7012ddb6f849fc390d9fdee5143e949d8",
     ),
     (
-        "examples/demo/audit.json",
-        "985d7c5e29e0e86e66bee5e5be2035b81e5a1b61d0dbfb3551c90ba0399cc7e7",
+        "examples/meshguard/combined.json",
+        "fcc2f93a9cc754d66f11f4aab3af59457754e5004713b5fed83c285bf53eba63",
     ),
 ];
 

@@ -426,6 +426,11 @@ impl<H: PluginHost> Store<'_, H> {
     }
 }
 
+/// Seconds since a document was issued; both are Unix milliseconds.
+fn document_age_seconds(now_ms: u64, issued_ms: u64) -> u64 {
+    now_ms.saturating_sub(issued_ms) / 1000
+}
+
 fn flag(value: Option<&[u8]>) -> Option<bool> {
     match value {
         Some(b"1") => Some(true),
@@ -471,6 +476,9 @@ pub struct Guard {
     last_poll_ms: Option<u64>,
     /// `issued` of the newest intended document this VM believed.
     believed_issued: Option<u64>,
+    /// The sections the last believed document said differ (logged when
+    /// this changes, not on every poll).
+    differing_sections: Vec<Section>,
 }
 
 impl Guard {
@@ -563,6 +571,7 @@ impl Guard {
             pending_call: None,
             last_poll_ms: None,
             believed_issued,
+            differing_sections: Vec::new(),
         };
         host.set(guard.metrics.info, 1);
         host.set(guard.metrics.check_age, 0);
@@ -669,10 +678,7 @@ impl Guard {
         let now = host.now_ms();
         host.set(self.metrics.check_age, self.monitor.check_age_seconds(now));
         if let Some(issued) = self.believed_issued {
-            host.set(
-                self.metrics.document_age,
-                (now / 1000).saturating_sub(issued),
-            );
+            host.set(self.metrics.document_age, document_age_seconds(now, issued));
         }
         let Some(source) = &self.settings.source_of_truth else {
             return;
@@ -781,7 +787,7 @@ impl Guard {
                 host.set(self.metrics.check_age, self.monitor.check_age_seconds(now));
                 host.set(
                     self.metrics.document_age,
-                    (now / 1000).saturating_sub(answer.issued),
+                    document_age_seconds(now, answer.issued),
                 );
                 self.apply(host, transition);
             }
@@ -810,7 +816,7 @@ impl Guard {
     /// Which sections differ from the ones a believed document names (a
     /// combined plugin; informational, the whole fingerprint decides drift).
     fn judge_sections<H: PluginHost>(
-        &self,
+        &mut self,
         host: &H,
         intended: Option<&std::collections::BTreeMap<String, String>>,
     ) {
@@ -823,15 +829,21 @@ impl Guard {
             });
             host.set(*gauge, u64::from(differs));
             if differs {
-                differing.push(section.as_str());
+                differing.push(*section);
             }
         }
-        if !differing.is_empty() {
+        if differing != self.differing_sections {
+            let names: Vec<&str> = differing.iter().map(|s| s.as_str()).collect();
             log::info!(
                 "meshguard {}: sections differing from the intended config: {}",
                 self.instance.filter,
-                differing.join(",")
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(",")
+                }
             );
+            self.differing_sections = differing;
         }
     }
 

@@ -1,5 +1,5 @@
-//! `make demo`: two real Envoy sidecars running all meshguard filters
-//! (identity → masking → audit), an audit collector and the reference source
+//! `make demo`: two real Envoy sidecars, the server one running the meshguard
+//! plugin (identity → masking → audit in one module), an audit collector and the reference source
 //! of truth. Shows allowed and denied calls, a masked response, an audited
 //! call verified with `meshguard audit verify`, and a config drift detected and
 //! cleared, with the metrics the server sidecar exports.
@@ -27,16 +27,17 @@ const LOG_DIR: &str = "target/demo";
 /// The Envoy cluster names the example configs use.
 const SOURCE_CLUSTER: &str = "meshguard-intended";
 const COLLECTOR_CLUSTER: &str = "audit-collector";
-/// The filter whose config the source of truth names (its drift is shown).
-const DRIFT_FILTER: &str = "identity";
+/// The plugin whose config the source of truth names (its drift is shown).
+const DRIFT_FILTER: &str = "meshguard";
+/// The example config the demo runs, and where it writes the signed copy.
+const CONFIG_FILE: &str = "examples/demo/meshguard.json";
+const SIGNED_FILE: &str = "meshguard.signed.json";
 
-/// The example configs the demo runs.
+/// The example config the demo runs.
 struct Configs {
     /// Signed by the release key for `default/backend`, serial 1.
-    identity: String,
-    identity_unsigned: String,
-    masking: String,
-    audit: String,
+    signed: String,
+    unsigned: String,
 }
 
 /// How the demo deploys meshguard on the server sidecar: the one place that
@@ -44,27 +45,25 @@ struct Configs {
 /// the demo to another plugin layout changes this function and
 /// [`DEPLOYMENT`]).
 fn server_filters(configs: &Configs) -> Vec<Filter> {
-    vec![
-        // Configured as Istio configures a WasmPlugin / TrafficExtension; the
-        // release key it trusts is proxy-level env (valueFrom: HOST).
-        Filter::identity(configs.identity.clone()).env(
+    // One plugin, one VM per thread: the combined config. Its audit command
+    // hashes the request body, so it is deployed as docs/deploy.md says for
+    // body commands: the EnvoyFilter variant (istio-manifests/body-commands/,
+    // allow_on_headers_stop_iteration). The release key it trusts and the
+    // audit key are proxy-level env (valueFrom: HOST).
+    vec![Filter::combined(configs.signed.clone())
+        .env(
             "MESHGUARD_TRUSTED_KEYS",
             &trusted_key_entry(KEY_ID, &release_key()),
-        ),
-        Filter::named("masking", configs.masking.clone()),
-        // Its command hashes the request body: deployed as docs/deploy.md
-        // says for body commands, the EnvoyFilter variant
-        // (istio-manifests/audit/, allow_on_headers_stop_iteration).
-        Filter::audit(configs.audit.clone()).envoyfilter_variant(),
-    ]
+        )
+        .env("MESHGUARD_AUDIT_KEY", AUDIT_KEY)
+        .envoyfilter_variant()]
 }
 
 /// What [`server_filters`] deploys, as the demo's header says it.
-const DEPLOYMENT: [&str; 4] = [
-    "  identity, masking: configured as an Istio WasmPlugin / TrafficExtension configures them",
-    "  audit: the EnvoyFilter variant (istio-manifests/audit/), as docs/deploy.md deploys",
-    "         commands that hash the request body",
-    "  configs: examples/identity/demo.json (signed), examples/demo/masking.json, examples/demo/audit.json",
+const DEPLOYMENT: [&str; 3] = [
+    "  one meshguard plugin (dist/meshguard.wasm), the sections identity -> masking -> audit",
+    "  deployed as the EnvoyFilter of istio-manifests/body-commands/, as docs/deploy.md deploys a",
+    "  config whose audit commands hash the request body; config: examples/demo/meshguard.json, signed",
 ];
 
 const IDENTITY: &str = "1. Identity and mTLS policy";
@@ -160,21 +159,21 @@ impl Demo {
         std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
         let read =
             |path: &str| std::fs::read_to_string(root.join(path)).with_context(|| path.to_string());
-        let identity_unsigned = read("examples/identity/demo.json")?;
+        let unsigned = read(CONFIG_FILE)?;
         let configs = Configs {
-            identity: signed(DRIFT_FILTER, 1, &identity_unsigned),
-            identity_unsigned,
-            masking: read("examples/demo/masking.json")?,
-            audit: read("examples/demo/audit.json")?,
+            signed: signed(DRIFT_FILTER, 1, &unsigned),
+            unsigned,
         };
+        // What the sidecar runs, for `meshguard audit verify-header --config`.
+        std::fs::write(logs.join(SIGNED_FILE), &configs.signed)?;
         // The source of truth serves a signed document naming the running
-        // identity config as the one intended for default/backend.
+        // config as the one intended for default/backend.
         let truth = SourceOfTruth::start_logging_to(&logs.join("source-of-truth.log"))?;
-        truth.publish_config(DRIFT_FILTER, &configs.identity)?;
+        truth.publish_config(DRIFT_FILTER, &configs.signed)?;
         let collector = Collector::start_storing_to(&logs.join("collector.ndjson")).await?;
 
         println!("meshguard demo");
-        println!("  client sidecar --mTLS (SPIFFE certs)--> server sidecar [identity -> masking -> audit] --> upstream");
+        println!("  client sidecar --mTLS (SPIFFE certs)--> server sidecar [meshguard: identity -> masking -> audit] --> upstream");
         for line in DEPLOYMENT {
             println!("{line}");
         }
@@ -215,7 +214,7 @@ impl Demo {
                 })
                 .unwrap_or_default()
         };
-        // (caller, method, path, the deny reason examples/identity/demo.json gives, if any)
+        // (caller, method, path, the deny reason examples/demo/meshguard.json gives, if any)
         let calls = [
             ("frontend", "GET", "/api/orders", None),
             ("frontend", "POST", "/api/orders/42", None),
@@ -318,7 +317,7 @@ impl Demo {
     async fn audit(&self) -> anyhow::Result<()> {
         let query = r#"{"sql": "SELECT * FROM orders WHERE id = 42"}"#;
         println!("POST /api/query as frontend, body {query}");
-        println!("the audit command \"sql\" hashes the method, the path and the body's /sql (examples/demo/audit.json)\n");
+        println!("the audit command \"sql\" hashes the method, the path and the body's /sql (examples/demo/meshguard.json)\n");
         self.mesh.upstream().take();
         let resp = self
             .send(
@@ -358,7 +357,7 @@ impl Demo {
         std::fs::write(&body_file, &received.body)?;
         println!(
             "\n$ meshguard audit verify-header \"$X_MESHGUARD_AUDIT\" --key demo=<key> \\\n    \
-             --config examples/demo/audit.json --method POST --path /api/query --body-file {LOG_DIR}/query-body.json"
+             --config {LOG_DIR}/{SIGNED_FILE} --method POST --path /api/query --body-file {LOG_DIR}/query-body.json"
         );
         run_meshguard(
             &[
@@ -368,7 +367,7 @@ impl Demo {
                 "--key",
                 &format!("demo={AUDIT_KEY}"),
                 "--config",
-                "examples/demo/audit.json",
+                &self.logs.join(SIGNED_FILE).display().to_string(),
                 "--method",
                 "POST",
                 "--path",
@@ -473,16 +472,35 @@ impl Demo {
                 2,
                 &self
                     .configs
-                    .identity_unsigned
-                    .replace("\"demo-1\"", "\"demo-2\""),
+                    .unsigned
+                    .replace("\"demo-1\"", "\"demo-2\"")
+                    .replace("\"keep_last\": 4", "\"keep_last\": 2"),
             ),
         )?;
         println!(
-            "publishing the demo-2 config as the intended one (the sidecar still runs demo-1)..."
+            "publishing the demo-2 config as the intended one (the sidecar still runs demo-1; demo-2 keeps a card's last 2 digits)..."
         );
         self.show_drift(&drift, 1, "config drift detected").await?;
+        let differing = "sections differing from the intended config: masking";
+        server
+            .wait_for_log(differing)
+            .await
+            .context("the masking section was never named as the one that differs")?;
+        for (section, value) in [("identity", 0), ("masking", 1), ("audit", 0)] {
+            let gauge = format!(
+                r#"meshguard_config_section_drift{{filter="{DRIFT_FILTER}",section="{section}"}}"#
+            );
+            server
+                .wait_for_metric(&gauge, Duration::from_secs(5), |v| v == Some(value))
+                .await
+                .with_context(|| format!("{gauge} should be {value}"))?;
+        }
+        println!(
+            "  section drift: masking = 1, identity = 0, audit = 0    log: {}",
+            self.last_line(differing)
+        );
         self.truth
-            .publish_config(DRIFT_FILTER, &self.configs.identity)?;
+            .publish_config(DRIFT_FILTER, &self.configs.signed)?;
         println!("publishing the demo-1 config as the intended one again...");
         self.show_drift(&drift, 0, "config drift cleared").await
     }
@@ -556,17 +574,9 @@ impl Demo {
                 "{name}{{rule=\"{rule}\",direction=\"response\"}} is {counted}, section 2 masked {masked} values"
             );
         }
-        let at_least_one: [(&str, &[(&str, &str)]); 4] = [
+        let at_least_one: [(&str, &[(&str, &str)]); 2] = [
             ("meshguard_audit_records_total", &[("result", "emitted")]),
             ("meshguard_audit_records_total", &[("result", "delivered")]),
-            (
-                "meshguard_config_loads_total",
-                &[("filter", "masking"), ("result", "accepted")],
-            ),
-            (
-                "meshguard_config_loads_total",
-                &[("filter", "audit"), ("result", "accepted")],
-            ),
         ];
         for (name, labels) in at_least_one {
             ensure!(
@@ -591,8 +601,24 @@ impl Demo {
         }
         for (name, labels) in [
             ("meshguard_config_drift", &[("filter", DRIFT_FILTER)][..]),
+            (
+                "meshguard_config_section_drift",
+                &[("filter", DRIFT_FILTER), ("section", "identity")],
+            ),
+            (
+                "meshguard_config_section_drift",
+                &[("filter", DRIFT_FILTER), ("section", "masking")],
+            ),
+            (
+                "meshguard_config_section_drift",
+                &[("filter", DRIFT_FILTER), ("section", "audit")],
+            ),
             ("meshguard_audit_records_total", &[("result", "dropped")]),
         ] {
+            let exported = samples
+                .iter()
+                .any(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(*v)));
+            ensure!(exported, "{name}{labels:?} is missing in /stats/prometheus");
             ensure!(
                 sum(name, labels) == 0,
                 "{name}{labels:?} should be 0 in /stats/prometheus"
