@@ -47,12 +47,29 @@ fi
   exit 1
 }
 
-# Pinned node packages for the manifest validator (scripts/node/package-lock.json),
+# Stock verifiers nobody here wrote, for the audit tests (host-tests/verifiers):
+# RFC 9421 signatures (http-message-signatures) and OTLP JSON parsed by the
+# official protobuf definitions (opentelemetry-proto). Pinned.
+py_tools=('http-message-signatures==3.0.0' 'opentelemetry-proto==1.45.2' 'protobuf==7.36.2')
+if ! "$venv/bin/python" - "${py_tools[@]}" <<'PY' 2>/dev/null; then
+import sys
+from importlib.metadata import version
+for pin in sys.argv[1:]:
+    name, want = pin.split("==")
+    assert version(name) == want, pin
+PY
+  echo "install-tools: pip install ${py_tools[*]} into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${py_tools[@]}"
+fi
+
+# Pinned node packages for the manifest validator and the audit tests' stock
+# RFC 9421 verifier (scripts/node/package-lock.json),
 # installed with `npm ci` into .tools/node; redone only when the lock changes.
 node_tools="$root/.tools/node"
 if ! cmp -s "$root/scripts/node/package-lock.json" "$node_tools/package-lock.json" ||
-  [ ! -f "$node_tools/node_modules/@kubernetes-models/istio/package.json" ]; then
-  echo "install-tools: npm ci (@kubernetes-models/istio, ajv, yaml, @marcbachmann/cel-js) into $node_tools"
+  [ ! -f "$node_tools/node_modules/@kubernetes-models/istio/package.json" ] ||
+  [ ! -f "$node_tools/node_modules/http-message-signatures/package.json" ]; then
+  echo "install-tools: npm ci (@kubernetes-models/istio, ajv, yaml, @marcbachmann/cel-js, http-message-signatures) into $node_tools"
   rm -rf "$node_tools"
   mkdir -p "$node_tools"
   cp "$root/scripts/node/package.json" "$root/scripts/node/package-lock.json" "$node_tools/"

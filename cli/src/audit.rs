@@ -2,7 +2,6 @@
 //! with the audit filter's own engine (`meshguard_core::audit`).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
@@ -11,8 +10,8 @@ use clap::Subcommand;
 use meshguard_core::audit::config::{DEFAULT_KEY_ENV, DEFAULT_KEY_ID};
 use meshguard_core::audit::policy::is_valid_key_id;
 use meshguard_core::audit::{
-    decode_key, verify_header_with_keys, verify_records_in, AuditStamp, ChainReport, Order,
-    VerifyReport, RECORD_PREFIX,
+    decode_key, parse_public_key, verify_header_with_keys, verify_records_in, AuditStamp,
+    ChainReport, Keyring, Order, VerifyReport, RECORD_PREFIX,
 };
 use meshguard_core::canonical::hex;
 use meshguard_core::integrity::IntegrityEnv;
@@ -42,26 +41,34 @@ pub struct Args {
 enum AuditCommand {
     Verify(VerifyArgs),
     VerifyHeader(HeaderArgs),
+    VerifyRequest(RequestArgs),
 }
 
 pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     match &args.command {
         AuditCommand::Verify(args) => verify(args, output.is_json()),
         AuditCommand::VerifyHeader(args) => verify_header(args, output.is_json()),
+        AuditCommand::VerifyRequest(args) => verify_request(args, output.is_json()),
     }
 }
 
-/// The HMAC keys to verify with, by key id (several across a rotation).
+/// The keys to verify with, by key id (several across a rotation): HMAC
+/// secrets and Ed25519 public keys.
 #[derive(Debug, clap::Args)]
 struct KeyArgs {
-    /// A key: its key id (the `kid` of headers and records), `=`, and the key in
-    /// base64, as in the filter's environment variable. Repeat it for the keys of
-    /// a rotation. A key on the command line is visible to other local users
-    /// (`ps`); prefer --key-env.
+    /// An HMAC key: its key id (the `kid` of headers and records), `=`, and the
+    /// key in base64, as in the filter's environment variable. Repeat it for the
+    /// keys of a rotation. A key on the command line is visible to other local
+    /// users (`ps`); prefer --key-env.
     #[arg(long = "key", value_name = "KID=BASE64")]
     keys: Vec<String>,
-    /// Also read a key from this environment variable (base64, as the filter
-    /// reads it) [default: MESHGUARD_AUDIT_KEY, used when set]. Named
+    /// An Ed25519 public key: its key id, `=`, and a file holding it (the
+    /// `KID.pub.pem` of `meshguard keygen --for audit`, any SPKI PEM, or the
+    /// key in base64). Repeat it for the keys of a rotation.
+    #[arg(long = "public-key", value_name = "KID=FILE")]
+    public_keys: Vec<String>,
+    /// Also read an HMAC key from this environment variable (base64, as the
+    /// filter reads it) [default: MESHGUARD_AUDIT_KEY, used when set]. Named
     /// explicitly, the variable must be set.
     #[arg(long, value_name = "VAR")]
     key_env: Option<String>,
@@ -73,43 +80,42 @@ struct KeyArgs {
 impl KeyArgs {
     /// Decodes every key; any problem is an error (exit 1). The key itself is
     /// never printed.
-    fn load(&self) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
-        let mut keys: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        let mut add = |kid: &str, key: Vec<u8>, source: &str| -> anyhow::Result<()> {
+    fn load(&self) -> anyhow::Result<Keyring> {
+        let mut keys = Keyring::new();
+        let check_kid = |kid: &str, source: &str| -> anyhow::Result<()> {
             if !is_valid_key_id(kid) {
                 bail!("{source}: {kid:?} is not a key id (letters, digits, `.`, `_`, `-`; 1 to 64 bytes)");
             }
-            match keys.get(kid) {
-                Some(existing) if *existing != key => {
-                    bail!("{source}: key id {kid:?} is given twice, with different keys")
-                }
-                _ => {
-                    keys.insert(kid.to_owned(), key);
-                    Ok(())
-                }
-            }
+            Ok(())
         };
         for entry in &self.keys {
             let Some((kid, text)) = entry.split_once('=') else {
                 bail!("--key expects KID=BASE64 (for example --key 2024-06=$(cat audit.key)), not a bare key");
             };
             let source = format!("--key {kid}");
-            if !is_valid_key_id(kid) {
-                bail!("{source}: {kid:?} is not a key id (letters, digits, `.`, `_`, `-`; 1 to 64 bytes)");
-            }
+            check_kid(kid, &source)?;
             let key = decode_key(text).with_context(|| source.clone())?;
-            add(kid, key, &source)?;
+            keys.add_secret(kid, key).with_context(|| source.clone())?;
+        }
+        for entry in &self.public_keys {
+            let Some((kid, path)) = entry.split_once('=') else {
+                bail!("--public-key expects KID=FILE (for example --public-key 2024-06=keys/2024-06.pub.pem)");
+            };
+            let source = format!("--public-key {kid}");
+            check_kid(kid, &source)?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{source}: cannot read {path}"))?;
+            let key = parse_public_key(&text).with_context(|| format!("{source}: {path}"))?;
+            keys.add_public(kid, key).with_context(|| source.clone())?;
         }
         let var = self.key_env.as_deref().unwrap_or(DEFAULT_KEY_ENV);
         match std::env::var(var) {
             Ok(text) => {
-                let key =
-                    decode_key(&text).with_context(|| format!("environment variable {var}"))?;
-                add(
-                    &self.key_env_kid,
-                    key,
-                    &format!("environment variable {var}"),
-                )?;
+                let source = format!("environment variable {var}");
+                check_kid(&self.key_env_kid, &source)?;
+                let key = decode_key(&text).with_context(|| source.clone())?;
+                keys.add_secret(&self.key_env_kid, key)
+                    .with_context(|| source.clone())?;
             }
             Err(std::env::VarError::NotUnicode(_)) => {
                 bail!("environment variable {var}: the key is not valid UTF-8 text")
@@ -120,7 +126,7 @@ impl KeyArgs {
             Err(std::env::VarError::NotPresent) => {}
         }
         if keys.is_empty() {
-            bail!("no key: set {DEFAULT_KEY_ENV} (the key for key id {DEFAULT_KEY_ID:?}), or give --key KID=BASE64 or --key-env VAR");
+            bail!("no key: set {DEFAULT_KEY_ENV} (the key for key id {DEFAULT_KEY_ID:?}), or give --key KID=BASE64, --key-env VAR or --public-key KID=FILE");
         }
         Ok(keys)
     }
@@ -461,6 +467,107 @@ fn verify_header(args: &HeaderArgs, json: bool) -> anyhow::Result<ExitCode> {
     Ok(match check {
         None | Some(CommandCheck::Matches { .. }) => ExitCode::SUCCESS,
         Some(_) => ExitCode::from(FAIL_EXIT),
+    })
+}
+
+/// Verify the RFC 9421 signature meshguard added to a request, as an upstream
+/// service does: the member under the label, its tag, the covered components
+/// (the profile of docs/audit.md), the times, the key its keyid names, and
+/// the content-digest against the body.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+REQUEST is a JSON file describing the request as the upstream received it:
+  {\"method\": \"POST\", \"authority\": \"shop.example\", \"target\": \"/orders?dry_run=1\",
+   \"headers\": [[\"signature-input\", \"meshguard=(...)...\"], [\"signature\", \"meshguard=:...:\"], ...],
+   \"body_base64\": \"eyJhIjoxfQ==\"}
+(`headers` lists every header line in order, repeats kept; `body_base64` may be left out
+for an empty body.)
+
+Output: `valid RFC 9421 signature` and what it covers (keyid, alg, created, expires,
+id, cmd), or `INVALID RFC 9421 signature: REASON`.
+
+Exit status: 0 when the signature verifies; 2 when it does not; 1 on errors (bad
+arguments, unreadable file, invalid key).
+
+Examples:
+  meshguard audit verify-request request.json --public-key 2024-06=keys/2024-06.pub.pem
+  meshguard audit verify-request request.json --key-env AUDIT_KEY --key-env-kid 2024-06")]
+struct RequestArgs {
+    /// The request, as JSON (see below); `-` reads standard input.
+    request: String,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// The label of meshguard's member (the filter's `signature_label`).
+    #[arg(long, default_value = meshguard_core::audit::httpsig::DEFAULT_LABEL)]
+    label: String,
+    /// The tag it must carry (the filter's `signature_tag`).
+    #[arg(long, default_value = meshguard_core::audit::httpsig::DEFAULT_TAG)]
+    tag: String,
+    /// The command-hash header it must cover (the filter's `command_header`).
+    #[arg(long, default_value = meshguard_core::audit::config::DEFAULT_COMMAND_HEADER)]
+    command_header: String,
+    /// The audit-id header it must cover (the filter's `id_header`).
+    #[arg(long, default_value = meshguard_core::audit::config::DEFAULT_ID_HEADER)]
+    id_header: String,
+    /// Verify at this time (Unix seconds) instead of now.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    now: Option<u64>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn verify_request(args: &RequestArgs, json: bool) -> anyhow::Result<ExitCode> {
+    use meshguard_cli::httpsig_verify::{verify, Profile, ReceivedRequest};
+    let keys = args.keys.load()?;
+    let file = PolicyFile::read(&args.request)?;
+    let request: ReceivedRequest = serde_json::from_slice(&file.bytes)
+        .with_context(|| format!("{}: not a request description", file.name))?;
+    let body = request.body()?;
+    let now = match args.now {
+        Some(now) => now,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default(),
+    };
+    let profile = Profile {
+        label: args.label.clone(),
+        tag: args.tag.clone(),
+        command_header: args.command_header.clone(),
+        id_header: args.id_header.clone(),
+    };
+    let verdict = verify(&request, &body, &keys, &profile, now);
+    let mut out = std::io::stdout().lock();
+    match &verdict {
+        Ok(v) if args.json || json => writeln!(
+            out,
+            "{}",
+            json!({"valid": true, "keyid": v.keyid, "alg": v.alg, "created": v.created,
+                   "expires": v.expires, "components": v.components, "id": v.audit_id,
+                   "cmd": v.command_sha256, "body_covered": v.body_covered})
+        )?,
+        Ok(v) => write!(
+            out,
+            "valid RFC 9421 signature\nkeyid: {}\nalg: {}\ncreated: {}\nexpires: {}\ncovers: {}\nid: {}\ncmd: {}\n",
+            v.keyid,
+            v.alg,
+            v.created,
+            v.expires.map_or_else(|| "-".to_owned(), |e| e.to_string()),
+            v.components.join(" "),
+            shown(&v.audit_id),
+            shown(&v.command_sha256),
+        )?,
+        Err(e) if args.json || json => {
+            writeln!(out, "{}", json!({"valid": false, "error": e.to_string()}))?
+        }
+        Err(e) => writeln!(out, "INVALID RFC 9421 signature: {e}")?,
+    }
+    out.flush()?;
+    Ok(if verdict.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAIL_EXIT)
     })
 }
 

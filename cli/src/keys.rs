@@ -1,6 +1,14 @@
-//! Signing keys on disk: `ID.key` holds the base64 ed25519 seed (32 bytes),
-//! `ID.pub` the base64 public key, each followed by a newline. The public key
-//! is what `MESHGUARD_TRUSTED_KEYS` lists (`ID=BASE64`).
+//! Keys on disk, made by `meshguard keygen`.
+//!
+//! - Config signing (`--for config`, the default): `ID.key` holds the base64
+//!   ed25519 seed (32 bytes), `ID.pub` the base64 public key, each followed
+//!   by a newline. The public key is what `MESHGUARD_TRUSTED_KEYS` lists
+//!   (`ID=BASE64`).
+//! - Audit (`--for audit`): with `ed25519`, `ID.key` is the private key in
+//!   PKCS#8 PEM (the proxy's `MESHGUARD_AUDIT_KEY`, as OpenSSL writes it) and
+//!   `ID.pub.pem` the public key in SPKI PEM (what upstreams and auditors
+//!   hold); with `hmac-sha256`, `ID.key` is 32 random bytes in base64 (the
+//!   secret the proxy and every verifier share).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -12,6 +20,7 @@ use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
+use meshguard_core::audit::keys::{private_key_pem, public_key_pem};
 
 use crate::output::{print_json, Output};
 
@@ -69,27 +78,67 @@ pub fn public_key_text(key: &SigningKey) -> String {
     STANDARD.encode(key.verifying_key().to_bytes())
 }
 
-/// Create an ed25519 signing key pair for `meshguard sign`.
+/// What a key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Purpose {
+    /// Signing configurations (`meshguard sign`): ed25519.
+    Config,
+    /// Signing audit headers and sealing audit records (the audit section's
+    /// `key_env`): ed25519 or hmac-sha256.
+    Audit,
+}
+
+/// An audit key's algorithm (the audit section's `algorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditAlgorithm {
+    Ed25519,
+    #[value(name = "hmac-sha256")]
+    HmacSha256,
+}
+
+/// Create a key: an ed25519 pair for `meshguard sign`, or an audit key.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Writes DIR/ID.key (the private seed, base64, mode 0600) and DIR/ID.pub \
-                  (the public key, base64); refuses to overwrite either. Prints the \
-                  MESHGUARD_TRUSTED_KEYS entry (ID=PUBLIC_KEY) on stdout.\n\n\
-                  Example:\n  meshguard keygen --key-id release --out-dir keys"
+    after_help = "--for config (default): writes DIR/ID.key (the private seed, base64, mode 0600) \
+                  and DIR/ID.pub (the public key, base64); prints the MESHGUARD_TRUSTED_KEYS \
+                  entry (ID=PUBLIC_KEY) on stdout.\n\n\
+                  --for audit --algorithm ed25519 (default): writes DIR/ID.key (the private key, \
+                  PKCS#8 PEM, mode 0600: the proxy's MESHGUARD_AUDIT_KEY, from a Secret) and \
+                  DIR/ID.pub.pem (the public key, SPKI PEM: for upstreams and auditors); prints \
+                  ID=PUBLIC_KEY (base64) on stdout.\n\n\
+                  --for audit --algorithm hmac-sha256: writes DIR/ID.key (32 random bytes, \
+                  base64, mode 0600), shared by the proxy and every verifier.\n\n\
+                  Refuses to overwrite a file.\n\n\
+                  Examples:\n  meshguard keygen --key-id release --out-dir keys\n  \
+                  meshguard keygen --for audit --key-id 2024-06 --out-dir keys"
 )]
 pub struct Args {
-    /// Name of the key: the `key_id` in signatures and in MESHGUARD_TRUSTED_KEYS.
+    /// Name of the key: the `key_id` in signatures, MESHGUARD_TRUSTED_KEYS, or
+    /// the audit section's `key_id`.
     #[arg(long, value_name = "ID")]
     key_id: String,
-    /// Directory for ID.key and ID.pub (created if missing).
+    /// Directory for the key files (created if missing).
     #[arg(long, value_name = "DIR")]
     out_dir: PathBuf,
+    /// What the key is for.
+    #[arg(long = "for", value_enum, default_value_t = Purpose::Config)]
+    purpose: Purpose,
+    /// The audit key's algorithm (with --for audit).
+    #[arg(long, value_enum, default_value_t = AuditAlgorithm::Ed25519)]
+    algorithm: AuditAlgorithm,
 }
 
 pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     check_key_id(&args.key_id)?;
+    if args.purpose == Purpose::Config && args.algorithm != AuditAlgorithm::Ed25519 {
+        bail!("--algorithm applies to --for audit; configuration keys are ed25519");
+    }
     let secret_path = args.out_dir.join(format!("{}.key", args.key_id));
-    let public_path = args.out_dir.join(format!("{}.pub", args.key_id));
+    let public_name = match args.purpose {
+        Purpose::Config => format!("{}.pub", args.key_id),
+        Purpose::Audit => format!("{}.pub.pem", args.key_id),
+    };
+    let public_path = args.out_dir.join(public_name);
     for path in [&secret_path, &public_path] {
         if path.symlink_metadata().is_ok() {
             bail!("{} already exists; not overwriting a key", path.display());
@@ -98,30 +147,68 @@ pub fn run(args: &Args, output: Output) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
 
+    if args.purpose == Purpose::Audit && args.algorithm == AuditAlgorithm::HmacSha256 {
+        write_new(
+            &secret_path,
+            0o600,
+            &format!("{}\n", STANDARD.encode(random_seed()?)),
+        )?;
+        eprintln!(
+            "meshguard keygen: wrote {} (an HMAC secret, mode 0600): set it as the proxy's \
+             MESHGUARD_AUDIT_KEY (from a Secret) and give it to every verifier (key id {})",
+            secret_path.display(),
+            args.key_id
+        );
+        if output.is_json() {
+            print_json(&serde_json::json!({
+                "key_id": args.key_id,
+                "algorithm": "hmac-sha256",
+                "private_key_file": secret_path.display().to_string(),
+            }))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
     let key = SigningKey::from_bytes(&random_seed()?);
     let public = public_key_text(&key);
-    write_new(
-        &secret_path,
-        0o600,
-        &format!("{}\n", STANDARD.encode(key.to_bytes())),
-    )?;
-    if let Err(e) = write_new(&public_path, 0o644, &format!("{public}\n")) {
+    let (secret_text, public_text) = match args.purpose {
+        Purpose::Config => (
+            format!("{}\n", STANDARD.encode(key.to_bytes())),
+            format!("{public}\n"),
+        ),
+        Purpose::Audit => (private_key_pem(&key), public_key_pem(&key.verifying_key())),
+    };
+    write_new(&secret_path, 0o600, &secret_text)?;
+    if let Err(e) = write_new(&public_path, 0o644, &public_text) {
         // Leave no half pair behind.
         let _ = std::fs::remove_file(&secret_path);
         return Err(e);
     }
-    eprintln!(
-        "meshguard keygen: wrote {} (private, mode 0600) and {}; \
-         trust the key with MESHGUARD_TRUSTED_KEYS={}=<public key> (printed below)",
-        secret_path.display(),
-        public_path.display(),
-        args.key_id,
-    );
+    match args.purpose {
+        Purpose::Config => eprintln!(
+            "meshguard keygen: wrote {} (private, mode 0600) and {}; \
+             trust the key with MESHGUARD_TRUSTED_KEYS={}=<public key> (printed below)",
+            secret_path.display(),
+            public_path.display(),
+            args.key_id,
+        ),
+        Purpose::Audit => eprintln!(
+            "meshguard keygen: wrote {} (the proxy's MESHGUARD_AUDIT_KEY, mode 0600; set \
+             \"algorithm\": \"ed25519\" and \"key_id\": \"{}\") and {} (for upstreams and auditors: \
+             meshguard audit verify --public-key {}={})",
+            secret_path.display(),
+            args.key_id,
+            public_path.display(),
+            args.key_id,
+            public_path.display(),
+        ),
+    }
     if output.is_json() {
         print_json(&serde_json::json!({
             "key_id": args.key_id,
+            "algorithm": "ed25519",
             "public_key": public,
-            "trusted_keys_entry": format!("{}={public}", args.key_id),
+            "trusted_keys_entry": (args.purpose == Purpose::Config).then(|| format!("{}={public}", args.key_id)),
             "private_key_file": secret_path.display().to_string(),
             "public_key_file": public_path.display().to_string(),
         }))?;

@@ -491,7 +491,7 @@ fn validate_one(
                 // does not pass is reported below).
                 let passed = !is_resource || target.env.iter().any(|e| e.name == key);
                 if passed && !from_proxy(&key) && (is_resource || proxy.is_some()) {
-                    policy.hmac_key_from_env(var)?;
+                    policy.key_from_env(var)?;
                 }
                 Ok((loaded, Summary::audit(&policy), Some(key)))
             }),
@@ -512,7 +512,7 @@ fn validate_one(
                         if let (Some(audit), Some(key)) = (&plugin.audit, &key) {
                             let passed = !is_resource || target.env.iter().any(|e| &e.name == key);
                             if passed && !from_proxy(key) && (is_resource || proxy.is_some()) {
-                                audit.policy.hmac_key_from_env(var)?;
+                                audit.policy.key_from_env(var)?;
                             }
                         }
                         let mut summary = Summary::plugin(&plugin);

@@ -1,5 +1,5 @@
-//! A test audit collector: accepts `POST`ed NDJSON batches on 127.0.0.1 and
-//! keeps every record line it received (and, if asked, appends them to a
+//! A test audit collector: accepts `POST`ed NDJSON batches (or OTLP JSON
+//! batches, one line each) on 127.0.0.1 and keeps every line it received (and, if asked, appends them to a
 //! file, as a collector stores them). Stops when dropped.
 
 use std::convert::Infallible;
@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 pub struct Collector {
     addr: SocketAddr,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The path and content-type of every request received.
+    requests: Arc<Mutex<Vec<(String, String)>>>,
     task: JoinHandle<()>,
 }
 
@@ -66,16 +68,29 @@ impl Collector {
         let store_file = Arc::new(Mutex::new(store));
         let addr = listener.local_addr()?;
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let store = Arc::clone(&lines);
+        let seen = Arc::clone(&requests);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let store = Arc::clone(&store);
                 let store_file = Arc::clone(&store_file);
+                let seen = Arc::clone(&seen);
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let store = Arc::clone(&store);
                         let store_file = Arc::clone(&store_file);
+                        let seen = Arc::clone(&seen);
                         async move {
+                            let content_type = req
+                                .headers()
+                                .get(hyper::header::CONTENT_TYPE)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            if let Ok(mut seen) = seen.lock() {
+                                seen.push((req.uri().path().to_owned(), content_type));
+                            }
                             let body = req
                                 .into_body()
                                 .collect()
@@ -105,16 +120,26 @@ impl Collector {
                 });
             }
         });
-        Ok(Self { addr, lines, task })
+        Ok(Self {
+            addr,
+            lines,
+            requests,
+            task,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Every record line received so far.
+    /// Every record line received so far (an OTLP JSON batch is one line).
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The path and content-type of every request received so far.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 

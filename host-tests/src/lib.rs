@@ -78,6 +78,7 @@ pub mod promql;
 pub mod registry;
 pub mod source;
 pub mod upstream;
+pub mod verifiers;
 pub mod waypoint;
 
 use std::path::PathBuf;

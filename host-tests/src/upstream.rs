@@ -53,6 +53,8 @@ pub struct Recorded {
     pub method: String,
     /// The request target exactly as received (`:path` on HTTP/2).
     pub target: String,
+    /// `:authority` on HTTP/2, the `Host` header on HTTP/1.1.
+    pub authority: String,
     /// Every header in arrival order per name, repeats kept, values as bytes.
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
@@ -90,6 +92,7 @@ impl std::fmt::Debug for Recorded {
             .field("protocol", &self.protocol)
             .field("method", &self.method)
             .field("target", &self.target)
+            .field("authority", &self.authority)
             .field("headers", &show(&self.headers))
             .field("body", &self.body.escape_ascii().to_string())
             .field("trailers", &show(&self.trailers))
@@ -395,6 +398,15 @@ async fn serve(state: Arc<Mutex<State>>, req: hyper::Request<hyper::body::Incomi
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().to_string(), |pq| pq.as_str().to_string());
+    let authority = match req.uri().authority() {
+        Some(authority) => authority.as_str().to_owned(),
+        None => req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    };
     // Found again by arrival number: a test may take earlier records while
     // this body streams (an index into the list would then point elsewhere).
     let arrival = {
@@ -406,6 +418,7 @@ async fn serve(state: Arc<Mutex<State>>, req: hyper::Request<hyper::body::Incomi
             protocol,
             method: req.method().to_string(),
             target,
+            authority,
             headers: pairs(req.headers()),
             body: Vec::new(),
             trailers: Vec::new(),

@@ -611,7 +611,7 @@ async fn records_carry_the_masking_filters_count_as_filter_state() {
 }
 
 /// The HMAC key is read from the variable `key_env` names when the config
-/// loads (`AuditPolicy::hmac_key_from_env`, shared with `meshguard validate
+/// loads (`AuditPolicy::key_from_env`, shared with `meshguard validate
 /// --env`): without it, or with a key too short, Envoy refuses the config
 /// with the same message the CLI prints. (Broken by hand: returning an empty
 /// key instead of the error lets Envoy start, and the test fails.)

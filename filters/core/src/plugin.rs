@@ -16,7 +16,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::audit::{AuditConfig, AuditPolicy, MacKey};
+use crate::audit::{AuditConfig, AuditPolicy, SealKey};
 use crate::canonical::{sha256_hex, to_canonical_bytes};
 use crate::config::{check_config_version, parse_json, ConfigError, StrictObject};
 use crate::identity::config::IdentityConfig;
@@ -96,12 +96,13 @@ impl Shape {
     }
 }
 
-/// The audit section with the HMAC key its `key_env` names, its key
-/// schedule done once.
+/// The audit section with the key its `key_env` names, read once as its
+/// `algorithm` says (an HMAC secret with its schedule done, or an Ed25519
+/// private key).
 #[derive(Debug)]
 pub struct AuditSection {
     pub policy: AuditPolicy,
-    pub key: MacKey,
+    pub key: SealKey,
 }
 
 /// A plugin config, compiled: the sections it runs and the one path
@@ -218,15 +219,9 @@ impl Plugin {
                     let policy = AuditPolicy::compile(config).map_err(at)?;
                     let key = match secrets.audit_key {
                         // An environment variable, not a config key: no section prefix.
-                        KeyCheck::Require => audit_key(&policy, env)?,
-                        KeyCheck::ProvidedByProxy => Vec::new(),
+                        KeyCheck::Require => policy.key_from_env(env)?,
+                        KeyCheck::ProvidedByProxy => SealKey::placeholder(policy.algorithm()),
                     };
-                    let key = MacKey::new(&key).ok_or_else(|| {
-                        at(ConfigError::invalid(
-                            format!("env {}", policy.key_env()),
-                            "the HMAC refused the key",
-                        ))
-                    })?;
                     plugin.audit = Some(AuditSection { policy, key });
                 }
             }
@@ -264,14 +259,6 @@ impl Section {
     pub fn named(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
-}
-
-/// The audit HMAC key from the variable the policy names.
-fn audit_key(
-    policy: &AuditPolicy,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<u8>, ConfigError> {
-    policy.hmac_key_from_env(env)
 }
 
 fn from_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ConfigError> {
@@ -494,10 +481,12 @@ mod tests {
         );
         assert!(plugin.identity.is_some() && plugin.masking.is_none() && plugin.audit.is_some());
         assert_eq!(
-            plugin.audit.unwrap().key.tag(b"x"),
-            crate::audit::MacKey::new(&crate::audit::decode_key(KEY).unwrap())
-                .unwrap()
-                .tag(b"x")
+            plugin.audit.unwrap().key.seal(b"x"),
+            crate::audit::Seal::Hmac(
+                crate::audit::MacKey::new(&crate::audit::decode_key(KEY).unwrap())
+                    .unwrap()
+                    .tag(b"x")
+            )
         );
     }
 

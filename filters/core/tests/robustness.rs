@@ -750,6 +750,21 @@ fn random_value(rng: &mut Rng, depth: usize) -> Value {
     }
 }
 
+/// Whether `value` holds a number of magnitude 2^53 or more.
+fn has_unsafe_number(value: &Value) -> bool {
+    let limit = meshguard_core::canonical::MAX_SAFE_INTEGER;
+    match value {
+        Value::Number(n) => {
+            n.as_u64().is_some_and(|u| u > limit)
+                || n.as_i64().is_some_and(|i| i.unsigned_abs() > limit)
+                || (n.is_f64() && n.as_f64().is_some_and(|f| f.abs() > limit as f64))
+        }
+        Value::Array(items) => items.iter().any(has_unsafe_number),
+        Value::Object(map) => map.values().any(has_unsafe_number),
+        _ => false,
+    }
+}
+
 /// A `Value` nested `depth` arrays deep, taken apart without recursion (the
 /// recursive `Drop` of a very deep value would itself overflow the stack).
 fn nested_value(depth: usize) -> Value {
@@ -2767,7 +2782,14 @@ fn intended_versions_and_environments_of_any_text_never_panic() {
 fn canonical_json_of_any_value_reparses_to_the_same_bytes() {
     run_cases("canonical_json", 4000, |case| {
         let value = random_value(&mut case.rng, 0);
-        let bytes = to_canonical_bytes(&value).expect("shallow values canonicalize");
+        // RFC 8785 writes numbers as doubles: beyond 2^53 they are refused.
+        let bytes = match to_canonical_bytes(&value) {
+            Err(meshguard_core::canonical::CanonicalError::NumberOutOfRange(_)) => {
+                assert!(has_unsafe_number(&value), "{value}");
+                return;
+            }
+            other => other.expect("shallow values canonicalize"),
+        };
         case.note(&bytes);
         let reparsed: Value = serde_json::from_slice(&bytes).expect("canonical JSON parses");
         assert_eq!(

@@ -4,6 +4,8 @@
 //!   valgrind --tool=callgrind target/release/examples/profile_pipeline audit 2000
 //! Modes: `identity`, `audit` (GET), `combined` (GET through every section),
 //! `mask16k` (a 16 KiB JSON response masked by the combined plugin).
+//! `SIGN=rfc9421` (or `both`) signs RFC 9421 members toward the upstream,
+//! `ALG=ed25519` with an Ed25519 key (the audit scenario).
 //! The real cost in Envoy is `make bench`'s; this says where the module's
 //! share of it goes.
 
@@ -35,16 +37,26 @@ fn main() {
         ),
         _ => (
             "meshguard-audit",
-            format!(r#"{{"log_records": {}}}"#, std::env::var("LOG").is_ok()),
+            format!(
+                r#"{{"log_records": {}, "upstream_signature": "{}", "algorithm": "{}"}}"#,
+                std::env::var("LOG").is_ok(),
+                std::env::var("SIGN").unwrap_or_else(|_| "v1".into()),
+                std::env::var("ALG").unwrap_or_else(|_| "hmac-sha256".into()),
+            ),
         ),
+    };
+    let audit_key = match std::env::var("ALG").as_deref() {
+        Ok("ed25519") => meshguard_core::audit::keys::private_key_pem(
+            &ed25519_dalek::SigningKey::from_bytes(&[42; 32]),
+        ),
+        _ => AUDIT_KEY.to_owned(),
     };
     let mut host = Fake {
         config: config.into_bytes(),
         now_ms: 1_700_000_000_000,
         ..Fake::default()
     };
-    host.env
-        .insert("MESHGUARD_AUDIT_KEY".into(), AUDIT_KEY.into());
+    host.env.insert("MESHGUARD_AUDIT_KEY".into(), audit_key);
     host.properties
         .insert("plugin_root_id".into(), root_id.into());
     host.properties

@@ -841,15 +841,24 @@ fn an_incomplete_record_stays_with_the_host_so_the_trailers_can_mask_it() {
 /// A push replaces a plugin whose audit records are still on their way:
 /// the retired root answers "not yet", keeps delivering, and says done
 /// itself once the collector took them, or drops them (counted) when its
-/// grace runs out.
+/// grace runs out; in both collector formats (NDJSON and OTLP JSON).
 ///
 /// Broken by hand: `PluginRoot::done` returning true at once: the root was
-/// deleted with its record undelivered and the first assertion failed.
+/// deleted with its record undelivered and the first assertion failed; the
+/// `format` key left out of the config: the OTLP case saw an NDJSON body.
 #[test]
 fn a_retired_config_delivers_its_audit_records_before_it_is_done() {
+    for (format, body_starts) in [("ndjson", "{"), ("otlp_json", r#"{"resourceLogs":"#)] {
+        a_retired_config_delivers_in(format, body_starts);
+    }
+}
+
+fn a_retired_config_delivers_in(format: &str, body_starts: &str) {
     let config = combined(false).replace(
         r#""audit": {"#,
-        r#""audit": {"collector": {"cluster": "collector", "path": "/records"}, "#,
+        &format!(
+            r#""audit": {{"collector": {{"cluster": "collector", "path": "/records", "format": "{format}"}}, "#
+        ),
     );
     let collector_batches = |x: &Exchange| {
         x.host
@@ -871,7 +880,19 @@ fn a_retired_config_delivers_its_audit_records_before_it_is_done() {
         assert_eq!(
             collector_batches(&x),
             1,
-            "retiring sends what waits at once"
+            "retiring sends what waits at once ({format})"
+        );
+        let sent = x
+            .host
+            .callouts
+            .borrow()
+            .last()
+            .map(|(_, _, body)| body.clone());
+        assert!(
+            sent.as_deref()
+                .is_some_and(|b| b.starts_with(body_starts.as_bytes())),
+            "{format}: {:?}",
+            sent.as_deref().map(String::from_utf8_lossy)
         );
         assert_eq!(x.host.done_calls.get(), 0);
         match answer {
@@ -886,10 +907,18 @@ fn a_retired_config_delivers_its_audit_records_before_it_is_done() {
                 x.root.tick(&mut x.host);
             }
         }
-        assert_eq!(x.host.done_calls.get(), 1, "done, delivered={delivered}");
+        assert_eq!(
+            x.host.done_calls.get(),
+            1,
+            "{format}: done, delivered={delivered}"
+        );
         let dropped = x
             .host
             .counter("meshguard_audit_records_total.result=.=dropped;.;");
-        assert_eq!(dropped, u64::from(!delivered), "delivered={delivered}");
+        assert_eq!(
+            dropped,
+            u64::from(!delivered),
+            "{format}: delivered={delivered}"
+        );
     }
 }

@@ -17,6 +17,8 @@ pub const DEFAULT_AUDIT_HEADER: &str = "x-meshguard-audit";
 pub const DEFAULT_ID_HEADER: &str = "x-meshguard-audit-id";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_COLLECTOR_PATH: &str = "/v1/audit-records";
+/// The OTLP/HTTP logs path of an OpenTelemetry Collector's `otlp` receiver.
+pub const DEFAULT_OTLP_PATH: &str = "/v1/logs";
 pub const DEFAULT_COLLECTOR_AUTHORITY: &str = "audit-collector";
 pub const DEFAULT_COLLECTOR_TIMEOUT_MS: u64 = 2000;
 pub const DEFAULT_COLLECTOR_MAX_QUEUE: u64 = 1000;
@@ -66,6 +68,94 @@ pub struct AuditConfig {
     /// Command paths compare ASCII case-insensitively.
     #[serde(default)]
     pub path_case_insensitive: bool,
+    /// What signs the headers and seals the records: `hmac-sha256` (a secret
+    /// every verifier shares) or `ed25519` (verifiers hold the public key).
+    #[serde(default)]
+    pub algorithm: super::keys::Algorithm,
+    /// Which signed headers the upstream receives.
+    #[serde(default)]
+    pub upstream_signature: UpstreamSignature,
+    /// The RFC 9421 label of meshguard's `Signature-Input`/`Signature` members.
+    #[serde(default = "default_signature_label")]
+    pub signature_label: String,
+    /// The RFC 9421 `tag` parameter.
+    #[serde(default = "default_signature_tag")]
+    pub signature_tag: String,
+    /// The RFC 9421 `expires` parameter, in seconds after `created`.
+    #[serde(default)]
+    pub signature_expires_seconds: Option<u64>,
+}
+
+/// The signed headers sent upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum UpstreamSignature {
+    /// meshguard's own `x-meshguard-audit` header (HMAC only).
+    #[default]
+    V1,
+    /// RFC 9421 `Signature-Input` and `Signature` members.
+    Rfc9421,
+    /// Both, while upstreams migrate.
+    Both,
+}
+
+impl TryFrom<String> for UpstreamSignature {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        [Self::V1, Self::Rfc9421, Self::Both]
+            .into_iter()
+            .find(|v| v.as_str() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown upstream_signature {name:?}: expected \"v1\", \"rfc9421\" or \"both\""
+                )
+            })
+    }
+}
+
+impl UpstreamSignature {
+    pub fn v1(self) -> bool {
+        matches!(self, Self::V1 | Self::Both)
+    }
+
+    pub fn rfc9421(self) -> bool {
+        matches!(self, Self::Rfc9421 | Self::Both)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::Rfc9421 => "rfc9421",
+            Self::Both => "both",
+        }
+    }
+}
+
+/// How records are POSTed to the collector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum CollectorFormat {
+    /// One record per line (`application/x-ndjson`).
+    #[default]
+    Ndjson,
+    /// OTLP/HTTP JSON log records (`application/json`), for an OpenTelemetry
+    /// Collector's `otlp` receiver.
+    OtlpJson,
+}
+
+impl TryFrom<String> for CollectorFormat {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "ndjson" => Ok(Self::Ndjson),
+            "otlp_json" => Ok(Self::OtlpJson),
+            other => Err(format!(
+                "unknown format {other:?}: expected \"ndjson\" or \"otlp_json\""
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,8 +243,12 @@ impl<'de> Visitor<'de> for PartVisitor {
 pub struct CollectorConfig {
     /// The Envoy cluster records are POSTed to.
     pub cluster: String,
-    #[serde(default = "default_collector_path")]
-    pub path: String,
+    /// `ndjson` (default) or `otlp_json`.
+    #[serde(default)]
+    pub format: CollectorFormat,
+    /// Default: `/v1/audit-records` for `ndjson`, `/v1/logs` for `otlp_json`.
+    #[serde(default)]
+    pub path: Option<String>,
     #[serde(default = "default_collector_authority")]
     pub authority: String,
     #[serde(default = "default_collector_timeout_ms")]
@@ -192,8 +286,11 @@ fn default_max_body_bytes() -> u64 {
 fn yes() -> bool {
     true
 }
-fn default_collector_path() -> String {
-    DEFAULT_COLLECTOR_PATH.into()
+fn default_signature_label() -> String {
+    super::httpsig::DEFAULT_LABEL.into()
+}
+fn default_signature_tag() -> String {
+    super::httpsig::DEFAULT_TAG.into()
 }
 fn default_collector_authority() -> String {
     DEFAULT_COLLECTOR_AUTHORITY.into()

@@ -43,6 +43,8 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct RequestGate {
     state: State,
+    /// The SHA-256 of the raw body, once hashed (commands that read the body).
+    body_sha256: Option<[u8; 32]>,
 }
 
 impl RequestGate {
@@ -53,10 +55,24 @@ impl RequestGate {
                 hasher: Box::new(hasher),
                 hashed: 0,
             };
-            return (Self { state }, Step::Hold);
+            let gate = Self {
+                state,
+                body_sha256: None,
+            };
+            return (gate, Step::Hold);
         }
-        let gate = Self { state: State::Done };
-        (gate, finish(hasher))
+        let mut gate = Self {
+            state: State::Done,
+            body_sha256: None,
+        };
+        let step = gate.finish(hasher);
+        (gate, step)
+    }
+
+    /// The SHA-256 of the raw body, after [`Step::Stamp`], for commands that
+    /// read the body (when the hasher was asked to keep it).
+    pub fn body_sha256(&self) -> Option<[u8; 32]> {
+        self.body_sha256
     }
 
     /// Whether the hash is still waiting for the body.
@@ -97,16 +113,19 @@ impl RequestGate {
 
     fn end(&mut self) -> Step {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Body { hasher, .. } => finish(*hasher),
+            State::Body { hasher, .. } => self.finish(*hasher),
             State::Done => Step::Pass,
         }
     }
-}
 
-fn finish(hasher: CommandHasher) -> Step {
-    match hasher.finish() {
-        Ok(hash) => Step::Stamp(hash),
-        Err(e) => Step::Failed(e),
+    fn finish(&mut self, hasher: CommandHasher) -> Step {
+        match hasher.finish_with_body_digest() {
+            Ok((hash, body)) => {
+                self.body_sha256 = body;
+                Step::Stamp(hash)
+            }
+            Err(e) => Step::Failed(e),
+        }
     }
 }
 

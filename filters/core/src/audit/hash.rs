@@ -88,7 +88,14 @@ pub struct CommandHasher {
 }
 
 impl CommandHasher {
-    pub(crate) fn new(parts: &[Part], request: &RequestInfo<'_>, max_body: usize) -> Self {
+    /// `body_digest`: also keep the SHA-256 of the raw body when a part reads
+    /// the body (for the RFC 9530 `content-digest` of a signed request).
+    pub(crate) fn new(
+        parts: &[Part],
+        request: &RequestInfo<'_>,
+        max_body: usize,
+        body_digest: bool,
+    ) -> Self {
         let mut outer = Sha256::new();
         outer.update(COMMAND_PREAMBLE);
         let mut pending = Vec::new();
@@ -118,7 +125,7 @@ impl CommandHasher {
         Self {
             outer,
             pending,
-            body_digest: has_body.then(Sha256::new),
+            body_digest: (has_body || (body_digest && has_json)).then(Sha256::new),
             buffer: has_json.then(Vec::new),
             max_body,
             error: None,
@@ -151,6 +158,12 @@ impl CommandHasher {
 
     /// The command hash, once the whole body (if any) has been fed.
     pub fn finish(self) -> Result<[u8; 32], HashError> {
+        self.finish_with_body_digest().map(|(hash, _)| hash)
+    }
+
+    /// The command hash, and the SHA-256 of the raw body when it was kept
+    /// (a command that reads the body).
+    pub fn finish_with_body_digest(self) -> Result<([u8; 32], Option<[u8; 32]>), HashError> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -159,7 +172,8 @@ impl CommandHasher {
             Some(body) => Some(parse_strict_json(body)?),
             None => None,
         };
-        let body_hex = self.body_digest.map(|d| hex(&d.finalize()));
+        let body_sha256: Option<[u8; 32]> = self.body_digest.map(|d| d.finalize().into());
+        let body_hex = body_sha256.map(|d| hex(&d));
         for item in &self.pending {
             match item {
                 Pending::Ready(name, bytes) => frame(&mut outer, name.as_bytes(), bytes),
@@ -176,7 +190,7 @@ impl CommandHasher {
                 }
             }
         }
-        Ok(outer.finalize().into())
+        Ok((outer.finalize().into(), body_sha256))
     }
 }
 

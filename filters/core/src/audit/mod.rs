@@ -20,18 +20,23 @@ pub mod canon;
 pub mod config;
 pub mod gate;
 pub mod hash;
+pub mod httpsig;
 pub mod json;
 pub mod keys;
+pub mod otlp;
 pub mod outbox;
 pub mod policy;
 pub mod record;
 pub mod stamp;
 pub mod verify;
 
-pub use config::AuditConfig;
+pub use config::{AuditConfig, CollectorFormat, UpstreamSignature};
 pub use gate::{RequestGate, Step};
 pub use hash::{CommandHasher, HashError, Part};
-pub use keys::{decode_key, AnyKid, KeyError, KeyLookup, MacKey};
+pub use keys::{
+    decode_key, parse_private_key, parse_public_key, Algorithm, AnyKid, KeyError, KeyLookup,
+    Keyring, MacKey, Seal, SealKey, VerifyKey,
+};
 pub use outbox::{Outbox, OutboxLimits, Refusal, Reservation};
 pub use policy::{AuditPolicy, Collector, CommandRef};
 pub use record::{Chain, Record, RecordError, RecordFields, RECORD_PREFIX, TRUNCATED};

@@ -52,6 +52,17 @@ pub struct OutboxLimits {
     pub fail_closed: bool,
 }
 
+/// How the records of one delivery are put together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Framing {
+    /// One record per line (NDJSON).
+    #[default]
+    Lines,
+    /// The records separated by `,` between `head` and `tail` (a JSON
+    /// document, such as an OTLP export request).
+    Json { head: String, tail: String },
+}
+
 /// Why a request may not start under `fail_closed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -96,6 +107,7 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Outbox {
     limits: OutboxLimits,
+    framing: Framing,
     waiting: VecDeque<Entry>,
     in_flight: HashMap<u32, Vec<Entry>>,
     held_records: usize,
@@ -109,7 +121,13 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(limits: OutboxLimits) -> Self {
+        Self::with_framing(limits, Framing::Lines)
+    }
+
+    /// An outbox whose deliveries are put together as `framing` says.
+    pub fn with_framing(limits: OutboxLimits, framing: Framing) -> Self {
         Self {
+            framing,
             limits: OutboxLimits {
                 batch_size: limits.batch_size.max(1),
                 max_in_flight: limits.max_in_flight.max(1),
@@ -225,8 +243,8 @@ impl Outbox {
     /// deliveries may start; on the periodic `tick`, also a partial batch. While
     /// the collector is failing, one batch at most once its retry delay has
     /// passed (an empty one as a probe when nothing waits). `send` dispatches
-    /// one NDJSON body and returns its token, or `None` when the call could not
-    /// start (a failed delivery).
+    /// one body (framed as the outbox's [`Framing`] says) and returns its
+    /// token, or `None` when the call could not start (a failed delivery).
     pub fn flush(
         &mut self,
         now_ms: u64,
@@ -265,9 +283,23 @@ impl Outbox {
             n.saturating_add(e.line.len()).saturating_add(1)
         });
         let mut body = Vec::with_capacity(capacity);
-        for e in &batch {
-            body.extend_from_slice(e.line.as_bytes());
-            body.push(b'\n');
+        match &self.framing {
+            Framing::Lines => {
+                for e in &batch {
+                    body.extend_from_slice(e.line.as_bytes());
+                    body.push(b'\n');
+                }
+            }
+            Framing::Json { head, tail } => {
+                body.extend_from_slice(head.as_bytes());
+                for (i, e) in batch.iter().enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(e.line.as_bytes());
+                }
+                body.extend_from_slice(tail.as_bytes());
+            }
         }
         match send(&body) {
             Some(token) => {

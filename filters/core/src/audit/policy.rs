@@ -1,13 +1,15 @@
 //! The compiled audit policy: built once in `on_configure`, then used per
 //! request without parsing.
 
-use serde_json::Value;
-
-use super::config::{AuditConfig, CollectorConfig, CommandConfig, PartConfig};
+use super::config::{
+    AuditConfig, CollectorConfig, CollectorFormat, CommandConfig, PartConfig, UpstreamSignature,
+    DEFAULT_COLLECTOR_PATH, DEFAULT_OTLP_PATH,
+};
 use super::hash::{CommandHasher, HashError, Part};
+use super::httpsig::{is_valid_label, is_valid_tag, MAX_LABEL_LEN};
+use super::keys::{Algorithm, KeyError, SealKey};
 use super::outbox::OutboxLimits;
 use super::record::RECORD_BOUND_WITHOUT_PATH;
-use crate::canonical::{sha256_hex, to_canonical_bytes};
 use crate::config::{
     check_config_version, check_env_name, check_len, is_token_char, parse_json, ConfigError,
     UniqueNames,
@@ -55,7 +57,13 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "authorization",
     "cookie",
     "x-request-id",
+    "signature",
+    "signature-input",
+    "content-digest",
 ];
+
+/// Longest `signature_expires_seconds`: a day.
+pub const MAX_SIGNATURE_EXPIRES_SECONDS: u64 = 86_400;
 
 /// Which command a request is: a configured one (by index) or the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,6 +95,8 @@ struct Command {
 pub struct Collector {
     /// Envoy cluster name.
     pub cluster: String,
+    /// How records are POSTed.
+    pub format: CollectorFormat,
     /// Request path, starts with `/`.
     pub path: String,
     /// `:authority` of the collector requests.
@@ -120,6 +130,11 @@ pub struct AuditPolicy {
     collector: Option<Collector>,
     fail_closed: bool,
     max_record_path_bytes: usize,
+    algorithm: Algorithm,
+    upstream_signature: UpstreamSignature,
+    signature_label: String,
+    signature_tag: String,
+    signature_expires_seconds: Option<u64>,
     fingerprint: Option<String>,
     warnings: Vec<String>,
 }
@@ -129,10 +144,9 @@ impl AuditPolicy {
     /// filter and `meshguard validate`. Also computes [`Self::config_fingerprint`].
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let mut policy = Self::compile(parse_json(bytes)?)?;
-        policy.fingerprint = serde_json::from_slice::<Value>(bytes)
-            .ok()
-            .and_then(|v| to_canonical_bytes(&v).ok())
-            .map(|canonical| sha256_hex(&canonical));
+        // The fingerprint the filter's load computes (strict parse, RFC 8785,
+        // `signature` left out), so the CLI and the filter name one config alike.
+        policy.fingerprint = Some(crate::integrity::fingerprint(bytes)?);
         Ok(policy)
     }
 
@@ -232,8 +246,15 @@ impl AuditPolicy {
             );
         }
 
+        check_signature(&config)?;
+
         Ok(Self {
             paths,
+            algorithm: config.algorithm,
+            upstream_signature: config.upstream_signature,
+            signature_label: config.signature_label,
+            signature_tag: config.signature_tag,
+            signature_expires_seconds: config.signature_expires_seconds,
             config_version: config.config_version,
             key_env: config.key_env,
             key_id: config.key_id,
@@ -303,7 +324,12 @@ impl AuditPolicy {
     /// Starts hashing a request as command `c`; the parts that do not depend on
     /// the body are hashed now.
     pub fn hasher(&self, c: CommandRef, request: &RequestInfo<'_>) -> CommandHasher {
-        CommandHasher::new(&self.command(c).parts, request, self.max_body_bytes)
+        CommandHasher::new(
+            &self.command(c).parts,
+            request,
+            self.max_body_bytes,
+            self.upstream_signature.rfc9421(),
+        )
     }
 
     /// The hash of a request as command `c` with its whole body: exactly what
@@ -348,20 +374,47 @@ impl AuditPolicy {
         &self.key_env
     }
 
-    /// The HMAC key, read through `env` from the variable [`Self::key_env`]
-    /// names: what the filter does with its VM's environment, and
-    /// `meshguard validate --env` with a proxy's.
-    pub fn hmac_key_from_env(
+    /// The proxy's audit key, read through `env` from the variable
+    /// [`Self::key_env`] names, as [`Self::algorithm`] reads it: what the
+    /// filter does with its VM's environment, and `meshguard validate --env`
+    /// with a proxy's.
+    pub fn key_from_env(
         &self,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Vec<u8>, ConfigError> {
+    ) -> Result<SealKey, ConfigError> {
         let text = env(&self.key_env).unwrap_or_default();
-        super::decode_key(&text).map_err(|e| {
-            ConfigError::invalid(
-                format!("env {}", self.key_env),
-                format!("{e} (set it in the WasmPlugin's vmConfig.env)"),
-            )
+        SealKey::from_env_text(&text, self.algorithm).map_err(|e| {
+            let hint = match e {
+                KeyError::PrivateKeyAsSecret | KeyError::NotPkcs8 => "",
+                _ => " (set it in the WasmPlugin's vmConfig.env, valueFrom HOST)",
+            };
+            ConfigError::invalid(format!("env {}", self.key_env), format!("{e}{hint}"))
         })
+    }
+
+    /// What signs headers and seals records.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Which signed headers the upstream receives.
+    pub fn upstream_signature(&self) -> UpstreamSignature {
+        self.upstream_signature
+    }
+
+    /// The RFC 9421 label of meshguard's members.
+    pub fn signature_label(&self) -> &str {
+        &self.signature_label
+    }
+
+    /// The RFC 9421 `tag` parameter.
+    pub fn signature_tag(&self) -> &str {
+        &self.signature_tag
+    }
+
+    /// Seconds from `created` to `expires`, when set.
+    pub fn signature_expires_seconds(&self) -> Option<u64> {
+        self.signature_expires_seconds
     }
 
     pub fn key_id(&self) -> &str {
@@ -402,7 +455,8 @@ impl AuditPolicy {
         RECORD_BOUND_WITHOUT_PATH.saturating_add(self.max_record_path_bytes)
     }
 
-    /// The collector outbox's bounds, when there is a collector.
+    /// The collector outbox's bounds, when there is a collector: under
+    /// `otlp_json` an entry is the exported log record, larger than the record.
     pub fn outbox_limits(&self) -> Option<OutboxLimits> {
         self.collector.as_ref().map(|c| OutboxLimits {
             max_records: c.max_queue,
@@ -410,8 +464,22 @@ impl AuditPolicy {
             batch_size: c.batch_size,
             max_in_flight: c.max_in_flight,
             max_retries: c.max_retries,
-            record_bound: self.record_bound(),
+            record_bound: match c.format {
+                CollectorFormat::Ndjson => self.record_bound(),
+                CollectorFormat::OtlpJson => super::otlp::log_record_bound(self.record_bound()),
+            },
             fail_closed: self.fail_closed,
+        })
+    }
+
+    /// How the collector's deliveries are put together, when there is a collector.
+    pub fn outbox_framing(&self) -> Option<super::outbox::Framing> {
+        self.collector.as_ref().map(|c| match c.format {
+            CollectorFormat::Ndjson => super::outbox::Framing::Lines,
+            CollectorFormat::OtlpJson => {
+                let (head, tail) = super::otlp::export_framing();
+                super::outbox::Framing::Json { head, tail }
+            }
         })
     }
 
@@ -490,11 +558,18 @@ fn compile_command(
 fn compile_collector(cc: &CollectorConfig) -> Result<Collector, ConfigError> {
     check_text("collector.cluster", &cc.cluster, MAX_TOKEN_LEN)?;
     check_text("collector.authority", &cc.authority, MAX_TOKEN_LEN)?;
-    check_text("collector.path", &cc.path, 1024)?;
-    if !cc.path.starts_with('/') {
+    let path = cc.path.clone().unwrap_or_else(|| {
+        match cc.format {
+            CollectorFormat::Ndjson => DEFAULT_COLLECTOR_PATH,
+            CollectorFormat::OtlpJson => DEFAULT_OTLP_PATH,
+        }
+        .to_owned()
+    });
+    check_text("collector.path", &path, 1024)?;
+    if !path.starts_with('/') {
         return Err(ConfigError::invalid(
             "collector.path",
-            format!("{:?} must start with `/`", cc.path),
+            format!("{path:?} must start with `/`"),
         ));
     }
     let range = |at: &str, value: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
@@ -532,7 +607,8 @@ fn compile_collector(cc: &CollectorConfig) -> Result<Collector, ConfigError> {
     let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
     Ok(Collector {
         cluster: cc.cluster.clone(),
-        path: cc.path.clone(),
+        format: cc.format,
+        path,
         authority: cc.authority.clone(),
         timeout_ms: small(timeout_ms),
         max_queue: size(max_queue),
@@ -541,6 +617,49 @@ fn compile_collector(cc: &CollectorConfig) -> Result<Collector, ConfigError> {
         max_queue_bytes: size(max_queue_bytes),
         max_in_flight: size(max_in_flight),
     })
+}
+
+/// The upstream signature settings: a label and tag RFC 8941 writes without
+/// escapes, a bounded `expires`, and an algorithm the chosen headers support.
+fn check_signature(config: &AuditConfig) -> Result<(), ConfigError> {
+    if !is_valid_label(&config.signature_label) {
+        return Err(ConfigError::invalid(
+            "signature_label",
+            format!(
+                "{:?} is not an RFC 8941 key: a lower-case letter or `*`, then lower-case letters, \
+                 digits, `_`, `-`, `.`, `*`; at most {MAX_LABEL_LEN} bytes",
+                config.signature_label
+            ),
+        ));
+    }
+    if !is_valid_tag(&config.signature_tag) {
+        return Err(ConfigError::invalid(
+            "signature_tag",
+            format!(
+                "{:?} must be 1 to {MAX_LABEL_LEN} visible ASCII characters or spaces, without `\"` or `\\`",
+                config.signature_tag
+            ),
+        ));
+    }
+    if let Some(expires) = config.signature_expires_seconds {
+        if !(1..=MAX_SIGNATURE_EXPIRES_SECONDS).contains(&expires) {
+            return Err(ConfigError::invalid(
+                "signature_expires_seconds",
+                format!("{expires} is out of range: 1 to {MAX_SIGNATURE_EXPIRES_SECONDS}"),
+            ));
+        }
+    }
+    if config.algorithm == Algorithm::Ed25519 && config.upstream_signature.v1() {
+        return Err(ConfigError::Contradiction {
+            at: "upstream_signature".into(),
+            other: "algorithm".into(),
+            problem: format!(
+                "{:?} sends the v1 header, which is HMAC only; with ed25519 choose \"rfc9421\"",
+                config.upstream_signature.as_str()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Non-empty, bounded, no whitespace or control characters.

@@ -1,8 +1,9 @@
 //! Audit records and the per-VM hash chain that makes deletions, insertions,
 //! edits and reordering detectable.
 //!
-//! A record's `mac` is the HMAC-SHA256 (base64url, unpadded) of the canonical
-//! JSON of the record without its `mac` key; its `prev` is the lower-case hex
+//! A record's `mac` is its seal (base64url, unpadded): the HMAC-SHA256 or the
+//! Ed25519 signature of the canonical JSON (RFC 8785) of the record without
+//! its `mac` key, by the key its `kid` names; its `prev` is the lower-case hex
 //! SHA-256 of the canonical JSON of the previous record of the same chain,
 //! `mac` included (64 zeros for `seq` 0). Records are written one per line as
 //! [`RECORD_PREFIX`] followed by that canonical JSON.
@@ -11,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::canon::canonical_path;
-use super::keys::{b64url, MacKey};
-use crate::canonical::{hex, sha256_hex, write_canonical, write_str};
+use super::keys::{b64url, MacKey, SealKey};
+use crate::canonical::{hex, sha256_hex, write_canonical, write_str, MAX_SAFE_INTEGER};
 use crate::request::RequestInfo;
 
 /// Marks a record in a log line; everything after its first occurrence is the
@@ -170,6 +171,10 @@ pub enum RecordError {
     BadKey,
     #[error("chain {0:?} has used every sequence number")]
     Exhausted(String),
+    #[error(
+        "the record's {0} is beyond 2^53, which canonical JSON (RFC 8785) cannot write exactly"
+    )]
+    OutOfRange(&'static str),
 }
 
 fn opt_string(v: &Option<String>) -> Value {
@@ -324,8 +329,9 @@ impl Chain {
         &self.prev_hash
     }
 
-    /// Turns `fields` into the chain's next record, signed with `key` under the
-    /// key id `kid`, and advances the chain. On error the chain is unchanged.
+    /// Turns `fields` into the chain's next record, signed with the HMAC
+    /// `key` under the key id `kid`, and advances the chain. On error the
+    /// chain is unchanged.
     pub fn seal(
         &mut self,
         fields: RecordFields,
@@ -333,22 +339,31 @@ impl Chain {
         kid: &str,
     ) -> Result<Record, RecordError> {
         let key = MacKey::new(key).ok_or(RecordError::BadKey)?;
-        self.seal_line(fields, &key, kid).map(|(record, _)| record)
+        self.seal_line(fields, &SealKey::Hmac(key), kid)
+            .map(|(record, _)| record)
     }
 
-    /// As [`Chain::seal`], with a key whose schedule is done, and also
-    /// returns the record's log line (its canonical JSON is computed once,
-    /// for the chain and the line).
+    /// As [`Chain::seal`], with the proxy's key (HMAC, its schedule done, or
+    /// Ed25519), and also returns the record's log line (its canonical JSON
+    /// is computed once, for the chain and the line).
     pub fn seal_line(
         &mut self,
         fields: RecordFields,
-        key: &MacKey,
+        key: &SealKey,
         kid: &str,
     ) -> Result<(Record, String), RecordError> {
+        // Every number of a record stays within what RFC 8785 writes exactly.
         let next_seq = self
             .next_seq
             .checked_add(1)
+            .filter(|&n| n <= MAX_SAFE_INTEGER)
             .ok_or_else(|| RecordError::Exhausted(self.id.clone()))?;
+        if fields.ts_ms > MAX_SAFE_INTEGER {
+            return Err(RecordError::OutOfRange("ts_ms"));
+        }
+        if fields.duration_ms.is_some_and(|d| d > MAX_SAFE_INTEGER) {
+            return Err(RecordError::OutOfRange("duration_ms"));
+        }
         let mut record = Record {
             v: RECORD_VERSION,
             chain: self.id.clone(),
@@ -370,7 +385,7 @@ impl Chain {
             mac: String::new(),
         };
         let unsigned = record.canonical_bytes(false)?;
-        record.mac = b64url(&key.tag(&unsigned));
+        record.mac = b64url(key.seal(&unsigned).as_bytes());
         let signed = record.canonical_bytes(true)?;
         self.prev_hash = sha256_hex(&signed);
         self.next_seq = next_seq;

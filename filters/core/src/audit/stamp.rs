@@ -9,7 +9,7 @@
 //! See `docs/audit.md` for a worked example.
 
 use super::canon::parse_digest_hex;
-use super::keys::{b64url, b64url_tag, hmac_verify, AnyKid, KeyLookup, MacKey};
+use super::keys::{b64url, b64url_tag, AnyKid, KeyLookup, MacKey, VerifyKey};
 use super::policy::{is_valid_key_id, MAX_KEY_ID_LEN};
 use crate::canonical::hex;
 
@@ -67,6 +67,10 @@ pub enum VerifyError {
     UnknownKeyId(String),
     #[error("bad signature: the header was altered, or signed with another key")]
     BadSignature,
+    #[error(
+        "key id {0:?} names an Ed25519 public key: v1 headers are HMAC only (Ed25519 signs RFC 9421 headers)"
+    )]
+    NotHmac(String),
 }
 
 /// Whether `value` may be a header field value: 1 to `max` bytes of visible
@@ -214,10 +218,12 @@ pub fn verify_header_with_keys<K: KeyLookup + ?Sized>(
     keys: &K,
 ) -> Result<AuditStamp, VerifyError> {
     let (stamp, tag) = parse_header(value)?;
-    let key = keys
-        .key(&stamp.key_id)
-        .ok_or_else(|| VerifyError::UnknownKeyId(stamp.key_id.clone()))?;
-    if hmac_verify(key, stamp.mac_input().as_bytes(), &tag) {
+    let key = match keys.key(&stamp.key_id) {
+        Some(key @ VerifyKey::Hmac(_)) => key,
+        Some(VerifyKey::Ed25519(_)) => return Err(VerifyError::NotHmac(stamp.key_id.clone())),
+        None => return Err(VerifyError::UnknownKeyId(stamp.key_id.clone())),
+    };
+    if key.verify(stamp.mac_input().as_bytes(), &tag) {
         Ok(stamp)
     } else {
         Err(VerifyError::BadSignature)

@@ -3,7 +3,9 @@
 //!
 //! A line holding [`RECORD_PREFIX`] followed by a JSON object with a `chain`
 //! string is a record, and so is a bare JSON record line (a collector's
-//! NDJSON); other lines are ignored, and those holding the prefix
+//! NDJSON); a line holding an OTLP JSON export request (a Collector's file
+//! exporter) holds the records of its `meshguard.audit.request` log records,
+//! whose attributes must match the sealed body; other lines are ignored, and those holding the prefix
 //! without such an object after it are reported as **foreign** (a log line
 //! echoing the marker, a torn line) without failing the check: a real record
 //! that was damaged leaves a gap in its chain, which does fail it.
@@ -22,7 +24,7 @@ use hashbrown::HashMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::keys::{b64url_tag, hmac_verify, KeyLookup};
+use super::keys::{b64url_seal, KeyLookup};
 use super::record::{Record, GENESIS_PREV, RECORD_PREFIX, RECORD_VERSION};
 use crate::canonical::{sha256_hex, to_canonical_bytes};
 use crate::config::StrictObject;
@@ -46,6 +48,8 @@ pub enum BreakKind {
     DuplicateSeq,
     /// Records of the chain are not in `seq` order.
     OutOfOrder,
+    /// An OTLP attribute differs from the sealed record it was exported with.
+    AttributeMismatch,
 }
 
 impl BreakKind {
@@ -60,6 +64,7 @@ impl BreakKind {
             Self::Modified => "modified",
             Self::DuplicateSeq => "duplicate_seq",
             Self::OutOfOrder => "out_of_order",
+            Self::AttributeMismatch => "attribute_mismatch",
         }
     }
 }
@@ -213,15 +218,57 @@ pub fn verify_records_in<K: KeyLookup + ?Sized>(
     keys: &K,
     order: Order,
 ) -> VerifyReport {
-    let mut report = VerifyReport::default();
-    let mut chain_index: HashMap<String, usize> = HashMap::new();
-    let mut entries: Vec<Vec<Entry>> = Vec::new();
+    let mut found = Found {
+        report: VerifyReport::default(),
+        chain_index: HashMap::new(),
+        entries: Vec::new(),
+    };
     for (line_no, line) in (1usize..).zip(text.lines()) {
+        if let Some(exported) = otlp_records(line) {
+            for e in exported {
+                found.record(line_no, &e.body, Some(&e.attributes), keys);
+            }
+            continue;
+        }
         let json = match line.split_once(RECORD_PREFIX) {
             Some((_, record)) => record.trim_end(),
             None if is_bare_record(line) => line.trim(),
             None => continue,
         };
+        found.record(line_no, json, None, keys);
+    }
+    let Found {
+        mut report,
+        mut entries,
+        ..
+    } = found;
+    for (chain, list) in report.chains.iter_mut().zip(&mut entries) {
+        if order == Order::Seq {
+            list.sort_by_key(|e| e.seq.unwrap_or(u64::MAX));
+        }
+        check_chain(chain, list);
+    }
+    report
+}
+
+/// The records found so far, by chain.
+struct Found {
+    report: VerifyReport,
+    chain_index: HashMap<String, usize>,
+    entries: Vec<Vec<Entry>>,
+}
+
+impl Found {
+    /// One record's JSON text, on line `line_no`, with the OTLP attributes it
+    /// was exported with.
+    fn record<K: KeyLookup + ?Sized>(
+        &mut self,
+        line_no: usize,
+        json: &str,
+        attributes: Option<&[(String, Value)]>,
+        keys: &K,
+    ) {
+        let report = &mut self.report;
         let lenient = serde_json::from_str::<Value>(json);
         // Parsers disagree on which of two equal keys counts (serde_json keeps
         // the last): a record with a repeated key would verify as one record and
@@ -239,7 +286,7 @@ pub fn verify_records_in<K: KeyLookup + ?Sized>(
                     line: line_no,
                     message: format!("not a JSON record: {e}"),
                 });
-                continue;
+                return;
             }
             let message = match &lenient {
                 Err(e) => format!("not a JSON record: {e}"),
@@ -251,9 +298,10 @@ pub fn verify_records_in<K: KeyLookup + ?Sized>(
                 line: line_no,
                 message,
             });
-            continue;
+            return;
         };
-        let index = *chain_index.entry(chain.to_owned()).or_insert_with(|| {
+        let entries = &mut self.entries;
+        let index = *self.chain_index.entry(chain.to_owned()).or_insert_with(|| {
             report.chains.push(ChainReport {
                 chain: chain.to_owned(),
                 records: 0,
@@ -267,7 +315,7 @@ pub fn verify_records_in<K: KeyLookup + ?Sized>(
             index
         });
         let entry = match &strict {
-            Ok(value) => examine(line_no, value, keys),
+            Ok(value) => examine(line_no, value, attributes, keys),
             Err(e) => {
                 let value = lenient.as_ref().ok();
                 Entry {
@@ -286,17 +334,25 @@ pub fn verify_records_in<K: KeyLookup + ?Sized>(
             list.push(entry);
         }
     }
-    for (chain, list) in report.chains.iter_mut().zip(&mut entries) {
-        if order == Order::Seq {
-            list.sort_by_key(|e| e.seq.unwrap_or(u64::MAX));
-        }
-        check_chain(chain, list);
+}
+
+/// The meshguard records of a line holding an OTLP JSON export request.
+fn otlp_records(line: &str) -> Option<Vec<super::otlp::Exported>> {
+    let line = line.trim();
+    if !line.starts_with('{') || !line.contains("\"resourceLogs\"") {
+        return None;
     }
-    report
+    let value = serde_json::from_str::<Value>(line).ok()?;
+    super::otlp::exported_records(&value)
 }
 
 /// Phase 1: what a record says about itself (structure, version, MAC).
-fn examine<K: KeyLookup + ?Sized>(line: usize, value: &Value, keys: &K) -> Entry {
+fn examine<K: KeyLookup + ?Sized>(
+    line: usize,
+    value: &Value,
+    attributes: Option<&[(String, Value)]>,
+    keys: &K,
+) -> Entry {
     let seq = value.get("seq").and_then(Value::as_u64);
     let mut entry = Entry {
         line,
@@ -347,15 +403,30 @@ fn examine<K: KeyLookup + ?Sized>(line: usize, value: &Value, keys: &K) -> Entry
     if let Value::Object(m) = &mut unsigned {
         m.remove("mac");
     }
-    let mac_ok = match (to_canonical_bytes(&unsigned), b64url_tag(&record.mac)) {
-        (Ok(bytes), Some(tag)) => hmac_verify(key, &bytes, &tag),
+    let mac_ok = match (to_canonical_bytes(&unsigned), b64url_seal(&record.mac)) {
+        (Ok(bytes), Some(seal)) => key.verify(&bytes, &seal),
         _ => false,
     };
+    if let (true, Some(attributes)) = (mac_ok, attributes) {
+        if let Some((key, exported)) = super::otlp::attribute_mismatch(&record, attributes) {
+            entry.problem = Some((
+                BreakKind::AttributeMismatch,
+                format!(
+                    "{at}: the OTLP attribute {key:?} ({exported}) differs from the sealed record (edited after export?)"
+                ),
+            ));
+            return entry;
+        }
+    }
     if !mac_ok {
         entry.problem = Some((
             BreakKind::BadMac,
             format!(
-                "{at}: the MAC does not match: the record was modified (or signed with another key named {:?})",
+                "{at}: the {} does not match: the record was modified (or signed with another key named {:?})",
+                match key.algorithm() {
+                    super::keys::Algorithm::HmacSha256 => "MAC",
+                    super::keys::Algorithm::Ed25519 => "Ed25519 signature",
+                },
                 record.kid
             ),
         ));

@@ -6,10 +6,13 @@
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
+use meshguard_core::audit::httpsig::{
+    self, SignedRequest, CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT,
+};
 use meshguard_core::audit::outbox::Outcome;
 use meshguard_core::audit::{
-    audit_id, AuditPolicy, AuditStamp, Chain, CommandRef, Outbox, RecordFields, Refusal,
-    RequestGate, Reservation, Step,
+    audit_id, AuditPolicy, AuditStamp, Chain, CollectorFormat, CommandRef, Outbox, RecordFields,
+    Refusal, RequestGate, Reservation, Step,
 };
 use meshguard_core::canonical::{hex, sha256_hex};
 use meshguard_core::logsafe;
@@ -110,7 +113,10 @@ impl Audit {
         let now = host.now_ms();
         let chain_id = sha256_hex(format!("{now}/{context_id}/{entropy}/{fingerprint}").as_bytes());
         let chain_id = chain_id.get(..16).unwrap_or(&chain_id).to_string();
-        let outbox = policy.outbox_limits().map(|l| RefCell::new(Outbox::new(l)));
+        let outbox = policy
+            .outbox_limits()
+            .zip(policy.outbox_framing())
+            .map(|(limits, framing)| RefCell::new(Outbox::with_framing(limits, framing)));
         let wakeup = outbox
             .as_ref()
             .and_then(|_| host.register_wakeup(&format!("meshguard-audit-flush-{chain_id}")));
@@ -232,11 +238,15 @@ impl Audit {
         };
         let timeout = Duration::from_millis(u64::from(collector.timeout_ms));
         let outcome = outbox.flush(host.now_ms(), tick, |body| {
+            let content_type = match collector.format {
+                CollectorFormat::Ndjson => "application/x-ndjson",
+                CollectorFormat::OtlpJson => "application/json",
+            };
             let headers = [
                 (":method", "POST"),
                 (":path", collector.path.as_str()),
                 (":authority", collector.authority.as_str()),
-                ("content-type", "application/x-ndjson"),
+                ("content-type", content_type),
             ];
             match host.dispatch(&collector.cluster, &headers, Some(body), timeout) {
                 Ok(token) => Some(token),
@@ -317,6 +327,9 @@ pub struct InFlight {
     /// The decision an earlier plugin's identity section published with the
     /// request view.
     published_identity: Option<String>,
+    /// What remains of the caller's `Signature-Input` and `Signature` once
+    /// the members under meshguard's label are removed (RFC 9421 signing).
+    client_members: [Option<String>; 2],
 }
 
 impl InFlight {
@@ -340,6 +353,20 @@ impl InFlight {
         ] {
             if view.has_header(name) && !host.set_header(Map::RequestHeaders, name, None) {
                 return Err(refuse(host, 500, "audit_header_strip_failed"));
+            }
+        }
+        // A caller's members under meshguard's label never reach the
+        // upstream, whatever happens next; its other members are kept.
+        let mut client_members = [None, None];
+        if policy.upstream_signature().rfc9421() {
+            for (slot, name) in client_members.iter_mut().zip([SIGNATURE_INPUT, SIGNATURE]) {
+                let Some(value) = view.header(name) else {
+                    continue;
+                };
+                *slot = httpsig::without_member(&value, policy.signature_label());
+                if !host.set_header(Map::RequestHeaders, name, slot.as_deref()) {
+                    return Err(refuse(host, 500, "audit_header_strip_failed"));
+                }
             }
         }
         if view.info().is_err() && policy.fail_closed() {
@@ -392,6 +419,7 @@ impl InFlight {
             status: None,
             reservation,
             published_identity: view.published_identity().map(str::to_owned),
+            client_members,
         };
         let flow = flight.apply(host, section, audit, step);
         Ok((flight, flow))
@@ -486,7 +514,9 @@ impl InFlight {
         }
     }
 
-    /// Signs the stamp and adds the headers toward the upstream.
+    /// Signs the request and adds the headers toward the upstream: the
+    /// command hash and audit id, then the v1 header and/or the RFC 9421
+    /// members (with `content-digest` for a command that read the body).
     fn stamp<H: StreamHost>(
         &mut self,
         host: &mut H,
@@ -496,34 +526,85 @@ impl InFlight {
     ) -> Flow {
         self.command_sha256 = Some(hash);
         let policy = &section.policy;
-        let stamp = AuditStamp {
-            key_id: policy.key_id().to_string(),
-            id: self.id.clone(),
-            ts_ms: self.start_ms,
-            peer: self.peer.clone(),
-            config_fingerprint: Some(audit.fingerprint.clone()),
-            command_sha256: hash,
-        };
-        match stamp.sign_with(&section.key) {
-            Ok(header) => {
-                let all_set =
-                    host.set_header(
-                        Map::RequestHeaders,
-                        policy.command_header(),
-                        Some(&hex(&hash)),
-                    ) & host.set_header(Map::RequestHeaders, policy.audit_header(), Some(&header))
-                        & host.set_header(Map::RequestHeaders, policy.id_header(), Some(&self.id));
-                if all_set {
-                    Flow::Continue
-                } else {
+        let hash_hex = hex(&hash);
+        // Set as they are made (no list of copies: this runs on every request).
+        let mut all_set =
+            host.set_header(
+                Map::RequestHeaders,
+                policy.command_header(),
+                Some(&hash_hex),
+            ) & host.set_header(Map::RequestHeaders, policy.id_header(), Some(&self.id));
+        if policy.upstream_signature().v1() {
+            let stamp = AuditStamp {
+                key_id: policy.key_id().to_string(),
+                id: self.id.clone(),
+                ts_ms: self.start_ms,
+                peer: self.peer.clone(),
+                config_fingerprint: Some(audit.fingerprint.clone()),
+                command_sha256: hash,
+            };
+            let signed = match section.key.mac_key() {
+                Some(key) => stamp.sign_with(key).map_err(|e| e.to_string()),
+                None => Err("the v1 header needs an HMAC key".to_owned()),
+            };
+            match signed {
+                Ok(header) => {
+                    all_set &=
+                        host.set_header(Map::RequestHeaders, policy.audit_header(), Some(&header));
+                }
+                Err(e) => {
                     self.command_sha256 = None;
-                    self.hash_failed(host, section, audit, "the host refused the audit headers")
+                    return self.hash_failed(host, section, audit, &e);
                 }
             }
-            Err(e) => {
-                self.command_sha256 = None;
-                self.hash_failed(host, section, audit, &e.to_string())
+        }
+        if policy.upstream_signature().rfc9421() {
+            let digest = self
+                .gate
+                .body_sha256()
+                .filter(|_| policy.needs_body(self.command))
+                .map(|sha| httpsig::content_digest(&sha));
+            let created = self.start_ms / 1000;
+            let members = httpsig::sign(
+                &SignedRequest {
+                    method: &self.method,
+                    authority: &self.authority,
+                    target: &self.target,
+                    command_header: (policy.command_header(), &hash_hex),
+                    id_header: (policy.id_header(), &self.id),
+                    content_digest: digest.as_deref(),
+                },
+                &httpsig::Params {
+                    created,
+                    expires: policy
+                        .signature_expires_seconds()
+                        .map(|s| created.saturating_add(s)),
+                    keyid: policy.key_id(),
+                    tag: policy.signature_tag(),
+                },
+                policy.signature_label(),
+                &section.key,
+            );
+            if let Some(digest) = &digest {
+                all_set &= host.set_header(Map::RequestHeaders, CONTENT_DIGEST, Some(digest));
             }
+            let [input, signature] = &self.client_members;
+            for (name, client, ours) in [
+                (SIGNATURE_INPUT, input, members.input),
+                (SIGNATURE, signature, members.signature),
+            ] {
+                let value = match client {
+                    Some(client) => format!("{client}, {ours}"),
+                    None => ours,
+                };
+                all_set &= host.set_header(Map::RequestHeaders, name, Some(&value));
+            }
+        }
+        if all_set {
+            Flow::Continue
+        } else {
+            self.command_sha256 = None;
+            self.hash_failed(host, section, audit, "the host refused the audit headers")
         }
     }
 
@@ -599,8 +680,8 @@ impl InFlight {
                 .map_err(|e| e.to_string()),
             Err(_) => Err("the chain is busy".into()),
         };
-        let line = match sealed {
-            Ok((_, line)) => line,
+        let (record, line) = match sealed {
+            Ok(sealed) => sealed,
             Err(e) => {
                 log::error!(
                     "meshguard audit: record for {} not sealed: {}",
@@ -621,8 +702,13 @@ impl InFlight {
         if let Some(outbox) = &audit.outbox {
             let json = line
                 .strip_prefix(meshguard_core::audit::RECORD_PREFIX)
-                .unwrap_or(&line)
-                .to_string();
+                .unwrap_or(&line);
+            let json = match policy.collector().map(|c| c.format) {
+                Some(CollectorFormat::OtlpJson) => {
+                    meshguard_core::audit::otlp::log_record(&record, json, host.now_ms())
+                }
+                _ => json.to_owned(),
+            };
             match outbox.try_borrow_mut() {
                 Ok(mut o) => {
                     let outcome = o.push(json, self.reservation);

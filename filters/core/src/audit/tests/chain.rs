@@ -664,11 +664,18 @@ fn the_record_writer_gives_the_canonical_form_of_the_record() {
         f.method = (*text).to_owned();
         f.peer = (i % 2 == 0).then(|| (*text).to_owned());
         f.status = (i % 3 == 0).then_some(200);
-        f.duration_ms = (i % 2 == 1).then_some(u64::MAX);
+        f.duration_ms = (i % 2 == 1).then_some(crate::canonical::MAX_SAFE_INTEGER);
         f.config_fingerprint = (i % 2 == 1).then(|| (*text).to_owned());
         f.decisions.insert((*text).to_owned(), Value::from(*text));
         f.decisions
             .insert("identity".into(), Value::from("allowed:x"));
+        // A number RFC 8785 cannot write exactly is refused, the chain unchanged.
+        let mut too_long = f.clone();
+        too_long.duration_ms = Some(crate::canonical::MAX_SAFE_INTEGER + 1);
+        assert_eq!(
+            c.seal(too_long, KEY, "k1"),
+            Err(RecordError::OutOfRange("duration_ms"))
+        );
         let record = c.seal(f, KEY, "k1").unwrap();
         for with_mac in [false, true] {
             assert_eq!(

@@ -61,6 +61,7 @@ fn every_key_is_read() {
     assert_eq!(
         p.collector(),
         Some(&Collector {
+            format: crate::audit::CollectorFormat::Ndjson,
             cluster: "outbound|443||audit.example.com".into(),
             path: "/ingest".into(),
             authority: "audit.example.com".into(),
@@ -91,6 +92,7 @@ fn collector_defaults_apply() {
     assert_eq!(
         p.collector(),
         Some(&Collector {
+            format: crate::audit::CollectorFormat::Ndjson,
             cluster: "audit".into(),
             path: "/v1/audit-records".into(),
             authority: "audit-collector".into(),

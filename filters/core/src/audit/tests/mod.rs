@@ -7,6 +7,7 @@ mod config;
 mod doc_example;
 mod hashing;
 mod stamp;
+mod standards;
 
 use super::*;
 use crate::request::RequestInfo;
