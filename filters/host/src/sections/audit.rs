@@ -3,7 +3,7 @@
 //! upstream, and a tamper-evident record per request (Envoy's log and,
 //! optionally, an audit collector). All formats live in `meshguard_core::audit`.
 
-use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use meshguard_core::audit::outbox::Outcome;
@@ -20,6 +20,7 @@ use meshguard_core::plugin::AuditSection;
 
 use crate::host::{CalloutFailure, Counter, Map, Metrics, PluginHost, StreamHost};
 use crate::reply::{json_reply, Flow};
+use crate::sync::Lock;
 use crate::view::View;
 
 /// How often partial batches are sent (full ones go at once) and a failing
@@ -69,20 +70,21 @@ impl AuditMetrics {
     }
 }
 
-/// The section's per-VM state: this VM's chain, outbox and counters.
+/// The section's per-VM state (natively: per plugin config, shared by every
+/// worker): its chain, outbox and counters.
 #[derive(Debug)]
 pub struct Audit {
     fingerprint: String,
     /// This VM's chain id (also the prefix of every audit id).
     chain_id: String,
-    chain: RefCell<Chain>,
-    next_request: Cell<u64>,
+    chain: Lock<Chain>,
+    next_request: AtomicU64,
     /// Records waiting for the collector (None without a collector).
-    outbox: Option<RefCell<Outbox>>,
+    outbox: Option<Lock<Outbox>>,
     /// This VM's wakeup for asking the root to flush now, and whether a
     /// request is already waiting on it.
     wakeup: Option<u32>,
-    flush_requested: Cell<bool>,
+    flush_requested: AtomicBool,
     metrics: AuditMetrics,
 }
 
@@ -110,7 +112,7 @@ impl Audit {
         let now = host.now_ms();
         let chain_id = sha256_hex(format!("{now}/{context_id}/{entropy}/{fingerprint}").as_bytes());
         let chain_id = chain_id.get(..16).unwrap_or(&chain_id).to_string();
-        let outbox = policy.outbox_limits().map(|l| RefCell::new(Outbox::new(l)));
+        let outbox = policy.outbox_limits().map(|l| Lock::new(Outbox::new(l)));
         let wakeup = outbox
             .as_ref()
             .and_then(|_| host.register_wakeup(&format!("meshguard-audit-flush-{chain_id}")));
@@ -126,12 +128,12 @@ impl Audit {
         let refused = |reason| host.define_counter(&tagged(AUDIT_REFUSED, &[("reason", reason)]));
         Self {
             fingerprint: fingerprint.to_owned(),
-            chain: RefCell::new(Chain::new(chain_id.clone())),
+            chain: Lock::new(Chain::new(chain_id.clone())),
             chain_id,
-            next_request: Cell::new(0),
+            next_request: AtomicU64::new(0),
             outbox,
             wakeup,
-            flush_requested: Cell::new(false),
+            flush_requested: AtomicBool::new(false),
             metrics: AuditMetrics {
                 emitted: records("emitted"),
                 delivered: records("delivered"),
@@ -159,7 +161,7 @@ impl Audit {
     /// The root's timer.
     pub fn on_tick<H: PluginHost>(&self, host: &H, policy: &AuditPolicy) {
         // A wake-up that never arrived must not silence later ones.
-        self.flush_requested.set(false);
+        self.flush_requested.store(false, Ordering::Relaxed);
         self.flush(host, policy, true);
     }
 
@@ -168,7 +170,7 @@ impl Audit {
         if Some(wakeup) != self.wakeup {
             return false;
         }
-        self.flush_requested.set(false);
+        self.flush_requested.store(false, Ordering::Relaxed);
         self.flush(host, policy, false);
         true
     }
@@ -181,10 +183,10 @@ impl Audit {
         let wants = self
             .outbox
             .as_ref()
-            .and_then(|o| o.try_borrow().ok())
-            .is_some_and(|o| o.wants_flush());
-        if wants && !self.flush_requested.replace(true) && !host.wake(wakeup) {
-            self.flush_requested.set(false);
+            .and_then(|o| o.with(|o| o.wants_flush()))
+            .unwrap_or(false);
+        if wants && !self.flush_requested.swap(true, Ordering::Relaxed) && !host.wake(wakeup) {
+            self.flush_requested.store(false, Ordering::Relaxed);
         }
     }
 
@@ -193,31 +195,32 @@ impl Audit {
         let (Some(outbox), Some(collector)) = (&self.outbox, policy.collector()) else {
             return;
         };
-        let Ok(mut outbox) = outbox.try_borrow_mut() else {
-            return;
-        };
         let timeout = Duration::from_millis(u64::from(collector.timeout_ms));
-        let outcome = outbox.flush(host.now_ms(), tick, |body| {
-            let headers = [
-                (":method", "POST"),
-                (":path", collector.path.as_str()),
-                (":authority", collector.authority.as_str()),
-                ("content-type", "application/x-ndjson"),
-            ];
-            match host.dispatch(&collector.cluster, &headers, Some(body), timeout) {
-                Ok(token) => Some(token),
-                Err(status) => {
-                    self.metrics
-                        .collector_failed(host, CalloutFailure::DispatchFailed);
-                    log::warn!(
-                        "meshguard audit: cannot call collector cluster {}: {status}",
-                        logsafe::quote(&collector.cluster)
-                    );
-                    None
+        let outcome = outbox.with(|outbox| {
+            outbox.flush(host.now_ms(), tick, |body| {
+                let headers = [
+                    (":method", "POST"),
+                    (":path", collector.path.as_str()),
+                    (":authority", collector.authority.as_str()),
+                    ("content-type", "application/x-ndjson"),
+                ];
+                match host.dispatch(&collector.cluster, &headers, Some(body), timeout) {
+                    Ok(token) => Some(token),
+                    Err(status) => {
+                        self.metrics
+                            .collector_failed(host, CalloutFailure::DispatchFailed);
+                        log::warn!(
+                            "meshguard audit: cannot call collector cluster {}: {status}",
+                            logsafe::quote(&collector.cluster)
+                        );
+                        None
+                    }
                 }
-            }
+            })
         });
-        self.metrics.count(host, outcome);
+        if let Some(outcome) = outcome {
+            self.metrics.count(host, outcome);
+        }
     }
 
     /// The collector answered (or not: a timeout, a reset, a stall
@@ -242,9 +245,8 @@ impl Audit {
             .as_deref()
             .is_some_and(|s| s.len() == 3 && s.starts_with('2'));
         let Some(outcome) = outbox
-            .try_borrow_mut()
-            .ok()
-            .and_then(|mut o| o.answered(host.now_ms(), token, ok))
+            .with(|o| o.answered(host.now_ms(), token, ok))
+            .flatten()
         else {
             return false;
         };
@@ -314,8 +316,8 @@ impl InFlight {
             return Err(refuse(host, 400, code));
         }
         // Under fail_closed a request starts only with room for its record.
-        let reservation = match audit.outbox.as_ref().map(|o| o.try_borrow_mut()) {
-            Some(Ok(mut outbox)) => outbox.reserve(),
+        let reservation = match audit.outbox.as_ref().map(|o| o.with(Outbox::reserve)) {
+            Some(Some(reserved)) => reserved,
             _ => Ok(None),
         };
         let reservation = match reservation {
@@ -343,8 +345,7 @@ impl InFlight {
             policy.needs_body(command),
             end_of_stream,
         );
-        let seq = audit.next_request.get();
-        audit.next_request.set(seq.wrapping_add(1));
+        let seq = audit.next_request.fetch_add(1, Ordering::Relaxed);
         let mut flight = Self {
             id: audit_id(&audit.chain_id, seq),
             start_ms: host.now_ms(),
@@ -559,12 +560,14 @@ impl InFlight {
                 .insert("audit".into(), "hash_failed".into());
         }
         let fields = fields.cap(policy.max_record_path_bytes());
-        let sealed = match audit.chain.try_borrow_mut() {
-            Ok(mut chain) => chain
-                .seal_line(fields, &section.key, policy.key_id())
-                .map_err(|e| e.to_string()),
-            Err(_) => Err("the chain is busy".into()),
-        };
+        let sealed = audit
+            .chain
+            .with(|chain| {
+                chain
+                    .seal_line(fields, &section.key, policy.key_id())
+                    .map_err(|e| e.to_string())
+            })
+            .unwrap_or_else(|| Err("the chain is busy".into()));
         let line = match sealed {
             Ok((_, line)) => line,
             Err(e) => {
@@ -589,12 +592,9 @@ impl InFlight {
                 .strip_prefix(meshguard_core::audit::RECORD_PREFIX)
                 .unwrap_or(&line)
                 .to_string();
-            match outbox.try_borrow_mut() {
-                Ok(mut o) => {
-                    let outcome = o.push(json, self.reservation);
-                    audit.metrics.count(host, outcome);
-                }
-                Err(_) => host.add(audit.metrics.dropped, 1),
+            match outbox.with(|o| o.push(json, self.reservation)) {
+                Some(outcome) => audit.metrics.count(host, outcome),
+                None => host.add(audit.metrics.dropped, 1),
             }
         }
         audit.request_flush(host);
@@ -615,9 +615,7 @@ impl InFlight {
 
 fn release(audit: &Audit, reservation: Option<Reservation>) {
     if let (Some(r), Some(outbox)) = (reservation, &audit.outbox) {
-        if let Ok(mut o) = outbox.try_borrow_mut() {
-            o.release(r);
-        }
+        outbox.with(|o| o.release(r));
     }
 }
 
