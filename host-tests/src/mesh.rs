@@ -385,6 +385,126 @@ impl Deployment {
     }
 }
 
+/// Which meshguard build the server sidecar runs:
+/// `MESHGUARD_TEST_BUILD=wasm` (the default: `dist/meshguard.wasm` through
+/// `envoy.filters.http.wasm`, configured as Istio configures a WasmPlugin)
+/// or `native` (`dist/libmeshguard.so` through
+/// `envoy.filters.http.dynamic_modules`, the same plugin JSON). The suites run
+/// unchanged against both (`make test-native`): a parity matrix. In the
+/// native build the filters' `env` is set on the Envoy process (the native
+/// module reads Envoy's process environment), and rows that only exist for a
+/// Wasm VM are skipped with their reason ([`wasm_only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Build {
+    #[default]
+    Wasm,
+    Native,
+}
+
+impl Build {
+    pub fn current() -> Self {
+        match std::env::var("MESHGUARD_TEST_BUILD").as_deref() {
+            Ok("native") => Self::Native,
+            _ => Self::Wasm,
+        }
+    }
+
+    /// The Envoy HTTP filter that runs `f` in this build.
+    pub fn http_filter(self, f: &Filter) -> anyhow::Result<Value> {
+        match self {
+            Self::Wasm => wasm_filter(f),
+            Self::Native => native_filter(f),
+        }
+    }
+
+    /// The filter config's type (ECDS `type_urls`).
+    fn type_url(self) -> &'static str {
+        match self {
+            Self::Wasm => "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            Self::Native => NATIVE_FILTER_TYPE,
+        }
+    }
+
+    /// The environment the server sidecar's Envoy process runs with: none
+    /// for Wasm (each plugin's `vmConfig.env` is in its filter config); for
+    /// the native module, where it finds `libmeshguard.so`, the node
+    /// metadata Istio would put in the proxy's environment, and every
+    /// filter's `env` (one process: filters may not disagree on a value).
+    pub fn process_env(self, filters: &[Filter]) -> anyhow::Result<Vec<(String, String)>> {
+        if self == Self::Wasm {
+            return Ok(Vec::new());
+        }
+        let module = crate::native_module()?;
+        let search_path = module
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let mut env = vec![
+            ("ENVOY_DYNAMIC_MODULES_SEARCH_PATH".to_owned(), search_path),
+            ("ISTIO_META_NAMESPACE".to_owned(), "default".to_owned()),
+            ("ISTIO_META_WORKLOAD_NAME".to_owned(), "backend".to_owned()),
+        ];
+        for f in filters {
+            for (k, v) in &f.env {
+                match env.iter().find(|(ek, _)| ek == k) {
+                    Some((_, ev)) if ev != v => anyhow::bail!(
+                        "the native build has one process environment: {} disagrees on {k}",
+                        f.root_id
+                    ),
+                    Some(_) => {}
+                    None => env.push((k.clone(), v.clone())),
+                }
+            }
+        }
+        Ok(env)
+    }
+}
+
+/// Skips the calling test in the native build, printing why: for rows that
+/// only exist for a Wasm VM (VM failure policies and crashes, VM memory,
+/// Istio's WasmPlugin-only limits). Returns true when the test must return.
+pub fn wasm_only(reason: &str) -> bool {
+    if Build::current() == Build::Native {
+        eprintln!("skipped in the native build: {reason}");
+        return true;
+    }
+    false
+}
+
+/// `envoy.filters.http.dynamic_modules`' config type.
+pub const NATIVE_FILTER_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
+
+/// The Envoy filter that runs `f` in the native module (docs/native.md):
+/// module `meshguard` (`libmeshguard.so` on the search path, never unloaded),
+/// metrics under `meshguard.`, `filter_name` = `ROOT_ID:PLUGIN_NAME` (the
+/// plugin name as Istio would give it), and the plugin JSON as a
+/// `google.protobuf.StringValue`, byte for byte.
+pub fn native_filter(f: &Filter) -> anyhow::Result<Value> {
+    // The shipped module by name; a test module by its path (`module.local`).
+    let mut module = json!({"do_not_close": true, "metrics_namespace": "meshguard"});
+    if f.module == "meshguard" {
+        module["name"] = json!("meshguard");
+    } else {
+        let path = PathBuf::from(format!("{}.so", f.module));
+        anyhow::ensure!(
+            path.is_absolute() && path.exists(),
+            "the native build has no module {} (a Wasm-only test module)",
+            f.module
+        );
+        module["module"] = json!({"local": {"filename": path}});
+    }
+    Ok(json!({
+        "name": format!("default.{}", f.root_id),
+        "typed_config": {
+            "@type": NATIVE_FILTER_TYPE,
+            "dynamic_module_config": module,
+            "filter_name": format!("{}:default.{}", f.root_id, f.root_id),
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": f.config}
+        }
+    }))
+}
+
 /// Describes a mesh before it starts.
 #[derive(Debug, Clone)]
 pub struct MeshBuilder {
@@ -409,6 +529,8 @@ struct ServerShape {
     /// Filters delivered over ECDS (as Istio's WasmPlugin does): the listener
     /// names them, each filter's config lives in its own watched file.
     ecds: bool,
+    /// The meshguard build the filters run in.
+    build: Build,
 }
 
 /// The LDS file in the server sidecar's watched directory.
@@ -428,6 +550,8 @@ pub struct Mesh {
     server_cert: CertFiles,
     barrier_addr: SocketAddr,
     workers: u32,
+    /// The server sidecar's process environment ([`Build::process_env`]).
+    process_env: Vec<(String, String)>,
     lds_version: std::cell::Cell<u32>,
     markers: std::cell::Cell<u32>,
     dir: MeshDir,
@@ -457,7 +581,10 @@ impl Mesh {
             filters: Vec::new(),
             profiles: default_profiles(),
             extra_clusters: Vec::new(),
-            shape: ServerShape::default(),
+            shape: ServerShape {
+                build: Build::current(),
+                ..ServerShape::default()
+            },
             istio_retries: false,
             files: None,
             workers: 1,
@@ -580,6 +707,7 @@ impl Mesh {
     /// over xDS, and waits until Envoy accepted or rejected it.
     pub async fn push_filters(&self, filters: &[Filter]) -> anyhow::Result<PushOutcome> {
         let filters = &Deployment::current().apply(filters);
+        self.check_process_env(filters)?;
         if self.shape.ecds {
             return self.push_ecds(filters).await;
         }
@@ -604,6 +732,35 @@ impl Mesh {
 }
 
 impl Mesh {
+    /// The native module reads Envoy's process environment, which a push
+    /// cannot change: a pushed chain whose trust settings (`MESHGUARD_*`
+    /// but the section keys) differ from the ones Envoy started with, or
+    /// that needs a variable Envoy does not have, is an error here rather
+    /// than a silent difference between the builds.
+    fn check_process_env(&self, filters: &[Filter]) -> anyhow::Result<()> {
+        let pushed = self.shape.build.process_env(filters)?;
+        let trust = |k: &str| {
+            k.starts_with("MESHGUARD_")
+                && !["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"].contains(&k)
+        };
+        let value = |env: &[(String, String)], key: &str| {
+            env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        };
+        for (k, v) in &pushed {
+            anyhow::ensure!(
+                value(&self.process_env, k).as_ref() == Some(v),
+                "the native build cannot push {k}={v}: it reads Envoy's process environment"
+            );
+        }
+        for (k, _) in self.process_env.iter().filter(|(k, _)| trust(k)) {
+            anyhow::ensure!(
+                value(&pushed, k).is_some(),
+                "the native build cannot push a chain without {k}: Envoy's process has it"
+            );
+        }
+        Ok(())
+    }
+
     /// ECDS: writes each changed filter config to its watched file and waits
     /// until Envoy reloaded or refused it (the listener stays as it is; an
     /// unchanged config is not sent, as istiod sends none).
@@ -612,7 +769,7 @@ impl Mesh {
         self.lds_version.set(version);
         let mut pushed = Vec::new();
         for f in filters {
-            let resource = ecds_resource(f)?;
+            let resource = ecds_resource(self.shape.build, f)?;
             let current = std::fs::read(ecds_dir(self.dir.path(), f).join(ECDS_FILE))
                 .ok()
                 .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
@@ -627,7 +784,7 @@ impl Mesh {
                 )
                 .await?,
             );
-            write_ecds(self.dir.path(), version, f)?;
+            write_ecds(self.dir.path(), self.shape.build, version, f)?;
         }
         self.push_outcome("the pushed filter configs", &pushed)
             .await
@@ -685,7 +842,7 @@ struct PushCounters {
 
 /// The listener's reference to a filter delivered over ECDS (Istio names
 /// it `<namespace>.<name>` and serves it from istiod; here a watched file).
-fn ecds_reference(dir: &Path, f: &Filter) -> Value {
+fn ecds_reference(dir: &Path, build: Build, f: &Filter) -> Value {
     let watched = ecds_dir(dir, f);
     json!({
         "name": format!("default.{}", f.root_id),
@@ -697,7 +854,7 @@ fn ecds_reference(dir: &Path, f: &Filter) -> Value {
                     "watched_directory": {"path": watched}
                 }
             },
-            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]
+            "type_urls": [build.type_url()]
         }
     })
 }
@@ -711,17 +868,17 @@ fn ecds_dir(dir: &Path, f: &Filter) -> PathBuf {
 }
 
 /// A filter's config as an ECDS resource.
-fn ecds_resource(f: &Filter) -> anyhow::Result<Value> {
-    let mut resource = wasm_filter(f)?;
+fn ecds_resource(build: Build, f: &Filter) -> anyhow::Result<Value> {
+    let mut resource = build.http_filter(f)?;
     resource["@type"] = json!("type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig");
     Ok(resource)
 }
 
 /// Writes a filter's ECDS response atomically.
-fn write_ecds(dir: &Path, version: u32, f: &Filter) -> anyhow::Result<()> {
+fn write_ecds(dir: &Path, build: Build, version: u32, f: &Filter) -> anyhow::Result<()> {
     let watched = ecds_dir(dir, f);
     std::fs::create_dir_all(&watched)?;
-    let resource = ecds_resource(f)?;
+    let resource = ecds_resource(build, f)?;
     let response = json!({"version_info": version.to_string(), "resources": [resource]});
     let tmp = watched.join(format!(".{ECDS_FILE}.{version}.tmp"));
     std::fs::write(&tmp, serde_json::to_vec_pretty(&response)?)?;
@@ -810,6 +967,13 @@ impl MeshBuilder {
         self
     }
 
+    /// Runs the filters in `build` whatever `MESHGUARD_TEST_BUILD` says
+    /// (the native module's own suite, `tests/native.rs`).
+    pub fn build(mut self, build: Build) -> Self {
+        self.shape.build = build;
+        self
+    }
+
     /// Adds a client profile (its route selects it, see [`ROUTE_HEADER`]).
     pub fn profile(mut self, profile: ClientProfile) -> Self {
         self.profiles.push(profile);
@@ -868,6 +1032,7 @@ impl MeshBuilder {
             server_cert,
             barrier_addr,
             workers: self.workers,
+            process_env: self.shape.build.process_env(&self.filters)?,
             lds_version: std::cell::Cell::new(1),
             markers: std::cell::Cell::new(0),
             dir,
@@ -885,15 +1050,16 @@ impl MeshBuilder {
         std::fs::create_dir_all(&lds_dir)?;
         if self.shape.ecds {
             for f in &self.filters {
-                write_ecds(dir, 1, f)?;
+                write_ecds(dir, self.shape.build, 1, f)?;
             }
         }
         write_lds(&lds_dir, 1, self.server_listener(pki, cert, dir)?)?;
-        Envoy::start_with_workers(
+        Envoy::start_with_env(
             "server-sidecar",
             dir,
             self.server_bootstrap(&lds_dir, upstream),
             self.workers,
+            &self.shape.build.process_env(&self.filters)?,
         )
         .await
     }
@@ -915,7 +1081,8 @@ impl MeshBuilder {
         if let Some(b) = bootstrap.as_object_mut() {
             b.remove("dynamic_resources");
         }
-        match Envoy::start("server-sidecar", dir.path(), bootstrap).await {
+        let env = self.shape.build.process_env(&self.filters)?;
+        match Envoy::start_with_env("server-sidecar", dir.path(), bootstrap, 1, &env).await {
             Ok(envoy) => anyhow::bail!(
                 "Envoy accepted a config it should refuse; log:\n{}",
                 envoy.log()
@@ -1054,9 +1221,9 @@ fn server_listener(
     let mut http_filters = Vec::new();
     for f in filters {
         http_filters.push(if shape.ecds {
-            ecds_reference(dir, f)
+            ecds_reference(dir, shape.build, f)
         } else {
-            wasm_filter(f)?
+            shape.build.http_filter(f)?
         });
     }
     http_filters.push(router());

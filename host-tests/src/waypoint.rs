@@ -28,7 +28,7 @@ use crate::envoy::{stats_config, Envoy};
 use crate::http::{self, Protocol, Request, Response};
 use crate::mesh::{
     barrier_listener, certificate, default_profiles, loopback, router, static_cluster,
-    upstream_barrier, wasm_filter, with_protocol, Filter,
+    upstream_barrier, with_protocol, Filter,
 };
 use crate::upstream::Upstream;
 
@@ -58,14 +58,13 @@ impl Waypoint {
             .tempdir()?;
         let pki = Pki::new(dir.path())?;
         let upstream = Upstream::start().await?;
-        let waypoint = Envoy::start(
+        let filters = crate::mesh::Deployment::current().apply(filters);
+        let waypoint = Envoy::start_with_env(
             "waypoint",
             dir.path(),
-            waypoint_bootstrap(
-                &crate::mesh::Deployment::current().apply(filters),
-                &pki,
-                upstream.addr(),
-            )?,
+            waypoint_bootstrap(&filters, &pki, upstream.addr())?,
+            1,
+            &crate::mesh::Build::current().process_env(&filters)?,
         )
         .await?;
         let hbone = waypoint.listener("connect_terminate").await?;
@@ -248,7 +247,7 @@ fn waypoint_bootstrap(
     });
     let mut http_filters = Vec::new();
     for f in filters {
-        http_filters.push(wasm_filter(f)?);
+        http_filters.push(crate::mesh::Build::current().http_filter(f)?);
     }
     http_filters.push(router());
     let main_internal = json!({
