@@ -456,8 +456,28 @@ impl Build {
                 }
             }
         }
+        // A trust setting reaches every plugin of the process: one given
+        // to some plugins only cannot be expressed natively.
+        for (k, _) in &env {
+            if let Some(f) = filters
+                .iter()
+                .find(|f| is_trust_setting(k) && !f.env.iter().any(|(fk, _)| fk == k))
+            {
+                anyhow::bail!(
+                    "the native build has one process environment: {k} is not set for {}",
+                    f.root_id
+                );
+            }
+        }
         Ok(env)
     }
+}
+
+/// A variable that judges a plugin's config (`MESHGUARD_*`, but the keys
+/// a section reads for itself).
+fn is_trust_setting(key: &str) -> bool {
+    key.starts_with("MESHGUARD_")
+        && !["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"].contains(&key)
 }
 
 /// Skips the calling test in the native build, printing why: for rows that
@@ -739,10 +759,6 @@ impl Mesh {
     /// than a silent difference between the builds.
     fn check_process_env(&self, filters: &[Filter]) -> anyhow::Result<()> {
         let pushed = self.shape.build.process_env(filters)?;
-        let trust = |k: &str| {
-            k.starts_with("MESHGUARD_")
-                && !["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"].contains(&k)
-        };
         let value = |env: &[(String, String)], key: &str| {
             env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
         };
@@ -752,7 +768,7 @@ impl Mesh {
                 "the native build cannot push {k}={v}: it reads Envoy's process environment"
             );
         }
-        for (k, _) in self.process_env.iter().filter(|(k, _)| trust(k)) {
+        for (k, _) in self.process_env.iter().filter(|(k, _)| is_trust_setting(k)) {
             anyhow::ensure!(
                 value(&pushed, k).is_some(),
                 "the native build cannot push a chain without {k}: Envoy's process has it"

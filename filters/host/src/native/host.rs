@@ -251,7 +251,22 @@ impl StreamHost for NativeStream<'_> {
         let Some(filter) = self.filter else {
             return false;
         };
-        abi::send_response(filter, status, headers, body, &Self::details(headers));
+        // The ABI hands Envoy a gRPC status of 0 (OK) for every local reply:
+        // a refused gRPC call would read as a success. Envoy keeps a
+        // `grpc-status` the reply already carries, so it is set here as
+        // Envoy (and the Wasm build) derives it from the HTTP status.
+        let grpc = abi::header(filter, HeaderMap::RequestHeaders, "content-type")
+            .is_some_and(|t| t.starts_with(b"application/grpc"));
+        let code = grpc_status(status).to_string();
+        let mut all = headers.to_vec();
+        if grpc
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("grpc-status"))
+        {
+            all.push(("grpc-status", &code));
+        }
+        abi::send_response(filter, status, &all, body, &Self::details(headers));
         true
     }
 
@@ -446,6 +461,19 @@ fn define(config: ConfigPtr, gauge: bool, name: &str) -> Option<u32> {
     id
 }
 
+/// The gRPC status of a local reply with HTTP `status`, as Envoy maps it
+/// (`Grpc::Utility::httpToGrpcStatus`, after gRPC's HTTP mapping).
+fn grpc_status(status: u16) -> u8 {
+    match status {
+        400 => 13,             // INTERNAL
+        401 => 16,             // UNAUTHENTICATED
+        403 => 7,              // PERMISSION_DENIED
+        404 => 12,             // UNIMPLEMENTED
+        429 | 502..=504 => 14, // UNAVAILABLE
+        _ => 2,                // UNKNOWN
+    }
+}
+
 /// `envoy_dynamic_module_type_http_callout_init_result`, named.
 fn callout_refusal(result: u32) -> &'static str {
     match result {
@@ -460,6 +488,16 @@ fn callout_refusal(result: u32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_replies_to_grpc_calls_carry_envoys_grpc_status_for_their_http_status() {
+        for (http, grpc) in [(400, 13), (401, 16), (403, 7), (404, 12), (413, 2)] {
+            assert_eq!(grpc_status(http), grpc, "{http}");
+        }
+        for unavailable in [429, 502, 503, 504] {
+            assert_eq!(grpc_status(unavailable), 14, "{unavailable}");
+        }
+    }
 
     #[test]
     fn native_metric_names_drop_the_prefix_the_namespace_replaces() {

@@ -34,8 +34,8 @@ use meshguard_core::logsafe;
 use meshguard_core::metrics::{tagged, PANICS};
 use meshguard_core::plugin::Shape;
 
-use crate::host::{Counter, Direction, Metrics, PluginHost};
-use crate::reply::Flow;
+use crate::host::{Counter, Direction, Metrics, PluginHost, StreamHost};
+use crate::reply::{json_reply, Flow};
 use crate::root::{PluginRoot, StreamContext, Streams};
 use crate::sync::Lock;
 use abi::{CalloutAnswer, ConfigPtr, EnvoyBuffer, FilterPtr, Header, LogLevel};
@@ -385,23 +385,14 @@ impl Hook {
     /// After a panic: the request is refused with a local reply (Envoy
     /// resets the stream instead when the response already started); a
     /// response is reset. Returns the hook's status.
-    fn fail(self, filter: FilterPtr) -> u32 {
+    fn fail(self, host: &mut NativeStream<'_>) -> u32 {
         match self {
             Self::RequestHeaders | Self::RequestBody | Self::RequestTrailers => {
                 let body = format!(r#"{{"error":"{INTERNAL_ERROR}"}}"#);
-                abi::send_response(
-                    filter,
-                    503,
-                    &[
-                        ("content-type", "application/json"),
-                        ("x-meshguard-deny-reason", INTERNAL_ERROR),
-                    ],
-                    body.as_bytes(),
-                    INTERNAL_ERROR,
-                );
+                json_reply(host, 503, Some(INTERNAL_ERROR), body.as_bytes());
             }
             Self::ResponseHeaders | Self::ResponseBody | Self::ResponseTrailers => {
-                abi::reset_stream(filter, INTERNAL_ERROR);
+                host.reset(Direction::Response);
             }
             Self::Complete => return 0,
         }
@@ -487,7 +478,7 @@ pub unsafe fn stream_hook(
                     "refused (503 meshguard_internal_error)"
                 }
             );
-            hook.fail(envoy)
+            hook.fail(&mut NativeStream::new(Some(envoy), &config.core, None))
         }
     };
     state.depth.set(state.depth.get().saturating_sub(1));
