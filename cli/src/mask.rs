@@ -373,12 +373,25 @@ impl Outcome {
     /// The body verdict of the gate.
     fn verdict(&mut self, verdict: Verdict) {
         match verdict {
-            Verdict::Continue | Verdict::Hold => {}
+            Verdict::Continue | Verdict::Hold | Verdict::HoldReplaced(_) => {}
             Verdict::Replace(body) => self.body = BodyOutcome::Masked(Some(body)),
             Verdict::Refuse { reason, answer } => {
                 self.body = BodyOutcome::Refused { reason, answer };
             }
         }
+    }
+}
+
+/// What the host does with the bytes it holds after a verdict.
+fn release(held: &mut Vec<u8>, released: &mut Vec<u8>, verdict: &Verdict) {
+    match verdict {
+        Verdict::Continue => released.append(held),
+        Verdict::Replace(bytes) => {
+            released.extend_from_slice(bytes);
+            held.clear();
+        }
+        Verdict::HoldReplaced(bytes) => *held = bytes.clone(),
+        Verdict::Hold | Verdict::Refuse { .. } => {}
     }
 }
 
@@ -388,6 +401,10 @@ fn apply(headers: &mut Vec<(String, String)>, path: &mut Option<String>, edits: 
             HeaderEdit::Replace { name, value } if name == ":path" => *path = Some(value.clone()),
             HeaderEdit::Replace { name, value } => set_header(headers, name, Some(value)),
             HeaderEdit::Remove { name } => set_header(headers, name, None),
+            HeaderEdit::Values { name, values } => {
+                set_header(headers, name, None);
+                headers.extend(values.iter().map(|v| (name.clone(), v.clone())));
+            }
         }
     }
 }
@@ -443,17 +460,24 @@ fn simulate(policy: &MaskingPolicy, message: Message<'_>) -> Outcome {
     apply(&mut headers, &mut outcome.path, &step.edits);
     outcome.verdict(step.verdict);
     if !end_of_stream && !matches!(outcome.body, BodyOutcome::Refused { .. }) {
-        let (verdict, report) =
-            gate.body(policy, body.len(), trailers.is_empty(), || body.to_vec());
+        // What the host holds and what it released: a streamed body leaves
+        // record by record, the rest at the trailers.
+        let mut held = body.to_vec();
+        let mut released: Vec<u8> = Vec::new();
+        let (verdict, report) = gate.body(policy, held.len(), trailers.is_empty(), || held.clone());
         outcome.report(&report);
-        let held = verdict == Verdict::Hold;
+        release(&mut held, &mut released, &verdict);
         outcome.verdict(verdict);
-        if !trailers.is_empty() && (held || !matches!(outcome.body, BodyOutcome::Refused { .. })) {
-            let step = gate.trailers(policy, &trailers, || body.to_vec());
+        if !trailers.is_empty() && !matches!(outcome.body, BodyOutcome::Refused { .. }) {
+            let step = gate.trailers(policy, &trailers, || held.clone());
             outcome.report(&step.report);
             let mut no_path = None;
             apply(&mut trailers, &mut no_path, &step.edits);
+            release(&mut held, &mut released, &step.verdict);
             outcome.verdict(step.verdict);
+        }
+        if !matches!(outcome.body, BodyOutcome::Refused { .. }) && released != body {
+            outcome.body = BodyOutcome::Masked(Some(released));
         }
     }
     outcome.headers = headers;

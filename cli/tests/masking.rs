@@ -39,6 +39,7 @@ const STRATEGIES: &str = r#"{
 const POLICY: &str = r#"{
   "config_version": "p1",
   "max_body_bytes": 128,
+  "on_unsupported_content_type": "pass",
   "rules": [
     {"name": "pii", "detectors": ["email", "card", "us_ssn"]},
     {"name": "emails-out", "directions": ["response"], "json_keys": ["email"], "strategy": "partial",
@@ -1173,5 +1174,50 @@ fn binary_bodies_of_an_unmasked_type_follow_on_unsupported_content_type() {
     assert_eq!(
         out.stderr,
         "refused: unsupported_content_type (the filter would reset the response stream: its headers have already been forwarded)\n"
+    );
+}
+
+/// Broken by hand: `release` kept only the last `Replace` (the released
+/// events overwritten by the trailers'): the first event vanished from
+/// standard output and this failed.
+#[test]
+fn streamed_bodies_are_masked_record_by_record_as_the_filter_does() {
+    let events = b"data: {\"email\": \"ann@example.com\"}\n\ndata: mail bob@exa";
+    let (out, _) = run_with_config(
+        POLICY,
+        &[
+            "mask",
+            "CONFIG",
+            "--response",
+            "--content-type",
+            "text/event-stream",
+            "--trailer",
+            "x-done: 1",
+        ],
+        &[],
+        events,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "data: {\"email\": \"***@*******.com\"}\n\ndata: mail bob@exa\n\nx-done: 1\n"
+    );
+    let form =
+        b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nann@example.com\r\n--b--";
+    let (out, _) = run_with_config(
+        POLICY,
+        &[
+            "mask",
+            "CONFIG",
+            "--content-type",
+            "multipart/form-data; boundary=b",
+        ],
+        &[],
+        form,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.context());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n[REDACTED]\r\n--b--"
     );
 }

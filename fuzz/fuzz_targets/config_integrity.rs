@@ -85,15 +85,22 @@ fuzz_target!(|data: &[u8]| {
                 workload: Some("default/backend"),
                 now_s,
                 newest: None,
+                admitted_here: false,
             };
             let in_window = release.not_before.is_none_or(|nb| now_s >= nb)
                 && release.not_after.is_none_or(|na| now_s <= na);
             assert_eq!(admit(&loaded, &env, &first).is_ok(), in_window);
-            let running = Admission {
-                newest: Some((release.serial, &loaded.fingerprint)),
-                ..first
-            };
-            admit(&loaded, &env, &running).expect("the config the proxy runs loads again");
+            // A VM created later (a worker, a recreated VM) loads the config
+            // this proxy admitted, whatever the time and newer serials now:
+            // a check never disappears on one VM.
+            for newest in [release.serial, release.serial.saturating_add(1)] {
+                let later_vm = Admission {
+                    newest: Some((newest, &loaded.fingerprint)),
+                    admitted_here: true,
+                    ..first
+                };
+                admit(&loaded, &env, &later_vm).expect("the config the proxy runs loads again");
+            }
             let rolled_back = Admission {
                 newest: Some((release.serial.saturating_add(1), &loaded.fingerprint)),
                 ..first

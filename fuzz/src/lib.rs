@@ -36,6 +36,94 @@ pub fn masking_policy() -> &'static MaskingPolicy {
     })
 }
 
+/// The policy the stream, multipart and charset targets run under: every
+/// selector kind, binary parts passed (so parsing goes on past them), small
+/// records (so the bounds are reached).
+pub const STREAM_POLICY: &[u8] = br#"{
+  "max_record_bytes": 512, "max_body_bytes": 4096, "on_binary_part": "pass",
+  "on_malformed_json": "mask_as_text", "on_not_utf8": "mask_bytes",
+  "rules": [
+    {"name": "names", "json_keys": ["password"], "json_paths": ["/meta/ssn"]},
+    {"name": "found", "detectors": ["email", "card", "us_ssn", "phone", "private_key"]},
+    {"name": "dropped", "json_keys": ["drop"], "strategy": "remove"}
+  ]
+}"#;
+
+pub fn stream_policy() -> &'static MaskingPolicy {
+    static P: OnceLock<MaskingPolicy> = OnceLock::new();
+    P.get_or_init(|| {
+        MaskingPolicy::from_json(STREAM_POLICY, None).expect("the stream policy compiles")
+    })
+}
+
+/// Drives one message through a masking gate as a host would: the headers
+/// (with `content_type`), `chunks` (the last ending the stream), releasing
+/// what the gate lets through. Returns what left, or `None` when the gate
+/// refused; asserts that nothing stays held once the stream ended.
+pub fn drive(policy: &MaskingPolicy, content_type: &str, chunks: &[&[u8]]) -> Option<Vec<u8>> {
+    use meshguard_core::masking::{Direction, Gate, Verdict};
+    use meshguard_core::request::RequestInfo;
+    let request = RequestInfo {
+        path: "/upload",
+        method: "POST",
+        host: "api",
+    };
+    let selection = policy.select(Direction::Request, None, &request);
+    let headers = vec![("content-type".to_owned(), content_type.to_owned())];
+    let (mut gate, step) = Gate::headers(
+        policy,
+        Direction::Request,
+        selection,
+        &headers,
+        false,
+        false,
+    );
+    if matches!(step.verdict, Verdict::Refuse { .. }) {
+        return None;
+    }
+    let mut held: Vec<u8> = Vec::new();
+    let mut released = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        held.extend_from_slice(chunk);
+        let end = i + 1 == chunks.len();
+        let copy = held.clone();
+        let (verdict, _) = gate.body(policy, held.len(), end, || copy);
+        match verdict {
+            Verdict::Hold => assert!(!end, "data held after the end of the stream"),
+            Verdict::HoldReplaced(bytes) => {
+                assert!(!end, "data held after the end of the stream");
+                held = bytes;
+            }
+            Verdict::Continue => released.append(&mut held),
+            Verdict::Replace(bytes) => {
+                released.extend_from_slice(&bytes);
+                held.clear();
+            }
+            Verdict::Refuse { .. } => return None,
+        }
+    }
+    assert!(held.is_empty(), "data held after the end of the stream");
+    Some(released)
+}
+
+/// Cuts `data` into chunks at the offsets its first byte seeds (1 to 8 cuts).
+pub fn chunks(data: &[u8]) -> Vec<&[u8]> {
+    let Some((&seed, body)) = data.split_first() else {
+        return vec![data];
+    };
+    let cuts = usize::from(seed % 8) + 1;
+    let mut out = Vec::new();
+    let mut rest = body;
+    for k in 0..cuts {
+        let at = (usize::from(seed).wrapping_mul(31).wrapping_add(k * 97)) % (rest.len() + 1);
+        let (head, tail) = rest.split_at(at);
+        out.push(head);
+        rest = tail;
+    }
+    out.push(rest);
+    out
+}
+
 pub fn audit_policy() -> &'static AuditPolicy {
     static P: OnceLock<AuditPolicy> = OnceLock::new();
     P.get_or_init(|| {

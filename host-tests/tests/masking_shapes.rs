@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 const POLICY: &str = r#"{
   "config_version": "shapes-v1",
   "max_body_bytes": 65536,
+  "on_unsupported_content_type": "pass",
   "scan_all_headers": true,
   "rules": [
     {"name": "pii", "json_keys": ["password"], "json_paths": ["/payload/user/ssn"],

@@ -36,14 +36,13 @@ use base64::Engine as _;
 use meshguard_core::audit::verify_header;
 use meshguard_host_tests::collector::Collector;
 use meshguard_host_tests::http::{self, Connection, Protocol, Request, Response};
-use meshguard_host_tests::mesh::{Filter, Mesh, PushOutcome, AUDIT_KEY, ROUTE_HEADER};
+use meshguard_host_tests::mesh::{Deployment, Filter, Mesh, PushOutcome, AUDIT_KEY, ROUTE_HEADER};
 use meshguard_host_tests::meshguard_cli;
 use meshguard_host_tests::source::{signed, trust_env, SourceOfTruth};
 use meshguard_host_tests::upstream::{BodyState, Recorded, Script, SCRIPT_HEADER};
 
 const COLLECTOR_CLUSTER: &str = "audit-collector";
 const SOURCE_CLUSTER: &str = "meshguard-intended";
-const DRIFT: &str = r#"meshguard_config_drift{filter="identity"}"#;
 const SECRET_EMAIL: &str = "jane.doe@example.com";
 const SECRET_PASSWORD: &str = "hunter2-soak";
 const FRONTEND: &str = "spiffe://cluster.local/ns/default/sa/frontend";
@@ -63,10 +62,36 @@ fn identity_config(deny_toggle: bool) -> String {
     )
 }
 
-/// The identity policy as the pipeline releases it: signed for the
-/// workload at `serial` (anti-rollback: every push a higher one).
-fn released_identity(deny_toggle: bool, serial: u64) -> String {
-    signed("identity", serial, &identity_config(deny_toggle))
+/// Whether the soak runs the one combined plugin
+/// (`MESHGUARD_TEST_DEPLOYMENT=combined`) or a plugin per section.
+fn combined() -> bool {
+    Deployment::current() == Deployment::Combined
+}
+
+/// The plugin whose config is signed, published to the source of truth and
+/// pushed under load: the combined plugin, or the identity one.
+fn released_filter() -> &'static str {
+    if combined() {
+        "meshguard"
+    } else {
+        "identity"
+    }
+}
+
+/// That plugin's config as the pipeline releases it: signed for the
+/// workload at `serial` (anti-rollback: every push a higher one). The
+/// combined plugin's holds every section.
+fn released(deny_toggle: bool, serial: u64) -> String {
+    let config = if combined() {
+        format!(
+            r#"{{"config_version": "soak-{deny_toggle}", "identity": {}, "masking": {MASKING}, "audit": {}}}"#,
+            identity_config(deny_toggle),
+            audit_config()
+        )
+    } else {
+        identity_config(deny_toggle)
+    };
+    signed(released_filter(), serial, &config)
 }
 
 const MASKING: &str = r#"{"config_version": "soak", "max_body_bytes": 65536,
@@ -85,10 +110,18 @@ fn audit_config() -> String {
 }
 
 fn filters(deny_toggle: bool, serial: u64) -> Vec<Filter> {
-    // The identity filter's drift check: trust anchors, the source of truth
-    // and `on_drift` from the proxy's environment (docs/integrity.md).
-    let mut identity = Filter::identity(released_identity(deny_toggle, serial));
-    identity.env = trust_env(SOURCE_CLUSTER, 1000, "report");
+    // The drift check: trust anchors, the source of truth and `on_drift`
+    // from the proxy's environment (docs/integrity.md).
+    let env = trust_env(SOURCE_CLUSTER, 1000, "report");
+    if combined() {
+        let mut plugin = Filter::combined(released(deny_toggle, serial))
+            .env("MESHGUARD_AUDIT_KEY", AUDIT_KEY)
+            .envoyfilter_variant();
+        plugin.env.extend(env);
+        return vec![plugin];
+    }
+    let mut identity = Filter::identity(released(deny_toggle, serial));
+    identity.env = env;
     vec![
         identity,
         Filter::named("masking", MASKING),
@@ -115,9 +148,12 @@ enum Kind {
     AuditedBody,
     AuditedJson,
     Toggle,
+    /// Server-sent events and a multipart upload: see [`streams`].
+    StreamedResponse,
+    MultipartUpload,
 }
 
-const MIX: [Kind; 9] = [
+const MIX: [Kind; 11] = [
     Kind::Allowed,
     Kind::DeniedPath,
     Kind::MaskedJsonResponse,
@@ -127,6 +163,8 @@ const MIX: [Kind; 9] = [
     Kind::MaskedJsonRequest,
     Kind::AuditedJson,
     Kind::Toggle,
+    Kind::StreamedResponse,
+    Kind::MultipartUpload,
 ];
 
 fn request(i: u64, kind: Kind) -> Request {
@@ -155,6 +193,9 @@ fn request(i: u64, kind: Kind) -> Request {
             .header("content-type", "application/json")
             .body(format!(r#"{{"sql": "select {i}"}}"#)),
         Kind::Toggle => route(Request::new("GET", "/api/toggle"), "frontend"),
+        Kind::StreamedResponse | Kind::MultipartUpload => {
+            route(streams::request(i, kind), "frontend")
+        }
     }
 }
 
@@ -197,6 +238,7 @@ fn judge(kind: Kind, resp: &Response, pushes: bool) -> Result<(), String> {
             want(200)?;
             exactly(UPSTREAM_OK)
         }
+        Kind::StreamedResponse | Kind::MultipartUpload => streams::judge(resp),
         Kind::DeniedPath | Kind::DeniedPeer => want(403),
         Kind::Toggle if !pushes => want(403),
         Kind::Toggle if resp.status == 403 => Ok(()),
@@ -285,7 +327,7 @@ fn cause(resp: &Response) -> String {
 }
 
 /// The server sidecar's memory at one point of the run, in KiB.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct MemorySample {
     /// Requests answered so far.
     at: u64,
@@ -293,16 +335,24 @@ struct MemorySample {
     rss: u64,
     /// Envoy's heap (admin `/memory`).
     heap: u64,
-    /// The largest Wasm VM's linear memory, per filter
-    /// (`meshguard_vm_memory_bytes`), in the order of [`FILTERS`].
-    vm: [u64; 3],
+    /// The largest Wasm VM's linear memory, per deployed plugin
+    /// (`meshguard_vm_memory_bytes`), in the order of [`plugin_labels`].
+    vm: Vec<u64>,
     /// Live Wasm VMs (Envoy's `wasm.envoy.wasm.runtime.v8.active`), every
     /// plugin's.
     vms: u64,
 }
 
-/// The chain, in order.
-const FILTERS: [&str; 3] = ["identity", "masking", "audit"];
+/// The `filter` label of each plugin the soak deploys, in chain order: the
+/// three sections, or (`MESHGUARD_TEST_DEPLOYMENT=combined`) the one
+/// combined plugin.
+fn plugin_labels() -> Vec<String> {
+    let deployment = Deployment::current();
+    filters(false, 1)
+        .iter()
+        .map(|f| deployment.label_of(f))
+        .collect()
+}
 
 async fn memory(mesh: &Mesh, at: u64) -> MemorySample {
     let config = mesh.dir().join("server");
@@ -330,10 +380,10 @@ async fn memory(mesh: &Mesh, at: u64) -> MemorySample {
         .and_then(|r| r.json().ok())
         .and_then(|v| v["allocated"].as_str().and_then(|s| s.parse::<u64>().ok()))
         .unwrap_or(0);
-    let mut vm = [0; 3];
-    for (slot, filter) in vm.iter_mut().zip(FILTERS) {
+    let mut vm = Vec::new();
+    for filter in plugin_labels() {
         let sample = format!("meshguard_vm_memory_bytes{{filter=\"{filter}\"}}");
-        *slot = mesh
+        let kib = mesh
             .server
             .metric(&sample)
             .await
@@ -341,6 +391,7 @@ async fn memory(mesh: &Mesh, at: u64) -> MemorySample {
             .flatten()
             .unwrap_or(0)
             / 1024;
+        vm.push(kib);
     }
     let vms = mesh
         .server
@@ -504,7 +555,7 @@ async fn soak() {
     let source = SourceOfTruth::start().expect("source of truth");
     let mut serial = 1;
     source
-        .publish_config("identity", &released_identity(true, serial))
+        .publish_config(released_filter(), &released(true, serial))
         .expect("publish");
     // The client sidecar retries as Istio's does by default (503 among
     // others): a request that reaches a config instance a push superseded is
@@ -539,6 +590,7 @@ async fn soak() {
         "note",
         Script::typed("text/plain", format!("call Jane at {SECRET_EMAIL} today")),
     );
+    streams::script(&mesh);
     mesh.upstream()
         .set_default(Some(Script::new(200).body(UPSTREAM_OK)));
     let key = base64::engine::general_purpose::STANDARD
@@ -599,7 +651,7 @@ async fn soak() {
             if reload_every > 0 && Instant::now() >= next_push {
                 deny_toggle = !deny_toggle;
                 serial += 1;
-                let _ = source.publish_config("identity", &released_identity(deny_toggle, serial));
+                let _ = source.publish_config(released_filter(), &released(deny_toggle, serial));
                 let outcome = mesh.push_filters(&filters(deny_toggle, serial)).await;
                 let (ok, rejected) = pushes.get();
                 pushes.set(match outcome {
@@ -648,15 +700,19 @@ async fn soak() {
     let mut latencies = tally.latencies_us.clone();
     latencies.sort_unstable();
     // Once the last push is polled, the running config is the intended one.
-    let drift = mesh
+    let drift = format!(
+        r#"meshguard_config_drift{{filter="{}"}}"#,
+        released_filter()
+    );
+    let drift_state = mesh
         .server
-        .wait_for_metric(DRIFT, Duration::from_secs(10), |v| v == Some(0))
+        .wait_for_metric(&drift, Duration::from_secs(10), |v| v == Some(0))
         .await;
-    let drift_value = mesh.server.metric(DRIFT).await.ok().flatten();
+    let drift_value = mesh.server.metric(&drift).await.ok().flatten();
     let (ok_pushes, rejected_pushes) = pushes.get();
     let server = &mesh.server;
     let counter = |name: &'static str| async move {
-        let sample = format!(r#"{name}{{filter="identity"}}"#);
+        let sample = format!(r#"{name}{{filter="{}"}}"#, released_filter());
         server.metric(&sample).await.ok().flatten().unwrap_or(0)
     };
     let superseded = counter("meshguard_config_superseded_denied_total").await;
@@ -681,7 +737,10 @@ async fn soak() {
     println!(
         "- after pushes: {drained} requests judged by the previous config over its draining connections; {superseded} refused by it with a retriable 503 (client sidecar retries: {retries})"
     );
-    println!("- config drift (identity vs the source of truth) at the end: {drift_value:?}");
+    println!(
+        "- config drift ({} vs the source of truth) at the end: {drift_value:?}",
+        released_filter()
+    );
     println!("- unexpected responses: {:?}", tally.wrong);
     println!(
         "- upstream: {} requests arrived for {} answered 200; wrong arrivals: {:?}",
@@ -707,13 +766,17 @@ async fn soak() {
     }
     println!(
         "- server Envoy memory (after requests: RSS KiB / heap KiB / largest Wasm VM's linear memory KiB, {} / live Wasm VMs):",
-        FILTERS.join(" + ")
+        plugin_labels().join(" + ")
     );
     for m in samples.borrow().iter() {
-        let [identity, masking, audit] = m.vm;
+        let vm: Vec<String> = m.vm.iter().map(u64::to_string).collect();
         println!(
-            "  - {}: {} / {} / {identity} + {masking} + {audit} / {}",
-            m.at, m.rss, m.heap, m.vms
+            "  - {}: {} / {} / {} / {}",
+            m.at,
+            m.rss,
+            m.heap,
+            vm.join(" + "),
+            m.vms
         );
     }
     println!(
@@ -724,8 +787,8 @@ async fn soak() {
     );
 
     assert!(
-        drift.is_ok(),
-        "the identity config drifted at the end: {drift_value:?}"
+        drift_state.is_ok(),
+        "the released config drifted at the end: {drift_value:?}"
     );
     assert!(
         tally.wrong.is_empty(),
@@ -769,5 +832,70 @@ async fn soak() {
             "no request judged by a superseded config while its connections drained \
              ({superseded} refused)"
         );
+    }
+}
+
+/// Streamed and multipart traffic (issue 22): a server-sent event stream
+/// whose secrets are split across chunks, and a multipart upload with a
+/// password field and a JSON part. Each must arrive with every secret
+/// masked.
+mod streams {
+    use super::*;
+
+    pub fn script(mesh: &Mesh) {
+        let (head, tail) = SECRET_EMAIL.split_at(6);
+        mesh.upstream().script(
+            "events",
+            Script::typed("text/event-stream", "")
+                .chunks(vec![
+                    format!("data: {{\"password\": \"{SECRET_PASSWORD}\"}}\n\n").into_bytes(),
+                    format!("data: {{\"text\": \"mail {head}").into_bytes(),
+                    format!("{tail}\"}}\n\ndata: [DONE]\n\n").into_bytes(),
+                ])
+                .chunk_delay(Duration::from_millis(2)),
+        );
+        mesh.upstream().script(
+            "form",
+            Script::typed("multipart/form-data; boundary=soak", form(0)),
+        );
+    }
+
+    /// A form with a password field and a JSON part naming an address.
+    fn form(i: u64) -> String {
+        format!(
+            "--soak\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\n{i}\r\n\
+             --soak\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n{SECRET_PASSWORD}\r\n\
+             --soak\r\nContent-Disposition: form-data; name=\"meta\"\r\nContent-Type: application/json\r\n\r\n\
+             {{\"contact\": \"{SECRET_EMAIL}\"}}\r\n--soak--\r\n"
+        )
+    }
+
+    pub fn request(i: u64, kind: Kind) -> Request {
+        if kind == Kind::StreamedResponse {
+            return Request::new("GET", "/api/chat").header(SCRIPT_HEADER, "events");
+        }
+        // Uploaded (masked toward the upstream) and answered with a form
+        // (masked toward the client, which is what is judged).
+        Request::new("POST", "/api/upload")
+            .header("content-type", "multipart/form-data; boundary=soak")
+            .header(SCRIPT_HEADER, "form")
+            .body(form(i))
+    }
+
+    pub fn judge(resp: &Response) -> Result<(), String> {
+        let body = resp.text();
+        if resp.status != 200 {
+            return Err(format!("expected 200, got {}", resp.status));
+        }
+        if body.contains(SECRET_EMAIL)
+            || body.contains(SECRET_PASSWORD)
+            || body.contains("mail jane")
+        {
+            return Err("a secret passed unmasked".into());
+        }
+        if !body.contains("[REDACTED]") {
+            return Err("nothing masked".into());
+        }
+        Ok(())
     }
 }

@@ -476,14 +476,19 @@ fn an_ssn_is_exactly_three_two_four_digits_with_no_dash_digit_around_it() {
 
 #[test]
 fn an_iban_has_its_shape_length_and_boundaries_in_either_form() {
-    let rows: [(&str, &str, &[&str]); 6] = [
+    let rows: [(&str, &str, &[&str]); 7] = [
         (
-            "34 characters in groups is the longest IBAN",
-            "GB93 WEST 1234 5678 9012 3456 7890 1234 56",
-            &["GB93 WEST 1234 5678 9012 3456 7890 1234 56"],
+            "34 characters in groups is the longest IBAN (a country outside the registry)",
+            "ZZ44 WEST 1234 5678 9012 3456 7890 1234 56",
+            &["ZZ44 WEST 1234 5678 9012 3456 7890 1234 56"],
         ),
         (
-            "a short group ends the grouped form",
+            "a registry country's IBAN has its length (GB: 22), checksum or not",
+            "GB93 WEST 1234 5678 9012 3456 7890 1234 56",
+            &[],
+        ),
+        (
+            "groups of any size, but the country's length (GB: 22)",
             "GB60 WEST 12 3456 7890",
             &[],
         ),
@@ -555,15 +560,23 @@ fn a_private_key_label_is_at_most_64_characters_ending_in_private_key() {
 #[test]
 fn at_most_eight_distinct_private_key_labels_are_open_at_once() {
     // A bound against adversarial input: a ninth BEGIN is not tracked, so its
-    // END closes nothing.
+    // END closes nothing; the first BEGIN, never closed, then masks to the
+    // end: the bound never lets a key through.
     let begins: String = (1..=9)
         .map(|k| format!("-----BEGIN K{k} PRIVATE KEY-----\n"))
         .collect();
-    let text = format!("{begins}MIIE\n-----END K9 PRIVATE KEY-----");
-    assert_eq!(found(Detector::PrivateKey, &text), Vec::<&str>::new());
+    let text = format!("x {begins}MIIE\n-----END K9 PRIVATE KEY-----");
+    assert_eq!(found(Detector::PrivateKey, &text), [&text[2..]]);
+    // With one label fewer, K9 is tracked and closes: its block is inside the
+    // unterminated K2 block, which still runs to the end.
     let eight = text.replacen("-----BEGIN K1 PRIVATE KEY-----\n", "", 1);
-    let from = eight.find("-----BEGIN K9").unwrap();
-    assert_eq!(found(Detector::PrivateKey, &eight), [&eight[from..]]);
+    assert_eq!(found(Detector::PrivateKey, &eight), [&eight[2..]]);
+    // Closed blocks alone are matched exactly.
+    let closed = "-----BEGIN K1 PRIVATE KEY-----\nMIIE\n-----END K1 PRIVATE KEY----- tail";
+    assert_eq!(
+        found(Detector::PrivateKey, closed),
+        ["-----BEGIN K1 PRIVATE KEY-----\nMIIE\n-----END K1 PRIVATE KEY-----"]
+    );
 }
 
 #[test]

@@ -2,11 +2,13 @@
 //! native profile of the module's own work (`valgrind --tool=callgrind`):
 //!   cargo build --release --example profile_pipeline --features fake
 //!   valgrind --tool=callgrind target/release/examples/profile_pipeline audit 2000
+//! Modes: `identity`, `audit` (GET), `combined` (GET through every section),
+//! `mask16k` (a 16 KiB JSON response masked by the combined plugin).
 //! The real cost in Envoy is `make bench`'s; this says where the module's
 //! share of it goes.
 
 use meshguard_host::fake::Fake;
-use meshguard_host::host::{Attribute, Map};
+use meshguard_host::host::{Attribute, Direction, Map, StreamHost};
 use meshguard_host::root::PluginRoot;
 
 const AUDIT_KEY: &str = "bWVzaGd1YXJkLXRlc3QtYXVkaXQta2V5LTMyYnl0ZXM=";
@@ -19,6 +21,10 @@ fn main() {
         "identity" => (
             "meshguard-identity",
             r#"{"default_action": "allow"}"#.to_owned(),
+        ),
+        "mask16k" => (
+            "meshguard",
+            r#"{"identity": {"default_action": "allow"}, "masking": {"rules": [{"name": "pii", "json_keys": ["ssn", "password"], "detectors": ["email", "card", "us_ssn"], "directions": ["response"]}]}}"#.to_owned(),
         ),
         "combined" => (
             "meshguard",
@@ -70,10 +76,30 @@ fn main() {
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
+    let body = if which == "mask16k" {
+        let record = r#"{"id": 42, "name": "Ann Example", "email": "ann@example.com", "ssn": "078-05-1120", "note": "paid with 4111 1111 1111 1111 on Monday", "items": [1, 2, 3]}"#;
+        let mut body = String::from("[");
+        while body.len() < 16 * 1024 {
+            if body.len() > 1 {
+                body.push(',');
+            }
+            body.push_str(record);
+        }
+        body.push(']');
+        body.into_bytes()
+    } else {
+        b"ok".to_vec()
+    };
+    let content_type = if which == "mask16k" {
+        "application/json"
+    } else {
+        "text/plain"
+    };
+    let length = body.len().to_string();
     let response: Vec<(String, String)> = [
         (":status", "200"),
-        ("content-type", "text/plain"),
-        ("content-length", "2"),
+        ("content-type", content_type),
+        ("content-length", length.as_str()),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -84,6 +110,14 @@ fn main() {
         let mut stream = root.stream(&host);
         stream.request_headers(&mut host, true);
         stream.response_headers(&mut host, false);
+        host.take_body(Direction::Response);
+        host.push_body(Direction::Response, &body);
+        stream.body(&mut host, Direction::Response, body.len(), true);
+        if which == "mask16k" {
+            // The profile is of masking work: the body must have been masked.
+            let masked = host.body(Direction::Response, 0, usize::MAX);
+            assert!(masked.windows(10).any(|w| w == b"[REDACTED]"), "not masked");
+        }
         stream.log(&mut host);
         stream.finish(&mut host);
     }

@@ -44,6 +44,8 @@ pub struct Fake {
     /// The answer a callout callback reads: status and body.
     pub callout_answer: Option<(String, Vec<u8>)>,
     pub wakeups: Vec<u32>,
+    /// How often a root said it is done ([`PluginHost::done`]).
+    pub done_calls: std::cell::Cell<u32>,
 }
 
 impl Fake {
@@ -137,6 +139,14 @@ impl StreamHost for Fake {
             let at = at.unwrap_or(entries.len()).min(entries.len());
             entries.insert(at, (name.to_owned(), value.to_owned()));
         }
+        true
+    }
+
+    fn add_header(&mut self, map: Map, name: &str, value: &str) -> bool {
+        self.maps
+            .entry(map)
+            .or_default()
+            .push((name.to_owned(), value.to_owned()));
         true
     }
 
@@ -270,6 +280,11 @@ impl PluginHost for Fake {
     }
 
     fn set_tick(&self, _period: Duration) -> bool {
+        true
+    }
+
+    fn done(&self) -> bool {
+        self.done_calls.set(self.done_calls.get().saturating_add(1));
         true
     }
 

@@ -85,6 +85,9 @@ pub trait StreamHost: Metrics {
     /// Sets (`Some`) or removes (`None`) every entry named `name`; false if
     /// the host refused.
     fn set_header(&mut self, map: Map, name: &str, value: Option<&str>) -> bool;
+    /// Adds one more field line `name: value` (for `set-cookie`, whose values
+    /// cannot be joined); false if the host refused.
+    fn add_header(&mut self, map: Map, name: &str, value: &str) -> bool;
     /// `len` bytes of the direction's body buffer from `start` (what the host
     /// holds now: since the last released chunk).
     fn body(&self, direction: Direction, start: usize, len: usize) -> Vec<u8>;
@@ -152,6 +155,9 @@ pub trait PluginHost: Metrics {
     fn callout_body(&self, size: usize, max: usize) -> Vec<u8>;
     /// Asks for the root's timer every `period`.
     fn set_tick(&self, period: Duration) -> bool;
+    /// From a root callback: this root, which answered "not yet" when the
+    /// host retired it ([`crate::root::PluginRoot::done`]), is done now.
+    fn done(&self) -> bool;
     /// A channel streams use to wake this root ([`StreamHost::wake`]); the
     /// root's wakeup callback receives its id. Unique per VM and `name`.
     fn register_wakeup(&self, name: &str) -> Option<u32>;

@@ -68,6 +68,27 @@ impl Pipeline {
         }
     }
 
+    /// The config retired: sends what it still holds. True when nothing is
+    /// left to deliver.
+    pub fn retire<H: PluginHost>(&self, host: &H) -> bool {
+        match (&self.audit, &self.plugin.audit) {
+            (Some(audit), Some(section)) => audit.retire(host, &section.policy),
+            _ => true,
+        }
+    }
+
+    /// Nothing is left to deliver.
+    pub fn drained(&self) -> bool {
+        self.audit.as_ref().is_none_or(Audit::drained)
+    }
+
+    /// Gives up on what is left to deliver (counted, logged).
+    pub fn abandon<H: PluginHost>(&self, host: &H) {
+        if let Some(audit) = &self.audit {
+            audit.abandon(host);
+        }
+    }
+
     /// A callout answered; false when it was none of the sections'.
     pub fn on_callout_response<H: PluginHost>(
         &self,
@@ -102,6 +123,10 @@ pub struct Exchange {
     /// Bytes the host holds per direction since the last released chunk
     /// (`[request, response]`).
     held: [usize; 2],
+    /// Of those, the bytes at the start of the buffer that masking already
+    /// released (masked) and a later section holds: masking never reads
+    /// them again (`[request, response]`).
+    settled: [usize; 2],
 }
 
 fn index(direction: Direction) -> usize {
@@ -123,6 +148,7 @@ impl Exchange {
             identity_decision: None,
             answered: false,
             held: [0, 0],
+            settled: [0, 0],
         }
     }
 
@@ -195,14 +221,23 @@ impl Exchange {
         let plugin = &pipeline.plugin;
         let mut buffered = size;
         if let (Some(policy), Some(section)) = (&plugin.masking, &pipeline.masking) {
-            let step = self
-                .masking
-                .body(host, policy, section, direction, size, end_of_stream);
+            let settled = self.settled.get(index(direction)).copied().unwrap_or(0);
+            let step = self.masking.body(
+                host,
+                policy,
+                section,
+                direction,
+                size,
+                settled,
+                end_of_stream,
+            );
             if step.refused {
                 return self.stop(step.flow);
             }
             if step.flow == Flow::Stop {
-                return self.hold(direction, size);
+                // Masking holds what the host buffers now (a streamed body's
+                // incomplete record may have replaced the chunk).
+                return self.hold(direction, step.buffered);
             }
             buffered = step.buffered;
         }
@@ -213,7 +248,13 @@ impl Exchange {
             _ => Flow::Continue,
         };
         match flow {
-            Flow::Stop => self.hold(direction, buffered),
+            Flow::Stop => {
+                // Everything in the buffer has passed masking now.
+                if let Some(settled) = self.settled.get_mut(index(direction)) {
+                    *settled = buffered;
+                }
+                self.hold(direction, buffered)
+            }
             Flow::Continue => self.release(direction),
         }
     }
@@ -229,6 +270,9 @@ impl Exchange {
         if let Some(held) = self.held.get_mut(index(direction)) {
             *held = 0;
         }
+        if let Some(settled) = self.settled.get_mut(index(direction)) {
+            *settled = 0;
+        }
         Flow::Continue
     }
 
@@ -241,7 +285,10 @@ impl Exchange {
         let mut buffered = self.held.get(index(direction)).copied().unwrap_or(0);
         if let (Some(policy), Some(section)) = (&plugin.masking, &pipeline.masking) {
             if self.masking.holds(direction) {
-                let step = self.masking.trailers(host, policy, section, direction);
+                let settled = self.settled.get(index(direction)).copied().unwrap_or(0);
+                let step = self
+                    .masking
+                    .trailers(host, policy, section, direction, settled);
                 if step.refused || step.flow == Flow::Stop {
                     return self.stop(step.flow);
                 }

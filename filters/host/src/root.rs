@@ -3,6 +3,7 @@
 //! [`Streams`] it starts, and one [`StreamContext`] per HTTP stream.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::host::{Direction, PluginHost, StreamHost};
 use crate::integrity::{self, Configured, Guard, Instance, Refusing};
@@ -21,12 +22,19 @@ enum State {
     Refusing(Refusing),
 }
 
+/// How long a retired config keeps delivering the audit records it still
+/// holds (a push replaced it, or the plugin was removed) before it drops
+/// them, counted as `dropped`.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(30);
+
 /// A plugin config's root context.
 #[derive(Debug)]
 pub struct PluginRoot {
     context_id: u32,
     state: State,
     memory: Option<VmMemory>,
+    /// Retired with records still to deliver: until when it keeps trying.
+    retiring_until_ms: Option<u64>,
 }
 
 impl PluginRoot {
@@ -35,6 +43,7 @@ impl PluginRoot {
             context_id,
             state: State::Unconfigured,
             memory: None,
+            retiring_until_ms: None,
         }
     }
 
@@ -68,9 +77,13 @@ impl PluginRoot {
 
     pub fn tick<H: PluginHost>(&mut self, host: &mut H) {
         if let State::Active(pipeline, guard) = &mut self.state {
-            guard.on_tick(&*host);
+            // A retired config only delivers what it holds.
+            if self.retiring_until_ms.is_none() {
+                guard.on_tick(&*host);
+            }
             pipeline.on_tick(&*host);
         }
+        self.finish_retiring(host);
     }
 
     pub fn queue_ready<H: PluginHost>(&mut self, host: &mut H, wakeup: u32) {
@@ -91,12 +104,57 @@ impl PluginRoot {
                 guard.on_callout_response(&*host, token, num_headers, body_size);
             }
         }
+        self.finish_retiring(host);
     }
 
-    /// This config no longer runs.
-    pub fn done<H: PluginHost>(&mut self, host: &mut H) {
-        if let State::Active(_, guard) = &self.state {
-            guard.retire(&*host);
+    /// This config no longer runs (the host retires it once no stream uses
+    /// it). True when it is done; false while it still delivers audit
+    /// records, for at most [`RETIRE_GRACE`]: it then tells the host itself
+    /// ([`PluginHost::done`]).
+    pub fn done<H: PluginHost>(&mut self, host: &mut H) -> bool {
+        let State::Active(pipeline, guard) = &self.state else {
+            return true;
+        };
+        guard.retire(&*host);
+        if pipeline.retire(&*host) {
+            return true;
+        }
+        log::info!("meshguard: a retired config delivers the audit records it still holds");
+        let grace = u64::try_from(RETIRE_GRACE.as_millis()).unwrap_or(u64::MAX);
+        self.retiring_until_ms = Some(host.now_ms().saturating_add(grace));
+        false
+    }
+
+    /// The host ends this config now and cannot wait for it (an Envoy
+    /// dynamic module's config is destroyed when its last stream is gone,
+    /// and Envoy cancels the config's callouts with it): what the config
+    /// still holds to deliver is dropped, counted and logged, never sent
+    /// on a callout that would be cancelled mid-way.
+    pub fn retire_now<H: PluginHost>(&mut self, host: &mut H) {
+        let State::Active(pipeline, guard) = &self.state else {
+            return;
+        };
+        guard.retire(&*host);
+        pipeline.abandon(&*host);
+        self.retiring_until_ms = None;
+    }
+
+    /// A retiring root whose records are delivered (or whose grace ran out)
+    /// is done.
+    fn finish_retiring<H: PluginHost>(&mut self, host: &mut H) {
+        let (Some(until), State::Active(pipeline, _)) = (self.retiring_until_ms, &self.state)
+        else {
+            return;
+        };
+        if !pipeline.drained() {
+            if host.now_ms() < until {
+                return;
+            }
+            pipeline.abandon(&*host);
+        }
+        self.retiring_until_ms = None;
+        if !host.done() {
+            log::warn!("meshguard: the host did not take a retired config's done");
         }
     }
 

@@ -606,3 +606,263 @@ fn a_release_accepted_on_this_vm_supersedes_the_older_root_at_its_next_request()
         "serial 2 serves"
     );
 }
+
+const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
+
+#[test]
+fn a_streamed_request_held_by_audit_is_masked_once_and_never_leaves_raw() {
+    // Masking releases each record it completes; audit (a body command)
+    // holds the stream, so the host's buffer holds masked records followed
+    // by new raw bytes. Masking reads only the raw ones.
+    // Broken by hand: the pipeline never recorded the settled prefix
+    // (`*settled = 0`): raw `mple.com"}` reached the buffer and this failed.
+    let (mut x, flow) = Exchange::start(
+        host("meshguard", &combined(true)),
+        "POST",
+        "/api/bulk",
+        &[NDJSON],
+        false,
+    );
+    assert_eq!(flow, Flow::Stop);
+    let chunks: [&[u8]; 3] = [
+        b"{\"password\": \"one\"}\n{\"mail\": \"ann@exa",
+        b"mple.com\"}\n{\"password\":",
+        b" \"three\"}\n",
+    ];
+    let mut buffers = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let end = i + 1 == chunks.len();
+        let flow = x.chunk(Direction::Request, chunk, end);
+        assert_eq!(flow, if end { Flow::Continue } else { Flow::Stop });
+        buffers.push(String::from_utf8(x.host.body(Direction::Request, 0, usize::MAX)).unwrap());
+    }
+    // While audit held it, the buffer only ever grew by masked records.
+    assert_eq!(buffers[0], "{\"password\": \"[REDACTED]\"}\n");
+    assert_eq!(
+        buffers[1],
+        "{\"password\": \"[REDACTED]\"}\n{\"mail\": \"[REDACTED]\"}\n"
+    );
+    let body = x.released(Direction::Request);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "{\"password\": \"[REDACTED]\"}\n{\"mail\": \"[REDACTED]\"}\n{\"password\": \"[REDACTED]\"}\n"
+    );
+    let stamp = verify_header(x.header("x-meshguard-audit").unwrap(), &base64_key()).unwrap();
+    let section = meshguard_core::plugin::Plugin::compile(
+        combined(true).as_bytes(),
+        Shape::Combined,
+        &|n| (n == "MESHGUARD_AUDIT_KEY").then(|| AUDIT_KEY.to_owned()),
+        meshguard_core::plugin::Secrets::REQUIRE,
+    )
+    .unwrap();
+    let want = section
+        .audit
+        .unwrap()
+        .policy
+        .hash_request("POST", "/api/bulk", "svc", &body)
+        .unwrap();
+    assert_eq!(stamp.command_sha256, want, "audit hashed exactly what left");
+}
+
+/// Broken by hand: events completed only at the end of the buffer (the
+/// blank-line check in `stream::next_end` made to never match mid-buffer):
+/// nothing was released with the first chunk and this failed.
+#[test]
+fn a_streamed_response_leaves_event_by_event() {
+    let (mut x, _) = Exchange::start(
+        host("meshguard-masking", MASKING),
+        "GET",
+        "/chat",
+        &[],
+        true,
+    );
+    assert_eq!(
+        x.response(&[("content-type", "text/event-stream")], false),
+        Flow::Continue
+    );
+    assert_eq!(
+        x.chunk(
+            Direction::Response,
+            b"data: {\"t\": \"a\"}\n\ndata: {\"password\": \"x",
+            false
+        ),
+        Flow::Continue
+    );
+    assert_eq!(x.released(Direction::Response), b"data: {\"t\": \"a\"}\n\n");
+    x.chunk(Direction::Response, b"y\"}\n\n", false);
+    x.trailers(Direction::Response, &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&x.released(Direction::Response)),
+        "data: {\"t\": \"a\"}\n\ndata: {\"password\": \"[REDACTED]\"}\n\n"
+    );
+}
+
+/// Broken by hand: the section asked `tunnel` about no headers (never a
+/// tunnel): the upgrade was not refused and this failed.
+#[test]
+fn an_upgrade_on_a_masked_route_is_refused_or_passed_with_header_masking_only() {
+    let upgrade = [
+        ("upgrade", "websocket"),
+        ("connection", "upgrade"),
+        ("authorization", "Bearer x"),
+    ];
+    let (x, flow) = Exchange::start(
+        host("meshguard-masking", MASKING),
+        "GET",
+        "/ws",
+        &upgrade,
+        false,
+    );
+    assert_eq!(flow, Flow::Stop);
+    assert_eq!(x.host.replies, [(501, Some("upgrade".to_owned()))]);
+    let passing = MASKING.replacen('{', r#"{"on_upgrade": "pass_unmasked", "#, 1);
+    let (mut x, flow) = Exchange::start(
+        host("meshguard-masking", &passing),
+        "GET",
+        "/ws",
+        &upgrade,
+        false,
+    );
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(
+        x.header("authorization"),
+        Some("[REDACTED]"),
+        "headers are still masked"
+    );
+    assert_eq!(
+        x.chunk(Direction::Request, b"\x81\x05{\"password\": 1}", false),
+        Flow::Continue
+    );
+    assert_eq!(
+        x.released(Direction::Request),
+        b"\x81\x05{\"password\": 1}",
+        "never held"
+    );
+    assert_eq!(
+        x.host.counter(
+            "meshguard_masking_bodies_skipped_total.direction=.=request;.;reason=.=upgrade;.;"
+        ),
+        1
+    );
+}
+
+/// Broken by hand: the gate released nothing and kept the incomplete record
+/// itself (no `HoldReplaced`): the trailers found no body to add it to and
+/// the stream was reset; this failed.
+#[test]
+fn an_incomplete_record_stays_with_the_host_so_the_trailers_can_mask_it() {
+    let (mut x, _) = Exchange::start(
+        host("meshguard-masking", MASKING),
+        "POST",
+        "/bulk",
+        &[NDJSON],
+        false,
+    );
+    assert_eq!(
+        x.chunk(Direction::Request, b"{\"password\": 1}\n{\"pass", false),
+        Flow::Continue
+    );
+    // Nothing completes in this chunk: the host holds the record, raw.
+    assert_eq!(
+        x.chunk(Direction::Request, b"word\": 2}", false),
+        Flow::Stop
+    );
+    assert_eq!(
+        x.host.body(Direction::Request, 0, usize::MAX),
+        b"{\"password\": 2}"
+    );
+    assert_eq!(x.trailers(Direction::Request, &[]), Flow::Continue);
+    assert!(x.host.resets.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&x.released(Direction::Request)),
+        "{\"password\": \"[REDACTED]\"}\n{\"password\": \"[REDACTED]\"}"
+    );
+}
+
+/// A push replaces a plugin whose audit records are still on their way:
+/// the retired root answers "not yet", keeps delivering, and says done
+/// itself once the collector took them, or drops them (counted) when its
+/// grace runs out.
+///
+/// Broken by hand: `PluginRoot::done` returning true at once: the root was
+/// deleted with its record undelivered and the first assertion failed.
+#[test]
+fn a_retired_config_delivers_its_audit_records_before_it_is_done() {
+    let config = combined(false).replace(
+        r#""audit": {"#,
+        r#""audit": {"collector": {"cluster": "collector", "path": "/records"}, "#,
+    );
+    let collector_batches = |x: &Exchange| {
+        x.host
+            .callouts
+            .borrow()
+            .iter()
+            .filter(|(cluster, _, _)| cluster == "collector")
+            .count()
+    };
+    for (answer, delivered) in [(Some("200"), true), (None, false)] {
+        let (mut x, _) = Exchange::start(host("meshguard", &config), "GET", "/api/x", &[], true);
+        x.response(&[(":status", "200")], true);
+        x.stream.log(&mut x.host);
+        // The record waits for the timer's partial batch; the config retires.
+        assert!(
+            !x.root.done(&mut x.host),
+            "not done with a record to deliver"
+        );
+        assert_eq!(
+            collector_batches(&x),
+            1,
+            "retiring sends what waits at once"
+        );
+        assert_eq!(x.host.done_calls.get(), 0);
+        match answer {
+            Some(status) => {
+                x.host.callout_answer = Some((status.into(), Vec::new()));
+                let token = u32::try_from(x.host.callouts.borrow().len()).unwrap();
+                x.root.callout_response(&mut x.host, token, 1, 0);
+            }
+            None => {
+                // The collector never answers: the grace runs out.
+                x.host.now_ms += 31_000;
+                x.root.tick(&mut x.host);
+            }
+        }
+        assert_eq!(x.host.done_calls.get(), 1, "done, delivered={delivered}");
+        let dropped = x
+            .host
+            .counter("meshguard_audit_records_total.result=.=dropped;.;");
+        assert_eq!(dropped, u64::from(!delivered), "delivered={delivered}");
+    }
+}
+
+/// A host that ends a config at once (Envoy destroying a dynamic module's
+/// config) gets no "not yet": the record still waiting is dropped, counted,
+/// and no callout is started that the host would cancel.
+///
+/// Broken by hand: `retire_now` without `pipeline.abandon`: nothing was
+/// counted as dropped and the last assertion failed.
+#[test]
+fn a_config_the_host_ends_at_once_counts_what_it_could_not_deliver_as_dropped() {
+    let config = combined(false).replace(
+        r#""audit": {"#,
+        r#""audit": {"collector": {"cluster": "collector", "path": "/records"}, "#,
+    );
+    let (mut x, _) = Exchange::start(host("meshguard", &config), "GET", "/api/x", &[], true);
+    x.response(&[(":status", "200")], true);
+    x.stream.log(&mut x.host);
+    x.root.retire_now(&mut x.host);
+    assert!(
+        x.host
+            .callouts
+            .borrow()
+            .iter()
+            .all(|(cluster, _, _)| cluster != "collector"),
+        "no batch started on a config that is going away"
+    );
+    assert_eq!(x.host.done_calls.get(), 0);
+    assert_eq!(
+        x.host
+            .counter("meshguard_audit_records_total.result=.=dropped;.;"),
+        1
+    );
+}

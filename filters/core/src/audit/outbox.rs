@@ -277,6 +277,28 @@ impl Outbox {
         }
     }
 
+    /// Nothing is waiting, in flight or reserved: every record this outbox
+    /// took was delivered or dropped (and counted).
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.in_flight.is_empty() && self.reserved == 0
+    }
+
+    /// Gives up on every record still held (waiting or in flight), when the
+    /// config they belong to is gone and its grace to deliver them has run
+    /// out. Returns how many were dropped; answers to abandoned deliveries
+    /// are then not this outbox's.
+    pub fn abandon(&mut self) -> usize {
+        let in_flight = std::mem::take(&mut self.in_flight);
+        let dropped = in_flight
+            .values()
+            .map(Vec::len)
+            .fold(self.waiting.len(), usize::saturating_add);
+        self.waiting.clear();
+        self.held_records = 0;
+        self.held_bytes = 0;
+        dropped
+    }
+
     /// The collector answered delivery `token` at `now_ms` (`ok`: a 2xx
     /// status). Returns `None` for a token that is not one of this outbox's
     /// deliveries.
@@ -325,6 +347,25 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_abandoned_outbox_drops_what_waits_and_what_is_in_flight_and_is_empty() {
+        let mut outbox = Outbox::new(limits(false));
+        for n in 0..5 {
+            let _ = outbox.push(format!("record {n}"), None);
+        }
+        let mut token = 0;
+        let _ = outbox.flush(0, true, |_| {
+            token += 1;
+            Some(token)
+        });
+        let _ = outbox.push("late".into(), None);
+        assert!(!outbox.is_empty());
+        assert_eq!(outbox.abandon(), 6, "in flight and waiting");
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.held(), (0, 0));
+        assert_eq!(outbox.answered(0, 1, true), None, "an abandoned delivery");
+    }
 
     fn limits(fail_closed: bool) -> OutboxLimits {
         OutboxLimits {

@@ -23,6 +23,8 @@ pub const MAX_MAX_JSON_DEPTH: u64 = 128;
 pub const DEFAULT_HASH_KEY_ENV: &str = "MESHGUARD_MASK_HASH_KEY";
 /// Default `redact_token`.
 pub const DEFAULT_REDACT_TOKEN: &str = "[REDACTED]";
+/// Default `max_record_bytes`: 64 KiB.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// Default `keep_last`.
 pub const DEFAULT_KEEP_LAST: u64 = 4;
 /// Largest `keep_last` accepted.
@@ -49,6 +51,10 @@ pub struct MaskingConfig {
     /// Deepest JSON nesting masked.
     #[serde(default = "default_max_json_depth")]
     pub max_json_depth: u64,
+    /// Largest record of a streamed body (an event, a line, a multipart
+    /// part held to be masked) held while it is incomplete.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: u64,
     #[serde(default)]
     pub on_oversize: OversizeAction,
     #[serde(default)]
@@ -63,6 +69,13 @@ pub struct MaskingConfig {
     /// What to do with a gRPC (protobuf) body that a rule would mask.
     #[serde(default)]
     pub on_grpc: GrpcAction,
+    /// What to do with a binary part of a multipart body.
+    #[serde(default)]
+    pub on_binary_part: BinaryPartAction,
+    /// What to do with an upgrade (WebSocket...) or CONNECT on a route
+    /// whose rules mask bodies.
+    #[serde(default)]
+    pub on_upgrade: UpgradeAction,
     /// Run the selected rules' detectors and patterns over every header and
     /// trailer value, not only over the headers the rules name.
     #[serde(default)]
@@ -79,6 +92,10 @@ fn default_max_body_bytes() -> u64 {
 
 fn default_max_json_depth() -> u64 {
     DEFAULT_MAX_JSON_DEPTH
+}
+
+fn default_max_record_bytes() -> u64 {
+    DEFAULT_MAX_RECORD_BYTES
 }
 
 fn default_hash_key_env() -> String {
@@ -149,8 +166,11 @@ impl CompressedAction {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnsupportedAction {
-    #[default]
+    /// Forward it unmasked (counted).
     Pass,
+    /// Refuse the message (the default since multipart and streams are
+    /// parsed: what is left is binary, see docs/masking.md).
+    #[default]
     Reject,
 }
 
@@ -197,6 +217,48 @@ pub enum GrpcAction {
 }
 
 impl GrpcAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::PassUnmasked => "pass_unmasked",
+        }
+    }
+}
+
+/// What the adapter does with a multipart part of a binary type (or a
+/// `content-transfer-encoding` such as base64), which it cannot mask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BinaryPartAction {
+    /// Refuse the message.
+    #[default]
+    Reject,
+    /// Forward the part unmasked (counted); the other parts are masked.
+    Pass,
+}
+
+impl BinaryPartAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::Pass => "pass",
+        }
+    }
+}
+
+/// What the adapter does with an upgraded (WebSocket...) or CONNECT stream
+/// on a route whose rules mask bodies: its bytes are not HTTP bodies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradeAction {
+    /// Refuse the request (`501`).
+    #[default]
+    Reject,
+    /// Let the stream through with its headers masked, its bytes unmasked (counted).
+    PassUnmasked,
+}
+
+impl UpgradeAction {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Reject => "reject",

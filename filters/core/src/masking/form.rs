@@ -107,7 +107,7 @@ pub(crate) fn mask_form(
 /// `a[0][card]`, `tags[]`) as the path of its segments, as PHP, Rails, Spring
 /// and many form libraries read it: any segment named by `json_keys`, or a
 /// path reaching it, selects the field.
-fn select_name(
+pub(crate) fn select_name(
     plan: &Plan<'_>,
     states: &mut Vec<State>,
     root: (usize, usize),
@@ -157,7 +157,7 @@ fn select_path(
 }
 
 /// The path states of field `name`'s value (for JSON held in it).
-fn field_states(
+pub(crate) fn field_states(
     plan: &Plan<'_>,
     states: &mut Vec<State>,
     root: (usize, usize),

@@ -3,23 +3,37 @@
 //! the Envoy adapter and `meshguard mask`.
 //!
 //! - at the **headers**: mask the headers (and a request's query string),
-//!   then decide whether the body is buffered and masked, forwarded unmasked
-//!   (a counted skip) or refused;
-//! - on each **body chunk**: hold it until the end of the stream, refusing
-//!   or skipping a body that grows past `max_body_bytes`;
+//!   then decide whether the body is buffered and masked, streamed record by
+//!   record, forwarded unmasked (a counted skip) or refused;
+//! - on each **body chunk**: a held body (JSON, form, unknown types, text
+//!   that is one JSON document or in another charset) is held until the end
+//!   of the stream, refusing or skipping one that grows past
+//!   `max_body_bytes`; a streamed body (server-sent events, JSON Lines,
+//!   json-seq, line-delimited text, multipart) releases every record the
+//!   chunk completes, masked, and holds only the incomplete one;
 //! - at the **end of the stream**, or at the **trailers** when they end it
-//!   (HTTP/2, gRPC, chunked HTTP/1 with trailers): mask the whole held body.
-//!   Trailer values get the header rules. Held data is never released
-//!   unprocessed: the only ways out are a masked (or unchanged) body, a
-//!   counted skip decided by a setting, or a refusal.
+//!   (HTTP/2, gRPC, chunked HTTP/1 with trailers): mask the whole held body,
+//!   or the last record. Trailer values get the header rules. Held data is
+//!   never released unprocessed: the only ways out are masked (or
+//!   unchanged) bytes, a counted skip decided by a setting, or a refusal.
 //!
 //! Nothing here touches the host: the adapter reads headers and bodies,
 //! applies [`HeaderEdit`]s and turns each [`Verdict`] into a host call and an
 //! `Action`, and counts each [`Report`].
+//!
+//! **What `read` returns.** At each body callback the adapter passes the
+//! number of bytes the host holds that this gate has not released
+//! (`buffered`) and a `read` that returns them: for a held body, everything
+//! since the headers; for a streamed one, what arrived since the last
+//! release. [`Verdict::Replace`] replaces exactly those bytes.
 
+use super::charset::{charset_param, looks_like_utf16, UTF8_BOM};
 use super::config::{
-    CompressedAction, GrpcAction, MalformedJsonAction, Mode, OversizeAction, UnsupportedAction,
+    BinaryPartAction, CompressedAction, GrpcAction, MalformedJsonAction, Mode, OversizeAction,
+    UnsupportedAction, UpgradeAction,
 };
+use super::multipart::{boundary, Multipart};
+use super::stream::{Framing, StreamError, Streamer};
 use super::{
     body_kind, BodyKind, Direction, HeaderEdit, MaskError, MaskingPolicy, RuleHits, Selection,
 };
@@ -42,10 +56,19 @@ pub enum Reason {
     /// The request path cannot be canonicalized (`invalid_path`,
     /// `ambiguous_path`), so no rule scope can be judged.
     Path,
+    /// A multipart body without a usable boundary, or not following it.
+    MalformedMultipart,
+    /// A binary part of a multipart body (`on_binary_part`).
+    BinaryPart,
+    /// A charset that cannot be read, or masked text that cannot be
+    /// written back in it.
+    Charset,
+    /// An upgraded (WebSocket...) or CONNECT stream (`on_upgrade`).
+    Upgrade,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 13] = [
         Self::Oversize,
         Self::Compressed,
         Self::UnsupportedContentType,
@@ -55,6 +78,10 @@ impl Reason {
         Self::NotUtf8,
         Self::HostError,
         Self::Path,
+        Self::MalformedMultipart,
+        Self::BinaryPart,
+        Self::Charset,
+        Self::Upgrade,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +95,10 @@ impl Reason {
             Self::NotUtf8 => "not_utf8",
             Self::HostError => "host_error",
             Self::Path => "path",
+            Self::MalformedMultipart => "malformed_multipart",
+            Self::BinaryPart => "binary_part",
+            Self::Charset => "charset",
+            Self::Upgrade => "upgrade",
         }
     }
 
@@ -76,6 +107,23 @@ impl Reason {
             MaskError::MalformedJson { .. } => Self::MalformedJson,
             MaskError::TooDeep { .. } => Self::TooDeep,
             MaskError::NotUtf8 => Self::NotUtf8,
+            MaskError::Charset => Self::Charset,
+        }
+    }
+
+    /// The refusal status of a request that cannot be masked for this reason.
+    fn status(self) -> u16 {
+        match self {
+            Self::Oversize => 413,
+            Self::Compressed | Self::UnsupportedContentType | Self::Grpc => 415,
+            Self::BinaryPart | Self::Charset => 415,
+            Self::Upgrade => 501,
+            Self::HostError => 502,
+            Self::MalformedJson
+            | Self::TooDeep
+            | Self::NotUtf8
+            | Self::Path
+            | Self::MalformedMultipart => 400,
         }
     }
 
@@ -93,9 +141,27 @@ impl Reason {
             Self::Grpc => {
                 (policy.on_grpc() == GrpcAction::PassUnmasked).then_some("on_grpc: pass_unmasked")
             }
-            Self::MalformedJson | Self::TooDeep | Self::NotUtf8 | Self::HostError | Self::Path => {
-                None
-            }
+            Self::BinaryPart => (policy.on_binary_part() == BinaryPartAction::Pass)
+                .then_some("on_binary_part: pass"),
+            Self::Upgrade => (policy.on_upgrade() == UpgradeAction::PassUnmasked)
+                .then_some("on_upgrade: pass_unmasked"),
+            Self::MalformedJson
+            | Self::TooDeep
+            | Self::NotUtf8
+            | Self::HostError
+            | Self::Path
+            | Self::MalformedMultipart
+            | Self::Charset => None,
+        }
+    }
+
+    fn of_stream(error: &StreamError) -> Self {
+        match error {
+            StreamError::Oversize => Self::Oversize,
+            StreamError::Mask(e) => Self::of(e),
+            StreamError::Multipart => Self::MalformedMultipart,
+            StreamError::BinaryPart => Self::BinaryPart,
+            StreamError::Charset => Self::Charset,
         }
     }
 }
@@ -113,12 +179,16 @@ pub enum Answer {
 /// What the adapter does with the data the host offers at this callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Let it through (nothing held, or the held body unchanged).
+    /// Let it through (nothing held, or the held bytes unchanged).
     Continue,
     /// Keep holding it: more body is coming.
     Hold,
-    /// Replace the whole held body with these bytes, then let it through.
+    /// Replace the bytes `read` returned with these, then let them through.
     Replace(Vec<u8>),
+    /// Replace the bytes `read` returned with these and keep holding them:
+    /// a streamed body's incomplete record, handed back to the host (so that
+    /// the host holds it, and the trailers can still add to the body).
+    HoldReplaced(Vec<u8>),
     /// Refuse the message.
     Refuse { reason: Reason, answer: Answer },
 }
@@ -144,6 +214,9 @@ pub struct Report {
     /// text that is not UTF-8 scanned run by run under `on_not_utf8:
     /// mask_bytes` (`not_utf8`).
     pub text_fallback: Option<Reason>,
+    /// Binary multipart parts forwarded unmasked under `on_binary_part:
+    /// pass` (each counted as skipped with reason `binary_part`).
+    pub binary_parts: u32,
 }
 
 impl Report {
@@ -161,15 +234,23 @@ pub struct HeadersStep {
     pub report: Report,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum State {
     /// The body is not looked at (no body rule, no body, or a counted skip).
     Pass,
-    /// The body is held and will be masked as this kind.
+    /// The body is held and will be masked whole as this kind.
     Holding(BodyKind),
+    /// A text body: held until its first bytes tell whether it is one
+    /// document (JSON, another charset: held whole) or lines (streamed).
+    Sniffing,
+    /// The body is masked record by record.
+    Streaming(Box<Streamer>),
     /// The body was masked or the message refused.
     Done,
 }
+
+/// Bytes of a text body looked at before it is streamed line by line.
+const SNIFF_BYTES: usize = 64;
 
 /// One message's gate. Create it at the headers with [`Gate::headers`].
 #[derive(Debug, Clone)]
@@ -178,6 +259,8 @@ pub struct Gate {
     selection: Selection,
     dry_run: bool,
     state: State,
+    /// The content type's `charset` parameter.
+    charset: Option<String>,
 }
 
 /// Whether a request must ask for `accept-encoding: identity`: its response
@@ -193,6 +276,80 @@ fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// Whether request headers open a tunnel: an `Upgrade` (WebSocket, or an
+/// HTTP/2 extended CONNECT, which Envoy shows as one; `h2c` excepted) or a
+/// CONNECT.
+pub fn is_tunnel(headers: &[(String, String)]) -> bool {
+    header(headers, ":method").is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"))
+        || header(headers, "upgrade").is_some_and(|u| {
+            // `h2c` asks for HTTP/2 on the same connection: not a tunnel.
+            let u = u.trim();
+            !u.is_empty() && !u.eq_ignore_ascii_case("h2c")
+        })
+}
+
+/// A tunnel (see [`is_tunnel`]) on a route whose rules mask bodies in either
+/// direction: its bytes are not HTTP bodies and are never held (holding
+/// them would stall the stream). `on_upgrade` decides: refused with `501`,
+/// or let through with header masking only (both selections lose their
+/// body rules), counted. `None`: not a tunnel, or no body rule applies.
+pub fn tunnel(
+    policy: &MaskingPolicy,
+    request_headers: &[(String, String)],
+    request: &mut Selection,
+    response: &mut Selection,
+    dry_run: bool,
+) -> Option<(Verdict, Report)> {
+    if !is_tunnel(request_headers) || !(request.needs_body() || response.needs_body()) {
+        return None;
+    }
+    let dry_run = dry_run || policy.mode() == Mode::DryRun;
+    let mut report = Report::default();
+    let answer = Answer::Status(Reason::Upgrade.status());
+    let verdict = match Reason::Upgrade.forwarded_by(policy) {
+        Some(setting) => {
+            report.skipped = Some(Skip {
+                reason: Reason::Upgrade,
+                setting: Some(setting),
+                would_refuse: None,
+            });
+            Verdict::Continue
+        }
+        None if dry_run => {
+            report.skipped = Some(Skip {
+                reason: Reason::Upgrade,
+                setting: None,
+                would_refuse: Some(answer),
+            });
+            Verdict::Continue
+        }
+        None => {
+            report.refused = Some(Reason::Upgrade);
+            Verdict::Refuse {
+                reason: Reason::Upgrade,
+                answer,
+            }
+        }
+    };
+    request.drop_body_rules();
+    response.drop_body_rules();
+    Some((verdict, report))
+}
+
+/// Whether a text body is one document held whole (JSON sent as text, a
+/// charset other than UTF-8, NUL-interleaved UTF-16) rather than lines.
+fn text_is_whole(head: &[u8], charset: Option<&str>) -> bool {
+    let declared_other =
+        charset.is_some_and(|c| !matches!(c, "utf-8" | "utf8" | "us-ascii" | "ascii"));
+    let text = head.strip_prefix(UTF8_BOM).unwrap_or(head);
+    declared_other
+        || looks_like_utf16(head)
+        || matches!(
+            text.iter().find(|c| !c.is_ascii_whitespace()),
+            Some(b'{' | b'[')
+        )
+}
+
 impl Gate {
     /// The headers callback. `dry_run` is the policy's mode or the CLI's
     /// `--dry-run-report`; `end_of_stream` says the message has no body.
@@ -205,11 +362,13 @@ impl Gate {
         dry_run: bool,
     ) -> (Self, HeadersStep) {
         let dry_run = dry_run || policy.mode() == Mode::DryRun;
+        let content_type = header(headers, "content-type");
         let mut gate = Self {
             direction,
             selection,
             dry_run,
             state: State::Pass,
+            charset: charset_param(content_type),
         };
         let mut step = HeadersStep {
             edits: Vec::new(),
@@ -242,7 +401,7 @@ impl Gate {
                     }
                 }
                 Err(e) => {
-                    step.verdict = gate.cannot_mask(policy, Reason::of(&e), 400, &mut step.report);
+                    step.verdict = gate.cannot_mask(policy, Reason::of(&e), &mut step.report);
                     if step.verdict != Verdict::Continue {
                         gate.state = State::Done;
                         return (gate, step);
@@ -255,26 +414,65 @@ impl Gate {
         }
         let encoded = header(headers, "content-encoding")
             .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
-        let kind = body_kind(header(headers, "content-type"));
+        let kind = body_kind(content_type);
+        let streamed = matches!(
+            kind,
+            BodyKind::EventStream
+                | BodyKind::JsonLines
+                | BodyKind::JsonSeq
+                | BodyKind::Multipart
+                | BodyKind::Text
+        );
         let declared =
             header(headers, "content-length").and_then(|l| l.trim().parse::<usize>().ok());
+        let utf8_only = matches!(
+            kind,
+            BodyKind::EventStream | BodyKind::JsonLines | BodyKind::JsonSeq
+        );
+        let boundary = boundary(content_type);
         let refusal = if encoded {
-            Some((Reason::Compressed, 415))
+            Some(Reason::Compressed)
         } else if kind == BodyKind::Grpc {
-            Some((Reason::Grpc, 415))
-        } else if declared.is_some_and(|len| len > policy.max_body_bytes()) {
-            Some((Self::too_large(kind), 413))
+            Some(Reason::Grpc)
+        } else if !streamed && declared.is_some_and(|len| len > policy.max_body_bytes()) {
+            Some(Self::too_large(kind))
+        } else if utf8_only && text_is_whole(b"", gate.charset.as_deref()) {
+            // Server-sent events and JSON Lines are UTF-8 by definition.
+            Some(Reason::Charset)
+        } else if kind == BodyKind::Multipart && boundary.is_none() {
+            Some(Reason::MalformedMultipart)
         } else {
             None
         };
-        if let Some((reason, status)) = refusal {
-            step.verdict = gate.cannot_mask(policy, reason, status, &mut step.report);
+        if let Some(reason) = refusal {
+            let status = if declared.is_some_and(|len| len > policy.max_body_bytes()) && !streamed {
+                413
+            } else {
+                reason.status()
+            };
+            step.verdict = gate.cannot_mask_as(policy, reason, status, &mut step.report);
             if step.verdict != Verdict::Continue {
                 gate.state = State::Done;
             }
             return (gate, step);
         }
-        gate.state = State::Holding(kind);
+        let records = |framing| {
+            State::Streaming(Box::new(Streamer::records(
+                framing,
+                policy.max_record_bytes(),
+            )))
+        };
+        gate.state = match kind {
+            BodyKind::EventStream => records(Framing::Events),
+            BodyKind::JsonLines => records(Framing::JsonLines),
+            BodyKind::JsonSeq => records(Framing::JsonSeq),
+            BodyKind::Multipart => State::Streaming(Box::new(Streamer::multipart(
+                Multipart::new(boundary.as_deref().unwrap_or_default()),
+                policy.max_record_bytes(),
+            ))),
+            BodyKind::Text => State::Sniffing,
+            kind => State::Holding(kind),
+        };
         if !dry_run {
             // The body may change length: a stale content-length would desync
             // a pooled HTTP/1 connection. The host re-frames the message.
@@ -285,8 +483,9 @@ impl Gate {
         (gate, step)
     }
 
-    /// A body chunk: `buffered` bytes are held so far (this chunk included).
-    /// `read` returns the whole held body; it is called only at the end.
+    /// A body chunk: `buffered` bytes the host holds that this gate has not
+    /// released (this chunk included); `read` returns them. A held body is
+    /// read only at its end; a streamed one at every chunk.
     pub fn body(
         &mut self,
         policy: &MaskingPolicy,
@@ -295,22 +494,125 @@ impl Gate {
         read: impl FnOnce() -> Vec<u8>,
     ) -> (Verdict, Report) {
         let mut report = Report::default();
-        let State::Holding(kind) = self.state else {
-            return (Verdict::Continue, report);
+        let verdict = match &self.state {
+            State::Pass | State::Done => Verdict::Continue,
+            State::Holding(kind) => {
+                let kind = *kind;
+                if buffered > policy.max_body_bytes() {
+                    self.grown_past_limit(policy, &mut report)
+                } else if !end_of_stream {
+                    Verdict::Hold
+                } else {
+                    self.finish(policy, kind, &read(), &mut report)
+                }
+            }
+            State::Sniffing => {
+                if buffered < SNIFF_BYTES && !end_of_stream {
+                    Verdict::Hold
+                } else {
+                    let held = read();
+                    self.sniffed(policy, held, end_of_stream, &mut report)
+                }
+            }
+            State::Streaming(_) => self.stream(policy, read(), end_of_stream, &mut report),
         };
-        if buffered > policy.max_body_bytes() {
-            let verdict = self.grown_past_limit(policy, &mut report);
-            return (verdict, report);
-        }
-        if !end_of_stream {
-            return (Verdict::Hold, report);
-        }
-        let verdict = self.finish(policy, kind, &read(), &mut report);
         (verdict, report)
     }
 
+    /// A text body's first bytes are here: held whole, or streamed by line.
+    fn sniffed(
+        &mut self,
+        policy: &MaskingPolicy,
+        held: Vec<u8>,
+        end: bool,
+        report: &mut Report,
+    ) -> Verdict {
+        if held.iter().all(u8::is_ascii_whitespace) && !end {
+            // Nothing tells yet (leading blank lines): keep holding, bounded.
+            if held.len() > policy.max_body_bytes() {
+                return self.grown_past_limit(policy, report);
+            }
+            return Verdict::Hold;
+        }
+        if text_is_whole(&held, self.charset.as_deref()) {
+            self.state = State::Holding(BodyKind::Text);
+            return if held.len() > policy.max_body_bytes() {
+                self.grown_past_limit(policy, report)
+            } else if end {
+                self.finish(policy, BodyKind::Text, &held, report)
+            } else {
+                Verdict::Hold
+            };
+        }
+        self.state = State::Streaming(Box::new(Streamer::records(
+            Framing::Lines,
+            policy.max_record_bytes(),
+        )));
+        self.stream(policy, held, end, report)
+    }
+
+    /// Feeds a streamed body's new bytes: the records they complete leave
+    /// masked, the incomplete one stays held.
+    fn stream(
+        &mut self,
+        policy: &MaskingPolicy,
+        input: Vec<u8>,
+        end: bool,
+        report: &mut Report,
+    ) -> Verdict {
+        let State::Streaming(streamer) = &mut self.state else {
+            return Verdict::Continue;
+        };
+        match policy.feed_stream(&self.selection, streamer, &input, end) {
+            Ok((fed, hits, scanned_bytes)) => {
+                report.add_hits(hits);
+                report.binary_parts = fed.binary_parts;
+                if scanned_bytes {
+                    report.text_fallback = Some(Reason::NotUtf8);
+                }
+                if let Some(e) = &fed.fallback {
+                    report.text_fallback = Some(Reason::of(e));
+                }
+                if !end && !self.dry_run && fed.out.is_empty() {
+                    // Nothing complete yet: the host keeps the incomplete
+                    // record (the trailers can then still mask it there).
+                    let tail = streamer.take_pending();
+                    return if tail == input {
+                        Verdict::Hold
+                    } else {
+                        Verdict::HoldReplaced(tail)
+                    };
+                }
+                if end {
+                    self.state = State::Done;
+                }
+                if self.dry_run || (!fed.changed && fed.out == input) {
+                    Verdict::Continue
+                } else {
+                    Verdict::Replace(fed.out)
+                }
+            }
+            Err(e) => {
+                let held = streamer.take_pending();
+                let verdict = self.cannot_mask(policy, Reason::of_stream(&e), report);
+                if verdict != Verdict::Continue {
+                    self.state = State::Done;
+                    return verdict;
+                }
+                // Forwarded by a setting (or dry-run): the rest passes as is.
+                self.state = State::Pass;
+                if self.dry_run || held == input {
+                    Verdict::Continue
+                } else {
+                    Verdict::Replace(held)
+                }
+            }
+        }
+    }
+
     /// The trailers, which end the stream: their values get the header rules,
-    /// and a held body is masked now. `read` returns the held body.
+    /// and a held body (or a streamed body's last record) is masked now.
+    /// `read` returns the bytes not released yet, as for [`Gate::body`].
     pub fn trailers(
         &mut self,
         policy: &MaskingPolicy,
@@ -329,14 +631,26 @@ impl Gate {
                 step.edits = edits.edits;
             }
         }
-        if let State::Holding(kind) = self.state {
-            let body = read();
-            step.verdict = if body.len() > policy.max_body_bytes() {
-                self.grown_past_limit(policy, &mut step.report)
-            } else {
-                self.finish(policy, kind, &body, &mut step.report)
-            };
-        }
+        step.verdict = match &self.state {
+            State::Holding(kind) => {
+                let kind = *kind;
+                let body = read();
+                if body.len() > policy.max_body_bytes() {
+                    self.grown_past_limit(policy, &mut step.report)
+                } else {
+                    self.finish(policy, kind, &body, &mut step.report)
+                }
+            }
+            State::Sniffing => {
+                let held = read();
+                self.sniffed(policy, held, true, &mut step.report)
+            }
+            State::Streaming(_) => {
+                let input = read();
+                self.stream(policy, input, true, &mut step.report)
+            }
+            State::Pass | State::Done => Verdict::Continue,
+        };
         step
     }
 
@@ -348,23 +662,32 @@ impl Gate {
         body: &[u8],
         report: &mut Report,
     ) -> Verdict {
-        self.state = State::Done;
         // A body without a masked content type (none, octet-stream, a typo)
         // is sniffed: text is masked as text (JSON in it as JSON), so that
         // dropping the content type cannot carry data past the rules.
+        // UTF-16 text is text; bytes with NULs otherwise are binary.
         let kind = match kind {
-            BodyKind::Other if std::str::from_utf8(body).is_ok() => BodyKind::Text,
+            BodyKind::Other
+                if looks_like_utf16(body)
+                    || (std::str::from_utf8(body).is_ok() && !body.contains(&0)) =>
+            {
+                BodyKind::Text
+            }
             BodyKind::Other => {
-                return self.cannot_mask(policy, Reason::UnsupportedContentType, 415, report)
+                let verdict = self.cannot_mask(policy, Reason::UnsupportedContentType, report);
+                self.state = State::Done;
+                return verdict;
             }
             kind => kind,
         };
-        let outcome = match policy.mask_body(&self.selection, kind, body) {
+        self.state = State::Done;
+        let charset = self.charset.as_deref();
+        let outcome = match policy.mask_body_in(&self.selection, kind, charset, body) {
             Err(e @ (MaskError::MalformedJson { .. } | MaskError::TooDeep { .. }))
                 if policy.on_malformed_json() == MalformedJsonAction::MaskAsText =>
             {
                 report.text_fallback = Some(Reason::of(&e));
-                policy.mask_body(&self.selection, BodyKind::Text, body)
+                policy.mask_body_in(&self.selection, BodyKind::Text, charset, body)
             }
             other => other,
         };
@@ -379,7 +702,7 @@ impl Gate {
                     _ => Verdict::Continue,
                 }
             }
-            Err(e) => self.cannot_mask(policy, Reason::of(&e), 400, report),
+            Err(e) => self.cannot_mask(policy, Reason::of(&e), report),
         }
     }
 
@@ -396,11 +719,11 @@ impl Gate {
 
     /// The held body grew past `max_body_bytes`.
     fn grown_past_limit(&mut self, policy: &MaskingPolicy, report: &mut Report) -> Verdict {
-        let reason = match self.state {
-            State::Holding(kind) => Self::too_large(kind),
-            State::Pass | State::Done => Reason::Oversize,
+        let reason = match &self.state {
+            State::Holding(kind) => Self::too_large(*kind),
+            _ => Reason::Oversize,
         };
-        let verdict = self.cannot_mask(policy, reason, 413, report);
+        let verdict = self.cannot_mask_as(policy, reason, 413, report);
         self.state = if verdict == Verdict::Continue {
             State::Pass
         } else {
@@ -411,16 +734,22 @@ impl Gate {
 
     /// A body that cannot be masked: refused in enforce mode unless a
     /// setting forwards it; forwarded and counted otherwise. A request is
-    /// answered with `request_status`; a response with 502 while its headers
-    /// are held, else its stream is reset.
-    fn cannot_mask(
+    /// answered with the reason's status (`413` when a declared or held body
+    /// is too large); a response with 502 while its headers are held, else
+    /// its stream is reset.
+    fn cannot_mask(&self, policy: &MaskingPolicy, reason: Reason, report: &mut Report) -> Verdict {
+        self.cannot_mask_as(policy, reason, reason.status(), report)
+    }
+
+    /// [`Self::cannot_mask`], answering a request with `request_status`.
+    fn cannot_mask_as(
         &self,
         policy: &MaskingPolicy,
         reason: Reason,
         request_status: u16,
         report: &mut Report,
     ) -> Verdict {
-        let answer = match (self.direction, self.state) {
+        let answer = match (self.direction, &self.state) {
             (Direction::Request, _) => Answer::Status(request_status),
             // Before the body is held, the response's headers are still here.
             (Direction::Response, State::Pass) => Answer::Status(502),
@@ -526,6 +855,7 @@ mod tests {
                 seen.edits.push(match e {
                     HeaderEdit::Replace { name, value } => format!("{name}={value}"),
                     HeaderEdit::Remove { name } => format!("-{name}"),
+                    HeaderEdit::Values { name, values } => format!("{name}={values:?}"),
                 });
             }
         };
@@ -533,6 +863,10 @@ mod tests {
             match verdict {
                 Verdict::Continue => seen.forwarded.push_str(&String::from_utf8_lossy(held)),
                 Verdict::Hold => return true,
+                Verdict::HoldReplaced(tail) => {
+                    *held = tail;
+                    return true;
+                }
                 Verdict::Replace(body) => seen.forwarded.push_str(&String::from_utf8_lossy(&body)),
                 Verdict::Refuse { reason, answer } => {
                     seen.refused = Some((reason, answer));
@@ -651,7 +985,7 @@ mod tests {
                 extra: "",
                 direction: resp,
                 calls: &[
-                    Headers(TEXT, false),
+                    Headers(JSON, false),
                     Chunk("0123456789012345678901234567890123456789", false),
                     Chunk("0123456789012345678901234567890123456789", false),
                     Trailers(&[]),
@@ -665,7 +999,7 @@ mod tests {
                 extra: "",
                 direction: req,
                 calls: &[
-                    Headers(TEXT, false),
+                    Headers(JSON, false),
                     Chunk("0123456789012345678901234567890123456789", false),
                     Chunk("0123456789012345678901234567890123456789", true),
                 ],
@@ -678,7 +1012,7 @@ mod tests {
                 extra: r#""on_oversize": "pass_unmasked","#,
                 direction: resp,
                 calls: &[
-                    Headers(TEXT, false),
+                    Headers(JSON, false),
                     Chunk("0123456789012345678901234567890123456789", false),
                     Chunk("0123456789012345678901234567890123456789", false),
                     Chunk("ann@example.com", false),
@@ -726,7 +1060,7 @@ mod tests {
             },
             Case {
                 name: "an unknown type too large to sniff follows on_unsupported_content_type",
-                extra: "",
+                extra: r#""on_unsupported_content_type": "pass","#,
                 direction: resp,
                 calls: &[
                     Headers(&[], false),
@@ -798,10 +1132,28 @@ mod tests {
             },
         );
         let body = b"mail ann@example.com \xff end".to_vec();
-        // Binary without a masked content type: counted, passed (the default).
+        // Binary without a masked content type: refused (the default),
+        // counted and passed under `pass`.
         let (mut gate, _) =
             Gate::headers(&p, Direction::Request, selection.clone(), &[], false, false);
-        let (verdict, report) = gate.body(&p, body.len(), true, || body.clone());
+        let (verdict, _) = gate.body(&p, body.len(), true, || body.clone());
+        assert_eq!(
+            verdict,
+            Verdict::Refuse {
+                reason: Reason::UnsupportedContentType,
+                answer: Answer::Status(415)
+            }
+        );
+        let passing = policy(r#""on_unsupported_content_type": "pass","#);
+        let (mut gate, _) = Gate::headers(
+            &passing,
+            Direction::Request,
+            selection.clone(),
+            &[],
+            false,
+            false,
+        );
+        let (verdict, report) = gate.body(&passing, body.len(), true, || body.clone());
         assert_eq!(verdict, Verdict::Continue);
         assert_eq!(
             report.skipped.map(|s| s.reason),

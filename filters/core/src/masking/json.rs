@@ -75,6 +75,49 @@ fn is_json(text: &str) -> bool {
     }
 }
 
+/// Most digits a number written with an exponent is expanded to.
+const MAX_EXPANDED_DIGITS: usize = 40;
+
+/// The integer a JSON number with a fraction or an exponent denotes, as
+/// decimal digits (sign kept); `None` for a plain integer, a number that is
+/// not an integer, or one over [`MAX_EXPANDED_DIGITS`] digits.
+fn integer_digits(raw: &str) -> Option<String> {
+    if !raw.contains(['.', 'e', 'E']) {
+        return None;
+    }
+    let (sign, unsigned) = match raw.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", raw),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: String = [int, frac].concat();
+    // The decimal point sits after `int.len() + exponent` digits.
+    let point = i64::try_from(int.len()).ok()?.checked_add(exponent)?;
+    let len = i64::try_from(digits.len()).ok()?;
+    if point < 1 || point > i64::try_from(MAX_EXPANDED_DIGITS).ok()? {
+        return None;
+    }
+    let point = usize::try_from(point).ok()?;
+    let (whole, rest) = if point >= digits.len() {
+        let zeros = point.checked_sub(usize::try_from(len).ok()?)?;
+        (format!("{digits}{}", "0".repeat(zeros)), String::new())
+    } else {
+        (
+            digits.get(..point)?.to_owned(),
+            digits.get(point..)?.to_owned(),
+        )
+    };
+    if rest.bytes().any(|c| c != b'0') {
+        return None; // not an integer
+    }
+    let whole = whole.trim_start_matches('0');
+    (!whole.is_empty()).then(|| format!("{sign}{whole}"))
+}
+
 /// An object or an array, as far as its first character tells.
 fn looks_like_json(text: &str) -> bool {
     text.trim_start().starts_with(['{', '['])
@@ -252,9 +295,17 @@ impl<'a> Walker<'a, '_, '_> {
 
     /// Detectors and patterns over a number literal (a card number stored as
     /// a JSON number): a number with a match becomes a string, masked.
+    ///
+    /// A number written with a fraction or an exponent is checked as the
+    /// digits it denotes: `4.111111111111111E15` (how a Java `double`
+    /// prints a card number) is `4111111111111111`.
     fn scan_number(&mut self, start: usize) {
         let raw = self.src.get(start..self.pos).unwrap_or("");
-        if let Some(masked) = mask_text(self.plan, raw, &mut self.spans, self.hits) {
+        let masked = match integer_digits(raw) {
+            Some(digits) => mask_text(self.plan, &digits, &mut self.spans, self.hits),
+            None => mask_text(self.plan, raw, &mut self.spans, self.hits),
+        };
+        if let Some(masked) = masked {
             self.edit(start, self.pos, &json_string(&masked));
         }
     }

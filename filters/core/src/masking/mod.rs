@@ -16,23 +16,30 @@
 //!
 //! The reference is `docs/masking.md`; the schema `docs/schema/masking.schema.json`.
 
+mod charset;
 pub mod config;
 mod detect;
 mod fold;
 mod form;
 pub mod gate;
 mod json;
+mod multipart;
 mod paths;
 mod policy;
 mod strategy;
+mod stream;
 mod text;
 
 pub use config::{
-    CompressedAction, GrpcAction, MalformedJsonAction, MaskRuleConfig, MaskingConfig,
-    NotUtf8Action, OversizeAction, PatternConfig, StrategyKind, UnsupportedAction,
+    BinaryPartAction, CompressedAction, GrpcAction, MalformedJsonAction, MaskRuleConfig,
+    MaskingConfig, NotUtf8Action, OversizeAction, PatternConfig, StrategyKind, UnsupportedAction,
+    UpgradeAction,
 };
 pub use detect::Detector;
-pub use gate::{wants_identity_response, Answer, Gate, HeadersStep, Reason, Report, Skip, Verdict};
+pub use gate::{
+    is_tunnel, tunnel, wants_identity_response, Answer, Gate, HeadersStep, Reason, Report, Skip,
+    Verdict,
+};
 pub use policy::{
     MaskingPolicy, MAX_HEADERS, MAX_JSON_KEYS, MAX_JSON_PATHS, MAX_NAME_LEN, MAX_PATTERNS,
     MAX_REGEX_LEN, MAX_RULES,
@@ -78,6 +85,15 @@ pub enum BodyKind {
     /// `application/grpc` and its `+proto`, `+json`, `-web` variants:
     /// length-prefixed protobuf frames the engine cannot read (`on_grpc`).
     Grpc,
+    /// `text/event-stream`: server-sent events, masked event by event.
+    EventStream,
+    /// NDJSON / JSON Lines (`application/x-ndjson`, `application/jsonl`...):
+    /// masked line by line, each line as JSON.
+    JsonLines,
+    /// `application/json-seq` (RFC 7464): masked text by text, as JSON.
+    JsonSeq,
+    /// `multipart/*` (`form-data`, `mixed`...): parsed part by part.
+    Multipart,
     /// Anything else, or no content type: the gate sniffs it (UTF-8 text is
     /// masked as `Text`); `mask_body` leaves it alone.
     Other,
@@ -90,6 +106,10 @@ impl BodyKind {
             Self::Text => "text",
             Self::Form => "form",
             Self::Grpc => "grpc",
+            Self::EventStream => "event_stream",
+            Self::JsonLines => "json_lines",
+            Self::JsonSeq => "json_seq",
+            Self::Multipart => "multipart",
             Self::Other => "other",
         }
     }
@@ -119,8 +139,28 @@ pub fn body_kind(content_type: Option<&str>) -> BodyKind {
             .get(..4)
             .is_some_and(|head| head.eq_ignore_ascii_case("grpc"))
         && matches!(sub.as_bytes().get(4), None | Some(b'+' | b'-'));
+    let application = top.eq_ignore_ascii_case("application");
+    let json_lines = [
+        "x-ndjson",
+        "ndjson",
+        "jsonl",
+        "x-jsonl",
+        "jsonlines",
+        "x-jsonlines",
+        "json-lines",
+    ]
+    .iter()
+    .any(|s| sub.eq_ignore_ascii_case(s));
     if grpc {
         BodyKind::Grpc
+    } else if top.eq_ignore_ascii_case("text") && sub.eq_ignore_ascii_case("event-stream") {
+        BodyKind::EventStream
+    } else if application && json_lines {
+        BodyKind::JsonLines
+    } else if application && sub.eq_ignore_ascii_case("json-seq") {
+        BodyKind::JsonSeq
+    } else if top.eq_ignore_ascii_case("multipart") {
+        BodyKind::Multipart
     } else if (top.eq_ignore_ascii_case("application") && sub.eq_ignore_ascii_case("json"))
         || sub_ends_with_json
     {
@@ -162,6 +202,12 @@ impl Selection {
         self.headers
     }
 
+    /// Keeps the header rules only: the body is not masked (an upgraded
+    /// stream let through by `on_upgrade: pass_unmasked`).
+    pub fn drop_body_rules(&mut self) {
+        self.body = false;
+    }
+
     /// The selected rule indices, in policy order (see [`MaskingPolicy::rule_name`]).
     pub fn rules(&self) -> impl Iterator<Item = usize> + '_ {
         self.rules.iter().map(|&r| usize::from(r))
@@ -198,16 +244,19 @@ pub struct HeaderEdits {
 
 /// One header edit. `Replace` sets the header to a single value (all previous
 /// values of that name are replaced); `Remove` removes every value of the name.
+/// `Values` sets the name to these values, one field line each (for
+/// `set-cookie`, whose values cannot be joined).
 #[derive(Clone, PartialEq, Eq)]
 pub enum HeaderEdit {
     Replace { name: String, value: String },
     Remove { name: String },
+    Values { name: String, values: Vec<String> },
 }
 
 impl HeaderEdit {
     pub fn name(&self) -> &str {
         match self {
-            Self::Replace { name, .. } | Self::Remove { name } => name,
+            Self::Replace { name, .. } | Self::Remove { name } | Self::Values { name, .. } => name,
         }
     }
 }
@@ -222,6 +271,11 @@ impl std::fmt::Debug for HeaderEdit {
                 .field("name", name)
                 .finish_non_exhaustive(),
             Self::Remove { name } => f.debug_struct("Remove").field("name", name).finish(),
+            Self::Values { name, values } => f
+                .debug_struct("Values")
+                .field("name", name)
+                .field("count", &values.len())
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -239,6 +293,11 @@ pub enum MaskError {
     /// unchanged and reports the skip.
     #[error("the body is not valid UTF-8")]
     NotUtf8,
+    /// Text in a charset that cannot be read (UTF-32, UTF-7, an unknown
+    /// charset on text that is not ASCII), or masked text that cannot be
+    /// written back in it.
+    #[error("the body's charset cannot be read or written back")]
+    Charset,
 }
 
 impl MaskError {
@@ -248,9 +307,12 @@ impl MaskError {
             Self::MalformedJson { .. } => "malformed_json",
             Self::TooDeep { .. } => "too_deep",
             Self::NotUtf8 => "not_utf8",
+            Self::Charset => "charset",
         }
     }
 }
 
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;

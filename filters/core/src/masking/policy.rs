@@ -4,14 +4,17 @@
 use hashbrown::HashMap;
 use regex_lite::{Regex, RegexBuilder};
 
+use super::charset;
 use super::config::{
-    CompressedAction, GrpcAction, MalformedJsonAction, MaskRuleConfig, MaskingConfig, Mode,
-    NotUtf8Action, OversizeAction, StrategyKind, UnsupportedAction, DEFAULT_KEEP_LAST,
-    DEFAULT_REDACT_TOKEN, MAX_KEEP_LAST, MAX_MAX_BODY_BYTES, MAX_MAX_JSON_DEPTH,
+    BinaryPartAction, CompressedAction, GrpcAction, MalformedJsonAction, MaskRuleConfig,
+    MaskingConfig, Mode, NotUtf8Action, OversizeAction, StrategyKind, UnsupportedAction,
+    UpgradeAction, DEFAULT_KEEP_LAST, DEFAULT_REDACT_TOKEN, MAX_KEEP_LAST, MAX_MAX_BODY_BYTES,
+    MAX_MAX_JSON_DEPTH,
 };
 use super::detect::Detector;
 use super::paths::{PathPattern, State};
 use super::strategy::{HashKey, Strategy, MIN_HASH_KEY_LEN};
+use super::stream::{Fed, StreamError, Streamer};
 use super::{
     form, json, text, BodyKind, Direction, HeaderEdit, HeaderEdits, MaskError, Masked, RuleHits,
     Selection,
@@ -44,7 +47,7 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_REGEX_LEN: usize = 1024;
 /// Compiled size limit of one regex (bounds its per-byte matching cost).
 const REGEX_SIZE_LIMIT: usize = 256 * 1024;
-/// Most entries in a rule's `detectors` list (there are eight detectors).
+/// Most entries in a rule's `detectors` list (there are twelve detectors).
 const MAX_DETECTOR_ENTRIES: usize = 64;
 
 /// A validated, compiled masking policy.
@@ -56,12 +59,15 @@ pub struct MaskingPolicy {
     path_options: PathOptions,
     max_body_bytes: usize,
     max_json_depth: usize,
+    max_record_bytes: usize,
     on_oversize: OversizeAction,
     on_malformed_json: MalformedJsonAction,
     on_compressed_request: CompressedAction,
     on_unsupported_content_type: UnsupportedAction,
     on_not_utf8: NotUtf8Action,
     on_grpc: GrpcAction,
+    on_binary_part: BinaryPartAction,
+    on_upgrade: UpgradeAction,
     scan_all_headers: bool,
     hash_key_env: String,
     rules: Vec<Rule>,
@@ -84,7 +90,7 @@ struct Rule {
     has_paths: bool,
     has_keys: bool,
     /// Bits of [`Detector::bit`].
-    detectors: u8,
+    detectors: u16,
     patterns: Box<[Regex]>,
     has_headers: bool,
     strategy: Strategy,
@@ -141,7 +147,7 @@ pub(crate) struct Plan<'p> {
 impl<'p> Plan<'p> {
     fn new(policy: &'p MaskingPolicy, selection: &Selection) -> Self {
         let mut selected = RuleSet::default();
-        let mut detectors_seen = 0u8;
+        let mut detectors_seen = 0u16;
         let mut detectors = Vec::new();
         let mut patterns = Vec::new();
         let mut keys = false;
@@ -193,6 +199,16 @@ impl<'p> Plan<'p> {
 
     pub(crate) fn max_json_depth(&self) -> usize {
         self.policy.max_json_depth
+    }
+
+    /// `on_malformed_json: mask_as_text`.
+    pub(crate) fn json_falls_back_to_text(&self) -> bool {
+        self.policy.on_malformed_json == MalformedJsonAction::MaskAsText
+    }
+
+    /// `on_binary_part: pass`.
+    pub(crate) fn passes_binary_parts(&self) -> bool {
+        self.policy.on_binary_part == BinaryPartAction::Pass
     }
 
     pub(crate) fn paths(&self) -> &'p [PathPattern] {
@@ -301,6 +317,18 @@ impl MaskingPolicy {
             ));
         }
         let max_json_depth = usize::try_from(config.max_json_depth).unwrap_or(64);
+        if !(1..=MAX_MAX_BODY_BYTES).contains(&config.max_record_bytes) {
+            return Err(ConfigError::invalid(
+                "max_record_bytes",
+                format!(
+                    "{} is out of range: between 1 and {MAX_MAX_BODY_BYTES} (64 MiB)",
+                    config.max_record_bytes
+                ),
+            ));
+        }
+        let max_record_bytes = usize::try_from(config.max_record_bytes).map_err(|_| {
+            ConfigError::invalid("max_record_bytes", "does not fit this platform's memory")
+        })?;
         check_env_name("hash_key_env", &config.hash_key_env, MAX_NAME_LEN)?;
 
         if config.rules.is_empty() {
@@ -342,12 +370,15 @@ impl MaskingPolicy {
             path_options: compiler.path_options,
             max_body_bytes,
             max_json_depth,
+            max_record_bytes,
             on_oversize: config.on_oversize,
             on_malformed_json: config.on_malformed_json,
             on_compressed_request: config.on_compressed_request,
             on_unsupported_content_type: config.on_unsupported_content_type,
             on_not_utf8: config.on_not_utf8,
             on_grpc: config.on_grpc,
+            on_binary_part: config.on_binary_part,
+            on_upgrade: config.on_upgrade,
             scan_all_headers: config.scan_all_headers,
             hash_key_env: config.hash_key_env,
             rules,
@@ -403,6 +434,18 @@ impl MaskingPolicy {
         self.on_grpc
     }
 
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
+    pub fn on_binary_part(&self) -> BinaryPartAction {
+        self.on_binary_part
+    }
+
+    pub fn on_upgrade(&self) -> UpgradeAction {
+        self.on_upgrade
+    }
+
     pub fn scan_all_headers(&self) -> bool {
         self.scan_all_headers
     }
@@ -440,52 +483,87 @@ impl MaskingPolicy {
             }
             selection.rules.push(index);
             selection.body |= rule.masks_bodies();
-            selection.headers |= rule.has_headers || (self.scan_all_headers && rule.scans());
+            // Name rules also select `cookie` and `set-cookie` pairs.
+            selection.headers |= rule.has_headers
+                || rule.has_keys
+                || rule.has_paths
+                || (self.scan_all_headers && rule.scans());
         }
         selection
     }
 
-    /// Masks a whole (buffered) body. `Ok` with `body: None` means "forward the
-    /// original bytes". Bodies of kind [`BodyKind::Other`] are never changed.
+    /// Masks a whole (buffered) UTF-8 body. `Ok` with `body: None` means
+    /// "forward the original bytes". Bodies of kind [`BodyKind::Other`] are
+    /// never changed.
     pub fn mask_body(
         &self,
         selection: &Selection,
         kind: BodyKind,
         body: &[u8],
     ) -> Result<Masked, MaskError> {
-        if !selection.needs_body() || matches!(kind, BodyKind::Other | BodyKind::Grpc) {
+        self.mask_body_in(selection, kind, None, body)
+    }
+
+    /// [`Self::mask_body`] for a body in `charset` (the content type's
+    /// parameter): a BOM, the charset or NUL-interleaved bytes say how it is
+    /// encoded; text in another encoding than UTF-8 is transcoded to be
+    /// masked and written back in its own.
+    pub fn mask_body_in(
+        &self,
+        selection: &Selection,
+        kind: BodyKind,
+        charset: Option<&str>,
+        body: &[u8],
+    ) -> Result<Masked, MaskError> {
+        if !selection.needs_body()
+            || !matches!(kind, BodyKind::Json | BodyKind::Text | BodyKind::Form)
+        {
             return Ok(Masked::default());
         }
         let plan = Plan::new(self, selection);
         let mut hits = vec![0u32; self.rules.len()];
+        let decoded = charset::decode(body, charset).map_err(|_| MaskError::Charset)?;
         let masked = match kind {
-            BodyKind::Json => json::mask_json(&plan, body, self.max_json_depth, &mut hits)?,
-            BodyKind::Text => match std::str::from_utf8(body) {
-                // JSON sent as text still gets its keys and paths masked.
-                Ok(text) => match json::mask_embedded(
-                    &plan,
-                    text,
-                    plan.roots.clone(),
-                    self.max_json_depth,
-                    &mut hits,
-                )? {
-                    Some(masked) => masked,
-                    None => text::mask_text(&plan, text, &mut Vec::new(), &mut hits)
-                        .map(String::into_bytes),
-                },
-                Err(_) if plan.masks_bytes() => {
-                    text::mask_bytes(&plan, body, &mut Vec::new(), &mut hits)
-                }
-                Err(_) => return Err(MaskError::NotUtf8),
-            },
-            BodyKind::Form => form::mask_form(&plan, body, &mut hits)?,
-            BodyKind::Other | BodyKind::Grpc => None,
+            BodyKind::Json => {
+                json::mask_json(&plan, &decoded.bytes, self.max_json_depth, &mut hits)?
+            }
+            BodyKind::Text => {
+                // A UTF-8 BOM must not hide JSON sent as text.
+                let bytes: &[u8] = &decoded.bytes;
+                let (bom, text) = match bytes.strip_prefix(charset::UTF8_BOM) {
+                    Some(rest) => (bytes.get(..3).unwrap_or_default(), rest),
+                    None => (&b""[..], bytes),
+                };
+                crate::masking::stream::mask_text_bytes(&plan, text, plan.roots.clone(), &mut hits)?
+                    .map(|m| [bom, m.as_slice()].concat())
+            }
+            BodyKind::Form => form::mask_form(&plan, &decoded.bytes, &mut hits)?,
+            _ => None,
+        };
+        let masked = match masked {
+            Some(m) => Some(decoded.encode(&m).map_err(|_| MaskError::Charset)?),
+            None => None,
         };
         Ok(Masked {
             body: masked,
             hits: collect_hits(&hits),
             scanned_bytes: plan.scanned_bytes.get(),
         })
+    }
+
+    /// Feeds received bytes of a streamed body to its cutter: the records
+    /// they complete, masked, with their hits.
+    pub(crate) fn feed_stream(
+        &self,
+        selection: &Selection,
+        streamer: &mut Streamer,
+        input: &[u8],
+        end: bool,
+    ) -> Result<(Fed, Vec<RuleHits>, bool), StreamError> {
+        let plan = Plan::new(self, selection);
+        let mut hits = vec![0u32; self.rules.len()];
+        let fed = streamer.feed(&plan, input, end, &mut hits)?;
+        Ok((fed, collect_hits(&hits), plan.scanned_bytes.get()))
     }
 
     /// Masks the query string of a request's `:path` as a form (parameter
@@ -599,9 +677,12 @@ impl MaskingPolicy {
         }
     }
 
-    /// `scan_all_headers`: detectors and patterns over every header value
-    /// not named by a rule (pseudo-headers excepted). One `Replace` per
-    /// changed name, its values joined as in [`Self::mask_headers`].
+    /// The headers no `headers` rule names, masked where they can be in
+    /// part: `cookie` and `set-cookie` pairs whose name `json_keys` or a
+    /// single-level `json_paths` entry selects (their value masked, or the
+    /// pair removed), then, under `scan_all_headers`, detector and pattern
+    /// matches in every value, and every header whose *name* holds a match
+    /// removed. Pseudo-headers are left alone. One edit per changed name.
     fn scan_headers(
         &self,
         selection: &Selection,
@@ -609,43 +690,140 @@ impl MaskingPolicy {
         named: &[String],
         hits: &mut [u32],
     ) -> Vec<HeaderEdit> {
-        if !self.scan_all_headers {
-            return Vec::new();
-        }
         let plan = Plan::new(self, selection);
-        if !plan.scans() {
+        let names = plan.keys || !plan.roots.is_empty();
+        let scan = self.scan_all_headers && plan.scans();
+        if !names && !scan {
             return Vec::new();
         }
-        let mut groups: Vec<(String, Vec<String>, bool)> = Vec::new();
-        let mut spans = Vec::new();
+        // (lower-case name, value, changed, removed)
+        let mut current: Vec<(String, String, bool, bool)> = Vec::new();
         for (name, value) in headers {
             let lower = name.to_ascii_lowercase();
             if lower.starts_with(':') || named.contains(&lower) {
                 continue;
             }
-            let masked = text::mask_text(&plan, value, &mut spans, hits);
-            let changed = masked.is_some();
-            let value = masked.unwrap_or_else(|| value.clone());
-            match groups.iter_mut().find(|g| g.0 == lower) {
-                Some(g) => {
-                    g.1.push(value);
-                    g.2 |= changed;
+            current.push((lower, value.clone(), false, false));
+        }
+        if names {
+            for entry in &mut current {
+                let cookie = match entry.0.as_str() {
+                    "cookie" => mask_cookie_pairs(&plan, &entry.1, false, hits),
+                    "set-cookie" => mask_cookie_pairs(&plan, &entry.1, true, hits),
+                    _ => None,
+                };
+                match cookie {
+                    Some(Some(value)) => {
+                        entry.1 = value;
+                        entry.2 = true;
+                    }
+                    Some(None) => entry.3 = true,
+                    None => {}
                 }
-                None => groups.push((lower, vec![value], changed)),
             }
         }
-        groups
-            .into_iter()
-            .filter(|g| g.2)
-            .map(|(name, values, _)| {
+        if scan {
+            let mut spans = Vec::new();
+            let mut found_in_name: Vec<String> = Vec::new();
+            for entry in &mut current {
+                if entry.3 {
+                    continue;
+                }
+                if found_in_name.contains(&entry.0)
+                    || text::mask_text(&plan, &entry.0, &mut spans, hits).is_some()
+                {
+                    // A value in a header name: the header cannot be kept.
+                    if !found_in_name.contains(&entry.0) {
+                        found_in_name.push(entry.0.clone());
+                    }
+                    entry.3 = true;
+                    continue;
+                }
+                if let Some(masked) = text::mask_text(&plan, &entry.1, &mut spans, hits) {
+                    entry.1 = masked;
+                    entry.2 = true;
+                }
+            }
+        }
+        let mut edits = Vec::new();
+        let mut done: Vec<&str> = Vec::new();
+        for (name, ..) in &current {
+            if done.contains(&name.as_str()) {
+                continue;
+            }
+            done.push(name);
+            let all: Vec<&(String, String, bool, bool)> =
+                current.iter().filter(|e| &e.0 == name).collect();
+            if !all.iter().any(|e| e.2 || e.3) {
+                continue;
+            }
+            let kept: Vec<String> = all.iter().filter(|e| !e.3).map(|e| e.1.clone()).collect();
+            edits.push(if kept.is_empty() {
+                HeaderEdit::Remove { name: name.clone() }
+            } else if name == "set-cookie" {
+                HeaderEdit::Values {
+                    name: name.clone(),
+                    values: kept,
+                }
+            } else {
                 let separator = if name == "cookie" { "; " } else { ", " };
                 HeaderEdit::Replace {
-                    value: values.join(separator),
-                    name,
+                    name: name.clone(),
+                    value: kept.join(separator),
                 }
-            })
-            .collect()
+            });
+        }
+        edits
     }
+}
+
+/// A `cookie` header (`a=1; password=x`) or a `set-cookie` one (its first
+/// pair; the attributes after it are no cookies) with the pairs whose name
+/// is selected masked (or removed). `None`: unchanged; `Some(None)`: nothing
+/// left (a `set-cookie` whose cookie was removed).
+fn mask_cookie_pairs(
+    plan: &Plan<'_>,
+    value: &str,
+    set_cookie: bool,
+    hits: &mut [u32],
+) -> Option<Option<String>> {
+    let mut states = plan.roots.clone();
+    let root = (0, states.len());
+    let mut lower = String::new();
+    let mut out: Vec<String> = Vec::new();
+    let mut changed = false;
+    for (k, pair) in value.split(';').enumerate() {
+        let attribute = set_cookie && k > 0;
+        let trimmed = pair.trim_start();
+        let selected = match trimmed.split_once('=') {
+            Some((name, _)) if !attribute => {
+                form::select_name(plan, &mut states, root, name.trim(), &mut lower)
+            }
+            _ => None,
+        };
+        let Some(rule) = selected else {
+            out.push(pair.to_owned());
+            continue;
+        };
+        count_hit(hits, rule);
+        changed = true;
+        if plan.is_remove(rule) {
+            if set_cookie {
+                return Some(None);
+            }
+            continue;
+        }
+        let (name, cookie) = trimmed.split_once('=').unwrap_or((trimmed, ""));
+        let mut masked = String::new();
+        plan.write_masked(rule, cookie, &mut masked);
+        let lead = pair.len().saturating_sub(trimmed.len());
+        out.push(format!("{}{name}={masked}", pair.get(..lead).unwrap_or("")));
+    }
+    if !changed {
+        return None;
+    }
+    let joined = out.join(";");
+    Some(Some(joined.trim_start().to_owned()))
 }
 
 fn compile_hash_key(rule: usize, env: &str, key: Option<&[u8]>) -> Result<HashKey, ConfigError> {
@@ -759,7 +937,7 @@ impl Compiler {
         let detectors = non_empty(&detectors_at, &rc.detectors, MAX_DETECTOR_ENTRIES)?
             .unwrap_or_default()
             .iter()
-            .fold(0u8, |bits, d| bits | d.bit());
+            .fold(0u16, |bits, d| bits | d.bit());
 
         let patterns_at = format!("{at}.patterns");
         let mut patterns = Vec::new();

@@ -265,7 +265,7 @@ fn settings_default_as_documented_and_are_exposed() {
     assert_eq!(p.on_oversize(), OversizeAction::Reject);
     assert_eq!(p.on_malformed_json(), MalformedJsonAction::Reject);
     assert_eq!(p.on_compressed_request(), CompressedAction::Reject);
-    assert_eq!(p.on_unsupported_content_type(), UnsupportedAction::Pass);
+    assert_eq!(p.on_unsupported_content_type(), UnsupportedAction::Reject);
     assert_eq!(p.on_not_utf8(), NotUtf8Action::Reject);
     assert_eq!(p.on_grpc(), GrpcAction::Reject);
     assert!(!p.scan_all_headers());
@@ -312,7 +312,18 @@ fn content_types_decide_the_body_kind() {
             Some("application/x-www-form-urlencoded; charset=utf-8"),
             BodyKind::Form,
         ),
-        (Some("multipart/form-data; boundary=x"), BodyKind::Other),
+        (Some("multipart/form-data; boundary=x"), BodyKind::Multipart),
+        (
+            Some("Multipart/Mixed; boundary=\"a b\""),
+            BodyKind::Multipart,
+        ),
+        (Some("text/event-stream"), BodyKind::EventStream),
+        (Some("application/x-ndjson"), BodyKind::JsonLines),
+        (
+            Some("application/jsonl; charset=utf-8"),
+            BodyKind::JsonLines,
+        ),
+        (Some("application/json-seq"), BodyKind::JsonSeq),
         (Some("application/octet-stream"), BodyKind::Other),
         (Some("application/jsonx"), BodyKind::Other),
         (Some("application/grpc"), BodyKind::Grpc),
@@ -1179,8 +1190,14 @@ fn headers_are_replaced_or_removed_once_per_name() {
     assert!(debug.contains("x-card") && !debug.contains("1111") && !debug.contains("REDACTED"));
     assert_eq!(edits.edits[5].name(), "x-debug");
 
-    // A selection without header rules edits nothing.
+    // A selection without header rules edits only the cookie pairs its
+    // name rules select.
     let s = policy(r#"{"rules": [{"name": "b", "json_keys": ["a"]}]}"#);
+    assert_eq!(
+        s.mask_headers(&everything(&s), &headers).edits,
+        [replace("cookie", "a=[REDACTED]; b=2")]
+    );
+    let s = policy(r#"{"rules": [{"name": "b", "json_keys": ["zz"]}]}"#);
     assert_eq!(
         s.mask_headers(&everything(&s), &headers),
         HeaderEdits::default()

@@ -246,6 +246,12 @@ extern "C" {
         key: ModuleBuffer,
         value: ModuleBuffer,
     ) -> bool;
+    fn envoy_dynamic_module_callback_http_add_header(
+        filter: *mut c_void,
+        map: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
 
     fn envoy_dynamic_module_callback_http_get_body_size(filter: *mut c_void, body: u32) -> usize;
     fn envoy_dynamic_module_callback_http_get_body_chunks_size(
@@ -434,6 +440,19 @@ pub fn set_header(filter: FilterPtr, map: HeaderMap, name: &str, value: Option<&
             map as u32,
             ModuleBuffer::of(name.as_bytes()),
             value,
+        )
+    }
+}
+
+/// Adds one more field line `name: value`, keeping the existing ones.
+pub fn add_header(filter: FilterPtr, map: HeaderMap, name: &str, value: &str) -> bool {
+    // SAFETY: `filter` is the running hook's; Envoy copies both buffers.
+    unsafe {
+        envoy_dynamic_module_callback_http_add_header(
+            filter.0,
+            map as u32,
+            ModuleBuffer::of(name.as_bytes()),
+            ModuleBuffer::of(value.as_bytes()),
         )
     }
 }

@@ -196,6 +196,14 @@ impl StreamHost for NativeStream<'_> {
         abi::set_header(filter, header_map(map), &name, value)
     }
 
+    fn add_header(&mut self, map: Map, name: &str, value: &str) -> bool {
+        let Some(filter) = self.filter else {
+            return false;
+        };
+        let name = name.to_ascii_lowercase();
+        abi::add_header(filter, header_map(map), &name, value)
+    }
+
     fn body(&self, direction: Direction, start: usize, len: usize) -> Vec<u8> {
         let Some(filter) = self.filter else {
             return Vec::new();
@@ -440,6 +448,13 @@ impl PluginHost for NativeRoot<'_> {
             }
             None => false,
         }
+    }
+
+    fn done(&self) -> bool {
+        // Envoy's config destroy hook does not wait for a module: the root
+        // retires at once there (`PluginRoot::retire_now`) and never
+        // answers "not yet", so there is nothing to tell Envoy later.
+        true
     }
 
     fn register_wakeup(&self, _name: &str) -> Option<u32> {

@@ -254,7 +254,10 @@ pub unsafe fn on_config_destroy(config: *const c_void) {
     let config = unsafe { Box::from_raw(config.cast::<Config>().cast_mut()) };
     let done = catch_unwind(AssertUnwindSafe(|| {
         let Config { core, root, .. } = *config;
-        root.with(|root| root.done(&mut NativeRoot::new(&core, None)));
+        // Envoy destroys a config at once (no "not yet"): its ticks
+        // delivered the audit records of every stream before the last one;
+        // what the last ticks did not reach is dropped, counted.
+        root.with(|root| root.retire_now(&mut NativeRoot::new(&core, None)));
         release(core);
     }));
     if done.is_err() {

@@ -175,6 +175,35 @@ impl Audit {
         true
     }
 
+    /// The config retired: sends every record still waiting now. True when
+    /// nothing is left to deliver.
+    pub fn retire<H: PluginHost>(&self, host: &H, policy: &AuditPolicy) -> bool {
+        self.flush(host, policy, true);
+        self.drained()
+    }
+
+    /// Nothing waiting or in flight.
+    pub fn drained(&self) -> bool {
+        self.outbox
+            .as_ref()
+            .is_none_or(|o| o.with(|o| o.is_empty()).unwrap_or(false))
+    }
+
+    /// The retired config's grace ran out: what is left is dropped, counted
+    /// and logged.
+    pub fn abandon<H: PluginHost>(&self, host: &H) {
+        let Some(dropped) = self.outbox.as_ref().and_then(|o| o.with(Outbox::abandon)) else {
+            return;
+        };
+        if dropped > 0 {
+            host.add(self.metrics.dropped, dropped as u64);
+            log::error!(
+                "meshguard audit: chain {}: {dropped} records not delivered before the retired config's grace ran out; dropped",
+                self.chain_id
+            );
+        }
+    }
+
     /// From a stream: when a full batch waits, wake the root, which sends it.
     fn request_flush<H: StreamHost>(&self, host: &mut H) {
         let Some(wakeup) = self.wakeup else {

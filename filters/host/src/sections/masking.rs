@@ -6,8 +6,8 @@
 
 use meshguard_core::config::Mode;
 use meshguard_core::masking::{
-    wants_identity_response, Answer, Direction, Gate, HeaderEdit, HeadersStep, MaskingPolicy,
-    Reason, Report, RuleHits, Selection, Verdict,
+    tunnel, wants_identity_response, Answer, Direction, Gate, HeaderEdit, HeadersStep,
+    MaskingPolicy, Reason, Report, RuleHits, Selection, Verdict,
 };
 use meshguard_core::metrics::{
     label_value, tagged, MASKING_DRY_RUN_FIELDS, MASKING_FIELDS, MASKING_REFUSED, MASKING_SKIPPED,
@@ -132,6 +132,17 @@ impl Masking {
                 reason.as_str()
             );
         }
+        if report.binary_parts > 0 {
+            host.add(
+                reason_counter(&self.skipped, &REASONS, direction, Reason::BinaryPart),
+                u64::from(report.binary_parts),
+            );
+            log::info!(
+                "meshguard masking: {} binary parts forwarded unmasked in a {} body (on_binary_part: pass)",
+                report.binary_parts,
+                direction.as_str()
+            );
+        }
         if let Some(reason) = report.text_fallback {
             host.add(
                 reason_counter(&self.text_fallbacks, &FALLBACKS, direction, reason),
@@ -214,8 +225,17 @@ impl Exchange {
         }
         let caller = view.peer(host, None).identity.clone();
         let info = view.info().unwrap_or_else(|_| view.raw_info());
-        let request = policy.select(Direction::Request, caller.as_ref(), &info);
-        let response = policy.select(Direction::Response, caller.as_ref(), &info);
+        let mut request = policy.select(Direction::Request, caller.as_ref(), &info);
+        let mut response = policy.select(Direction::Response, caller.as_ref(), &info);
+        // An upgraded or CONNECT stream is never held (it would stall).
+        if let Some((verdict, report)) =
+            tunnel(policy, view.headers(), &mut request, &mut response, false)
+        {
+            self.count(host, policy, section, Direction::Request, &report);
+            if let Verdict::Refuse { reason, answer } = verdict {
+                return answer_refusal(host, Direction::Request, reason, answer);
+            }
+        }
         if wants_identity_response(policy, &response) {
             // A compressed response cannot be masked: ask for identity encoding.
             host.set_header(Map::RequestHeaders, "accept-encoding", Some("identity"));
@@ -290,6 +310,11 @@ impl Exchange {
         }
     }
 
+    /// A body callback: the host holds `buffered` bytes, of which the first
+    /// `settled` already left this section (masked) and are held by a later
+    /// one. Only the bytes after them are read, masked and replaced, so
+    /// masked bytes are never masked twice and raw bytes never pass.
+    #[allow(clippy::too_many_arguments)]
     pub fn body<H: StreamHost>(
         &mut self,
         host: &mut H,
@@ -297,6 +322,7 @@ impl Exchange {
         section: &Masking,
         direction: Direction,
         buffered: usize,
+        settled: usize,
         end_of_stream: bool,
     ) -> BodyStep {
         let Some(gate) = self.gate(direction) else {
@@ -306,11 +332,13 @@ impl Exchange {
                 refused: false,
             };
         };
-        let (verdict, report) = gate.body(policy, buffered, end_of_stream, || {
-            host.body(direction, 0, buffered)
+        let settled = settled.min(buffered);
+        let unread = buffered.saturating_sub(settled);
+        let (verdict, report) = gate.body(policy, unread, end_of_stream, || {
+            host.body(direction, settled, unread)
         });
         self.count(host, policy, section, direction, &report);
-        self.verdict(host, section, direction, verdict, buffered)
+        self.verdict(host, section, direction, verdict, buffered, settled)
     }
 
     /// Trailers end the stream: the held body is masked here (the host keeps
@@ -321,6 +349,7 @@ impl Exchange {
         policy: &MaskingPolicy,
         section: &Masking,
         direction: Direction,
+        settled: usize,
     ) -> BodyStep {
         let Some(gate) = self.gate(direction) else {
             return BodyStep {
@@ -332,12 +361,13 @@ impl Exchange {
         let map = Map::trailers(direction);
         let trailers = host.headers(map).unwrap_or_default();
         let limit = policy.max_body_bytes().saturating_add(1);
-        let mut held = 0;
+        let mut unread = 0;
         let step = gate.trailers(policy, &trailers, || {
-            let body = host.body(direction, 0, limit);
-            held = body.len();
+            let body = host.body(direction, settled, limit);
+            unread = body.len();
             body
         });
+        let held = settled.saturating_add(unread);
         let HeadersStep {
             edits,
             verdict,
@@ -352,7 +382,7 @@ impl Exchange {
                 refused: true,
             };
         }
-        self.verdict(host, section, direction, verdict, held)
+        self.verdict(host, section, direction, verdict, held, settled)
     }
 
     /// Applies a headers step: counts, then the refusal or the edits.
@@ -376,7 +406,10 @@ impl Exchange {
         Flow::Continue
     }
 
-    /// Turns a body verdict into host calls.
+    /// Turns a body verdict into host calls. `held` bytes are in the host's
+    /// buffer, the first `settled` of them already masked: a replacement
+    /// replaces the rest (the host only replaces from the start, so the
+    /// settled bytes are written back as they are).
     fn verdict<H: StreamHost>(
         &mut self,
         host: &mut H,
@@ -384,11 +417,30 @@ impl Exchange {
         direction: Direction,
         verdict: Verdict,
         held: usize,
+        settled: usize,
     ) -> BodyStep {
         let (flow, buffered, refused) = match verdict {
             Verdict::Continue => (Flow::Continue, held, false),
             Verdict::Hold => (Flow::Stop, held, false),
+            Verdict::HoldReplaced(tail) => {
+                let mut all = host.body(direction, 0, settled);
+                all.extend_from_slice(&tail);
+                if host.replace_body(direction, held, &all) {
+                    (Flow::Stop, all.len(), false)
+                } else {
+                    section.refused(host, direction, Reason::HostError);
+                    log::error!("meshguard masking: the host refused a held record; resetting");
+                    (reset(host, direction), held, true)
+                }
+            }
             Verdict::Replace(body) => {
+                let body = if settled > 0 {
+                    let mut all = host.body(direction, 0, settled);
+                    all.extend_from_slice(&body);
+                    all
+                } else {
+                    body
+                };
                 if host.replace_body(direction, held, &body) {
                     (Flow::Continue, body.len(), false)
                 } else {
@@ -437,12 +489,14 @@ impl Exchange {
 
 /// Applies header (or trailer) edits; false when the host refused one.
 fn apply_edits<H: StreamHost>(host: &mut H, map: Map, edits: &[HeaderEdit]) -> bool {
-    edits.iter().all(|edit| {
-        let (name, value) = match edit {
-            HeaderEdit::Replace { name, value } => (name.as_str(), Some(value.as_str())),
-            HeaderEdit::Remove { name } => (name.as_str(), None),
-        };
-        host.set_header(map, name, value)
+    edits.iter().all(|edit| match edit {
+        HeaderEdit::Replace { name, value } => host.set_header(map, name, Some(value)),
+        HeaderEdit::Remove { name } => host.set_header(map, name, None),
+        HeaderEdit::Values { name, values } => {
+            let mut values = values.iter();
+            host.set_header(map, name, values.next().map(String::as_str))
+                && values.all(|v| host.add_header(map, name, v))
+        }
     })
 }
 

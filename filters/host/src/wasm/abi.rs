@@ -47,6 +47,7 @@ extern "C" {
     fn proxy_get_log_level(return_level: *mut u32) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_done() -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -74,6 +75,13 @@ extern "C" {
         return_size: *mut usize,
     ) -> u32;
     fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_add_header_map_value(
         map_type: u32,
         key_data: *const u8,
         key_size: usize,
@@ -187,6 +195,12 @@ pub fn now_ns() -> Option<u64> {
     (unsafe { proxy_get_current_time_nanoseconds(&mut now) } == OK).then_some(now)
 }
 
+/// The current root context is done (after its `proxy_on_done` said not yet).
+pub fn done() -> bool {
+    // SAFETY: no pointers.
+    unsafe { proxy_done() == OK }
+}
+
 pub fn set_tick_period_ms(period: u32) -> bool {
     // SAFETY: no pointers.
     unsafe { proxy_set_tick_period_milliseconds(period) == OK }
@@ -233,6 +247,20 @@ pub fn replace_header(map: MapKind, name: &str, value: &str) -> bool {
     // SAFETY: live slices with their lengths, read during the call.
     unsafe {
         proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        ) == OK
+    }
+}
+
+/// Adds a field line (a header may then have several).
+pub fn add_header(map: MapKind, name: &str, value: &str) -> bool {
+    // SAFETY: live slices with their lengths, read during the call.
+    unsafe {
+        proxy_add_header_map_value(
             map as u32,
             name.as_ptr(),
             name.len(),

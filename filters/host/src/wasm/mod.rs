@@ -98,6 +98,10 @@ impl StreamHost for Wasm {
         }
     }
 
+    fn add_header(&mut self, map: Map, name: &str, value: &str) -> bool {
+        abi::add_header(map_kind(map), name, value)
+    }
+
     fn body(&self, direction: Direction, start: usize, len: usize) -> Vec<u8> {
         abi::buffer(body_buffer(direction), start, len).unwrap_or_default()
     }
@@ -218,6 +222,10 @@ impl PluginHost for Wasm {
 
     fn set_tick(&self, period: Duration) -> bool {
         abi::set_tick_period_ms(u32::try_from(period.as_millis()).unwrap_or(u32::MAX))
+    }
+
+    fn done(&self) -> bool {
+        abi::done()
     }
 
     fn register_wakeup(&self, name: &str) -> Option<u32> {
@@ -444,8 +452,9 @@ pub fn on_log(context_id: u32) {
 }
 
 pub fn on_done(context_id: u32) -> bool {
-    with_root(context_id, |root| root.done(&mut Wasm));
-    true
+    // A root with audit records still to deliver answers "not yet" and calls
+    // `proxy_done` once they are delivered (or given up); a stream is done.
+    with_root(context_id, |root| root.done(&mut Wasm)).unwrap_or(true)
 }
 
 pub fn on_delete(context_id: u32) {
