@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help tools wasm lint unit test demo bench manifests clean
-.PHONY: oci fuzz soak wasm-unit mutants test-combined
+.PHONY: oci fuzz soak wasm-unit mutants test-combined native native-verify test-native
 
 help:
 	@echo "make test   install tools, build the wasm filters, lint, unit + real-Envoy + manifest tests"
@@ -16,6 +16,8 @@ help:
 	@echo "make fuzz   every cargo-fuzz target for FUZZ_SECONDS (default 20) each (docs/fuzzing.md)"
 	@echo "make soak   fixed-rate mixed load through all filters, reloads under load (docs/soak.md)"
 	@echo "make wasm-unit  the core's tests compiled to wasm32-wasip1, run under wasmtime"
+	@echo "make native     build dist/libmeshguard.so (Envoy dynamic module) reproducibly, record its sha256 (docs/native.md)"
+	@echo "make test-native  the parity matrix: the real-Envoy suites against dist/libmeshguard.so (MESHGUARD_TEST_BUILD=native)"
 	@echo "make mutants    rerun docs/testing.md's cargo mutants runs, regenerate its table (MUTANTS=\"xfcc-scope ...\" for some)"
 
 tools:
@@ -31,6 +33,22 @@ lint: tools
 
 unit:
 	cargo test --workspace --locked --exclude meshguard-host-tests
+
+# The native module (docs/native.md): dist/libmeshguard.so and its sha256 in
+# dist/libmeshguard.so.sha256. native-verify also builds it a second time from
+# scratch and requires the same bytes.
+native: tools
+	@scripts/build-native.sh
+
+native-verify: tools
+	@scripts/build-native.sh verify
+
+# The parity matrix (docs/testing.md): the identity, masking, audit and
+# integrity suites, unchanged, with the server sidecar's filters in the native
+# module, plus its own checks (ABI, process env, panic answer, the example).
+NATIVE_SUITES := identity masking masking_shapes masking_streams audit audit_shapes integrity native
+test-native: native wasm
+	MESHGUARD_TEST_BUILD=native cargo test --locked -p meshguard-host-tests $(addprefix --test ,$(NATIVE_SUITES))
 
 # The host tests run the dist/*.wasm modules in real Envoy processes.
 test: wasm lint

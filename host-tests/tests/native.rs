@@ -152,3 +152,73 @@ async fn a_panic_in_a_hook_is_answered_503_and_envoy_keeps_serving() {
         "{log}"
     );
 }
+
+/// examples/native/envoy.yaml, as a user runs it: the file itself in the
+/// project's Envoy 1.40 (only its listener and admin ports and its backend
+/// replaced), the audit key in Envoy's process environment. It loads, lets
+/// the API through, denies the rest, masks a password before the backend
+/// and stamps the audited write.
+///
+/// Broken by hand once: the example's masking rule named `passwd` instead
+/// of `password`: `hunter2` reached the backend and this failed.
+#[tokio::test]
+async fn the_standalone_envoy_example_loads_and_judges_requests() {
+    use base64::Engine as _;
+    use meshguard_host_tests::envoy::Envoy;
+    use meshguard_host_tests::manifests::yaml_to_json;
+    use meshguard_host_tests::mesh::{loopback, static_cluster};
+    use meshguard_host_tests::upstream::Upstream;
+
+    let root = meshguard_host_tests::repo_root();
+    let module = meshguard_host_tests::native_module().unwrap();
+    let backend = Upstream::start().await.unwrap();
+    let mut bootstrap = yaml_to_json(&root.join("examples/native/envoy.yaml"))
+        .unwrap()
+        .remove(0);
+    let statics = &mut bootstrap["static_resources"];
+    statics["listeners"][0]["address"] = loopback(0);
+    statics["clusters"][0] = static_cluster("backend", backend.addr(), None);
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let env = [
+        (
+            "ENVOY_DYNAMIC_MODULES_SEARCH_PATH".to_owned(),
+            module.parent().unwrap().display().to_string(),
+        ),
+        ("MESHGUARD_AUDIT_KEY".to_owned(), key),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = Envoy::start_with_env("example", dir.path(), bootstrap, 1, &env)
+        .await
+        .unwrap();
+    let addr = envoy.listener("ingress").await.unwrap();
+    let send = |request: Request| async move {
+        meshguard_host_tests::http::send(addr, &request)
+            .await
+            .unwrap()
+    };
+
+    assert_eq!(send(Request::new("GET", "/api/orders")).await.status, 200);
+    backend.take_one().await.unwrap();
+    let denied = send(Request::new("GET", "/admin")).await;
+    assert_eq!(denied.status, 403, "{denied:?}");
+    let write = send(
+        Request::new("POST", "/api/orders")
+            .header("content-type", "application/json")
+            .body(r#"{"item": 1, "password": "hunter2"}"#),
+    )
+    .await;
+    assert_eq!(write.status, 200, "{write:?}");
+    let seen = backend.take_one().await.unwrap();
+    assert!(!seen.text().contains("hunter2"), "{}", seen.text());
+    assert!(seen.text().contains("[REDACTED]"), "{}", seen.text());
+    assert!(seen.header("x-meshguard-audit").is_some(), "{seen:?}");
+    assert!(
+        backend.take().is_empty(),
+        "the denied request reached nothing"
+    );
+    let log = envoy.log();
+    assert!(
+        log.contains("Dynamic module ABI version v0.2.0 matched"),
+        "{log}"
+    );
+}
