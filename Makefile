@@ -51,7 +51,7 @@ test-native: native wasm
 	MESHGUARD_TEST_BUILD=native cargo test --locked -p meshguard-host-tests $(addprefix --test ,$(NATIVE_SUITES))
 
 # The host tests run the dist/*.wasm modules in real Envoy processes.
-test: wasm lint
+test: wasm native lint
 	cargo test --workspace --locked
 	BENCH_SMOKE=1 BENCH_OUT=target/bench-smoke.md scripts/bench.sh
 
@@ -75,9 +75,10 @@ manifests: wasm
 oci: wasm
 	scripts/build-oci.sh
 
-# Every filter in the real Envoy against native RBAC and Lua, plus the native
-# engine microbenchmarks; writes docs/benchmarks.md (~12 minutes).
-bench: wasm
+# Every filter in the real Envoy against native RBAC and Lua, the native
+# module's cells beside the Wasm ones, plus the native engine
+# microbenchmarks; writes docs/benchmarks.md (~15 minutes).
+bench: wasm native
 	scripts/bench.sh
 
 # Needs the rustup nightly toolchain; installs cargo-fuzz if missing (docs/fuzzing.md).
