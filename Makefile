@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 .PHONY: help tools wasm lint unit test demo bench manifests clean
-.PHONY: oci fuzz soak wasm-unit mutants test-combined native native-verify test-native
+.PHONY: oci fuzz soak wasm-unit mutants test-combined native native-verify test-native soak-native
 
 help:
 	@echo "make test   install tools, build the wasm filters, lint, unit + real-Envoy + manifest tests"
@@ -88,6 +88,11 @@ fuzz:
 # Not part of `make test`. Short CI variant: SOAK_REQUESTS=6000 SOAK_RATE=200 make soak
 soak: wasm
 	scripts/soak.sh
+
+# The soak with the combined plugin in the native module (docs/soak.md):
+# SOAK_DELIVERY=ecds pushes a new filter config every SOAK_RELOAD_SECONDS.
+soak-native: wasm native
+	MESHGUARD_TEST_BUILD=native MESHGUARD_TEST_DEPLOYMENT=combined scripts/soak.sh
 
 # The mutation runs of docs/testing.md, one job at a time; rewrites their table
 # rows. Hours for all (detect.rs ~1 h); MUTANTS="xfcc-scope spiffe" for some.

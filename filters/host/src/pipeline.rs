@@ -82,6 +82,22 @@ impl Pipeline {
         self.audit.as_ref().is_none_or(Audit::drained)
     }
 
+    /// The host ends this config at once: the audit records still waiting,
+    /// for a successor to adopt.
+    pub fn hand_over<H: PluginHost>(&self, host: &H) -> Vec<String> {
+        self.audit
+            .as_ref()
+            .map_or_else(Vec::new, |audit| audit.hand_over(host))
+    }
+
+    /// Takes over a retired config's undelivered audit records; false when
+    /// this config has no collector to deliver them to.
+    pub fn adopt<H: PluginHost>(&self, host: &H, lines: Vec<String>) -> bool {
+        self.audit
+            .as_ref()
+            .is_some_and(|audit| audit.adopt(host, lines))
+    }
+
     /// Gives up on what is left to deliver (counted, logged).
     pub fn abandon<H: PluginHost>(&self, host: &H) {
         if let Some(audit) = &self.audit {

@@ -127,16 +127,25 @@ impl PluginRoot {
 
     /// The host ends this config now and cannot wait for it (an Envoy
     /// dynamic module's config is destroyed when its last stream is gone,
-    /// and Envoy cancels the config's callouts with it): what the config
-    /// still holds to deliver is dropped, counted and logged, never sent
-    /// on a callout that would be cancelled mid-way.
-    pub fn retire_now<H: PluginHost>(&mut self, host: &mut H) {
+    /// and Envoy cancels the config's callouts with it): returns the audit
+    /// records still waiting, for the plugin's next config to deliver
+    /// ([`PluginRoot::adopt`]); records in flight are dropped, counted.
+    pub fn hand_over<H: PluginHost>(&mut self, host: &mut H) -> Vec<String> {
         let State::Active(pipeline, guard) = &self.state else {
-            return;
+            return Vec::new();
         };
         guard.retire(&*host);
-        pipeline.abandon(&*host);
         self.retiring_until_ms = None;
+        pipeline.hand_over(&*host)
+    }
+
+    /// Delivers audit records a retired config of this plugin handed over;
+    /// false (nothing taken) when this config has no collector.
+    pub fn adopt<H: PluginHost>(&mut self, host: &mut H, lines: Vec<String>) -> bool {
+        match &self.state {
+            State::Active(pipeline, _) => pipeline.adopt(&*host, lines),
+            State::Unconfigured | State::Refusing(_) => false,
+        }
     }
 
     /// A retiring root whose records are delivered (or whose grace ran out)

@@ -836,33 +836,35 @@ fn a_retired_config_delivers_its_audit_records_before_it_is_done() {
 }
 
 /// A host that ends a config at once (Envoy destroying a dynamic module's
-/// config) gets no "not yet": the record still waiting is dropped, counted,
-/// and no callout is started that the host would cancel.
+/// config) gets no "not yet": the record still waiting is handed over, no
+/// callout is started that the host would cancel, and the plugin's next
+/// config delivers it at its tick.
 ///
-/// Broken by hand: `retire_now` without `pipeline.abandon`: nothing was
-/// counted as dropped and the last assertion failed.
+/// Broken by hand: `Audit::adopt` returning before pushing the lines: the
+/// next config sent no batch and the last assertion failed.
 #[test]
-fn a_config_the_host_ends_at_once_counts_what_it_could_not_deliver_as_dropped() {
+fn a_config_the_host_ends_at_once_hands_its_records_to_the_next_config() {
     let config = combined(false).replace(
         r#""audit": {"#,
         r#""audit": {"collector": {"cluster": "collector", "path": "/records"}, "#,
     );
-    let (mut x, _) = Exchange::start(host("meshguard", &config), "GET", "/api/x", &[], true);
-    x.response(&[(":status", "200")], true);
-    x.stream.log(&mut x.host);
-    x.root.retire_now(&mut x.host);
-    assert!(
+    let collector_batches = |x: &Exchange| {
         x.host
             .callouts
             .borrow()
             .iter()
-            .all(|(cluster, _, _)| cluster != "collector"),
-        "no batch started on a config that is going away"
-    );
+            .filter(|(cluster, _, _)| cluster == "collector")
+            .count()
+    };
+    let (mut x, _) = Exchange::start(host("meshguard", &config), "GET", "/api/x", &[], true);
+    x.response(&[(":status", "200")], true);
+    x.stream.log(&mut x.host);
+    let lines = x.root.hand_over(&mut x.host);
+    assert_eq!(lines.len(), 1, "the record waits for the next config");
+    assert_eq!(collector_batches(&x), 0, "no batch on a config going away");
     assert_eq!(x.host.done_calls.get(), 0);
-    assert_eq!(
-        x.host
-            .counter("meshguard_audit_records_total.result=.=dropped;.;"),
-        1
-    );
+    let (mut next, _) = Exchange::start(host("meshguard", &config), "GET", "/api/y", &[], true);
+    assert!(next.root.adopt(&mut next.host, lines));
+    next.root.tick(&mut next.host);
+    assert_eq!(collector_batches(&next), 1, "the next config delivers it");
 }

@@ -452,7 +452,7 @@ impl PluginHost for NativeRoot<'_> {
 
     fn done(&self) -> bool {
         // Envoy's config destroy hook does not wait for a module: the root
-        // retires at once there (`PluginRoot::retire_now`) and never
+        // retires at once there (`PluginRoot::hand_over`) and never
         // answers "not yet", so there is nothing to tell Envoy later.
         true
     }

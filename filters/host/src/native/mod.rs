@@ -21,6 +21,7 @@
 #![allow(unsafe_code)]
 
 pub mod abi;
+pub mod handoff;
 pub mod host;
 pub mod store;
 pub mod ticker;
@@ -36,7 +37,7 @@ use meshguard_core::plugin::Shape;
 
 use crate::host::{Counter, Direction, Metrics, PluginHost, StreamHost};
 use crate::reply::{json_reply, Flow};
-use crate::root::{PluginRoot, StreamContext, Streams};
+use crate::root::{PluginRoot, StreamContext, Streams, RETIRE_GRACE};
 use crate::sync::Lock;
 use abi::{CalloutAnswer, ConfigPtr, EnvoyBuffer, FilterPtr, Header, LogLevel};
 use host::{ConfigCore, NativeRoot, NativeStream};
@@ -254,10 +255,29 @@ pub unsafe fn on_config_destroy(config: *const c_void) {
     let config = unsafe { Box::from_raw(config.cast::<Config>().cast_mut()) };
     let done = catch_unwind(AssertUnwindSafe(|| {
         let Config { core, root, .. } = *config;
-        // Envoy destroys a config at once (no "not yet"): its ticks
-        // delivered the audit records of every stream before the last one;
-        // what the last ticks did not reach is dropped, counted.
-        root.with(|root| root.retire_now(&mut NativeRoot::new(&core, None)));
+        // Envoy destroys a config at once (no "not yet") and cancels its
+        // callouts: the audit records its ticks did not deliver go to the
+        // plugin's next config (a push), which delivers them.
+        let mut host = NativeRoot::new(&core, None);
+        let lines = root
+            .with(|root| root.hand_over(&mut host))
+            .unwrap_or_default();
+        if !lines.is_empty() {
+            let grace = u64::try_from(RETIRE_GRACE.as_millis()).unwrap_or(u64::MAX);
+            let count = lines.len();
+            let lost = handoff::leave(
+                &core.plugin_name,
+                lines,
+                host.now_ms().saturating_add(grace),
+            );
+            log::info!(
+                "meshguard: a retired config left {count} audit records for the next config of plugin {}",
+                logsafe::quote(&core.plugin_name)
+            );
+            if lost > 0 {
+                log::error!("meshguard audit: {lost} records left by retired configs over the process bound; dropped");
+            }
+        }
         release(core);
     }));
     if done.is_err() {
@@ -280,6 +300,7 @@ pub unsafe fn on_config_scheduled(config: *const c_void, event: u64) {
         config.root.with(|root| {
             if event == ticker::TICK {
                 config.core.tick_pending.store(false, Ordering::Release);
+                adopt(&config.core, root, &mut host);
                 root.tick(&mut host);
             } else {
                 let wakeup = event.saturating_sub(ticker::WAKEUP_BASE);
@@ -289,6 +310,20 @@ pub unsafe fn on_config_scheduled(config: *const c_void, event: u64) {
     }));
     if run.is_err() {
         config.core_panicked("the root's timer");
+    }
+}
+
+/// Takes over the audit records retired configs of this plugin left
+/// ([`handoff`]); the tick that follows sends them.
+fn adopt(core: &ConfigCore, root: &mut PluginRoot, host: &mut NativeRoot<'_>) {
+    let (lines, expired) = handoff::take(&core.plugin_name, host.now_ms());
+    let name = logsafe::quote(&core.plugin_name);
+    if expired > 0 {
+        log::error!("meshguard audit: {expired} records left by a retired config of plugin {name} outlived their grace; dropped");
+    }
+    let count = lines.len();
+    if count > 0 && !root.adopt(host, lines) {
+        log::error!("meshguard audit: {count} records left by a retired config of plugin {name} dropped: this config has no collector");
     }
 }
 

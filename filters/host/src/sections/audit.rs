@@ -204,6 +204,40 @@ impl Audit {
         }
     }
 
+    /// The host ends this config at once: the records still waiting, for a
+    /// successor of the same plugin to deliver ([`Audit::adopt`]); records
+    /// in flight are dropped (counted): their delivery ends with the config.
+    pub fn hand_over<H: PluginHost>(&self, host: &H) -> Vec<String> {
+        let Some((lines, dropped)) = self.outbox.as_ref().and_then(|o| o.with(Outbox::hand_over))
+        else {
+            return Vec::new();
+        };
+        if dropped > 0 {
+            host.add(self.metrics.dropped, dropped as u64);
+            log::error!(
+                "meshguard audit: chain {}: {dropped} records in flight when the config ended; dropped",
+                self.chain_id
+            );
+        }
+        lines
+    }
+
+    /// Takes over the records a retired config of the same plugin could not
+    /// deliver (they keep their own chain); true when this config has a
+    /// collector to deliver them to. A full outbox drops the oldest, counted.
+    pub fn adopt<H: PluginHost>(&self, host: &H, lines: Vec<String>) -> bool {
+        let Some(outbox) = &self.outbox else {
+            return false;
+        };
+        for line in lines {
+            match outbox.with(|o| o.push(line, None)) {
+                Some(outcome) => self.metrics.count(host, outcome),
+                None => host.add(self.metrics.dropped, 1),
+            }
+        }
+        true
+    }
+
     /// From a stream: when a full batch waits, wake the root, which sends it.
     fn request_flush<H: StreamHost>(&self, host: &mut H) {
         let Some(wakeup) = self.wakeup else {
