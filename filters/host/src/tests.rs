@@ -779,6 +779,24 @@ fn an_incomplete_record_stays_with_the_host_so_the_trailers_can_mask_it() {
     );
 }
 
+/// The combined config, its audit records delivered to cluster `collector`.
+fn combined_with_collector() -> String {
+    combined(false).replace(
+        r#""audit": {"#,
+        r#""audit": {"collector": {"cluster": "collector", "path": "/records"}, "#,
+    )
+}
+
+/// Batches the exchange's root sent to the collector.
+fn collector_batches(x: &Exchange) -> usize {
+    x.host
+        .callouts
+        .borrow()
+        .iter()
+        .filter(|(cluster, _, _)| cluster == "collector")
+        .count()
+}
+
 /// A push replaces a plugin whose audit records are still on their way:
 /// the retired root answers "not yet", keeps delivering, and says done
 /// itself once the collector took them, or drops them (counted) when its
@@ -788,18 +806,7 @@ fn an_incomplete_record_stays_with_the_host_so_the_trailers_can_mask_it() {
 /// deleted with its record undelivered and the first assertion failed.
 #[test]
 fn a_retired_config_delivers_its_audit_records_before_it_is_done() {
-    let config = combined(false).replace(
-        r#""audit": {"#,
-        r#""audit": {"collector": {"cluster": "collector", "path": "/records"}, "#,
-    );
-    let collector_batches = |x: &Exchange| {
-        x.host
-            .callouts
-            .borrow()
-            .iter()
-            .filter(|(cluster, _, _)| cluster == "collector")
-            .count()
-    };
+    let config = combined_with_collector();
     for (answer, delivered) in [(Some("200"), true), (None, false)] {
         let (mut x, _) = Exchange::start(host("meshguard", &config), "GET", "/api/x", &[], true);
         x.response(&[(":status", "200")], true);
@@ -844,18 +851,7 @@ fn a_retired_config_delivers_its_audit_records_before_it_is_done() {
 /// next config sent no batch and the last assertion failed.
 #[test]
 fn a_config_the_host_ends_at_once_hands_its_records_to_the_next_config() {
-    let config = combined(false).replace(
-        r#""audit": {"#,
-        r#""audit": {"collector": {"cluster": "collector", "path": "/records"}, "#,
-    );
-    let collector_batches = |x: &Exchange| {
-        x.host
-            .callouts
-            .borrow()
-            .iter()
-            .filter(|(cluster, _, _)| cluster == "collector")
-            .count()
-    };
+    let config = combined_with_collector();
     let (mut x, _) = Exchange::start(host("meshguard", &config), "GET", "/api/x", &[], true);
     x.response(&[(":status", "200")], true);
     x.stream.log(&mut x.host);
