@@ -43,10 +43,12 @@ native: tools
 native-verify: tools
 	@scripts/build-native.sh verify
 
-# The parity matrix (docs/testing.md): the identity, masking, audit and
-# integrity suites, unchanged, with the server sidecar's filters in the native
-# module, plus its own checks (ABI, process env, panic answer, the example).
-NATIVE_SUITES := identity masking masking_shapes masking_streams audit audit_shapes integrity native
+# The parity matrix (docs/testing.md): the real-Envoy suites, unchanged, with
+# the server sidecar's filters in the native module, plus its own checks (ABI,
+# process env, panic answer, the example); about 5 minutes.
+NATIVE_SUITES := identity masking masking_shapes masking_streams audit audit_shapes integrity \
+  workers observability paths shadow hostile hostile_peers gateway_identity waypoint \
+  fuzz_findings failure_strategies native
 test-native: native wasm
 	MESHGUARD_TEST_BUILD=native cargo test --locked -p meshguard-host-tests $(addprefix --test ,$(NATIVE_SUITES))
 
