@@ -44,7 +44,7 @@ fn log_levels() -> Vec<&'static str> {
             "--log-level",
             "info",
             "--component-log-level",
-            "wasm:debug,http:debug",
+            "wasm:debug,dynamic_modules:debug,http:debug",
         ],
     }
 }
@@ -62,8 +62,20 @@ impl Envoy {
     pub async fn start_with_workers(
         name: &str,
         dir: &Path,
+        bootstrap: Value,
+        workers: u32,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_env(name, dir, bootstrap, workers, &[]).await
+    }
+
+    /// As [`Envoy::start_with_workers`], with `env` added to the process
+    /// environment (the native module's trust settings and search path).
+    pub async fn start_with_env(
+        name: &str,
+        dir: &Path,
         mut bootstrap: Value,
         workers: u32,
+        env: &[(String, String)],
     ) -> anyhow::Result<Self> {
         let admin_path = dir.join(format!("{name}.admin"));
         let log_file = dir.join(format!("{name}.log"));
@@ -85,6 +97,7 @@ impl Envoy {
             .args(log_levels())
             .arg("--admin-address-path")
             .arg(&admin_path)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
@@ -193,9 +206,27 @@ impl Envoy {
         http::send(self.admin, &Request::new("GET", path)).await
     }
 
-    /// `/stats/prometheus` text.
+    /// `/stats/prometheus` text. The native module's metrics, which Envoy
+    /// exports in its own namespace (`envoy_meshguard_<name>`), are read
+    /// under the names the Wasm build exports (`meshguard_<name>`), so that
+    /// every suite asserts the same samples in both builds
+    /// ([`crate::mesh::Build`]; `tests/native.rs` asserts the native names
+    /// themselves on the raw text).
     pub async fn prometheus(&self) -> anyhow::Result<String> {
-        Ok(self.admin_get("/stats/prometheus").await?.text())
+        let text = self.admin_get("/stats/prometheus").await?.text();
+        Ok(text
+            .lines()
+            .map(|line| {
+                line.strip_prefix("envoy_meshguard_")
+                    .map(|rest| format!("meshguard_{rest}"))
+                    .or_else(|| {
+                        line.strip_prefix("# TYPE envoy_meshguard_")
+                            .map(|rest| format!("# TYPE meshguard_{rest}"))
+                    })
+                    .unwrap_or_else(|| line.to_owned())
+            })
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 
     /// The value of one Prometheus sample, e.g.

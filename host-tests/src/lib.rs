@@ -116,6 +116,17 @@ pub fn wasm_module(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The native module, `dist/libmeshguard.so` (`make native`).
+pub fn native_module() -> anyhow::Result<PathBuf> {
+    let path = repo_root().join("dist").join("libmeshguard.so");
+    anyhow::ensure!(
+        path.exists(),
+        "no module at {} (run `make native`)",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// The test-only failing module (filters/faulty), built once per process by
 /// scripts/build-faulty-wasm.sh; its path without `.wasm` (absolute, so the
 /// harness does not look for it in dist/). Without a fault header it reads
@@ -137,6 +148,31 @@ pub fn faulty_module() -> String {
             "the test-only module must never be in dist/"
         );
         root.join("target/test-wasm/meshguard_faulty")
+    });
+    path.display().to_string()
+}
+
+/// The test-only failing native module (filters/faulty, feature `native`),
+/// built once per process by scripts/build-faulty-native.sh; its path
+/// without `.so`. A request with `x-meshguard-fault: panic` panics in its
+/// request headers hook; everything else is the shipped module.
+pub fn faulty_native_module() -> String {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let path = BUILT.get_or_init(|| {
+        let root = repo_root();
+        let status = std::process::Command::new(root.join("scripts/build-faulty-native.sh"))
+            .current_dir(&root)
+            .stdout(std::process::Stdio::null())
+            .status();
+        assert!(
+            status.as_ref().is_ok_and(|s| s.success()),
+            "scripts/build-faulty-native.sh failed: {status:?}"
+        );
+        assert!(
+            !root.join("dist/libmeshguard_faulty.so").exists(),
+            "the test-only module must never be in dist/"
+        );
+        root.join("target/test-native/libmeshguard_faulty")
     });
     path.display().to_string()
 }

@@ -418,6 +418,146 @@ impl Deployment {
     }
 }
 
+/// Which meshguard build the server sidecar runs:
+/// `MESHGUARD_TEST_BUILD=wasm` (the default: `dist/meshguard.wasm` through
+/// `envoy.filters.http.wasm`, configured as Istio configures a WasmPlugin)
+/// or `native` (`dist/libmeshguard.so` through
+/// `envoy.filters.http.dynamic_modules`, the same plugin JSON). The suites run
+/// unchanged against both (`make test-native`): a parity matrix. In the
+/// native build the filters' `env` is set on the Envoy process (the native
+/// module reads Envoy's process environment), and rows that only exist for a
+/// Wasm VM are skipped with their reason ([`wasm_only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Build {
+    #[default]
+    Wasm,
+    Native,
+}
+
+impl Build {
+    pub fn current() -> Self {
+        match std::env::var("MESHGUARD_TEST_BUILD").as_deref() {
+            Ok("native") => Self::Native,
+            _ => Self::Wasm,
+        }
+    }
+
+    /// The Envoy HTTP filter that runs `f` in this build.
+    pub fn http_filter(self, f: &Filter) -> anyhow::Result<Value> {
+        match self {
+            Self::Wasm => wasm_filter(f),
+            Self::Native => native_filter(f),
+        }
+    }
+
+    /// The filter config's type (ECDS `type_urls`).
+    fn type_url(self) -> &'static str {
+        match self {
+            Self::Wasm => "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            Self::Native => NATIVE_FILTER_TYPE,
+        }
+    }
+
+    /// The environment the server sidecar's Envoy process runs with: none
+    /// for Wasm (each plugin's `vmConfig.env` is in its filter config); for
+    /// the native module, where it finds `libmeshguard.so`, the node
+    /// metadata Istio would put in the proxy's environment, and every
+    /// filter's `env` (one process: filters may not disagree on a value).
+    pub fn process_env(self, filters: &[Filter]) -> anyhow::Result<Vec<(String, String)>> {
+        if self == Self::Wasm {
+            return Ok(Vec::new());
+        }
+        let module = crate::native_module()?;
+        let search_path = module
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let mut env = vec![
+            ("ENVOY_DYNAMIC_MODULES_SEARCH_PATH".to_owned(), search_path),
+            ("ISTIO_META_NAMESPACE".to_owned(), "default".to_owned()),
+            ("ISTIO_META_WORKLOAD_NAME".to_owned(), "backend".to_owned()),
+        ];
+        for f in filters {
+            for (k, v) in &f.env {
+                match env.iter().find(|(ek, _)| ek == k) {
+                    Some((_, ev)) if ev != v => anyhow::bail!(
+                        "the native build has one process environment: {} disagrees on {k}",
+                        f.root_id
+                    ),
+                    Some(_) => {}
+                    None => env.push((k.clone(), v.clone())),
+                }
+            }
+        }
+        // A trust setting reaches every plugin of the process: one given
+        // to some plugins only cannot be expressed natively.
+        for (k, _) in &env {
+            if let Some(f) = filters
+                .iter()
+                .find(|f| is_trust_setting(k) && !f.env.iter().any(|(fk, _)| fk == k))
+            {
+                anyhow::bail!(
+                    "the native build has one process environment: {k} is not set for {}",
+                    f.root_id
+                );
+            }
+        }
+        Ok(env)
+    }
+}
+
+/// A variable that judges a plugin's config (`MESHGUARD_*`, but the keys
+/// a section reads for itself).
+fn is_trust_setting(key: &str) -> bool {
+    key.starts_with("MESHGUARD_")
+        && !["MESHGUARD_AUDIT_KEY", "MESHGUARD_MASK_HASH_KEY"].contains(&key)
+}
+
+/// Skips the calling test in the native build, printing why: for rows that
+/// only exist for a Wasm VM (VM failure policies and crashes, VM memory,
+/// Istio's WasmPlugin-only limits). Returns true when the test must return.
+pub fn wasm_only(reason: &str) -> bool {
+    if Build::current() == Build::Native {
+        eprintln!("skipped in the native build: {reason}");
+        return true;
+    }
+    false
+}
+
+/// `envoy.filters.http.dynamic_modules`' config type.
+pub const NATIVE_FILTER_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
+
+/// The Envoy filter that runs `f` in the native module (docs/native.md):
+/// module `meshguard` (`libmeshguard.so` on the search path, never unloaded),
+/// metrics under `meshguard.`, `filter_name` = `ROOT_ID:PLUGIN_NAME` (the
+/// plugin name as Istio would give it), and the plugin JSON as a
+/// `google.protobuf.StringValue`, byte for byte.
+pub fn native_filter(f: &Filter) -> anyhow::Result<Value> {
+    // The shipped module by name; a test module by its path (`module.local`).
+    let mut module = json!({"do_not_close": true, "metrics_namespace": "meshguard"});
+    if f.module == "meshguard" {
+        module["name"] = json!("meshguard");
+    } else {
+        let path = PathBuf::from(format!("{}.so", f.module));
+        anyhow::ensure!(
+            path.is_absolute() && path.exists(),
+            "the native build has no module {} (a Wasm-only test module)",
+            f.module
+        );
+        module["module"] = json!({"local": {"filename": path}});
+    }
+    Ok(json!({
+        "name": format!("default.{}", f.root_id),
+        "typed_config": {
+            "@type": NATIVE_FILTER_TYPE,
+            "dynamic_module_config": module,
+            "filter_name": format!("{}:default.{}", f.root_id, f.root_id),
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": f.config}
+        }
+    }))
+}
+
 /// Describes a mesh before it starts.
 #[derive(Debug, Clone)]
 pub struct MeshBuilder {
@@ -435,6 +575,8 @@ pub struct MeshBuilder {
 /// Server-sidecar settings that survive filter pushes.
 #[derive(Debug, Clone, Copy, Default)]
 struct ServerShape {
+    /// The meshguard build the filters run in.
+    build: Build,
     paths: PathNormalization,
     upstream: Option<Protocol>,
     /// `forward_client_cert_details`; `None` is Istio's APPEND_FORWARD.
@@ -465,6 +607,8 @@ pub struct Mesh {
     lds: LdsFile,
     /// The version of the next ECDS push.
     ecds_version: std::cell::Cell<u32>,
+    /// The server sidecar's process environment ([`Build::process_env`]).
+    process_env: Vec<(String, String)>,
     markers: std::cell::Cell<u32>,
     dir: MeshDir,
 }
@@ -493,7 +637,10 @@ impl Mesh {
             filters: Vec::new(),
             profiles: default_profiles(),
             extra_clusters: Vec::new(),
-            shape: ServerShape::default(),
+            shape: ServerShape {
+                build: Build::current(),
+                ..ServerShape::default()
+            },
             istio_retries: false,
             files: None,
             workers: 1,
@@ -594,6 +741,7 @@ impl Mesh {
     /// over xDS, and waits until Envoy accepted or rejected it.
     pub async fn push_filters(&self, filters: &[Filter]) -> anyhow::Result<PushOutcome> {
         let filters = &Deployment::current().apply(filters);
+        self.check_process_env(filters)?;
         if self.shape.ecds {
             return self.push_ecds(filters).await;
         }
@@ -609,10 +757,42 @@ impl Mesh {
 }
 
 impl Mesh {
+    /// The native module reads Envoy's process environment, which a push
+    /// cannot change: a pushed chain whose trust settings (`MESHGUARD_*`
+    /// but the section keys) differ from the ones Envoy started with, or
+    /// that needs a variable Envoy does not have, is an error here rather
+    /// than a silent difference between the builds.
+    fn check_process_env(&self, filters: &[Filter]) -> anyhow::Result<()> {
+        let pushed = self.shape.build.process_env(filters)?;
+        let value = |env: &[(String, String)], key: &str| {
+            env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        };
+        for (k, v) in &pushed {
+            anyhow::ensure!(
+                value(&self.process_env, k).as_ref() == Some(v),
+                "the native build cannot push {k}={v}: it reads Envoy's process environment"
+            );
+        }
+        for (k, _) in self.process_env.iter().filter(|(k, _)| is_trust_setting(k)) {
+            anyhow::ensure!(
+                value(&pushed, k).is_some(),
+                "the native build cannot push a chain without {k}: Envoy's process has it"
+            );
+        }
+        Ok(())
+    }
+
     async fn push_ecds(&self, filters: &[Filter]) -> anyhow::Result<PushOutcome> {
         let version = self.ecds_version.get() + 1;
         self.ecds_version.set(version);
-        push_ecds(&self.server, self.dir.path(), version, filters).await
+        push_ecds(
+            &self.server,
+            self.dir.path(),
+            self.shape.build,
+            version,
+            filters,
+        )
+        .await
     }
 }
 
@@ -622,12 +802,13 @@ impl Mesh {
 pub(crate) async fn push_ecds(
     envoy: &Envoy,
     dir: &Path,
+    build: Build,
     version: u32,
     filters: &[Filter],
 ) -> anyhow::Result<PushOutcome> {
     let mut pushed = Vec::new();
     for f in filters {
-        let resource = ecds_resource(f)?;
+        let resource = ecds_resource(build, f)?;
         let current = std::fs::read(ecds_dir(dir, f).join(ECDS_FILE))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
@@ -643,7 +824,7 @@ pub(crate) async fn push_ecds(
             )
             .await?,
         );
-        write_ecds(dir, version, f)?;
+        write_ecds(dir, build, version, f)?;
     }
     push_outcome(envoy, "the pushed filter configs", &pushed).await
 }
@@ -747,7 +928,7 @@ impl LdsFile {
 
 /// The listener's reference to a filter delivered over ECDS (Istio names
 /// it `<namespace>.<name>` and serves it from istiod; here a watched file).
-pub(crate) fn ecds_reference(dir: &Path, f: &Filter) -> Value {
+pub(crate) fn ecds_reference(dir: &Path, build: Build, f: &Filter) -> Value {
     let watched = ecds_dir(dir, f);
     json!({
         "name": f.plugin_name(),
@@ -759,7 +940,7 @@ pub(crate) fn ecds_reference(dir: &Path, f: &Filter) -> Value {
                     "watched_directory": {"path": watched}
                 }
             },
-            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]
+            "type_urls": [build.type_url()]
         }
     })
 }
@@ -773,17 +954,17 @@ fn ecds_dir(dir: &Path, f: &Filter) -> PathBuf {
 }
 
 /// A filter's config as an ECDS resource.
-fn ecds_resource(f: &Filter) -> anyhow::Result<Value> {
-    let mut resource = wasm_filter(f)?;
+fn ecds_resource(build: Build, f: &Filter) -> anyhow::Result<Value> {
+    let mut resource = build.http_filter(f)?;
     resource["@type"] = json!("type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig");
     Ok(resource)
 }
 
 /// Writes a filter's ECDS response atomically.
-pub(crate) fn write_ecds(dir: &Path, version: u32, f: &Filter) -> anyhow::Result<()> {
+pub(crate) fn write_ecds(dir: &Path, build: Build, version: u32, f: &Filter) -> anyhow::Result<()> {
     let watched = ecds_dir(dir, f);
     std::fs::create_dir_all(&watched)?;
-    let resource = ecds_resource(f)?;
+    let resource = ecds_resource(build, f)?;
     let response = json!({"version_info": version.to_string(), "resources": [resource]});
     let tmp = watched.join(format!(".{ECDS_FILE}.{version}.tmp"));
     std::fs::write(&tmp, serde_json::to_vec_pretty(&response)?)?;
@@ -872,6 +1053,13 @@ impl MeshBuilder {
     /// is 1 so that per-request counts are deterministic). A second worker
     /// only serves connections the kernel hands it: send over several
     /// connections and check [`Mesh::inbound_worker_connections`].
+    /// Runs the filters in `build` whatever `MESHGUARD_TEST_BUILD` says
+    /// (the native module's own suite, `tests/native.rs`).
+    pub fn build(mut self, build: Build) -> Self {
+        self.shape.build = build;
+        self
+    }
+
     pub fn workers(mut self, workers: u32) -> Self {
         self.workers = workers.max(1);
         self
@@ -937,6 +1125,7 @@ impl MeshBuilder {
             workers: self.workers,
             lds,
             ecds_version: std::cell::Cell::new(1),
+            process_env: self.shape.build.process_env(&self.filters)?,
             markers: std::cell::Cell::new(0),
             dir,
         })
@@ -951,7 +1140,7 @@ impl MeshBuilder {
     ) -> anyhow::Result<(Envoy, LdsFile)> {
         if self.shape.ecds {
             for f in &self.filters {
-                write_ecds(dir, 1, f)?;
+                write_ecds(dir, self.shape.build, 1, f)?;
             }
         }
         let lds = LdsFile::create(
@@ -962,8 +1151,14 @@ impl MeshBuilder {
         // The listener comes from a watched file, so tests can push config
         // updates to a running sidecar as the control plane would.
         bootstrap["dynamic_resources"] = lds.dynamic_resources();
-        let envoy =
-            Envoy::start_with_workers("server-sidecar", dir, bootstrap, self.workers).await?;
+        let envoy = Envoy::start_with_env(
+            "server-sidecar",
+            dir,
+            bootstrap,
+            self.workers,
+            &self.shape.build.process_env(&self.filters)?,
+        )
+        .await?;
         Ok((envoy, lds))
     }
 
@@ -981,7 +1176,8 @@ impl MeshBuilder {
         let mut bootstrap = self.server_bootstrap(upstream);
         bootstrap["static_resources"]["listeners"] =
             json!([self.server_listener(&pki, &server_cert, dir.path())?]);
-        match Envoy::start("server-sidecar", dir.path(), bootstrap).await {
+        let env = self.shape.build.process_env(&self.filters)?;
+        match Envoy::start_with_env("server-sidecar", dir.path(), bootstrap, 1, &env).await {
             Ok(envoy) => anyhow::bail!(
                 "Envoy accepted a config it should refuse; log:\n{}",
                 envoy.log()
@@ -1112,9 +1308,9 @@ fn server_listener(
     let mut http_filters = Vec::new();
     for f in filters {
         http_filters.push(if shape.ecds {
-            ecds_reference(dir, f)
+            ecds_reference(dir, shape.build, f)
         } else {
-            wasm_filter(f)?
+            shape.build.http_filter(f)?
         });
     }
     http_filters.push(router());

@@ -12,6 +12,16 @@ use tokio::process::{Child, Command};
 
 use crate::http::{self, Request};
 
+/// The scrape job's `metric_relabel_configs` that store the native module's
+/// metrics (Envoy exports them as `envoy_meshguard_<name>`) under the names
+/// the Wasm build exports (`meshguard_<name>`), as docs/native.md gives it.
+pub const NATIVE_RELABEL: &str = "    metric_relabel_configs:
+      - source_labels: [__name__]
+        regex: 'envoy_(meshguard_.*)'
+        target_label: __name__
+        replacement: '$1'
+";
+
 /// A running Prometheus; killed on drop.
 #[derive(Debug)]
 pub struct Prometheus {
@@ -22,7 +32,11 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Starts Prometheus scraping `/stats/prometheus` of each admin address every second.
+    /// Starts Prometheus scraping `/stats/prometheus` of each admin address
+    /// every second, with the relabel rule docs/native.md gives for the
+    /// native module ([`NATIVE_RELABEL`]: its `envoy_meshguard_*` samples
+    /// are stored under the Wasm build's names), so one set of queries,
+    /// alerts and dashboards serves both builds.
     pub async fn start(targets: &[SocketAddr]) -> anyhow::Result<Self> {
         let binary =
             std::env::var_os("MESHGUARD_PROMETHEUS").unwrap_or_else(|| "prometheus".into());
@@ -31,7 +45,7 @@ impl Prometheus {
             .tempdir()?;
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: envoy\n    metrics_path: /stats/prometheus\n    static_configs:\n      - targets: [{}]\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: envoy\n    metrics_path: /stats/prometheus\n    static_configs:\n      - targets: [{}]\n{NATIVE_RELABEL}",
             targets.join(", ")
         );
         let config_file = dir.path().join("prometheus.yml");

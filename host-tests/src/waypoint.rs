@@ -35,7 +35,7 @@ use crate::envoy::{stats_config, Envoy};
 use crate::http::{self, Protocol, Request, Response};
 use crate::mesh::{
     barrier_listener, certificate, default_profiles, ecds_reference, loopback, push_ecds, router,
-    static_cluster, upstream_barrier, wasm_filter, with_protocol, write_ecds, Deployment, Filter,
+    static_cluster, upstream_barrier, with_protocol, write_ecds, Build, Deployment, Filter,
     PushOutcome,
 };
 use crate::upstream::Upstream;
@@ -154,14 +154,16 @@ impl WaypointBuilder {
             .collect();
         if self.ecds {
             for f in deployed.iter().flat_map(|s| &s.filters) {
-                write_ecds(dir.path(), 1, f)?;
+                write_ecds(dir.path(), Build::current(), 1, f)?;
             }
         }
-        let waypoint = Envoy::start_with_workers(
+        let filters: Vec<Filter> = deployed.iter().flat_map(|s| s.filters.clone()).collect();
+        let waypoint = Envoy::start_with_env(
             "waypoint",
             dir.path(),
             waypoint_bootstrap(&deployed, self.ecds, &pki, upstream.addr(), dir.path())?,
             self.workers,
+            &Build::current().process_env(&filters)?,
         )
         .await?;
         let hbone = waypoint.listener("connect_terminate").await?;
@@ -347,7 +349,14 @@ impl Waypoint {
         let version = self.ecds_version.get() + 1;
         self.ecds_version.set(version);
         let filters = Deployment::current().apply(filters);
-        push_ecds(&self.waypoint, self.dir.path(), version, &filters).await
+        push_ecds(
+            &self.waypoint,
+            self.dir.path(),
+            Build::current(),
+            version,
+            &filters,
+        )
+        .await
     }
 }
 
@@ -452,9 +461,9 @@ fn waypoint_bootstrap(
         let mut http_filters = Vec::new();
         for f in &service.filters {
             http_filters.push(if ecds {
-                ecds_reference(dir, f)
+                ecds_reference(dir, Build::current(), f)
             } else {
-                wasm_filter(f)?
+                Build::current().http_filter(f)?
             });
         }
         http_filters.push(router());

@@ -14,7 +14,7 @@ use meshguard_core::audit::{verify_header, AuditPolicy, RECORD_PREFIX};
 use meshguard_core::canonical::hex;
 use meshguard_host_tests::collector::Collector;
 use meshguard_host_tests::http::{every_leg, Protocol, Request, Response};
-use meshguard_host_tests::mesh::{Filter, Mesh, AUDIT_KEY};
+use meshguard_host_tests::mesh::{wasm_only, Filter, Mesh, AUDIT_KEY};
 use meshguard_host_tests::meshguard_cli;
 use serde_json::Value;
 
@@ -102,6 +102,9 @@ async fn a_body_ending_in_trailers_is_hashed_and_stamped_over_h1_and_h2() {
 
 #[tokio::test]
 async fn without_the_envoyfilter_variant_a_body_with_trailers_is_held_never_released_unaudited() {
+    if wasm_only("the native module always holds the headers alone (the EnvoyFilter variant's behaviour), so body commands never stall") {
+        return;
+    }
     // A WasmPlugin cannot set allow_on_headers_stop_iteration: Envoy turns
     // the held headers into "stop all", and once trailers follow the body it
     // never resumes the stream (docs/audit.md): the request times out, and

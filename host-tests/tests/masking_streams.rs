@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use meshguard_host_tests::http::{Protocol, Request, Response};
-use meshguard_host_tests::mesh::{route_for, Filter, Mesh, ROUTE_HEADER};
+use meshguard_host_tests::mesh::{route_for, Build, Filter, Mesh, ROUTE_HEADER};
 use meshguard_host_tests::upstream::{Script, SCRIPT_HEADER};
 use tokio::net::TcpStream;
 
@@ -673,7 +673,8 @@ async fn upgrades_on_a_masked_route_are_refused_or_pass_with_header_masking_only
 /// it, so the trailers mask it in the body; when the chunk that released
 /// earlier records also carried the start of the last one, that start is in
 /// the filter, which Envoy gives no body to add it to at the trailers: the
-/// stream is reset. Never in clear. Both directions, both protocols.
+/// stream is reset (the Wasm build; the native module adds it to the body
+/// there and masks it). Never in clear. Both directions, both protocols.
 /// Broken by hand: JSON Lines records left unmasked (`mask_json_record`
 /// returning "unchanged"): `{"password": 1}` reached the upstream and this
 /// failed.
@@ -696,6 +697,10 @@ async fn the_last_record_before_trailers_is_masked_or_the_stream_reset() {
         ),
     ];
     for (i, (chunks, held_by_host)) in cases.into_iter().enumerate() {
+        // The native module may add to the body at the trailers (Envoy's
+        // dynamic-module host appends to the buffered body there, which a
+        // Wasm filter cannot): the record it kept is masked, never reset.
+        let held_by_host = held_by_host || Build::current() == Build::Native;
         let script = format!("tail{i}");
         mesh.upstream().script(
             &script,

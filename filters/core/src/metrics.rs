@@ -89,6 +89,12 @@ pub const AUDIT_REFUSED: &str = "meshguard_audit_refused_total";
 /// outbox for retry (`meshguard_audit_records_total{result}` counts their fate).
 pub const AUDIT_COLLECTOR_FAILURES: &str = "meshguard_audit_collector_failures_total";
 
+/// Counter of internal errors the native module recovered from, by
+/// `filter`: a panic in a hook, after which the stream was refused (`503`,
+/// `meshguard_internal_error`) or reset. Native module only: in a Wasm VM a
+/// panic fails the VM (Envoy's failure policy decides).
+pub const PANICS: &str = "meshguard_panics_total";
+
 /// Longest `version` label value; longer versions are cut (bounded label size).
 pub const MAX_VERSION_LABEL: usize = 64;
 

@@ -210,3 +210,24 @@ mod exports {
         }
     }
 }
+
+/// The native test module: the shipped dynamic module (the same exports and
+/// pipeline), except that a request asking for `panic` in [`FAULT_HEADER`]
+/// panics in the request headers hook, where the module's panic guard must
+/// turn it into the documented answer (`host-tests/tests/native.rs`).
+#[cfg(all(feature = "native", not(target_family = "wasm")))]
+pub mod native_exports {
+    use meshguard_host::host::{Map, StreamHost};
+    use meshguard_host::native::host::NativeStream;
+
+    use super::FAULT_HEADER;
+
+    /// Panics when the request asks for it.
+    pub fn fault(host: &mut NativeStream<'_>) {
+        if host.header(Map::RequestHeaders, FAULT_HEADER).as_deref() == Some("panic") {
+            panic!("meshguard-faulty: the panic the request asked for");
+        }
+    }
+
+    meshguard_host::export_envoy_dynamic_module!(crate::native_exports::fault);
+}

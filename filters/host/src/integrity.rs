@@ -20,8 +20,8 @@
 //! (`meshguard_config_not_admitted_denied_total{reason}`) instead of failing
 //! `on_configure`.
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshguard_core::integrity::{
@@ -35,6 +35,7 @@ use meshguard_core::plugin::{Plugin, Secrets, Section, Shape};
 
 use crate::host::{Attribute, CalloutFailure, Counter, Gauge, PluginHost, StoreError, StreamHost};
 use crate::reply::{json_reply, Flow};
+use crate::sync::Shared;
 
 /// Ticks arriving this much early still count as due.
 const TICK_JITTER_MS: u64 = 100;
@@ -48,8 +49,9 @@ pub const REFRESH_PERIOD: Duration = Duration::from_millis(500);
 /// at). Every root of a VM (one per loaded config of an instance) shares one
 /// cell, so a push accepted on this VM supersedes the older config at its
 /// next request, not at its next refresh; another VM's push arrives with the
-/// refresh.
-type NewestCell = Rc<Cell<Option<(u64, Option<u64>)>>>;
+/// refresh. The native module configures every root on Envoy's main thread:
+/// there the thread's cells are the process's, which all workers read.
+type NewestCell = Arc<Shared<Option<(u64, Option<u64>)>>>;
 
 /// Plugin instances a VM tracks; past it an instance gets an unshared cell
 /// (refresh only).
@@ -538,14 +540,14 @@ impl Guard {
         let enforcement = Enforcement {
             filter,
             on_drift: loaded.settings.on_drift,
-            settings: Rc::new(loaded.settings.clone()),
+            settings: Arc::new(loaded.settings.clone()),
             quarantine_status: loaded.settings.quarantine_status,
-            cached: Rc::new(Cell::new(Cached::default())),
+            cached: Arc::new(Shared::new(Cached::default())),
             quarantine_denied: counter(metrics::QUARANTINE_DENIED),
             release: loaded.release.as_ref().map(|release| ReleaseScope {
-                release: Rc::new(release.clone()),
+                release: Arc::new(release.clone()),
                 newest: vm_newest(&instance.serial_key()),
-                served_up_to: Rc::new(Cell::new(None)),
+                served_up_to: Arc::new(Shared::new(None)),
                 grace_ms: env.drain_grace_ms(),
                 denied: counter(metrics::CONFIG_SUPERSEDED_DENIED),
                 drained: counter(metrics::CONFIG_SUPERSEDED_DRAINED),
@@ -652,13 +654,10 @@ impl Guard {
             .unwrap_or_else(|| self.monitor.quarantined());
         if let Some(scope) = &self.enforcement.release {
             if let Some(newest) = store.newest_serial() {
-                if scope
-                    .newest
-                    .get()
-                    .is_none_or(|(known, _)| newest.serial > known)
-                {
-                    scope.newest.set(Some((newest.serial, newest.accepted_ms)));
-                }
+                scope.newest.update(|known| match known {
+                    Some((serial, _)) if serial >= newest.serial => known,
+                    _ => Some((newest.serial, newest.accepted_ms)),
+                });
             }
         }
         self.enforcement.cached.set(Cached { quarantined });
@@ -865,9 +864,9 @@ impl Guard {
 pub struct Enforcement {
     filter: &'static str,
     on_drift: OnDrift,
-    settings: Rc<IntegritySettings>,
+    settings: Arc<IntegritySettings>,
     quarantine_status: u16,
-    cached: Rc<Cell<Cached>>,
+    cached: Arc<Shared<Cached>>,
     quarantine_denied: Counter,
     /// Set for a config signed with a release.
     release: Option<ReleaseScope>,
@@ -875,11 +874,11 @@ pub struct Enforcement {
 
 #[derive(Debug, Clone)]
 struct ReleaseScope {
-    release: Rc<Release>,
+    release: Arc<Release>,
     /// The newest serial this VM knows for the instance (shared by its roots).
     newest: NewestCell,
     /// The highest downstream connection id this instance served while current.
-    served_up_to: Rc<Cell<Option<u64>>>,
+    served_up_to: Arc<Shared<Option<u64>>>,
     grace_ms: u64,
     denied: Counter,
     drained: Counter,
@@ -949,9 +948,7 @@ impl Enforcement {
             // Current: remember the connections served (one attribute read
             // per request, only for signed releases).
             let connection = connection();
-            if connection > scope.served_up_to.get() {
-                scope.served_up_to.set(connection);
-            }
+            scope.served_up_to.update(|served| served.max(connection));
             return None;
         };
         let newest_serial = NewestSerial {

@@ -9,6 +9,8 @@
 //!   loading, drift, quarantine and supersession; [`root`]: the glue a host's
 //!   callbacks call.
 //! - `wasm` (wasm32 only): the proxy-wasm host, exporting the ABI itself.
+//! - `native` (feature `native`): the Envoy dynamic-module host, for the
+//!   native `libmeshguard.so` (docs/native.md).
 //! - `fake` (feature `fake`): a recording host for native unit tests.
 
 // Release wasm builds wrap silently on integer overflow, and a panic kills the
@@ -22,6 +24,7 @@ pub mod pipeline;
 pub mod reply;
 pub mod root;
 pub mod sections;
+pub mod sync;
 pub mod view;
 pub mod vm_memory;
 
@@ -30,6 +33,9 @@ pub mod fake;
 
 #[cfg(target_family = "wasm")]
 pub mod wasm;
+
+#[cfg(all(feature = "native", not(target_family = "wasm")))]
+pub mod native;
 
 #[cfg(test)]
 mod tests;

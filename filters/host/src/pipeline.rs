@@ -4,7 +4,7 @@
 //! one [`View`] of the request. A section that refuses stops the rest. Each
 //! section keeps its own metrics, log lines and deny reasons.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use meshguard_core::plugin::Plugin;
 
@@ -82,6 +82,22 @@ impl Pipeline {
         self.audit.as_ref().is_none_or(Audit::drained)
     }
 
+    /// The host ends this config at once: the audit records still waiting,
+    /// for a successor to adopt.
+    pub fn hand_over<H: PluginHost>(&self, host: &H) -> Vec<String> {
+        self.audit
+            .as_ref()
+            .map_or_else(Vec::new, |audit| audit.hand_over(host))
+    }
+
+    /// Takes over a retired config's undelivered audit records; false when
+    /// this config has no collector to deliver them to.
+    pub fn adopt<H: PluginHost>(&self, host: &H, lines: Vec<String>) -> bool {
+        self.audit
+            .as_ref()
+            .is_some_and(|audit| audit.adopt(host, lines))
+    }
+
     /// Gives up on what is left to deliver (counted, logged).
     pub fn abandon<H: PluginHost>(&self, host: &H) {
         if let Some(audit) = &self.audit {
@@ -112,7 +128,7 @@ impl Pipeline {
 /// One HTTP stream through the pipeline.
 #[derive(Debug)]
 pub struct Exchange {
-    pipeline: Rc<Pipeline>,
+    pipeline: Arc<Pipeline>,
     masking: masking::Exchange,
     audit: Option<InFlight>,
     /// What the identity section decided (audit records it).
@@ -137,7 +153,7 @@ fn index(direction: Direction) -> usize {
 }
 
 impl Exchange {
-    pub fn new(pipeline: Rc<Pipeline>) -> Self {
+    pub fn new(pipeline: Arc<Pipeline>) -> Self {
         // With audit in this plugin, the other sections' outcomes reach it
         // in process; without, they are published for another plugin's.
         let publish = pipeline.plugin.audit.is_none();
@@ -160,7 +176,7 @@ impl Exchange {
     }
 
     pub fn request_headers<H: StreamHost>(&mut self, host: &mut H, end_of_stream: bool) -> Flow {
-        let pipeline = Rc::clone(&self.pipeline);
+        let pipeline = Arc::clone(&self.pipeline);
         let plugin = &pipeline.plugin;
         let mut view = View::read(host, plugin.path_normalization);
         if let Err(rejection) = view.adopt_published(host) {
@@ -217,7 +233,7 @@ impl Exchange {
         if self.answered {
             return Flow::Continue;
         }
-        let pipeline = Rc::clone(&self.pipeline);
+        let pipeline = Arc::clone(&self.pipeline);
         let plugin = &pipeline.plugin;
         let mut buffered = size;
         if let (Some(policy), Some(section)) = (&plugin.masking, &pipeline.masking) {
@@ -280,7 +296,7 @@ impl Exchange {
         if self.answered {
             return Flow::Continue;
         }
-        let pipeline = Rc::clone(&self.pipeline);
+        let pipeline = Arc::clone(&self.pipeline);
         let plugin = &pipeline.plugin;
         let mut buffered = self.held.get(index(direction)).copied().unwrap_or(0);
         if let (Some(policy), Some(section)) = (&plugin.masking, &pipeline.masking) {
@@ -311,7 +327,7 @@ impl Exchange {
         if self.answered {
             return Flow::Continue;
         }
-        let pipeline = Rc::clone(&self.pipeline);
+        let pipeline = Arc::clone(&self.pipeline);
         let plugin = &pipeline.plugin;
         if let (Some(flight), Some(section)) = (&mut self.audit, &plugin.audit) {
             flight.response_headers(host, section);
@@ -330,7 +346,7 @@ impl Exchange {
     /// The exchange is complete: the audit record is sealed and emitted.
     pub fn log<H: StreamHost>(&mut self, host: &mut H) {
         self.masking.log();
-        let pipeline = Rc::clone(&self.pipeline);
+        let pipeline = Arc::clone(&self.pipeline);
         if let (Some(flight), Some(section), Some(audit)) =
             (self.audit.take(), &pipeline.plugin.audit, &pipeline.audit)
         {

@@ -1,8 +1,8 @@
 //! The host-independent glue between a host's callbacks and the pipeline:
-//! one [`PluginRoot`] per plugin config (Envoy's root context) and one
-//! [`StreamContext`] per HTTP stream.
+//! one [`PluginRoot`] per plugin config (Envoy's root context), the
+//! [`Streams`] it starts, and one [`StreamContext`] per HTTP stream.
 
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::host::{Direction, PluginHost, StreamHost};
@@ -16,7 +16,7 @@ use crate::vm_memory::VmMemory;
 enum State {
     /// No config was accepted: every stream is refused.
     Unconfigured,
-    Active(Rc<Pipeline>, Box<Guard>),
+    Active(Arc<Pipeline>, Box<Guard>),
     /// A config this proxy admitted that this VM could not: every stream is
     /// refused with a stable reason.
     Refusing(Refusing),
@@ -60,7 +60,7 @@ impl PluginRoot {
                 if !host.set_tick(tick) {
                     log::error!("meshguard {filter}: the host refused a timer of {tick:?}");
                 }
-                self.state = State::Active(Rc::new(pipeline), guard);
+                self.state = State::Active(Arc::new(pipeline), guard);
                 true
             }
             Configured::RefuseEverything(refusing) => {
@@ -70,7 +70,7 @@ impl PluginRoot {
             Configured::Refused => false,
         };
         if accepted && self.memory.is_none() {
-            self.memory = Some(VmMemory::define(&*host, filter));
+            self.memory = VmMemory::define(&*host, filter);
         }
         accepted
     }
@@ -125,6 +125,29 @@ impl PluginRoot {
         false
     }
 
+    /// The host ends this config now and cannot wait for it (an Envoy
+    /// dynamic module's config is destroyed when its last stream is gone,
+    /// and Envoy cancels the config's callouts with it): returns the audit
+    /// records still waiting, for the plugin's next config to deliver
+    /// ([`PluginRoot::adopt`]); records in flight are dropped, counted.
+    pub fn hand_over<H: PluginHost>(&mut self, host: &mut H) -> Vec<String> {
+        let State::Active(pipeline, guard) = &self.state else {
+            return Vec::new();
+        };
+        guard.retire(&*host);
+        self.retiring_until_ms = None;
+        pipeline.hand_over(&*host)
+    }
+
+    /// Delivers audit records a retired config of this plugin handed over;
+    /// false (nothing taken) when this config has no collector.
+    pub fn adopt<H: PluginHost>(&mut self, host: &mut H, lines: Vec<String>) -> bool {
+        match &self.state {
+            State::Active(pipeline, _) => pipeline.adopt(&*host, lines),
+            State::Unconfigured | State::Refusing(_) => false,
+        }
+    }
+
     /// A retiring root whose records are delivered (or whose grace ran out)
     /// is done.
     fn finish_retiring<H: PluginHost>(&mut self, host: &mut H) {
@@ -149,12 +172,38 @@ impl PluginRoot {
         if let Some(memory) = &self.memory {
             memory.observe(host);
         }
+        self.streams().start()
+    }
+
+    /// What this root's streams run, for a host that starts streams away
+    /// from the root (the native module: on every worker thread).
+    pub fn streams(&self) -> Streams {
         match &self.state {
-            State::Unconfigured => StreamContext::unconfigured(),
-            State::Active(pipeline, _) => {
-                StreamContext::Active(Box::new(Exchange::new(Rc::clone(pipeline))))
+            State::Unconfigured => Streams::Unconfigured,
+            State::Active(pipeline, _) => Streams::Active(Arc::clone(pipeline)),
+            State::Refusing(refusing) => Streams::Refusing(refusing.clone()),
+        }
+    }
+}
+
+/// What a configured root's streams run: shared by every thread that
+/// starts one.
+#[derive(Debug, Clone)]
+pub enum Streams {
+    Unconfigured,
+    Active(Arc<Pipeline>),
+    Refusing(Refusing),
+}
+
+impl Streams {
+    /// A new HTTP stream.
+    pub fn start(&self) -> StreamContext {
+        match self {
+            Self::Unconfigured => StreamContext::unconfigured(),
+            Self::Active(pipeline) => {
+                StreamContext::Active(Box::new(Exchange::new(Arc::clone(pipeline))))
             }
-            State::Refusing(refusing) => StreamContext::Refusing(refusing.clone()),
+            Self::Refusing(refusing) => StreamContext::Refusing(refusing.clone()),
         }
     }
 }

@@ -838,6 +838,24 @@ fn an_incomplete_record_stays_with_the_host_so_the_trailers_can_mask_it() {
     );
 }
 
+/// The combined config, its audit records delivered to cluster `collector`.
+fn combined_with_collector() -> String {
+    combined(false).replace(
+        r#""audit": {"#,
+        r#""audit": {"collector": {"cluster": "collector", "path": "/records"}, "#,
+    )
+}
+
+/// Batches the exchange's root sent to the collector.
+fn collector_batches(x: &Exchange) -> usize {
+    x.host
+        .callouts
+        .borrow()
+        .iter()
+        .filter(|(cluster, _, _)| cluster == "collector")
+        .count()
+}
+
 /// A push replaces a plugin whose audit records are still on their way:
 /// the retired root answers "not yet", keeps delivering, and says done
 /// itself once the collector took them, or drops them (counted) when its
@@ -854,20 +872,10 @@ fn a_retired_config_delivers_its_audit_records_before_it_is_done() {
 }
 
 fn a_retired_config_delivers_in(format: &str, body_starts: &str) {
-    let config = combined(false).replace(
-        r#""audit": {"#,
-        &format!(
-            r#""audit": {{"collector": {{"cluster": "collector", "path": "/records", "format": "{format}"}}, "#
-        ),
+    let config = combined_with_collector().replace(
+        r#""path": "/records"}"#,
+        &format!(r#""path": "/records", "format": "{format}"}}"#),
     );
-    let collector_batches = |x: &Exchange| {
-        x.host
-            .callouts
-            .borrow()
-            .iter()
-            .filter(|(cluster, _, _)| cluster == "collector")
-            .count()
-    };
     for (answer, delivered) in [(Some("200"), true), (None, false)] {
         let (mut x, _) = Exchange::start(host("meshguard", &config), "GET", "/api/x", &[], true);
         x.response(&[(":status", "200")], true);
@@ -921,4 +929,27 @@ fn a_retired_config_delivers_in(format: &str, body_starts: &str) {
             "{format}: delivered={delivered}"
         );
     }
+}
+
+/// A host that ends a config at once (Envoy destroying a dynamic module's
+/// config) gets no "not yet": the record still waiting is handed over, no
+/// callout is started that the host would cancel, and the plugin's next
+/// config delivers it at its tick.
+///
+/// Broken by hand: `Audit::adopt` returning before pushing the lines: the
+/// next config sent no batch and the last assertion failed.
+#[test]
+fn a_config_the_host_ends_at_once_hands_its_records_to_the_next_config() {
+    let config = combined_with_collector();
+    let (mut x, _) = Exchange::start(host("meshguard", &config), "GET", "/api/x", &[], true);
+    x.response(&[(":status", "200")], true);
+    x.stream.log(&mut x.host);
+    let lines = x.root.hand_over(&mut x.host);
+    assert_eq!(lines.len(), 1, "the record waits for the next config");
+    assert_eq!(collector_batches(&x), 0, "no batch on a config going away");
+    assert_eq!(x.host.done_calls.get(), 0);
+    let (mut next, _) = Exchange::start(host("meshguard", &config), "GET", "/api/y", &[], true);
+    assert!(next.root.adopt(&mut next.host, lines));
+    next.root.tick(&mut next.host);
+    assert_eq!(collector_batches(&next), 1, "the next config delivers it");
 }

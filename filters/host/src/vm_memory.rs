@@ -28,15 +28,19 @@ pub struct VmMemory {
 }
 
 impl VmMemory {
-    /// Defines the gauge for `filter` and reports this VM's size.
-    pub fn define<H: PluginHost>(host: &H, filter: &str) -> Self {
+    /// Defines the gauge for `filter` and reports this VM's size; `None`
+    /// outside a Wasm VM (the native module has no VM: no gauge).
+    pub fn define<H: PluginHost>(host: &H, filter: &str) -> Option<Self> {
+        if !cfg!(target_family = "wasm") {
+            return None;
+        }
         let memory = Self {
             gauge: host.define_gauge(&tagged(VM_MEMORY, &[("filter", filter)])),
         };
         // A new root in a VM that already reported: the gauge may be new.
         REPORTED_PAGES.store(0, Ordering::Relaxed);
         memory.observe(host);
-        memory
+        Some(memory)
     }
 
     /// Raises the gauge to this VM's size when the VM grew since it last

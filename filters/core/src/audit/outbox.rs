@@ -331,6 +331,20 @@ impl Outbox {
         dropped
     }
 
+    /// Empties the outbox for another one to deliver (a config the host ends
+    /// at once hands its records to its successor): the waiting record
+    /// lines, oldest first, and how many in-flight records were dropped
+    /// (their delivery is cancelled with the config; resending them could
+    /// deliver them twice).
+    pub fn hand_over(&mut self) -> (Vec<String>, usize) {
+        let waiting: Vec<String> = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .map(|e| e.line)
+            .collect();
+        let dropped = self.abandon();
+        (waiting, dropped)
+    }
+
     /// The collector answered delivery `token` at `now_ms` (`ok`: a 2xx
     /// status). Returns `None` for a token that is not one of this outbox's
     /// deliveries.
@@ -379,6 +393,24 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_handed_over_outbox_gives_its_waiting_lines_in_order_and_drops_what_is_in_flight() {
+        // Broken by hand: `hand_over` returning the lines newest first: the
+        // order assertion failed.
+        let mut outbox = Outbox::new(limits(false));
+        for n in 0..4 {
+            let _ = outbox.push(format!("r{n}"), None);
+        }
+        // One full batch (3) leaves; r3 waits.
+        let _ = outbox.flush(0, false, |_| Some(1));
+        let _ = outbox.push("late".into(), None);
+        let (lines, dropped) = outbox.hand_over();
+        assert_eq!(lines, ["r3", "late"]);
+        assert_eq!(dropped, 3);
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.held(), (0, 0));
+    }
 
     #[test]
     fn an_abandoned_outbox_drops_what_waits_and_what_is_in_flight_and_is_empty() {

@@ -3,7 +3,7 @@
 //! upstream, and a tamper-evident record per request (Envoy's log and,
 //! optionally, an audit collector). All formats live in `meshguard_core::audit`.
 
-use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use meshguard_core::audit::httpsig::{
@@ -23,6 +23,7 @@ use meshguard_core::plugin::AuditSection;
 
 use crate::host::{CalloutFailure, Counter, Map, Metrics, PluginHost, StreamHost};
 use crate::reply::{json_reply, Flow};
+use crate::sync::Lock;
 use crate::view::View;
 
 /// How often partial batches are sent (full ones go at once) and a failing
@@ -72,20 +73,21 @@ impl AuditMetrics {
     }
 }
 
-/// The section's per-VM state: this VM's chain, outbox and counters.
+/// The section's per-VM state (natively: per plugin config, shared by every
+/// worker): its chain, outbox and counters.
 #[derive(Debug)]
 pub struct Audit {
     fingerprint: String,
     /// This VM's chain id (also the prefix of every audit id).
     chain_id: String,
-    chain: RefCell<Chain>,
-    next_request: Cell<u64>,
+    chain: Lock<Chain>,
+    next_request: AtomicU64,
     /// Records waiting for the collector (None without a collector).
-    outbox: Option<RefCell<Outbox>>,
+    outbox: Option<Lock<Outbox>>,
     /// This VM's wakeup for asking the root to flush now, and whether a
     /// request is already waiting on it.
     wakeup: Option<u32>,
-    flush_requested: Cell<bool>,
+    flush_requested: AtomicBool,
     metrics: AuditMetrics,
 }
 
@@ -116,7 +118,7 @@ impl Audit {
         let outbox = policy
             .outbox_limits()
             .zip(policy.outbox_framing())
-            .map(|(limits, framing)| RefCell::new(Outbox::with_framing(limits, framing)));
+            .map(|(limits, framing)| Lock::new(Outbox::with_framing(limits, framing)));
         let wakeup = outbox
             .as_ref()
             .and_then(|_| host.register_wakeup(&format!("meshguard-audit-flush-{chain_id}")));
@@ -132,12 +134,12 @@ impl Audit {
         let refused = |reason| host.define_counter(&tagged(AUDIT_REFUSED, &[("reason", reason)]));
         Self {
             fingerprint: fingerprint.to_owned(),
-            chain: RefCell::new(Chain::new(chain_id.clone())),
+            chain: Lock::new(Chain::new(chain_id.clone())),
             chain_id,
-            next_request: Cell::new(0),
+            next_request: AtomicU64::new(0),
             outbox,
             wakeup,
-            flush_requested: Cell::new(false),
+            flush_requested: AtomicBool::new(false),
             metrics: AuditMetrics {
                 emitted: records("emitted"),
                 delivered: records("delivered"),
@@ -165,7 +167,7 @@ impl Audit {
     /// The root's timer.
     pub fn on_tick<H: PluginHost>(&self, host: &H, policy: &AuditPolicy) {
         // A wake-up that never arrived must not silence later ones.
-        self.flush_requested.set(false);
+        self.flush_requested.store(false, Ordering::Relaxed);
         self.flush(host, policy, true);
     }
 
@@ -174,7 +176,7 @@ impl Audit {
         if Some(wakeup) != self.wakeup {
             return false;
         }
-        self.flush_requested.set(false);
+        self.flush_requested.store(false, Ordering::Relaxed);
         self.flush(host, policy, false);
         true
     }
@@ -190,18 +192,13 @@ impl Audit {
     pub fn drained(&self) -> bool {
         self.outbox
             .as_ref()
-            .is_none_or(|o| o.try_borrow().is_ok_and(|o| o.is_empty()))
+            .is_none_or(|o| o.with(|o| o.is_empty()).unwrap_or(false))
     }
 
     /// The retired config's grace ran out: what is left is dropped, counted
     /// and logged.
     pub fn abandon<H: PluginHost>(&self, host: &H) {
-        let Some(dropped) = self
-            .outbox
-            .as_ref()
-            .and_then(|o| o.try_borrow_mut().ok())
-            .map(|mut o| o.abandon())
-        else {
+        let Some(dropped) = self.outbox.as_ref().and_then(|o| o.with(Outbox::abandon)) else {
             return;
         };
         if dropped > 0 {
@@ -213,6 +210,40 @@ impl Audit {
         }
     }
 
+    /// The host ends this config at once: the records still waiting, for a
+    /// successor of the same plugin to deliver ([`Audit::adopt`]); records
+    /// in flight are dropped (counted): their delivery ends with the config.
+    pub fn hand_over<H: PluginHost>(&self, host: &H) -> Vec<String> {
+        let Some((lines, dropped)) = self.outbox.as_ref().and_then(|o| o.with(Outbox::hand_over))
+        else {
+            return Vec::new();
+        };
+        if dropped > 0 {
+            host.add(self.metrics.dropped, dropped as u64);
+            log::error!(
+                "meshguard audit: chain {}: {dropped} records in flight when the config ended; dropped",
+                self.chain_id
+            );
+        }
+        lines
+    }
+
+    /// Takes over the records a retired config of the same plugin could not
+    /// deliver (they keep their own chain); true when this config has a
+    /// collector to deliver them to. A full outbox drops the oldest, counted.
+    pub fn adopt<H: PluginHost>(&self, host: &H, lines: Vec<String>) -> bool {
+        let Some(outbox) = &self.outbox else {
+            return false;
+        };
+        for line in lines {
+            match outbox.with(|o| o.push(line, None)) {
+                Some(outcome) => self.metrics.count(host, outcome),
+                None => host.add(self.metrics.dropped, 1),
+            }
+        }
+        true
+    }
+
     /// From a stream: when a full batch waits, wake the root, which sends it.
     fn request_flush<H: StreamHost>(&self, host: &mut H) {
         let Some(wakeup) = self.wakeup else {
@@ -221,10 +252,10 @@ impl Audit {
         let wants = self
             .outbox
             .as_ref()
-            .and_then(|o| o.try_borrow().ok())
-            .is_some_and(|o| o.wants_flush());
-        if wants && !self.flush_requested.replace(true) && !host.wake(wakeup) {
-            self.flush_requested.set(false);
+            .and_then(|o| o.with(|o| o.wants_flush()))
+            .unwrap_or(false);
+        if wants && !self.flush_requested.swap(true, Ordering::Relaxed) && !host.wake(wakeup) {
+            self.flush_requested.store(false, Ordering::Relaxed);
         }
     }
 
@@ -233,35 +264,36 @@ impl Audit {
         let (Some(outbox), Some(collector)) = (&self.outbox, policy.collector()) else {
             return;
         };
-        let Ok(mut outbox) = outbox.try_borrow_mut() else {
-            return;
-        };
         let timeout = Duration::from_millis(u64::from(collector.timeout_ms));
-        let outcome = outbox.flush(host.now_ms(), tick, |body| {
-            let content_type = match collector.format {
-                CollectorFormat::Ndjson => "application/x-ndjson",
-                CollectorFormat::OtlpJson => "application/json",
-            };
-            let headers = [
-                (":method", "POST"),
-                (":path", collector.path.as_str()),
-                (":authority", collector.authority.as_str()),
-                ("content-type", content_type),
-            ];
-            match host.dispatch(&collector.cluster, &headers, Some(body), timeout) {
-                Ok(token) => Some(token),
-                Err(status) => {
-                    self.metrics
-                        .collector_failed(host, CalloutFailure::DispatchFailed);
-                    log::warn!(
-                        "meshguard audit: cannot call collector cluster {}: {status}",
-                        logsafe::quote(&collector.cluster)
-                    );
-                    None
+        let outcome = outbox.with(|outbox| {
+            outbox.flush(host.now_ms(), tick, |body| {
+                let content_type = match collector.format {
+                    CollectorFormat::Ndjson => "application/x-ndjson",
+                    CollectorFormat::OtlpJson => "application/json",
+                };
+                let headers = [
+                    (":method", "POST"),
+                    (":path", collector.path.as_str()),
+                    (":authority", collector.authority.as_str()),
+                    ("content-type", content_type),
+                ];
+                match host.dispatch(&collector.cluster, &headers, Some(body), timeout) {
+                    Ok(token) => Some(token),
+                    Err(status) => {
+                        self.metrics
+                            .collector_failed(host, CalloutFailure::DispatchFailed);
+                        log::warn!(
+                            "meshguard audit: cannot call collector cluster {}: {status}",
+                            logsafe::quote(&collector.cluster)
+                        );
+                        None
+                    }
                 }
-            }
+            })
         });
-        self.metrics.count(host, outcome);
+        if let Some(outcome) = outcome {
+            self.metrics.count(host, outcome);
+        }
     }
 
     /// The collector answered (or not: a timeout, a reset, a stall
@@ -286,9 +318,8 @@ impl Audit {
             .as_deref()
             .is_some_and(|s| s.len() == 3 && s.starts_with('2'));
         let Some(outcome) = outbox
-            .try_borrow_mut()
-            .ok()
-            .and_then(|mut o| o.answered(host.now_ms(), token, ok))
+            .with(|o| o.answered(host.now_ms(), token, ok))
+            .flatten()
         else {
             return false;
         };
@@ -375,8 +406,8 @@ impl InFlight {
             return Err(refuse(host, 400, code));
         }
         // Under fail_closed a request starts only with room for its record.
-        let reservation = match audit.outbox.as_ref().map(|o| o.try_borrow_mut()) {
-            Some(Ok(mut outbox)) => outbox.reserve(),
+        let reservation = match audit.outbox.as_ref().map(|o| o.with(Outbox::reserve)) {
+            Some(Some(reserved)) => reserved,
             _ => Ok(None),
         };
         let reservation = match reservation {
@@ -404,8 +435,7 @@ impl InFlight {
             policy.needs_body(command),
             end_of_stream,
         );
-        let seq = audit.next_request.get();
-        audit.next_request.set(seq.wrapping_add(1));
+        let seq = audit.next_request.fetch_add(1, Ordering::Relaxed);
         let mut flight = Self {
             id: audit_id(&audit.chain_id, seq),
             start_ms: host.now_ms(),
@@ -674,12 +704,14 @@ impl InFlight {
                 .insert("audit".into(), "hash_failed".into());
         }
         let fields = fields.cap(policy.max_record_path_bytes());
-        let sealed = match audit.chain.try_borrow_mut() {
-            Ok(mut chain) => chain
-                .seal_line(fields, &section.key, policy.key_id())
-                .map_err(|e| e.to_string()),
-            Err(_) => Err("the chain is busy".into()),
-        };
+        let sealed = audit
+            .chain
+            .with(|chain| {
+                chain
+                    .seal_line(fields, &section.key, policy.key_id())
+                    .map_err(|e| e.to_string())
+            })
+            .unwrap_or_else(|| Err("the chain is busy".into()));
         let (record, line) = match sealed {
             Ok(sealed) => sealed,
             Err(e) => {
@@ -709,12 +741,9 @@ impl InFlight {
                 }
                 _ => json.to_owned(),
             };
-            match outbox.try_borrow_mut() {
-                Ok(mut o) => {
-                    let outcome = o.push(json, self.reservation);
-                    audit.metrics.count(host, outcome);
-                }
-                Err(_) => host.add(audit.metrics.dropped, 1),
+            match outbox.with(|o| o.push(json, self.reservation)) {
+                Some(outcome) => audit.metrics.count(host, outcome),
+                None => host.add(audit.metrics.dropped, 1),
             }
         }
         audit.request_flush(host);
@@ -735,9 +764,7 @@ impl InFlight {
 
 fn release(audit: &Audit, reservation: Option<Reservation>) {
     if let (Some(r), Some(outbox)) = (reservation, &audit.outbox) {
-        if let Ok(mut o) = outbox.try_borrow_mut() {
-            o.release(r);
-        }
+        outbox.with(|o| o.release(r));
     }
 }
 
