@@ -204,7 +204,14 @@ impl Multipart {
         let from = self.scan.max(*start);
         let held = b.len().saturating_sub(*start);
         match std::mem::replace(&mut self.state, Part::Preamble) {
+            // The preamble is one record, bounded however the body was cut:
+            // a delimiter found in the same chunk that carried the preamble
+            // past the bound, or the end of the body, refuses it as a
+            // chunk boundary before the bound would have.
             Part::Preamble => match self.find(b, *start, from, end)? {
+                Found::Delimiter { at, .. } if at.saturating_sub(*start) > max_record => {
+                    Err(StreamError::Oversize)
+                }
                 Found::Delimiter { at, .. } => {
                     // The preamble is ignored by receivers; scanned all the same.
                     emit_text(plan, b.get(*start..at).unwrap_or_default(), hits, fed)?;
@@ -215,15 +222,15 @@ impl Multipart {
                 }
                 Found::NotYet { maybe } => {
                     self.state = Part::Preamble;
+                    if held > max_record {
+                        return Err(StreamError::Oversize);
+                    }
                     if end {
                         emit_text(plan, b.get(*start..).unwrap_or_default(), hits, fed)?;
                         *start = b.len();
                         return Ok(false);
                     }
                     self.scan = self.safe_end(b.len(), *start, maybe);
-                    if held > max_record {
-                        return Err(StreamError::Oversize);
-                    }
                     Ok(false)
                 }
             },
@@ -300,17 +307,25 @@ impl Multipart {
             }
             Part::Epilogue => {
                 self.state = Part::Epilogue;
+                // Leading whitespace (the usual epilogue: a line end) leaves
+                // at once, so that nothing is left to add at the trailers;
+                // what follows is one record, bounded at the end as before
+                // it, so where the body was cut does not matter.
                 let rest = b.get(*start..).unwrap_or_default();
-                if !end && rest.iter().all(u8::is_ascii_whitespace) {
-                    // The usual epilogue (a line end) leaves at once, so that
-                    // nothing is left to add at the trailers.
-                    fed.out.extend_from_slice(rest);
-                    *start = b.len();
-                } else if end {
-                    emit_text(plan, b.get(*start..).unwrap_or_default(), hits, fed)?;
-                    *start = b.len();
-                } else if held > max_record {
+                let blank = rest
+                    .iter()
+                    .position(|c| !c.is_ascii_whitespace())
+                    .unwrap_or(rest.len());
+                fed.out
+                    .extend_from_slice(rest.get(..blank).unwrap_or_default());
+                *start = start.saturating_add(blank);
+                let rest = b.get(*start..).unwrap_or_default();
+                if rest.len() > max_record {
                     return Err(StreamError::Oversize);
+                }
+                if end {
+                    emit_text(plan, rest, hits, fed)?;
+                    *start = b.len();
                 }
                 Ok(false)
             }

@@ -360,6 +360,63 @@ fn multipart_fields_get_the_name_rules_and_text_parts_the_detectors() {
     }
 }
 
+/// The preamble and the epilogue are records bounded by `max_record_bytes`
+/// (256 here) wherever the body was cut: over the bound they are refused
+/// whether the bound was crossed before the end, at the end, or in the chunk
+/// that also carried the delimiter; within it they pass. Found by the
+/// `mask_multipart` fuzz target (a 513-byte preamble with no delimiter was
+/// refused when cut, passed whole).
+///
+/// Broken by hand: the preamble's bound checked only before the end (as
+/// found): the whole body passed and the "over the bound, no delimiter" row
+/// failed at split 0 (the whole body in the last chunk).
+#[test]
+fn preamble_and_epilogue_are_bounded_records_wherever_the_body_is_cut() {
+    let p = policy(r#""on_binary_part": "pass","#);
+    let part = "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--XyZ--";
+    let long = "p".repeat(300);
+    let short = "p".repeat(200);
+    let rows: [(&str, String, bool); 6] = [
+        ("over the bound, no delimiter", long.clone(), false),
+        ("within the bound, no delimiter", short.clone(), true),
+        (
+            "a preamble over the bound",
+            format!("{long}\r\n{part}"),
+            false,
+        ),
+        (
+            "a preamble within the bound",
+            format!("{short}\r\n{part}"),
+            true,
+        ),
+        (
+            "an epilogue over the bound",
+            format!("{part}\r\n{long}"),
+            false,
+        ),
+        (
+            "a blank line then an epilogue within the bound",
+            format!("{part}\r\n{}{short}", " ".repeat(200)),
+            true,
+        ),
+    ];
+    for (what, body, passes) in rows {
+        let bytes = body.as_bytes();
+        for split in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(split);
+            let flow = send(&p, Direction::Request, FORM, &[a, b], false);
+            assert_eq!(
+                flow.refused.is_none(),
+                passes,
+                "{what}, split at {split}: {flow:?}"
+            );
+            if passes {
+                assert_eq!(flow.all(), body, "{what}, split at {split}");
+            }
+        }
+    }
+}
+
 /// Broken by hand: binary parts always passed (`binary` ignoring `on_binary_part`); this failed.
 #[test]
 fn binary_parts_are_refused_or_passed_counted_and_text_parts_around_them_masked() {
