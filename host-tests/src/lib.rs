@@ -66,7 +66,6 @@
 
 pub mod certs;
 pub mod collector;
-pub mod echo;
 pub mod envoy;
 pub mod hostile_peer;
 pub mod http;

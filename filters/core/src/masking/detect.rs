@@ -337,7 +337,7 @@ fn card_windows(
                     && maestro_short(b, groups.get(s).map_or(0, |g| g.0), context));
             if long_enough && (!at_run_end || right_ok) {
                 if let (Some(first), Some(last)) = (groups.get(s), groups.get(e)) {
-                    if luhn(b, first.0, last.1) {
+                    if luhn(b, first.0, last.1) && issued_shape(b, first.0, digits) {
                         best = Some((first.0, last.1, e));
                     }
                 }
@@ -350,6 +350,21 @@ fn card_windows(
             }
             None => s = s.saturating_add(1),
         }
+    }
+}
+
+/// Whether a run of `digits` digits starting at `start` can be an issued
+/// card number (ISO/IEC 7812's major industry identifier, its first digit):
+/// `0` is never issued; `1` only on 15-digit numbers (UATP, old JCB
+/// `1800`); the only 13-digit cards are Visa's (`4`). What this leaves out
+/// is mostly time: epoch milliseconds, microseconds and nanoseconds start
+/// with `1` and have 13, 16 and 19 digits, and one in ten passes Luhn.
+fn issued_shape(b: &[u8], start: usize, digits: usize) -> bool {
+    match b.get(start) {
+        Some(b'0') => false,
+        Some(b'1') => digits == 15,
+        Some(&first) => digits != 13 || first == b'4',
+        None => false,
     }
 }
 
@@ -1442,6 +1457,8 @@ mod tests {
             (Card, "amex 3782 822463 10005", &["3782 822463 10005"]),
             (Card, "(5555555555554444)", &["5555555555554444"]),
             (Card, "13 digits 4222222222222", &["4222222222222"]),
+            // UATP: 15 digits starting with 1.
+            (Card, "uatp 135412345678911", &["135412345678911"]),
             (
                 Card,
                 "19 digits 6011000990139424009",
@@ -1467,6 +1484,14 @@ mod tests {
         check(&[
             // Luhn fails.
             (Card, "4111111111111112", &[]),
+            // Luhn passes, but no card is shaped so: epoch milliseconds,
+            // microseconds and nanoseconds (first digit 1, not 15 digits),
+            // 13 digits other than Visa's, and the unissued first digit 0.
+            (Card, "ts=1796662244120", &[]),
+            (Card, "\"created\": 1796662244123454", &[]),
+            (Card, "1796662244123456787", &[]),
+            (Card, "5222222222221", &[]),
+            (Card, "0411111111111116", &[]),
             // Part of a longer digit run, or glued to letters.
             (Card, "94111111111111111", &[]),
             (Card, "41111111111111119999", &[]),

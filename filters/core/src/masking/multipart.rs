@@ -400,6 +400,10 @@ impl Multipart {
         let Some(head_end) = head_end else {
             return self.incomplete(block, end, max_record);
         };
+        // Bounded as while it was incomplete, however the body was cut.
+        if head_end > max_record {
+            return Err(StreamError::Oversize);
+        }
         // Parse, and scan every header value.
         let mut name: Option<String> = None;
         let mut media: Option<String> = None;

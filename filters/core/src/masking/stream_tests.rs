@@ -360,23 +360,24 @@ fn multipart_fields_get_the_name_rules_and_text_parts_the_detectors() {
     }
 }
 
-/// The preamble and the epilogue are records bounded by `max_record_bytes`
+/// The preamble, a part's head and the epilogue are records bounded by `max_record_bytes`
 /// (256 here) wherever the body was cut: over the bound they are refused
 /// whether the bound was crossed before the end, at the end, or in the chunk
 /// that also carried the delimiter; within it they pass. Found by the
-/// `mask_multipart` fuzz target (a 513-byte preamble with no delimiter was
-/// refused when cut, passed whole).
+/// `mask_multipart` fuzz target (a 513-byte preamble with no delimiter, then
+/// a 590-byte part head, were refused when cut, passed whole).
 ///
 /// Broken by hand: the preamble's bound checked only before the end (as
 /// found): the whole body passed and the "over the bound, no delimiter" row
-/// failed at split 0 (the whole body in the last chunk).
+/// failed at split 0 (the whole body in the last chunk); a complete part
+/// head not bounded (as found next): the head row failed the same way.
 #[test]
-fn preamble_and_epilogue_are_bounded_records_wherever_the_body_is_cut() {
+fn preamble_heads_and_epilogue_are_bounded_records_wherever_the_body_is_cut() {
     let p = policy(r#""on_binary_part": "pass","#);
     let part = "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--XyZ--";
     let long = "p".repeat(300);
     let short = "p".repeat(200);
-    let rows: [(&str, String, bool); 6] = [
+    let rows: [(&str, String, bool); 7] = [
         ("over the bound, no delimiter", long.clone(), false),
         ("within the bound, no delimiter", short.clone(), true),
         (
@@ -392,6 +393,11 @@ fn preamble_and_epilogue_are_bounded_records_wherever_the_body_is_cut() {
         (
             "an epilogue over the bound",
             format!("{part}\r\n{long}"),
+            false,
+        ),
+        (
+            "a part's head over the bound",
+            format!("--XyZ\r\nX-Pad: {long}\r\n\r\nx\r\n--XyZ--"),
             false,
         ),
         (
