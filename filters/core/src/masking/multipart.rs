@@ -222,15 +222,20 @@ impl Multipart {
                 }
                 Found::NotYet { maybe } => {
                     self.state = Part::Preamble;
-                    if held > max_record {
-                        return Err(StreamError::Oversize);
-                    }
                     if end {
+                        if held > max_record {
+                            return Err(StreamError::Oversize);
+                        }
                         emit_text(plan, b.get(*start..).unwrap_or_default(), hits, fed)?;
                         *start = b.len();
                         return Ok(false);
                     }
+                    // Only what no delimiter can begin in counts: the tail
+                    // may be the line break of the next delimiter.
                     self.scan = self.safe_end(b.len(), *start, maybe);
+                    if self.scan.saturating_sub(*start) > max_record {
+                        return Err(StreamError::Oversize);
+                    }
                     Ok(false)
                 }
             },
@@ -264,7 +269,14 @@ impl Multipart {
                         Found::Delimiter { at } => Some(at),
                     };
                     self.scan = self.safe_end(b.len(), *start, maybe);
-                    if held <= max_record {
+                    // As for the preamble: before the end, a tail that may
+                    // begin the next delimiter does not count.
+                    let content = if end {
+                        held
+                    } else {
+                        self.scan.saturating_sub(*start)
+                    };
+                    if content <= max_record {
                         self.state = Part::Held {
                             head,
                             head_changed,

@@ -364,20 +364,38 @@ fn multipart_fields_get_the_name_rules_and_text_parts_the_detectors() {
 /// (256 here) wherever the body was cut: over the bound they are refused
 /// whether the bound was crossed before the end, at the end, or in the chunk
 /// that also carried the delimiter; within it they pass. Found by the
-/// `mask_multipart` fuzz target (a 513-byte preamble with no delimiter, then
-/// a 590-byte part head, were refused when cut, passed whole).
+/// `mask_multipart` fuzz target (a 513-byte preamble with no delimiter, a
+/// 590-byte part head, and a 511-byte preamble cut inside its delimiter's
+/// line break, each refused or not depending on the cut).
 ///
 /// Broken by hand: the preamble's bound checked only before the end (as
 /// found): the whole body passed and the "over the bound, no delimiter" row
 /// failed at split 0 (the whole body in the last chunk); a complete part
-/// head not bounded (as found next): the head row failed the same way.
+/// head not bounded (as found next): the head row failed the same way; the
+/// held tail counted before the end (as found third): the "at the bound"
+/// rows failed at the split between the record and its line break.
 #[test]
 fn preamble_heads_and_epilogue_are_bounded_records_wherever_the_body_is_cut() {
     let p = policy(r#""on_binary_part": "pass","#);
     let part = "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--XyZ--";
     let long = "p".repeat(300);
     let short = "p".repeat(200);
-    let rows: [(&str, String, bool); 7] = [
+    let bound = "p".repeat(256);
+    let rows: [(&str, String, bool); 9] = [
+        // At the bound, cut between the record and its delimiter's line
+        // break: the break may begin a delimiter, so it does not count.
+        (
+            "a preamble at the bound",
+            format!("{bound}\r\n{part}"),
+            true,
+        ),
+        (
+            "a text part at the bound",
+            format!(
+                "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n{bound}\r\n--XyZ--"
+            ),
+            true,
+        ),
         ("over the bound, no delimiter", long.clone(), false),
         ("within the bound, no delimiter", short.clone(), true),
         (
