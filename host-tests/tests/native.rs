@@ -8,7 +8,7 @@
 //! `MESHGUARD_TEST_BUILD=native` (the parity matrix, docs/testing.md).
 
 use meshguard_host_tests::http::{Protocol, Request};
-use meshguard_host_tests::mesh::{Build, Filter, Mesh};
+use meshguard_host_tests::mesh::{Build, Deployment, Filter, Mesh};
 
 const POLICY: &str = r#"{
   "config_version": "native-1",
@@ -77,7 +77,10 @@ async fn the_module_loads_in_envoy_1_40_with_its_abi_version_matched_and_judges_
 /// samples became `envoy_meshguard_meshguard_...`).
 #[tokio::test]
 async fn metrics_are_in_envoys_meshguard_namespace_with_the_same_tags() {
-    let mesh = mesh(Filter::identity(POLICY)).await;
+    let filter = Filter::identity(POLICY);
+    // `identity`, or `meshguard` when the run deploys the combined plugin.
+    let label = Deployment::current().label_of(&filter);
+    let mesh = mesh(filter).await;
     let resp = mesh
         .send_as("frontend", Request::new("GET", "/api/a"))
         .await
@@ -85,9 +88,10 @@ async fn metrics_are_in_envoys_meshguard_namespace_with_the_same_tags() {
     assert_eq!(resp.status, 200);
     let text = raw_prometheus(&mesh).await;
     for sample in [
-        r#"envoy_meshguard_identity_requests_total{decision="allowed",reason="allowed_by_rule"} 1"#,
-        r#"envoy_meshguard_panics_total{filter="identity"} 0"#,
-        r#"envoy_meshguard_config_info{filter="identity",version="native-1"} 1"#,
+        r#"envoy_meshguard_identity_requests_total{decision="allowed",reason="allowed_by_rule"} 1"#
+            .to_owned(),
+        format!(r#"envoy_meshguard_panics_total{{filter="{label}"}} 0"#),
+        format!(r#"envoy_meshguard_config_info{{filter="{label}",version="native-1"}} 1"#),
     ] {
         assert!(text.lines().any(|l| l == sample), "{sample} in:\n{text}");
     }
