@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
             }
-            Err(e) => assert_eq!(e.as_code(), "not_utf8", "{e}"),
+            // Bytes that are not UTF-8, or that read as another charset
+            // meshguard cannot write back (docs/masking.md, Charsets).
+            Err(e) => assert!(matches!(e.as_code(), "not_utf8" | "charset"), "{e}"),
         }
     }
 });
