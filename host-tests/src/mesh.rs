@@ -712,6 +712,50 @@ impl Mesh {
             .await
     }
 
+    /// On every worker, over `protocol`: `/api/items?n=i` (even `i`) passes
+    /// and `/admin/users?n=i` (odd) is refused by a deny rule (`403
+    /// denied_by_rule`), and exactly the passed requests reach the upstream.
+    /// Returns what reached it. `what` names the row in failures.
+    pub async fn every_worker_passes_items_and_denies_admin(
+        &self,
+        per_round: usize,
+        protocol: Protocol,
+        what: &str,
+    ) -> Vec<crate::upstream::Recorded> {
+        let answers = self
+            .send_direct_on_every_worker(per_round, |i| {
+                let path = if i % 2 == 0 {
+                    "/api/items"
+                } else {
+                    "/admin/users"
+                };
+                Request::new("GET", &format!("{path}?n={i}")).protocol(protocol)
+            })
+            .await
+            .unwrap();
+        let mut passed = std::collections::HashSet::new();
+        for (i, resp) in &answers {
+            let row = format!("{what}: request {i} over {protocol:?}");
+            if i % 2 == 0 {
+                assert_eq!(resp.status, 200, "{row}: {resp:?}");
+                passed.insert(format!("/api/items?n={i}"));
+            } else {
+                assert_eq!(resp.status, 403, "{row}: {resp:?}");
+                assert_eq!(
+                    resp.header("x-meshguard-deny-reason"),
+                    Some("denied_by_rule"),
+                    "{row}"
+                );
+            }
+        }
+        self.upstream_barrier().await.unwrap();
+        let arrived = self.upstream.take();
+        let targets: std::collections::HashSet<String> =
+            arrived.iter().map(|r| r.target.clone()).collect();
+        assert_eq!(targets, passed, "{what} over {protocol:?}");
+        arrived
+    }
+
     /// Waits until everything the server sidecar forwarded before this call
     /// reached the upstream: a request sent after it through a listener
     /// without filters (same Envoy, same upstream cluster) is waited for at

@@ -307,36 +307,9 @@ const DENY_ADMIN: &str = r#"{"default_action": "allow", "transport": {"require_m
 async fn every_worker_enforces(mesh: &Mesh, what: &str) -> HashSet<String> {
     let mut vms = HashSet::new();
     for protocol in Protocol::ALL {
-        let answers = mesh
-            .send_direct_on_every_worker(PER_ROUND, |i| {
-                let path = if i % 2 == 0 {
-                    "/api/items"
-                } else {
-                    "/admin/users"
-                };
-                Request::new("GET", &format!("{path}?n={i}")).protocol(protocol)
-            })
-            .await
-            .unwrap();
-        let mut passed = HashSet::new();
-        for (i, resp) in &answers {
-            let row = format!("{what}: request {i} over {protocol:?}");
-            if i % 2 == 0 {
-                assert_eq!(resp.status, 200, "{row}: {resp:?}");
-                passed.insert(format!("/api/items?n={i}"));
-            } else {
-                assert_eq!(resp.status, 403, "{row}: {resp:?}");
-                assert_eq!(
-                    resp.header("x-meshguard-deny-reason"),
-                    Some("denied_by_rule"),
-                    "{row}"
-                );
-            }
-        }
-        mesh.upstream_barrier().await.unwrap();
-        let arrived = mesh.upstream().take();
-        let targets: HashSet<String> = arrived.iter().map(|r| r.target.clone()).collect();
-        assert_eq!(targets, passed, "{what} over {protocol:?}");
+        let arrived = mesh
+            .every_worker_passes_items_and_denies_admin(PER_ROUND, protocol, what)
+            .await;
         for r in &arrived {
             let vm = r.header(SEEN_HEADER);
             assert!(vm.is_some(), "{what}: unfiltered: {r:?}");

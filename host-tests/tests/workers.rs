@@ -87,40 +87,9 @@ async fn every_worker_vm_admits_the_signed_config_the_main_thread_accepted_and_j
         .start()
         .await
         .expect("mesh starts");
-    let answers = mesh
-        .send_direct_on_every_worker(PER_ROUND, |i| {
-            let path = if i % 2 == 0 {
-                "/api/items"
-            } else {
-                "/admin/users"
-            };
-            Request::new("GET", &format!("{path}?n={i}"))
-        })
-        .await
-        .unwrap();
-    let mut allowed = HashSet::new();
-    for (i, resp) in &answers {
-        if i % 2 == 0 {
-            assert_eq!(resp.status, 200, "request {i}: {resp:?}");
-            allowed.insert(format!("/api/items?n={i}"));
-        } else {
-            assert_eq!(resp.status, 403, "request {i}: {resp:?}");
-            assert_eq!(
-                resp.header("x-meshguard-deny-reason"),
-                Some("denied_by_rule"),
-                "request {i}"
-            );
-        }
-    }
     // Exactly the allowed requests reached the upstream.
-    mesh.upstream_barrier().await.unwrap();
-    let arrived: HashSet<String> = mesh
-        .upstream()
-        .take()
-        .into_iter()
-        .map(|r| r.target)
-        .collect();
-    assert_eq!(arrived, allowed);
+    mesh.every_worker_passes_items_and_denies_admin(PER_ROUND, Protocol::Http1, "admitted")
+        .await;
     // Each worker's VM loaded and accepted it, beside the main thread's two
     // loads (Envoy configures the plugin on the main thread twice: 3 loads
     // at --concurrency 1, measured).
